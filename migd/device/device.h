@@ -1,0 +1,115 @@
+// migd/device/device.h
+//
+// The device contract every backend (kernel VFIO, emulated) implements: the VFIO
+// migration uAPI v2 expressed as C++ calls. Callers (the migration engine) never
+// know which backend they drive; the emulated backend must behave exactly as a
+// kernel variant driver does, arcs, refusals and stream semantics included.
+//
+// Thread-safety: a Device may be called from several threads; each call is
+// atomic with respect to the others. A DataStream is used by one thread at a time.
+
+#ifndef MIGD_DEVICE_DEVICE_H_
+#define MIGD_DEVICE_DEVICE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "migd/vfio/uapi.h"
+
+namespace migd::device {
+
+// VFIO_MIG_GET_PRECOPY_INFO.
+struct PrecopyInfo {
+  uint64_t initial_bytes = 0;
+  uint64_t dirty_bytes = 0;
+};
+
+// One IOVA range for DMA dirty logging (page aligned).
+struct IovaRange {
+  uint64_t iova = 0;
+  uint64_t length = 0;
+};
+
+// A save or load session: the data fd the kernel returns from an arc that
+// starts one. The byte stream is opaque; order matters, segmentation does not.
+// The session ends when the device leaves the saving/resuming states; calls
+// after that fail with kFailedPrecondition.
+class DataStream {
+ public:
+  virtual ~DataStream() = default;
+
+  // Save side. Reads up to buf.size() bytes. Returns the number read; 0 is the
+  // end of the stream in STOP_COPY. In PRE_COPY states, the temporary end of the
+  // available data is kUnavailable (the kernel's ENOMSG); some drivers return 0
+  // there instead, so callers decide with PrecopyInfo and the state, never a 0
+  // read alone.
+  virtual absl::StatusOr<size_t> Read(absl::Span<uint8_t> buf) = 0;
+
+  // Load side. Writes up to data.size() bytes and returns how many were taken.
+  // An error is fatal to the load (the device keeps part of the bytes); the
+  // RESUMING -> STOP arc then fails.
+  virtual absl::StatusOr<size_t> Write(absl::Span<const uint8_t> data) = 0;
+
+  // VFIO_MIG_GET_PRECOPY_INFO: only in PRE_COPY / PRE_COPY_P2P, else
+  // kFailedPrecondition.
+  virtual absl::StatusOr<PrecopyInfo> GetPrecopyInfo() = 0;
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+
+  // Name the agent knows the device by (unique per agent).
+  virtual const std::string& name() const = 0;
+
+  // Backend kind: "emulated", "vfio".
+  virtual std::string kind() const = 0;
+
+  // VFIO_DEVICE_FEATURE_MIGRATION: the VFIO_MIGRATION_* bits.
+  virtual absl::StatusOr<vfio::MigFlags> GetFlags() = 0;
+
+  // VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (GET).
+  virtual absl::StatusOr<vfio::MigState> GetState() = 0;
+
+  // VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (SET): moves to `target` along the
+  // kernel's arcs (vfio::PlanArcs). Returns a new DataStream when the walk
+  // opens a save or load session (-> STOP_COPY from STOP, -> PRE_COPY*,
+  // -> RESUMING), nullptr otherwise (PRE_COPY* -> STOP_COPY keeps the same
+  // session). On failure the error names the arc that failed; the device is
+  // left in the state before that arc, or in ERROR when the driver says so
+  // (GetState tells).
+  virtual absl::StatusOr<std::unique_ptr<DataStream>> SetState(
+      vfio::MigState target) = 0;
+
+  // VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: estimated stop-copy length in bytes.
+  virtual absl::StatusOr<uint64_t> GetStopCopySize() = 0;
+
+  // VFIO_DEVICE_FEATURE_DMA_LOGGING_START/REPORT/STOP. Report fills `bitmap`
+  // with one bit per page of [iova, iova+length) (LSB first in each word) and
+  // clears what it reported. kUnimplemented when the device has no DMA logging.
+  virtual absl::Status StartDmaLogging(uint64_t page_size,
+                                       const std::vector<IovaRange>& ranges) = 0;
+  virtual absl::Status ReportDmaLogging(uint64_t iova, uint64_t length,
+                                        uint64_t page_size,
+                                        std::vector<uint64_t>* bitmap) = 0;
+  virtual absl::Status StopDmaLogging() = 0;
+
+  // VFIO_DEVICE_RESET: the only way out of ERROR; lands in RUNNING and ends any
+  // data session.
+  virtual absl::Status Reset() = 0;
+
+  // A digest of the device's internal state ("crc32c:xxxxxxxx"), for backends
+  // that can compute one; kUnimplemented otherwise. Used to prove a destination
+  // holds exactly the source's state.
+  virtual absl::StatusOr<std::string> StateDigest() = 0;
+};
+
+}  // namespace migd::device
+
+#endif  // MIGD_DEVICE_DEVICE_H_
