@@ -17,13 +17,16 @@
 namespace migd::vfio {
 
 // True when `from` -> `to` is one of the kernel's single-step arcs
-// (ignoring whether the device's flags allow either state).
+// (ignoring whether the device's flags allow either state). Includes the arcs
+// only devices without some optional state take: RUNNING <-> STOP (no P2P) and
+// PRE_COPY -> STOP_COPY (PRE_COPY without P2P).
 bool IsSingleStepArc(MigState from, MigState to);
 
 // The next state the kernel moves to on the way from `cur` to `target` for a
 // device advertising `flags`. kFailedPrecondition when the kernel would refuse
 // (ERROR as either end, STOP_COPY -> PRE_COPY*, or a state the flags do not
-// allow); kInvalidArgument when `flags` lack STOP_COPY.
+// allow); kInvalidArgument when `flags` lack STOP_COPY. Returns `target` when
+// cur == target, as the kernel does.
 absl::StatusOr<MigState> NextState(MigFlags flags, MigState cur, MigState target);
 
 // Returns the arcs from `from` to `to` for a device advertising `flags`

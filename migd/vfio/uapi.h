@@ -72,7 +72,8 @@ std::optional<MigState> ParseMigState(absl::string_view name);
 // The state for a raw kernel value, or nullopt if the kernel has no such state.
 std::optional<MigState> MigStateFromRaw(uint32_t raw);
 
-// "STOP_COPY|P2P|PRE_COPY".
+// "STOP_COPY|P2P|PRE_COPY": known bits in bit order, then any unknown bits as
+// one hex value ("STOP_COPY|0x10"); "NONE" for 0.
 std::string MigFlagsName(MigFlags flags);
 
 // True for the states in which the device may run (initiate DMA, change state):
@@ -86,7 +87,9 @@ bool IsSavingState(MigState s);
 bool IsP2PState(MigState s);
 
 // True when `flags` allow the device to be in `s` (STOP_COPY is required for all;
-// P2P states need kMigP2P; PRE_COPY states need kMigPreCopy).
+// P2P states need kMigP2P; PRE_COPY states need kMigPreCopy). Unlike the
+// kernel's state_flags_table (~0U for ERROR, so that ERROR can never be
+// requested), ERROR counts as supported: a migratable device can end up there.
 bool StateSupported(MigFlags flags, MigState s);
 
 }  // namespace migd::vfio

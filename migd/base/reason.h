@@ -1,0 +1,48 @@
+// migd/base/reason.h
+//
+// Attaches a machine-readable cause (migd.v1.ErrorReason) to an absl::Status, so
+// the reason travels with the error from where it is known (a device arc, a
+// chunk check) to the API edge, which puts it in the "migd-error-reason"
+// trailer and in a failed job's record.
+
+#ifndef MIGD_BASE_REASON_H_
+#define MIGD_BASE_REASON_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "proto/migd/v1/migration.pb.h"
+
+namespace migd::base {
+
+using ::migd::v1::ErrorReason;
+
+// The trailing-metadata key carrying the reason name on RPC errors.
+inline constexpr char kReasonMetadataKey[] = "migd-error-reason";
+
+// Returns `status` with `reason` attached (replacing any earlier one).
+// An OK status is returned unchanged.
+absl::Status WithReason(absl::Status status, ErrorReason reason);
+
+// Shorthand: a new status with code, message and reason.
+absl::Status Error(absl::StatusCode code, ErrorReason reason,
+                   absl::string_view message);
+
+// The reason attached to `status`; when none was attached, one derived from
+// the status code (e.g. kNotFound -> DEVICE_NOT_FOUND is not guessed: it gives
+// ERROR_REASON_INTERNAL for unexpected codes and INVALID_REQUEST for
+// kInvalidArgument).
+ErrorReason ReasonOf(const absl::Status& status);
+
+// "ERROR_REASON_BAD_TOKEN" <-> enum; unknown names give UNSPECIFIED.
+std::string ReasonName(ErrorReason reason);
+ErrorReason ReasonFromName(absl::string_view name);
+
+// Prefixes the status message with `context` ("device emu0: ..."), keeping the
+// code and the reason.
+absl::Status Annotate(const absl::Status& status, absl::string_view context);
+
+}  // namespace migd::base
+
+#endif  // MIGD_BASE_REASON_H_

@@ -1,0 +1,39 @@
+#include "migd/base/reason.h"
+
+#include "gtest/gtest.h"
+
+namespace migd::base {
+namespace {
+
+TEST(Reason, TravelsWithTheStatusThroughAnnotate) {
+  absl::Status s = Error(absl::StatusCode::kPermissionDenied,
+                         v1::ERROR_REASON_BAD_TOKEN, "token mismatch");
+  absl::Status a = Annotate(s, "job j1");
+  EXPECT_EQ(a.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(a.message(), "job j1: token mismatch");
+  EXPECT_EQ(ReasonOf(a), v1::ERROR_REASON_BAD_TOKEN);
+}
+
+TEST(Reason, DerivedFromCodeWhenNoneAttached) {
+  EXPECT_EQ(ReasonOf(absl::InvalidArgumentError("x")),
+            v1::ERROR_REASON_INVALID_REQUEST);
+  EXPECT_EQ(ReasonOf(absl::DataLossError("x")),
+            v1::ERROR_REASON_STREAM_CORRUPTED);
+  EXPECT_EQ(ReasonOf(absl::InternalError("x")), v1::ERROR_REASON_INTERNAL);
+  EXPECT_EQ(ReasonOf(absl::OkStatus()), v1::ERROR_REASON_UNSPECIFIED);
+}
+
+TEST(Reason, NamesRoundTrip) {
+  EXPECT_EQ(ReasonName(v1::ERROR_REASON_NOT_PREPARED),
+            "ERROR_REASON_NOT_PREPARED");
+  EXPECT_EQ(ReasonFromName("ERROR_REASON_NOT_PREPARED"),
+            v1::ERROR_REASON_NOT_PREPARED);
+  EXPECT_EQ(ReasonFromName("bogus"), v1::ERROR_REASON_UNSPECIFIED);
+}
+
+TEST(Reason, OkStaysOk) {
+  EXPECT_TRUE(WithReason(absl::OkStatus(), v1::ERROR_REASON_INTERNAL).ok());
+}
+
+}  // namespace
+}  // namespace migd::base

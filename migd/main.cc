@@ -1,0 +1,139 @@
+// migd: the per-host migration agent. Wires flags to an Agent and waits for
+// SIGINT/SIGTERM; all behaviour lives in the libraries.
+
+#include <signal.h>
+#include <stdio.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "migd/base/log.h"
+#include "migd/base/reason.h"
+#include "migd/device/emulated_spec.h"
+#include "migd/server/agent.h"
+#include "migd/server/device_config.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
+          "Address to serve the control and transfer APIs on (host:port; "
+          "port 0 picks one)");
+ABSL_FLAG(std::string, port_file, "",
+          "Write the port actually listened on to this file once serving");
+ABSL_FLAG(bool, insecure, false,
+          "Serve without TLS or authentication (required: TLS is not "
+          "implemented yet)");
+ABSL_FLAG(std::string, name, "", "This agent's identity, for logs");
+ABSL_FLAG(std::string, emulated_devices, "",
+          "Comma-separated names of emulated devices to create");
+ABSL_FLAG(std::string, emulated_state_size, "64MiB",
+          "State size of each --emulated_devices device");
+ABSL_FLAG(uint64_t, emulated_seed, 1,
+          "Content seed for --emulated_devices (mixed with each name)");
+ABSL_FLAG(std::string, devices_config, "",
+          "File with one device per line: emulated NAME [size=] [seed=] "
+          "[flags=] [fail_arc=FROM>TO] [corrupt_stream_at=N]");
+ABSL_FLAG(int64_t, phase_timeout_seconds, 60,
+          "Default time a migration phase may go without progress");
+ABSL_FLAG(std::string, test_fault, "",
+          "Fault injection for tests: corrupt_chunk:SEQ flips a payload byte "
+          "of chunk SEQ after its CRC32C was computed");
+
+namespace {
+
+using migd::base::LogError;
+
+int Fail(const absl::Status& s) {
+  LogError(s.ToString());
+  return 1;
+}
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << port << "\n";
+    if (!f) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  // Rename, so a reader never sees a half-written file.
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "migd: live-migration agent for VFIO devices.\n"
+      "  migd --insecure --listen=127.0.0.1:7070 --emulated_devices=emu0,emu1");
+  absl::ParseCommandLine(argc, argv);
+
+  // Block the stop signals in every thread; the main thread waits for them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  std::vector<migd::device::EmulatedDeviceConfig> configs;
+  if (!absl::GetFlag(FLAGS_emulated_devices).empty()) {
+    auto size = migd::device::ParseSize(absl::GetFlag(FLAGS_emulated_state_size));
+    if (!size.ok()) return Fail(migd::base::Annotate(size.status(), "--emulated_state_size"));
+    auto list = migd::server::EmulatedFromList(
+        absl::GetFlag(FLAGS_emulated_devices), *size,
+        absl::GetFlag(FLAGS_emulated_seed));
+    if (!list.ok()) return Fail(list.status());
+    configs = *std::move(list);
+  }
+  if (std::string path = absl::GetFlag(FLAGS_devices_config); !path.empty()) {
+    std::ifstream f(path);
+    if (!f) return Fail(absl::NotFoundError(absl::StrCat("cannot read --devices_config ", path)));
+    std::stringstream text;
+    text << f.rdbuf();
+    auto more = migd::server::ParseDevicesConfig(text.str());
+    if (!more.ok()) return Fail(migd::base::Annotate(more.status(), path));
+    configs.insert(configs.end(), more->begin(), more->end());
+  }
+  auto devices = migd::server::BuildDevices(configs);
+  if (!devices.ok()) return Fail(devices.status());
+
+  migd::server::AgentOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.insecure = absl::GetFlag(FLAGS_insecure);
+  options.service.default_phase_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_phase_timeout_seconds));
+  options.transfer_idle_timeout = options.service.default_phase_timeout;
+  if (std::string fault = absl::GetFlag(FLAGS_test_fault); !fault.empty()) {
+    uint64_t seq = 0;
+    if (fault.rfind("corrupt_chunk:", 0) != 0 ||
+        !absl::SimpleAtoi(fault.substr(14), &seq)) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--test_fault \"", fault, "\": expected corrupt_chunk:SEQ")));
+    }
+    options.service.corrupt_chunk_sequence = seq;
+  }
+
+  auto agent = migd::server::Agent::Start(options, *std::move(devices));
+  if (!agent.ok()) return Fail(agent.status());
+  migd::base::LogInfo("agent ", absl::GetFlag(FLAGS_name), " serving on port ",
+                      (*agent)->port(), " with ", configs.size(), " device(s)");
+  if (std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
+    if (absl::Status s = WritePortFile(path, (*agent)->port()); !s.ok()) {
+      return Fail(s);
+    }
+  }
+
+  int sig = 0;
+  sigwait(&stop, &sig);
+  migd::base::LogInfo("signal ", sig, " received");
+  (*agent)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,168 @@
+#include "migd/migration/job.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/time_util.h"
+#include "migd/base/reason.h"
+
+namespace migd::migration {
+namespace {
+
+using ::google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
+google::protobuf::Duration ToProto(absl::Duration d) {
+  return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
+}
+
+}  // namespace
+
+bool IsTerminal(v1::Phase phase) {
+  return phase == v1::PHASE_SUCCEEDED || phase == v1::PHASE_FAILED ||
+         phase == v1::PHASE_CANCELLED;
+}
+
+Job::Job(std::string id, v1::Role role, std::string peer,
+         std::vector<DevicePair> devices)
+    : id_(std::move(id)), role_(role), num_devices_(devices.size()) {
+  absl::MutexLock lock(&mu_);
+  record_.set_job_id(id_);
+  record_.set_role(role);
+  record_.set_peer(std::move(peer));
+  for (DevicePair& d : devices) {
+    v1::DeviceProgress* p = record_.add_devices();
+    p->set_device(std::move(d.local));
+    p->set_peer_device(std::move(d.peer));
+  }
+  *record_.mutable_created() = ToProto(absl::Now());
+  last_change_ = absl::Now();
+}
+
+v1::Migration Job::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  return record_;
+}
+
+void Job::Changed(const std::string& message) {
+  ++version_;
+  last_message_ = message;
+  last_change_ = absl::Now();
+}
+
+void Job::SetPhase(v1::Phase phase, const std::string& message) {
+  absl::MutexLock lock(&mu_);
+  if (IsTerminal(record_.phase())) return;
+  record_.set_phase(phase);
+  Changed(message.empty() ? absl::StrCat("phase ", v1::Phase_Name(phase))
+                          : message);
+}
+
+void Job::SetDeviceState(size_t device, vfio::MigState state) {
+  absl::MutexLock lock(&mu_);
+  v1::DeviceProgress* p = record_.mutable_devices(device);
+  p->set_state(static_cast<v1::DeviceState>(state));
+  Changed(absl::StrCat("device ", p->device(), " ",
+                       vfio::MigStateName(state)));
+}
+
+void Job::SetDeviceTotal(size_t device, uint64_t bytes_total) {
+  absl::MutexLock lock(&mu_);
+  v1::DeviceProgress* p = record_.mutable_devices(device);
+  record_.set_bytes_total(record_.bytes_total() - p->bytes_total() +
+                          bytes_total);
+  p->set_bytes_total(bytes_total);
+  Changed(absl::StrCat("device ", p->device(), " expects ", bytes_total,
+                       " bytes"));
+}
+
+void Job::AddDeviceBytes(size_t device, uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  v1::DeviceProgress* p = record_.mutable_devices(device);
+  p->set_bytes_done(p->bytes_done() + bytes);
+  record_.set_bytes_done(record_.bytes_done() + bytes);
+  Changed("progress");
+}
+
+void Job::SetDowntime(absl::Duration downtime) {
+  absl::MutexLock lock(&mu_);
+  *record_.mutable_downtime() = ToProto(downtime);
+  Changed(absl::StrCat("downtime ", absl::FormatDuration(downtime)));
+}
+
+void Job::SetTransferTime(absl::Duration transfer_time) {
+  absl::MutexLock lock(&mu_);
+  *record_.mutable_transfer_time() = ToProto(transfer_time);
+  double secs = absl::ToDoubleSeconds(transfer_time);
+  if (secs > 0) {
+    record_.set_throughput_bytes_per_second(record_.bytes_done() / secs);
+  }
+  Changed(absl::StrCat("transfer time ", absl::FormatDuration(transfer_time)));
+}
+
+void Job::Finish(const absl::Status& cause) {
+  absl::MutexLock lock(&mu_);
+  if (IsTerminal(record_.phase())) return;
+  *record_.mutable_finished() = ToProto(absl::Now());
+  if (cause.ok()) {
+    record_.set_phase(v1::PHASE_SUCCEEDED);
+    Changed("phase PHASE_SUCCEEDED");
+    return;
+  }
+  v1::ErrorReason reason = base::ReasonOf(cause);
+  bool cancelled = reason == v1::ERROR_REASON_CANCELLED;
+  record_.set_phase(cancelled ? v1::PHASE_CANCELLED : v1::PHASE_FAILED);
+  record_.mutable_failure()->set_reason(reason);
+  record_.mutable_failure()->set_message(std::string(cause.message()));
+  canceller_ = nullptr;
+  Changed(absl::StrCat("phase ", v1::Phase_Name(record_.phase()), ": ",
+                       base::ReasonName(reason), ": ", cause.message()));
+}
+
+v1::Phase Job::phase() const {
+  absl::MutexLock lock(&mu_);
+  return record_.phase();
+}
+
+bool Job::terminal() const { return IsTerminal(phase()); }
+
+bool Job::WaitForChange(uint64_t* seen, absl::Duration timeout,
+                        v1::MigrationEvent* event) const {
+  absl::MutexLock lock(&mu_);
+  auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return version_ != *seen;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  if (version_ == *seen) return false;
+  *seen = version_;
+  *event->mutable_migration() = record_;
+  event->set_message(last_message_);
+  *event->mutable_time() = ToProto(last_change_);
+  return true;
+}
+
+void Job::RequestCancel() {
+  absl::MutexLock lock(&mu_);
+  if (IsTerminal(record_.phase())) return;
+  cancel_requested_ = true;
+  Changed("cancel requested");
+  if (canceller_) canceller_();
+}
+
+bool Job::cancel_requested() const {
+  absl::MutexLock lock(&mu_);
+  return cancel_requested_;
+}
+
+void Job::SetCanceller(std::function<void()> canceller) {
+  absl::MutexLock lock(&mu_);
+  canceller_ = std::move(canceller);
+  // A cancel that arrived before the runner was ready still takes effect.
+  if (cancel_requested_ && canceller_) canceller_();
+}
+
+}  // namespace migd::migration

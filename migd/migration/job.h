@@ -1,0 +1,96 @@
+// migd/migration/job.h
+//
+// The record of one migration job on one agent, as the API reports it: phase,
+// per-device progress, failure cause, timings. Runners (source and destination)
+// update it; the control plane reads snapshots and waits on changes. A Job also
+// carries the cancel request, so CancelMigration reaches a runner blocked in a
+// gRPC call or a device arc without knowing what kind of runner it is.
+//
+// Thread-safe.
+
+#ifndef MIGD_MIGRATION_JOB_H_
+#define MIGD_MIGRATION_JOB_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "migd/vfio/uapi.h"
+#include "proto/migd/v1/migration.pb.h"
+
+namespace migd::migration {
+
+struct DevicePair {
+  std::string local;  // this agent's device
+  std::string peer;   // the other agent's device
+};
+
+// True for SUCCEEDED, FAILED and CANCELLED.
+bool IsTerminal(v1::Phase phase);
+
+class Job {
+ public:
+  Job(std::string id, v1::Role role, std::string peer,
+      std::vector<DevicePair> devices);
+
+  const std::string& id() const { return id_; }
+  v1::Role role() const { return role_; }
+  size_t num_devices() const { return num_devices_; }
+
+  // The job as the API reports it.
+  v1::Migration Snapshot() const;
+
+  // Mutations. Each one bumps the version and wakes watchers; `message` says
+  // what changed, for a person.
+  void SetPhase(v1::Phase phase, const std::string& message);
+  void SetDeviceState(size_t device, vfio::MigState state);
+  void SetDeviceTotal(size_t device, uint64_t bytes_total);
+  void AddDeviceBytes(size_t device, uint64_t bytes);
+  void SetDowntime(absl::Duration downtime);
+  void SetTransferTime(absl::Duration transfer_time);
+
+  // Ends the job: SUCCEEDED when `cause` is OK, else CANCELLED when the cause
+  // is a cancel, else FAILED with the cause's reason and message. Later calls
+  // are ignored (the first outcome stands).
+  void Finish(const absl::Status& cause);
+
+  v1::Phase phase() const;
+  bool terminal() const;
+
+  // Blocks until the version differs from *seen or `timeout` passes. Returns
+  // true and fills `event` (updating *seen) when there is something new to
+  // report. Start with *seen = kNoVersion to get the current state at once.
+  static constexpr uint64_t kNoVersion = ~uint64_t{0};
+  bool WaitForChange(uint64_t* seen, absl::Duration timeout,
+                     v1::MigrationEvent* event) const;
+
+  // Cancel plumbing. RequestCancel marks the job and calls the canceller the
+  // runner installed (if any), with the job's lock held so the runner can
+  // uninstall it safely before destroying what it cancels.
+  void RequestCancel();
+  bool cancel_requested() const;
+  void SetCanceller(std::function<void()> canceller);
+
+ private:
+  void Changed(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string id_;
+  const v1::Role role_;
+  const size_t num_devices_;
+
+  mutable absl::Mutex mu_;
+  v1::Migration record_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_message_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_change_ ABSL_GUARDED_BY(mu_);
+  bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> canceller_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace migd::migration
+
+#endif  // MIGD_MIGRATION_JOB_H_

@@ -1,0 +1,65 @@
+#include "migd/server/agent.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/health_check_service_server_builder_option.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "migd/base/log.h"
+#include "migd/transfer/transfer_client.h"
+
+namespace migd::server {
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
+    AgentOptions options, std::unique_ptr<migration::DeviceRegistry> devices) {
+  if (!options.insecure) {
+    return absl::FailedPreconditionError(
+        "TLS is not configured: pass --insecure to serve without transport "
+        "security or authentication (only on a trusted network)");
+  }
+  std::unique_ptr<Agent> agent(new Agent());
+  agent->devices_ = std::move(devices);
+  agent->jobs_ = std::make_unique<migration::JobTable>();
+  agent->migration_service_ = std::make_unique<MigrationServiceImpl>(
+      agent->devices_.get(), agent->jobs_.get(), options.service);
+  agent->transfer_service_ = std::make_unique<TransferServiceImpl>(
+      agent->jobs_.get(), options.transfer_idle_timeout);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
+                           &agent->port_);
+  builder.RegisterService(agent->migration_service_.get());
+  builder.RegisterService(agent->transfer_service_.get());
+  builder.SetMaxReceiveMessageSize(transfer::kMaxTransferMessageBytes);
+  builder.SetMaxSendMessageSize(transfer::kMaxTransferMessageBytes);
+  builder.AddChannelArgument("grpc.http2.lookahead_bytes", 8 << 20);
+  agent->server_ = builder.BuildAndStart();
+  if (agent->server_ == nullptr || agent->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen,
+                     " (address in use or not local?)"));
+  }
+  base::LogWarning("serving WITHOUT TLS or authentication (--insecure) on ",
+                   options.listen.substr(0, options.listen.rfind(':')), ":",
+                   agent->port_);
+  return agent;
+}
+
+Agent::~Agent() { Shutdown(); }
+
+void Agent::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  base::LogInfo("shutting down: cancelling running jobs");
+  jobs_->CancelAll();
+  // Handlers still running (watchers, sessions being aborted) get a moment to
+  // finish, then are cancelled.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  jobs_.reset();  // joins source jobs after their rollback
+  base::LogInfo("shut down");
+}
+
+}  // namespace migd::server

@@ -1,0 +1,62 @@
+// migd/server/agent.h
+//
+// One migd agent: the devices it manages, its jobs, and the gRPC server that
+// serves MigrationService, TransferService and health checking on one address.
+// Shutdown cancels every running job first, so a source's devices go back to
+// RUNNING and a destination's are reset before the process exits.
+
+#ifndef MIGD_SERVER_AGENT_H_
+#define MIGD_SERVER_AGENT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "migd/migration/device_registry.h"
+#include "migd/migration/job_table.h"
+#include "migd/server/migration_service.h"
+#include "migd/server/transfer_service.h"
+
+namespace migd::server {
+
+struct AgentOptions {
+  // "host:port"; port 0 picks a free port (see Agent::port()).
+  std::string listen = "127.0.0.1:7070";
+  // Serve without TLS or authentication. Nothing else is supported yet, so
+  // Start refuses to run unless this is set explicitly.
+  bool insecure = false;
+  MigrationServiceOptions service;
+  absl::Duration transfer_idle_timeout = absl::Seconds(60);
+};
+
+class Agent {
+ public:
+  static absl::StatusOr<std::unique_ptr<Agent>> Start(
+      AgentOptions options, std::unique_ptr<migration::DeviceRegistry> devices);
+
+  // Shuts down if still running.
+  ~Agent();
+
+  // The port the server listens on.
+  int port() const { return port_; }
+
+  // Cancels every running job, waits for their rollbacks, stops serving.
+  void Shutdown();
+
+ private:
+  Agent() = default;
+
+  std::unique_ptr<migration::DeviceRegistry> devices_;
+  std::unique_ptr<migration::JobTable> jobs_;
+  std::unique_ptr<MigrationServiceImpl> migration_service_;
+  std::unique_ptr<TransferServiceImpl> transfer_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace migd::server
+
+#endif  // MIGD_SERVER_AGENT_H_

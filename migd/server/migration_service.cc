@@ -1,0 +1,222 @@
+#include "migd/server/migration_service.h"
+
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/time_util.h"
+#include "migd/base/log.h"
+#include "migd/base/reason.h"
+#include "migd/migration/destination_job.h"
+#include "migd/migration/source_job.h"
+#include "migd/server/validate.h"
+#include "migd/transfer/grpc_status.h"
+
+namespace migd::server {
+namespace {
+
+using ::google::protobuf::util::TimeUtil;
+using transfer::ToGrpcStatus;
+
+constexpr uint32_t kMinChunkBytes = 4 << 10;
+constexpr uint32_t kMaxChunkBytes = 8 << 20;
+
+absl::Status Invalid(absl::string_view message) {
+  return base::Error(absl::StatusCode::kInvalidArgument,
+                     v1::ERROR_REASON_INVALID_REQUEST, message);
+}
+
+}  // namespace
+
+MigrationServiceImpl::MigrationServiceImpl(migration::DeviceRegistry* devices,
+                                           migration::JobTable* jobs,
+                                           MigrationServiceOptions options)
+    : devices_(devices), jobs_(jobs), options_(std::move(options)) {}
+
+grpc::Status MigrationServiceImpl::ListDevices(
+    grpc::ServerContext* context, const v1::ListDevicesRequest* request,
+    v1::ListDevicesResponse* response) {
+  for (const std::string& name : devices_->Names()) {
+    device::Device* d = devices_->Find(name);
+    v1::Device* out = response->add_devices();
+    out->set_name(name);
+    out->set_kind(d->kind());
+    out->set_job_id(devices_->Owner(name));
+    if (auto flags = d->GetFlags(); flags.ok()) out->set_migration_flags(*flags);
+    if (auto state = d->GetState(); state.ok()) {
+      out->set_state(static_cast<v1::DeviceState>(*state));
+    }
+    if (auto size = d->GetStopCopySize(); size.ok()) {
+      out->set_state_size_bytes(*size);
+    }
+    if (auto digest = d->StateDigest(); digest.ok()) {
+      out->set_state_digest(*digest);
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::PrepareIncoming(
+    grpc::ServerContext* context, const v1::PrepareIncomingRequest* request,
+    v1::PrepareIncomingResponse* response) {
+  const std::string& id = request->job_id();
+  if (absl::Status s = ValidateJobId(id); !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  auto pairs = ValidateDevicePairs(request->devices(), false);
+  if (!pairs.ok()) return ToGrpcStatus(pairs.status(), context);
+  if (absl::Status s = jobs_->Reserve(id); !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  std::vector<std::string> names;
+  for (const auto& p : *pairs) names.push_back(p.local);
+  auto claimed = devices_->Claim(names, id);
+  if (!claimed.ok()) {
+    jobs_->Unreserve(id);
+    return ToGrpcStatus(claimed.status(), context);
+  }
+  auto job = std::make_shared<migration::Job>(id, v1::ROLE_DESTINATION,
+                                              request->source(), *pairs);
+  migration::DeviceRegistry* devices = devices_;
+  auto prepared = migration::DestinationJob::Prepare(
+      job, *claimed, [devices, id] { devices->Release(id); });
+  if (!prepared.ok()) {
+    devices_->Release(id);
+    jobs_->Unreserve(id);
+    base::LogWarning("job ", id, ": prepare failed: ",
+                     prepared.status().ToString());
+    return ToGrpcStatus(prepared.status(), context);
+  }
+  response->set_transfer_token((*prepared)->token());
+  jobs_->AddDestination(*std::move(prepared));
+  *response->mutable_migration() = job->Snapshot();
+  base::LogInfo("job ", id, ": prepared ", names.size(),
+                " incoming device(s) from ",
+                request->source().empty() ? "(unnamed source)"
+                                          : request->source());
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::StartMigration(
+    grpc::ServerContext* context, const v1::StartMigrationRequest* request,
+    v1::Migration* response) {
+  const std::string& id = request->job_id();
+  if (absl::Status s = ValidateJobId(id); !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  auto pairs = ValidateDevicePairs(request->devices(), true);
+  if (!pairs.ok()) return ToGrpcStatus(pairs.status(), context);
+  if (absl::Status s = ValidateAddress("destination", request->destination());
+      !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  if (request->transfer_token().empty()) {
+    return ToGrpcStatus(
+        Invalid("transfer_token is empty (PrepareIncoming on the destination "
+                "returns it)"),
+        context);
+  }
+  migration::SourceJobOptions opts;
+  opts.destination = request->destination();
+  opts.token = request->transfer_token();
+  opts.corrupt_chunk_sequence = options_.corrupt_chunk_sequence;
+  const v1::MigrationPolicy& policy = request->policy();
+  opts.chunk_bytes = policy.chunk_bytes() == 0 ? options_.default_chunk_bytes
+                                               : policy.chunk_bytes();
+  if (opts.chunk_bytes < kMinChunkBytes || opts.chunk_bytes > kMaxChunkBytes) {
+    return ToGrpcStatus(
+        Invalid(absl::StrCat("policy.chunk_bytes ", opts.chunk_bytes,
+                             " is outside ", kMinChunkBytes, "..",
+                             kMaxChunkBytes)),
+        context);
+  }
+  opts.phase_timeout = options_.default_phase_timeout;
+  if (policy.has_phase_timeout()) {
+    int64_t ms = TimeUtil::DurationToMilliseconds(policy.phase_timeout());
+    if (ms <= 0) {
+      return ToGrpcStatus(Invalid("policy.phase_timeout must be positive"),
+                          context);
+    }
+    opts.phase_timeout = absl::Milliseconds(ms);
+  }
+
+  if (absl::Status s = jobs_->Reserve(id); !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  std::vector<std::string> names;
+  for (const auto& p : *pairs) names.push_back(p.local);
+  auto claimed = devices_->Claim(names, id);
+  if (!claimed.ok()) {
+    jobs_->Unreserve(id);
+    return ToGrpcStatus(claimed.status(), context);
+  }
+  auto job = std::make_shared<migration::Job>(id, v1::ROLE_SOURCE,
+                                              request->destination(), *pairs);
+  migration::DeviceRegistry* devices = devices_;
+  auto started = migration::SourceJob::Start(
+      job, *claimed, std::move(opts), [devices, id] { devices->Release(id); });
+  if (!started.ok()) {
+    devices_->Release(id);
+    jobs_->Unreserve(id);
+    base::LogWarning("job ", id, ": not started: ",
+                     started.status().ToString());
+    return ToGrpcStatus(started.status(), context);
+  }
+  jobs_->AddSource(*std::move(started));
+  *response = job->Snapshot();
+  base::LogInfo("job ", id, ": migrating ", names.size(), " device(s) to ",
+                request->destination());
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::GetMigration(
+    grpc::ServerContext* context, const v1::GetMigrationRequest* request,
+    v1::Migration* response) {
+  auto job = jobs_->Find(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status(), context);
+  *response = (*job)->Snapshot();
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::WatchMigration(
+    grpc::ServerContext* context, const v1::WatchMigrationRequest* request,
+    grpc::ServerWriter<v1::MigrationEvent>* writer) {
+  auto job = jobs_->Find(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status(), context);
+  uint64_t seen = migration::Job::kNoVersion;
+  while (!context->IsCancelled()) {
+    v1::MigrationEvent event;
+    if (!(*job)->WaitForChange(&seen, absl::Milliseconds(500), &event)) {
+      continue;
+    }
+    if (!writer->Write(event)) break;
+    if (migration::IsTerminal(event.migration().phase())) break;
+    // Byte progress changes with every chunk; ten snapshots a second are
+    // plenty for a person or a control plane, and phase changes still arrive
+    // within that interval.
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::CancelMigration(
+    grpc::ServerContext* context, const v1::CancelMigrationRequest* request,
+    v1::Migration* response) {
+  auto job = jobs_->Cancel(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status(), context);
+  base::LogInfo("job ", request->job_id(), ": cancel requested");
+  *response = (*job)->Snapshot();
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::ListMigrations(
+    grpc::ServerContext* context, const v1::ListMigrationsRequest* request,
+    v1::ListMigrationsResponse* response) {
+  for (const auto& job : jobs_->List()) {
+    *response->add_migrations() = job->Snapshot();
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace migd::server

@@ -1,0 +1,64 @@
+// migd/server/migration_service.h
+//
+// migd.v1.MigrationService: the control plane API. Validates every request
+// before anything touches a device, turns requests into source or destination
+// jobs, and reports jobs. Errors keep their gRPC code and carry the
+// machine-readable reason in the "migd-error-reason" trailer.
+
+#ifndef MIGD_SERVER_MIGRATION_SERVICE_H_
+#define MIGD_SERVER_MIGRATION_SERVICE_H_
+
+#include <optional>
+
+#include "absl/time/time.h"
+#include "migd/migration/device_registry.h"
+#include "migd/migration/job_table.h"
+#include "proto/migd/v1/migration.grpc.pb.h"
+
+namespace migd::server {
+
+struct MigrationServiceOptions {
+  // Used when a request's policy leaves them unset.
+  absl::Duration default_phase_timeout = absl::Seconds(60);
+  uint32_t default_chunk_bytes = 1 << 20;
+  // Fault injection for tests (see SourceJobOptions).
+  std::optional<uint64_t> corrupt_chunk_sequence;
+};
+
+class MigrationServiceImpl final : public v1::MigrationService::Service {
+ public:
+  MigrationServiceImpl(migration::DeviceRegistry* devices,
+                       migration::JobTable* jobs,
+                       MigrationServiceOptions options);
+
+  grpc::Status ListDevices(grpc::ServerContext* context,
+                           const v1::ListDevicesRequest* request,
+                           v1::ListDevicesResponse* response) override;
+  grpc::Status PrepareIncoming(grpc::ServerContext* context,
+                               const v1::PrepareIncomingRequest* request,
+                               v1::PrepareIncomingResponse* response) override;
+  grpc::Status StartMigration(grpc::ServerContext* context,
+                              const v1::StartMigrationRequest* request,
+                              v1::Migration* response) override;
+  grpc::Status GetMigration(grpc::ServerContext* context,
+                            const v1::GetMigrationRequest* request,
+                            v1::Migration* response) override;
+  grpc::Status WatchMigration(
+      grpc::ServerContext* context, const v1::WatchMigrationRequest* request,
+      grpc::ServerWriter<v1::MigrationEvent>* writer) override;
+  grpc::Status CancelMigration(grpc::ServerContext* context,
+                               const v1::CancelMigrationRequest* request,
+                               v1::Migration* response) override;
+  grpc::Status ListMigrations(grpc::ServerContext* context,
+                              const v1::ListMigrationsRequest* request,
+                              v1::ListMigrationsResponse* response) override;
+
+ private:
+  migration::DeviceRegistry* const devices_;
+  migration::JobTable* const jobs_;
+  const MigrationServiceOptions options_;
+};
+
+}  // namespace migd::server
+
+#endif  // MIGD_SERVER_MIGRATION_SERVICE_H_

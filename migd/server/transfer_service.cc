@@ -1,0 +1,117 @@
+#include "migd/server/transfer_service.h"
+
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "migd/base/log.h"
+#include "migd/base/reason.h"
+#include "migd/base/watchdog.h"
+#include "migd/transfer/grpc_status.h"
+
+namespace migd::server {
+
+using transfer::ToGrpcStatus;
+
+TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
+                                         absl::Duration idle_timeout)
+    : jobs_(jobs), idle_timeout_(idle_timeout) {}
+
+grpc::Status TransferServiceImpl::Transfer(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>*
+        stream) {
+  v1::TransferRequest req;
+  if (!stream->Read(&req)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        "session closed before its header");
+  }
+  if (!req.has_header()) {
+    return ToGrpcStatus(
+        base::Error(absl::StatusCode::kInvalidArgument,
+                    v1::ERROR_REASON_PROTOCOL_ERROR,
+                    "the first message of a session must be its header"),
+        context);
+  }
+  const std::string job_id = req.header().job_id();
+  std::shared_ptr<migration::DestinationJob> job =
+      jobs_->FindDestination(job_id);
+  if (job == nullptr) {
+    return ToGrpcStatus(
+        base::Error(absl::StatusCode::kFailedPrecondition,
+                    v1::ERROR_REASON_NOT_PREPARED,
+                    absl::StrCat("no incoming job ", job_id,
+                                 " is prepared on this agent (call "
+                                 "PrepareIncoming here first)")),
+        context);
+  }
+  if (absl::Status s = job->Attach(req.header(), [context] {
+        context->TryCancel();
+      });
+      !s.ok()) {
+    base::LogWarning("job ", job_id, ": refused a session: ", s.ToString());
+    return ToGrpcStatus(s, context);
+  }
+  base::LogInfo("job ", job_id, ": source attached from ", context->peer());
+
+  std::atomic<bool> idle{false};
+  base::Watchdog watch(idle_timeout_, [&] {
+    idle = true;
+    context->TryCancel();
+  });
+  auto fail = [&](absl::Status s) {
+    if (idle) {
+      s = base::Error(absl::StatusCode::kDeadlineExceeded,
+                      v1::ERROR_REASON_TIMEOUT,
+                      absl::StrCat("source sent nothing for ",
+                                   absl::FormatDuration(idle_timeout_)));
+    }
+    job->Abort(s);
+    return ToGrpcStatus(s, context);
+  };
+
+  v1::TransferResponse resp;
+  resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_1);
+  if (!stream->Write(resp)) {
+    return fail(base::Error(absl::StatusCode::kUnavailable,
+                            v1::ERROR_REASON_PEER_UNAVAILABLE,
+                            "source went away during the handshake"));
+  }
+  bool committed = false;
+  while (!committed) {
+    if (!stream->Read(&req)) {
+      return fail(base::Error(
+          absl::StatusCode::kUnavailable, v1::ERROR_REASON_PEER_UNAVAILABLE,
+          context->IsCancelled()
+              ? "session cancelled before the source committed"
+              : "source ended the session before committing"));
+    }
+    watch.Kick();
+    absl::Status s;
+    switch (req.kind_case()) {
+      case v1::TransferRequest::kChunk:
+        s = job->OnChunk(req.chunk());
+        break;
+      case v1::TransferRequest::kMarker:
+        s = job->OnMarker(req.marker());
+        committed = s.ok() && req.marker().kind() == v1::PhaseMarker::COMMIT;
+        break;
+      default:
+        s = base::Error(absl::StatusCode::kInvalidArgument,
+                        v1::ERROR_REASON_PROTOCOL_ERROR,
+                        "unexpected message in the middle of a session");
+    }
+    if (!s.ok()) return fail(base::Annotate(s, absl::StrCat("job ", job_id)));
+  }
+
+  absl::StatusOr<v1::Completion> completion = job->Complete();
+  if (!completion.ok()) {
+    return fail(base::Annotate(completion.status(), absl::StrCat("job ", job_id)));
+  }
+  resp.Clear();
+  *resp.mutable_completion() = *completion;
+  stream->Write(resp);
+  base::LogInfo("job ", job_id, ": incoming migration complete");
+  return grpc::Status::OK;
+}
+
+}  // namespace migd::server

@@ -1,0 +1,35 @@
+// migd/server/transfer_service.h
+//
+// migd.v1.TransferService: the destination end of a transfer session. Finds
+// the prepared job the session header names, lets the job check the token and
+// devices, then feeds it chunks and markers in order and answers with the
+// completion. A session that breaks, stalls or is cancelled aborts the job
+// (its devices are reset).
+
+#ifndef MIGD_SERVER_TRANSFER_SERVICE_H_
+#define MIGD_SERVER_TRANSFER_SERVICE_H_
+
+#include "absl/time/time.h"
+#include "migd/migration/job_table.h"
+#include "proto/migd/v1/transfer.grpc.pb.h"
+
+namespace migd::server {
+
+class TransferServiceImpl final : public v1::TransferService::Service {
+ public:
+  // A session silent for `idle_timeout` is aborted.
+  TransferServiceImpl(migration::JobTable* jobs, absl::Duration idle_timeout);
+
+  grpc::Status Transfer(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>*
+          stream) override;
+
+ private:
+  migration::JobTable* const jobs_;
+  const absl::Duration idle_timeout_;
+};
+
+}  // namespace migd::server
+
+#endif  // MIGD_SERVER_TRANSFER_SERVICE_H_

@@ -1,0 +1,128 @@
+#include "migd/transfer/framing.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "migd/base/crc32c.h"
+#include "migd/base/reason.h"
+
+namespace migd::transfer {
+namespace {
+
+absl::Status Corrupted(absl::string_view message) {
+  return base::Error(absl::StatusCode::kDataLoss,
+                     v1::ERROR_REASON_STREAM_CORRUPTED, message);
+}
+
+absl::Status Protocol(absl::string_view message) {
+  return base::Error(absl::StatusCode::kInvalidArgument,
+                     v1::ERROR_REASON_PROTOCOL_ERROR, message);
+}
+
+}  // namespace
+
+void SealChunk(uint32_t device, uint64_t sequence, uint64_t offset,
+               v1::DataChunk* chunk) {
+  chunk->set_device(device);
+  chunk->set_sequence(sequence);
+  chunk->set_offset(offset);
+  chunk->set_crc32c(base::Crc32c(chunk->data().data(), chunk->data().size()));
+}
+
+StreamChecker::StreamChecker(uint32_t num_devices)
+    : bytes_(num_devices, 0), ended_(num_devices, false) {}
+
+bool StreamChecker::all_ended() const {
+  for (bool e : ended_) {
+    if (!e) return false;
+  }
+  return true;
+}
+
+absl::Status StreamChecker::CheckSequence(uint64_t sequence, const char* what) {
+  if (sequence != next_sequence_) {
+    return Corrupted(absl::StrCat(what, " sequence ", sequence, ", expected ",
+                                  next_sequence_,
+                                  sequence > next_sequence_
+                                      ? " (messages lost)"
+                                      : " (duplicate or reordered)"));
+  }
+  ++next_sequence_;
+  return absl::OkStatus();
+}
+
+absl::Status StreamChecker::CheckDevice(uint32_t device,
+                                        const char* what) const {
+  if (device >= bytes_.size()) {
+    return Protocol(absl::StrCat(what, " for device index ", device,
+                                 ", session has ", bytes_.size(), " devices"));
+  }
+  if (ended_[device]) {
+    return Protocol(
+        absl::StrCat(what, " for device index ", device, " after its end"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StreamChecker::CheckChunk(const v1::DataChunk& chunk) {
+  // Validate everything before accounting, so a rejected chunk changes nothing.
+  if (chunk.sequence() != next_sequence_) {
+    return CheckSequence(chunk.sequence(), "chunk");
+  }
+  if (absl::Status s = CheckDevice(chunk.device(), "chunk"); !s.ok()) return s;
+  if (chunk.offset() != bytes_[chunk.device()]) {
+    return Corrupted(absl::StrCat("chunk ", chunk.sequence(), " of device ",
+                                  chunk.device(), " at offset ", chunk.offset(),
+                                  ", expected ", bytes_[chunk.device()]));
+  }
+  uint32_t crc = base::Crc32c(chunk.data().data(), chunk.data().size());
+  if (crc != chunk.crc32c()) {
+    return Corrupted(absl::StrFormat(
+        "chunk %d of device %d (offset %d, %d bytes): CRC32C %08x, expected "
+        "%08x",
+        chunk.sequence(), chunk.device(), chunk.offset(), chunk.data().size(),
+        crc, chunk.crc32c()));
+  }
+  ++next_sequence_;
+  bytes_[chunk.device()] += chunk.data().size();
+  return absl::OkStatus();
+}
+
+absl::Status StreamChecker::CheckMarker(const v1::PhaseMarker& marker) {
+  if (marker.sequence() != next_sequence_) {
+    return CheckSequence(marker.sequence(), "marker");
+  }
+  switch (marker.kind()) {
+    case v1::PhaseMarker::STOP_COPY:
+      if (stop_copy_seen_) return Protocol("second STOP_COPY marker");
+      stop_copy_seen_ = true;
+      break;
+    case v1::PhaseMarker::DEVICE_END:
+      if (absl::Status s = CheckDevice(marker.device(), "DEVICE_END");
+          !s.ok()) {
+        return s;
+      }
+      if (marker.total_bytes() != bytes_[marker.device()]) {
+        return Corrupted(absl::StrCat(
+            "device index ", marker.device(), " ended after ",
+            marker.total_bytes(), " bytes sent, but ", bytes_[marker.device()],
+            " arrived"));
+      }
+      ended_[marker.device()] = true;
+      break;
+    case v1::PhaseMarker::COMMIT:
+      for (uint32_t d = 0; d < ended_.size(); ++d) {
+        if (!ended_[d]) {
+          return Protocol(
+              absl::StrCat("COMMIT before device index ", d, " ended"));
+        }
+      }
+      break;
+    default:
+      return Protocol(absl::StrCat("unknown marker kind ",
+                                   static_cast<int>(marker.kind())));
+  }
+  ++next_sequence_;
+  return absl::OkStatus();
+}
+
+}  // namespace migd::transfer

@@ -1,0 +1,111 @@
+#include "migd/transfer/framing.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+#include "migd/base/reason.h"
+
+namespace migd::transfer {
+namespace {
+
+v1::DataChunk Chunk(uint32_t device, uint64_t seq, uint64_t offset,
+                    const std::string& data) {
+  v1::DataChunk c;
+  c.set_data(data);
+  SealChunk(device, seq, offset, &c);
+  return c;
+}
+
+v1::PhaseMarker Marker(v1::PhaseMarker::Kind kind, uint64_t seq,
+                       uint32_t device = 0, uint64_t total = 0) {
+  v1::PhaseMarker m;
+  m.set_kind(kind);
+  m.set_sequence(seq);
+  m.set_device(device);
+  m.set_total_bytes(total);
+  return m;
+}
+
+TEST(StreamChecker, AcceptsAWellFormedSessionOfTwoDevices) {
+  StreamChecker c(2);
+  ASSERT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::STOP_COPY, 0)).ok());
+  ASSERT_TRUE(c.CheckChunk(Chunk(0, 1, 0, "abc")).ok());
+  ASSERT_TRUE(c.CheckChunk(Chunk(1, 2, 0, "xy")).ok());
+  ASSERT_TRUE(c.CheckChunk(Chunk(0, 3, 3, "defg")).ok());
+  ASSERT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::DEVICE_END, 4, 0, 7)).ok());
+  ASSERT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::DEVICE_END, 5, 1, 2)).ok());
+  EXPECT_TRUE(c.all_ended());
+  EXPECT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::COMMIT, 6)).ok());
+  EXPECT_EQ(c.device_bytes(0), 7u);
+  EXPECT_EQ(c.device_bytes(1), 2u);
+}
+
+TEST(StreamChecker, FlippedPayloadBitFailsCrcWithDataLoss) {
+  StreamChecker c(1);
+  v1::DataChunk chunk = Chunk(0, 0, 0, std::string(4096, 'a'));
+  (*chunk.mutable_data())[100] ^= 0x01;
+  absl::Status s = c.CheckChunk(chunk);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(base::ReasonOf(s), v1::ERROR_REASON_STREAM_CORRUPTED);
+  EXPECT_NE(s.message().find("CRC32C"), absl::string_view::npos) << s;
+  EXPECT_EQ(c.device_bytes(0), 0u);  // rejected chunk is not accounted
+}
+
+TEST(StreamChecker, LostChunkIsASequenceGap) {
+  StreamChecker c(1);
+  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "a")).ok());
+  absl::Status s = c.CheckChunk(Chunk(0, 2, 1, "b"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("lost"), absl::string_view::npos) << s;
+}
+
+TEST(StreamChecker, DuplicateChunkIsRefused) {
+  StreamChecker c(1);
+  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "a")).ok());
+  absl::Status s = c.CheckChunk(Chunk(0, 0, 0, "a"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("duplicate"), absl::string_view::npos) << s;
+}
+
+TEST(StreamChecker, OffsetGapWithinADeviceIsRefused) {
+  StreamChecker c(1);
+  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "abcd")).ok());
+  EXPECT_EQ(c.CheckChunk(Chunk(0, 1, 5, "e")).code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST(StreamChecker, UnknownDeviceIsAProtocolError) {
+  StreamChecker c(2);
+  absl::Status s = c.CheckChunk(Chunk(2, 0, 0, "a"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(base::ReasonOf(s), v1::ERROR_REASON_PROTOCOL_ERROR);
+}
+
+TEST(StreamChecker, DeviceEndWithWrongTotalIsDataLoss) {
+  StreamChecker c(1);
+  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "abc")).ok());
+  EXPECT_EQ(c.CheckMarker(Marker(v1::PhaseMarker::DEVICE_END, 1, 0, 4)).code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST(StreamChecker, ChunkAfterDeviceEndIsRefused) {
+  StreamChecker c(1);
+  ASSERT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::DEVICE_END, 0, 0, 0)).ok());
+  EXPECT_FALSE(c.CheckChunk(Chunk(0, 1, 0, "a")).ok());
+}
+
+TEST(StreamChecker, CommitBeforeEveryDeviceEndedIsRefused) {
+  StreamChecker c(2);
+  ASSERT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::DEVICE_END, 0, 0, 0)).ok());
+  absl::Status s = c.CheckMarker(Marker(v1::PhaseMarker::COMMIT, 1));
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("device index 1"), absl::string_view::npos) << s;
+}
+
+TEST(SealChunk, CrcCoversExactlyThePayload) {
+  v1::DataChunk a = Chunk(0, 0, 0, "123456789");
+  EXPECT_EQ(a.crc32c(), 0xE3069283u);
+}
+
+}  // namespace
+}  // namespace migd::transfer

@@ -1,0 +1,110 @@
+#include "migd/transfer/transfer_client.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "migd/base/reason.h"
+#include "migd/base/watchdog.h"
+#include "migd/transfer/grpc_status.h"
+
+namespace migd::transfer {
+
+std::shared_ptr<grpc::Channel> MakeTransferChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(kMaxTransferMessageBytes);
+  args.SetMaxReceiveMessageSize(kMaxTransferMessageBytes);
+  args.SetInt("grpc.http2.lookahead_bytes", 8 << 20);
+  // Each job gets its own connection: a stalled job must not slow another.
+  args.SetInt("grpc.use_local_subchannel_pool", 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
+    std::shared_ptr<grpc::Channel> channel, const v1::SessionHeader& header,
+    absl::Duration handshake_timeout) {
+  std::unique_ptr<TransferClient> client(new TransferClient());
+  client->stub_ = v1::TransferService::NewStub(std::move(channel));
+  base::Watchdog handshake_watch(handshake_timeout,
+                                 [&] { client->context_.TryCancel(); });
+  client->stream_ = client->stub_->Transfer(&client->context_);
+  v1::TransferRequest req;
+  *req.mutable_header() = header;
+  v1::TransferResponse resp;
+  bool ok = client->stream_->Write(req) && client->stream_->Read(&resp);
+  if (ok && resp.has_accepted()) return client;
+  if (!ok) {
+    absl::Status s = client->FinishWithError("opening the transfer session");
+    if (handshake_watch.expired()) {
+      return base::Error(
+          absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_TIMEOUT,
+          absl::StrCat("destination did not accept the session within ",
+                       absl::FormatDuration(handshake_timeout)));
+    }
+    return s;
+  }
+  client->Cancel();
+  return base::Error(absl::StatusCode::kInternal,
+                     v1::ERROR_REASON_PROTOCOL_ERROR,
+                     "destination answered the session header with something "
+                     "other than SessionAccepted");
+}
+
+TransferClient::~TransferClient() {
+  if (stream_ && !finished_) {
+    context_.TryCancel();
+    (void)stream_->Finish();
+  }
+}
+
+absl::Status TransferClient::FinishWithError(absl::string_view what) {
+  if (!finished_) {
+    finished_ = true;
+    grpc::Status s = stream_->Finish();
+    final_status_ = FromGrpcStatus(s, context_);
+    if (final_status_.ok()) {
+      // The destination closed cleanly where it should not have.
+      final_status_ = base::Error(
+          absl::StatusCode::kInternal, v1::ERROR_REASON_PROTOCOL_ERROR,
+          absl::StrCat("destination ended the session while ", what));
+    } else if (final_status_.code() == absl::StatusCode::kUnavailable &&
+               base::ReasonOf(final_status_) !=
+                   v1::ERROR_REASON_PEER_UNAVAILABLE) {
+      final_status_ = base::WithReason(final_status_,
+                                       v1::ERROR_REASON_PEER_UNAVAILABLE);
+    }
+  }
+  return base::Annotate(final_status_, "destination");
+}
+
+absl::Status TransferClient::Send(const v1::TransferRequest& request) {
+  if (finished_) return base::Annotate(final_status_, "destination");
+  if (stream_->Write(request)) return absl::OkStatus();
+  return FinishWithError("sending device state");
+}
+
+absl::StatusOr<v1::Completion> TransferClient::Finish() {
+  if (finished_) return base::Annotate(final_status_, "destination");
+  if (!stream_->WritesDone()) return FinishWithError("committing");
+  v1::TransferResponse resp;
+  v1::Completion completion;
+  bool completed = false;
+  while (stream_->Read(&resp)) {
+    if (resp.has_completion()) {
+      completion = resp.completion();
+      completed = true;
+    }
+  }
+  if (!completed) return FinishWithError("loading device state");
+  finished_ = true;
+  grpc::Status s = stream_->Finish();
+  if (!s.ok()) return FromGrpcStatus(s, context_);
+  return completion;
+}
+
+void TransferClient::Cancel() { context_.TryCancel(); }
+
+}  // namespace migd::transfer
