@@ -1,0 +1,73 @@
+#include "migd/migration/job.h"
+
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "migd/base/reason.h"
+
+namespace migd::migration {
+namespace {
+
+Job MakeJob() {
+  return Job("j1", v1::ROLE_SOURCE, "10.0.0.2:7070",
+             {{"emu0", "dst0"}, {"emu1", "dst1"}});
+}
+
+TEST(Job, SnapshotCarriesDevicesAndTotals) {
+  Job job = MakeJob();
+  job.SetDeviceTotal(0, 100);
+  job.SetDeviceTotal(1, 50);
+  job.AddDeviceBytes(0, 30);
+  job.SetDeviceState(1, vfio::MigState::kStopCopy);
+  v1::Migration m = job.Snapshot();
+  EXPECT_EQ(m.job_id(), "j1");
+  EXPECT_EQ(m.bytes_total(), 150u);
+  EXPECT_EQ(m.bytes_done(), 30u);
+  EXPECT_EQ(m.devices(0).peer_device(), "dst0");
+  EXPECT_EQ(m.devices(1).state(), v1::DEVICE_STATE_STOP_COPY);
+}
+
+TEST(Job, FailureKeepsReasonAndMessageAndFirstOutcomeStands) {
+  Job job = MakeJob();
+  job.Finish(base::Error(absl::StatusCode::kDataLoss,
+                         v1::ERROR_REASON_STREAM_CORRUPTED, "chunk 3 CRC"));
+  job.Finish(absl::OkStatus());
+  job.SetPhase(v1::PHASE_STOP_COPY, "");
+  v1::Migration m = job.Snapshot();
+  EXPECT_EQ(m.phase(), v1::PHASE_FAILED);
+  EXPECT_EQ(m.failure().reason(), v1::ERROR_REASON_STREAM_CORRUPTED);
+  EXPECT_EQ(m.failure().message(), "chunk 3 CRC");
+  EXPECT_TRUE(m.has_finished());
+}
+
+TEST(Job, CancelCauseEndsCancelled) {
+  Job job = MakeJob();
+  job.Finish(base::Error(absl::StatusCode::kCancelled,
+                         v1::ERROR_REASON_CANCELLED, "by request"));
+  EXPECT_EQ(job.phase(), v1::PHASE_CANCELLED);
+}
+
+TEST(Job, CancelRequestedBeforeCancellerInstalledStillCancels) {
+  Job job = MakeJob();
+  job.RequestCancel();
+  int calls = 0;
+  job.SetCanceller([&] { ++calls; });
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(job.cancel_requested());
+}
+
+TEST(Job, WatcherSeesCurrentStateAtOnceThenWaitsForChange) {
+  Job job = MakeJob();
+  uint64_t seen = Job::kNoVersion;
+  v1::MigrationEvent ev;
+  ASSERT_TRUE(job.WaitForChange(&seen, absl::ZeroDuration(), &ev));
+  EXPECT_FALSE(job.WaitForChange(&seen, absl::Milliseconds(1), &ev));
+  std::thread t([&] { job.SetPhase(v1::PHASE_STOP_COPY, ""); });
+  ASSERT_TRUE(job.WaitForChange(&seen, absl::Seconds(30), &ev));
+  t.join();
+  EXPECT_EQ(ev.migration().phase(), v1::PHASE_STOP_COPY);
+  EXPECT_EQ(ev.message(), "phase PHASE_STOP_COPY");
+}
+
+}  // namespace
+}  // namespace migd::migration
