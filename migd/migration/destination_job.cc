@@ -110,7 +110,7 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
     return base::Error(
         absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_NOT_PREPARED,
         absl::StrCat("job ", job_->id(), " is ",
-                     v1::Phase_Name(job_->phase()),
+                     PhaseName(job_->phase()),
                      ", not waiting for a source (a token is good for one "
                      "session)"));
   }
@@ -169,6 +169,7 @@ absl::Status DestinationJob::OnChunk(const v1::DataChunk& chunk) {
     return absl::FailedPreconditionError("job is not attached");
   }
   if (absl::Status s = checker_->CheckChunk(chunk); !s.ok()) return s;
+  if (!first_chunk_.has_value()) first_chunk_ = absl::Now();
   device::DataStream* stream = streams_[chunk.device()].get();
   absl::Span<const uint8_t> data(
       reinterpret_cast<const uint8_t*>(chunk.data().data()),
@@ -200,6 +201,9 @@ absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
   if (marker.kind() == v1::PhaseMarker::STOP_COPY) {
     stop_copy_started_ = true;
     downtime_start_ = absl::Now();
+  } else if (marker.kind() == v1::PhaseMarker::COMMIT) {
+    committed_ = absl::Now();
+    job_->SetTransferTime(committed_ - first_chunk_.value_or(committed_));
   }
   return absl::OkStatus();
 }

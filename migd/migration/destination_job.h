@@ -19,6 +19,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -92,6 +93,9 @@ class DestinationJob {
   std::unique_ptr<transfer::StreamChecker> checker_ ABSL_GUARDED_BY(mu_);
   absl::Time downtime_start_ ABSL_GUARDED_BY(mu_);
   bool stop_copy_started_ ABSL_GUARDED_BY(mu_) = false;
+  // First chunk to COMMIT: the transfer time the job reports.
+  std::optional<absl::Time> first_chunk_ ABSL_GUARDED_BY(mu_);
+  absl::Time committed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace migd::migration

@@ -22,6 +22,11 @@ google::protobuf::Duration ToProto(absl::Duration d) {
 
 }  // namespace
 
+std::string PhaseName(v1::Phase phase) {
+  std::string name = v1::Phase_Name(phase);
+  return name.rfind("PHASE_", 0) == 0 ? name.substr(6) : name;
+}
+
 bool IsTerminal(v1::Phase phase) {
   return phase == v1::PHASE_SUCCEEDED || phase == v1::PHASE_FAILED ||
          phase == v1::PHASE_CANCELLED;
@@ -58,8 +63,7 @@ void Job::SetPhase(v1::Phase phase, const std::string& message) {
   absl::MutexLock lock(&mu_);
   if (IsTerminal(record_.phase())) return;
   record_.set_phase(phase);
-  Changed(message.empty() ? absl::StrCat("phase ", v1::Phase_Name(phase))
-                          : message);
+  Changed(message.empty() ? absl::StrCat("phase ", PhaseName(phase)) : message);
 }
 
 void Job::SetDeviceState(size_t device, vfio::MigState state) {
@@ -110,7 +114,7 @@ void Job::Finish(const absl::Status& cause) {
   *record_.mutable_finished() = ToProto(absl::Now());
   if (cause.ok()) {
     record_.set_phase(v1::PHASE_SUCCEEDED);
-    Changed("phase PHASE_SUCCEEDED");
+    Changed("phase SUCCEEDED");
     return;
   }
   v1::ErrorReason reason = base::ReasonOf(cause);
@@ -119,7 +123,7 @@ void Job::Finish(const absl::Status& cause) {
   record_.mutable_failure()->set_reason(reason);
   record_.mutable_failure()->set_message(std::string(cause.message()));
   canceller_ = nullptr;
-  Changed(absl::StrCat("phase ", v1::Phase_Name(record_.phase()), ": ",
+  Changed(absl::StrCat("phase ", PhaseName(record_.phase()), ": ",
                        base::ReasonName(reason), ": ", cause.message()));
 }
 

@@ -29,6 +29,9 @@ struct DevicePair {
   std::string peer;   // the other agent's device
 };
 
+// "STOP_COPY" for PHASE_STOP_COPY: the name people read.
+std::string PhaseName(v1::Phase phase);
+
 // True for SUCCEEDED, FAILED and CANCELLED.
 bool IsTerminal(v1::Phase phase);
 

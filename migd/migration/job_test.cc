@@ -66,7 +66,7 @@ TEST(Job, WatcherSeesCurrentStateAtOnceThenWaitsForChange) {
   ASSERT_TRUE(job.WaitForChange(&seen, absl::Seconds(30), &ev));
   t.join();
   EXPECT_EQ(ev.migration().phase(), v1::PHASE_STOP_COPY);
-  EXPECT_EQ(ev.message(), "phase PHASE_STOP_COPY");
+  EXPECT_EQ(ev.message(), "phase STOP_COPY");
 }
 
 }  // namespace

@@ -99,7 +99,7 @@ void SourceJob::Run() {
   if (on_done_) on_done_();
   job_->Finish(s);
   base::LogInfo("job ", job_->id(), " ended: ",
-                v1::Phase_Name(job_->phase()));
+                PhaseName(job_->phase()));
 }
 
 absl::Status SourceJob::Cause(const absl::Status& error) const {

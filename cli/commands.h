@@ -1,0 +1,61 @@
+// cli/commands.h
+//
+// migctl's commands over migd.v1.MigrationService. Everything the program does
+// goes through an Env (output streams, how to reach an agent, the terminal), so
+// a test can run a whole command line against an in-process fake agent and
+// look at what was printed and the exit status.
+
+#ifndef MIGD_CLI_COMMANDS_H_
+#define MIGD_CLI_COMMANDS_H_
+
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "cli/args.h"
+#include "grpcpp/grpcpp.h"
+
+namespace migd::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure =
+    1;  // an RPC failed or the job did not succeed
+inline constexpr int kExitUsage = 2;
+
+// Trailing metadata key of the machine-readable error reason.
+inline constexpr char kErrorReasonKey[] = "migd-error-reason";
+
+struct Env {
+  std::ostream* out = nullptr;
+  std::ostream* err = nullptr;
+  // A channel to the agent at "host:port".
+  std::function<std::shared_ptr<grpc::ChannelInterface>(const std::string&)>
+      dial;
+  // Whether `out` is a terminal (progress bar redrawn in place), and its width.
+  bool out_is_terminal = false;
+  int terminal_width = 80;
+  std::function<absl::Time()> now = [] { return absl::Now(); };
+};
+
+// Runs a whole command line (the arguments after the program name): parses it,
+// prints help or a usage error, or runs the command. Returns the exit status.
+int Main(const std::vector<std::string>& args, const Env& env);
+
+// Runs one parsed command. Returns the exit status.
+int RunCommand(const Options& options, const Env& env);
+
+// "migctl: <command>: <CODE>: <message> (reason: <reason>)", the reason part
+// only when `reason` is not empty. No trailing newline.
+std::string FormatRpcError(const std::string& command,
+                           const grpc::Status& status,
+                           const std::string& reason);
+
+// "NOT_FOUND", "UNAVAILABLE", ...; the number for a code gRPC does not define.
+std::string StatusCodeName(grpc::StatusCode code);
+
+}  // namespace migd::cli
+
+#endif  // MIGD_CLI_COMMANDS_H_

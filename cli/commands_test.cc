@@ -1,0 +1,438 @@
+#include "cli/commands.h"
+
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "proto/migd/v1/migration.grpc.pb.h"
+#include "proto/migd/v1/migration.pb.h"
+
+namespace migd::cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// An agent whose answers a test sets up and whose requests it can inspect.
+class FakeAgent final : public migd::v1::MigrationService::Service {
+ public:
+  // An error that an RPC returns, with its migd-error-reason.
+  struct Error {
+    grpc::StatusCode code;
+    std::string message;
+    std::string reason;
+  };
+
+  migd::v1::ListDevicesResponse devices;
+  std::vector<migd::v1::MigrationEvent> events;  // WatchMigration's stream
+  migd::v1::Migration job;                       // Get/Cancel/List answer
+  std::map<std::string, Error> errors;           // by RPC name
+
+  std::vector<migd::v1::PrepareIncomingRequest> prepares;
+  std::vector<migd::v1::StartMigrationRequest> starts;
+  std::vector<std::string> cancels;
+
+  grpc::Status ListDevices(grpc::ServerContext* ctx,
+                           const migd::v1::ListDevicesRequest*,
+                           migd::v1::ListDevicesResponse* resp) override {
+    if (auto e = Fail(ctx, "ListDevices"); !e.ok()) return e;
+    *resp = devices;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status PrepareIncoming(
+      grpc::ServerContext* ctx, const migd::v1::PrepareIncomingRequest* req,
+      migd::v1::PrepareIncomingResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    prepares.push_back(*req);
+    if (auto e = Fail(ctx, "PrepareIncoming"); !e.ok()) return e;
+    resp->set_transfer_token("tok-" + req->job_id());
+    resp->mutable_migration()->set_job_id(req->job_id());
+    resp->mutable_migration()->set_phase(migd::v1::PHASE_PREPARED);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status StartMigration(grpc::ServerContext* ctx,
+                              const migd::v1::StartMigrationRequest* req,
+                              migd::v1::Migration* resp) override {
+    absl::MutexLock lock(&mu_);
+    starts.push_back(*req);
+    if (auto e = Fail(ctx, "StartMigration"); !e.ok()) return e;
+    resp->set_job_id(req->job_id());
+    resp->set_phase(migd::v1::PHASE_CONNECTING);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetMigration(grpc::ServerContext* ctx,
+                            const migd::v1::GetMigrationRequest*,
+                            migd::v1::Migration* resp) override {
+    if (auto e = Fail(ctx, "GetMigration"); !e.ok()) return e;
+    *resp = job;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status WatchMigration(
+      grpc::ServerContext* ctx, const migd::v1::WatchMigrationRequest*,
+      grpc::ServerWriter<migd::v1::MigrationEvent>* writer) override {
+    for (const auto& e : events) writer->Write(e);
+    return Fail(ctx, "WatchMigration");
+  }
+
+  grpc::Status CancelMigration(grpc::ServerContext* ctx,
+                               const migd::v1::CancelMigrationRequest* req,
+                               migd::v1::Migration* resp) override {
+    absl::MutexLock lock(&mu_);
+    cancels.push_back(req->job_id());
+    if (auto e = Fail(ctx, "CancelMigration"); !e.ok()) return e;
+    *resp = job;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListMigrations(grpc::ServerContext* ctx,
+                              const migd::v1::ListMigrationsRequest*,
+                              migd::v1::ListMigrationsResponse* resp) override {
+    if (auto e = Fail(ctx, "ListMigrations"); !e.ok()) return e;
+    *resp->add_migrations() = job;
+    return grpc::Status::OK;
+  }
+
+ private:
+  grpc::Status Fail(grpc::ServerContext* ctx, const std::string& rpc) {
+    auto it = errors.find(rpc);
+    if (it == errors.end()) return grpc::Status::OK;
+    if (!it->second.reason.empty()) {
+      ctx->AddTrailingMetadata(kErrorReasonKey, it->second.reason);
+    }
+    return grpc::Status(it->second.code, it->second.message);
+  }
+
+  absl::Mutex mu_;
+};
+
+migd::v1::Migration Job(migd::v1::Phase phase, uint64_t done) {
+  migd::v1::Migration m;
+  m.set_job_id("j1");
+  m.set_role(migd::v1::ROLE_SOURCE);
+  m.set_phase(phase);
+  m.set_bytes_done(done);
+  m.set_bytes_total(100);
+  auto* d = m.add_devices();
+  d->set_device("emu0");
+  d->set_peer_device("dst0");
+  d->set_state(migd::v1::DEVICE_STATE_RUNNING);
+  d->set_bytes_done(done);
+  return m;
+}
+
+migd::v1::MigrationEvent Event(migd::v1::Phase phase, uint64_t done) {
+  migd::v1::MigrationEvent e;
+  *e.mutable_migration() = Job(phase, done);
+  return e;
+}
+
+// Two fake agents, "src:1" and "dst:1", reached in process; any other
+// address is a port nothing listens on.
+class CommandsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    src_server_ = grpc::ServerBuilder().RegisterService(&src_).BuildAndStart();
+    dst_server_ = grpc::ServerBuilder().RegisterService(&dst_).BuildAndStart();
+    ASSERT_NE(src_server_, nullptr);
+    ASSERT_NE(dst_server_, nullptr);
+    env_.out = &out_;
+    env_.err = &err_;
+    env_.dial = [this](const std::string& address)
+        -> std::shared_ptr<grpc::ChannelInterface> {
+      grpc::ChannelArguments args;
+      if (address == "src:1") return src_server_->InProcessChannel(args);
+      if (address == "dst:1") return dst_server_->InProcessChannel(args);
+      return grpc::CreateChannel("127.0.0.1:1",
+                                 grpc::InsecureChannelCredentials());
+    };
+  }
+
+  void TearDown() override {
+    src_server_->Shutdown();
+    dst_server_->Shutdown();
+  }
+
+  int Run(std::vector<std::string> args) {
+    args.insert(args.begin(), "--agent=src:1");
+    return Main(args, env_);
+  }
+
+  std::vector<std::string> OutLines() const {
+    return absl::StrSplit(out_.str(), '\n', absl::SkipEmpty());
+  }
+
+  FakeAgent src_, dst_;
+  std::unique_ptr<grpc::Server> src_server_, dst_server_;
+  std::ostringstream out_, err_;
+  Env env_;
+};
+
+TEST_F(CommandsTest, DevicesPrintsATable) {
+  auto* d = src_.devices.add_devices();
+  d->set_name("emu0");
+  d->set_kind("emulated");
+  d->set_state_digest("crc32c:12345678");
+  EXPECT_EQ(Run({"devices"}), kExitOk);
+  EXPECT_THAT(out_.str(), StartsWith("NAME  KIND      STATE  FLAGS  JOB  SIZE  "
+                                     "DIGEST\n"
+                                     "emu0  emulated  ERROR  -      -    -     "
+                                     "crc32c:12345678\n"));
+  EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(CommandsTest, DevicesJsonUsesProtoFieldNames) {
+  src_.devices.add_devices()->set_state_digest("crc32c:12345678");
+  EXPECT_EQ(Run({"devices", "--output=json"}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("\"state_digest\": \"crc32c:12345678\""));
+}
+
+TEST_F(CommandsTest, RpcErrorShowsCodeMessageAndReason) {
+  src_.errors["ListDevices"] = {grpc::StatusCode::FAILED_PRECONDITION,
+                                "device emu0 is busy",
+                                "ERROR_REASON_DEVICE_BUSY"};
+  EXPECT_EQ(Run({"devices"}), kExitFailure);
+  EXPECT_EQ(err_.str(),
+            "migctl: devices: FAILED_PRECONDITION: device emu0 is busy "
+            "(reason: ERROR_REASON_DEVICE_BUSY)\n");
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CommandsTest, RpcErrorWithoutReasonLeavesItOut) {
+  src_.errors["GetMigration"] = {grpc::StatusCode::NOT_FOUND, "no job j9", ""};
+  EXPECT_EQ(Run({"status", "j9"}), kExitFailure);
+  EXPECT_EQ(err_.str(), "migctl: status: NOT_FOUND: no job j9\n");
+}
+
+TEST_F(CommandsTest, UnreachableAgentIsUnavailable) {
+  EXPECT_EQ(Main({"--agent=127.0.0.1:1", "--timeout=5s", "list"}, env_),
+            kExitFailure);
+  EXPECT_THAT(err_.str(), StartsWith("migctl: list: UNAVAILABLE: "));
+}
+
+TEST_F(CommandsTest, UsageErrorExitsTwoWithTheCommandsUsageLine) {
+  EXPECT_EQ(Run({"prepare", "--job=j1"}), kExitUsage);
+  EXPECT_THAT(err_.str(),
+              StartsWith("migctl: prepare: missing --devices\n"
+                         "usage: migctl [--agent=HOST:PORT] "
+                         "[--output=text|json] [--timeout=DURATION] prepare "
+                         "--job=J"));
+  EXPECT_TRUE(dst_.prepares.empty());
+  EXPECT_TRUE(src_.prepares.empty());
+}
+
+TEST_F(CommandsTest, UnknownCommandIsAUsageError) {
+  EXPECT_EQ(Run({"explode"}), kExitUsage);
+  EXPECT_THAT(err_.str(), StartsWith("migctl: unknown command 'explode'\n"
+                                     "usage: migctl "));
+}
+
+TEST_F(CommandsTest, HelpGoesToStdoutAndExitsZero) {
+  EXPECT_EQ(Run({"--help"}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("INSECURE"));
+}
+
+TEST_F(CommandsTest, PreparePrintsOnlyTheToken) {
+  EXPECT_EQ(Main({"--agent=dst:1", "prepare", "--job=j1", "--devices=emu0:dst0",
+                  "--source=src-host"},
+                 env_),
+            kExitOk);
+  EXPECT_EQ(out_.str(), "tok-j1\n");
+  ASSERT_EQ(dst_.prepares.size(), 1u);
+  EXPECT_EQ(dst_.prepares[0].source(), "src-host");
+  ASSERT_EQ(dst_.prepares[0].devices_size(), 1);
+  EXPECT_EQ(dst_.prepares[0].devices(0).source_device(), "emu0");
+  EXPECT_EQ(dst_.prepares[0].devices(0).destination_device(), "dst0");
+}
+
+TEST_F(CommandsTest, MigratePreparesTheDestinationThenStartsAndWatches) {
+  src_.events = {Event(migd::v1::PHASE_CONNECTING, 0),
+                 Event(migd::v1::PHASE_STOP_COPY, 50),
+                 Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitOk)
+      << err_.str();
+  ASSERT_EQ(dst_.prepares.size(), 1u);
+  EXPECT_EQ(dst_.prepares[0].job_id(), "j1");
+  EXPECT_EQ(dst_.prepares[0].source(), "src:1");
+  ASSERT_EQ(src_.starts.size(), 1u);
+  EXPECT_EQ(src_.starts[0].transfer_token(), "tok-j1");
+  EXPECT_EQ(src_.starts[0].destination(), "dst:1");
+  EXPECT_EQ(src_.starts[0].devices(0).destination_device(), "dst0");
+  std::string out = out_.str();
+  EXPECT_THAT(out, HasSubstr("Prepared job j1 on destination dst:1\n"));
+  EXPECT_THAT(out, HasSubstr("Started job j1: src:1 -> dst:1\n"));
+  // Not a terminal: one plain line per change, then the summary.
+  EXPECT_THAT(out, HasSubstr("] CONNECTING 0 B/100 B 0%"));
+  EXPECT_THAT(out, HasSubstr("] STOP_COPY 50 B/100 B 50%"));
+  EXPECT_THAT(out, HasSubstr("Job j1 SUCCEEDED\n  transferred  100 B\n"));
+  EXPECT_THAT(out, HasSubstr("  devices      emu0 -> dst0  RUNNING  100 B\n"));
+  EXPECT_EQ(out.find('\r'), std::string::npos);
+  EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(CommandsTest, MigrateWithATokenDoesNotPrepare) {
+  src_.events = {Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1", "--token=given"}),
+            kExitOk);
+  EXPECT_TRUE(dst_.prepares.empty());
+  ASSERT_EQ(src_.starts.size(), 1u);
+  EXPECT_EQ(src_.starts[0].transfer_token(), "given");
+}
+
+TEST_F(CommandsTest, MigrateOnATerminalRedrawsABar) {
+  env_.out_is_terminal = true;
+  env_.terminal_width = 79;
+  src_.events = {Event(migd::v1::PHASE_STOP_COPY, 50),
+                 Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("\r\x1b[K"));
+  EXPECT_THAT(out_.str(),
+              HasSubstr("STOP_COPY    [=======================>   "));
+}
+
+TEST_F(CommandsTest, MigrateJsonPrintsOneMigrationPerEventAndNoSummary) {
+  src_.events = {Event(migd::v1::PHASE_CONNECTING, 0),
+                 Event(migd::v1::PHASE_STOP_COPY, 50),
+                 Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(Run({"--output=json", "migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitOk);
+  std::vector<std::string> lines = OutLines();
+  ASSERT_EQ(lines.size(), 3u) << out_.str();
+  for (const auto& line : lines) {
+    EXPECT_THAT(line, StartsWith("{\"job_id\":\"j1\""));
+  }
+  EXPECT_THAT(lines[2], HasSubstr("\"phase\":\"PHASE_SUCCEEDED\""));
+}
+
+TEST_F(CommandsTest, FailedJobPrintsReasonAndMessageAndExitsOne) {
+  migd::v1::MigrationEvent failed = Event(migd::v1::PHASE_FAILED, 40);
+  failed.mutable_migration()->mutable_failure()->set_reason(
+      migd::v1::ERROR_REASON_STATE_REJECTED);
+  failed.mutable_migration()->mutable_failure()->set_message(
+      "dst0: RESUMING -> STOP failed: Invalid argument");
+  src_.events = {Event(migd::v1::PHASE_STOP_COPY, 40), failed};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitFailure);
+  EXPECT_EQ(err_.str(),
+            "migctl: migrate: job j1 FAILED: ERROR_REASON_STATE_REJECTED: "
+            "dst0: RESUMING -> STOP failed: Invalid argument\n");
+  EXPECT_THAT(out_.str(), HasSubstr("Job j1 FAILED\n"));
+}
+
+TEST_F(CommandsTest, CancelledJobExitsOne) {
+  migd::v1::MigrationEvent cancelled = Event(migd::v1::PHASE_CANCELLED, 0);
+  cancelled.mutable_migration()->mutable_failure()->set_reason(
+      migd::v1::ERROR_REASON_CANCELLED);
+  src_.events = {cancelled};
+  EXPECT_EQ(Run({"watch", "j1"}), kExitFailure);
+  EXPECT_EQ(err_.str(),
+            "migctl: watch: job j1 CANCELLED: ERROR_REASON_CANCELLED\n");
+}
+
+TEST_F(CommandsTest, FailedStartCancelsTheDestinationItPrepared) {
+  src_.errors["StartMigration"] = {grpc::StatusCode::PERMISSION_DENIED,
+                                   "transfer token does not match",
+                                   "ERROR_REASON_BAD_TOKEN"};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitFailure);
+  EXPECT_EQ(err_.str(),
+            "migctl: migrate: PERMISSION_DENIED: StartMigration on src:1: "
+            "transfer token does not match (reason: ERROR_REASON_BAD_TOKEN)\n"
+            "migctl: migrate: cancelled the prepared job j1 on dst:1\n");
+  EXPECT_EQ(dst_.cancels, std::vector<std::string>{"j1"});
+}
+
+TEST_F(CommandsTest, FailedPrepareDoesNotStart) {
+  dst_.errors["PrepareIncoming"] = {grpc::StatusCode::NOT_FOUND,
+                                    "no device dst7",
+                                    "ERROR_REASON_DEVICE_NOT_FOUND"};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst7",
+                 "--destination=dst:1"}),
+            kExitFailure);
+  EXPECT_EQ(err_.str(),
+            "migctl: migrate: NOT_FOUND: PrepareIncoming on dst:1: no device "
+            "dst7 (reason: ERROR_REASON_DEVICE_NOT_FOUND)\n");
+  EXPECT_TRUE(src_.starts.empty());
+}
+
+TEST_F(CommandsTest, WatchErrorIsReported) {
+  src_.errors["WatchMigration"] = {grpc::StatusCode::NOT_FOUND, "no job j1",
+                                   "ERROR_REASON_JOB_NOT_FOUND"};
+  EXPECT_EQ(Run({"watch", "j1"}), kExitFailure);
+  EXPECT_EQ(err_.str(),
+            "migctl: watch: NOT_FOUND: WatchMigration on src:1: no job j1 "
+            "(reason: ERROR_REASON_JOB_NOT_FOUND)\n");
+}
+
+TEST_F(CommandsTest, WatchClosedEarlyFallsBackToGetMigration) {
+  src_.events = {Event(migd::v1::PHASE_STOP_COPY, 10)};
+  src_.job = Job(migd::v1::PHASE_SUCCEEDED, 100);
+  EXPECT_EQ(Run({"watch", "j1"}), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("Job j1 SUCCEEDED"));
+}
+
+TEST_F(CommandsTest, WatchClosedEarlyOnARunningJobFails) {
+  src_.events = {Event(migd::v1::PHASE_STOP_COPY, 10)};
+  src_.job = Job(migd::v1::PHASE_STOP_COPY, 10);
+  EXPECT_EQ(Run({"watch", "j1"}), kExitFailure);
+  EXPECT_THAT(err_.str(), HasSubstr("ended the watch while job j1 is in phase "
+                                    "STOP_COPY"));
+}
+
+TEST_F(CommandsTest, StatusTextAndJson) {
+  src_.job = Job(migd::v1::PHASE_STOP_COPY, 10);
+  EXPECT_EQ(Run({"status", "j1"}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("phase     STOP_COPY\n"));
+  out_.str("");
+  EXPECT_EQ(Run({"status", "j1", "--output", "json"}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("\"phase\": \"PHASE_STOP_COPY\""));
+}
+
+TEST_F(CommandsTest, CancelShowsThePhase) {
+  src_.job = Job(migd::v1::PHASE_ROLLING_BACK, 10);
+  EXPECT_EQ(Run({"cancel", "j1"}), kExitOk);
+  EXPECT_EQ(out_.str(), "Job j1: ROLLING_BACK\n");
+  EXPECT_EQ(src_.cancels, std::vector<std::string>{"j1"});
+}
+
+TEST_F(CommandsTest, CancelOfAnEndedJobSaysSo) {
+  src_.job = Job(migd::v1::PHASE_SUCCEEDED, 100);
+  EXPECT_EQ(Run({"cancel", "j1"}), kExitOk);
+  EXPECT_EQ(out_.str(),
+            "Job j1 had already ended (SUCCEEDED); nothing to "
+            "cancel\n");
+}
+
+TEST_F(CommandsTest, ListPrintsATable) {
+  src_.job = Job(migd::v1::PHASE_SUCCEEDED, 100);
+  EXPECT_EQ(Run({"list"}), kExitOk);
+  EXPECT_THAT(out_.str(), StartsWith("JOB  ROLE    PHASE      PEER  PROGRESS"));
+  EXPECT_THAT(out_.str(), HasSubstr("j1   SOURCE  SUCCEEDED"));
+}
+
+TEST(StatusCodeName, KnownAndUnknownCodes) {
+  EXPECT_EQ(StatusCodeName(grpc::StatusCode::UNAVAILABLE), "UNAVAILABLE");
+  EXPECT_EQ(StatusCodeName(static_cast<grpc::StatusCode>(42)), "CODE_42");
+}
+
+}  // namespace
+}  // namespace migd::cli

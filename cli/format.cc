@@ -1,0 +1,329 @@
+#include "cli/format.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace migd::cli {
+namespace {
+
+// Strips `prefix` from an enum value name; the number when the name is empty
+// (a value this build does not know).
+std::string ShortEnumName(const std::string& name, absl::string_view prefix,
+                          int value) {
+  if (name.empty()) return absl::StrCat(value);
+  absl::string_view s = name;
+  if (absl::StartsWith(s, prefix)) s.remove_prefix(prefix.size());
+  return std::string(s);
+}
+
+}  // namespace
+
+std::string HumanBytes(uint64_t bytes) {
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB",
+                                           "TiB", "PiB", "EiB"};
+  double value = static_cast<double>(bytes) / 1024.0;
+  int unit = 0;
+  // Round first so 1023.96 KiB shows as "1.0 MiB", not "1024.0 KiB".
+  while (std::round(value * 10.0) / 10.0 >= 1024.0 && unit < 5) {
+    value /= 1024.0;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
+}
+
+std::string HumanRate(double bytes_per_second) {
+  if (!std::isfinite(bytes_per_second) || bytes_per_second < 0) return "-";
+  if (bytes_per_second >= 18446744073709551615.0) return "-";
+  return absl::StrCat(
+      HumanBytes(static_cast<uint64_t>(std::llround(bytes_per_second))), "/s");
+}
+
+std::string HumanDuration(absl::Duration d) {
+  if (d == absl::InfiniteDuration()) return "inf";
+  if (d == -absl::InfiniteDuration()) return "-inf";
+  if (d < absl::ZeroDuration()) return absl::StrCat("-", HumanDuration(-d));
+  if (d == absl::ZeroDuration()) return "0s";
+  if (d < absl::Milliseconds(1)) {
+    return absl::StrCat(absl::ToInt64Microseconds(d), "us");
+  }
+  if (d < absl::Milliseconds(10)) {
+    return absl::StrFormat("%.1fms", absl::ToDoubleMilliseconds(d));
+  }
+  if (d < absl::Seconds(1)) {
+    return absl::StrCat(absl::ToInt64Milliseconds(d), "ms");
+  }
+  if (d < absl::Seconds(10)) {
+    return absl::StrFormat("%.2fs", absl::ToDoubleSeconds(d));
+  }
+  if (d < absl::Seconds(60)) {
+    return absl::StrFormat("%.1fs", absl::ToDoubleSeconds(d));
+  }
+  if (d < absl::Hours(1)) {
+    int64_t s = absl::ToInt64Seconds(d);
+    return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  }
+  int64_t m = absl::ToInt64Minutes(d);
+  return absl::StrFormat("%dh%02dm", m / 60, m % 60);
+}
+
+std::string FormatPercent(uint64_t done, uint64_t total) {
+  if (total == 0) return "--%";
+  if (done >= total) return "100%";
+  // Floor, so 100% only shows once everything is done.
+  int pct = static_cast<int>(static_cast<long double>(done) * 100.0L /
+                             static_cast<long double>(total));
+  return absl::StrCat(std::clamp(pct, 0, 99), "%");
+}
+
+std::string DeviceStateName(migd::v1::DeviceState state) {
+  return ShortEnumName(migd::v1::DeviceState_Name(state), "DEVICE_STATE_",
+                       state);
+}
+
+std::string PhaseName(migd::v1::Phase phase) {
+  return ShortEnumName(migd::v1::Phase_Name(phase), "PHASE_", phase);
+}
+
+std::string RoleName(migd::v1::Role role) {
+  return ShortEnumName(migd::v1::Role_Name(role), "ROLE_", role);
+}
+
+std::string ReasonName(migd::v1::ErrorReason reason) {
+  return ShortEnumName(migd::v1::ErrorReason_Name(reason), "ERROR_REASON_",
+                       reason);
+}
+
+std::string MigrationFlagsString(uint64_t flags) {
+  std::vector<std::string> parts;
+  if (flags & 1) parts.push_back("STOP_COPY");
+  if (flags & 2) parts.push_back("P2P");
+  if (flags & 4) parts.push_back("PRE_COPY");
+  uint64_t unknown = flags & ~uint64_t{7};
+  if (unknown != 0) parts.push_back(absl::StrFormat("0x%x", unknown));
+  if (parts.empty()) return "-";
+  return absl::StrJoin(parts, "|");
+}
+
+bool IsTerminal(migd::v1::Phase phase) {
+  return phase == migd::v1::PHASE_SUCCEEDED ||
+         phase == migd::v1::PHASE_FAILED || phase == migd::v1::PHASE_CANCELLED;
+}
+
+absl::Duration ToAbslDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+absl::Time ToAbslTime(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (i > 0) line.append(2, ' ');
+      line += row[i];
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size(), ' ');
+    }
+    // No trailing spaces even when the last cells are empty.
+    line.erase(line.find_last_not_of(' ') + 1);
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+namespace {
+
+std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+// "emu0 -> dst0" from the source's point of view, whichever side `m` is.
+std::string PairString(const migd::v1::Migration& m,
+                       const migd::v1::DeviceProgress& d) {
+  if (m.role() == migd::v1::ROLE_DESTINATION) {
+    return absl::StrCat(OrDash(d.peer_device()), " -> ", OrDash(d.device()));
+  }
+  return absl::StrCat(OrDash(d.device()), " -> ", OrDash(d.peer_device()));
+}
+
+std::string ProgressString(uint64_t done, uint64_t total) {
+  if (total == 0) return HumanBytes(done);
+  return absl::StrCat(HumanBytes(done), " / ", HumanBytes(total), " (",
+                      FormatPercent(done, total), ")");
+}
+
+std::string FormatTimestamp(const google::protobuf::Timestamp& t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", ToAbslTime(t),
+                          absl::UTCTimeZone());
+}
+
+// Throughput as the agent reported it, or computed from the transfer time.
+double Throughput(const migd::v1::Migration& m) {
+  if (m.throughput_bytes_per_second() > 0) {
+    return m.throughput_bytes_per_second();
+  }
+  absl::Duration t = ToAbslDuration(m.transfer_time());
+  if (t > absl::ZeroDuration() && m.bytes_done() > 0) {
+    return static_cast<double>(m.bytes_done()) / absl::ToDoubleSeconds(t);
+  }
+  return -1;
+}
+
+}  // namespace
+
+std::string FormatDevicesTable(const migd::v1::ListDevicesResponse& response) {
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "KIND", "STATE", "FLAGS", "JOB", "SIZE", "DIGEST"}};
+  for (const auto& d : response.devices()) {
+    rows.push_back(
+        {d.name(), OrDash(d.kind()), DeviceStateName(d.state()),
+         MigrationFlagsString(d.migration_flags()), OrDash(d.job_id()),
+         d.state_size_bytes() > 0 ? HumanBytes(d.state_size_bytes()) : "-",
+         OrDash(d.state_digest())});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatMigrationsTable(
+    const migd::v1::ListMigrationsResponse& response) {
+  std::vector<std::vector<std::string>> rows = {
+      {"JOB", "ROLE", "PHASE", "PEER", "PROGRESS", "DEVICES"}};
+  for (const auto& m : response.migrations()) {
+    std::vector<std::string> pairs;
+    for (const auto& d : m.devices()) pairs.push_back(PairString(m, d));
+    rows.push_back({m.job_id(), RoleName(m.role()), PhaseName(m.phase()),
+                    OrDash(m.peer()),
+                    ProgressString(m.bytes_done(), m.bytes_total()),
+                    pairs.empty() ? "-" : absl::StrJoin(pairs, ", ")});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatMigrationDetails(const migd::v1::Migration& m) {
+  std::vector<std::vector<std::string>> rows = {
+      {"job", m.job_id()},
+      {"role", RoleName(m.role())},
+      {"phase", PhaseName(m.phase())},
+      {"peer", OrDash(m.peer())},
+      {"progress", ProgressString(m.bytes_done(), m.bytes_total())},
+  };
+  if (m.has_created())
+    rows.push_back({"created", FormatTimestamp(m.created())});
+  if (m.has_finished()) {
+    rows.push_back({"finished", FormatTimestamp(m.finished())});
+  }
+  if (m.has_transfer_time()) {
+    rows.push_back(
+        {"transfer",
+         absl::StrCat(HumanDuration(ToAbslDuration(m.transfer_time())), " at ",
+                      HumanRate(Throughput(m)))});
+  }
+  if (m.has_downtime()) {
+    rows.push_back({"downtime", HumanDuration(ToAbslDuration(m.downtime()))});
+  }
+  if (m.has_failure()) {
+    rows.push_back({"failure", absl::StrCat(ReasonName(m.failure().reason()),
+                                            ": ", m.failure().message())});
+  }
+  std::string out = FormatTable(rows);
+  if (m.devices_size() > 0) {
+    absl::StrAppend(&out, "devices\n");
+    std::vector<std::vector<std::string>> devs;
+    for (const auto& d : m.devices()) {
+      devs.push_back({"", PairString(m, d), DeviceStateName(d.state()),
+                      ProgressString(d.bytes_done(), d.bytes_total())});
+    }
+    // The empty first cell indents each row by FormatTable's two-space gap.
+    absl::StrAppend(&out, FormatTable(devs));
+  }
+  return out;
+}
+
+std::string FormatSummary(const migd::v1::Migration& m) {
+  std::string head =
+      absl::StrCat("Job ", m.job_id(), " ", PhaseName(m.phase()));
+  if (m.has_created() && m.has_finished()) {
+    absl::StrAppend(
+        &head, " after ",
+        HumanDuration(ToAbslTime(m.finished()) - ToAbslTime(m.created())));
+  }
+  std::string out = absl::StrCat(head, "\n");
+  std::vector<std::vector<std::string>> rows;
+  std::string moved = HumanBytes(m.bytes_done());
+  if (m.bytes_total() > 0 && m.bytes_total() != m.bytes_done()) {
+    absl::StrAppend(&moved, " of ", HumanBytes(m.bytes_total()));
+  }
+  if (m.has_transfer_time()) {
+    absl::StrAppend(&moved, " in ",
+                    HumanDuration(ToAbslDuration(m.transfer_time())));
+  }
+  rows.push_back({"", "transferred", moved});
+  rows.push_back({"", "throughput", HumanRate(Throughput(m))});
+  rows.push_back(
+      {"", "downtime",
+       m.has_downtime() ? HumanDuration(ToAbslDuration(m.downtime())) : "-"});
+  if (m.has_failure()) {
+    rows.push_back({"", "failure",
+                    absl::StrCat(ReasonName(m.failure().reason()), ": ",
+                                 m.failure().message())});
+  }
+  for (int i = 0; i < m.devices_size(); ++i) {
+    const auto& d = m.devices(i);
+    rows.push_back(
+        {"", i == 0 ? "devices" : "",
+         absl::StrCat(PairString(m, d), "  ", DeviceStateName(d.state()), "  ",
+                      HumanBytes(d.bytes_done()))});
+  }
+  absl::StrAppend(&out, FormatTable(rows));
+  return out;
+}
+
+std::string ToJson(const google::protobuf::Message& message, bool compact) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = !compact;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  auto status =
+      google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) {
+    // Hand-built so it stays valid JSON whatever the status text holds.
+    std::string text = status.ToString();
+    std::string escaped;
+    for (char c : text) {
+      if (c == '"' || c == '\\') {
+        escaped.push_back('\\');
+        escaped.push_back(c);
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        absl::StrAppendFormat(&escaped, "\\u%04x", c);
+      } else {
+        escaped.push_back(c);
+      }
+    }
+    return absl::StrCat("{\"error\":\"", escaped, "\"}");
+  }
+  while (!out.empty() && absl::ascii_isspace(out.back())) out.pop_back();
+  return out;
+}
+
+}  // namespace migd::cli

@@ -1,0 +1,81 @@
+// cli/format.h
+//
+// How migctl shows things to a person and to a program: human byte, rate and
+// duration strings, short names for the API's enums, the device and job tables,
+// the end-of-job summary, and JSON of any API message. Pure functions of their
+// inputs, so the output a script parses is pinned by tests.
+
+#ifndef MIGD_CLI_FORMAT_H_
+#define MIGD_CLI_FORMAT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "google/protobuf/duration.pb.h"
+#include "google/protobuf/message.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "proto/migd/v1/migration.pb.h"
+
+namespace migd::cli {
+
+// "0 B", "1023 B", "1.0 KiB", "32.0 MiB", "1.5 GiB" (binary units, one decimal
+// from KiB up).
+std::string HumanBytes(uint64_t bytes);
+
+// HumanBytes(rate) + "/s"; "-" for a negative, NaN or infinite rate.
+std::string HumanRate(double bytes_per_second);
+
+// Compact and human: "0s", "850us", "12ms", "1.25s", "42.0s", "2m05s",
+// "1h02m". Negative durations get a leading "-"; infinite ones are "inf".
+std::string HumanDuration(absl::Duration d);
+
+// Percent of done/total as "42%", clamped to 0..100; "--%" when total is 0.
+std::string FormatPercent(uint64_t done, uint64_t total);
+
+// Enum value names without their prefix: "RUNNING", "STOP_COPY", "SOURCE",
+// "BAD_TOKEN". Unknown values come out as their number.
+std::string DeviceStateName(migd::v1::DeviceState state);
+std::string PhaseName(migd::v1::Phase phase);
+std::string RoleName(migd::v1::Role role);
+std::string ReasonName(migd::v1::ErrorReason reason);
+
+// VFIO_MIGRATION_* bits as "STOP_COPY|P2P|PRE_COPY" (unknown bits as hex);
+// "-" when none.
+std::string MigrationFlagsString(uint64_t flags);
+
+// True for SUCCEEDED, FAILED and CANCELLED.
+bool IsTerminal(migd::v1::Phase phase);
+
+absl::Duration ToAbslDuration(const google::protobuf::Duration& d);
+absl::Time ToAbslTime(const google::protobuf::Timestamp& t);
+
+// Left-aligned columns separated by two spaces, one line per row (each ending
+// in '\n'), no trailing spaces. `rows` includes the header row.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
+
+// NAME KIND STATE FLAGS JOB SIZE DIGEST, one row per device.
+std::string FormatDevicesTable(const migd::v1::ListDevicesResponse& response);
+
+// JOB ROLE PHASE PEER PROGRESS DEVICES, one row per job.
+std::string FormatMigrationsTable(
+    const migd::v1::ListMigrationsResponse& response);
+
+// A few lines on one job for `migctl status`: phase, role, peer, bytes,
+// timings, failure if any, and one line per device.
+std::string FormatMigrationDetails(const migd::v1::Migration& m);
+
+// The summary migctl prints once a job ended: outcome, bytes, time,
+// throughput, downtime and each device's state.
+std::string FormatSummary(const migd::v1::Migration& m);
+
+// Proto3 JSON with the .proto field names (snake_case), fields at their
+// default values included, enums by name. One line when `compact`, indented
+// otherwise. Never empty: a conversion failure yields a JSON object with an
+// "error" member.
+std::string ToJson(const google::protobuf::Message& message, bool compact);
+
+}  // namespace migd::cli
+
+#endif  // MIGD_CLI_FORMAT_H_

@@ -1,0 +1,262 @@
+#include "cli/format.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "proto/migd/v1/migration.pb.h"
+
+namespace migd::cli {
+namespace {
+
+TEST(HumanBytes, BelowOneKibIsExactBytes) {
+  EXPECT_EQ(HumanBytes(0), "0 B");
+  EXPECT_EQ(HumanBytes(1), "1 B");
+  EXPECT_EQ(HumanBytes(1023), "1023 B");
+}
+
+TEST(HumanBytes, BinaryUnitsWithOneDecimal) {
+  EXPECT_EQ(HumanBytes(1024), "1.0 KiB");
+  EXPECT_EQ(HumanBytes(1536), "1.5 KiB");
+  EXPECT_EQ(HumanBytes(32ull << 20), "32.0 MiB");
+  EXPECT_EQ(HumanBytes(96ull << 20), "96.0 MiB");
+  EXPECT_EQ(HumanBytes((3ull << 30) / 2), "1.5 GiB");
+  EXPECT_EQ(HumanBytes(5ull << 40), "5.0 TiB");
+}
+
+TEST(HumanBytes, RoundsUpIntoTheNextUnitInsteadOf1024) {
+  EXPECT_EQ(HumanBytes((1ull << 20) - 1), "1.0 MiB");
+  EXPECT_EQ(HumanBytes((1ull << 30) - 1), "1.0 GiB");
+}
+
+TEST(HumanBytes, LargestValueFits) {
+  EXPECT_EQ(HumanBytes(std::numeric_limits<uint64_t>::max()), "16.0 EiB");
+}
+
+TEST(HumanRate, AppendsPerSecond) {
+  EXPECT_EQ(HumanRate(0), "0 B/s");
+  EXPECT_EQ(HumanRate(80.0 * 1024 * 1024), "80.0 MiB/s");
+}
+
+TEST(HumanRate, UnknownRatesAreADash) {
+  EXPECT_EQ(HumanRate(-1), "-");
+  EXPECT_EQ(HumanRate(std::nan("")), "-");
+  EXPECT_EQ(HumanRate(std::numeric_limits<double>::infinity()), "-");
+}
+
+TEST(HumanDuration, PicksAUnitPerMagnitude) {
+  EXPECT_EQ(HumanDuration(absl::ZeroDuration()), "0s");
+  EXPECT_EQ(HumanDuration(absl::Microseconds(850)), "850us");
+  EXPECT_EQ(HumanDuration(absl::Microseconds(2500)), "2.5ms");
+  EXPECT_EQ(HumanDuration(absl::Milliseconds(120)), "120ms");
+  EXPECT_EQ(HumanDuration(absl::Milliseconds(1250)), "1.25s");
+  EXPECT_EQ(HumanDuration(absl::Seconds(42)), "42.0s");
+  EXPECT_EQ(HumanDuration(absl::Seconds(125)), "2m05s");
+  EXPECT_EQ(HumanDuration(absl::Minutes(62)), "1h02m");
+}
+
+TEST(HumanDuration, NegativeAndInfinite) {
+  EXPECT_EQ(HumanDuration(-absl::Milliseconds(120)), "-120ms");
+  EXPECT_EQ(HumanDuration(absl::InfiniteDuration()), "inf");
+}
+
+TEST(FormatPercent, FloorsAndClamps) {
+  EXPECT_EQ(FormatPercent(0, 100), "0%");
+  EXPECT_EQ(FormatPercent(999, 1000), "99%");
+  EXPECT_EQ(FormatPercent(1000, 1000), "100%");
+  EXPECT_EQ(FormatPercent(2000, 1000), "100%");
+  EXPECT_EQ(FormatPercent(5, 0), "--%");
+}
+
+TEST(EnumNames, DropTheTypePrefix) {
+  EXPECT_EQ(DeviceStateName(migd::v1::DEVICE_STATE_RUNNING_P2P), "RUNNING_P2P");
+  EXPECT_EQ(PhaseName(migd::v1::PHASE_STOP_COPY), "STOP_COPY");
+  EXPECT_EQ(RoleName(migd::v1::ROLE_DESTINATION), "DESTINATION");
+  EXPECT_EQ(ReasonName(migd::v1::ERROR_REASON_BAD_TOKEN), "BAD_TOKEN");
+}
+
+TEST(EnumNames, UnknownValuesShowTheirNumber) {
+  EXPECT_EQ(PhaseName(static_cast<migd::v1::Phase>(99)), "99");
+}
+
+TEST(MigrationFlagsString, NamesEachBit) {
+  EXPECT_EQ(MigrationFlagsString(0), "-");
+  EXPECT_EQ(MigrationFlagsString(1), "STOP_COPY");
+  EXPECT_EQ(MigrationFlagsString(7), "STOP_COPY|P2P|PRE_COPY");
+  EXPECT_EQ(MigrationFlagsString(5 | 0x10), "STOP_COPY|PRE_COPY|0x10");
+}
+
+TEST(FormatTable, AlignsColumnsWithoutTrailingSpaces) {
+  EXPECT_EQ(FormatTable({{"A", "BB", "C"}, {"long", "x", ""}}),
+            "A     BB  C\n"
+            "long  x\n");
+}
+
+TEST(FormatDevicesTable, OneRowPerDeviceWithDashesForEmptyFields) {
+  migd::v1::ListDevicesResponse resp;
+  auto* d = resp.add_devices();
+  d->set_name("emu0");
+  d->set_kind("emulated");
+  d->set_migration_flags(7);
+  d->set_state(migd::v1::DEVICE_STATE_RUNNING);
+  d->set_state_size_bytes(32ull << 20);
+  d->set_state_digest("crc32c:0badf00d");
+  auto* e = resp.add_devices();
+  e->set_name("0000:3b:00.1");
+  e->set_kind("vfio");
+  e->set_migration_flags(1);
+  e->set_state(migd::v1::DEVICE_STATE_RESUMING);
+  e->set_job_id("job-1");
+  EXPECT_EQ(FormatDevicesTable(resp),
+            "NAME          KIND      STATE     FLAGS                   JOB    "
+            "SIZE      DIGEST\n"
+            "emu0          emulated  RUNNING   STOP_COPY|P2P|PRE_COPY  -      "
+            "32.0 MiB  crc32c:0badf00d\n"
+            "0000:3b:00.1  vfio      RESUMING  STOP_COPY               job-1  "
+            "-         -\n");
+}
+
+migd::v1::Migration SucceededSourceJob() {
+  migd::v1::Migration m;
+  m.set_job_id("demo-1");
+  m.set_role(migd::v1::ROLE_SOURCE);
+  m.set_phase(migd::v1::PHASE_SUCCEEDED);
+  m.set_peer("127.0.0.1:7071");
+  m.set_bytes_done(96ull << 20);
+  m.set_bytes_total(96ull << 20);
+  m.mutable_created()->set_seconds(1700000000);
+  m.mutable_finished()->set_seconds(1700000002);
+  m.mutable_finished()->set_nanos(500000000);
+  m.mutable_downtime()->set_nanos(150000000);
+  m.mutable_transfer_time()->set_seconds(2);
+  m.set_throughput_bytes_per_second(48.0 * 1024 * 1024);
+  for (int i = 0; i < 2; ++i) {
+    auto* d = m.add_devices();
+    d->set_device(absl::StrCat("emu", i));
+    d->set_peer_device(absl::StrCat("dst", i));
+    d->set_state(migd::v1::DEVICE_STATE_STOP);
+    d->set_bytes_done(48ull << 20);
+    d->set_bytes_total(48ull << 20);
+  }
+  return m;
+}
+
+TEST(FormatSummary, ShowsBytesTimeThroughputDowntimeAndDevices) {
+  EXPECT_EQ(FormatSummary(SucceededSourceJob()),
+            "Job demo-1 SUCCEEDED after 2.50s\n"
+            "  transferred  96.0 MiB in 2.00s\n"
+            "  throughput   48.0 MiB/s\n"
+            "  downtime     150ms\n"
+            "  devices      emu0 -> dst0  STOP  48.0 MiB\n"
+            "               emu1 -> dst1  STOP  48.0 MiB\n");
+}
+
+TEST(FormatSummary, FailedJobShowsReasonAndPartialBytes) {
+  migd::v1::Migration m;
+  m.set_job_id("j");
+  m.set_role(migd::v1::ROLE_DESTINATION);
+  m.set_phase(migd::v1::PHASE_FAILED);
+  m.set_bytes_done(1024);
+  m.set_bytes_total(4096);
+  m.mutable_failure()->set_reason(migd::v1::ERROR_REASON_STATE_REJECTED);
+  m.mutable_failure()->set_message("dst0: RESUMING -> STOP failed");
+  auto* d = m.add_devices();
+  d->set_device("dst0");
+  d->set_peer_device("emu0");
+  d->set_state(migd::v1::DEVICE_STATE_RUNNING);
+  d->set_bytes_done(1024);
+  EXPECT_EQ(FormatSummary(m),
+            "Job j FAILED\n"
+            "  transferred  1.0 KiB of 4.0 KiB\n"
+            "  throughput   -\n"
+            "  downtime     -\n"
+            "  failure      STATE_REJECTED: dst0: RESUMING -> STOP failed\n"
+            "  devices      emu0 -> dst0  RUNNING  1.0 KiB\n");
+}
+
+TEST(FormatSummary, ComputesThroughputFromTransferTimeWhenNotReported) {
+  migd::v1::Migration m = SucceededSourceJob();
+  m.clear_throughput_bytes_per_second();
+  m.mutable_transfer_time()->set_seconds(4);
+  EXPECT_NE(FormatSummary(m).find("throughput   24.0 MiB/s\n"),
+            std::string::npos);
+}
+
+TEST(FormatMigrationsTable, ShowsPairsFromTheSourceSide) {
+  migd::v1::ListMigrationsResponse resp;
+  *resp.add_migrations() = SucceededSourceJob();
+  migd::v1::Migration* dst = resp.add_migrations();
+  dst->set_job_id("demo-0");
+  dst->set_role(migd::v1::ROLE_DESTINATION);
+  dst->set_phase(migd::v1::PHASE_PREPARED);
+  dst->set_peer("src");
+  auto* d = dst->add_devices();
+  d->set_device("dst9");
+  d->set_peer_device("emu9");
+  EXPECT_EQ(FormatMigrationsTable(resp),
+            "JOB     ROLE         PHASE      PEER            PROGRESS          "
+            "          DEVICES\n"
+            "demo-1  SOURCE       SUCCEEDED  127.0.0.1:7071  96.0 MiB / 96.0 "
+            "MiB (100%)  emu0 -> dst0, emu1 -> dst1\n"
+            "demo-0  DESTINATION  PREPARED   src             0 B               "
+            "          emu9 -> dst9\n");
+}
+
+TEST(FormatMigrationDetails, ListsFieldsAndDevices) {
+  std::string text = FormatMigrationDetails(SucceededSourceJob());
+  EXPECT_NE(text.find("job       demo-1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("phase     SUCCEEDED\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("created   2023-11-14T22:13:20.000Z\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("downtime  150ms\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("transfer  2.00s at 48.0 MiB/s\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("devices\n  emu0 -> dst0  STOP  48.0 MiB / 48.0 MiB "
+                      "(100%)\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(ToJson, CompactIsOneLineWithProtoFieldNamesAndEnumNames) {
+  migd::v1::Migration m;
+  m.set_job_id("j1");
+  m.set_phase(migd::v1::PHASE_STOP_COPY);
+  m.set_bytes_done(5);
+  m.mutable_downtime()->set_nanos(150000000);
+  std::string json = ToJson(m, /*compact=*/true);
+  EXPECT_EQ(json.find('\n'), std::string::npos) << json;
+  EXPECT_NE(json.find("\"job_id\":\"j1\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"phase\":\"PHASE_STOP_COPY\""), std::string::npos)
+      << json;
+  // proto3 JSON writes 64-bit integers as strings.
+  EXPECT_NE(json.find("\"bytes_done\":\"5\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"downtime\":\"0.150s\""), std::string::npos) << json;
+  // Default values are present, so a script can rely on every key.
+  EXPECT_NE(json.find("\"bytes_total\":\"0\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"role\":\"ROLE_UNSPECIFIED\""), std::string::npos)
+      << json;
+}
+
+TEST(ToJson, IndentedFormHasNoTrailingNewline) {
+  migd::v1::ListDevicesResponse resp;
+  resp.add_devices()->set_name("emu0");
+  std::string json = ToJson(resp, /*compact=*/false);
+  EXPECT_NE(json.find("\n"), std::string::npos);
+  EXPECT_NE(json.find("\"name\": \"emu0\""), std::string::npos) << json;
+  EXPECT_NE(json.back(), '\n');
+}
+
+TEST(IsTerminal, OnlyEndedPhases) {
+  EXPECT_TRUE(IsTerminal(migd::v1::PHASE_SUCCEEDED));
+  EXPECT_TRUE(IsTerminal(migd::v1::PHASE_FAILED));
+  EXPECT_TRUE(IsTerminal(migd::v1::PHASE_CANCELLED));
+  EXPECT_FALSE(IsTerminal(migd::v1::PHASE_ROLLING_BACK));
+  EXPECT_FALSE(IsTerminal(migd::v1::PHASE_STOP_COPY));
+}
+
+}  // namespace
+}  // namespace migd::cli

@@ -1,0 +1,195 @@
+#include "cli/progress.h"
+
+#include <sstream>
+#include <string>
+
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "proto/migd/v1/migration.pb.h"
+
+namespace migd::cli {
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+migd::v1::Migration Job(migd::v1::Phase phase, uint64_t done, uint64_t total) {
+  migd::v1::Migration m;
+  m.set_job_id("j1");
+  m.set_phase(phase);
+  m.set_bytes_done(done);
+  m.set_bytes_total(total);
+  return m;
+}
+
+migd::v1::MigrationEvent Event(const migd::v1::Migration& m,
+                               const std::string& message = "") {
+  migd::v1::MigrationEvent e;
+  *e.mutable_migration() = m;
+  e.set_message(message);
+  return e;
+}
+
+const absl::Time kT0 = absl::FromUnixSeconds(1700000000);
+
+TEST(ThroughputMeter, UnknownUntilTwoSamples) {
+  ThroughputMeter meter;
+  EXPECT_LT(meter.Rate(), 0);
+  meter.Add(kT0, 0);
+  EXPECT_LT(meter.Rate(), 0);
+  meter.Add(kT0 + absl::Seconds(1), 10 * kMiB);
+  EXPECT_DOUBLE_EQ(meter.Rate(), 10.0 * kMiB);
+}
+
+TEST(ThroughputMeter, MeasuresOverTheWindowOnly) {
+  ThroughputMeter meter(absl::Seconds(2));
+  meter.Add(kT0, 0);
+  meter.Add(kT0 + absl::Seconds(1), 100 * kMiB);  // a fast start...
+  meter.Add(kT0 + absl::Seconds(3), 102 * kMiB);  // ...then slow
+  meter.Add(kT0 + absl::Seconds(5), 104 * kMiB);
+  EXPECT_DOUBLE_EQ(meter.Rate(), 1.0 * kMiB);
+}
+
+TEST(ThroughputMeter, SameInstantSamplesGiveNoRate) {
+  ThroughputMeter meter;
+  meter.Add(kT0, 0);
+  meter.Add(kT0, 5);
+  EXPECT_LT(meter.Rate(), 0);
+}
+
+TEST(ThroughputMeter, FewerBytesThanBeforeStartsOver) {
+  ThroughputMeter meter;
+  meter.Add(kT0, 50);
+  meter.Add(kT0 + absl::Seconds(1), 100);
+  meter.Add(kT0 + absl::Seconds(2), 10);
+  EXPECT_LT(meter.Rate(), 0);
+}
+
+TEST(RenderBar, FillsTheDoneFractionWithAHead) {
+  EXPECT_EQ(RenderBar(0, 100, 10), "[          ]");
+  EXPECT_EQ(RenderBar(25, 100, 10), "[==>       ]");
+  EXPECT_EQ(RenderBar(99, 100, 10), "[=========>]");
+  EXPECT_EQ(RenderBar(100, 100, 10), "[==========]");
+  EXPECT_EQ(RenderBar(500, 100, 10), "[==========]");
+}
+
+TEST(RenderBar, UnknownTotalIsBlank) {
+  EXPECT_EQ(RenderBar(5, 0, 4), "[    ]");
+}
+
+TEST(RenderProgressLine, FillsExactlyTheWidthAt80Columns) {
+  std::string line = RenderProgressLine(
+      Job(migd::v1::PHASE_STOP_COPY, 12 * kMiB, 96 * kMiB), 45.3 * kMiB, 80);
+  EXPECT_EQ(line,
+            "STOP_COPY    [===>                         ] "
+            "12.0 MiB/96.0 MiB   12%  45.3 MiB/s");
+  EXPECT_EQ(line.size(), 80u);
+}
+
+TEST(RenderProgressLine, BarShrinksWithTheWidth) {
+  std::string line = RenderProgressLine(
+      Job(migd::v1::PHASE_PRE_COPY, 48 * kMiB, 96 * kMiB), -1, 60);
+  EXPECT_EQ(line,
+            "PRE_COPY     [==========>          ] 48.0 MiB/96.0 MiB   50%");
+  EXPECT_EQ(line.size(), 60u);
+}
+
+TEST(RenderProgressLine, DropsTheBarWhenNarrow) {
+  std::string line = RenderProgressLine(
+      Job(migd::v1::PHASE_STOP_COPY, 12 * kMiB, 96 * kMiB), 45.3 * kMiB, 50);
+  EXPECT_EQ(line, "STOP_COPY    12.0 MiB/96.0 MiB   12%  45.3 MiB/s");
+}
+
+TEST(RenderProgressLine, CutsAtTheWidthWhenEvenTheTextDoesNotFit) {
+  std::string line = RenderProgressLine(
+      Job(migd::v1::PHASE_STOP_COPY, 12 * kMiB, 96 * kMiB), 45.3 * kMiB, 20);
+  EXPECT_EQ(line, "STOP_COPY    12.0 Mi");
+}
+
+TEST(RenderProgressLine, NeverWiderThanAskedAtAnyWidth) {
+  for (int width = 1; width <= 200; ++width) {
+    std::string line = RenderProgressLine(
+        Job(migd::v1::PHASE_ROLLING_BACK, 1234567, 7654321), 1e9, width);
+    EXPECT_LE(static_cast<int>(line.size()), width) << width;
+  }
+}
+
+TEST(RenderProgressLine, SucceededWithUnknownTotalShowsAFullBar) {
+  std::string line =
+      RenderProgressLine(Job(migd::v1::PHASE_SUCCEEDED, 0, 0), -1, 40);
+  EXPECT_EQ(line, "SUCCEEDED    [===============] 0 B  100%");
+  EXPECT_EQ(line.size(), 40u);
+}
+
+TEST(RenderPlainLine, ElapsedPhaseBytesPercentRateAndMessage) {
+  EXPECT_EQ(
+      RenderPlainLine(Job(migd::v1::PHASE_STOP_COPY, 12 * kMiB, 96 * kMiB),
+                      45.3 * kMiB, absl::Milliseconds(1250), "phase STOP_COPY"),
+      "[1.25s] STOP_COPY 12.0 MiB/96.0 MiB 12% 45.3 MiB/s: phase "
+      "STOP_COPY");
+  EXPECT_EQ(RenderPlainLine(Job(migd::v1::PHASE_CONNECTING, 0, 0), -1,
+                            absl::ZeroDuration(), ""),
+            "[0s] CONNECTING 0 B");
+}
+
+TEST(ProgressPrinter, JsonPrintsOneCompactObjectPerEvent) {
+  std::ostringstream out;
+  ProgressPrinter printer(ProgressPrinter::Mode::kJson, &out, 80, kT0);
+  printer.OnEvent(Event(Job(migd::v1::PHASE_CONNECTING, 0, 10)), kT0);
+  printer.OnEvent(Event(Job(migd::v1::PHASE_CONNECTING, 0, 10)), kT0);
+  printer.OnEvent(Event(Job(migd::v1::PHASE_SUCCEEDED, 10, 10)), kT0);
+  printer.Finish();
+  std::string text = out.str();
+  int lines = 0;
+  for (char c : text) lines += c == '\n';
+  EXPECT_EQ(lines, 3) << text;
+  EXPECT_EQ(text.rfind("{\"job_id\":\"j1\"", 0), 0u) << text;
+}
+
+TEST(ProgressPrinter, PlainPrintsChangesAndThrottlesByteOnlyProgress) {
+  std::ostringstream out;
+  ProgressPrinter printer(ProgressPrinter::Mode::kPlain, &out, 80, kT0);
+  auto t = [](int ms) { return kT0 + absl::Milliseconds(ms); };
+  printer.OnEvent(Event(Job(migd::v1::PHASE_CONNECTING, 0, 100)), t(0));
+  printer.OnEvent(Event(Job(migd::v1::PHASE_STOP_COPY, 0, 100)), t(100));
+  printer.OnEvent(Event(Job(migd::v1::PHASE_STOP_COPY, 10, 100)), t(200));
+  printer.OnEvent(Event(Job(migd::v1::PHASE_STOP_COPY, 20, 100)), t(1200));
+  printer.OnEvent(Event(Job(migd::v1::PHASE_STOP_COPY, 20, 100)), t(2500));
+  printer.OnEvent(Event(Job(migd::v1::PHASE_SUCCEEDED, 100, 100)), t(2600));
+  printer.Finish();
+  EXPECT_EQ(out.str(),
+            "[0s] CONNECTING 0 B/100 B 0%\n"
+            "[100ms] STOP_COPY 0 B/100 B 0% 0 B/s\n"
+            "[1.20s] STOP_COPY 20 B/100 B 20% 17 B/s\n"
+            "[2.60s] SUCCEEDED 100 B/100 B 100% 38 B/s\n");
+}
+
+TEST(ProgressPrinter, PlainPrintsDeviceStateChanges) {
+  std::ostringstream out;
+  ProgressPrinter printer(ProgressPrinter::Mode::kPlain, &out, 80, kT0);
+  migd::v1::Migration m = Job(migd::v1::PHASE_STOP_COPY, 0, 0);
+  m.add_devices()->set_state(migd::v1::DEVICE_STATE_RUNNING);
+  printer.OnEvent(Event(m), kT0);
+  m.mutable_devices(0)->set_state(migd::v1::DEVICE_STATE_STOP_COPY);
+  printer.OnEvent(Event(m, "device emu0 STOP_COPY"), kT0);
+  EXPECT_EQ(out.str(),
+            "[0s] STOP_COPY 0 B\n"
+            "[0s] STOP_COPY 0 B: device emu0 STOP_COPY\n");
+}
+
+TEST(ProgressPrinter, TerminalRedrawsInPlaceAndKeepsPhaseChanges) {
+  std::ostringstream out;
+  ProgressPrinter printer(ProgressPrinter::Mode::kTerminal, &out, 60, kT0);
+  printer.OnEvent(
+      Event(Job(migd::v1::PHASE_STOP_COPY, 0, 100), "phase STOP_COPY"), kT0);
+  printer.OnEvent(Event(Job(migd::v1::PHASE_STOP_COPY, 50, 100)),
+                  kT0 + absl::Seconds(1));
+  printer.Finish();
+  EXPECT_EQ(out.str(),
+            "\r\x1b[K[0s] STOP_COPY 0 B/100 B 0%: phase STOP_COPY\n"
+            "STOP_COPY    [                             ] 0 B/100 B    0%"
+            "\r\x1b[KSTOP_COPY    [==========>         ] 50 B/100 B   50%  "
+            "50 B/s\n");
+}
+
+}  // namespace
+}  // namespace migd::cli

@@ -1,0 +1,156 @@
+// migd/device/emulated_device.h
+//
+// A userspace device that implements the full Device contract the way a kernel
+// variant driver does: advertised flags, the planner's arcs one at a time,
+// save/load sessions with the uAPI's stream semantics (ENOMSG at the temporary
+// end of pre-copy data, EOF at the end of stop-copy, validation at
+// RESUMING -> STOP), DMA dirty logging and fault knobs. Its state is
+// deterministic content generated from a seed, so a test can prove a
+// destination holds exactly the source's state by comparing StateDigest().
+// It backs the demo, the loopback tests and the benchmarks; the kernel path is
+// tested separately in the VM tier.
+//
+// Stream format (the device's own; opaque to migd; little-endian):
+//   header  "MIGDEMU1" | u32 version (1) | u64 state_size
+//   PAGE    u8 1 | u64 offset | u32 length | length bytes of content
+//   END     u8 2 | u32 CRC32C of the whole content | u64 state_size
+// PAGE records may repeat an offset (a page re-sent after the device dirtied
+// it during pre-copy); the loader applies records in stream order, so the last
+// copy wins. END is the last record; nothing may follow it.
+
+#ifndef MIGD_DEVICE_EMULATED_DEVICE_H_
+#define MIGD_DEVICE_EMULATED_DEVICE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "migd/device/device.h"
+#include "migd/vfio/uapi.h"
+
+namespace migd::device {
+
+// One single-step arc, as the driver sees it (after the planner skipped the
+// states the flags do not allow).
+struct MigArc {
+  vfio::MigState from = vfio::MigState::kStop;
+  vfio::MigState to = vfio::MigState::kStop;
+};
+
+struct EmulatedDeviceConfig {
+  // [A-Za-z0-9._:-]{1,64}.
+  std::string name;
+  // Bytes of device state; > 0 and <= EmulatedDevice::kMaxStateSize.
+  uint64_t state_size = uint64_t{1} << 20;
+  // Selects the content; equal (seed, state_size) give equal content.
+  uint64_t seed = 0;
+  // VFIO_MIGRATION_* bits; must include STOP_COPY.
+  vfio::MigFlags flags = vfio::kMigStopCopy | vfio::kMigP2P;
+
+  // Fault knobs, for tests of the agent's recovery.
+  //
+  // Every time the device takes this arc, the arc fails and the device goes to
+  // ERROR. Must be an arc the device can take with `flags`.
+  std::optional<MigArc> fail_arc;
+  // Every save stream has the byte at this stream offset flipped, so the
+  // destination rejects the state (at the latest at RESUMING -> STOP). Must be
+  // inside a stop-copy stream (< EmulatedDevice::FullStreamSize(state_size)).
+  std::optional<uint64_t> corrupt_stream_at;
+};
+
+// True when `name` matches [A-Za-z0-9._:-]{1,64}.
+bool IsValidEmulatedDeviceName(absl::string_view name);
+
+// OK when Create would accept `config`; kInvalidArgument naming the field
+// otherwise.
+absl::Status ValidateEmulatedDeviceConfig(const EmulatedDeviceConfig& config);
+
+class EmulatedDevice final : public Device {
+ public:
+  // Content is held in memory (twice during a load); keep it bounded.
+  static constexpr uint64_t kMaxStateSize = uint64_t{4} << 30;
+
+  // Bytes per PAGE record: the granularity of content transfer and of
+  // pre-copy re-sends.
+  static constexpr uint64_t kPageRecordPayload = 64 * 1024;
+
+  // Validates `config` (kInvalidArgument) and generates the content. The
+  // device starts in RUNNING.
+  static absl::StatusOr<std::unique_ptr<EmulatedDevice>> Create(
+      EmulatedDeviceConfig config);
+
+  // Ends any data session: calls on its DataStream fail afterwards.
+  ~EmulatedDevice() override;
+
+  EmulatedDevice(const EmulatedDevice&) = delete;
+  EmulatedDevice& operator=(const EmulatedDevice&) = delete;
+
+  // Length of a save stream that carries the content once (header, PAGE
+  // records, END): what STOP -> STOP_COPY produces.
+  static uint64_t FullStreamSize(uint64_t state_size);
+
+  const EmulatedDeviceConfig& config() const { return config_; }
+
+  // Device.
+  const std::string& name() const override { return config_.name; }
+  std::string kind() const override { return "emulated"; }
+  absl::StatusOr<vfio::MigFlags> GetFlags() override;
+  absl::StatusOr<vfio::MigState> GetState() override;
+  // Walks vfio::PlanArcs one arc at a time. A refused target leaves the state
+  // unchanged (the planner's code, kFailedPrecondition). A failing arc
+  // (fail_arc, or RESUMING -> STOP rejecting the loaded state) puts the device
+  // in ERROR and returns kInternal (fail_arc) or kDataLoss/kInvalidArgument
+  // (load validation), naming the device and the arc.
+  absl::StatusOr<std::unique_ptr<DataStream>> SetState(
+      vfio::MigState target) override;
+  // During a save session: the bytes the stream will still carry up to and
+  // including END. Otherwise FullStreamSize(state_size).
+  absl::StatusOr<uint64_t> GetStopCopySize() override;
+  // page_size: a power of two >= 4096. Ranges: 1..256, non-empty, aligned to
+  // page_size, non-overlapping; else kInvalidArgument. kFailedPrecondition when
+  // already started.
+  absl::Status StartDmaLogging(uint64_t page_size,
+                               const std::vector<IovaRange>& ranges) override;
+  // Bit i of `bitmap` covers [iova + i*page_size, iova + (i+1)*page_size);
+  // page_size is a power of two >= 4096 (it may differ from the logging page
+  // size). Clears every logged page it reported. kFailedPrecondition before
+  // Start.
+  absl::Status ReportDmaLogging(uint64_t iova, uint64_t length,
+                                uint64_t page_size,
+                                std::vector<uint64_t>* bitmap) override;
+  // Idempotent, like the kernel drivers.
+  absl::Status StopDmaLogging() override;
+  absl::Status Reset() override;
+  // "crc32c:%08x": CRC32C of the content followed by state_size as a
+  // little-endian u64.
+  absl::StatusOr<std::string> StateDigest() override;
+
+  // Test hooks standing in for a running device's activity.
+  //
+  // The device DMA-writes [iova, iova+length) of guest memory. Only in a
+  // running state (kFailedPrecondition otherwise). While logging, the pages of
+  // the started ranges it touches become dirty; the rest is not logged.
+  absl::Status SimulateDmaWrite(uint64_t iova, uint64_t length);
+  // The device changes its own state bytes [offset, offset+length). Only in a
+  // running state. During pre-copy, the PAGE records already sent that cover
+  // the range are queued for re-sending (PrecopyInfo::dirty_bytes).
+  absl::Status SimulateStateWrite(uint64_t offset, uint64_t length);
+
+ private:
+  class Core;    // all state, shared with the DataStreams
+  class Stream;  // the DataStream handed out by SetState
+
+  EmulatedDevice(EmulatedDeviceConfig config, std::shared_ptr<Core> core);
+
+  const EmulatedDeviceConfig config_;
+  const std::shared_ptr<Core> core_;
+};
+
+}  // namespace migd::device
+
+#endif  // MIGD_DEVICE_EMULATED_DEVICE_H_

@@ -1,0 +1,39 @@
+// migd/device/emulated_spec.h
+//
+// Parses the agent's device config lines that declare emulated devices, so
+// an operator (or a loopback test) can describe a device, including its fault
+// knobs, in one line:
+//
+//   emulated NAME [size=64MiB] [seed=N] [flags=STOP_COPY|P2P|PRE_COPY]
+//                 [fail_arc=STOP>STOP_COPY] [corrupt_stream_at=N]
+//
+// Omitted keys keep EmulatedDeviceConfig's defaults. Errors name the token.
+
+#ifndef MIGD_DEVICE_EMULATED_SPEC_H_
+#define MIGD_DEVICE_EMULATED_SPEC_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "migd/device/emulated_device.h"
+
+namespace migd::device {
+
+// Parses a byte count: plain digits, or digits followed by K/KiB, M/MiB or
+// G/GiB (powers of 1024; the suffix is case-insensitive). kInvalidArgument on
+// anything else or on overflow.
+absl::StatusOr<uint64_t> ParseSize(absl::string_view text);
+
+// Parses one "emulated ..." line (words separated by spaces or tabs; each key
+// at most once) and validates the result as EmulatedDevice::Create would.
+// seed accepts decimal or 0x-prefixed hex; flags names are case-insensitive;
+// fail_arc is FROM>TO with state names as vfio::MigStateName prints them.
+// kInvalidArgument naming the bad token otherwise. Callers skip blank and
+// comment lines themselves.
+absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
+    absl::string_view line);
+
+}  // namespace migd::device
+
+#endif  // MIGD_DEVICE_EMULATED_SPEC_H_

@@ -1,0 +1,121 @@
+#include "migd/device/emulated_spec.h"
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "migd/device/emulated_device.h"
+#include "migd/vfio/uapi.h"
+
+namespace migd::device {
+namespace {
+
+using ::testing::HasSubstr;
+using vfio::MigState;
+
+TEST(ParseSize, AcceptsBytesAndBinarySuffixes) {
+  EXPECT_EQ(ParseSize("0").value(), 0u);
+  EXPECT_EQ(ParseSize("4096").value(), 4096u);
+  EXPECT_EQ(ParseSize("4K").value(), 4096u);
+  EXPECT_EQ(ParseSize("4KiB").value(), 4096u);
+  EXPECT_EQ(ParseSize("64MiB").value(), uint64_t{64} << 20);
+  EXPECT_EQ(ParseSize("64m").value(), uint64_t{64} << 20);
+  EXPECT_EQ(ParseSize("2G").value(), uint64_t{2} << 30);
+  EXPECT_EQ(ParseSize("2GiB").value(), uint64_t{2} << 30);
+  EXPECT_EQ(ParseSize("18446744073709551615").value(), UINT64_MAX);
+}
+
+TEST(ParseSize, RejectsOtherForms) {
+  for (const char* bad :
+       {"", "K", "-1", "+1", " 1", "1 ", "1.5M", "1MB", "1Ki", "0x10", "1T",
+        "18446744073709551616", "17179869184G"}) {
+    absl::StatusOr<uint64_t> v = ParseSize(bad);
+    EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(v.status().message()),
+                HasSubstr(absl::StrCat("\"", bad, "\"")));
+  }
+}
+
+TEST(ParseEmulatedDeviceLine, NameAloneGivesTheDefaults) {
+  auto c = ParseEmulatedDeviceLine("emulated emu1");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const EmulatedDeviceConfig defaults;
+  EXPECT_EQ(c->name, "emu1");
+  EXPECT_EQ(c->state_size, defaults.state_size);
+  EXPECT_EQ(c->seed, defaults.seed);
+  EXPECT_EQ(c->flags, defaults.flags);
+  EXPECT_FALSE(c->fail_arc.has_value());
+  EXPECT_FALSE(c->corrupt_stream_at.has_value());
+}
+
+TEST(ParseEmulatedDeviceLine, ParsesEveryKey) {
+  auto c = ParseEmulatedDeviceLine(
+      "  emulated\tvf-0.1:a_b size=64MiB seed=0x2A "
+      "flags=stop_copy|P2P|PRE_COPY fail_arc=PRE_COPY_P2P>stop_copy "
+      "corrupt_stream_at=4K ");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->name, "vf-0.1:a_b");
+  EXPECT_EQ(c->state_size, uint64_t{64} << 20);
+  EXPECT_EQ(c->seed, 42u);
+  EXPECT_EQ(c->flags, vfio::kMigStopCopy | vfio::kMigP2P | vfio::kMigPreCopy);
+  ASSERT_TRUE(c->fail_arc.has_value());
+  EXPECT_EQ(c->fail_arc->from, MigState::kPreCopyP2P);
+  EXPECT_EQ(c->fail_arc->to, MigState::kStopCopy);
+  EXPECT_EQ(c->corrupt_stream_at, 4096u);
+  EXPECT_TRUE(EmulatedDevice::Create(*c).ok());
+}
+
+TEST(ParseEmulatedDeviceLine, DecimalSeed) {
+  EXPECT_EQ(
+      ParseEmulatedDeviceLine("emulated e seed=18446744073709551615")->seed,
+      UINT64_MAX);
+}
+
+struct BadLine {
+  const char* line;
+  const char* named;  // what the error must mention
+};
+
+class ParseEmulatedDeviceLineBad : public ::testing::TestWithParam<BadLine> {};
+
+TEST_P(ParseEmulatedDeviceLineBad, FailsNamingTheProblem) {
+  auto c = ParseEmulatedDeviceLine(GetParam().line);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr(GetParam().named));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Lines, ParseEmulatedDeviceLineBad,
+    ::testing::Values(
+        BadLine{"", "emulated NAME"}, BadLine{"vfio 0000:01:00.1", "vfio"},
+        BadLine{"emulated", "missing the device name"},
+        BadLine{"emulated a/b", "\"a/b\""},
+        BadLine{"emulated e size=12XB", "\"size=12XB\""},
+        BadLine{"emulated e size=0", "state_size 0"},
+        BadLine{"emulated e size=8G", "state_size"},
+        BadLine{"emulated e seed=-1", "\"seed=-1\""},
+        BadLine{"emulated e seed=0x", "\"seed=0x\""},
+        BadLine{"emulated e flags=P2P", "\"flags=P2P\""},
+        BadLine{"emulated e flags=STOP_COPY|FAST", "FAST"},
+        BadLine{"emulated e fail_arc=STOP", "\"fail_arc=STOP\""},
+        BadLine{"emulated e fail_arc=STOP>NOWHERE", "NOWHERE"},
+        // With P2P (the default) the device never takes RUNNING -> STOP.
+        BadLine{"emulated e fail_arc=RUNNING>STOP", "fail_arc RUNNING -> STOP"},
+        BadLine{"emulated e fail_arc=RUNNING>PRE_COPY", "PRE_COPY"},
+        BadLine{"emulated e size=4K corrupt_stream_at=1M",
+                "corrupt_stream_at 1048576"},
+        BadLine{"emulated e colour=blue", "\"colour=blue\""},
+        BadLine{"emulated e size", "\"size\""},
+        BadLine{"emulated e size=1M size=2M", "given twice"}));
+
+TEST(ParseEmulatedDeviceLine, FailArcIsCheckedAgainstFlagsGivenLater) {
+  EXPECT_TRUE(ParseEmulatedDeviceLine(
+                  "emulated e fail_arc=RUNNING>STOP flags=STOP_COPY")
+                  .ok());
+}
+
+}  // namespace
+}  // namespace migd::device

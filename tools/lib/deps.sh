@@ -1,0 +1,65 @@
+# shellcheck shell=bash
+# Debian 12 packages the build, the tests and the demo need. Sourced by
+# tools/test and tools/demo; call migd_install_deps.
+#
+# Installs only what is missing: `apt-get update` once, then one
+# `apt-get install` of the missing packages. Needs root (or sudo) only when
+# something is missing.
+
+MIGD_DEBIAN_PACKAGES=(
+  bazel-bootstrap
+  pkg-config
+  libgrpc++-dev
+  protobuf-compiler-grpc
+  libprotobuf-dev
+  protobuf-compiler
+  libabsl-dev
+  libgtest-dev
+  libgmock-dev
+  libsqlite3-dev
+  libvirt-dev
+  python3
+)
+
+# Prints the packages of MIGD_DEBIAN_PACKAGES that are not installed, one a line.
+migd_missing_packages() {
+  local pkg status
+  for pkg in "${MIGD_DEBIAN_PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    if [[ "$status" != "installed" ]]; then
+      echo "$pkg"
+    fi
+  done
+}
+
+migd_install_deps() {
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "deps: dpkg-query not found; this needs Debian 12 (bookworm)." >&2
+    return 1
+  fi
+  local missing
+  mapfile -t missing < <(migd_missing_packages)
+  if ((${#missing[@]} == 0)); then
+    return 0
+  fi
+  local -a sudo=()
+  if [[ $EUID -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo=(sudo)
+    else
+      echo "deps: missing Debian packages: ${missing[*]}" >&2
+      echo "deps: run as root, or install them: apt-get install ${missing[*]}" >&2
+      return 1
+    fi
+  fi
+  echo "deps: installing missing Debian packages: ${missing[*]}" >&2
+  "${sudo[@]}" apt-get update -qq || {
+    echo "deps: apt-get update failed" >&2
+    return 1
+  }
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq "${missing[@]}" >&2 || {
+    echo "deps: apt-get install ${missing[*]} failed" >&2
+    return 1
+  }
+}
