@@ -1,0 +1,895 @@
+// e2e/loopback/migration_test.cc
+//
+// Loopback tier: two real migd agents on 127.0.0.1 with emulated devices,
+// driven through the public MigrationService the way a control plane would
+// drive them. Each test starts its own agents (see e2e/testing/agent_process.h)
+// and waits on conditions with deadlines, never on sleeps.
+
+#include <csignal>
+#include <cstdint>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "e2e/testing/agent_process.h"
+#include "gtest/gtest.h"
+#include "proto/migd/v1/migration.grpc.pb.h"
+
+namespace migd::e2e {
+namespace {
+
+using ::migd::v1::Device;
+using ::migd::v1::Migration;
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
+// Deadlines. Generous for a loaded 2-core machine; a healthy run takes a
+// fraction of each.
+constexpr absl::Duration kRpcTimeout = absl::Seconds(30);
+constexpr absl::Duration kJobTimeout = absl::Seconds(60);
+
+// Large states and the smallest chunk, so a transfer takes long enough to be
+// interrupted while its bytes are moving.
+constexpr int kSlowDevices = 2;
+constexpr absl::string_view kSlowStateSize = "256MiB";
+constexpr uint32_t kSmallestChunk = 4096;
+
+using DeviceMapT = std::map<std::string, Device>;
+using Pairs = std::vector<std::pair<std::string, std::string>>;
+
+// Evaluates a StatusOr expression and assigns its value, or fails the test.
+#define MIGD_CONCAT_INNER(a, b) a##b
+#define MIGD_CONCAT(a, b) MIGD_CONCAT_INNER(a, b)
+#define ASSERT_OK_AND_ASSIGN(lhs, expr)                               \
+  auto MIGD_CONCAT(status_or_, __LINE__) = (expr);                    \
+  ASSERT_TRUE(MIGD_CONCAT(status_or_, __LINE__).ok())                 \
+      << #expr << ": " << MIGD_CONCAT(status_or_, __LINE__).status(); \
+  lhs = std::move(*MIGD_CONCAT(status_or_, __LINE__))
+
+std::string ReasonName(v1::ErrorReason reason) {
+  return v1::ErrorReason_Name(reason);
+}
+
+std::string StateName(v1::DeviceState state) {
+  return v1::DeviceState_Name(state);
+}
+
+std::string Lower(absl::string_view s) { return absl::AsciiStrToLower(s); }
+
+// Device pairs that map each name to the same name on the other side.
+Pairs SameNames(const std::vector<std::string>& names) {
+  Pairs pairs;
+  for (const std::string& name : names) pairs.emplace_back(name, name);
+  return pairs;
+}
+
+std::vector<std::string> EmuNames(int count) {
+  std::vector<std::string> names;
+  for (int i = 0; i < count; ++i) names.push_back(absl::StrCat("emu", i));
+  return names;
+}
+
+// Flags for an agent with `count` emulated devices emu0.. of `size` each.
+std::vector<std::string> EmulatedFlags(int count, absl::string_view size,
+                                       int seed) {
+  std::string names;
+  for (const std::string& name : EmuNames(count)) {
+    absl::StrAppend(&names, names.empty() ? "" : ",", name);
+  }
+  return {"--insecure", absl::StrCat("--emulated_devices=", names),
+          absl::StrCat("--emulated_state_size=", size),
+          absl::StrCat("--emulated_seed=", seed)};
+}
+
+// Result of a unary RPC: its status and the "migd-error-reason" trailer.
+struct RpcResult {
+  grpc::Status status;
+  std::string reason;
+};
+
+std::ostream& operator<<(std::ostream& os, const RpcResult& r) {
+  return os << "code " << r.status.error_code() << " reason '" << r.reason
+            << "' message '" << r.status.error_message() << "'";
+}
+
+void FillPairs(const Pairs& pairs,
+               google::protobuf::RepeatedPtrField<v1::DevicePair>* out) {
+  for (const auto& [source, destination] : pairs) {
+    v1::DevicePair* pair = out->Add();
+    pair->set_source_device(source);
+    pair->set_destination_device(destination);
+  }
+}
+
+RpcResult Prepare(AgentProcess& destination, absl::string_view job_id,
+                  const Pairs& pairs, v1::PrepareIncomingResponse* response) {
+  v1::PrepareIncomingRequest request;
+  request.set_job_id(std::string(job_id));
+  FillPairs(pairs, request.mutable_devices());
+  request.set_source("loopback-test");
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  RpcResult result;
+  result.status =
+      destination.stub().PrepareIncoming(&context, request, response);
+  result.reason = ErrorReasonOf(context);
+  return result;
+}
+
+v1::StartMigrationRequest StartRequest(absl::string_view job_id,
+                                       const Pairs& pairs,
+                                       absl::string_view destination,
+                                       absl::string_view token,
+                                       uint32_t chunk_bytes = 0) {
+  v1::StartMigrationRequest request;
+  request.set_job_id(std::string(job_id));
+  FillPairs(pairs, request.mutable_devices());
+  request.set_destination(std::string(destination));
+  request.set_transfer_token(std::string(token));
+  request.mutable_policy()->mutable_phase_timeout()->set_seconds(30);
+  if (chunk_bytes != 0) request.mutable_policy()->set_chunk_bytes(chunk_bytes);
+  return request;
+}
+
+RpcResult Start(AgentProcess& source, const v1::StartMigrationRequest& request,
+                Migration* response) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  RpcResult result;
+  result.status = source.stub().StartMigration(&context, request, response);
+  result.reason = ErrorReasonOf(context);
+  return result;
+}
+
+RpcResult Cancel(AgentProcess& agent, absl::string_view job_id,
+                 Migration* response) {
+  v1::CancelMigrationRequest request;
+  request.set_job_id(std::string(job_id));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  RpcResult result;
+  result.status = agent.stub().CancelMigration(&context, request, response);
+  result.reason = ErrorReasonOf(context);
+  return result;
+}
+
+absl::StatusOr<std::vector<Migration>> ListMigrations(AgentProcess& agent) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  v1::ListMigrationsResponse response;
+  grpc::Status status = agent.stub().ListMigrations(
+      &context, v1::ListMigrationsRequest(), &response);
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        status.error_message());
+  }
+  return std::vector<Migration>(response.migrations().begin(),
+                                response.migrations().end());
+}
+
+std::string Describe(const DeviceMapT& devices) {
+  std::string out;
+  for (const auto& [name, device] : devices) {
+    absl::StrAppend(&out, name, "=", StateName(device.state()), "/",
+                    device.state_digest(), "/job:", device.job_id(), " ");
+  }
+  return out;
+}
+
+// Every device in `names` is in `state`, free (no job) and, when `digests` is
+// given, holds the digest it had there.
+void ExpectDevices(absl::string_view agent, const DeviceMapT& devices,
+                   const std::vector<std::string>& names, v1::DeviceState state,
+                   const DeviceMapT* digests = nullptr) {
+  for (const std::string& name : names) {
+    SCOPED_TRACE(absl::StrCat(agent, " device ", name));
+    auto it = devices.find(name);
+    ASSERT_NE(it, devices.end()) << Describe(devices);
+    EXPECT_EQ(StateName(it->second.state()), StateName(state));
+    EXPECT_EQ(it->second.job_id(), "") << "device still held by a job";
+    if (digests != nullptr) {
+      EXPECT_EQ(it->second.state_digest(), digests->at(name).state_digest())
+          << "device state changed";
+    }
+  }
+}
+
+// Same devices, each in the same state, held by the same job, same digest.
+void ExpectUnchanged(absl::string_view agent, const DeviceMapT& before,
+                     const DeviceMapT& after) {
+  EXPECT_EQ(Describe(before), Describe(after))
+      << agent << ": devices changed (before vs after)";
+}
+
+// ---------------------------------------------------------------------------
+
+class MigrationTest : public ::testing::Test {
+ protected:
+  // Starts an agent named "<Test>.<role>"; nullptr (and a test failure) when
+  // it does not come up.
+  AgentProcess* StartAgent(absl::string_view role,
+                           std::vector<std::string> flags,
+                           std::string devices_config = "") {
+    const ::testing::TestInfo* info =
+        ::testing::UnitTest::GetInstance()->current_test_info();
+    AgentOptions options;
+    options.name = absl::StrCat(info->name(), ".", role);
+    options.args = std::move(flags);
+    options.devices_config = std::move(devices_config);
+    absl::StatusOr<std::unique_ptr<AgentProcess>> agent =
+        AgentProcess::Start(std::move(options));
+    if (!agent.ok()) {
+      ADD_FAILURE() << "starting agent " << role << ": " << agent.status();
+      return nullptr;
+    }
+    agents_.push_back(std::move(*agent));
+    return agents_.back().get();
+  }
+
+  // Starts a source (seed 1) and a destination (seed 2) agent, each with
+  // `count` emulated devices of `size`.
+  void StartPair(int count, absl::string_view size,
+                 std::vector<std::string> source_extra = {}) {
+    std::vector<std::string> source_flags = EmulatedFlags(count, size, 1);
+    source_flags.insert(source_flags.end(), source_extra.begin(),
+                        source_extra.end());
+    source_ = StartAgent("source", source_flags);
+    ASSERT_NE(source_, nullptr);
+    destination_ = StartAgent("destination", EmulatedFlags(count, size, 2));
+    ASSERT_NE(destination_, nullptr);
+  }
+
+  // PrepareIncoming on the destination; returns the transfer token.
+  std::string PrepareOk(absl::string_view job_id, const Pairs& pairs) {
+    v1::PrepareIncomingResponse response;
+    RpcResult r = Prepare(*destination_, job_id, pairs, &response);
+    EXPECT_TRUE(r.status.ok()) << "PrepareIncoming " << job_id << ": " << r;
+    EXPECT_FALSE(response.transfer_token().empty());
+    EXPECT_EQ(v1::Phase_Name(response.migration().phase()),
+              v1::Phase_Name(v1::PHASE_PREPARED));
+    return response.transfer_token();
+  }
+
+  // Prepares the destination and starts the job on the source.
+  void BeginMigration(absl::string_view job_id, const Pairs& pairs,
+                      uint32_t chunk_bytes = 0) {
+    std::string token = PrepareOk(job_id, pairs);
+    ASSERT_FALSE(token.empty());
+    Migration started;
+    RpcResult r = Start(*source_,
+                        StartRequest(job_id, pairs, destination_->address(),
+                                     token, chunk_bytes),
+                        &started);
+    ASSERT_TRUE(r.status.ok()) << "StartMigration " << job_id << ": " << r;
+    EXPECT_EQ(started.job_id(), job_id);
+    EXPECT_EQ(v1::Role_Name(started.role()), v1::Role_Name(v1::ROLE_SOURCE));
+  }
+
+  // Waits until the source job has moved some bytes in a transfer phase.
+  void WaitUntilTransferring(absl::string_view job_id) {
+    absl::StatusOr<Migration> m = WaitForPhase(
+        source_->stub(), job_id,
+        [](const Migration& m) {
+          return m.bytes_done() > 0 && IsTransferPhase(m.phase());
+        },
+        absl::Now() + kJobTimeout);
+    ASSERT_TRUE(m.ok()) << m.status();
+    std::cerr << "interrupting " << job_id << " in "
+              << v1::Phase_Name(m->phase()) << " at " << m->bytes_done()
+              << " of " << m->bytes_total() << " bytes\n";
+    if (m->bytes_total() > 0) {
+      ASSERT_LT(m->bytes_done(), m->bytes_total())
+          << "transfer already complete; the interruption would come too late";
+    }
+  }
+
+  absl::StatusOr<Migration> WaitEnd(AgentProcess* agent,
+                                    absl::string_view job_id) {
+    return WaitForEnd(agent->stub(), job_id, absl::Now() + kJobTimeout);
+  }
+
+  void TearDown() override {
+    for (const auto& agent : agents_) {
+      if (!agent->killed_by_test()) {
+        EXPECT_TRUE(agent->Running())
+            << "agent " << agent->name() << " died during the test; log "
+            << agent->log_path() << ":\n"
+            << agent->LogTail();
+      }
+    }
+    // A clean shutdown on SIGTERM, whatever state the test left the agent in.
+    for (const auto& agent : agents_) {
+      if (agent->killed_by_test()) continue;
+      absl::StatusOr<std::string> how = agent->Stop();
+      EXPECT_TRUE(how.ok() && *how == "exited 0")
+          << "agent " << agent->name()
+          << " on SIGTERM: " << (how.ok() ? *how : how.status().ToString());
+    }
+    if (HasFailure()) {
+      for (const auto& agent : agents_) {
+        std::cerr << "---- log of agent " << agent->name() << " ("
+                  << agent->log_path() << "), tail:\n"
+                  << agent->LogTail(8192) << "\n";
+      }
+    }
+  }
+
+  std::vector<std::unique_ptr<AgentProcess>> agents_;
+  AgentProcess* source_ = nullptr;
+  AgentProcess* destination_ = nullptr;
+};
+
+// ---- Success ---------------------------------------------------------------
+
+TEST_F(MigrationTest, ThreeDevicesArriveWithTheSourceState) {
+  constexpr uint64_t kStateBytes = 64 * kMiB;
+  ASSERT_NO_FATAL_FAILURE(StartPair(3, "64MiB"));
+  const std::vector<std::string> names = EmuNames(3);
+
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_before,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("source", source_before, names, v1::DEVICE_STATE_RUNNING);
+  ExpectDevices("destination", destination_before, names,
+                v1::DEVICE_STATE_RUNNING);
+  for (const std::string& name : names) {
+    ASSERT_FALSE(source_before[name].state_digest().empty()) << name;
+    ASSERT_NE(source_before[name].state_digest(),
+              destination_before[name].state_digest())
+        << name << ": the test needs different states on the two sides";
+  }
+
+  const std::string job = "job-three-devices";
+  const std::string token = PrepareOk(job, SameNames(names));
+  ASSERT_FALSE(token.empty());
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_prepared,
+                       DeviceMap(destination_->stub()));
+  for (const std::string& name : names) {
+    EXPECT_EQ(StateName(destination_prepared[name].state()),
+              StateName(v1::DEVICE_STATE_RESUMING))
+        << name;
+    EXPECT_EQ(destination_prepared[name].job_id(), job) << name;
+  }
+
+  Migration started;
+  RpcResult r =
+      Start(*source_,
+            StartRequest(job, SameNames(names), destination_->address(), token),
+            &started);
+  ASSERT_TRUE(r.status.ok()) << r;
+
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  EXPECT_EQ(v1::Phase_Name(source_end.phase()),
+            v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << source_end.ShortDebugString();
+  EXPECT_EQ(v1::Phase_Name(destination_end.phase()),
+            v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << destination_end.ShortDebugString();
+  EXPECT_EQ(v1::Role_Name(destination_end.role()),
+            v1::Role_Name(v1::ROLE_DESTINATION));
+  EXPECT_GE(source_end.bytes_done(), 3 * kStateBytes);
+  EXPECT_GE(destination_end.bytes_done(), 3 * kStateBytes);
+  EXPECT_EQ(source_end.devices_size(), 3);
+  EXPECT_EQ(destination_end.devices_size(), 3);
+  for (const Migration* end : {&source_end, &destination_end}) {
+    SCOPED_TRACE(v1::Role_Name(end->role()));
+    EXPECT_TRUE(end->has_finished());
+    EXPECT_GT(end->downtime().seconds() + end->downtime().nanos(), 0);
+  }
+  EXPECT_GT(source_end.throughput_bytes_per_second(), 0);
+
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  // The source keeps its (stopped) state; the destination now holds it.
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_STOP,
+                &source_before);
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING, &source_before);
+}
+
+// ---- Interruptions mid-transfer --------------------------------------------
+
+TEST_F(MigrationTest, SourceRollsBackWhenDestinationIsKilledMidTransfer) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(kSlowDevices, kSlowStateSize));
+  const std::vector<std::string> names = EmuNames(kSlowDevices);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-destination-killed";
+  ASSERT_NO_FATAL_FAILURE(
+      BeginMigration(job, SameNames(names), kSmallestChunk));
+  ASSERT_NO_FATAL_FAILURE(WaitUntilTransferring(job));
+  ASSERT_TRUE(destination_->Kill(SIGKILL).ok());
+
+  ASSERT_OK_AND_ASSIGN(Migration end, WaitEnd(source_, job));
+  EXPECT_EQ(v1::Phase_Name(end.phase()), v1::Phase_Name(v1::PHASE_FAILED))
+      << end.ShortDebugString();
+  EXPECT_EQ(ReasonName(end.failure().reason()),
+            ReasonName(v1::ERROR_REASON_PEER_UNAVAILABLE))
+      << end.failure().message();
+  EXPECT_FALSE(end.failure().message().empty());
+
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING,
+                &source_before);
+}
+
+TEST_F(MigrationTest, CancelOnTheSourceMidTransferRollsBackBothSides) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(kSlowDevices, kSlowStateSize));
+  const std::vector<std::string> names = EmuNames(kSlowDevices);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-cancelled";
+  ASSERT_NO_FATAL_FAILURE(
+      BeginMigration(job, SameNames(names), kSmallestChunk));
+  ASSERT_NO_FATAL_FAILURE(WaitUntilTransferring(job));
+  Migration cancelled;
+  RpcResult r = Cancel(*source_, job, &cancelled);
+  ASSERT_TRUE(r.status.ok()) << r;
+
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+  EXPECT_EQ(v1::Phase_Name(source_end.phase()),
+            v1::Phase_Name(v1::PHASE_CANCELLED))
+      << source_end.ShortDebugString();
+  EXPECT_EQ(ReasonName(source_end.failure().reason()),
+            ReasonName(v1::ERROR_REASON_CANCELLED));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING,
+                &source_before);
+
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  EXPECT_TRUE(destination_end.phase() == v1::PHASE_FAILED ||
+              destination_end.phase() == v1::PHASE_CANCELLED)
+      << destination_end.ShortDebugString();
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
+
+  // Cancelling an ended job is a no-op.
+  r = Cancel(*source_, job, &cancelled);
+  EXPECT_TRUE(r.status.ok()) << r;
+  EXPECT_EQ(v1::Phase_Name(cancelled.phase()),
+            v1::Phase_Name(v1::PHASE_CANCELLED));
+
+  // Nothing was left half-migrated: the same devices migrate in a new job.
+  const std::string retry = "job-after-cancel";
+  ASSERT_NO_FATAL_FAILURE(BeginMigration(retry, SameNames(names)));
+  ASSERT_OK_AND_ASSIGN(Migration retry_end, WaitEnd(source_, retry));
+  EXPECT_EQ(v1::Phase_Name(retry_end.phase()),
+            v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << retry_end.ShortDebugString();
+  ASSERT_OK_AND_ASSIGN(Migration retry_destination_end,
+                       WaitEnd(destination_, retry));
+  EXPECT_EQ(v1::Phase_Name(retry_destination_end.phase()),
+            v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << retry_destination_end.ShortDebugString();
+  ASSERT_OK_AND_ASSIGN(destination_after, DeviceMap(destination_->stub()));
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING, &source_before);
+}
+
+TEST_F(MigrationTest, CancelOnTheDestinationMidTransferEndsBothJobs) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(kSlowDevices, kSlowStateSize));
+  const std::vector<std::string> names = EmuNames(kSlowDevices);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-cancelled-on-destination";
+  ASSERT_NO_FATAL_FAILURE(
+      BeginMigration(job, SameNames(names), kSmallestChunk));
+  ASSERT_NO_FATAL_FAILURE(WaitUntilTransferring(job));
+  Migration cancelled;
+  RpcResult r = Cancel(*destination_, job, &cancelled);
+  ASSERT_TRUE(r.status.ok()) << r;
+
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  EXPECT_EQ(v1::Phase_Name(destination_end.phase()),
+            v1::Phase_Name(v1::PHASE_CANCELLED))
+      << destination_end.ShortDebugString();
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
+
+  // The mirror of a cancel on the source: the other side's job ends failed
+  // or cancelled (the API does not say which).
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+  EXPECT_TRUE(source_end.phase() == v1::PHASE_FAILED ||
+              source_end.phase() == v1::PHASE_CANCELLED)
+      << source_end.ShortDebugString();
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING,
+                &source_before);
+}
+
+TEST_F(MigrationTest, CancellingAPreparedDestinationResetsItsDevices) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(2, "1MiB"));
+  const std::vector<std::string> names = EmuNames(2);
+  const std::string job = "job-prepared-then-cancelled";
+  ASSERT_FALSE(PrepareOk(job, SameNames(names)).empty());
+
+  Migration cancelled;
+  RpcResult r = Cancel(*destination_, job, &cancelled);
+  ASSERT_TRUE(r.status.ok()) << r;
+  ASSERT_OK_AND_ASSIGN(Migration end, WaitEnd(destination_, job));
+  EXPECT_EQ(v1::Phase_Name(end.phase()), v1::Phase_Name(v1::PHASE_CANCELLED))
+      << end.ShortDebugString();
+  EXPECT_EQ(ReasonName(end.failure().reason()),
+            ReasonName(v1::ERROR_REASON_CANCELLED));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT after, DeviceMap(destination_->stub()));
+  ExpectDevices("destination", after, names, v1::DEVICE_STATE_RUNNING);
+}
+
+// ---- Requests refused synchronously ----------------------------------------
+//
+// Each checks the code, the reason trailer, that the message names what was
+// wrong, and that neither agent changed anything.
+
+class RefusedRequestTest : public MigrationTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(StartPair(2, "1MiB"));
+    names_ = EmuNames(2);
+  }
+
+  void Snapshot() {
+    ASSERT_OK_AND_ASSIGN(source_before_, DeviceMap(source_->stub()));
+    ASSERT_OK_AND_ASSIGN(destination_before_, DeviceMap(destination_->stub()));
+  }
+
+  void ExpectNothingChanged() {
+    ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+    ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                         DeviceMap(destination_->stub()));
+    ExpectUnchanged("source", source_before_, source_after);
+    ExpectUnchanged("destination", destination_before_, destination_after);
+  }
+
+  static void ExpectRefused(const RpcResult& r, grpc::StatusCode code,
+                            v1::ErrorReason reason,
+                            absl::string_view names_this) {
+    EXPECT_EQ(r.status.error_code(), code) << r;
+    EXPECT_EQ(r.reason, ReasonName(reason)) << r;
+    EXPECT_TRUE(
+        absl::StrContains(Lower(r.status.error_message()), Lower(names_this)))
+        << "message should name '" << names_this << "': " << r;
+  }
+
+  void ExpectJobPhase(AgentProcess* agent, absl::string_view job,
+                      v1::Phase phase) {
+    ASSERT_OK_AND_ASSIGN(Migration m, GetMigration(agent->stub(), job));
+    EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(phase))
+        << m.ShortDebugString();
+  }
+
+  std::vector<std::string> names_;
+  DeviceMapT source_before_;
+  DeviceMapT destination_before_;
+};
+
+TEST_F(RefusedRequestTest, UnpreparedDestinationIsFailedPrecondition) {
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+  ASSERT_OK_AND_ASSIGN(std::vector<Migration> destination_jobs,
+                       ListMigrations(*destination_));
+  const std::string job = "job-never-prepared";
+  Migration m;
+  RpcResult r = Start(
+      *source_,
+      StartRequest(job, SameNames(names_), destination_->address(), "no-token"),
+      &m);
+  ExpectRefused(r, grpc::StatusCode::FAILED_PRECONDITION,
+                v1::ERROR_REASON_NOT_PREPARED, job);
+  ExpectNothingChanged();
+  ASSERT_OK_AND_ASSIGN(std::vector<Migration> destination_jobs_after,
+                       ListMigrations(*destination_));
+  EXPECT_EQ(destination_jobs_after.size(), destination_jobs.size())
+      << "the destination recorded a job it was never asked to prepare";
+}
+
+TEST_F(RefusedRequestTest, WrongTokenIsPermissionDeniedAndTheRightOneWorks) {
+  const std::string job = "job-wrong-token";
+  const std::string token = PrepareOk(job, SameNames(names_));
+  ASSERT_FALSE(token.empty());
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+
+  const std::string wrong = token + "x";
+  Migration m;
+  RpcResult r = Start(
+      *source_,
+      StartRequest(job, SameNames(names_), destination_->address(), wrong), &m);
+  ExpectRefused(r, grpc::StatusCode::PERMISSION_DENIED,
+                v1::ERROR_REASON_BAD_TOKEN, "token");
+  EXPECT_FALSE(absl::StrContains(r.status.error_message(), token))
+      << "the error message leaks the transfer token";
+  ExpectNothingChanged();
+  ExpectJobPhase(destination_, job, v1::PHASE_PREPARED);
+
+  // The prepared destination still takes the right token, for the same job.
+  r = Start(
+      *source_,
+      StartRequest(job, SameNames(names_), destination_->address(), token), &m);
+  ASSERT_TRUE(r.status.ok()) << r;
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  EXPECT_EQ(v1::Phase_Name(source_end.phase()),
+            v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << source_end.ShortDebugString();
+  EXPECT_EQ(v1::Phase_Name(destination_end.phase()),
+            v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << destination_end.ShortDebugString();
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("destination", destination_after, names_,
+                v1::DEVICE_STATE_RUNNING, &source_before_);
+}
+
+TEST_F(RefusedRequestTest, UnknownDestinationDeviceIsNotFound) {
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+  const std::string job = "job-unknown-destination-device";
+  v1::PrepareIncomingResponse response;
+  RpcResult r = Prepare(*destination_, job,
+                        {{"emu0", "emu0"}, {"emu1", "nosuch-dst"}}, &response);
+  ExpectRefused(r, grpc::StatusCode::NOT_FOUND,
+                v1::ERROR_REASON_DEVICE_NOT_FOUND, "nosuch-dst");
+  ExpectNothingChanged();
+  // No half-prepared job is left behind: the same id can be prepared now.
+  EXPECT_FALSE(PrepareOk(job, SameNames(names_)).empty());
+}
+
+TEST_F(RefusedRequestTest, UnknownSourceDeviceIsNotFound) {
+  const std::string job = "job-unknown-source-device";
+  const Pairs pairs = {{"emu0", "emu0"}, {"nosuch-src", "emu1"}};
+  const std::string token = PrepareOk(job, pairs);
+  ASSERT_FALSE(token.empty());
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+  Migration m;
+  RpcResult r = Start(
+      *source_, StartRequest(job, pairs, destination_->address(), token), &m);
+  ExpectRefused(r, grpc::StatusCode::NOT_FOUND,
+                v1::ERROR_REASON_DEVICE_NOT_FOUND, "nosuch-src");
+  ExpectNothingChanged();
+  ExpectJobPhase(destination_, job, v1::PHASE_PREPARED);
+}
+
+TEST_F(RefusedRequestTest, MalformedDestinationAddressIsInvalidArgument) {
+  const std::string job = "job-malformed-destination";
+  const std::string token = PrepareOk(job, SameNames(names_));
+  ASSERT_FALSE(token.empty());
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+  for (const std::string& address : std::vector<std::string>{
+           "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:12ab", "no host:80"}) {
+    SCOPED_TRACE(address);
+    Migration m;
+    RpcResult r = Start(
+        *source_, StartRequest(job, SameNames(names_), address, token), &m);
+    ExpectRefused(r, grpc::StatusCode::INVALID_ARGUMENT,
+                  v1::ERROR_REASON_INVALID_REQUEST, address);
+  }
+  ExpectNothingChanged();
+  ExpectJobPhase(destination_, job, v1::PHASE_PREPARED);
+}
+
+TEST_F(RefusedRequestTest, UnreachableDestinationIsUnavailable) {
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+  // Port 1 on loopback: nothing listens there, the connection is refused.
+  const std::string address = "127.0.0.1:1";
+  Migration m;
+  RpcResult r = Start(
+      *source_,
+      StartRequest("job-unreachable", SameNames(names_), address, "some-token"),
+      &m);
+  ExpectRefused(r, grpc::StatusCode::UNAVAILABLE,
+                v1::ERROR_REASON_PEER_UNAVAILABLE, address);
+  ExpectNothingChanged();
+}
+
+TEST_F(RefusedRequestTest, EmptyOrMalformedJobIdIsInvalidArgument) {
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+  for (const std::string& job :
+       std::vector<std::string>{"", "job with spaces", std::string(65, 'j')}) {
+    SCOPED_TRACE(absl::StrCat("job id '", job, "'"));
+    v1::PrepareIncomingResponse response;
+    RpcResult r = Prepare(*destination_, job, SameNames(names_), &response);
+    ExpectRefused(r, grpc::StatusCode::INVALID_ARGUMENT,
+                  v1::ERROR_REASON_INVALID_REQUEST, "job");
+    Migration m;
+    r = Start(*source_,
+              StartRequest(job, SameNames(names_), destination_->address(),
+                           "some-token"),
+              &m);
+    ExpectRefused(r, grpc::StatusCode::INVALID_ARGUMENT,
+                  v1::ERROR_REASON_INVALID_REQUEST, "job");
+  }
+  ExpectNothingChanged();
+}
+
+TEST_F(RefusedRequestTest, EmptyDeviceListIsInvalidArgument) {
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+  const std::string job = "job-no-devices";
+  v1::PrepareIncomingResponse response;
+  RpcResult r = Prepare(*destination_, job, {}, &response);
+  ExpectRefused(r, grpc::StatusCode::INVALID_ARGUMENT,
+                v1::ERROR_REASON_INVALID_REQUEST, "device");
+  Migration m;
+  r = Start(*source_,
+            StartRequest(job, {}, destination_->address(), "some-token"), &m);
+  ExpectRefused(r, grpc::StatusCode::INVALID_ARGUMENT,
+                v1::ERROR_REASON_INVALID_REQUEST, "device");
+  ExpectNothingChanged();
+}
+
+TEST_F(RefusedRequestTest, DeviceHeldByAnotherJobIsBusy) {
+  const std::string first = "job-holding-emu0";
+  ASSERT_FALSE(PrepareOk(first, {{"emu0", "emu0"}}).empty());
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+
+  v1::PrepareIncomingResponse response;
+  RpcResult r = Prepare(*destination_, "job-wanting-emu0",
+                        {{"emu1", "emu1"}, {"emu0", "emu0"}}, &response);
+  ExpectRefused(r, grpc::StatusCode::FAILED_PRECONDITION,
+                v1::ERROR_REASON_DEVICE_BUSY, "emu0");
+  ExpectNothingChanged();
+  ExpectJobPhase(destination_, first, v1::PHASE_PREPARED);
+}
+
+TEST_F(RefusedRequestTest, UnknownJobIsNotFound) {
+  ASSERT_NO_FATAL_FAILURE(Snapshot());
+  const std::string job = "job-that-never-was";
+  {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    v1::GetMigrationRequest request;
+    request.set_job_id(job);
+    Migration m;
+    RpcResult r;
+    r.status = source_->stub().GetMigration(&context, request, &m);
+    r.reason = ErrorReasonOf(context);
+    ExpectRefused(r, grpc::StatusCode::NOT_FOUND,
+                  v1::ERROR_REASON_JOB_NOT_FOUND, job);
+  }
+  Migration m;
+  RpcResult r = Cancel(*destination_, job, &m);
+  ExpectRefused(r, grpc::StatusCode::NOT_FOUND, v1::ERROR_REASON_JOB_NOT_FOUND,
+                job);
+  EXPECT_EQ(WaitForEnd(source_->stub(), job, absl::Now() + kRpcTimeout)
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  ExpectNothingChanged();
+}
+
+// ---- Faults ----------------------------------------------------------------
+
+TEST_F(MigrationTest, CorruptedChunkFailsBothSidesCleanly) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartPair(2, "8MiB", {"--test_fault=corrupt_chunk:3"}));
+  const std::vector<std::string> names = EmuNames(2);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-corrupted-chunk";
+  ASSERT_NO_FATAL_FAILURE(BeginMigration(job, SameNames(names), 64 * 1024));
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+
+  for (const Migration* end : {&source_end, &destination_end}) {
+    SCOPED_TRACE(v1::Role_Name(end->role()));
+    EXPECT_EQ(v1::Phase_Name(end->phase()), v1::Phase_Name(v1::PHASE_FAILED))
+        << end->ShortDebugString();
+    EXPECT_EQ(ReasonName(end->failure().reason()),
+              ReasonName(v1::ERROR_REASON_STREAM_CORRUPTED))
+        << end->failure().message();
+  }
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING,
+                &source_before);
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
+}
+
+TEST_F(MigrationTest, DestinationRejectsACorruptedDeviceStream) {
+  source_ = StartAgent("source", {"--insecure"},
+                       "emulated emu0 size=8MiB seed=3 corrupt_stream_at=1000\n"
+                       "emulated emu1 size=8MiB seed=4\n");
+  ASSERT_NE(source_, nullptr);
+  destination_ = StartAgent("destination", EmulatedFlags(2, "8MiB", 2));
+  ASSERT_NE(destination_, nullptr);
+  const std::vector<std::string> names = EmuNames(2);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-corrupted-stream";
+  ASSERT_NO_FATAL_FAILURE(BeginMigration(job, SameNames(names)));
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+
+  for (const Migration* end : {&destination_end, &source_end}) {
+    SCOPED_TRACE(v1::Role_Name(end->role()));
+    EXPECT_EQ(v1::Phase_Name(end->phase()), v1::Phase_Name(v1::PHASE_FAILED))
+        << end->ShortDebugString();
+    EXPECT_EQ(ReasonName(end->failure().reason()),
+              ReasonName(v1::ERROR_REASON_STATE_REJECTED))
+        << end->failure().message();
+  }
+  EXPECT_TRUE(absl::StrContains(destination_end.failure().message(), "emu0"))
+      << "the failure should name the device: "
+      << destination_end.failure().message();
+
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING,
+                &source_before);
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
+}
+
+TEST_F(MigrationTest, FailedSourceArcIsDeviceErrorAndEveryDeviceRuns) {
+  source_ = StartAgent("source", {"--insecure"},
+                       "emulated emu0 size=4MiB seed=1\n"
+                       "emulated emu1 size=4MiB seed=2 "
+                       "fail_arc=STOP>STOP_COPY\n"
+                       "emulated emu2 size=4MiB seed=3\n");
+  ASSERT_NE(source_, nullptr);
+  destination_ = StartAgent("destination", EmulatedFlags(3, "4MiB", 7));
+  ASSERT_NE(destination_, nullptr);
+  const std::vector<std::string> names = EmuNames(3);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-failed-arc";
+  ASSERT_NO_FATAL_FAILURE(BeginMigration(job, SameNames(names)));
+  // Record the device states the job reports on its way, to see emu1's ERROR
+  // when the watch catches it (it may miss it: events coalesce).
+  bool saw_error = false;
+  absl::StatusOr<Migration> end = WaitForPhase(
+      source_->stub(), job,
+      [&](const Migration& m) {
+        for (const v1::DeviceProgress& d : m.devices()) {
+          if (d.device() == "emu1" && d.state() == v1::DEVICE_STATE_ERROR) {
+            saw_error = true;
+          }
+        }
+        return IsTerminal(m.phase());
+      },
+      absl::Now() + kJobTimeout);
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_EQ(v1::Phase_Name(end->phase()), v1::Phase_Name(v1::PHASE_FAILED))
+      << end->ShortDebugString();
+  EXPECT_EQ(ReasonName(end->failure().reason()),
+            ReasonName(v1::ERROR_REASON_DEVICE_ERROR))
+      << end->failure().message();
+  // The failure names the device and the arc, and says the device went to
+  // ERROR (the watch shows that state only when it samples it in time).
+  const std::string& message = end->failure().message();
+  EXPECT_TRUE(absl::StrContains(message, "emu1")) << message;
+  EXPECT_TRUE(absl::StrContains(message, "STOP_COPY")) << message;
+  EXPECT_TRUE(saw_error || absl::StrContains(message, "ERROR"))
+      << "no sign that emu1 was in ERROR: " << message;
+
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  // emu1 went through ERROR and a reset; the others kept their state.
+  ExpectDevices("source", source_after, {"emu1"}, v1::DEVICE_STATE_RUNNING);
+  ExpectDevices("source", source_after, {"emu0", "emu2"},
+                v1::DEVICE_STATE_RUNNING, &source_before);
+
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  EXPECT_NE(v1::Phase_Name(destination_end.phase()),
+            v1::Phase_Name(v1::PHASE_SUCCEEDED));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
+}
+
+}  // namespace
+}  // namespace migd::e2e

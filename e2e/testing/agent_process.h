@@ -1,0 +1,170 @@
+// e2e/testing/agent_process.h
+//
+// Starts real migd agents as child processes for loopback tests, and the small
+// client helpers those tests share. Each agent runs in its own process group
+// and its own fresh directory, listens on 127.0.0.1 on a port it picks itself
+// and reports through --port_file; the handle waits for that file with a
+// deadline (never a fixed sleep) and stops and reaps the agent when destroyed.
+//
+// The agent binary is found through the MIGD_BINARY environment variable or a
+// --migd_binary=PATH command-line argument of the test (set from
+// $(rootpath //migd:migd) in the test's BUILD rule). Agent stdout/stderr go to
+// a log file in $TEST_UNDECLARED_OUTPUTS_DIR (or $TEST_TMPDIR), kept after the
+// test for post-mortems.
+//
+// Thread-safety: an AgentProcess is used from the thread that created it. The
+// agent is started with PR_SET_PDEATHSIG, which fires when that *thread*
+// exits, so create agents from the test's main thread (gtest's default).
+
+#ifndef MIGD_E2E_TESTING_AGENT_PROCESS_H_
+#define MIGD_E2E_TESTING_AGENT_PROCESS_H_
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/migd/v1/migration.grpc.pb.h"
+
+namespace migd::e2e {
+
+// Path of the migd binary under test, made absolute: $MIGD_BINARY, else the
+// value of a --migd_binary=PATH argument of this process. kNotFound when
+// neither is set, kFailedPrecondition when the file is not executable.
+absl::StatusOr<std::string> MigdBinaryPath();
+
+struct AgentOptions {
+  // Passed as --name and used for the log file name ("<name>.log"); should be
+  // unique within the test run (e.g. "<Suite>.<Test>.source").
+  std::string name = "agent";
+  // Extra flags, e.g. {"--insecure", "--emulated_devices=emu0,emu1"}.
+  // --listen, --port_file and --name are added by the harness.
+  std::vector<std::string> args;
+  // When not empty, written to "devices.conf" in the agent's directory and
+  // passed as --devices_config.
+  std::string devices_config;
+  // How long the agent may take to write its port file and accept connections.
+  absl::Duration start_timeout = absl::Seconds(30);
+  // Binary to run; MigdBinaryPath() when empty.
+  std::string binary;
+};
+
+class AgentProcess {
+ public:
+  // Spawns the agent and waits until it serves. Fails with kDeadlineExceeded
+  // when it does not serve in time, kAborted when it exits first; both carry
+  // the tail of the agent's log.
+  static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(
+      AgentOptions options);
+
+  // Stops the agent (SIGTERM to its group, SIGKILL after a grace period) and
+  // reaps it. Reports on stderr if the agent had died on its own.
+  ~AgentProcess();
+
+  AgentProcess(const AgentProcess&) = delete;
+  AgentProcess& operator=(const AgentProcess&) = delete;
+
+  // "127.0.0.1:PORT", both for MigrationService and TransferService.
+  const std::string& address() const { return address_; }
+  const std::string& name() const { return options_.name; }
+  // The agent's working directory (fresh, under $TEST_TMPDIR).
+  const std::string& dir() const { return dir_; }
+  const std::string& log_path() const { return log_path_; }
+  pid_t pid() const { return pid_; }
+
+  // A client of the agent's MigrationService (one channel per agent).
+  migd::v1::MigrationService::Stub& stub() { return *stub_; }
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+
+  // Sends `sig` to the agent's process group and, for a fatal signal, waits
+  // for the agent to exit and reaps it. Idempotent once the agent is gone.
+  absl::Status Kill(int sig = SIGKILL);
+
+  // SIGTERM, then SIGKILL if the agent has not exited within `grace`; reaps.
+  // Closes this handle's client channel first (an open connection holds up
+  // the agent's gRPC server shutdown), so stub() must not be used afterwards.
+  // Returns how the agent ended ("exited 0", "killed by signal 9 (Killed)").
+  absl::StatusOr<std::string> Stop(absl::Duration grace = absl::Seconds(10));
+
+  // True while the process has not exited (reaps it if it has).
+  bool Running();
+
+  // True once Kill(SIGKILL/SIGTERM) or Stop() was called: an exit after that
+  // is expected, any other exit is the agent dying on its own.
+  bool killed_by_test() const { return signalled_; }
+
+  // The last `max_bytes` of the agent's log.
+  std::string LogTail(size_t max_bytes = 4096) const;
+
+ private:
+  explicit AgentProcess(AgentOptions options) : options_(std::move(options)) {}
+
+  absl::Status Spawn(const std::string& binary);
+  absl::Status WaitUntilServing();
+  // Waits (polling waitpid) until the process exits or `deadline`. True when
+  // it has been reaped.
+  bool WaitForExit(absl::Time deadline);
+
+  AgentOptions options_;
+  std::string dir_;
+  std::string port_file_;
+  std::string log_path_;
+  std::string address_;
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  bool serving_ = false;    // Start() succeeded
+  bool signalled_ = false;  // we sent a terminating signal
+  int wait_status_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<migd::v1::MigrationService::Stub> stub_;
+};
+
+// ---- Client helpers ------------------------------------------------------
+
+// True for PHASE_SUCCEEDED, PHASE_FAILED and PHASE_CANCELLED.
+bool IsTerminal(migd::v1::Phase phase);
+
+// True for the phases in which device state moves (PRE_COPY, STOP_COPY).
+bool IsTransferPhase(migd::v1::Phase phase);
+
+// Value of the "migd-error-reason" trailing metadata after a finished call,
+// or "" when absent.
+std::string ErrorReasonOf(const grpc::ClientContext& context);
+
+// ListDevices as name -> Device.
+absl::StatusOr<std::map<std::string, migd::v1::Device>> DeviceMap(
+    migd::v1::MigrationService::Stub& stub,
+    absl::Duration timeout = absl::Seconds(10));
+
+absl::StatusOr<migd::v1::Migration> GetMigration(
+    migd::v1::MigrationService::Stub& stub, absl::string_view job_id,
+    absl::Duration timeout = absl::Seconds(10));
+
+// Waits until the job satisfies `predicate` and returns that snapshot. Uses
+// WatchMigration (falls back to polling GetMigration if the stream is not
+// available). Fails with kDeadlineExceeded at `deadline`, and with
+// kFailedPrecondition when the job ends (terminal phase) without satisfying
+// the predicate; both messages include the last snapshot seen.
+absl::StatusOr<migd::v1::Migration> WaitForPhase(
+    migd::v1::MigrationService::Stub& stub, absl::string_view job_id,
+    const std::function<bool(const migd::v1::Migration&)>& predicate,
+    absl::Time deadline);
+
+// WaitForPhase until the job is in a terminal phase.
+absl::StatusOr<migd::v1::Migration> WaitForEnd(
+    migd::v1::MigrationService::Stub& stub, absl::string_view job_id,
+    absl::Time deadline);
+
+}  // namespace migd::e2e
+
+#endif  // MIGD_E2E_TESTING_AGENT_PROCESS_H_
