@@ -63,7 +63,8 @@ absl::Status WritePortFile(const std::string& path, int port) {
   }
   // Rename, so a reader never sees a half-written file.
   if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
+    return absl::InternalError(
+        absl::StrCat("cannot rename ", tmp, " to ", path));
   }
   return absl::OkStatus();
 }
@@ -85,8 +86,10 @@ int main(int argc, char** argv) {
 
   std::vector<migd::device::EmulatedDeviceConfig> configs;
   if (!absl::GetFlag(FLAGS_emulated_devices).empty()) {
-    auto size = migd::device::ParseSize(absl::GetFlag(FLAGS_emulated_state_size));
-    if (!size.ok()) return Fail(migd::base::Annotate(size.status(), "--emulated_state_size"));
+    auto size =
+        migd::device::ParseSize(absl::GetFlag(FLAGS_emulated_state_size));
+    if (!size.ok())
+      return Fail(migd::base::Annotate(size.status(), "--emulated_state_size"));
     auto list = migd::server::EmulatedFromList(
         absl::GetFlag(FLAGS_emulated_devices), *size,
         absl::GetFlag(FLAGS_emulated_seed));
@@ -95,7 +98,9 @@ int main(int argc, char** argv) {
   }
   if (std::string path = absl::GetFlag(FLAGS_devices_config); !path.empty()) {
     std::ifstream f(path);
-    if (!f) return Fail(absl::NotFoundError(absl::StrCat("cannot read --devices_config ", path)));
+    if (!f)
+      return Fail(absl::NotFoundError(
+          absl::StrCat("cannot read --devices_config ", path)));
     std::stringstream text;
     text << f.rdbuf();
     auto more = migd::server::ParseDevicesConfig(text.str());
@@ -115,8 +120,8 @@ int main(int argc, char** argv) {
     uint64_t seq = 0;
     if (fault.rfind("corrupt_chunk:", 0) != 0 ||
         !absl::SimpleAtoi(fault.substr(14), &seq)) {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--test_fault \"", fault, "\": expected corrupt_chunk:SEQ")));
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--test_fault \"", fault, "\": expected corrupt_chunk:SEQ")));
     }
     options.service.corrupt_chunk_sequence = seq;
   }

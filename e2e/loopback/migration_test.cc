@@ -501,12 +501,15 @@ TEST_F(MigrationTest, CancelOnTheDestinationMidTransferEndsBothJobs) {
   ExpectDevices("destination", destination_after, names,
                 v1::DEVICE_STATE_RUNNING);
 
-  // The mirror of a cancel on the source: the other side's job ends failed
-  // or cancelled (the API does not say which).
+  // The source learns the destination cancelled, and says so.
   ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
-  EXPECT_TRUE(source_end.phase() == v1::PHASE_FAILED ||
-              source_end.phase() == v1::PHASE_CANCELLED)
+  EXPECT_EQ(v1::Phase_Name(source_end.phase()),
+            v1::Phase_Name(v1::PHASE_CANCELLED))
       << source_end.ShortDebugString();
+  EXPECT_EQ(source_end.failure().reason(), v1::ERROR_REASON_CANCELLED);
+  EXPECT_NE(source_end.failure().message().find("destination cancelled"),
+            std::string::npos)
+      << source_end.failure().message();
   ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
   ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING,
                 &source_before);

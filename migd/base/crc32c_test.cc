@@ -27,12 +27,14 @@ TEST(Crc32c, CheckValueOf123456789) {
 
 TEST(Crc32c, ExtendEqualsWholeAtEverySplitAndAlignment) {
   std::vector<uint8_t> buf(1000);
-  for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<uint8_t>(i * 31 + 7);
+  for (size_t i = 0; i < buf.size(); ++i)
+    buf[i] = static_cast<uint8_t>(i * 31 + 7);
   for (size_t start = 0; start < 9; ++start) {
     const uint8_t* p = buf.data() + start;
     size_t n = buf.size() - start;
     uint32_t whole = Crc32c(p, n);
-    for (size_t split : {size_t{0}, size_t{1}, size_t{7}, size_t{64}, n / 2, n}) {
+    for (size_t split :
+         {size_t{0}, size_t{1}, size_t{7}, size_t{64}, n / 2, n}) {
       EXPECT_EQ(Crc32cExtend(Crc32c(p, split), p + split, n - split), whole)
           << "start " << start << " split " << split;
     }

@@ -1,9 +1,8 @@
 #include "migd/base/reason.h"
 
-#include "absl/types/optional.h"
-
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/optional.h"
 
 namespace migd::base {
 namespace {
@@ -60,7 +59,8 @@ ErrorReason ReasonFromName(absl::string_view name) {
 
 absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   if (status.ok()) return status;
-  absl::Status out(status.code(), absl::StrCat(context, ": ", status.message()));
+  absl::Status out(status.code(),
+                   absl::StrCat(context, ": ", status.message()));
   status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
     out.SetPayload(url, payload);
   });

@@ -1,7 +1,7 @@
 // migd/base/reason.h
 //
-// Attaches a machine-readable cause (migd.v1.ErrorReason) to an absl::Status, so
-// the reason travels with the error from where it is known (a device arc, a
+// Attaches a machine-readable cause (migd.v1.ErrorReason) to an absl::Status,
+// so the reason travels with the error from where it is known (a device arc, a
 // chunk check) to the API edge, which puts it in the "migd-error-reason"
 // trailer and in a failed job's record.
 

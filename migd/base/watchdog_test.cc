@@ -27,7 +27,9 @@ TEST(Watchdog, KicksKeepItQuiet) {
 
 TEST(Watchdog, InfiniteTimeoutNeverFiresAndStopsPromptly) {
   std::atomic<int> fired{0};
-  { Watchdog w(absl::InfiniteDuration(), [&] { ++fired; }); }
+  {
+    Watchdog w(absl::InfiniteDuration(), [&] { ++fired; });
+  }
   EXPECT_EQ(fired.load(), 0);
 }
 

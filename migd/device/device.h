@@ -1,12 +1,17 @@
 // migd/device/device.h
 //
-// The device contract every backend (kernel VFIO, emulated) implements: the VFIO
-// migration uAPI v2 expressed as C++ calls. Callers (the migration engine) never
-// know which backend they drive; the emulated backend must behave exactly as a
-// kernel variant driver does, arcs, refusals and stream semantics included.
+// The device contract every backend (kernel VFIO, emulated) implements: the
+// VFIO migration uAPI v2 expressed as C++ calls. Callers (the migration engine)
+// never know which backend they drive; the emulated backend must behave exactly
+// as a kernel variant driver does, arcs, refusals and stream semantics
+// included.
+//
+// Errors name the device (and, for SetState, the arc that failed), so callers
+// pass them on without adding the name again.
 //
 // Thread-safety: a Device may be called from several threads; each call is
-// atomic with respect to the others. A DataStream is used by one thread at a time.
+// atomic with respect to the others. A DataStream is used by one thread at a
+// time.
 
 #ifndef MIGD_DEVICE_DEVICE_H_
 #define MIGD_DEVICE_DEVICE_H_
@@ -45,10 +50,10 @@ class DataStream {
   virtual ~DataStream() = default;
 
   // Save side. Reads up to buf.size() bytes. Returns the number read; 0 is the
-  // end of the stream in STOP_COPY. In PRE_COPY states, the temporary end of the
-  // available data is kUnavailable (the kernel's ENOMSG); some drivers return 0
-  // there instead, so callers decide with PrecopyInfo and the state, never a 0
-  // read alone.
+  // end of the stream in STOP_COPY. In PRE_COPY states, the temporary end of
+  // the available data is kUnavailable (the kernel's ENOMSG); some drivers
+  // return 0 there instead, so callers decide with PrecopyInfo and the state,
+  // never a 0 read alone.
   virtual absl::StatusOr<size_t> Read(absl::Span<uint8_t> buf) = 0;
 
   // Load side. Writes up to data.size() bytes and returns how many were taken.
@@ -93,8 +98,8 @@ class Device {
   // VFIO_DEVICE_FEATURE_DMA_LOGGING_START/REPORT/STOP. Report fills `bitmap`
   // with one bit per page of [iova, iova+length) (LSB first in each word) and
   // clears what it reported. kUnimplemented when the device has no DMA logging.
-  virtual absl::Status StartDmaLogging(uint64_t page_size,
-                                       const std::vector<IovaRange>& ranges) = 0;
+  virtual absl::Status StartDmaLogging(
+      uint64_t page_size, const std::vector<IovaRange>& ranges) = 0;
   virtual absl::Status ReportDmaLogging(uint64_t iova, uint64_t length,
                                         uint64_t page_size,
                                         std::vector<uint64_t>* bitmap) = 0;

@@ -52,8 +52,8 @@ DestinationJob::DestinationJob(std::shared_ptr<Job> job,
 absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
     std::shared_ptr<Job> job, std::vector<device::Device*> devices,
     std::function<void()> on_done) {
-  std::shared_ptr<DestinationJob> dj(
-      new DestinationJob(std::move(job), std::move(devices), std::move(on_done)));
+  std::shared_ptr<DestinationJob> dj(new DestinationJob(
+      std::move(job), std::move(devices), std::move(on_done)));
   absl::StatusOr<std::string> token = NewToken();
   if (!token.ok()) return token.status();
   dj->token_ = *std::move(token);
@@ -65,7 +65,7 @@ absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
     absl::Status err;
     absl::StatusOr<MigState> state = d->GetState();
     if (!state.ok()) {
-      err = base::Annotate(state.status(), absl::StrCat("device ", d->name()));
+      err = state.status();
     } else if (*state != MigState::kRunning) {
       j->SetDeviceState(i, *state);
       err = base::Error(
@@ -109,16 +109,14 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
   if (stage_ != Stage::kWaiting) {
     return base::Error(
         absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_NOT_PREPARED,
-        absl::StrCat("job ", job_->id(), " is ",
-                     PhaseName(job_->phase()),
+        absl::StrCat("job ", job_->id(), " is ", PhaseName(job_->phase()),
                      ", not waiting for a source (a token is good for one "
                      "session)"));
   }
   if (!TokensEqual(header.transfer_token(), token_)) {
-    return base::Error(absl::StatusCode::kPermissionDenied,
-                       v1::ERROR_REASON_BAD_TOKEN,
-                       absl::StrCat("transfer token for job ", job_->id(),
-                                    " does not match"));
+    return base::Error(
+        absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
+        absl::StrCat("transfer token for job ", job_->id(), " does not match"));
   }
   if (header.protocol_version() != v1::PROTOCOL_VERSION_1) {
     return base::Error(
@@ -130,9 +128,8 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
   if (header.devices_size() != record.devices_size()) {
     return base::Error(
         absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_INCOMPATIBLE,
-        absl::StrCat("source sends ", header.devices_size(),
-                     " devices, job ", job_->id(), " was prepared for ",
-                     record.devices_size()));
+        absl::StrCat("source sends ", header.devices_size(), " devices, job ",
+                     job_->id(), " was prepared for ", record.devices_size()));
   }
   for (int i = 0; i < header.devices_size(); ++i) {
     const v1::DeviceDescriptor& d = header.devices(i);
@@ -148,13 +145,14 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
                        p.device()));
     }
     if (d.kind() != devices_[i]->kind()) {
-      return base::Error(
-          absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_INCOMPATIBLE,
-          absl::StrCat("device ", d.source_device(), " is ", d.kind(),
-                       ", destination device ", p.device(), " is ",
-                       devices_[i]->kind()));
+      return base::Error(absl::StatusCode::kInvalidArgument,
+                         v1::ERROR_REASON_INCOMPATIBLE,
+                         absl::StrCat("device ", d.source_device(), " is ",
+                                      d.kind(), ", destination device ",
+                                      p.device(), " is ", devices_[i]->kind()));
     }
-    if (d.state_size_bytes() != 0) job_->SetDeviceTotal(i, d.state_size_bytes());
+    if (d.state_size_bytes() != 0)
+      job_->SetDeviceTotal(i, d.state_size_bytes());
   }
   stage_ = Stage::kAttached;
   checker_ = std::make_unique<transfer::StreamChecker>(devices_.size());
@@ -177,13 +175,11 @@ absl::Status DestinationJob::OnChunk(const v1::DataChunk& chunk) {
   while (!data.empty()) {
     absl::StatusOr<size_t> n = stream->Write(data);
     if (!n.ok() || *n == 0) {
-      absl::Status s = n.ok() ? absl::InternalError("device took no bytes")
-                              : n.status();
+      absl::Status s =
+          n.ok() ? absl::InternalError("device took no bytes") : n.status();
       return base::WithReason(
-          base::Annotate(s, absl::StrCat("device ",
-                                         devices_[chunk.device()]->name(),
-                                         ": loading state at offset ",
-                                         chunk.offset())),
+          base::Annotate(
+              s, absl::StrCat("loading state at offset ", chunk.offset())),
           v1::ERROR_REASON_STATE_REJECTED);
     }
     data.remove_prefix(*n);
@@ -280,8 +276,8 @@ void DestinationJob::Abort(const absl::Status& cause) {
     why = base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
                       "cancelled by request");
   }
-  base::LogWarning("job ", job_->id(), ": aborting incoming migration: ",
-                   why.ToString());
+  base::LogWarning("job ", job_->id(),
+                   ": aborting incoming migration: ", why.ToString());
   job_->SetPhase(v1::PHASE_ROLLING_BACK,
                  absl::StrCat("resetting devices: ", why.message()));
   ResetAllLocked();

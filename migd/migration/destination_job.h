@@ -89,7 +89,8 @@ class DestinationJob {
 
   absl::Mutex mu_;
   Stage stage_ ABSL_GUARDED_BY(mu_) = Stage::kWaiting;
-  std::vector<std::unique_ptr<device::DataStream>> streams_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<device::DataStream>> streams_
+      ABSL_GUARDED_BY(mu_);
   std::unique_ptr<transfer::StreamChecker> checker_ ABSL_GUARDED_BY(mu_);
   absl::Time downtime_start_ ABSL_GUARDED_BY(mu_);
   bool stop_copy_started_ ABSL_GUARDED_BY(mu_) = false;

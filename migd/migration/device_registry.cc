@@ -51,16 +51,14 @@ absl::StatusOr<std::vector<device::Device*>> DeviceRegistry::Claim(
     }
     auto it = devices_.find(name);
     if (it == devices_.end()) {
-      return base::Error(absl::StatusCode::kNotFound,
-                         v1::ERROR_REASON_DEVICE_NOT_FOUND,
-                         absl::StrCat("no device named \"", name,
-                                      "\" on this agent"));
+      return base::Error(
+          absl::StatusCode::kNotFound, v1::ERROR_REASON_DEVICE_NOT_FOUND,
+          absl::StrCat("no device named \"", name, "\" on this agent"));
     }
     if (!it->second.owner.empty()) {
-      return base::Error(absl::StatusCode::kFailedPrecondition,
-                         v1::ERROR_REASON_DEVICE_BUSY,
-                         absl::StrCat("device ", name, " belongs to job ",
-                                      it->second.owner));
+      return base::Error(
+          absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_DEVICE_BUSY,
+          absl::StrCat("device ", name, " belongs to job ", it->second.owner));
     }
     out.push_back(it->second.device.get());
   }

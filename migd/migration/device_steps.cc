@@ -12,13 +12,13 @@ void RecordState(Job* job, size_t index, device::Device* device) {
   job->SetDeviceState(index, s.ok() ? *s : vfio::MigState::kError);
 }
 
-absl::Status DeviceError(const absl::Status& s, device::Device* device) {
-  absl::Status out = base::Annotate(s, absl::StrCat("device ", device->name()));
-  if (base::ReasonOf(s) == v1::ERROR_REASON_INTERNAL ||
-      base::ReasonOf(s) == v1::ERROR_REASON_INVALID_REQUEST) {
-    out = base::WithReason(out, v1::ERROR_REASON_DEVICE_ERROR);
+// Device errors already name the device; what they lack is a reason.
+absl::Status DeviceError(const absl::Status& s) {
+  v1::ErrorReason r = base::ReasonOf(s);
+  if (r == v1::ERROR_REASON_INTERNAL || r == v1::ERROR_REASON_INVALID_REQUEST) {
+    return base::WithReason(s, v1::ERROR_REASON_DEVICE_ERROR);
   }
-  return out;
+  return s;
 }
 
 }  // namespace
@@ -27,7 +27,7 @@ absl::StatusOr<std::unique_ptr<device::DataStream>> MoveDevice(
     Job* job, size_t index, device::Device* device, vfio::MigState target) {
   auto stream = device->SetState(target);
   RecordState(job, index, device);
-  if (!stream.ok()) return DeviceError(stream.status(), device);
+  if (!stream.ok()) return DeviceError(stream.status());
   return stream;
 }
 
@@ -45,8 +45,8 @@ absl::Status RestoreRunning(Job* job, size_t index, device::Device* device) {
       return absl::OkStatus();
     }
     base::LogWarning("job ", job->id(), ": device ", device->name(),
-                     ": returning to RUNNING failed (", back.status().ToString(),
-                     "); resetting it");
+                     ": returning to RUNNING failed (",
+                     back.status().ToString(), "); resetting it");
   }
   return ResetDevice(job, index, device);
 }
@@ -57,7 +57,7 @@ absl::Status ResetDevice(Job* job, size_t index, device::Device* device) {
   if (!s.ok()) {
     base::LogError("job ", job->id(), ": device ", device->name(),
                    ": reset failed: ", s.ToString());
-    return DeviceError(s, device);
+    return DeviceError(s);
   }
   return absl::OkStatus();
 }

@@ -70,8 +70,7 @@ void Job::SetDeviceState(size_t device, vfio::MigState state) {
   absl::MutexLock lock(&mu_);
   v1::DeviceProgress* p = record_.mutable_devices(device);
   p->set_state(static_cast<v1::DeviceState>(state));
-  Changed(absl::StrCat("device ", p->device(), " ",
-                       vfio::MigStateName(state)));
+  Changed(absl::StrCat("device ", p->device(), " ", vfio::MigStateName(state)));
 }
 
 void Job::SetDeviceTotal(size_t device, uint64_t bytes_total) {
@@ -80,8 +79,8 @@ void Job::SetDeviceTotal(size_t device, uint64_t bytes_total) {
   record_.set_bytes_total(record_.bytes_total() - p->bytes_total() +
                           bytes_total);
   p->set_bytes_total(bytes_total);
-  Changed(absl::StrCat("device ", p->device(), " expects ", bytes_total,
-                       " bytes"));
+  Changed(
+      absl::StrCat("device ", p->device(), " expects ", bytes_total, " bytes"));
 }
 
 void Job::AddDeviceBytes(size_t device, uint64_t bytes) {

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "migd/base/reason.h"
 
 namespace migd::migration {
@@ -21,9 +22,9 @@ JobTable::~JobTable() {
 absl::Status JobTable::Reserve(const std::string& id) {
   absl::MutexLock lock(&mu_);
   if (jobs_.count(id) != 0 || !reserved_.insert(id).second) {
-    return base::Error(absl::StatusCode::kAlreadyExists,
-                       v1::ERROR_REASON_JOB_EXISTS,
-                       absl::StrCat("job ", id, " already exists on this agent"));
+    return base::Error(
+        absl::StatusCode::kAlreadyExists, v1::ERROR_REASON_JOB_EXISTS,
+        absl::StrCat("job ", id, " already exists on this agent"));
   }
   return absl::OkStatus();
 }
@@ -103,6 +104,20 @@ absl::StatusOr<std::shared_ptr<Job>> JobTable::Cancel(const std::string& id) {
     job->RequestCancel();
   }
   return job;
+}
+
+bool JobTable::AwaitAllEnded(absl::Duration timeout) const {
+  absl::Time deadline = absl::Now() + timeout;
+  for (const std::shared_ptr<Job>& job : List()) {
+    uint64_t seen = Job::kNoVersion;
+    v1::MigrationEvent event;
+    while (!job->terminal()) {
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return false;
+      job->WaitForChange(&seen, left, &event);
+    }
+  }
+  return true;
 }
 
 void JobTable::CancelAll() {

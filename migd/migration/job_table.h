@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "migd/migration/destination_job.h"
 #include "migd/migration/job.h"
 #include "migd/migration/source_job.h"
@@ -51,6 +52,9 @@ class JobTable {
 
   // Cancels every job that has not ended (agent shutdown).
   void CancelAll();
+
+  // Waits until every job has ended, at most `timeout`. True when they have.
+  bool AwaitAllEnded(absl::Duration timeout) const;
 
  private:
   struct Entry {

@@ -28,9 +28,9 @@ SourceJob::SourceJob(std::shared_ptr<Job> job,
 absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     std::shared_ptr<Job> job, std::vector<device::Device*> devices,
     SourceJobOptions options, std::function<void()> on_done) {
-  std::unique_ptr<SourceJob> sj(new SourceJob(
-      std::move(job), std::move(devices), std::move(options),
-      std::move(on_done)));
+  std::unique_ptr<SourceJob> sj(
+      new SourceJob(std::move(job), std::move(devices), std::move(options),
+                    std::move(on_done)));
   Job& j = *sj->job_;
   j.SetPhase(v1::PHASE_CONNECTING, "");
 
@@ -43,11 +43,11 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     device::Device* d = sj->devices_[i];
     absl::StatusOr<vfio::MigFlags> flags = d->GetFlags();
     if (!flags.ok()) {
-      return base::Annotate(flags.status(), absl::StrCat("device ", d->name()));
+      return flags.status();
     }
     absl::StatusOr<MigState> state = d->GetState();
     if (!state.ok()) {
-      return base::Annotate(state.status(), absl::StrCat("device ", d->name()));
+      return state.status();
     }
     j.SetDeviceState(i, *state);
     if (*state != MigState::kRunning) {
@@ -90,24 +90,22 @@ void SourceJob::Run() {
   } else {
     s = Cause(s);
     base::LogWarning("job ", job_->id(), " failed: ", s.ToString());
-    job_->SetPhase(v1::PHASE_ROLLING_BACK, absl::StrCat("rolling back: ",
-                                                        s.message()));
+    job_->SetPhase(v1::PHASE_ROLLING_BACK,
+                   absl::StrCat("rolling back: ", s.message()));
     client_->Cancel();
     Rollback();
   }
   job_->SetCanceller(nullptr);
   if (on_done_) on_done_();
   job_->Finish(s);
-  base::LogInfo("job ", job_->id(), " ended: ",
-                PhaseName(job_->phase()));
+  base::LogInfo("job ", job_->id(), " ended: ", PhaseName(job_->phase()));
 }
 
 absl::Status SourceJob::Cause(const absl::Status& error) const {
   if (job_->cancel_requested()) {
-    return base::Error(absl::StatusCode::kCancelled,
-                       v1::ERROR_REASON_CANCELLED,
-                       absl::StrCat("cancelled by request (", error.message(),
-                                    ")"));
+    return base::Error(
+        absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
+        absl::StrCat("cancelled by request (", error.message(), ")"));
   }
   if (timed_out_) {
     return base::Error(
@@ -170,8 +168,7 @@ absl::Status SourceJob::Transfer() {
 
   absl::Time transfer_start = absl::Now();
   for (size_t i = 0; i < devices_.size(); ++i) {
-    if (absl::Status s = SendDevice(i, streams_[i].get(), &sequence);
-        !s.ok()) {
+    if (absl::Status s = SendDevice(i, streams_[i].get(), &sequence); !s.ok()) {
       return s;
     }
     watch.Kick();
@@ -203,9 +200,8 @@ absl::Status SourceJob::SendDevice(size_t index, device::DataStream* stream,
         reinterpret_cast<uint8_t*>(data->data()), data->size()));
     if (!n.ok()) {
       return base::WithReason(
-          base::Annotate(n.status(), absl::StrCat("device ", d->name(),
-                                                  ": reading state at offset ",
-                                                  offset)),
+          base::Annotate(n.status(),
+                         absl::StrCat("reading state at offset ", offset)),
           v1::ERROR_REASON_DEVICE_ERROR);
     }
     if (*n == 0) break;  // STOP_COPY: end of stream

@@ -55,9 +55,14 @@ void Agent::Shutdown() {
   shut_down_ = true;
   base::LogInfo("shutting down: cancelling running jobs");
   jobs_->CancelAll();
-  // Handlers still running (watchers, sessions being aborted) get a moment to
-  // finish, then are cancelled.
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Rollbacks and resets run on job and session threads; let them finish
+  // before the server stops, so no device is left half-way.
+  if (!jobs_->AwaitAllEnded(absl::Seconds(30))) {
+    base::LogError("shutting down with jobs still rolling back");
+  }
+  // Every job ended: what remains are watchers and idle connections, which
+  // gRPC would otherwise wait for until the deadline.
+  server_->Shutdown(std::chrono::system_clock::now());
   jobs_.reset();  // joins source jobs after their rollback
   base::LogInfo("shut down");
 }

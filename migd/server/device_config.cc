@@ -36,10 +36,12 @@ absl::StatusOr<std::vector<device::EmulatedDeviceConfig>> EmulatedFromList(
     c.state_size = state_size;
     // FNV-1a of the name, mixed with the seed.
     uint64_t h = 1469598103934665603ull;
-    for (char ch : c.name) h = (h ^ static_cast<uint8_t>(ch)) * 1099511628211ull;
+    for (char ch : c.name)
+      h = (h ^ static_cast<uint8_t>(ch)) * 1099511628211ull;
     c.seed = seed * 0x9E3779B97F4A7C15ull ^ h;
     if (absl::Status s = device::ValidateEmulatedDeviceConfig(c); !s.ok()) {
-      return base::Annotate(s, absl::StrCat("emulated device \"", c.name, "\""));
+      return base::Annotate(s,
+                            absl::StrCat("emulated device \"", c.name, "\""));
     }
     out.push_back(std::move(c));
   }

@@ -43,7 +43,8 @@ grpc::Status MigrationServiceImpl::ListDevices(
     out->set_name(name);
     out->set_kind(d->kind());
     out->set_job_id(devices_->Owner(name));
-    if (auto flags = d->GetFlags(); flags.ok()) out->set_migration_flags(*flags);
+    if (auto flags = d->GetFlags(); flags.ok())
+      out->set_migration_flags(*flags);
     if (auto state = d->GetState(); state.ok()) {
       out->set_state(static_cast<v1::DeviceState>(*state));
     }
@@ -84,17 +85,16 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
   if (!prepared.ok()) {
     devices_->Release(id);
     jobs_->Unreserve(id);
-    base::LogWarning("job ", id, ": prepare failed: ",
-                     prepared.status().ToString());
+    base::LogWarning("job ", id,
+                     ": prepare failed: ", prepared.status().ToString());
     return ToGrpcStatus(prepared.status(), context);
   }
   response->set_transfer_token((*prepared)->token());
   jobs_->AddDestination(*std::move(prepared));
   *response->mutable_migration() = job->Snapshot();
-  base::LogInfo("job ", id, ": prepared ", names.size(),
-                " incoming device(s) from ",
-                request->source().empty() ? "(unnamed source)"
-                                          : request->source());
+  base::LogInfo(
+      "job ", id, ": prepared ", names.size(), " incoming device(s) from ",
+      request->source().empty() ? "(unnamed source)" : request->source());
   return grpc::Status::OK;
 }
 
@@ -159,8 +159,8 @@ grpc::Status MigrationServiceImpl::StartMigration(
   if (!started.ok()) {
     devices_->Release(id);
     jobs_->Unreserve(id);
-    base::LogWarning("job ", id, ": not started: ",
-                     started.status().ToString());
+    base::LogWarning("job ", id,
+                     ": not started: ", started.status().ToString());
     return ToGrpcStatus(started.status(), context);
   }
   jobs_->AddSource(*std::move(started));

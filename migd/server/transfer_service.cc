@@ -44,9 +44,8 @@ grpc::Status TransferServiceImpl::Transfer(
                                  "PrepareIncoming here first)")),
         context);
   }
-  if (absl::Status s = job->Attach(req.header(), [context] {
-        context->TryCancel();
-      });
+  if (absl::Status s =
+          job->Attach(req.header(), [context] { context->TryCancel(); });
       !s.ok()) {
     base::LogWarning("job ", job_id, ": refused a session: ", s.ToString());
     return ToGrpcStatus(s, context);
@@ -100,12 +99,12 @@ grpc::Status TransferServiceImpl::Transfer(
                         v1::ERROR_REASON_PROTOCOL_ERROR,
                         "unexpected message in the middle of a session");
     }
-    if (!s.ok()) return fail(base::Annotate(s, absl::StrCat("job ", job_id)));
+    if (!s.ok()) return fail(s);
   }
 
   absl::StatusOr<v1::Completion> completion = job->Complete();
   if (!completion.ok()) {
-    return fail(base::Annotate(completion.status(), absl::StrCat("job ", job_id)));
+    return fail(completion.status());
   }
   resp.Clear();
   *resp.mutable_completion() = *completion;

@@ -24,7 +24,8 @@ absl::Status ValidateJobId(absl::string_view job_id);
 
 // "host:port" with a port in 1..65535 and a host that is a DNS name, an IPv4
 // address, or a bracketed IPv6 address ("[::1]:7070").
-absl::Status ValidateAddress(absl::string_view field, absl::string_view address);
+absl::Status ValidateAddress(absl::string_view field,
+                             absl::string_view address);
 
 // A non-empty list of pairs with non-empty names, no name twice on either side.
 absl::StatusOr<std::vector<migration::DevicePair>> ValidateDevicePairs(

@@ -40,11 +40,10 @@ bool StreamChecker::all_ended() const {
 
 absl::Status StreamChecker::CheckSequence(uint64_t sequence, const char* what) {
   if (sequence != next_sequence_) {
-    return Corrupted(absl::StrCat(what, " sequence ", sequence, ", expected ",
-                                  next_sequence_,
-                                  sequence > next_sequence_
-                                      ? " (messages lost)"
-                                      : " (duplicate or reordered)"));
+    return Corrupted(absl::StrCat(
+        what, " sequence ", sequence, ", expected ", next_sequence_,
+        sequence > next_sequence_ ? " (messages lost)"
+                                  : " (duplicate or reordered)"));
   }
   ++next_sequence_;
   return absl::OkStatus();
@@ -102,10 +101,10 @@ absl::Status StreamChecker::CheckMarker(const v1::PhaseMarker& marker) {
         return s;
       }
       if (marker.total_bytes() != bytes_[marker.device()]) {
-        return Corrupted(absl::StrCat(
-            "device index ", marker.device(), " ended after ",
-            marker.total_bytes(), " bytes sent, but ", bytes_[marker.device()],
-            " arrived"));
+        return Corrupted(absl::StrCat("device index ", marker.device(),
+                                      " ended after ", marker.total_bytes(),
+                                      " bytes sent, but ",
+                                      bytes_[marker.device()], " arrived"));
       }
       ended_[marker.device()] = true;
       break;

@@ -70,11 +70,17 @@ absl::Status TransferClient::FinishWithError(absl::string_view what) {
       final_status_ = base::Error(
           absl::StatusCode::kInternal, v1::ERROR_REASON_PROTOCOL_ERROR,
           absl::StrCat("destination ended the session while ", what));
+    } else if (final_status_.code() == absl::StatusCode::kCancelled &&
+               !cancelled_) {
+      // The destination's CancelMigration (or its shutdown) cancels the call.
+      final_status_ =
+          base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
+                      "the destination cancelled the session");
     } else if (final_status_.code() == absl::StatusCode::kUnavailable &&
                base::ReasonOf(final_status_) !=
                    v1::ERROR_REASON_PEER_UNAVAILABLE) {
-      final_status_ = base::WithReason(final_status_,
-                                       v1::ERROR_REASON_PEER_UNAVAILABLE);
+      final_status_ =
+          base::WithReason(final_status_, v1::ERROR_REASON_PEER_UNAVAILABLE);
     }
   }
   return base::Annotate(final_status_, "destination");
@@ -105,6 +111,9 @@ absl::StatusOr<v1::Completion> TransferClient::Finish() {
   return completion;
 }
 
-void TransferClient::Cancel() { context_.TryCancel(); }
+void TransferClient::Cancel() {
+  cancelled_ = true;
+  context_.TryCancel();
+}
 
 }  // namespace migd::transfer

@@ -9,6 +9,7 @@
 #ifndef MIGD_TRANSFER_TRANSFER_CLIENT_H_
 #define MIGD_TRANSFER_TRANSFER_CLIENT_H_
 
+#include <atomic>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -53,10 +54,12 @@ class TransferClient {
 
   std::unique_ptr<v1::TransferService::Stub> stub_;
   grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::TransferRequest,
-                                           v1::TransferResponse>>
+  std::unique_ptr<
+      grpc::ClientReaderWriter<v1::TransferRequest, v1::TransferResponse>>
       stream_;
   bool finished_ = false;
+  // Set by Cancel(): a CANCELLED status is then ours, not the destination's.
+  std::atomic<bool> cancelled_{false};
   absl::Status final_status_;
 };
 

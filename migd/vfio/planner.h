@@ -1,10 +1,10 @@
 // migd/vfio/planner.h
 //
-// Plans the single-step arcs the kernel takes between two VFIO migration states.
-// The kernel walks these arcs itself when given a far target (vfio_mig_get_next_state
-// in drivers/vfio/vfio_main.c); migd plans the same path so that, when an arc
-// fails, it knows which state the device was left in, and so that an emulated
-// device walks exactly what a kernel driver would.
+// Plans the single-step arcs the kernel takes between two VFIO migration
+// states. The kernel walks these arcs itself when given a far target
+// (vfio_mig_get_next_state in drivers/vfio/vfio_main.c); migd plans the same
+// path so that, when an arc fails, it knows which state the device was left in,
+// and so that an emulated device walks exactly what a kernel driver would.
 
 #ifndef MIGD_VFIO_PLANNER_H_
 #define MIGD_VFIO_PLANNER_H_
@@ -27,7 +27,8 @@ bool IsSingleStepArc(MigState from, MigState to);
 // (ERROR as either end, STOP_COPY -> PRE_COPY*, or a state the flags do not
 // allow); kInvalidArgument when `flags` lack STOP_COPY. Returns `target` when
 // cur == target, as the kernel does.
-absl::StatusOr<MigState> NextState(MigFlags flags, MigState cur, MigState target);
+absl::StatusOr<MigState> NextState(MigFlags flags, MigState cur,
+                                   MigState target);
 
 // Returns the arcs from `from` to `to` for a device advertising `flags`
 // (VFIO_MIGRATION_* bits), in order, excluding `from` and including `to`.

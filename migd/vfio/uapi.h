@@ -1,9 +1,9 @@
 // migd/vfio/uapi.h
 //
 // The VFIO migration uAPI v2 as migd uses it: the kernel's structures and ioctl
-// numbers (including those Debian 12's 6.1 <linux/vfio.h> lacks: PRE_COPY states,
-// VFIO_MIG_GET_PRECOPY_INFO, MIG_DATA_SIZE), and typed wrappers for states and
-// capability flags so the rest of migd never handles raw integers.
+// numbers (including those Debian 12's 6.1 <linux/vfio.h> lacks: PRE_COPY
+// states, VFIO_MIG_GET_PRECOPY_INFO, MIG_DATA_SIZE), and typed wrappers for
+// states and capability flags so the rest of migd never handles raw integers.
 
 #ifndef MIGD_VFIO_UAPI_H_
 #define MIGD_VFIO_UAPI_H_
@@ -17,7 +17,8 @@
 
 #include "absl/strings/string_view.h"
 
-// ---- Kernel definitions missing from older headers (values from Linux 6.3+). ----
+// ---- Kernel definitions missing from older headers (values from Linux 6.3+).
+// ----
 
 #ifndef VFIO_MIGRATION_PRE_COPY
 #define VFIO_MIGRATION_PRE_COPY (1 << 2)
@@ -56,7 +57,8 @@ enum class MigState : uint32_t {
 
 inline constexpr int kNumMigStates = 8;
 
-// VFIO_MIGRATION_* capability bits as reported by VFIO_DEVICE_FEATURE_MIGRATION.
+// VFIO_MIGRATION_* capability bits as reported by
+// VFIO_DEVICE_FEATURE_MIGRATION.
 using MigFlags = uint64_t;
 inline constexpr MigFlags kMigStopCopy = 1u << 0;  // mandatory
 inline constexpr MigFlags kMigP2P = 1u << 1;
@@ -86,8 +88,8 @@ bool IsSavingState(MigState s);
 // True for the P2P quiesced states (RUNNING_P2P, PRE_COPY_P2P).
 bool IsP2PState(MigState s);
 
-// True when `flags` allow the device to be in `s` (STOP_COPY is required for all;
-// P2P states need kMigP2P; PRE_COPY states need kMigPreCopy). Unlike the
+// True when `flags` allow the device to be in `s` (STOP_COPY is required for
+// all; P2P states need kMigP2P; PRE_COPY states need kMigPreCopy). Unlike the
 // kernel's state_flags_table (~0U for ERROR, so that ERROR can never be
 // requested), ERROR counts as supported: a migratable device can end up there.
 bool StateSupported(MigFlags flags, MigState s);
