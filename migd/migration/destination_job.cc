@@ -184,7 +184,7 @@ absl::Status DestinationJob::OnChunk(const v1::DataChunk& chunk) {
     }
     data.remove_prefix(*n);
   }
-  job_->AddDeviceBytes(chunk.device(), chunk.data().size());
+  job_->AddDeviceBytes(chunk.device(), chunk.data().size(), stop_copy_started_);
   return absl::OkStatus();
 }
 
@@ -197,6 +197,10 @@ absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
   if (marker.kind() == v1::PhaseMarker::STOP_COPY) {
     stop_copy_started_ = true;
     downtime_start_ = absl::Now();
+  } else if (marker.kind() == v1::PhaseMarker::INITIAL_DATA_END) {
+    // Everything before the marker is already in the device: acknowledged
+    // by the session as soon as this returns.
+    job_->SetDeviceAcked(marker.device());
   } else if (marker.kind() == v1::PhaseMarker::COMMIT) {
     committed_ = absl::Now();
     job_->SetTransferTime(committed_ - first_chunk_.value_or(committed_));
@@ -213,10 +217,14 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
   }
   if (!stop_copy_started_) downtime_start_ = absl::Now();
   job_->SetPhase(v1::PHASE_LOADING, "");
+  v1::Completion c;
+  for (size_t i = 0; i < devices_.size(); ++i) c.add_devices()->set_device(i);
   absl::Time load_start = absl::Now();
   // RESUMING -> STOP is where a device validates what it loaded.
   for (size_t i = 0; i < devices_.size(); ++i) {
+    absl::Time t0 = absl::Now();
     auto s = MoveDevice(job_.get(), i, devices_[i], MigState::kStop);
+    c.mutable_devices(i)->set_load_ns(absl::ToInt64Nanoseconds(absl::Now() - t0));
     if (!s.ok()) {
       return base::WithReason(s.status(), v1::ERROR_REASON_STATE_REJECTED);
     }
@@ -229,19 +237,26 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
     absl::StatusOr<vfio::MigFlags> f = d->GetFlags();
     if (!f.ok() || (*f & vfio::kMigP2P) == 0) all_p2p = false;
   }
+  std::vector<absl::Duration> resume(devices_.size());
   if (all_p2p) {
     // Barrier: every device can answer peer-to-peer before any one initiates.
     for (size_t i = 0; i < devices_.size(); ++i) {
+      absl::Time t0 = absl::Now();
       auto s = MoveDevice(job_.get(), i, devices_[i], MigState::kRunningP2P);
+      resume[i] += absl::Now() - t0;
       if (!s.ok()) return s.status();
     }
   }
   for (size_t i = 0; i < devices_.size(); ++i) {
+    absl::Time t0 = absl::Now();
     auto s = MoveDevice(job_.get(), i, devices_[i], MigState::kRunning);
+    resume[i] += absl::Now() - t0;
     if (!s.ok()) return s.status();
   }
   absl::Time end = absl::Now();
-  v1::Completion c;
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    c.mutable_devices(i)->set_resume_ns(absl::ToInt64Nanoseconds(resume[i]));
+  }
   c.set_downtime_ns(absl::ToInt64Nanoseconds(end - downtime_start_));
   c.set_load_ns(absl::ToInt64Nanoseconds(resume_start - load_start));
   c.set_resume_ns(absl::ToInt64Nanoseconds(end - resume_start));

@@ -70,6 +70,10 @@ void Job::SetDeviceState(size_t device, vfio::MigState state) {
   absl::MutexLock lock(&mu_);
   v1::DeviceProgress* p = record_.mutable_devices(device);
   p->set_state(static_cast<v1::DeviceState>(state));
+  v1::StateChange* change = record_.add_state_changes();
+  change->set_device(p->device());
+  change->set_state(p->state());
+  *change->mutable_time() = ToProto(absl::Now());
   Changed(absl::StrCat("device ", p->device(), " ", vfio::MigStateName(state)));
 }
 
@@ -79,16 +83,53 @@ void Job::SetDeviceTotal(size_t device, uint64_t bytes_total) {
   record_.set_bytes_total(record_.bytes_total() - p->bytes_total() +
                           bytes_total);
   p->set_bytes_total(bytes_total);
-  Changed(
-      absl::StrCat("device ", p->device(), " expects ", bytes_total, " bytes"));
+  Changed("progress");
 }
 
-void Job::AddDeviceBytes(size_t device, uint64_t bytes) {
+void Job::AddDeviceBytes(size_t device, uint64_t bytes, bool stop_copy) {
   absl::MutexLock lock(&mu_);
   v1::DeviceProgress* p = record_.mutable_devices(device);
   p->set_bytes_done(p->bytes_done() + bytes);
   record_.set_bytes_done(record_.bytes_done() + bytes);
+  if (stop_copy) {
+    p->set_stop_copy_bytes(p->stop_copy_bytes() + bytes);
+    record_.set_stop_copy_bytes(record_.stop_copy_bytes() + bytes);
+  } else {
+    p->set_precopy_bytes(p->precopy_bytes() + bytes);
+    record_.set_precopy_bytes(record_.precopy_bytes() + bytes);
+  }
   Changed("progress");
+}
+
+void Job::SetDeviceAcked(size_t device) {
+  absl::MutexLock lock(&mu_);
+  v1::DeviceProgress* p = record_.mutable_devices(device);
+  p->set_initial_data_acked(true);
+  Changed(absl::StrCat("device ", p->device(),
+                       ": destination loaded the initial data"));
+}
+
+void Job::SetDowntimeBreakdown(
+    const v1::DowntimeBreakdown& job,
+    const std::vector<v1::DowntimeBreakdown>& devices) {
+  absl::MutexLock lock(&mu_);
+  *record_.mutable_downtime_breakdown() = job;
+  for (size_t i = 0; i < devices.size() && i < num_devices_; ++i) {
+    *record_.mutable_devices(i)->mutable_downtime() = devices[i];
+  }
+  Changed("downtime breakdown");
+}
+
+void Job::SetPrecopy(const v1::PrecopyProgress& precopy) {
+  absl::MutexLock lock(&mu_);
+  *record_.mutable_precopy() = precopy;
+  Changed(absl::StrCat("pre-copy iteration ", precopy.iteration()));
+}
+
+void Job::AddNotice(const std::string& notice) {
+  absl::MutexLock lock(&mu_);
+  record_.add_notices(notice);
+  Changed(notice);
 }
 
 void Job::SetDowntime(absl::Duration downtime) {

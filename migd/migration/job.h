@@ -50,11 +50,20 @@ class Job {
   // Mutations. Each one bumps the version and wakes watchers; `message` says
   // what changed, for a person.
   void SetPhase(v1::Phase phase, const std::string& message);
+  // Also appends to the job's ordered log of state changes.
   void SetDeviceState(size_t device, vfio::MigState state);
   void SetDeviceTotal(size_t device, uint64_t bytes_total);
-  void AddDeviceBytes(size_t device, uint64_t bytes);
+  // `stop_copy` tells which share the bytes count towards.
+  void AddDeviceBytes(size_t device, uint64_t bytes, bool stop_copy = true);
+  void SetDeviceAcked(size_t device);
   void SetDowntime(absl::Duration downtime);
+  // Job-wide split; `devices` (optional, per device index) the same per device.
+  void SetDowntimeBreakdown(const v1::DowntimeBreakdown& job,
+                            const std::vector<v1::DowntimeBreakdown>& devices);
   void SetTransferTime(absl::Duration transfer_time);
+  void SetPrecopy(const v1::PrecopyProgress& precopy);
+  // Something a person should know that is not a failure.
+  void AddNotice(const std::string& notice);
 
   // Ends the job: SUCCEEDED when `cause` is OK, else CANCELLED when the cause
   // is a cancel, else FAILED with the cause's reason and message. Later calls

@@ -73,6 +73,12 @@ std::shared_ptr<DestinationJob> JobTable::FindDestination(
   return it == jobs_.end() ? nullptr : it->second.destination;
 }
 
+SourceJob* JobTable::FindSource(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : it->second.source.get();
+}
+
 std::vector<std::shared_ptr<Job>> JobTable::List() const {
   absl::MutexLock lock(&mu_);
   std::vector<const Entry*> entries;

@@ -43,6 +43,9 @@ class JobTable {
   absl::StatusOr<std::shared_ptr<Job>> Find(const std::string& id) const;
   // nullptr when no destination job of that id exists.
   std::shared_ptr<DestinationJob> FindDestination(const std::string& id) const;
+  // nullptr when no source job of that id exists. Source jobs live as long as
+  // the table.
+  SourceJob* FindSource(const std::string& id) const;
 
   // Newest first.
   std::vector<std::shared_ptr<Job>> List() const;

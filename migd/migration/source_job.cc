@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "google/protobuf/util/time_util.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/base/watchdog.h"
@@ -13,7 +14,29 @@
 namespace migd::migration {
 namespace {
 
+using ::google::protobuf::util::TimeUtil;
 using vfio::MigState;
+
+google::protobuf::Duration ToProto(absl::Duration d) {
+  return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
+}
+
+// Rolling bandwidth measurement: bytes over the time spent sending them.
+class Meter {
+ public:
+  void Add(uint64_t bytes, absl::Duration took) {
+    bytes_ += bytes;
+    time_ += took;
+  }
+  double rate() const {
+    double s = absl::ToDoubleSeconds(time_);
+    return s > 0 ? bytes_ / s : 0;
+  }
+
+ private:
+  uint64_t bytes_ = 0;
+  absl::Duration time_;
+};
 
 }  // namespace
 
@@ -23,14 +46,21 @@ SourceJob::SourceJob(std::shared_ptr<Job> job,
     : job_(std::move(job)),
       devices_(std::move(devices)),
       options_(std::move(options)),
-      on_done_(std::move(on_done)) {}
+      on_done_(std::move(on_done)) {
+  size_t n = devices_.size();
+  streams_.resize(n);
+  offsets_.assign(n, 0);
+  precopy_.assign(n, false);
+  initial_end_sent_.assign(n, false);
+  stop_copy_time_.assign(n, absl::ZeroDuration());
+}
 
 absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     std::shared_ptr<Job> job, std::vector<device::Device*> devices,
     SourceJobOptions options, std::function<void()> on_done) {
-  std::unique_ptr<SourceJob> sj(
-      new SourceJob(std::move(job), std::move(devices), std::move(options),
-                    std::move(on_done)));
+  std::unique_ptr<SourceJob> sj(new SourceJob(
+      std::move(job), std::move(devices), std::move(options),
+      std::move(on_done)));
   Job& j = *sj->job_;
   j.SetPhase(v1::PHASE_CONNECTING, "");
 
@@ -39,23 +69,22 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   header.set_transfer_token(sj->options_.token);
   header.set_protocol_version(v1::PROTOCOL_VERSION_1);
   v1::Migration record = j.Snapshot();
+  std::vector<std::string> without_p2p;
   for (size_t i = 0; i < sj->devices_.size(); ++i) {
     device::Device* d = sj->devices_[i];
     absl::StatusOr<vfio::MigFlags> flags = d->GetFlags();
-    if (!flags.ok()) {
-      return flags.status();
-    }
+    if (!flags.ok()) return flags.status();
     absl::StatusOr<MigState> state = d->GetState();
-    if (!state.ok()) {
-      return state.status();
-    }
-    j.SetDeviceState(i, *state);
+    if (!state.ok()) return state.status();
     if (*state != MigState::kRunning) {
       return base::Error(
           absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_DEVICE_ERROR,
           absl::StrCat("device ", d->name(), " is ", vfio::MigStateName(*state),
                        "; a migration starts from RUNNING"));
     }
+    if ((*flags & vfio::kMigP2P) == 0) without_p2p.push_back(d->name());
+    sj->precopy_[i] = (*flags & vfio::kMigPreCopy) != 0 &&
+                      !sj->options_.convergence.disable_precopy;
     absl::StatusOr<uint64_t> size = d->GetStopCopySize();
     v1::DeviceDescriptor* desc = header.add_devices();
     desc->set_index(i);
@@ -66,14 +95,37 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     desc->set_state_size_bytes(size.ok() ? *size : 0);
     if (size.ok()) j.SetDeviceTotal(i, *size);
   }
+  // QEMU's rule: with several devices, one without P2P could be stopped
+  // while a peer still DMAs into it.
+  if (sj->devices_.size() > 1 && !without_p2p.empty() &&
+      !sj->options_.convergence.allow_mixed_p2p) {
+    return base::Error(
+        absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_INCOMPATIBLE,
+        absl::StrCat("device ", without_p2p.front(),
+                     " does not support P2P, which a job of ",
+                     sj->devices_.size(),
+                     " devices needs (policy.allow_mixed_p2p overrides)"));
+  }
+  if (!sj->options_.dirty_ranges.empty()) {
+    if (absl::Status s = dirty::ValidateTracking(sj->options_.dirty_page_size,
+                                                 sj->options_.dirty_ranges);
+        !s.ok()) {
+      return s;
+    }
+    sj->tracker_ = std::make_unique<dirty::Tracker>(
+        sj->devices_, sj->options_.dirty_page_size, sj->options_.dirty_ranges);
+  }
 
+  SourceJob* raw = sj.get();
   absl::StatusOr<std::unique_ptr<transfer::TransferClient>> client =
       transfer::TransferClient::Open(
           transfer::MakeTransferChannel(sj->options_.destination), header,
-          sj->options_.handshake_timeout);
+          sj->options_.handshake_timeout,
+          [raw](uint32_t device) {
+            if (device < raw->devices_.size()) raw->job_->SetDeviceAcked(device);
+          });
   if (!client.ok()) return client.status();
   sj->client_ = *std::move(client);
-  SourceJob* raw = sj.get();
   sj->job_->SetCanceller([raw] { raw->client_->Cancel(); });
   sj->thread_ = std::thread([raw] { raw->Run(); });
   return sj;
@@ -95,6 +147,11 @@ void SourceJob::Run() {
     client_->Cancel();
     Rollback();
   }
+  if (tracker_ != nullptr) {
+    tracker_->Stop();
+    tracker_->Close();
+  }
+  watch_.reset();
   job_->SetCanceller(nullptr);
   if (on_done_) on_done_();
   job_->Finish(s);
@@ -124,11 +181,215 @@ absl::Status SourceJob::Send(v1::TransferRequest& request) {
   return client_->Send(request);
 }
 
+absl::Status SourceJob::SendMarker(v1::PhaseMarker::Kind kind, uint32_t device,
+                                   uint64_t total_bytes) {
+  v1::TransferRequest req;
+  v1::PhaseMarker* m = req.mutable_marker();
+  m->set_kind(kind);
+  m->set_device(device);
+  m->set_total_bytes(total_bytes);
+  m->set_sequence(sequence_++);
+  return Send(req);
+}
+
 absl::Status SourceJob::Transfer() {
-  base::Watchdog watch(options_.phase_timeout, [this] {
+  watch_ = std::make_unique<base::Watchdog>(options_.phase_timeout, [this] {
     timed_out_ = true;
     client_->Cancel();
   });
+  if (tracker_ != nullptr) {
+    if (absl::Status s = tracker_->Start(); !s.ok()) return s;
+    for (const std::string& n : tracker_->notices()) job_->AddNotice(n);
+  }
+  bool any_precopy = false;
+  for (bool p : precopy_) any_precopy = any_precopy || p;
+  if (any_precopy) {
+    if (absl::Status s = Precopy(); !s.ok()) return s;
+  }
+  return Switchover();
+}
+
+absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
+                                      uint64_t* sent) {
+  device::DataStream* stream = streams_[index].get();
+  v1::TransferRequest req;
+  for (;;) {
+    v1::DataChunk* chunk = req.mutable_chunk();
+    std::string* data = chunk->mutable_data();
+    data->resize(options_.chunk_bytes);
+    absl::StatusOr<size_t> n = stream->Read(absl::Span<uint8_t>(
+        reinterpret_cast<uint8_t*>(data->data()), data->size()));
+    if (!stop_copy && !n.ok() &&
+        n.status().code() == absl::StatusCode::kUnavailable) {
+      return absl::OkStatus();  // ENOMSG: the temporary end of pre-copy data
+    }
+    if (!n.ok()) {
+      return base::WithReason(
+          base::Annotate(n.status(), absl::StrCat("reading state at offset ",
+                                                  offsets_[index])),
+          v1::ERROR_REASON_DEVICE_ERROR);
+    }
+    // In STOP_COPY 0 is the end of the stream; in PRE_COPY some drivers
+    // return 0 at the temporary end, and more data comes later.
+    if (*n == 0) return absl::OkStatus();
+    data->resize(*n);
+    transfer::SealChunk(index, sequence_, offsets_[index], chunk);
+    if (options_.corrupt_chunk_sequence == sequence_) {
+      (*data)[*n / 2] ^= 0x5a;
+      base::LogWarning("job ", job_->id(), ": test fault: corrupted chunk ",
+                       sequence_);
+    }
+    ++sequence_;
+    if (!first_send_.has_value()) first_send_ = absl::Now();
+    if (absl::Status s = Send(req); !s.ok()) return s;
+    offsets_[index] += *n;
+    *sent += *n;
+    job_->AddDeviceBytes(index, *n, stop_copy);
+    watch_->Kick();
+  }
+}
+
+absl::Status SourceJob::Precopy() {
+  const ConvergencePolicy& policy = options_.convergence;
+  job_->SetPhase(v1::PHASE_PRE_COPY, "");
+  std::vector<uint32_t> ack_devices;
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    if (!precopy_[i]) continue;
+    auto s = MoveDevice(job_.get(), i, devices_[i], MigState::kPreCopy);
+    if (!s.ok()) return s.status();
+    if (*s == nullptr) {
+      return base::Error(absl::StatusCode::kInternal,
+                         v1::ERROR_REASON_DEVICE_ERROR,
+                         absl::StrCat("device ", devices_[i]->name(),
+                                      ": PRE_COPY opened no data stream"));
+    }
+    streams_[i] = *std::move(s);
+    ack_devices.push_back(i);
+  }
+
+  absl::Time start = absl::Now();
+  absl::Time acks_requested = start;
+  Meter meter;
+  for (;;) {
+    absl::Time iter_start = absl::Now();
+    uint64_t sent = 0;
+    uint64_t dirty_after = 0;
+    for (size_t i = 0; i < devices_.size(); ++i) {
+      if (!precopy_[i]) continue;
+      absl::Time t0 = absl::Now();
+      uint64_t before = sent;
+      if (absl::Status s = SendAvailable(i, /*stop_copy=*/false, &sent);
+          !s.ok()) {
+        return s;
+      }
+      meter.Add(sent - before, absl::Now() - t0);
+      absl::StatusOr<device::PrecopyInfo> info =
+          streams_[i]->GetPrecopyInfo();
+      if (!info.ok()) return info.status();
+      dirty_after += info->dirty_bytes + info->initial_bytes;
+      if (info->initial_bytes == 0 && !initial_end_sent_[i]) {
+        if (absl::Status s =
+                SendMarker(v1::PhaseMarker::INITIAL_DATA_END, i, offsets_[i]);
+            !s.ok()) {
+          return s;
+        }
+        initial_end_sent_[i] = true;
+        acks_requested = absl::Now();
+      }
+    }
+    absl::Duration iter_time = absl::Now() - iter_start;
+    if (sent > 0) ++iteration_;
+    if (tracker_ != nullptr) tracker_->Collect(iteration_, false);
+
+    IterationStats stats;
+    stats.iteration = iteration_;
+    for (size_t i = 0; i < devices_.size(); ++i) {
+      absl::StatusOr<uint64_t> left = devices_[i]->GetStopCopySize();
+      if (!left.ok()) return left.status();
+      stats.remaining_bytes += *left;
+      // What this device will have moved in all, as far as we know now.
+      job_->SetDeviceTotal(i, offsets_[i] + *left);
+    }
+    stats.bandwidth = policy.bandwidth_override > 0
+                          ? static_cast<double>(policy.bandwidth_override)
+                          : meter.rate();
+    stats.all_acked = true;
+    for (uint32_t d : ack_devices) {
+      stats.all_acked = stats.all_acked && client_->acked(d);
+    }
+    stats.elapsed = absl::Now() - start;
+    stats.idle = sent == 0;
+
+    std::string why;
+    Verdict verdict = Decide(policy, stats, &why);
+    v1::PrecopyProgress progress;
+    progress.set_iteration(iteration_);
+    progress.set_remaining_bytes(stats.remaining_bytes);
+    double secs = absl::ToDoubleSeconds(iter_time);
+    progress.set_dirty_rate_bytes_per_second(secs > 0 ? dirty_after / secs
+                                                      : 0);
+    progress.set_bandwidth_bytes_per_second(stats.bandwidth);
+    absl::Duration expected = ExpectedDowntime(stats);
+    if (expected != absl::InfiniteDuration()) {
+      *progress.mutable_expected_downtime() = ToProto(expected);
+    }
+    progress.set_converged(verdict == Verdict::kSwitchOver);
+    job_->SetPrecopy(progress);
+
+    switch (verdict) {
+      case Verdict::kSwitchOver:
+        base::LogInfo("job ", job_->id(), ": ", why);
+        return absl::OkStatus();
+      case Verdict::kSwitchOverForced:
+        job_->AddNotice(absl::StrCat(why, "; switching over anyway"));
+        return absl::OkStatus();
+      case Verdict::kFail:
+        return base::Error(absl::StatusCode::kFailedPrecondition,
+                           v1::ERROR_REASON_NOT_CONVERGED, why);
+      case Verdict::kContinue:
+        break;
+    }
+    if (!stats.all_acked) {
+      // Keep the wait for acknowledgements bounded even while data flows.
+      if (absl::Now() - acks_requested > policy.switchover_ack_timeout) {
+        for (uint32_t d : ack_devices) {
+          if (client_->acked(d)) continue;
+          return base::Error(
+              absl::StatusCode::kDeadlineExceeded,
+              v1::ERROR_REASON_ACK_TIMEOUT,
+              absl::StrCat("destination did not acknowledge the initial data "
+                           "of device ",
+                           devices_[d]->name(), " within ",
+                           absl::FormatDuration(policy.switchover_ack_timeout)));
+        }
+      }
+      if (sent == 0) {
+        // Nothing new to send: wait for the acknowledgements, not a spin.
+        absl::Status s = client_->AwaitAcks(ack_devices, absl::Milliseconds(5));
+        if (!s.ok() && base::ReasonOf(s) != v1::ERROR_REASON_ACK_TIMEOUT) {
+          return s;
+        }
+        watch_->Kick();
+      }
+    }
+  }
+}
+
+absl::Status SourceJob::Switchover() {
+  // Never stop a device before the destination loaded every device's initial
+  // data: that is what keeps the stop-copy (and the downtime) short.
+  std::vector<uint32_t> ack_devices;
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    if (precopy_[i]) ack_devices.push_back(i);
+  }
+  if (!ack_devices.empty()) {
+    if (absl::Status s = client_->AwaitAcks(
+            ack_devices, options_.convergence.switchover_ack_timeout);
+        !s.ok()) {
+      return s;
+    }
+  }
+
   bool all_p2p = true;
   for (device::Device* d : devices_) {
     absl::StatusOr<vfio::MigFlags> flags = d->GetFlags();
@@ -142,88 +403,79 @@ absl::Status SourceJob::Transfer() {
     // Barrier: every device stops initiating P2P DMA before any one stops,
     // so no device DMAs into a peer that is already stopped.
     for (size_t i = 0; i < devices_.size(); ++i) {
-      auto s = MoveDevice(job_.get(), i, devices_[i], MigState::kRunningP2P);
+      MigState target =
+          precopy_[i] ? MigState::kPreCopyP2P : MigState::kRunningP2P;
+      auto s = MoveDevice(job_.get(), i, devices_[i], target);
       if (!s.ok()) return s.status();
     }
   }
-  streams_.resize(devices_.size());
   for (size_t i = 0; i < devices_.size(); ++i) {
     auto s = MoveDevice(job_.get(), i, devices_[i], MigState::kStopCopy);
     if (!s.ok()) return s.status();
-    if (*s == nullptr) {
+    if (*s != nullptr) {
+      streams_[i] = *std::move(s);
+    } else if (streams_[i] == nullptr) {
       return base::Error(absl::StatusCode::kInternal,
                          v1::ERROR_REASON_DEVICE_ERROR,
                          absl::StrCat("device ", devices_[i]->name(),
                                       ": STOP_COPY opened no data stream"));
     }
-    streams_[i] = *std::move(s);
   }
-  watch.Kick();
+  // The devices stopped: nothing is dirtied after this collection.
+  if (tracker_ != nullptr) tracker_->Collect(iteration_, /*final=*/true);
+  watch_->Kick();
 
-  uint64_t sequence = 0;
-  v1::TransferRequest req;
-  req.mutable_marker()->set_kind(v1::PhaseMarker::STOP_COPY);
-  req.mutable_marker()->set_sequence(sequence++);
-  if (absl::Status s = Send(req); !s.ok()) return s;
-
-  absl::Time transfer_start = absl::Now();
+  if (absl::Status s = SendMarker(v1::PhaseMarker::STOP_COPY, 0, 0); !s.ok()) {
+    return s;
+  }
   for (size_t i = 0; i < devices_.size(); ++i) {
-    if (absl::Status s = SendDevice(i, streams_[i].get(), &sequence); !s.ok()) {
+    absl::Time t0 = absl::Now();
+    uint64_t sent = 0;
+    if (absl::Status s = SendAvailable(i, /*stop_copy=*/true, &sent);
+        !s.ok()) {
       return s;
     }
-    watch.Kick();
+    if (absl::Status s =
+            SendMarker(v1::PhaseMarker::DEVICE_END, i, offsets_[i]);
+        !s.ok()) {
+      return s;
+    }
+    stop_copy_time_[i] = absl::Now() - t0;
+    job_->SetDeviceTotal(i, offsets_[i]);
   }
-  req.Clear();
-  req.mutable_marker()->set_kind(v1::PhaseMarker::COMMIT);
-  req.mutable_marker()->set_sequence(sequence++);
-  if (absl::Status s = Send(req); !s.ok()) return s;
+  if (absl::Status s = SendMarker(v1::PhaseMarker::COMMIT, 0, 0); !s.ok()) {
+    return s;
+  }
   absl::Time transfer_end = absl::Now();
-  job_->SetTransferTime(transfer_end - transfer_start);
+  job_->SetTransferTime(transfer_end - first_send_.value_or(transfer_end));
 
   // The destination loads and resumes every device before completing.
   absl::StatusOr<v1::Completion> completion = client_->Finish();
   if (!completion.ok()) return completion.status();
-  job_->SetDowntime(absl::Now() - downtime_start);
-  return absl::OkStatus();
-}
+  absl::Duration downtime = absl::Now() - downtime_start;
+  job_->SetDowntime(downtime);
 
-absl::Status SourceJob::SendDevice(size_t index, device::DataStream* stream,
-                                   uint64_t* sequence) {
-  device::Device* d = devices_[index];
-  uint64_t offset = 0;
-  v1::TransferRequest req;
-  for (;;) {
-    v1::DataChunk* chunk = req.mutable_chunk();
-    std::string* data = chunk->mutable_data();
-    data->resize(options_.chunk_bytes);
-    absl::StatusOr<size_t> n = stream->Read(absl::Span<uint8_t>(
-        reinterpret_cast<uint8_t*>(data->data()), data->size()));
-    if (!n.ok()) {
-      return base::WithReason(
-          base::Annotate(n.status(),
-                         absl::StrCat("reading state at offset ", offset)),
-          v1::ERROR_REASON_DEVICE_ERROR);
-    }
-    if (*n == 0) break;  // STOP_COPY: end of stream
-    data->resize(*n);
-    transfer::SealChunk(index, *sequence, offset, chunk);
-    if (options_.corrupt_chunk_sequence == *sequence) {
-      (*data)[*n / 2] ^= 0x5a;
-      base::LogWarning("job ", job_->id(), ": test fault: corrupted chunk ",
-                       *sequence);
-    }
-    ++*sequence;
-    if (absl::Status s = Send(req); !s.ok()) return s;
-    offset += *n;
-    job_->AddDeviceBytes(index, *n);
+  v1::DowntimeBreakdown total;
+  *total.mutable_total() = ToProto(downtime);
+  *total.mutable_stop_copy_transfer() = ToProto(transfer_end - downtime_start);
+  *total.mutable_load() = TimeUtil::NanosecondsToDuration(completion->load_ns());
+  *total.mutable_resume() =
+      TimeUtil::NanosecondsToDuration(completion->resume_ns());
+  std::vector<v1::DowntimeBreakdown> per_device(devices_.size());
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    *per_device[i].mutable_stop_copy_transfer() = ToProto(stop_copy_time_[i]);
   }
-  req.Clear();
-  v1::PhaseMarker* end = req.mutable_marker();
-  end->set_kind(v1::PhaseMarker::DEVICE_END);
-  end->set_device(index);
-  end->set_total_bytes(offset);
-  end->set_sequence((*sequence)++);
-  return Send(req);
+  for (const v1::DeviceTiming& t : completion->devices()) {
+    if (t.device() >= per_device.size()) continue;
+    v1::DowntimeBreakdown& b = per_device[t.device()];
+    *b.mutable_load() = TimeUtil::NanosecondsToDuration(t.load_ns());
+    *b.mutable_resume() = TimeUtil::NanosecondsToDuration(t.resume_ns());
+    *b.mutable_total() = ToProto(stop_copy_time_[t.device()] +
+                                 absl::Nanoseconds(t.load_ns()) +
+                                 absl::Nanoseconds(t.resume_ns()));
+  }
+  job_->SetDowntimeBreakdown(total, per_device);
+  return absl::OkStatus();
 }
 
 void SourceJob::Finalize() {

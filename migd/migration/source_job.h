@@ -1,17 +1,21 @@
 // migd/migration/source_job.h
 //
-// The source side of one job: moves the job's devices from RUNNING through the
-// stop-copy path and streams their state to the destination agent.
+// The source side of one job: moves the job's devices' state to the
+// destination agent while, as far as possible, they keep running.
 //
-//   RUNNING -> RUNNING_P2P (every device, when all support P2P: no device stops
-//   before every device stopped initiating peer-to-peer DMA) -> STOP_COPY ->
-//   stream each device to EOF -> COMMIT -> destination loads and runs ->
-//   STOP_COPY -> STOP here (off the downtime path).
+//   Pre-copy (devices advertising PRE_COPY): RUNNING -> PRE_COPY; send the
+//   initial bytes (then INITIAL_DATA_END, which the destination acknowledges
+//   once loaded), then iterate on the dirty bytes until the estimated
+//   remaining bytes / bandwidth fit the downtime limit (or a cap is hit).
+//   Switchover (never before every acknowledgement): every device to a P2P
+//   state first (a barrier: no device stops before every device stopped
+//   initiating peer-to-peer DMA), then STOP_COPY; stream each device to EOF;
+//   COMMIT; the destination loads and runs the devices; STOP_COPY -> STOP
+//   here, off the downtime path.
 //
 // Any failure or cancel before the destination reports completion cancels the
 // session (the destination resets its devices) and puts every source device
-// back to RUNNING, resetting the ones in ERROR. Pre-copy comes in a later
-// change; the structure leaves room for it before the stop.
+// back to RUNNING, resetting the ones in ERROR.
 
 #ifndef MIGD_MIGRATION_SOURCE_JOB_H_
 #define MIGD_MIGRATION_SOURCE_JOB_H_
@@ -27,8 +31,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "migd/base/watchdog.h"
 #include "migd/device/device.h"
+#include "migd/dirty/tracker.h"
 #include "migd/migration/job.h"
+#include "migd/migration/policy.h"
 #include "migd/transfer/transfer_client.h"
 
 namespace migd::migration {
@@ -41,6 +48,10 @@ struct SourceJobOptions {
   // A phase making no progress for this long fails the job.
   absl::Duration phase_timeout = absl::Seconds(60);
   absl::Duration handshake_timeout = absl::Seconds(10);
+  ConvergencePolicy convergence;
+  // DMA dirty tracking over these ranges (none when empty).
+  uint64_t dirty_page_size = 4096;
+  std::vector<device::IovaRange> dirty_ranges;
   // Fault injection for tests: flip a payload byte of the chunk with this
   // sequence number after its CRC32C was computed.
   std::optional<uint64_t> corrupt_chunk_sequence;
@@ -48,9 +59,10 @@ struct SourceJobOptions {
 
 class SourceJob {
  public:
-  // Checks that every device can be migrated (RUNNING, advertises STOP_COPY),
-  // opens the transfer session and has the destination accept it, then starts
-  // the job on its own thread. On error nothing was changed on either side.
+  // Checks that the devices can be migrated together (RUNNING, STOP_COPY;
+  // P2P on all of several devices unless the policy allows a mix), opens the
+  // transfer session and has the destination accept it, then starts the job
+  // on its own thread. On error nothing was changed on either side.
   // `on_done` runs on the job's thread after the devices reached their final
   // state and before the job is marked terminal (to release them).
   static absl::StatusOr<std::unique_ptr<SourceJob>> Start(
@@ -62,15 +74,22 @@ class SourceJob {
 
   const std::shared_ptr<Job>& job() const { return job_; }
 
+  // The job's dirty-page tracker; nullptr when the job tracks no pages.
+  dirty::Tracker* tracker() const { return tracker_.get(); }
+
  private:
   SourceJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
             SourceJobOptions options, std::function<void()> on_done);
 
   void Run();
-  // The stop-copy transfer up to the destination's completion.
   absl::Status Transfer();
-  absl::Status SendDevice(size_t index, device::DataStream* stream,
-                          uint64_t* sequence);
+  absl::Status Precopy();
+  absl::Status Switchover();
+  // Sends what `stream` has now: to the temporary end in pre-copy, to EOF in
+  // stop-copy. Adds the bytes sent to *sent.
+  absl::Status SendAvailable(size_t index, bool stop_copy, uint64_t* sent);
+  absl::Status SendMarker(v1::PhaseMarker::Kind kind, uint32_t device,
+                          uint64_t total_bytes);
   absl::Status Send(v1::TransferRequest& request);
   // Why the job stopped: a cancel or timeout wins over the error it caused.
   absl::Status Cause(const absl::Status& error) const;
@@ -82,7 +101,21 @@ class SourceJob {
   SourceJobOptions options_;
   std::function<void()> on_done_;
   std::unique_ptr<transfer::TransferClient> client_;
+  std::unique_ptr<dirty::Tracker> tracker_;
+
+  // Per device: its data stream, bytes sent (the stream offset), whether it
+  // takes part in pre-copy and whether INITIAL_DATA_END was sent.
   std::vector<std::unique_ptr<device::DataStream>> streams_;
+  std::vector<uint64_t> offsets_;
+  std::vector<bool> precopy_;
+  std::vector<bool> initial_end_sent_;
+  std::vector<absl::Duration> stop_copy_time_;
+  uint64_t sequence_ = 0;
+  // When the first chunk went out: the transfer time starts there.
+  std::optional<absl::Time> first_send_;
+  uint32_t iteration_ = 0;
+
+  std::unique_ptr<base::Watchdog> watch_;
   std::atomic<bool> timed_out_{false};
   std::thread thread_;
 };

@@ -1,6 +1,7 @@
 #include "migd/server/migration_service.h"
 
 #include <memory>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
+#include "migd/dirty/tracker.h"
 #include "migd/migration/destination_job.h"
 #include "migd/migration/source_job.h"
 #include "migd/server/validate.h"
@@ -25,6 +27,22 @@ constexpr uint32_t kMaxChunkBytes = 8 << 20;
 absl::Status Invalid(absl::string_view message) {
   return base::Error(absl::StatusCode::kInvalidArgument,
                      v1::ERROR_REASON_INVALID_REQUEST, message);
+}
+
+// A positive policy duration, or `fallback` when unset.
+absl::Status PolicyDuration(bool has, const google::protobuf::Duration& value,
+                            absl::string_view name, absl::Duration fallback,
+                            absl::Duration* out) {
+  if (!has) {
+    *out = fallback;
+    return absl::OkStatus();
+  }
+  int64_t ns = TimeUtil::DurationToNanoseconds(value);
+  if (ns <= 0) {
+    return Invalid(absl::StrCat("policy.", name, " must be positive"));
+  }
+  *out = absl::Nanoseconds(ns);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -131,14 +149,44 @@ grpc::Status MigrationServiceImpl::StartMigration(
                              kMaxChunkBytes)),
         context);
   }
-  opts.phase_timeout = options_.default_phase_timeout;
-  if (policy.has_phase_timeout()) {
-    int64_t ms = TimeUtil::DurationToMilliseconds(policy.phase_timeout());
-    if (ms <= 0) {
-      return ToGrpcStatus(Invalid("policy.phase_timeout must be positive"),
-                          context);
+  if (absl::Status s = PolicyDuration(policy.has_phase_timeout(),
+                                      policy.phase_timeout(), "phase_timeout",
+                                      options_.default_phase_timeout,
+                                      &opts.phase_timeout);
+      !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  migration::ConvergencePolicy& conv = opts.convergence;
+  for (auto [has, value, name, out] :
+       {std::tuple{policy.has_downtime_limit(), &policy.downtime_limit(),
+                   "downtime_limit", &conv.downtime_limit},
+        std::tuple{policy.has_max_precopy_time(), &policy.max_precopy_time(),
+                   "max_precopy_time", &conv.max_precopy_time},
+        std::tuple{policy.has_switchover_ack_timeout(),
+                   &policy.switchover_ack_timeout(), "switchover_ack_timeout",
+                   &conv.switchover_ack_timeout}}) {
+    if (absl::Status s = PolicyDuration(has, *value, name, *out, out);
+        !s.ok()) {
+      return ToGrpcStatus(s, context);
     }
-    opts.phase_timeout = absl::Milliseconds(ms);
+  }
+  conv.bandwidth_override = policy.bandwidth_bytes_per_second();
+  if (policy.max_iterations() != 0) conv.max_iterations = policy.max_iterations();
+  conv.fail_if_not_converged =
+      policy.on_no_convergence() == v1::MigrationPolicy::ON_NO_CONVERGENCE_FAIL;
+  conv.allow_mixed_p2p = policy.allow_mixed_p2p();
+  conv.disable_precopy = policy.disable_precopy();
+  if (request->has_dirty_tracking()) {
+    const v1::DirtyTracking& dt = request->dirty_tracking();
+    opts.dirty_page_size = dt.page_size() == 0 ? 4096 : dt.page_size();
+    for (const v1::IovaRange& r : dt.ranges()) {
+      opts.dirty_ranges.push_back({r.iova(), r.length()});
+    }
+    if (absl::Status s =
+            dirty::ValidateTracking(opts.dirty_page_size, opts.dirty_ranges);
+        !s.ok()) {
+      return ToGrpcStatus(s, context);
+    }
   }
 
   if (absl::Status s = jobs_->Reserve(id); !s.ok()) {
@@ -215,6 +263,33 @@ grpc::Status MigrationServiceImpl::ListMigrations(
     v1::ListMigrationsResponse* response) {
   for (const auto& job : jobs_->List()) {
     *response->add_migrations() = job->Snapshot();
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::WatchDirtyPages(
+    grpc::ServerContext* context, const v1::WatchDirtyPagesRequest* request,
+    grpc::ServerWriter<v1::DirtyPages>* writer) {
+  auto job = jobs_->Find(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status(), context);
+  migration::SourceJob* source = jobs_->FindSource(request->job_id());
+  if (source == nullptr || source->tracker() == nullptr) {
+    return ToGrpcStatus(
+        base::Error(absl::StatusCode::kFailedPrecondition,
+                    v1::ERROR_REASON_INVALID_REQUEST,
+                    absl::StrCat("job ", request->job_id(),
+                                 " is not a source job with dirty_tracking")),
+        context);
+  }
+  dirty::Tracker* tracker = source->tracker();
+  std::vector<v1::DirtyPages> pages;
+  while (!context->IsCancelled()) {
+    pages.clear();
+    bool open = tracker->Take(absl::Milliseconds(500), &pages);
+    for (const v1::DirtyPages& p : pages) {
+      if (!writer->Write(p)) return grpc::Status::OK;
+    }
+    if (!open) break;
   }
   return grpc::Status::OK;
 }

@@ -52,6 +52,9 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
   grpc::Status ListMigrations(grpc::ServerContext* context,
                               const v1::ListMigrationsRequest* request,
                               v1::ListMigrationsResponse* response) override;
+  grpc::Status WatchDirtyPages(
+      grpc::ServerContext* context, const v1::WatchDirtyPagesRequest* request,
+      grpc::ServerWriter<v1::DirtyPages>* writer) override;
 
  private:
   migration::DeviceRegistry* const devices_;

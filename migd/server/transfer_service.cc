@@ -93,6 +93,18 @@ grpc::Status TransferServiceImpl::Transfer(
       case v1::TransferRequest::kMarker:
         s = job->OnMarker(req.marker());
         committed = s.ok() && req.marker().kind() == v1::PhaseMarker::COMMIT;
+        if (s.ok() &&
+            req.marker().kind() == v1::PhaseMarker::INITIAL_DATA_END) {
+          // The device holds every byte before the marker: acknowledge, so
+          // the source may switch over.
+          resp.Clear();
+          resp.mutable_switchover_ack()->set_device(req.marker().device());
+          if (!stream->Write(resp)) {
+            s = base::Error(absl::StatusCode::kUnavailable,
+                            v1::ERROR_REASON_PEER_UNAVAILABLE,
+                            "source went away before the acknowledgement");
+          }
+        }
         break;
       default:
         s = base::Error(absl::StatusCode::kInvalidArgument,

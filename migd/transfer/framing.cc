@@ -29,7 +29,9 @@ void SealChunk(uint32_t device, uint64_t sequence, uint64_t offset,
 }
 
 StreamChecker::StreamChecker(uint32_t num_devices)
-    : bytes_(num_devices, 0), ended_(num_devices, false) {}
+    : bytes_(num_devices, 0),
+      ended_(num_devices, false),
+      initial_ended_(num_devices, false) {}
 
 bool StreamChecker::all_ended() const {
   for (bool e : ended_) {
@@ -107,6 +109,24 @@ absl::Status StreamChecker::CheckMarker(const v1::PhaseMarker& marker) {
                                       bytes_[marker.device()], " arrived"));
       }
       ended_[marker.device()] = true;
+      break;
+    case v1::PhaseMarker::INITIAL_DATA_END:
+      if (absl::Status s = CheckDevice(marker.device(), "INITIAL_DATA_END");
+          !s.ok()) {
+        return s;
+      }
+      if (stop_copy_seen_ || initial_ended_[marker.device()]) {
+        return Protocol(absl::StrCat("INITIAL_DATA_END for device index ",
+                                     marker.device(),
+                                     " repeated or after STOP_COPY"));
+      }
+      if (marker.total_bytes() != bytes_[marker.device()]) {
+        return Corrupted(absl::StrCat(
+            "device index ", marker.device(), ": initial data of ",
+            marker.total_bytes(), " bytes sent, but ",
+            bytes_[marker.device()], " arrived"));
+      }
+      initial_ended_[marker.device()] = true;
       break;
     case v1::PhaseMarker::COMMIT:
       for (uint32_t d = 0; d < ended_.size(); ++d) {

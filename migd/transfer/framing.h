@@ -36,7 +36,9 @@ class StreamChecker {
 
   // OK when `marker` is the next message: expected sequence; DEVICE_END for a
   // known, not yet ended device whose total_bytes equals what arrived; COMMIT
-  // only after every device ended; STOP_COPY at most once.
+  // only after every device ended; STOP_COPY at most once; INITIAL_DATA_END
+  // at most once per device, before STOP_COPY, with total_bytes equal to
+  // what arrived.
   absl::Status CheckMarker(const v1::PhaseMarker& marker);
 
   uint64_t device_bytes(uint32_t device) const { return bytes_[device]; }
@@ -50,6 +52,7 @@ class StreamChecker {
 
   uint64_t next_sequence_ = 0;
   bool stop_copy_seen_ = false;
+  std::vector<bool> initial_ended_;
   std::vector<uint64_t> bytes_;
   std::vector<bool> ended_;
 };

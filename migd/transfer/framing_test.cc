@@ -102,6 +102,28 @@ TEST(StreamChecker, CommitBeforeEveryDeviceEndedIsRefused) {
   EXPECT_NE(s.message().find("device index 1"), absl::string_view::npos) << s;
 }
 
+TEST(StreamChecker, InitialDataEndOncePerDeviceBeforeStopCopy) {
+  StreamChecker c(1);
+  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "ab")).ok());
+  ASSERT_TRUE(
+      c.CheckMarker(Marker(v1::PhaseMarker::INITIAL_DATA_END, 1, 0, 2)).ok());
+  EXPECT_FALSE(
+      c.CheckMarker(Marker(v1::PhaseMarker::INITIAL_DATA_END, 2, 0, 2)).ok());
+  StreamChecker late(1);
+  ASSERT_TRUE(late.CheckMarker(Marker(v1::PhaseMarker::STOP_COPY, 0)).ok());
+  EXPECT_FALSE(
+      late.CheckMarker(Marker(v1::PhaseMarker::INITIAL_DATA_END, 1, 0, 0))
+          .ok());
+}
+
+TEST(StreamChecker, InitialDataEndWithWrongTotalIsDataLoss) {
+  StreamChecker c(1);
+  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "ab")).ok());
+  EXPECT_EQ(
+      c.CheckMarker(Marker(v1::PhaseMarker::INITIAL_DATA_END, 1, 0, 3)).code(),
+      absl::StatusCode::kDataLoss);
+}
+
 TEST(SealChunk, CrcCoversExactlyThePayload) {
   v1::DataChunk a = Chunk(0, 0, 0, "123456789");
   EXPECT_EQ(a.crc32c(), 0xE3069283u);

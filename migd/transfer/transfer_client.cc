@@ -25,9 +25,11 @@ std::shared_ptr<grpc::Channel> MakeTransferChannel(const std::string& address) {
 
 absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
     std::shared_ptr<grpc::Channel> channel, const v1::SessionHeader& header,
-    absl::Duration handshake_timeout) {
+    absl::Duration handshake_timeout,
+    std::function<void(uint32_t device)> on_ack) {
   std::unique_ptr<TransferClient> client(new TransferClient());
   client->stub_ = v1::TransferService::NewStub(std::move(channel));
+  client->on_ack_ = std::move(on_ack);
   base::Watchdog handshake_watch(handshake_timeout,
                                  [&] { client->context_.TryCancel(); });
   client->stream_ = client->stub_->Transfer(&client->context_);
@@ -35,7 +37,11 @@ absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
   *req.mutable_header() = header;
   v1::TransferResponse resp;
   bool ok = client->stream_->Write(req) && client->stream_->Read(&resp);
-  if (ok && resp.has_accepted()) return client;
+  if (ok && resp.has_accepted()) {
+    TransferClient* raw = client.get();
+    client->reader_ = std::thread([raw] { raw->ReadLoop(); });
+    return client;
+  }
   if (!ok) {
     absl::Status s = client->FinishWithError("opening the transfer session");
     if (handshake_watch.expired()) {
@@ -56,13 +62,40 @@ absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
 TransferClient::~TransferClient() {
   if (stream_ && !finished_) {
     context_.TryCancel();
+    JoinReader();
     (void)stream_->Finish();
   }
+  JoinReader();
+}
+
+void TransferClient::ReadLoop() {
+  v1::TransferResponse resp;
+  while (stream_->Read(&resp)) {
+    if (resp.has_switchover_ack()) {
+      uint32_t device = resp.switchover_ack().device();
+      {
+        absl::MutexLock lock(&mu_);
+        acked_.insert(device);
+      }
+      if (on_ack_) on_ack_(device);
+    } else if (resp.has_completion()) {
+      absl::MutexLock lock(&mu_);
+      completion_ = resp.completion();
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  reader_done_ = true;
+}
+
+void TransferClient::JoinReader() {
+  if (reader_.joinable()) reader_.join();
 }
 
 absl::Status TransferClient::FinishWithError(absl::string_view what) {
   if (!finished_) {
     finished_ = true;
+    // The call is over (or being cancelled): the reader sees it end too.
+    JoinReader();
     grpc::Status s = stream_->Finish();
     final_status_ = FromGrpcStatus(s, context_);
     if (final_status_.ok()) {
@@ -73,14 +106,14 @@ absl::Status TransferClient::FinishWithError(absl::string_view what) {
     } else if (final_status_.code() == absl::StatusCode::kCancelled &&
                !cancelled_) {
       // The destination's CancelMigration (or its shutdown) cancels the call.
-      final_status_ =
-          base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
-                      "the destination cancelled the session");
+      final_status_ = base::Error(absl::StatusCode::kCancelled,
+                                  v1::ERROR_REASON_CANCELLED,
+                                  "the destination cancelled the session");
     } else if (final_status_.code() == absl::StatusCode::kUnavailable &&
                base::ReasonOf(final_status_) !=
                    v1::ERROR_REASON_PEER_UNAVAILABLE) {
-      final_status_ =
-          base::WithReason(final_status_, v1::ERROR_REASON_PEER_UNAVAILABLE);
+      final_status_ = base::WithReason(final_status_,
+                                       v1::ERROR_REASON_PEER_UNAVAILABLE);
     }
   }
   return base::Annotate(final_status_, "destination");
@@ -92,23 +125,52 @@ absl::Status TransferClient::Send(const v1::TransferRequest& request) {
   return FinishWithError("sending device state");
 }
 
+absl::Status TransferClient::AwaitAcks(const std::vector<uint32_t>& devices,
+                                       absl::Duration timeout) {
+  auto all_acked = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reader_done_) return true;
+    for (uint32_t d : devices) {
+      if (acked_.count(d) == 0) return false;
+    }
+    return true;
+  };
+  {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&all_acked), timeout);
+    bool done = reader_done_;
+    for (uint32_t d : devices) {
+      if (acked_.count(d) != 0) continue;
+      if (done) break;  // the session ended: report why, below
+      return base::Error(
+          absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_ACK_TIMEOUT,
+          absl::StrCat("destination did not acknowledge the initial data of "
+                       "device index ",
+                       d, " within ", absl::FormatDuration(timeout)));
+    }
+    if (!done) return absl::OkStatus();
+  }
+  return FinishWithError("waiting for switchover acknowledgements");
+}
+
+bool TransferClient::acked(uint32_t device) const {
+  absl::MutexLock lock(&mu_);
+  return acked_.count(device) != 0;
+}
+
 absl::StatusOr<v1::Completion> TransferClient::Finish() {
   if (finished_) return base::Annotate(final_status_, "destination");
   if (!stream_->WritesDone()) return FinishWithError("committing");
-  v1::TransferResponse resp;
-  v1::Completion completion;
-  bool completed = false;
-  while (stream_->Read(&resp)) {
-    if (resp.has_completion()) {
-      completion = resp.completion();
-      completed = true;
-    }
+  JoinReader();
+  std::optional<v1::Completion> completion;
+  {
+    absl::MutexLock lock(&mu_);
+    completion = completion_;
   }
-  if (!completed) return FinishWithError("loading device state");
+  if (!completion.has_value()) return FinishWithError("loading device state");
   finished_ = true;
   grpc::Status s = stream_->Finish();
   if (!s.ok()) return FromGrpcStatus(s, context_);
-  return completion;
+  return *completion;
 }
 
 void TransferClient::Cancel() {

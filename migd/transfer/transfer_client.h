@@ -3,14 +3,20 @@
 // The source side of one transfer session: opens the TransferService stream to
 // the destination agent, presents the session header and waits for the
 // destination to accept it, then carries chunks and markers, and finally waits
-// for the destination's completion. Any failure carries the destination's own
-// status and reason when it gave one.
+// for the destination's completion. While the source sends, a reader thread
+// takes the destination's answers (switchover acknowledgements, completion).
+// Any failure carries the destination's own status and reason when it gave one.
 
 #ifndef MIGD_TRANSFER_TRANSFER_CLIENT_H_
 #define MIGD_TRANSFER_TRANSFER_CLIENT_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <set>
+#include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -30,15 +36,26 @@ class TransferClient {
   // status (PERMISSION_DENIED for a bad token, FAILED_PRECONDITION when
   // nothing is prepared, ...) or UNAVAILABLE / DEADLINE_EXCEEDED when the
   // destination cannot be reached.
+  // `on_ack` runs on the reader thread for each SwitchoverAck.
   static absl::StatusOr<std::unique_ptr<TransferClient>> Open(
       std::shared_ptr<grpc::Channel> channel, const v1::SessionHeader& header,
-      absl::Duration handshake_timeout);
+      absl::Duration handshake_timeout,
+      std::function<void(uint32_t device)> on_ack = nullptr);
 
   ~TransferClient();
 
   // Sends one message. On failure returns why the stream ended (the
   // destination's status when it ended the call).
   absl::Status Send(const v1::TransferRequest& request);
+
+  // Waits until the destination acknowledged every device in `devices`.
+  // kDeadlineExceeded (ACK_TIMEOUT) after `timeout`, naming a device still
+  // missing; the session's error when it ended first.
+  absl::Status AwaitAcks(const std::vector<uint32_t>& devices,
+                         absl::Duration timeout);
+
+  // True when the destination acknowledged `device`.
+  bool acked(uint32_t device) const;
 
   // Ends the sending side and waits for the destination's Completion.
   absl::StatusOr<v1::Completion> Finish();
@@ -51,6 +68,8 @@ class TransferClient {
   TransferClient() = default;
   // The call's final status, with the destination's reason.
   absl::Status FinishWithError(absl::string_view what);
+  void ReadLoop();
+  void JoinReader();
 
   std::unique_ptr<v1::TransferService::Stub> stub_;
   grpc::ClientContext context_;
@@ -58,6 +77,12 @@ class TransferClient {
       grpc::ClientReaderWriter<v1::TransferRequest, v1::TransferResponse>>
       stream_;
   bool finished_ = false;
+  std::function<void(uint32_t)> on_ack_;
+  std::thread reader_;
+  mutable absl::Mutex mu_;
+  std::set<uint32_t> acked_ ABSL_GUARDED_BY(mu_);
+  std::optional<v1::Completion> completion_ ABSL_GUARDED_BY(mu_);
+  bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
   // Set by Cancel(): a CANCELLED status is then ours, not the destination's.
   std::atomic<bool> cancelled_{false};
   absl::Status final_status_;
