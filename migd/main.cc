@@ -38,7 +38,10 @@ ABSL_FLAG(uint64_t, emulated_seed, 1,
           "Content seed for --emulated_devices (mixed with each name)");
 ABSL_FLAG(std::string, devices_config, "",
           "File with one device per line: emulated NAME [size=] [seed=] "
-          "[flags=] [fail_arc=FROM>TO] [corrupt_stream_at=N]");
+          "[flags=] [fail_arc=FROM>TO] [corrupt_stream_at=N] | vfio NAME "
+          "bdf=0000:00:04.0 [vf_token=UUID] | vfio NAME mdev=UUID | vfio NAME "
+          "cdev=/dev/vfio/devices/vfioN [vf_token=UUID] | vfio NAME "
+          "fd_socket=/path (a VMM hands the device fd over)");
 ABSL_FLAG(int64_t, phase_timeout_seconds, 60,
           "Default time a migration phase may go without progress");
 ABSL_FLAG(std::string, test_fault, "",
@@ -84,7 +87,8 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
-  std::vector<migd::device::EmulatedDeviceConfig> configs;
+  // Each device's config line chooses its backend (emulated or kernel VFIO).
+  std::vector<migd::server::DeviceConfig> configs;
   if (!absl::GetFlag(FLAGS_emulated_devices).empty()) {
     auto size =
         migd::device::ParseSize(absl::GetFlag(FLAGS_emulated_state_size));
@@ -94,7 +98,7 @@ int main(int argc, char** argv) {
         absl::GetFlag(FLAGS_emulated_devices), *size,
         absl::GetFlag(FLAGS_emulated_seed));
     if (!list.ok()) return Fail(list.status());
-    configs = *std::move(list);
+    configs.assign(list->begin(), list->end());
   }
   if (std::string path = absl::GetFlag(FLAGS_devices_config); !path.empty()) {
     std::ifstream f(path);

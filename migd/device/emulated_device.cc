@@ -1,6 +1,11 @@
 #include "migd/device/emulated_device.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -11,7 +16,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "migd/base/crc32c.h"
+#include "migd/base/log.h"
+#include "migd/device/unique_fd.h"
 #include "migd/vfio/planner.h"
 
 namespace migd::device {
@@ -31,6 +39,19 @@ constexpr size_t kEndBytes = 1 + 4 + 8;         // type, crc, size
 // vfio_device_feature_dma_logging_range).
 constexpr size_t kMaxDmaRanges = 4096 / 16;
 constexpr uint64_t kPayload = EmulatedDevice::kPageRecordPayload;
+
+using Clock = std::chrono::steady_clock;
+
+// One workload step: short enough that a pre-copy loop polling every few
+// milliseconds sees the rates as smooth.
+constexpr absl::Duration kWorkloadStep = absl::Milliseconds(2);
+// The longest stretch one step makes up for: a thread descheduled for long
+// does not catch up in one burst.
+constexpr int64_t kMaxStepNs = 100 * 1000 * 1000;
+// Keep the workload's pseudo-random streams apart from the content's.
+constexpr uint64_t kDirtyPageSalt = 0x64697274792d7067ull;  // "dirty-pg"
+constexpr uint64_t kDirtyFillSalt = 0x64697274792d666cull;  // "dirty-fl"
+constexpr uint64_t kDmaPageSalt = 0x646d612d70616765ull;    // "dma-page"
 
 void PutU32(uint8_t* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -83,6 +104,38 @@ std::vector<uint8_t> GenerateContent(uint64_t seed, uint64_t size) {
     std::memcpy(&content[i], tail, size - i);
   }
   return content;
+}
+
+// Element `n` of the pseudo-random stream `salt` of `seed` (splitmix64 is
+// counter based: element n mixes seed + (n+1) * gamma).
+uint64_t Pseudo(uint64_t seed, uint64_t salt, uint64_t n) {
+  uint64_t x = (seed ^ salt) + n * 0x9e3779b97f4a7c15ull;
+  return SplitMix64(x);
+}
+
+// Whole units due for `elapsed` at `rate` per second; the sub-unit rest
+// carries over in `*frac` (units * ns).
+uint64_t UnitsDue(uint64_t rate, Clock::duration elapsed, uint64_t* frac) {
+  const int64_t ns = std::clamp<int64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(), 0,
+      kMaxStepNs);
+  const unsigned __int128 total =
+      static_cast<unsigned __int128>(rate) * static_cast<uint64_t>(ns) + *frac;
+  *frac = static_cast<uint64_t>(total % 1000000000u);
+  return static_cast<uint64_t>(total / 1000000000u);
+}
+
+// write(2) until all of `data` is written; errno on failure.
+int WriteFully(int fd, absl::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return 0;
 }
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -210,6 +263,21 @@ absl::Status ValidateEmulatedDeviceConfig(const EmulatedDeviceConfig& config) {
                        " is past the end of the ", len, "-byte save stream"));
     }
   }
+  if (config.dirty_rate > EmulatedDevice::kMaxDirtyRate) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        who, "dirty_rate ", config.dirty_rate, " bytes/s is over the limit of ",
+        EmulatedDevice::kMaxDirtyRate));
+  }
+  if (config.dma_rate > EmulatedDevice::kMaxDmaRate) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        who, "dma_rate ", config.dma_rate, " writes/s is over the limit of ",
+        EmulatedDevice::kMaxDmaRate));
+  }
+  if (config.dma_write_log.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        who, "dma_write_log \"", absl::CEscape(config.dma_write_log),
+        "\" contains a NUL byte"));
+  }
   return absl::OkStatus();
 }
 
@@ -220,11 +288,16 @@ uint64_t EmulatedDevice::FullStreamSize(uint64_t state_size) {
 // All device state, behind one mutex. Shared by the device and its streams so
 // a stream never dangles; `session_id_` tells a stream whether its session is
 // still the live one.
+//
+// The workload (RunWorkload, on the device's thread) takes the same mutex, so
+// it acts only between calls, never in the middle of an arc or a read.
 class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(const EmulatedDeviceConfig& config, std::vector<uint8_t> content)
+  Core(const EmulatedDeviceConfig& config, std::vector<uint8_t> content,
+       UniqueFd dma_write_log)
       : config_(config),
         who_(absl::StrCat("device ", config.name, ": ")),
+        dma_write_log_(std::move(dma_write_log)),
         content_(std::move(content)) {}
 
   absl::StatusOr<MigState> GetState() {
@@ -245,9 +318,14 @@ class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
   absl::Status SimulateDmaWrite(uint64_t iova, uint64_t length);
   absl::Status SimulateStateWrite(uint64_t offset, uint64_t length);
 
-  // The device is gone: end the session and free the content (a stream may
-  // keep the Core alive for a while).
+  // The device is gone: end the session, free the content (a stream may
+  // keep the Core alive for a while) and make RunWorkload return.
   void Shutdown();
+
+  // The workload thread's body: acts at the configured rates while the
+  // device is in the states they apply to, sleeps otherwise; returns after
+  // Shutdown.
+  void RunWorkload();
 
   // DataStream calls, for the session `id`.
   absl::StatusOr<size_t> Read(uint64_t id, absl::Span<uint8_t> buf);
@@ -263,8 +341,11 @@ class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
   struct DmaLog {
     uint64_t page_size;
     std::vector<DmaRange> ranges;  // sorted by iova
+    uint64_t pages = 0;            // logging pages in all ranges
   };
 
+  absl::StatusOr<std::unique_ptr<DataStream>> SetStateLocked(MigState target)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes one arc, as a driver's step function does.
   absl::StatusOr<std::unique_ptr<DataStream>> StepLocked(MigState next)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -288,9 +369,33 @@ class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
   uint64_t DirtyRemainingLocked(const SaveSession& s) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t ContentCrcLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Bookkeeping after content_[offset, +length) changed: the digest cache,
+  // and the re-send queue of a save session.
+  void ContentChangedLocked(uint64_t offset, uint64_t length)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The device DMA-writes [iova, +length): marks the logged pages and queues
+  // the dma_write_log line. Only while DMA logging is started.
+  void DmaWriteLocked(uint64_t iova, uint64_t length)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the queued dma_write_log lines; the first failure turns the log
+  // (and the DMA workload) off for good and is returned then and after.
+  absl::Status FlushDmaWriteLogLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Workload. Called after every change of state_, dma_ or shut_down_:
+  // recomputes which workloads are active and starts the clock of one that
+  // just became active, so time spent inactive is never made up for.
+  void UpdateWorkloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool WorkloadWakeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shut_down_ || dirty_active_ || dma_active_;
+  }
+  // Performs what is due since the last step.
+  void WorkloadStepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DirtyContentLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DmaWorkloadLocked(uint64_t writes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const EmulatedDeviceConfig config_;
-  const std::string who_;  // "device NAME: ", the prefix of every error
+  const std::string who_;         // "device NAME: ", the prefix of every error
+  const UniqueFd dma_write_log_;  // fd -1 when not configured
 
   absl::Mutex mu_;
   MigState state_ ABSL_GUARDED_BY(mu_) = MigState::kRunning;
@@ -303,6 +408,21 @@ class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
   std::optional<SaveSession> save_ ABSL_GUARDED_BY(mu_);
   std::optional<LoadSession> load_ ABSL_GUARDED_BY(mu_);
   std::optional<DmaLog> dma_ ABSL_GUARDED_BY(mu_);
+  std::string dma_log_pending_ ABSL_GUARDED_BY(mu_);  // lines not yet written
+  absl::Status dma_log_status_ ABSL_GUARDED_BY(mu_);  // first write failure
+
+  // Workload state.
+  bool dirty_active_ ABSL_GUARDED_BY(mu_) = false;
+  bool dma_active_ ABSL_GUARDED_BY(mu_) = false;
+  Clock::time_point dirty_mark_ ABSL_GUARDED_BY(mu_);  // accounted up to
+  Clock::time_point dma_mark_ ABSL_GUARDED_BY(mu_);
+  uint64_t dirty_frac_ ABSL_GUARDED_BY(mu_) = 0;  // UnitsDue's carry
+  uint64_t dma_frac_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dirty_choices_ ABSL_GUARDED_BY(mu_) = 0;    // records chosen so far
+  uint64_t dirty_fills_ ABSL_GUARDED_BY(mu_) = 0;      // fill words drawn
+  uint64_t dirty_page_ ABSL_GUARDED_BY(mu_) = 0;       // record being rewritten
+  uint64_t dirty_page_left_ ABSL_GUARDED_BY(mu_) = 0;  // its bytes still due
+  uint64_t dma_writes_ ABSL_GUARDED_BY(mu_) = 0;       // workload writes so far
 };
 
 class EmulatedDevice::Stream final : public DataStream {
@@ -330,6 +450,13 @@ class EmulatedDevice::Stream final : public DataStream {
 absl::StatusOr<std::unique_ptr<DataStream>> EmulatedDevice::Core::SetState(
     MigState target) {
   absl::MutexLock l(&mu_);
+  absl::StatusOr<std::unique_ptr<DataStream>> r = SetStateLocked(target);
+  UpdateWorkloadLocked();
+  return r;
+}
+
+absl::StatusOr<std::unique_ptr<DataStream>>
+EmulatedDevice::Core::SetStateLocked(MigState target) {
   if (!vfio::MigStateFromRaw(static_cast<uint32_t>(target))) {
     return absl::InvalidArgumentError(absl::StrCat(
         who_, "no such migration state ", static_cast<uint32_t>(target)));
@@ -446,6 +573,7 @@ absl::Status EmulatedDevice::Core::Reset() {
   absl::MutexLock l(&mu_);
   EndSessionLocked();
   state_ = MigState::kRunning;
+  UpdateWorkloadLocked();
   return absl::OkStatus();
 }
 
@@ -455,6 +583,102 @@ void EmulatedDevice::Core::Shutdown() {
   shut_down_ = true;
   std::vector<uint8_t>().swap(content_);
   dma_.reset();
+  UpdateWorkloadLocked();
+}
+
+// ---- Workload. ----
+
+void EmulatedDevice::Core::UpdateWorkloadLocked() {
+  const bool dirty =
+      !shut_down_ && config_.dirty_rate > 0 && vfio::IsRunningState(state_);
+  const bool dma =
+      !shut_down_ && config_.dma_rate > 0 && dma_.has_value() &&
+      dma_log_status_.ok() &&
+      (state_ == MigState::kRunning || state_ == MigState::kPreCopy);
+  const Clock::time_point now = Clock::now();
+  if (dirty && !dirty_active_) {
+    dirty_mark_ = now;
+    dirty_frac_ = 0;
+  }
+  if (dma && !dma_active_) {
+    dma_mark_ = now;
+    dma_frac_ = 0;
+  }
+  dirty_active_ = dirty;
+  dma_active_ = dma;
+}
+
+void EmulatedDevice::Core::RunWorkload() {
+  absl::MutexLock l(&mu_);
+  UpdateWorkloadLocked();
+  for (;;) {
+    // Sleep (no polling) until a workload applies or the device is gone.
+    mu_.Await(absl::Condition(this, &Core::WorkloadWakeLocked));
+    if (shut_down_) return;
+    if (mu_.AwaitWithTimeout(absl::Condition(&shut_down_), kWorkloadStep)) {
+      return;
+    }
+    WorkloadStepLocked();
+  }
+}
+
+void EmulatedDevice::Core::WorkloadStepLocked() {
+  const Clock::time_point now = Clock::now();
+  if (dirty_active_) {
+    const uint64_t bytes =
+        UnitsDue(config_.dirty_rate, now - dirty_mark_, &dirty_frac_);
+    dirty_mark_ = now;
+    DirtyContentLocked(bytes);
+  }
+  if (dma_active_) {
+    const uint64_t writes =
+        UnitsDue(config_.dma_rate, now - dma_mark_, &dma_frac_);
+    dma_mark_ = now;
+    DmaWorkloadLocked(writes);
+    if (absl::Status s = FlushDmaWriteLogLocked(); !s.ok()) {
+      UpdateWorkloadLocked();  // the DMA workload stops
+    }
+  }
+}
+
+void EmulatedDevice::Core::DirtyContentLocked(uint64_t bytes) {
+  const uint64_t size = config_.state_size;
+  while (bytes > 0) {
+    if (dirty_page_left_ == 0) {
+      dirty_page_ = Pseudo(config_.seed, kDirtyPageSalt, dirty_choices_++) %
+                    NumPages(size);
+      dirty_page_left_ = PageLen(size, dirty_page_);
+    }
+    const uint64_t offset = dirty_page_ * kPayload +
+                            (PageLen(size, dirty_page_) - dirty_page_left_);
+    const uint64_t n = std::min(bytes, dirty_page_left_);
+    for (uint64_t i = 0; i < n; i += 8) {
+      uint8_t word[8];
+      PutU64(word, Pseudo(config_.seed, kDirtyFillSalt, dirty_fills_++));
+      std::memcpy(&content_[offset + i], word, std::min<uint64_t>(8, n - i));
+    }
+    ContentChangedLocked(offset, n);
+    bytes -= n;
+    dirty_page_left_ -= n;
+  }
+}
+
+void EmulatedDevice::Core::DmaWorkloadLocked(uint64_t writes) {
+  const DmaLog& log = *dma_;
+  for (uint64_t w = 0; w < writes; ++w) {
+    uint64_t page =
+        Pseudo(config_.seed, kDmaPageSalt, dma_writes_++) % log.pages;
+    uint64_t iova = 0;
+    for (const DmaRange& r : log.ranges) {
+      const uint64_t pages = r.length / log.page_size;
+      if (page < pages) {
+        iova = r.iova + page * log.page_size;
+        break;
+      }
+      page -= pages;
+    }
+    DmaWriteLocked(iova, log.page_size);
+  }
 }
 
 // ---- Content. ----
@@ -490,6 +714,12 @@ absl::Status EmulatedDevice::Core::SimulateStateWrite(uint64_t offset,
   }
   // Any deterministic change will do; the digest must move.
   for (uint64_t i = offset; i < offset + length; ++i) content_[i] ^= 0x5a;
+  ContentChangedLocked(offset, length);
+  return absl::OkStatus();
+}
+
+void EmulatedDevice::Core::ContentChangedLocked(uint64_t offset,
+                                                uint64_t length) {
   content_crc_.reset();
   if (save_.has_value()) {
     SaveSession& s = *save_;
@@ -503,7 +733,6 @@ absl::Status EmulatedDevice::Core::SimulateStateWrite(uint64_t offset,
       }
     }
   }
-  return absl::OkStatus();
 }
 
 // ---- Save. ----
@@ -840,6 +1069,7 @@ absl::Status EmulatedDevice::Core::StartDmaLogging(
     const uint64_t pages = r.length / page_size;
     log.ranges.push_back(
         {r.iova, r.length, std::vector<uint64_t>((pages + 63) / 64, 0)});
+    log.pages += pages;
   }
   std::sort(
       log.ranges.begin(), log.ranges.end(),
@@ -859,13 +1089,62 @@ absl::Status EmulatedDevice::Core::StartDmaLogging(
         absl::StrCat(who_, "DMA logging already started"));
   }
   dma_ = std::move(log);
+  if (dma_write_log_.get() >= 0) {
+    absl::StrAppendFormat(&dma_log_pending_,
+                          "# start page_size=0x%x ranges=", page_size);
+    for (size_t i = 0; i < dma_->ranges.size(); ++i) {
+      absl::StrAppendFormat(&dma_log_pending_, "%s0x%x+0x%x", i ? "," : "",
+                            dma_->ranges[i].iova, dma_->ranges[i].length);
+    }
+    dma_log_pending_ += "\n";
+    // A log that cannot be written is reported by the writes, not here:
+    // logging itself works.
+    (void)FlushDmaWriteLogLocked();
+  }
+  UpdateWorkloadLocked();
   return absl::OkStatus();
 }
 
 absl::Status EmulatedDevice::Core::StopDmaLogging() {
   absl::MutexLock l(&mu_);
+  if (dma_.has_value() && dma_write_log_.get() >= 0) {
+    dma_log_pending_ += "# stop\n";
+    (void)FlushDmaWriteLogLocked();
+  }
   dma_.reset();
+  UpdateWorkloadLocked();
   return absl::OkStatus();
+}
+
+void EmulatedDevice::Core::DmaWriteLocked(uint64_t iova, uint64_t length) {
+  const uint64_t end = iova + length;
+  for (DmaRange& r : dma_->ranges) {
+    const uint64_t lo = std::max(iova, r.iova);
+    const uint64_t hi = std::min(end, r.iova + r.length);
+    if (lo >= hi) continue;
+    const uint64_t first = (lo - r.iova) / dma_->page_size;
+    const uint64_t last = (hi - 1 - r.iova) / dma_->page_size;
+    for (uint64_t p = first; p <= last; ++p) {
+      r.bits[p / 64] |= uint64_t{1} << (p % 64);
+    }
+  }
+  if (dma_write_log_.get() >= 0 && dma_log_status_.ok()) {
+    absl::StrAppendFormat(&dma_log_pending_, "0x%x 0x%x\n", iova, length);
+  }
+}
+
+absl::Status EmulatedDevice::Core::FlushDmaWriteLogLocked() {
+  if (!dma_log_status_.ok()) return dma_log_status_;
+  if (dma_log_pending_.empty()) return absl::OkStatus();
+  const int err = WriteFully(dma_write_log_.get(), dma_log_pending_);
+  dma_log_pending_.clear();
+  if (err != 0) {
+    dma_log_status_ = absl::InternalError(absl::StrCat(
+        who_, "cannot append to dma_write_log \"", config_.dma_write_log,
+        "\": ", std::strerror(err), "; the log is incomplete from here on"));
+    base::LogError(dma_log_status_.message());
+  }
+  return dma_log_status_;
 }
 
 absl::Status EmulatedDevice::Core::SimulateDmaWrite(uint64_t iova,
@@ -881,16 +1160,10 @@ absl::Status EmulatedDevice::Core::SimulateDmaWrite(uint64_t iova,
                      MigStateName(state_)));
   }
   if (!dma_.has_value()) return absl::OkStatus();
-  const uint64_t end = iova + length;
-  for (DmaRange& r : dma_->ranges) {
-    const uint64_t lo = std::max(iova, r.iova);
-    const uint64_t hi = std::min(end, r.iova + r.length);
-    if (lo >= hi) continue;
-    const uint64_t first = (lo - r.iova) / dma_->page_size;
-    const uint64_t last = (hi - 1 - r.iova) / dma_->page_size;
-    for (uint64_t p = first; p <= last; ++p) {
-      r.bits[p / 64] |= uint64_t{1} << (p % 64);
-    }
+  DmaWriteLocked(iova, length);
+  if (absl::Status s = FlushDmaWriteLogLocked(); !s.ok()) {
+    UpdateWorkloadLocked();
+    return s;
   }
   return absl::OkStatus();
 }
@@ -952,17 +1225,38 @@ absl::Status EmulatedDevice::Core::ReportDmaLogging(
 absl::StatusOr<std::unique_ptr<EmulatedDevice>> EmulatedDevice::Create(
     EmulatedDeviceConfig config) {
   if (absl::Status s = ValidateEmulatedDeviceConfig(config); !s.ok()) return s;
+  UniqueFd log;
+  if (!config.dma_write_log.empty()) {
+    const int fd =
+        ::open(config.dma_write_log.c_str(),
+               O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      const int err = errno;
+      return absl::ErrnoToStatus(
+          err, absl::StrCat("emulated device ", config.name,
+                            ": cannot create dma_write_log \"",
+                            absl::CEscape(config.dma_write_log), "\""));
+    }
+    log = UniqueFd(fd);
+  }
   auto core = std::make_shared<Core>(
-      config, GenerateContent(config.seed, config.state_size));
+      config, GenerateContent(config.seed, config.state_size), std::move(log));
   return std::unique_ptr<EmulatedDevice>(
       new EmulatedDevice(std::move(config), std::move(core)));
 }
 
 EmulatedDevice::EmulatedDevice(EmulatedDeviceConfig config,
                                std::shared_ptr<Core> core)
-    : config_(std::move(config)), core_(std::move(core)) {}
+    : config_(std::move(config)), core_(std::move(core)) {
+  if (config_.dirty_rate > 0 || config_.dma_rate > 0) {
+    workload_ = std::thread([core = core_.get()] { core->RunWorkload(); });
+  }
+}
 
-EmulatedDevice::~EmulatedDevice() { core_->Shutdown(); }
+EmulatedDevice::~EmulatedDevice() {
+  core_->Shutdown();
+  if (workload_.joinable()) workload_.join();
+}
 
 absl::StatusOr<vfio::MigFlags> EmulatedDevice::GetFlags() {
   return config_.flags;

@@ -17,6 +17,30 @@
 // PAGE records may repeat an offset (a page re-sent after the device dirtied
 // it during pre-copy); the loader applies records in stream order, so the last
 // copy wins. END is the last record; nothing may follow it.
+//
+// Workload. A device configured with a dirty_rate or a dma_rate owns one
+// background thread (started by Create, joined by the destructor) that acts
+// as the running device would: it changes the device's own state and
+// DMA-writes guest memory at those rates, in steps of a few milliseconds. It
+// takes the same lock as every call, so it never acts after SetState has left
+// the states it acts in: the content a STOP_COPY session saves is final, and
+// the destination ends with exactly that content. A device without rates has
+// no thread and changes only through the Simulate* hooks.
+//
+// DMA write log (dma_write_log): the ground truth of the dirty-page service.
+// The file is created (truncated) by Create. Every DMA write the device
+// performs while DMA logging is started, from the workload or from
+// SimulateDmaWrite, inside the started ranges or not, is one line
+//   0x<iova> 0x<length>
+// (lower-case hex, 0x-prefixed, both fields; the write covers [iova,
+// iova+length)). StartDmaLogging appends "# start page_size=0x<n>" and
+// StopDmaLogging "# stop" (only when logging was started); readers skip lines
+// starting with '#' or use them to split logging sessions. Writes while
+// logging is not started are neither logged nor in the file. Lines reach the
+// file (write(2), no user-space buffering) before the call or workload step
+// that performed the writes releases the device, so they are in the file
+// before the device leaves a running state and before any DMA logging report
+// that includes them.
 
 #ifndef MIGD_DEVICE_EMULATED_DEVICE_H_
 #define MIGD_DEVICE_EMULATED_DEVICE_H_
@@ -25,6 +49,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -61,6 +86,32 @@ struct EmulatedDeviceConfig {
   // destination rejects the state (at the latest at RESUMING -> STOP). Must be
   // inside a stop-copy stream (< EmulatedDevice::FullStreamSize(state_size)).
   std::optional<uint64_t> corrupt_stream_at;
+
+  // Workload (see the file comment), for pre-copy convergence and the
+  // dirty-page service.
+  //
+  // Bytes of its own state the device changes per second while in a running
+  // state (RUNNING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P); 0: none. At most
+  // EmulatedDevice::kMaxDirtyRate. The device rewrites one PAGE record's worth
+  // of content (kPageRecordPayload bytes; the last record may be shorter) at a
+  // time with new pseudo-random bytes, a few milliseconds' worth per step,
+  // then moves on to another record chosen pseudo-randomly from the seed and a
+  // counter (records may repeat). Changes take the SimulateStateWrite path, so
+  // in pre-copy about dirty_rate / kPageRecordPayload already-sent records a
+  // second are queued for re-sending (PrecopyInfo::dirty_bytes), fewer once
+  // the queue holds most records.
+  uint64_t dirty_rate = 0;
+  // DMA writes per second, each one page of the DMA logging page size at a
+  // pseudo-random page (seed and a counter) inside the started ranges, while
+  // DMA logging is started and the device is in RUNNING or PRE_COPY; 0: none.
+  // At most EmulatedDevice::kMaxDmaRate. The emulated device initiates this
+  // DMA only in those two states: not while stopped, and, to keep it simple,
+  // not in the P2P quiesced states either (where a real device may still DMA
+  // to memory, just not to peers). Writes take the SimulateDmaWrite path.
+  uint64_t dma_rate = 0;
+  // When non-empty, the file every logged DMA write is appended to (see the
+  // file comment). One file per device; its directory must exist.
+  std::string dma_write_log;
 };
 
 // True when `name` matches [A-Za-z0-9._:-]{1,64}.
@@ -79,12 +130,20 @@ class EmulatedDevice final : public Device {
   // pre-copy re-sends.
   static constexpr uint64_t kPageRecordPayload = 64 * 1024;
 
-  // Validates `config` (kInvalidArgument) and generates the content. The
-  // device starts in RUNNING.
+  // Workload rate limits (EmulatedDeviceConfig::dirty_rate, dma_rate).
+  static constexpr uint64_t kMaxDirtyRate = uint64_t{16} << 30;  // bytes/s
+  static constexpr uint64_t kMaxDmaRate = 1000 * 1000;           // writes/s
+
+  // Validates `config` (kInvalidArgument), generates the content, creates the
+  // dma_write_log file (its errno as a status, naming the path, when that
+  // fails) and starts the workload thread when a rate is set. The device
+  // starts in RUNNING, so a dirty_rate workload starts changing the content
+  // at once.
   static absl::StatusOr<std::unique_ptr<EmulatedDevice>> Create(
       EmulatedDeviceConfig config);
 
-  // Ends any data session: calls on its DataStream fail afterwards.
+  // Stops and joins the workload thread and ends any data session: calls on
+  // its DataStream fail afterwards.
   ~EmulatedDevice() override;
 
   EmulatedDevice(const EmulatedDevice&) = delete;
@@ -134,7 +193,9 @@ class EmulatedDevice final : public Device {
   //
   // The device DMA-writes [iova, iova+length) of guest memory. Only in a
   // running state (kFailedPrecondition otherwise). While logging, the pages of
-  // the started ranges it touches become dirty; the rest is not logged.
+  // the started ranges it touches become dirty; the rest is not logged; the
+  // write goes to dma_write_log (kInternal, after the pages were marked, when
+  // that file cannot be written).
   absl::Status SimulateDmaWrite(uint64_t iova, uint64_t length);
   // The device changes its own state bytes [offset, offset+length). Only in a
   // running state. During pre-copy, the PAGE records already sent that cover
@@ -149,6 +210,8 @@ class EmulatedDevice final : public Device {
 
   const EmulatedDeviceConfig config_;
   const std::shared_ptr<Core> core_;
+  // Runs Core's workload; joinable only when a rate is set.
+  std::thread workload_;
 };
 
 }  // namespace migd::device

@@ -1,15 +1,26 @@
 #include "migd/device/emulated_device.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
+#include <fstream>
+#include <functional>
 #include <memory>
 #include <random>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -763,6 +774,392 @@ TEST(EmulatedDeviceDma, NoDmaWhileStopped) {
   std::vector<uint64_t> bitmap;
   ASSERT_TRUE(d->ReportDmaLogging(0, 1 << 20, 4096, &bitmap).ok());
   EXPECT_TRUE(SetBits(bitmap).empty());
+}
+
+// ---- Workload. ----
+
+// Waits until `done` holds, checking every millisecond; false after
+// `deadline`.
+bool WaitFor(const std::function<bool()>& done,
+             absl::Duration deadline = absl::Seconds(30)) {
+  const absl::Time end = absl::Now() + deadline;
+  while (!done()) {
+    if (absl::Now() > end) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+// Some time for a workload that should be idle to show it is not.
+constexpr absl::Duration kQuietPeriod = absl::Milliseconds(50);
+
+// Reads in pre-copy until the temporary end (kUnavailable) or `max_bytes`.
+void ReadSome(DataStream& s, std::vector<uint8_t>* out, std::mt19937& rng,
+              size_t max_bytes, size_t max_chunk = 3000) {
+  std::vector<uint8_t> buf(max_chunk);
+  std::uniform_int_distribution<size_t> len(1, max_chunk);
+  for (size_t got = 0; got < max_bytes;) {
+    absl::StatusOr<size_t> n = s.Read(absl::MakeSpan(buf.data(), len(rng)));
+    if (!n.ok()) {
+      ASSERT_EQ(n.status().code(), absl::StatusCode::kUnavailable)
+          << n.status();
+      return;
+    }
+    out->insert(out->end(), buf.begin(), buf.begin() + *n);
+    got += *n;
+  }
+}
+
+EmulatedDeviceConfig WorkloadConfig(const std::string& name, uint64_t size,
+                                    uint64_t dirty_rate) {
+  EmulatedDeviceConfig c;
+  c.name = name;
+  c.state_size = size;
+  c.seed = 41;
+  c.flags = kAllFlags;
+  c.dirty_rate = dirty_rate;
+  return c;
+}
+
+TEST(EmulatedDeviceWorkload,
+     PreCopyReportsDirtyBytesAndTheDestinationEndsEqual) {
+  const uint64_t size = 4 << 20;  // 64 PAGE records
+  auto src = MakeDevice(WorkloadConfig("src", size, 8 << 20));
+  auto dst = MakeDevice("dst", size, 42, kAllFlags);
+  auto s = src->SetState(MigState::kPreCopy);
+  ASSERT_TRUE(s.ok()) << s.status();
+  DataStream& stream = **s;
+  std::vector<uint8_t> bytes;
+  std::mt19937 rng(5);
+
+  // The initial bytes, then the device's own changes show as dirty bytes.
+  ASSERT_TRUE(WaitFor([&] {
+    ReadSome(stream, &bytes, rng, 1 << 20);
+    return stream.GetPrecopyInfo().value().initial_bytes == 0;
+  }));
+  ASSERT_TRUE(
+      WaitFor([&] { return stream.GetPrecopyInfo().value().dirty_bytes > 0; }));
+  // Re-send rounds while the device keeps changing.
+  for (int round = 0; round < 3; ++round) {
+    ReadSome(stream, &bytes, rng, 1 << 20);
+    ASSERT_TRUE(WaitFor(
+        [&] { return stream.GetPrecopyInfo().value().dirty_bytes > 0; }));
+  }
+  ASSERT_TRUE(src->SetState(MigState::kPreCopyP2P).ok());
+  ASSERT_TRUE(src->SetState(MigState::kStopCopy).ok());
+  const std::string final_digest = DigestOf(*src);
+  ASSERT_TRUE(ReadUntilEnd(stream, &bytes, rng).ok());
+  EXPECT_GT(bytes.size(), EmulatedDevice::FullStreamSize(size));
+  EXPECT_EQ(DigestOf(*src), final_digest);  // stopped: reading changed nothing
+
+  const LoadResult l = Load(*dst, bytes);
+  ASSERT_TRUE(l.write.ok()) << l.write;
+  ASSERT_TRUE(l.arc.ok()) << l.arc;
+  EXPECT_EQ(DigestOf(*dst), final_digest);
+}
+
+// Records change while they are being read (torn copies in the stream); the
+// re-sent copies after them must still leave the destination exact.
+TEST(EmulatedDeviceWorkload, HeavyDirtyingDuringPreCopyStillLoadsExactly) {
+  const uint64_t size = (1 << 20) + 123;  // 17 records, the last one short
+  for (int run = 0; run < 3; ++run) {
+    SCOPED_TRACE(run);
+    auto src = MakeDevice(WorkloadConfig("src", size, 256 << 20));
+    auto dst = MakeDevice("dst", size, 43, kAllFlags);
+    auto s = src->SetState(MigState::kPreCopy);
+    ASSERT_TRUE(s.ok());
+    std::vector<uint8_t> bytes;
+    std::mt19937 rng(run);
+    ReadSome(**s, &bytes, rng, 3 << 20, /*max_chunk=*/700);
+    ASSERT_TRUE(src->SetState(MigState::kPreCopyP2P).ok());
+    ReadSome(**s, &bytes, rng, 1 << 20, /*max_chunk=*/700);
+    ASSERT_TRUE(src->SetState(MigState::kStopCopy).ok());
+    ASSERT_TRUE(ReadUntilEnd(**s, &bytes, rng).ok());
+    const LoadResult l = Load(*dst, bytes);
+    ASSERT_TRUE(l.write.ok()) << l.write;
+    ASSERT_TRUE(l.arc.ok()) << l.arc;
+    EXPECT_EQ(DigestOf(*dst), DigestOf(*src));
+  }
+}
+
+TEST(EmulatedDeviceWorkload, ChangesContentInRunningStatesOnly) {
+  auto d = MakeDevice(WorkloadConfig("emu1", 1 << 20, 64 << 20));
+  std::string before = DigestOf(*d);
+  ASSERT_TRUE(WaitFor([&] { return DigestOf(*d) != before; }));  // RUNNING
+
+  ASSERT_TRUE(d->SetState(MigState::kRunningP2P).ok());
+  before = DigestOf(*d);
+  ASSERT_TRUE(WaitFor([&] { return DigestOf(*d) != before; }));
+
+  ASSERT_TRUE(d->SetState(MigState::kStop).ok());
+  const std::string stopped = DigestOf(*d);
+  absl::SleepFor(kQuietPeriod);
+  EXPECT_EQ(DigestOf(*d), stopped);
+
+  auto s = d->SetState(MigState::kStopCopy);
+  ASSERT_TRUE(s.ok());
+  absl::SleepFor(kQuietPeriod);
+  EXPECT_EQ(DigestOf(*d), stopped);
+
+  ASSERT_TRUE(d->SetState(MigState::kRunning).ok());  // via STOP, RUNNING_P2P
+  ASSERT_TRUE(WaitFor([&] { return DigestOf(*d) != stopped; }));
+}
+
+TEST(EmulatedDeviceWorkload, NeverDirtiesFasterThanTheRate) {
+  const uint64_t rate = 4 << 20;
+  const uint64_t size = 16 << 20;  // 256 records: far from all dirty
+  auto d = MakeDevice(WorkloadConfig("emu1", size, rate));
+  const absl::Time start = absl::Now();
+  auto s = d->SetState(MigState::kPreCopy);
+  ASSERT_TRUE(s.ok());
+  DataStream& stream = **s;
+  // Exactly the initial bytes: every record sent once, none re-sent.
+  std::vector<uint8_t> buf(1 << 20);
+  for (uint64_t left = stream.GetPrecopyInfo().value().initial_bytes;
+       left > 0;) {
+    const size_t want =
+        static_cast<size_t>(std::min<uint64_t>(left, buf.size()));
+    absl::StatusOr<size_t> n = stream.Read(absl::MakeSpan(buf.data(), want));
+    ASSERT_TRUE(n.ok()) << n.status();
+    left -= *n;
+  }
+  const uint64_t record = 13 + EmulatedDevice::kPageRecordPayload;
+  ASSERT_TRUE(WaitFor([&] {
+    return stream.GetPrecopyInfo().value().dirty_bytes >= 4 * record;
+  }));
+  const uint64_t dirty = stream.GetPrecopyInfo().value().dirty_bytes;
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+  // The workload rewrites records one after another, so B bytes touch at
+  // most B / kPageRecordPayload + 2 records (a partial one at each end).
+  const uint64_t records =
+      static_cast<uint64_t>(rate * elapsed /
+                            EmulatedDevice::kPageRecordPayload) +
+      2;
+  EXPECT_LE(dirty, records * record) << "after " << elapsed << " s";
+}
+
+TEST(EmulatedDeviceWorkload, DestroyingTheDeviceStopsTheWorkload) {
+  for (int i = 0; i < 20; ++i) {
+    EmulatedDeviceConfig c = WorkloadConfig("emu1", 256 * 1024, 1 << 30);
+    c.dma_rate = EmulatedDevice::kMaxDmaRate;
+    auto d = MakeDevice(c);
+    ASSERT_TRUE(d->StartDmaLogging(4096, {{0, 1 << 20}}).ok());
+    std::unique_ptr<DataStream> stream;
+    if (i % 2 == 1) stream = *d->SetState(MigState::kPreCopy);
+    if (i % 4 == 1) absl::SleepFor(absl::Milliseconds(5));
+    d.reset();  // joins the thread
+    if (stream != nullptr) {
+      uint8_t buf[16];
+      EXPECT_EQ(stream->Read(absl::MakeSpan(buf)).status().code(),
+                absl::StatusCode::kFailedPrecondition);
+    }
+  }
+}
+
+TEST(EmulatedDeviceWorkload, CreateRejectsRatesOverTheLimits) {
+  EmulatedDeviceConfig c = WorkloadConfig("emu1", 4096, 0);
+  c.dirty_rate = EmulatedDevice::kMaxDirtyRate + 1;
+  EXPECT_EQ(EmulatedDevice::Create(c).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  c.dirty_rate = EmulatedDevice::kMaxDirtyRate;
+  c.dma_rate = EmulatedDevice::kMaxDmaRate + 1;
+  EXPECT_EQ(EmulatedDevice::Create(c).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  c.dma_rate = EmulatedDevice::kMaxDmaRate;
+  EXPECT_TRUE(EmulatedDevice::Create(c).ok());
+}
+
+// ---- DMA workload and the DMA write log. ----
+
+// Unique per process: the binary may run twice at once outside Bazel.
+std::string TempPath(absl::string_view name) {
+  return absl::StrCat(::testing::TempDir(), "/", getpid(), "-", name);
+}
+
+// The dma_write_log file, as another process would read it.
+struct DmaLogFile {
+  std::vector<std::string> markers;  // the '#' lines
+  std::vector<IovaRange> writes;     // the "0x<iova> 0x<length>" lines
+  bool well_formed = true;
+};
+
+DmaLogFile ReadDmaLog(const std::string& path) {
+  DmaLogFile f;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "#")) {
+      f.markers.push_back(line);
+      continue;
+    }
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+    IovaRange w;
+    if (fields.size() != 2 || !absl::ConsumePrefix(&fields[0], "0x") ||
+        !absl::ConsumePrefix(&fields[1], "0x") ||
+        !absl::SimpleHexAtoi(fields[0], &w.iova) ||
+        !absl::SimpleHexAtoi(fields[1], &w.length)) {
+      ADD_FAILURE() << "bad dma_write_log line \"" << line << "\"";
+      f.well_formed = false;
+      continue;
+    }
+    f.writes.push_back(w);
+  }
+  return f;
+}
+
+// The 4 KiB pages of `range` the writes touch, as bit indexes.
+std::vector<uint64_t> PagesWritten(const std::vector<IovaRange>& writes,
+                                   IovaRange range) {
+  std::set<uint64_t> pages;
+  for (const IovaRange& w : writes) {
+    const uint64_t lo = std::max(w.iova, range.iova);
+    const uint64_t hi = std::min(w.iova + w.length, range.iova + range.length);
+    for (uint64_t a = lo; a < hi; a = (a / 4096 + 1) * 4096) {
+      pages.insert((a - range.iova) / 4096);
+    }
+  }
+  return {pages.begin(), pages.end()};
+}
+
+void OrInto(std::vector<uint64_t>* acc, const std::vector<uint64_t>& bitmap) {
+  acc->resize(std::max(acc->size(), bitmap.size()), 0);
+  for (size_t i = 0; i < bitmap.size(); ++i) (*acc)[i] |= bitmap[i];
+}
+
+TEST(EmulatedDeviceDmaWorkload, ReportedBitmapsAreExactlyTheLoggedWrites) {
+  const std::string path = TempPath("dma_bitmaps.log");
+  EmulatedDeviceConfig c = WorkloadConfig("emu1", 4096, 0);
+  c.dma_rate = 5000;
+  c.dma_write_log = path;
+  auto d = MakeDevice(c);
+  ASSERT_NE(d, nullptr);
+  const std::vector<IovaRange> ranges = {{0x100000, 64 * 4096},
+                                         {0x800000, 32 * 4096}};
+  ASSERT_TRUE(d->StartDmaLogging(4096, ranges).ok());
+
+  // The service's loop: report (and clear) every range, again and again.
+  std::vector<std::vector<uint64_t>> served(ranges.size());
+  const auto report = [&] {
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      std::vector<uint64_t> bitmap;
+      ASSERT_TRUE(
+          d->ReportDmaLogging(ranges[i].iova, ranges[i].length, 4096, &bitmap)
+              .ok());
+      OrInto(&served[i], bitmap);
+    }
+  };
+  ASSERT_TRUE(WaitFor([&] {
+    report();
+    return ReadDmaLog(path).writes.size() >= 50;
+  }));
+  ASSERT_TRUE(d->SetState(MigState::kPreCopy).ok());  // DMA goes on
+  const size_t before = ReadDmaLog(path).writes.size();
+  ASSERT_TRUE(WaitFor([&] {
+    report();
+    return ReadDmaLog(path).writes.size() >= before + 50;
+  }));
+  ASSERT_TRUE(d->SetState(MigState::kPreCopyP2P).ok());  // no DMA from here
+  report();
+
+  const DmaLogFile log = ReadDmaLog(path);
+  ASSERT_TRUE(log.well_formed);
+  for (const IovaRange& w : log.writes) EXPECT_EQ(w.length, 4096u);
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    SCOPED_TRACE(i);
+    const std::vector<uint64_t> expected = PagesWritten(log.writes, ranges[i]);
+    EXPECT_FALSE(expected.empty());
+    EXPECT_EQ(SetBits(served[i]), expected);
+  }
+  std::set<uint64_t> iovas;
+  for (const IovaRange& w : log.writes) iovas.insert(w.iova);
+  EXPECT_EQ(PagesWritten(log.writes, ranges[0]).size() +
+                PagesWritten(log.writes, ranges[1]).size(),
+            iovas.size());  // every write inside a started range
+
+  absl::SleepFor(kQuietPeriod);
+  EXPECT_EQ(ReadDmaLog(path).writes.size(), log.writes.size());
+  std::vector<uint64_t> bitmap;
+  ASSERT_TRUE(d->ReportDmaLogging(0x100000, 64 * 4096, 4096, &bitmap).ok());
+  EXPECT_TRUE(SetBits(bitmap).empty());
+}
+
+TEST(EmulatedDeviceDmaWorkload, WritesAndLogsOnlyWhileLoggingAndRunning) {
+  const std::string path = TempPath("dma_only_logging.log");
+  EmulatedDeviceConfig c = WorkloadConfig("emu1", 4096, 0);
+  c.dma_rate = 5000;
+  c.dma_write_log = path;
+  auto d = MakeDevice(c);
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(d->SimulateDmaWrite(0, 4096).ok());  // not logging: not logged
+  absl::SleepFor(kQuietPeriod);
+  EXPECT_TRUE(ReadDmaLog(path).markers.empty());
+  EXPECT_TRUE(ReadDmaLog(path).writes.empty());
+
+  ASSERT_TRUE(d->StartDmaLogging(4096, {{0, 1 << 20}}).ok());
+  ASSERT_TRUE(WaitFor([&] { return ReadDmaLog(path).writes.size() >= 10; }));
+  ASSERT_TRUE(d->SetState(MigState::kRunningP2P).ok());
+  size_t n = ReadDmaLog(path).writes.size();
+  absl::SleepFor(kQuietPeriod);
+  EXPECT_EQ(ReadDmaLog(path).writes.size(), n);
+  ASSERT_TRUE(d->SetState(MigState::kRunning).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return ReadDmaLog(path).writes.size() >= n + 10; }));
+
+  ASSERT_TRUE(d->StopDmaLogging().ok());
+  const DmaLogFile log = ReadDmaLog(path);
+  absl::SleepFor(kQuietPeriod);
+  EXPECT_EQ(ReadDmaLog(path).writes.size(), log.writes.size());
+  EXPECT_EQ(log.markers,
+            (std::vector<std::string>{
+                "# start page_size=0x1000 ranges=0x0+0x100000", "# stop"}));
+  ASSERT_TRUE(d->StopDmaLogging().ok());  // idempotent, no second marker
+  EXPECT_EQ(ReadDmaLog(path).markers.size(), 2u);
+}
+
+TEST(EmulatedDeviceDmaWorkload, WriteLogRecordsSimulatedWritesExactly) {
+  const std::string path = TempPath("dma_simulated.log");
+  EmulatedDeviceConfig c = WorkloadConfig("emu1", 4096, 0);
+  c.dma_write_log = path;
+  auto d = MakeDevice(c);
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(d->SimulateDmaWrite(0x5000, 1).ok());  // before start: not logged
+  ASSERT_TRUE(
+      d->StartDmaLogging(4096, {{0x100000, 1 << 20}, {0x400000, 0x10000}})
+          .ok());
+  ASSERT_TRUE(d->SimulateDmaWrite(0x100000 + 3 * 4096 + 10, 5000).ok());
+  ASSERT_TRUE(d->SimulateDmaWrite(0x0, 4096).ok());  // outside the ranges
+  ASSERT_TRUE(d->StopDmaLogging().ok());
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(
+      text.str(),
+      "# start page_size=0x1000 ranges=0x100000+0x100000,0x400000+0x10000\n"
+      "0x10300a 0x1388\n"
+      "0x0 0x1000\n"
+      "# stop\n");
+}
+
+TEST(EmulatedDeviceDmaWorkload, CreateFailsWhenTheLogCannotBeCreated) {
+  EmulatedDeviceConfig c = WorkloadConfig("emu1", 4096, 0);
+  c.dma_write_log = TempPath("no-such-dir/dma.log");
+  absl::StatusOr<std::unique_ptr<EmulatedDevice>> d = EmulatedDevice::Create(c);
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(d.status().message()),
+              HasSubstr("no-such-dir/dma.log"));
+}
+
+TEST(EmulatedDeviceDmaWorkload, CreateTruncatesTheLog) {
+  const std::string path = TempPath("dma_truncated.log");
+  {
+    std::ofstream out(path);
+    out << "0x0 0x1000\n";
+  }
+  EmulatedDeviceConfig c = WorkloadConfig("emu1", 4096, 0);
+  c.dma_write_log = path;
+  auto d = MakeDevice(c);
+  ASSERT_NE(d, nullptr);
+  EXPECT_TRUE(ReadDmaLog(path).writes.empty());
 }
 
 }  // namespace

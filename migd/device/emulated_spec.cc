@@ -171,10 +171,31 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
       absl::StatusOr<uint64_t> v = ParseSize(value);
       if (v.ok()) config.corrupt_stream_at = *v;
       status = v.status();
+    } else if (key == "dirty_rate") {
+      absl::string_view size = value;
+      absl::ConsumeSuffix(&size, "/s");
+      absl::StatusOr<uint64_t> v = ParseSize(size);
+      if (v.ok()) config.dirty_rate = *v;
+      status = v.status();
+    } else if (key == "dma_rate") {
+      uint64_t v = 0;
+      if (ParseDecimal(value, &v)) {
+        config.dma_rate = v;
+      } else {
+        status = absl::InvalidArgumentError(
+            "want a decimal number of DMA writes per second");
+      }
+    } else if (key == "dma_write_log") {
+      if (value.empty()) {
+        status = absl::InvalidArgumentError("want a file path");
+      } else {
+        config.dma_write_log = std::string(value);
+      }
     } else {
       return BadToken(token,
                       "unknown key (want size, seed, flags, fail_arc, "
-                      "corrupt_stream_at)");
+                      "corrupt_stream_at, dirty_rate, dma_rate, "
+                      "dma_write_log)");
     }
     if (!status.ok()) return BadToken(token, status.message());
   }

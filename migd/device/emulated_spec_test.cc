@@ -49,13 +49,17 @@ TEST(ParseEmulatedDeviceLine, NameAloneGivesTheDefaults) {
   EXPECT_EQ(c->flags, defaults.flags);
   EXPECT_FALSE(c->fail_arc.has_value());
   EXPECT_FALSE(c->corrupt_stream_at.has_value());
+  EXPECT_EQ(c->dirty_rate, 0u);
+  EXPECT_EQ(c->dma_rate, 0u);
+  EXPECT_EQ(c->dma_write_log, "");
 }
 
 TEST(ParseEmulatedDeviceLine, ParsesEveryKey) {
   auto c = ParseEmulatedDeviceLine(
       "  emulated\tvf-0.1:a_b size=64MiB seed=0x2A "
       "flags=stop_copy|P2P|PRE_COPY fail_arc=PRE_COPY_P2P>stop_copy "
-      "corrupt_stream_at=4K ");
+      "corrupt_stream_at=4K dirty_rate=8MiB dma_rate=250 "
+      "dma_write_log=/tmp/migd-dma.log ");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->name, "vf-0.1:a_b");
   EXPECT_EQ(c->state_size, uint64_t{64} << 20);
@@ -65,7 +69,21 @@ TEST(ParseEmulatedDeviceLine, ParsesEveryKey) {
   EXPECT_EQ(c->fail_arc->from, MigState::kPreCopyP2P);
   EXPECT_EQ(c->fail_arc->to, MigState::kStopCopy);
   EXPECT_EQ(c->corrupt_stream_at, 4096u);
+  EXPECT_EQ(c->dirty_rate, uint64_t{8} << 20);
+  EXPECT_EQ(c->dma_rate, 250u);
+  EXPECT_EQ(c->dma_write_log, "/tmp/migd-dma.log");
+  c->dma_write_log.clear();  // Create would write the file
   EXPECT_TRUE(EmulatedDevice::Create(*c).ok());
+}
+
+TEST(ParseEmulatedDeviceLine, DirtyRateIsASizePerSecond) {
+  EXPECT_EQ(ParseEmulatedDeviceLine("emulated e dirty_rate=512K")->dirty_rate,
+            512u * 1024);
+  EXPECT_EQ(ParseEmulatedDeviceLine("emulated e dirty_rate=8MiB/s")->dirty_rate,
+            uint64_t{8} << 20);
+  EXPECT_EQ(ParseEmulatedDeviceLine("emulated e dirty_rate=1000")->dirty_rate,
+            1000u);
+  EXPECT_EQ(ParseEmulatedDeviceLine("emulated e dirty_rate=0")->dirty_rate, 0u);
 }
 
 TEST(ParseEmulatedDeviceLine, DecimalSeed) {
@@ -109,7 +127,15 @@ INSTANTIATE_TEST_SUITE_P(
                 "corrupt_stream_at 1048576"},
         BadLine{"emulated e colour=blue", "\"colour=blue\""},
         BadLine{"emulated e size", "\"size\""},
-        BadLine{"emulated e size=1M size=2M", "given twice"}));
+        BadLine{"emulated e size=1M size=2M", "given twice"},
+        BadLine{"emulated e dirty_rate=fast", "\"dirty_rate=fast\""},
+        BadLine{"emulated e dirty_rate=8MB/s", "\"dirty_rate=8MB/s\""},
+        BadLine{"emulated e dirty_rate=8M/min", "\"dirty_rate=8M/min\""},
+        BadLine{"emulated e dirty_rate=17G", "dirty_rate 18253611008"},
+        BadLine{"emulated e dma_rate=1K", "\"dma_rate=1K\""},
+        BadLine{"emulated e dma_rate=-1", "\"dma_rate=-1\""},
+        BadLine{"emulated e dma_rate=1000001", "dma_rate 1000001"},
+        BadLine{"emulated e dma_write_log=", "\"dma_write_log=\""}));
 
 TEST(ParseEmulatedDeviceLine, FailArcIsCheckedAgainstFlagsGivenLater) {
   EXPECT_TRUE(ParseEmulatedDeviceLine(

@@ -19,7 +19,10 @@ int OpenDevNull() { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
 TEST(UniqueFd, ClosesOnDestruction) {
   int raw = OpenDevNull();
   ASSERT_GE(raw, 0);
-  { UniqueFd fd(raw); EXPECT_TRUE(fd.valid()); }
+  {
+    UniqueFd fd(raw);
+    EXPECT_TRUE(fd.valid());
+  }
   EXPECT_FALSE(IsOpen(raw));
 }
 

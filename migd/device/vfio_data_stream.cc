@@ -61,9 +61,8 @@ VfioDataStream::VfioDataStream(
 absl::Status VfioDataStream::CheckUsable(Direction wanted,
                                          absl::string_view call) const {
   if (absl::Status s = sessions_->Check(session_); !s.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("device ", device_, ": data stream ", call, ": ",
-                     s.message()));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", device_, ": data stream ", call, ": ", s.message()));
   }
   if (direction_ != wanted) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -82,10 +81,10 @@ absl::Status VfioDataStream::WaitReady(short events,
     const int r = ::poll(&p, 1, -1);
     if (r >= 0) return absl::OkStatus();  // ready, or HUP/ERR: retry the call
     if (errno == EINTR) continue;
-    return VfioErrnoError(device_, absl::StrCat("data stream ", call, ": poll"),
-                          direction_ == Direction::kSave ? VfioOp::kDataRead
-                                                         : VfioOp::kDataWrite,
-                          errno);
+    return VfioErrnoError(
+        device_, absl::StrCat("data stream ", call, ": poll"),
+        direction_ == Direction::kSave ? VfioOp::kDataRead : VfioOp::kDataWrite,
+        errno);
   }
 }
 
@@ -140,8 +139,7 @@ absl::StatusOr<size_t> VfioDataStream::Write(absl::Span<const uint8_t> data) {
 }
 
 absl::StatusOr<PrecopyInfo> VfioDataStream::GetPrecopyInfo() {
-  if (absl::Status s = CheckUsable(Direction::kSave, "precopy info");
-      !s.ok()) {
+  if (absl::Status s = CheckUsable(Direction::kSave, "precopy info"); !s.ok()) {
     return s;
   }
   struct vfio_precopy_info info = {};

@@ -77,11 +77,10 @@ std::string ErrnoText(int err) {
 
 absl::Status VfioErrnoError(absl::string_view device, absl::string_view what,
                             VfioOp op, int err) {
-  return WithErrno(
-      absl::Status(VfioErrnoCode(op, err), absl::StrCat("device ", device, ": ",
-                                                        what, ": ",
-                                                        ErrnoText(err))),
-      err);
+  return WithErrno(absl::Status(VfioErrnoCode(op, err),
+                                absl::StrCat("device ", device, ": ", what,
+                                             ": ", ErrnoText(err))),
+                   err);
 }
 
 absl::Status VfioArcError(absl::string_view device, vfio::MigState from,
@@ -120,8 +119,18 @@ absl::Status AppendToMessage(const absl::Status& status,
   return out;
 }
 
+absl::Status PrefixMessage(const absl::Status& status,
+                           absl::string_view prefix) {
+  if (status.ok()) return status;
+  absl::Status out(status.code(), absl::StrCat(prefix, status.message()));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+    out.SetPayload(url, payload);
+  });
+  return out;
+}
+
 std::optional<int> ErrnoOf(const absl::Status& status) {
-  std::optional<absl::Cord> payload = status.GetPayload(kErrnoPayloadUrl);
+  auto payload = status.GetPayload(kErrnoPayloadUrl);
   if (!payload.has_value()) return std::nullopt;
   int err = 0;
   if (!absl::SimpleAtoi(std::string(*payload), &err)) return std::nullopt;

@@ -7,7 +7,8 @@
 // ("Input/output error (errno 5)") and as a payload (ErrnoOf).
 //
 // Messages name the device and what was attempted:
-//   device 0000:00:04.0: SET_STATE RUNNING_P2P -> STOP: Input/output error (errno 5)
+//   device 0000:00:04.0: SET_STATE RUNNING_P2P -> STOP: Input/output error
+//   (errno 5)
 
 #ifndef MIGD_DEVICE_VFIO_ERRORS_H_
 #define MIGD_DEVICE_VFIO_ERRORS_H_
@@ -24,17 +25,17 @@ namespace migd::device {
 // What was being attempted; the same errno means different things to
 // different operations.
 enum class VfioOp {
-  kOpen,               // sysfs lookups, open(), container/group/iommufd setup,
-                       // GET_DEVICE_FD, BIND/ATTACH, fd handoff
-  kGetFeature,         // VFIO_DEVICE_FEATURE GET: MIGRATION, MIG_DEVICE_STATE,
-                       // MIG_DATA_SIZE
-  kSetArc,             // VFIO_DEVICE_FEATURE SET MIG_DEVICE_STATE, one arc
-  kDmaLogging,         // DMA_LOGGING_START / DMA_LOGGING_STOP
-  kDmaLoggingReport,   // DMA_LOGGING_REPORT
-  kPrecopyInfo,        // VFIO_MIG_GET_PRECOPY_INFO on a data fd
-  kReset,              // VFIO_DEVICE_RESET
-  kDataRead,           // read() on a save data fd
-  kDataWrite,          // write() on a load data fd
+  kOpen,              // sysfs lookups, open(), container/group/iommufd setup,
+                      // GET_DEVICE_FD, BIND/ATTACH, fd handoff
+  kGetFeature,        // VFIO_DEVICE_FEATURE GET: MIGRATION, MIG_DEVICE_STATE,
+                      // MIG_DATA_SIZE
+  kSetArc,            // VFIO_DEVICE_FEATURE SET MIG_DEVICE_STATE, one arc
+  kDmaLogging,        // DMA_LOGGING_START / DMA_LOGGING_STOP
+  kDmaLoggingReport,  // DMA_LOGGING_REPORT
+  kPrecopyInfo,       // VFIO_MIG_GET_PRECOPY_INFO on a data fd
+  kReset,             // VFIO_DEVICE_RESET
+  kDataRead,          // read() on a save data fd
+  kDataWrite,         // write() on a load data fd
 };
 
 // The code for `err` during `op`:
@@ -63,7 +64,8 @@ std::string ErrnoText(int err);
 absl::Status VfioErrnoError(absl::string_view device, absl::string_view what,
                             VfioOp op, int err);
 
-// A failed single arc: "device <device>: SET_STATE <from> -> <to>: <ErrnoText>".
+// A failed single arc: "device <device>: SET_STATE <from> -> <to>:
+// <ErrnoText>".
 absl::Status VfioArcError(absl::string_view device, vfio::MigState from,
                           vfio::MigState to, int err);
 
@@ -78,6 +80,10 @@ absl::Status VfioDmaReportError(absl::string_view device, int err);
 // `status` with `suffix` appended to its message, keeping code and payloads.
 absl::Status AppendToMessage(const absl::Status& status,
                              absl::string_view suffix);
+
+// `status` with `prefix` put before its message, keeping code and payloads.
+absl::Status PrefixMessage(const absl::Status& status,
+                           absl::string_view prefix);
 
 // The errno a status from this file carries, if any (kept by base::Annotate
 // and anything else that copies payloads).

@@ -1,28 +1,71 @@
 #include "migd/server/device_config.h"
 
+#include <map>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/device/emulated_spec.h"
+#include "migd/device/vfio_open.h"
 
 namespace migd::server {
+namespace {
 
-absl::StatusOr<std::vector<device::EmulatedDeviceConfig>> ParseDevicesConfig(
+// The first word of a config line.
+absl::string_view Kind(absl::string_view line) {
+  return line.substr(0, line.find_first_of(" \t"));
+}
+
+}  // namespace
+
+const std::string& DeviceConfigName(const DeviceConfig& config) {
+  return std::visit([](const auto& c) -> const std::string& { return c.name; },
+                    config);
+}
+
+absl::StatusOr<std::vector<DeviceConfig>> ParseDevicesConfig(
     absl::string_view text) {
-  std::vector<device::EmulatedDeviceConfig> out;
+  std::vector<DeviceConfig> out;
+  std::map<std::string, int> name_lines;
+  std::map<std::string, int> address_lines;  // "bdf=0000:00:04.0" -> line
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;
     absl::string_view trimmed = absl::StripAsciiWhitespace(line);
     if (trimmed.empty() || trimmed.front() == '#') continue;
-    auto config = device::ParseEmulatedDeviceLine(trimmed);
-    if (!config.ok()) {
-      return base::Annotate(config.status(), absl::StrCat("line ", line_no));
+    const std::string where = absl::StrCat("line ", line_no);
+    const absl::string_view kind = Kind(trimmed);
+    DeviceConfig config;
+    if (kind == "emulated") {
+      auto c = device::ParseEmulatedDeviceLine(trimmed);
+      if (!c.ok()) return base::Annotate(c.status(), where);
+      config = *std::move(c);
+    } else if (kind == "vfio") {
+      auto c = device::ParseVfioDeviceLine(trimmed);
+      if (!c.ok()) return base::Annotate(c.status(), where);
+      const std::string key =
+          absl::StrCat(device::VfioSourceKey(c->source), "=", c->address);
+      if (auto [it, fresh] = address_lines.emplace(key, line_no); !fresh) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": device ", c->name, ": ", key,
+                         " is already configured on line ", it->second));
+      }
+      config = *std::move(c);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": bad token \"", kind,
+                       "\": unknown device kind (want emulated or vfio)"));
     }
-    out.push_back(*std::move(config));
+    const std::string& name = DeviceConfigName(config);
+    if (auto [it, fresh] = name_lines.emplace(name, line_no); !fresh) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": device name \"", name,
+                       "\" is already used on line ", it->second));
+    }
+    out.push_back(std::move(config));
   }
   return out;
 }
@@ -49,16 +92,46 @@ absl::StatusOr<std::vector<device::EmulatedDeviceConfig>> EmulatedFromList(
 }
 
 absl::StatusOr<std::unique_ptr<migration::DeviceRegistry>> BuildDevices(
-    const std::vector<device::EmulatedDeviceConfig>& configs) {
+    const std::vector<DeviceConfig>& configs, const BuildOptions& options) {
   auto registry = std::make_unique<migration::DeviceRegistry>();
-  for (const device::EmulatedDeviceConfig& c : configs) {
-    auto d = device::EmulatedDevice::Create(c);
-    if (!d.ok()) {
-      return base::Annotate(d.status(), absl::StrCat("device ", c.name));
+  // Shares groups and containers across the kernel devices built here; the
+  // devices keep what they use open after it goes.
+  device::VfioOpener opener(options.vfio_paths);
+  for (const DeviceConfig& config : configs) {
+    absl::StatusOr<std::unique_ptr<device::Device>> d;
+    if (const auto* e = std::get_if<device::EmulatedDeviceConfig>(&config)) {
+      auto made = device::EmulatedDevice::Create(*e);
+      if (made.ok()) {
+        d = std::unique_ptr<device::Device>(*std::move(made));
+      } else {
+        d = base::Annotate(made.status(), absl::StrCat("device ", e->name));
+      }
+    } else {
+      const auto& v = std::get<device::VfioDeviceConfig>(config);
+      auto opened = device::OpenVfioDevice(v, opener, options.handoff_timeout);
+      if (opened.ok()) {
+        absl::StatusOr<vfio::MigFlags> flags = (*opened)->GetFlags();
+        base::LogInfo("device ", v.name, ": kernel VFIO device ",
+                      (*opened)->address(), " (",
+                      device::VfioSourceKey(v.source), "=", v.address,
+                      v.vf_token.has_value() ? ", with a VF token" : "",
+                      "), migration flags ",
+                      flags.ok() ? vfio::MigFlagsName(*flags) : "?");
+        d = std::unique_ptr<device::Device>(*std::move(opened));
+      } else {
+        d = opened.status();
+      }
     }
+    if (!d.ok()) return d.status();
     if (absl::Status s = registry->Add(*std::move(d)); !s.ok()) return s;
   }
   return registry;
+}
+
+absl::StatusOr<std::unique_ptr<migration::DeviceRegistry>> BuildDevices(
+    const std::vector<device::EmulatedDeviceConfig>& configs) {
+  return BuildDevices(
+      std::vector<DeviceConfig>(configs.begin(), configs.end()));
 }
 
 }  // namespace migd::server
