@@ -380,6 +380,8 @@ class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
   // Writes the queued dma_write_log lines; the first failure turns the log
   // (and the DMA workload) off for good and is returned then and after.
   absl::Status FlushDmaWriteLogLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // kUnimplemented, for a device configured without DMA logging.
+  absl::Status NoDmaLoggingError() const;
 
   // Workload. Called after every change of state_, dma_ or shut_down_:
   // recomputes which workloads are active and starts the clock of one that
@@ -1044,8 +1046,14 @@ absl::Status EmulatedDevice::Core::FinishLoadLocked() {
 
 // ---- DMA logging. ----
 
+absl::Status EmulatedDevice::Core::NoDmaLoggingError() const {
+  return absl::UnimplementedError(
+      absl::StrCat(who_, "no DMA dirty logging (dma_logging=off)"));
+}
+
 absl::Status EmulatedDevice::Core::StartDmaLogging(
     uint64_t page_size, const std::vector<IovaRange>& ranges) {
+  if (!config_.dma_logging) return NoDmaLoggingError();
   if (page_size < 4096 || !IsPowerOfTwo(page_size)) {
     return absl::InvalidArgumentError(
         absl::StrCat(who_, "DMA logging page size ", page_size,
@@ -1106,6 +1114,7 @@ absl::Status EmulatedDevice::Core::StartDmaLogging(
 }
 
 absl::Status EmulatedDevice::Core::StopDmaLogging() {
+  if (!config_.dma_logging) return NoDmaLoggingError();
   absl::MutexLock l(&mu_);
   if (dma_.has_value() && dma_write_log_.get() >= 0) {
     dma_log_pending_ += "# stop\n";
@@ -1171,6 +1180,7 @@ absl::Status EmulatedDevice::Core::SimulateDmaWrite(uint64_t iova,
 absl::Status EmulatedDevice::Core::ReportDmaLogging(
     uint64_t iova, uint64_t length, uint64_t page_size,
     std::vector<uint64_t>* bitmap) {
+  if (!config_.dma_logging) return NoDmaLoggingError();
   if (bitmap == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(who_, "null bitmap"));
   }

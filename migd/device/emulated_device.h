@@ -112,6 +112,11 @@ struct EmulatedDeviceConfig {
   // When non-empty, the file every logged DMA write is appended to (see the
   // file comment). One file per device; its directory must exist.
   std::string dma_write_log;
+  // False: the device has no DMA dirty logging, like a driver without the
+  // DMA_LOGGING features: Start/Report/StopDmaLogging fail with
+  // kUnimplemented, so logging never starts (no dma_rate workload, nothing in
+  // dma_write_log) and a tracker must treat every page as dirty.
+  bool dma_logging = true;
 };
 
 // True when `name` matches [A-Za-z0-9._:-]{1,64}.
@@ -172,7 +177,8 @@ class EmulatedDevice final : public Device {
   absl::StatusOr<uint64_t> GetStopCopySize() override;
   // page_size: a power of two >= 4096. Ranges: 1..256, non-empty, aligned to
   // page_size, non-overlapping; else kInvalidArgument. kFailedPrecondition when
-  // already started.
+  // already started. The three DMA logging calls fail with kUnimplemented when
+  // the config says dma_logging = false.
   absl::Status StartDmaLogging(uint64_t page_size,
                                const std::vector<IovaRange>& ranges) override;
   // Bit i of `bitmap` covers [iova + i*page_size, iova + (i+1)*page_size);

@@ -776,6 +776,22 @@ TEST(EmulatedDeviceDma, NoDmaWhileStopped) {
   EXPECT_TRUE(SetBits(bitmap).empty());
 }
 
+TEST(EmulatedDeviceDma, WithoutDmaLoggingEveryLoggingCallIsUnimplemented) {
+  EmulatedDeviceConfig c;
+  c.name = "emu1";
+  c.state_size = 4096;
+  c.dma_logging = false;
+  auto d = MakeDevice(c);
+  const absl::Status start = d->StartDmaLogging(4096, {{0, 1 << 20}});
+  EXPECT_EQ(start.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(start.message()), HasSubstr("device emu1"));
+  std::vector<uint64_t> bitmap;
+  EXPECT_EQ(d->ReportDmaLogging(0, 1 << 20, 4096, &bitmap).code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(d->StopDmaLogging().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(d->SimulateDmaWrite(0, 4096).ok());  // DMA itself still works
+}
+
 // ---- Workload. ----
 
 // Waits until `done` holds, checking every millisecond; false after

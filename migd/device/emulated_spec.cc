@@ -191,11 +191,19 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
       } else {
         config.dma_write_log = std::string(value);
       }
+    } else if (key == "dma_logging") {
+      if (absl::EqualsIgnoreCase(value, "on")) {
+        config.dma_logging = true;
+      } else if (absl::EqualsIgnoreCase(value, "off")) {
+        config.dma_logging = false;
+      } else {
+        status = absl::InvalidArgumentError("want on or off");
+      }
     } else {
       return BadToken(token,
                       "unknown key (want size, seed, flags, fail_arc, "
                       "corrupt_stream_at, dirty_rate, dma_rate, "
-                      "dma_write_log)");
+                      "dma_write_log, dma_logging)");
     }
     if (!status.ok()) return BadToken(token, status.message());
   }

@@ -7,12 +7,14 @@
 //   emulated NAME [size=64MiB] [seed=N] [flags=STOP_COPY|P2P|PRE_COPY]
 //                 [fail_arc=STOP>STOP_COPY] [corrupt_stream_at=N]
 //                 [dirty_rate=8MiB] [dma_rate=N] [dma_write_log=/path/file]
+//                 [dma_logging=on|off]
 //
 // Omitted keys keep EmulatedDeviceConfig's defaults. Errors name the token.
 // dirty_rate is bytes per second, written as ParseSize accepts (an optional
 // "/s" may follow: dirty_rate=8MiB/s); dma_rate is DMA writes (pages) per
-// second, plain decimal; dma_write_log is a path (no spaces), see
-// EmulatedDeviceConfig for what they do.
+// second, plain decimal; dma_write_log is a path (no spaces); dma_logging is
+// on (the default) or off (case-insensitive). See EmulatedDeviceConfig for
+// what they do.
 
 #ifndef MIGD_DEVICE_EMULATED_SPEC_H_
 #define MIGD_DEVICE_EMULATED_SPEC_H_

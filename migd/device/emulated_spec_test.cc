@@ -52,6 +52,7 @@ TEST(ParseEmulatedDeviceLine, NameAloneGivesTheDefaults) {
   EXPECT_EQ(c->dirty_rate, 0u);
   EXPECT_EQ(c->dma_rate, 0u);
   EXPECT_EQ(c->dma_write_log, "");
+  EXPECT_TRUE(c->dma_logging);
 }
 
 TEST(ParseEmulatedDeviceLine, ParsesEveryKey) {
@@ -59,7 +60,7 @@ TEST(ParseEmulatedDeviceLine, ParsesEveryKey) {
       "  emulated\tvf-0.1:a_b size=64MiB seed=0x2A "
       "flags=stop_copy|P2P|PRE_COPY fail_arc=PRE_COPY_P2P>stop_copy "
       "corrupt_stream_at=4K dirty_rate=8MiB dma_rate=250 "
-      "dma_write_log=/tmp/migd-dma.log ");
+      "dma_write_log=/tmp/migd-dma.log dma_logging=OFF");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->name, "vf-0.1:a_b");
   EXPECT_EQ(c->state_size, uint64_t{64} << 20);
@@ -72,6 +73,9 @@ TEST(ParseEmulatedDeviceLine, ParsesEveryKey) {
   EXPECT_EQ(c->dirty_rate, uint64_t{8} << 20);
   EXPECT_EQ(c->dma_rate, 250u);
   EXPECT_EQ(c->dma_write_log, "/tmp/migd-dma.log");
+  EXPECT_FALSE(c->dma_logging);
+  EXPECT_TRUE(
+      ParseEmulatedDeviceLine("emulated e dma_logging=on")->dma_logging);
   c->dma_write_log.clear();  // Create would write the file
   EXPECT_TRUE(EmulatedDevice::Create(*c).ok());
 }
@@ -135,7 +139,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadLine{"emulated e dma_rate=1K", "\"dma_rate=1K\""},
         BadLine{"emulated e dma_rate=-1", "\"dma_rate=-1\""},
         BadLine{"emulated e dma_rate=1000001", "dma_rate 1000001"},
-        BadLine{"emulated e dma_write_log=", "\"dma_write_log=\""}));
+        BadLine{"emulated e dma_write_log=", "\"dma_write_log=\""},
+        BadLine{"emulated e dma_logging=no", "\"dma_logging=no\""}));
 
 TEST(ParseEmulatedDeviceLine, FailArcIsCheckedAgainstFlagsGivenLater) {
   EXPECT_TRUE(ParseEmulatedDeviceLine(
