@@ -1,7 +1,10 @@
 #include "cli/args.h"
 
+#include <cstdint>
+#include <limits>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -38,10 +41,12 @@ const std::vector<CommandSpec>& Commands() {
        "      token"},
       {"migrate",
        {"job", "devices", "destination"},
-       {"token"},
+       {"token", "downtime_limit", "bandwidth", "max_iterations",
+        "max_precopy_time", "on_no_convergence", "ack_timeout",
+        "allow_mixed_p2p", "no_precopy", "chunk", "phase_timeout"},
        false,
        "migrate --job=J --devices=SRC:DST[,SRC:DST...] "
-       "--destination=HOST:PORT [--token=T]",
+       "--destination=HOST:PORT [--token=T] [POLICY FLAGS]",
        "migrate devices from this (source) agent to the destination agent\n"
        "      and follow the job to its end; without --token, first prepares\n"
        "      the destination (its address is also its control address)"},
@@ -62,6 +67,12 @@ const CommandSpec* FindCommand(absl::string_view name) {
 
 bool IsGlobalFlag(absl::string_view name) {
   return name == "agent" || name == "output" || name == "timeout";
+}
+
+// Flags that need no value: `--name` means true; `--name=true|false` also
+// works, but `--name VALUE` does not take the next argument.
+bool IsBoolFlag(absl::string_view name) {
+  return name == "allow_mixed_p2p" || name == "no_precopy";
 }
 
 bool IsCommandFlag(absl::string_view name) {
@@ -111,7 +122,198 @@ absl::Status UsageError(absl::string_view command, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(command, ": ", what));
 }
 
+// Plain digits only: SimpleAtoi would also take signs and spaces.
+bool ParseDigits(absl::string_view text, uint64_t* out) {
+  if (text.empty()) return false;
+  for (char c : text) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return absl::SimpleAtoi(text, out);
+}
+
+// The largest google.protobuf.Duration (10000 years).
+constexpr int64_t kMaxProtoDurationSeconds = 315576000000;
+
+// Sets the policy field of `name` from `value`; a usage error (without the
+// command) naming the flag when the value is bad.
+absl::Status ParsePolicyFlag(absl::string_view name, const std::string& value,
+                             PolicyArgs* p) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", why));
+  };
+  if (IsBoolFlag(name)) {
+    bool on;
+    if (value == "true") {
+      on = true;
+    } else if (value == "false") {
+      on = false;
+    } else {
+      return bad(
+          absl::StrCat("takes no value (or true/false), not '", value, "'"));
+    }
+    (name == "no_precopy" ? p->no_precopy : p->allow_mixed_p2p) = on;
+    return absl::OkStatus();
+  }
+  if (name == "downtime_limit" || name == "max_precopy_time" ||
+      name == "ack_timeout" || name == "phase_timeout") {
+    absl::StatusOr<absl::Duration> d = ParsePolicyDuration(value);
+    if (!d.ok()) return bad(d.status().message());
+    if (name == "downtime_limit") p->downtime_limit = *d;
+    if (name == "max_precopy_time") p->max_precopy_time = *d;
+    if (name == "ack_timeout") p->ack_timeout = *d;
+    if (name == "phase_timeout") p->phase_timeout = *d;
+    return absl::OkStatus();
+  }
+  if (name == "bandwidth") {
+    absl::string_view size = value;
+    absl::ConsumeSuffix(&size, "/s");
+    absl::StatusOr<uint64_t> b = ParseByteSize(size);
+    if (!b.ok()) return bad(b.status().message());
+    p->bandwidth = *b;
+    return absl::OkStatus();
+  }
+  if (name == "chunk") {
+    absl::StatusOr<uint64_t> b = ParseByteSize(value);
+    if (!b.ok()) return bad(b.status().message());
+    if (*b < kMinChunkBytes || *b > kMaxChunkBytes) {
+      return bad(absl::StrCat("must be from 4KiB to 8MiB, not '", value, "'"));
+    }
+    p->chunk_bytes = static_cast<uint32_t>(*b);
+    return absl::OkStatus();
+  }
+  if (name == "max_iterations") {
+    uint64_t n = 0;
+    if (!ParseDigits(value, &n) || n == 0 ||
+        n > std::numeric_limits<uint32_t>::max()) {
+      return bad(absl::StrCat("want a whole number from 1 to ",
+                              std::numeric_limits<uint32_t>::max(), ", not '",
+                              value, "'"));
+    }
+    p->max_iterations = static_cast<uint32_t>(n);
+    return absl::OkStatus();
+  }
+  if (name == "on_no_convergence") {
+    if (value == "switchover") {
+      p->fail_if_not_converged = false;
+    } else if (value == "fail") {
+      p->fail_if_not_converged = true;
+    } else {
+      return bad(absl::StrCat("must be switchover or fail, not '", value, "'"));
+    }
+    return absl::OkStatus();
+  }
+  return absl::InternalError(absl::StrCat("--", name, " is not a policy flag"));
+}
+
+bool IsPolicyFlag(absl::string_view name) {
+  return IsBoolFlag(name) || name == "downtime_limit" || name == "bandwidth" ||
+         name == "max_iterations" || name == "max_precopy_time" ||
+         name == "on_no_convergence" || name == "ack_timeout" ||
+         name == "chunk" || name == "phase_timeout";
+}
+
 }  // namespace
+
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
+  const absl::string_view original = text;
+  auto digits = [&text]() {
+    size_t n = 0;
+    while (n < text.size() &&
+           absl::ascii_isdigit(static_cast<unsigned char>(text[n]))) {
+      ++n;
+    }
+    absl::string_view d = text.substr(0, n);
+    text.remove_prefix(n);
+    return d;
+  };
+  absl::string_view whole = digits();
+  absl::string_view fraction;
+  bool has_point = absl::ConsumePrefix(&text, ".");
+  if (has_point) fraction = digits();
+  const absl::string_view unit = text;
+  if (whole.empty() || (has_point && fraction.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", original, "' is not a size (e.g. 4096, 512KiB, 500MiB, 1.5GiB)"));
+  }
+  int shift = -1;
+  for (const auto& [names, s] :
+       std::vector<std::pair<std::vector<absl::string_view>, int>>{
+           {{"", "B"}, 0},
+           {{"K", "KiB"}, 10},
+           {{"M", "MiB"}, 20},
+           {{"G", "GiB"}, 30},
+           {{"T", "TiB"}, 40}}) {
+    for (absl::string_view n : names) {
+      if (absl::EqualsIgnoreCase(unit, n)) shift = s;
+    }
+  }
+  if (shift < 0) {
+    for (absl::string_view si : {"KB", "MB", "GB", "TB"}) {
+      if (absl::EqualsIgnoreCase(unit, si)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "'", original, "': ", unit, " is ambiguous; write ",
+            unit.substr(0, 1), "iB (powers of 1024) or plain bytes"));
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", original, "': unknown unit '", unit,
+                     "' (want B, K/KiB, M/MiB, G/GiB or T/TiB)"));
+  }
+  if (shift == 0 && !fraction.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", original, "': a byte count is a whole number"));
+  }
+  uint64_t n = 0;
+  const absl::Status too_big =
+      absl::InvalidArgumentError(absl::StrCat("'", original, "' is too large"));
+  if (!absl::SimpleAtoi(whole, &n) ||
+      n > (std::numeric_limits<uint64_t>::max() >> shift)) {
+    return too_big;
+  }
+  uint64_t bytes = n << shift;
+  // Up to 18 fraction digits are exact in 64 bits; more cannot matter here.
+  if (fraction.size() > 18) fraction = fraction.substr(0, 18);
+  if (!fraction.empty()) {
+    uint64_t num = 0;
+    absl::SimpleAtoi(fraction, &num);
+    unsigned __int128 den = 1;
+    for (size_t i = 0; i < fraction.size(); ++i) den *= 10;
+    uint64_t extra = static_cast<uint64_t>(
+        (static_cast<unsigned __int128>(num) << shift) / den);
+    if (bytes > std::numeric_limits<uint64_t>::max() - extra) return too_big;
+    bytes += extra;
+  }
+  if (bytes == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("must be at least 1 byte, not '", original, "'"));
+  }
+  return bytes;
+}
+
+absl::StatusOr<absl::Duration> ParsePolicyDuration(absl::string_view text) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d)) {
+    bool bare = !text.empty();
+    for (char c : text) {
+      bare = bare &&
+             (absl::ascii_isdigit(static_cast<unsigned char>(c)) || c == '.');
+    }
+    if (bare) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", text, "' needs a unit (e.g. 300ms, 2s, 1m)"));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "' is not a duration (e.g. 300ms, 2s, 1m)"));
+  }
+  if (d <= absl::ZeroDuration() || d == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("must be positive and finite, not '", text, "'"));
+  }
+  if (d > absl::Seconds(kMaxProtoDurationSeconds)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is too long"));
+  }
+  return d;
+}
 
 bool IsPciAddress(absl::string_view s) {
   // BB:DD.F
@@ -232,6 +434,10 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
         return UsageError(cmd, absl::StrCat("unknown flag --", name));
       }
     }
+    if (!has_value && IsBoolFlag(name)) {
+      value = "true";
+      has_value = true;
+    }
     if (!has_value) {
       if (i + 1 >= args.size()) {
         return UsageError(global ? "" : cmd,
@@ -286,6 +492,10 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
       o.destination = value;
     } else if (name == "token") {
       o.token = value;
+    } else if (IsPolicyFlag(name)) {
+      if (absl::Status s = ParsePolicyFlag(name, value, &o.policy); !s.ok()) {
+        return UsageError(cmd, s.message());
+      }
     }
   }
 
@@ -355,6 +565,33 @@ std::string HelpText() {
       "                       migrate and watch follow a job with no deadline\n"
       "                       unless --timeout is given\n"
       "  --help, -h           this text\n"
+      "\nPolicy flags of migrate (unset ones keep the agent's defaults):\n"
+      "  --downtime_limit=DUR     switch over once the state left to move "
+      "fits in\n"
+      "                           this much downtime (default 300ms)\n"
+      "  --bandwidth=SIZE[/s]     bandwidth to assume for that estimate, e.g.\n"
+      "                           500MiB (default: measured during the job)\n"
+      "  --max_iterations=N       pre-copy iterations at most (default 30)\n"
+      "  --max_precopy_time=DUR   pre-copy time at most (default 300s)\n"
+      "  --on_no_convergence=switchover|fail\n"
+      "                           at a cap: switch over anyway (default) or "
+      "fail\n"
+      "                           the job, leaving the source running\n"
+      "  --ack_timeout=DUR        wait for the destination to acknowledge the\n"
+      "                           initial pre-copy data (default 60s)\n"
+      "  --allow_mixed_p2p        allow a job whose devices do not all support "
+      "P2P\n"
+      "  --no_precopy             move the state only once the devices "
+      "stopped,\n"
+      "                           even for devices that support pre-copy\n"
+      "  --chunk=SIZE             data chunk on the wire, 4KiB..8MiB "
+      "(default 1MiB)\n"
+      "  --phase_timeout=DUR      fail a phase that makes no progress this "
+      "long\n"
+      "                           (default: the agent's "
+      "--phase_timeout_seconds)\n"
+      "DUR has a unit (300ms, 2s, 5m); SIZE is bytes or K/KiB, M/MiB, G/GiB, "
+      "T/TiB.\n"
       "\nDevice names may be PCI addresses: "
       "--devices=0000:3b:00.1:0000:5e:00.1\n"
       "Interrupting migrate or watch does not stop the job; use `migctl "

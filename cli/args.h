@@ -10,6 +10,8 @@
 #ifndef MIGD_CLI_ARGS_H_
 #define MIGD_CLI_ARGS_H_
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,36 @@ struct DevicePairArg {
   }
 };
 
+// migrate's migration policy flags. Unset values leave the agent's default
+// (see migd.v1.MigrationPolicy).
+struct PolicyArgs {
+  std::optional<absl::Duration> downtime_limit;  // --downtime_limit
+  std::optional<uint64_t> bandwidth;             // --bandwidth, bytes/s
+  std::optional<uint32_t> max_iterations;        // --max_iterations
+  std::optional<absl::Duration> max_precopy_time;
+  // --on_no_convergence: true for "fail", false for "switchover".
+  std::optional<bool> fail_if_not_converged;
+  std::optional<absl::Duration> ack_timeout;  // --ack_timeout
+  bool allow_mixed_p2p = false;               // --allow_mixed_p2p
+  bool no_precopy = false;                    // --no_precopy
+  std::optional<uint32_t> chunk_bytes;        // --chunk
+  std::optional<absl::Duration> phase_timeout;
+
+  bool operator==(const PolicyArgs& o) const {
+    return downtime_limit == o.downtime_limit && bandwidth == o.bandwidth &&
+           max_iterations == o.max_iterations &&
+           max_precopy_time == o.max_precopy_time &&
+           fail_if_not_converged == o.fail_if_not_converged &&
+           ack_timeout == o.ack_timeout &&
+           allow_mixed_p2p == o.allow_mixed_p2p && no_precopy == o.no_precopy &&
+           chunk_bytes == o.chunk_bytes && phase_timeout == o.phase_timeout;
+  }
+};
+
+// The chunk sizes the agent accepts (migd.v1.MigrationPolicy.chunk_bytes).
+inline constexpr uint64_t kMinChunkBytes = 4 << 10;
+inline constexpr uint64_t kMaxChunkBytes = 8 << 20;
+
 struct Options {
   // Global.
   std::string agent = kDefaultAgent;
@@ -51,6 +83,7 @@ struct Options {
   std::string source;       // prepare --source
   std::string destination;  // migrate --destination
   std::string token;        // migrate --token
+  PolicyArgs policy;        // migrate's policy flags
 };
 
 // Parses the arguments after the program name. On a usage error returns
@@ -67,6 +100,18 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
 // or a device named twice on the same side.
 absl::StatusOr<std::vector<DevicePairArg>> ParseDevicePairs(
     absl::string_view text);
+
+// Parses a byte count: digits with an optional fraction and an optional
+// binary unit, B, K/KiB, M/MiB, G/GiB or T/TiB (case-insensitive; K = KiB =
+// 1024): "4096", "500MiB", "1.5GiB". The result is rounded down to whole
+// bytes and must be at least 1. kInvalidArgument saying what is wrong
+// otherwise (decimal units such as "MB" are refused as ambiguous).
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text);
+
+// Parses a duration with its unit ("300ms", "1.5s", "2m", "1h30m"); must be
+// positive and finite. A bare number is refused: the policy durations range
+// from milliseconds to minutes, so the unit matters.
+absl::StatusOr<absl::Duration> ParsePolicyDuration(absl::string_view text);
 
 // True for "DDDD:BB:DD.F" and "BB:DD.F" (hex digits, function 0-7).
 bool IsPciAddress(absl::string_view s);

@@ -58,6 +58,160 @@ TEST(ParseArgs, MigrateWithAllFlags) {
   EXPECT_EQ(o->devices, want);
 }
 
+TEST(ParseArgs, MigrateWithoutPolicyFlagsLeavesTheAgentsDefaults) {
+  auto o =
+      ParseArgs({"migrate", "--job=j", "--devices=a:b", "--destination=h:1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->policy, PolicyArgs());
+}
+
+TEST(ParseArgs, MigratePolicyFlags) {
+  auto o = ParseArgs({"migrate", "--job=j", "--devices=a:b",
+                      "--destination=h:1", "--downtime_limit=300ms",
+                      "--bandwidth=500MiB", "--max_iterations", "12",
+                      "--max_precopy_time=2m", "--on_no_convergence=fail",
+                      "--ack_timeout=15s", "--allow_mixed_p2p", "--no_precopy",
+                      "--chunk=256KiB", "--phase_timeout=1m30s"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  PolicyArgs want;
+  want.downtime_limit = absl::Milliseconds(300);
+  want.bandwidth = 500ull << 20;
+  want.max_iterations = 12;
+  want.max_precopy_time = absl::Minutes(2);
+  want.fail_if_not_converged = true;
+  want.ack_timeout = absl::Seconds(15);
+  want.allow_mixed_p2p = true;
+  want.no_precopy = true;
+  want.chunk_bytes = 256 << 10;
+  want.phase_timeout = absl::Seconds(90);
+  EXPECT_EQ(o->policy, want);
+}
+
+TEST(ParseArgs, BoolPolicyFlagsDoNotTakeTheNextArgument) {
+  auto o = ParseArgs({"migrate", "--no_precopy", "--job=j", "--devices=a:b",
+                      "--allow_mixed_p2p", "--destination=h:1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->policy.no_precopy);
+  EXPECT_TRUE(o->policy.allow_mixed_p2p);
+  o = ParseArgs({"migrate", "--job=j", "--devices=a:b", "--destination=h:1",
+                 "--no_precopy=false", "--allow_mixed_p2p=true"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->policy.no_precopy);
+  EXPECT_TRUE(o->policy.allow_mixed_p2p);
+}
+
+TEST(ParseArgs, BandwidthTakesARateOrASize) {
+  for (const char* value : {"500MiB/s", "500M", "524288000", "0.48828125GiB"}) {
+    auto o =
+        ParseArgs({"migrate", "--job=j", "--devices=a:b", "--destination=h:1",
+                   absl::StrCat("--bandwidth=", value)});
+    ASSERT_TRUE(o.ok()) << value << ": " << o.status();
+    EXPECT_EQ(o->policy.bandwidth, 500ull << 20) << value;
+  }
+}
+
+TEST(ParseArgs, OnNoConvergenceSwitchover) {
+  auto o = ParseArgs({"migrate", "--job=j", "--devices=a:b",
+                      "--destination=h:1", "--on_no_convergence=switchover"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->policy.fail_if_not_converged, false);
+}
+
+TEST(ParseArgs, BadPolicyValuesAreUsageErrorsNamingTheFlag) {
+  auto err = [](const std::string& flag) {
+    return ErrorOf(
+        {"migrate", "--job=j", "--devices=a:b", "--destination=h:1", flag});
+  };
+  EXPECT_EQ(err("--downtime_limit=300"),
+            "migrate: --downtime_limit: '300' needs a unit (e.g. 300ms, 2s, "
+            "1m)");
+  EXPECT_EQ(err("--downtime_limit=soon"),
+            "migrate: --downtime_limit: 'soon' is not a duration (e.g. 300ms, "
+            "2s, 1m)");
+  EXPECT_EQ(err("--downtime_limit=0s"),
+            "migrate: --downtime_limit: must be positive and finite, not '0s'");
+  EXPECT_EQ(err("--max_precopy_time=-1s"),
+            "migrate: --max_precopy_time: must be positive and finite, not "
+            "'-1s'");
+  EXPECT_EQ(err("--ack_timeout=inf"),
+            "migrate: --ack_timeout: must be positive and finite, not 'inf'");
+  EXPECT_EQ(err("--phase_timeout=5x"),
+            "migrate: --phase_timeout: '5x' is not a duration (e.g. 300ms, 2s, "
+            "1m)");
+  EXPECT_EQ(err("--bandwidth=fast"),
+            "migrate: --bandwidth: 'fast' is not a size (e.g. 4096, 512KiB, "
+            "500MiB, 1.5GiB)");
+  EXPECT_EQ(err("--bandwidth=500MB"),
+            "migrate: --bandwidth: '500MB': MB is ambiguous; write MiB (powers "
+            "of 1024) or plain bytes");
+  EXPECT_EQ(err("--bandwidth=0"),
+            "migrate: --bandwidth: must be at least 1 byte, not '0'");
+  EXPECT_EQ(err("--max_iterations=0"),
+            "migrate: --max_iterations: want a whole number from 1 to "
+            "4294967295, not '0'");
+  EXPECT_EQ(err("--max_iterations=-3"),
+            "migrate: --max_iterations: want a whole number from 1 to "
+            "4294967295, not '-3'");
+  EXPECT_EQ(err("--max_iterations=4294967296"),
+            "migrate: --max_iterations: want a whole number from 1 to "
+            "4294967295, not '4294967296'");
+  EXPECT_EQ(err("--on_no_convergence=retry"),
+            "migrate: --on_no_convergence: must be switchover or fail, not "
+            "'retry'");
+  EXPECT_EQ(err("--chunk=2KiB"),
+            "migrate: --chunk: must be from 4KiB to 8MiB, not '2KiB'");
+  EXPECT_EQ(err("--chunk=16MiB"),
+            "migrate: --chunk: must be from 4KiB to 8MiB, not '16MiB'");
+  EXPECT_EQ(err("--no_precopy=yes"),
+            "migrate: --no_precopy: takes no value (or true/false), not 'yes'");
+  EXPECT_EQ(err("--downtime_limit"), "migrate: --downtime_limit needs a value");
+}
+
+TEST(ParseArgs, PolicyFlagsBelongToMigrate) {
+  EXPECT_EQ(ErrorOf({"prepare", "--job=j", "--devices=a:b", "--no_precopy"}),
+            "prepare: unknown flag --no_precopy");
+  EXPECT_EQ(ErrorOf({"--downtime_limit=1s", "migrate"}),
+            "--downtime_limit must come after the command");
+}
+
+TEST(ParseByteSize, UnitsAndFractions) {
+  EXPECT_EQ(ParseByteSize("4096").value(), 4096u);
+  EXPECT_EQ(ParseByteSize("4096B").value(), 4096u);
+  EXPECT_EQ(ParseByteSize("4k").value(), 4096u);
+  EXPECT_EQ(ParseByteSize("4KiB").value(), 4096u);
+  EXPECT_EQ(ParseByteSize("1.5GiB").value(), 3ull << 29);
+  EXPECT_EQ(ParseByteSize("2T").value(), 2ull << 40);
+  EXPECT_EQ(ParseByteSize("0.5K").value(), 512u);
+}
+
+TEST(ParseByteSize, Refusals) {
+  EXPECT_FALSE(ParseByteSize("").ok());
+  EXPECT_FALSE(ParseByteSize("MiB").ok());
+  EXPECT_FALSE(ParseByteSize("1.MiB").ok());
+  EXPECT_FALSE(ParseByteSize(".5MiB").ok());
+  EXPECT_FALSE(ParseByteSize("-1").ok());
+  EXPECT_FALSE(ParseByteSize("1.5").ok());  // half a byte
+  EXPECT_FALSE(ParseByteSize("1 MiB").ok());
+  EXPECT_EQ(ParseByteSize("5PiB").status().message(),
+            "'5PiB': unknown unit 'PiB' (want B, K/KiB, M/MiB, G/GiB or "
+            "T/TiB)");
+  EXPECT_EQ(ParseByteSize("99999999999999999999").status().message(),
+            "'99999999999999999999' is too large");
+  EXPECT_EQ(ParseByteSize("16777216T").status().message(),
+            "'16777216T' is too large");
+}
+
+TEST(ParsePolicyDuration, UnitsRequired) {
+  EXPECT_EQ(ParsePolicyDuration("300ms").value(), absl::Milliseconds(300));
+  EXPECT_EQ(ParsePolicyDuration("1h30m").value(), absl::Minutes(90));
+  EXPECT_EQ(ParsePolicyDuration("1.5s").value(), absl::Milliseconds(1500));
+  EXPECT_FALSE(ParsePolicyDuration("30").ok());
+  EXPECT_FALSE(ParsePolicyDuration("0").ok());
+  EXPECT_FALSE(ParsePolicyDuration("").ok());
+  EXPECT_EQ(ParsePolicyDuration("100000000h").status().message(),
+            "'100000000h' is too long");
+}
+
 TEST(ParseArgs, PrepareWithSource) {
   auto o = ParseArgs(
       {"prepare", "--job=j", "--devices=emu0:dst0", "--source=host-a"});
@@ -196,6 +350,21 @@ TEST(UsageLine, NamesTheCommandSynopsis) {
   EXPECT_EQ(UsageLine(""),
             "usage: migctl [--agent=HOST:PORT] [--output=text|json] "
             "[--timeout=DURATION] COMMAND [ARGS]");
+}
+
+TEST(UsageLine, MigrateMentionsThePolicyFlags) {
+  EXPECT_NE(UsageLine("migrate").find("[--token=T] [POLICY FLAGS]"),
+            std::string::npos);
+}
+
+TEST(HelpText, DescribesEveryPolicyFlag) {
+  std::string help = HelpText();
+  for (const char* f :
+       {"--downtime_limit=", "--bandwidth=", "--max_iterations=",
+        "--max_precopy_time=", "--on_no_convergence=", "--ack_timeout=",
+        "--allow_mixed_p2p", "--no_precopy", "--chunk=", "--phase_timeout="}) {
+    EXPECT_NE(help.find(absl::StrCat("\n  ", f)), std::string::npos) << f;
+  }
 }
 
 TEST(HelpText, SaysTheConnectionIsInsecureAndListsEveryCommand) {

@@ -61,6 +61,42 @@ void AddPairs(const std::vector<DevicePairArg>& pairs,
   }
 }
 
+void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
+  int64_t seconds = absl::IDivDuration(d, absl::Seconds(1), &d);
+  out->set_seconds(seconds);
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+}
+
+// The request's policy: only what the command line set, so the agent's
+// defaults apply to the rest.
+migd::v1::MigrationPolicy ToPolicy(const PolicyArgs& p) {
+  migd::v1::MigrationPolicy out;
+  if (p.downtime_limit) {
+    SetDuration(*p.downtime_limit, out.mutable_downtime_limit());
+  }
+  if (p.bandwidth) out.set_bandwidth_bytes_per_second(*p.bandwidth);
+  if (p.max_iterations) out.set_max_iterations(*p.max_iterations);
+  if (p.max_precopy_time) {
+    SetDuration(*p.max_precopy_time, out.mutable_max_precopy_time());
+  }
+  if (p.fail_if_not_converged) {
+    out.set_on_no_convergence(
+        *p.fail_if_not_converged
+            ? migd::v1::MigrationPolicy::ON_NO_CONVERGENCE_FAIL
+            : migd::v1::MigrationPolicy::ON_NO_CONVERGENCE_SWITCH_OVER);
+  }
+  if (p.ack_timeout) {
+    SetDuration(*p.ack_timeout, out.mutable_switchover_ack_timeout());
+  }
+  out.set_allow_mixed_p2p(p.allow_mixed_p2p);
+  out.set_disable_precopy(p.no_precopy);
+  if (p.chunk_bytes) out.set_chunk_bytes(*p.chunk_bytes);
+  if (p.phase_timeout) {
+    SetDuration(*p.phase_timeout, out.mutable_phase_timeout());
+  }
+  return out;
+}
+
 bool Json(const Options& o) { return o.output == OutputFormat::kJson; }
 
 int Devices(const Options& o, const Env& env) {
@@ -203,6 +239,7 @@ int Migrate(const Options& o, const Env& env) {
   AddPairs(o.devices, req.mutable_devices());
   req.set_destination(o.destination);
   req.set_transfer_token(token);
+  *req.mutable_policy() = ToPolicy(o.policy);
   migd::v1::Migration started;
   grpc::Status s = src->StartMigration(&ctx, req, &started);
   if (!s.ok()) {

@@ -1,5 +1,6 @@
 #include "cli/commands.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
@@ -275,12 +277,130 @@ TEST_F(CommandsTest, MigratePreparesTheDestinationThenStartsAndWatches) {
   EXPECT_THAT(out, HasSubstr("Prepared job j1 on destination dst:1\n"));
   EXPECT_THAT(out, HasSubstr("Started job j1: src:1 -> dst:1\n"));
   // Not a terminal: one plain line per change, then the summary.
-  EXPECT_THAT(out, HasSubstr("] CONNECTING 0 B/100 B 0%"));
-  EXPECT_THAT(out, HasSubstr("] STOP_COPY 50 B/100 B 50%"));
+  EXPECT_THAT(out, HasSubstr("] CONNECTING 0/100 B 0%"));
+  EXPECT_THAT(out, HasSubstr("] STOP_COPY 50/100 B 50%"));
   EXPECT_THAT(out, HasSubstr("Job j1 SUCCEEDED\n  transferred  100 B\n"));
   EXPECT_THAT(out, HasSubstr("  devices      emu0 -> dst0  RUNNING  100 B\n"));
   EXPECT_EQ(out.find('\r'), std::string::npos);
   EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(CommandsTest, MigrateSendsThePolicyFlags) {
+  src_.events = {Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1", "--downtime_limit=250ms",
+                 "--bandwidth=500MiB/s", "--max_iterations=7",
+                 "--max_precopy_time=90s", "--on_no_convergence=fail",
+                 "--ack_timeout=1.5s", "--allow_mixed_p2p", "--no_precopy",
+                 "--chunk=64KiB", "--phase_timeout=2m"}),
+            kExitOk)
+      << err_.str();
+  ASSERT_EQ(src_.starts.size(), 1u);
+  const migd::v1::MigrationPolicy& p = src_.starts[0].policy();
+  EXPECT_EQ(p.downtime_limit().seconds(), 0);
+  EXPECT_EQ(p.downtime_limit().nanos(), 250000000);
+  EXPECT_EQ(p.bandwidth_bytes_per_second(), 500ull << 20);
+  EXPECT_EQ(p.max_iterations(), 7u);
+  EXPECT_EQ(p.max_precopy_time().seconds(), 90);
+  EXPECT_EQ(p.on_no_convergence(),
+            migd::v1::MigrationPolicy::ON_NO_CONVERGENCE_FAIL);
+  EXPECT_EQ(p.switchover_ack_timeout().seconds(), 1);
+  EXPECT_EQ(p.switchover_ack_timeout().nanos(), 500000000);
+  EXPECT_TRUE(p.allow_mixed_p2p());
+  EXPECT_TRUE(p.disable_precopy());
+  EXPECT_EQ(p.chunk_bytes(), 64u << 10);
+  EXPECT_EQ(p.phase_timeout().seconds(), 120);
+}
+
+TEST_F(CommandsTest, MigrateWithoutPolicyFlagsLeavesTheAgentsDefaults) {
+  src_.events = {Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitOk);
+  ASSERT_EQ(src_.starts.size(), 1u);
+  const migd::v1::MigrationPolicy& p = src_.starts[0].policy();
+  EXPECT_FALSE(p.has_downtime_limit());
+  EXPECT_FALSE(p.has_max_precopy_time());
+  EXPECT_FALSE(p.has_switchover_ack_timeout());
+  EXPECT_FALSE(p.has_phase_timeout());
+  EXPECT_EQ(p.bandwidth_bytes_per_second(), 0u);
+  EXPECT_EQ(p.max_iterations(), 0u);
+  EXPECT_EQ(p.chunk_bytes(), 0u);
+  EXPECT_EQ(p.on_no_convergence(),
+            migd::v1::MigrationPolicy::ON_NO_CONVERGENCE_SWITCH_OVER);
+  EXPECT_FALSE(p.allow_mixed_p2p());
+  EXPECT_FALSE(p.disable_precopy());
+}
+
+TEST_F(CommandsTest, BadPolicyValueIsAUsageErrorAndStartsNothing) {
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1", "--bandwidth=lots"}),
+            kExitUsage);
+  EXPECT_THAT(err_.str(), StartsWith("migctl: migrate: --bandwidth: 'lots' "
+                                     "is not a size"));
+  EXPECT_TRUE(dst_.prepares.empty());
+  EXPECT_TRUE(src_.starts.empty());
+}
+
+// The source job of a pre-copy migration at `iteration`, in `phase`.
+migd::v1::MigrationEvent PrecopyEvent(migd::v1::Phase phase, uint32_t iteration,
+                                      uint64_t done, bool converged) {
+  migd::v1::MigrationEvent e = Event(phase, done);
+  migd::v1::Migration* m = e.mutable_migration();
+  m->set_bytes_total(1000);
+  m->set_precopy_bytes(std::min<uint64_t>(done, 900));
+  m->set_stop_copy_bytes(done > 900 ? done - 900 : 0);
+  migd::v1::PrecopyProgress* p = m->mutable_precopy();
+  p->set_iteration(iteration);
+  p->set_remaining_bytes(1000 - done);
+  p->mutable_expected_downtime()->set_nanos(3000000);
+  p->set_converged(converged);
+  e.set_message(absl::StrCat("pre-copy iteration ", iteration));
+  return e;
+}
+
+TEST_F(CommandsTest, MigrateShowsPreCopyIterationsAndTheDowntimeBreakdown) {
+  migd::v1::MigrationEvent done =
+      PrecopyEvent(migd::v1::PHASE_SUCCEEDED, 2, 1000, true);
+  migd::v1::Migration* m = done.mutable_migration();
+  m->mutable_downtime()->set_nanos(41000000);
+  m->mutable_downtime_breakdown()->mutable_stop_copy_transfer()->set_nanos(
+      12000000);
+  m->mutable_downtime_breakdown()->mutable_load()->set_nanos(28000000);
+  m->mutable_downtime_breakdown()->mutable_resume()->set_nanos(1000000);
+  m->add_notices(
+      "device emu0 has no DMA logging: every page is reported "
+      "dirty");
+  src_.events = {PrecopyEvent(migd::v1::PHASE_PRE_COPY, 1, 800, false),
+                 PrecopyEvent(migd::v1::PHASE_PRE_COPY, 2, 900, true),
+                 PrecopyEvent(migd::v1::PHASE_STOP_COPY, 2, 950, true), done};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitOk)
+      << err_.str();
+  std::string out = out_.str();
+  EXPECT_THAT(out, HasSubstr("] PRE_COPY 800/1000 B 80% (it 1, 200 B left, "
+                             "~3.0ms downtime): pre-copy iteration 1\n"));
+  EXPECT_THAT(out, HasSubstr(" (it 2, 100 B left, ~3.0ms downtime, "
+                             "converged): pre-copy iteration 2\n"));
+  EXPECT_THAT(out, HasSubstr("  pre-copy     2 iterations, converged; 900 B "
+                             "pre-copy, 100 B stop-copy\n"
+                             "  downtime     41ms (stop-copy 12ms, load 28ms, "
+                             "resume 1.0ms)\n"
+                             "  notices      device emu0 has no DMA logging: "
+                             "every page is reported dirty\n"));
+}
+
+TEST_F(CommandsTest, MigrateOnATerminalShowsThePreCopyEstimateInTheBar) {
+  env_.out_is_terminal = true;
+  env_.terminal_width = 79;
+  src_.events = {PrecopyEvent(migd::v1::PHASE_PRE_COPY, 3, 800, false),
+                 Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("] 800/1000 B   80%  it 3  200 B left  "
+                                    "~3.0ms"));
 }
 
 TEST_F(CommandsTest, MigrateWithATokenDoesNotPrepare) {
@@ -303,7 +423,7 @@ TEST_F(CommandsTest, MigrateOnATerminalRedrawsABar) {
             kExitOk);
   EXPECT_THAT(out_.str(), HasSubstr("\r\x1b[K"));
   EXPECT_THAT(out_.str(),
-              HasSubstr("STOP_COPY    [=======================>   "));
+              HasSubstr("STOP_COPY    [========================>   "));
 }
 
 TEST_F(CommandsTest, MigrateJsonPrintsOneMigrationPerEventAndNoSummary) {
@@ -405,6 +525,25 @@ TEST_F(CommandsTest, StatusTextAndJson) {
   out_.str("");
   EXPECT_EQ(Run({"status", "j1", "--output", "json"}), kExitOk);
   EXPECT_THAT(out_.str(), HasSubstr("\"phase\": \"PHASE_STOP_COPY\""));
+}
+
+TEST_F(CommandsTest, StatusShowsPreCopyAndDowntime) {
+  src_.job = PrecopyEvent(migd::v1::PHASE_PRE_COPY, 4, 800, false).migration();
+  EXPECT_EQ(Run({"status", "j1"}), kExitOk);
+  EXPECT_THAT(out_.str(),
+              HasSubstr("pre-copy  4 iterations, not converged "
+                        "yet\n"
+                        "estimate  200 B left, expected downtime "
+                        "3.0ms\n"
+                        "moved     800 B pre-copy, 0 B stop-copy\n"));
+  out_.str("");
+  migd::v1::Migration done =
+      PrecopyEvent(migd::v1::PHASE_SUCCEEDED, 4, 1000, true).migration();
+  done.mutable_downtime()->set_nanos(41000000);
+  done.mutable_downtime_breakdown()->mutable_load()->set_nanos(28000000);
+  src_.job = done;
+  EXPECT_EQ(Run({"status", "j1"}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("downtime  41ms (load 28ms)\n"));
 }
 
 TEST_F(CommandsTest, CancelShowsThePhase) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
@@ -56,6 +58,7 @@ std::string HumanDuration(absl::Duration d) {
   if (d == -absl::InfiniteDuration()) return "-inf";
   if (d < absl::ZeroDuration()) return absl::StrCat("-", HumanDuration(-d));
   if (d == absl::ZeroDuration()) return "0s";
+  if (d < absl::Microseconds(1)) return "<1us";
   if (d < absl::Milliseconds(1)) {
     return absl::StrCat(absl::ToInt64Microseconds(d), "us");
   }
@@ -219,8 +222,150 @@ std::string FormatMigrationsTable(
   return FormatTable(rows);
 }
 
+namespace {
+
+// Rows of "label  value", labels padded to the widest, each line starting
+// with `indent`. A value's further lines (after '\n') line up under its
+// first. No trailing spaces.
+std::string FormatLabeled(
+    const std::vector<std::pair<std::string, std::string>>& rows,
+    absl::string_view indent) {
+  size_t width = 0;
+  for (const auto& [label, value] : rows) width = std::max(width, label.size());
+  std::string out;
+  for (const auto& [label, value] : rows) {
+    bool first = true;
+    for (absl::string_view line : absl::StrSplit(value, '\n')) {
+      std::string text = absl::StrCat(
+          indent, first ? label : "",
+          std::string(width - (first ? label.size() : 0), ' '), "  ", line);
+      text.erase(text.find_last_not_of(' ') + 1);
+      absl::StrAppend(&out, text, "\n");
+      first = false;
+    }
+  }
+  return out;
+}
+
+std::string Plural(uint64_t n, absl::string_view one, absl::string_view many) {
+  return absl::StrCat(n, " ", n == 1 ? one : many);
+}
+
+bool HasPrecopy(const migd::v1::Migration& m) {
+  return m.has_precopy() || m.precopy_bytes() > 0;
+}
+
+// "converged", "in progress", "did not converge; switched over anyway", ...
+std::string ConvergenceString(const migd::v1::Migration& m) {
+  if (m.precopy().converged()) return "converged";
+  switch (m.phase()) {
+    case migd::v1::PHASE_CONNECTING:
+    case migd::v1::PHASE_PRE_COPY:
+      return "not converged yet";
+    case migd::v1::PHASE_STOP_COPY:
+    case migd::v1::PHASE_LOADING:
+    case migd::v1::PHASE_RESUMING:
+      return "did not converge; switching over anyway";
+    case migd::v1::PHASE_SUCCEEDED:
+      return "did not converge; switched over anyway";
+    default:
+      break;
+  }
+  if (m.failure().reason() == migd::v1::ERROR_REASON_NOT_CONVERGED) {
+    return "did not converge";
+  }
+  return "stopped before converging";
+}
+
+std::string SplitString(uint64_t precopy, uint64_t stop_copy) {
+  return absl::StrCat(HumanBytes(precopy), " pre-copy, ", HumanBytes(stop_copy),
+                      " stop-copy");
+}
+
+// The job's notices, one per line; "" when none.
+std::string NoticesString(const migd::v1::Migration& m) {
+  return absl::StrJoin(m.notices(), "\n");
+}
+
+}  // namespace
+
+std::string HumanBytesPair(uint64_t done, uint64_t total) {
+  if (total == 0) return HumanBytes(done);
+  std::string a = HumanBytes(done);
+  std::string b = HumanBytes(total);
+  absl::string_view unit_a = absl::string_view(a).substr(a.find(' '));
+  absl::string_view unit_b = absl::string_view(b).substr(b.find(' '));
+  if (unit_a == unit_b) a.resize(a.size() - unit_a.size());
+  return absl::StrCat(a, "/", b);
+}
+
+std::string FormatDowntimeBreakdown(const migd::v1::DowntimeBreakdown& b,
+                                    const google::protobuf::Duration* total) {
+  std::vector<std::string> parts;
+  auto add = [&parts](bool has, const google::protobuf::Duration& d,
+                      absl::string_view name) {
+    if (has) {
+      parts.push_back(
+          absl::StrCat(name, " ", HumanDuration(ToAbslDuration(d))));
+    }
+  };
+  add(b.has_stop_copy_transfer(), b.stop_copy_transfer(), "stop-copy");
+  add(b.has_load(), b.load(), "load");
+  add(b.has_resume(), b.resume(), "resume");
+  std::string joined = absl::StrJoin(parts, ", ");
+  const google::protobuf::Duration* t = b.has_total() ? &b.total() : total;
+  if (t == nullptr) return joined;
+  std::string out = HumanDuration(ToAbslDuration(*t));
+  if (!joined.empty()) absl::StrAppend(&out, " (", joined, ")");
+  return out;
+}
+
+std::string FormatDowntime(const migd::v1::Migration& m) {
+  const google::protobuf::Duration* total =
+      m.has_downtime() ? &m.downtime() : nullptr;
+  if (m.has_downtime_breakdown()) {
+    std::string out = FormatDowntimeBreakdown(m.downtime_breakdown(), total);
+    if (!out.empty()) return out;
+  }
+  if (total != nullptr) return HumanDuration(ToAbslDuration(*total));
+  return "-";
+}
+
+std::string FormatPrecopyOutcome(const migd::v1::Migration& m) {
+  if (!m.has_precopy()) return "";
+  return absl::StrCat(
+      Plural(m.precopy().iteration(), "iteration", "iterations"), ", ",
+      ConvergenceString(m));
+}
+
+std::string FormatPrecopySummary(const migd::v1::Migration& m) {
+  if (!HasPrecopy(m)) return "";
+  std::string split = SplitString(m.precopy_bytes(), m.stop_copy_bytes());
+  if (!m.has_precopy()) return split;
+  return absl::StrCat(FormatPrecopyOutcome(m), "; ", split);
+}
+
+std::string FormatPrecopyEstimate(const migd::v1::PrecopyProgress& p) {
+  std::vector<std::string> parts = {
+      absl::StrCat(HumanBytes(p.remaining_bytes()), " left")};
+  if (p.has_expected_downtime()) {
+    parts.push_back(
+        absl::StrCat("expected downtime ",
+                     HumanDuration(ToAbslDuration(p.expected_downtime()))));
+  }
+  if (p.dirty_rate_bytes_per_second() > 0) {
+    parts.push_back(
+        absl::StrCat("dirty ", HumanRate(p.dirty_rate_bytes_per_second())));
+  }
+  if (p.bandwidth_bytes_per_second() > 0) {
+    parts.push_back(
+        absl::StrCat("bandwidth ", HumanRate(p.bandwidth_bytes_per_second())));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
 std::string FormatMigrationDetails(const migd::v1::Migration& m) {
-  std::vector<std::vector<std::string>> rows = {
+  std::vector<std::pair<std::string, std::string>> rows = {
       {"job", m.job_id()},
       {"role", RoleName(m.role())},
       {"phase", PhaseName(m.phase())},
@@ -238,20 +383,42 @@ std::string FormatMigrationDetails(const migd::v1::Migration& m) {
          absl::StrCat(HumanDuration(ToAbslDuration(m.transfer_time())), " at ",
                       HumanRate(Throughput(m)))});
   }
-  if (m.has_downtime()) {
-    rows.push_back({"downtime", HumanDuration(ToAbslDuration(m.downtime()))});
+  if (m.has_precopy()) {
+    rows.push_back({"pre-copy", FormatPrecopyOutcome(m)});
+    rows.push_back({"estimate", FormatPrecopyEstimate(m.precopy())});
+  }
+  if (HasPrecopy(m)) {
+    rows.push_back(
+        {"moved", SplitString(m.precopy_bytes(), m.stop_copy_bytes())});
+  }
+  if (m.has_downtime() || m.has_downtime_breakdown()) {
+    rows.push_back({"downtime", FormatDowntime(m)});
   }
   if (m.has_failure()) {
     rows.push_back({"failure", absl::StrCat(ReasonName(m.failure().reason()),
                                             ": ", m.failure().message())});
   }
-  std::string out = FormatTable(rows);
+  if (m.notices_size() > 0) rows.push_back({"notices", NoticesString(m)});
+  std::string out = FormatLabeled(rows, "");
   if (m.devices_size() > 0) {
     absl::StrAppend(&out, "devices\n");
+    bool precopy = HasPrecopy(m);
     std::vector<std::vector<std::string>> devs;
     for (const auto& d : m.devices()) {
-      devs.push_back({"", PairString(m, d), DeviceStateName(d.state()),
-                      ProgressString(d.bytes_done(), d.bytes_total())});
+      std::vector<std::string> row = {
+          "", PairString(m, d), DeviceStateName(d.state()),
+          ProgressString(d.bytes_done(), d.bytes_total())};
+      if (precopy) {
+        std::string split = SplitString(d.precopy_bytes(), d.stop_copy_bytes());
+        if (d.initial_data_acked()) absl::StrAppend(&split, ", acked");
+        row.push_back(split);
+      }
+      if (d.has_downtime()) {
+        std::string downtime = FormatDowntimeBreakdown(d.downtime());
+        if (!downtime.empty())
+          row.push_back(absl::StrCat("downtime ", downtime));
+      }
+      devs.push_back(std::move(row));
     }
     // The empty first cell indents each row by FormatTable's two-space gap.
     absl::StrAppend(&out, FormatTable(devs));
@@ -268,7 +435,7 @@ std::string FormatSummary(const migd::v1::Migration& m) {
         HumanDuration(ToAbslTime(m.finished()) - ToAbslTime(m.created())));
   }
   std::string out = absl::StrCat(head, "\n");
-  std::vector<std::vector<std::string>> rows;
+  std::vector<std::pair<std::string, std::string>> rows;
   std::string moved = HumanBytes(m.bytes_done());
   if (m.bytes_total() > 0 && m.bytes_total() != m.bytes_done()) {
     absl::StrAppend(&moved, " of ", HumanBytes(m.bytes_total()));
@@ -277,24 +444,33 @@ std::string FormatSummary(const migd::v1::Migration& m) {
     absl::StrAppend(&moved, " in ",
                     HumanDuration(ToAbslDuration(m.transfer_time())));
   }
-  rows.push_back({"", "transferred", moved});
-  rows.push_back({"", "throughput", HumanRate(Throughput(m))});
-  rows.push_back(
-      {"", "downtime",
-       m.has_downtime() ? HumanDuration(ToAbslDuration(m.downtime())) : "-"});
+  rows.push_back({"transferred", moved});
+  rows.push_back({"throughput", HumanRate(Throughput(m))});
+  if (HasPrecopy(m)) rows.push_back({"pre-copy", FormatPrecopySummary(m)});
+  rows.push_back({"downtime", FormatDowntime(m)});
   if (m.has_failure()) {
-    rows.push_back({"", "failure",
-                    absl::StrCat(ReasonName(m.failure().reason()), ": ",
-                                 m.failure().message())});
+    rows.push_back({"failure", absl::StrCat(ReasonName(m.failure().reason()),
+                                            ": ", m.failure().message())});
   }
-  for (int i = 0; i < m.devices_size(); ++i) {
-    const auto& d = m.devices(i);
-    rows.push_back(
-        {"", i == 0 ? "devices" : "",
-         absl::StrCat(PairString(m, d), "  ", DeviceStateName(d.state()), "  ",
-                      HumanBytes(d.bytes_done()))});
+  if (m.notices_size() > 0) rows.push_back({"notices", NoticesString(m)});
+  if (m.devices_size() > 0) {
+    bool precopy = HasPrecopy(m);
+    std::vector<std::vector<std::string>> devs;
+    for (const auto& d : m.devices()) {
+      std::vector<std::string> row = {PairString(m, d),
+                                      DeviceStateName(d.state()),
+                                      HumanBytes(d.bytes_done())};
+      if (precopy) {
+        row.push_back(absl::StrCat(
+            "(", SplitString(d.precopy_bytes(), d.stop_copy_bytes()), ")"));
+      }
+      devs.push_back(std::move(row));
+    }
+    std::string table = FormatTable(devs);
+    table.pop_back();  // FormatLabeled ends each line itself
+    rows.push_back({"devices", table});
   }
-  absl::StrAppend(&out, FormatTable(rows));
+  absl::StrAppend(&out, FormatLabeled(rows, "  "));
   return out;
 }
 

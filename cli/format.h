@@ -27,9 +27,13 @@ std::string HumanBytes(uint64_t bytes);
 // HumanBytes(rate) + "/s"; "-" for a negative, NaN or infinite rate.
 std::string HumanRate(double bytes_per_second);
 
-// Compact and human: "0s", "850us", "12ms", "1.25s", "42.0s", "2m05s",
+// Compact and human: "0s", "<1us", "850us", "12ms", "1.25s", "42.0s", "2m05s",
 // "1h02m". Negative durations get a leading "-"; infinite ones are "inf".
 std::string HumanDuration(absl::Duration d);
+
+// "80.0/96.0 MiB" when both print in the same unit, "512.0 KiB/96.0 MiB"
+// otherwise; HumanBytes(done) alone when total is 0.
+std::string HumanBytesPair(uint64_t done, uint64_t total);
 
 // Percent of done/total as "42%", clamped to 0..100; "--%" when total is 0.
 std::string FormatPercent(uint64_t done, uint64_t total);
@@ -63,12 +67,40 @@ std::string FormatMigrationsTable(
     const migd::v1::ListMigrationsResponse& response);
 
 // A few lines on one job for `migctl status`: phase, role, peer, bytes,
-// timings, failure if any, and one line per device.
+// timings, pre-copy (iterations, the live estimate, pre-copy and stop-copy
+// bytes), downtime with its breakdown, failure, notices, and one line per
+// device (with its pre-copy/stop-copy split and downtime share when known).
 std::string FormatMigrationDetails(const migd::v1::Migration& m);
 
 // The summary migctl prints once a job ended: outcome, bytes, time,
-// throughput, downtime and each device's state.
+// throughput, pre-copy (FormatPrecopySummary), downtime with its breakdown,
+// failure, notices and each device's state and bytes.
 std::string FormatSummary(const migd::v1::Migration& m);
+
+// Where the downtime went: "41ms (stop-copy 12ms, load 28ms, resume 1ms)".
+// The parts are the ones `b` has; the total is b.total, else `total` when
+// given. Just the parts when there is no total, "" when there is nothing.
+std::string FormatDowntimeBreakdown(
+    const migd::v1::DowntimeBreakdown& b,
+    const google::protobuf::Duration* total = nullptr);
+
+// The job's downtime with its breakdown when the job has one
+// (FormatDowntimeBreakdown), the total alone without, "-" when not known.
+std::string FormatDowntime(const migd::v1::Migration& m);
+
+// How pre-copy went or is going: "3 iterations, converged", "1 iteration,
+// not converged yet", "30 iterations, did not converge; switched over
+// anyway", ...; "" when the job reports no pre-copy progress.
+std::string FormatPrecopyOutcome(const migd::v1::Migration& m);
+
+// Pre-copy in one line: "3 iterations, converged; 90.1 MiB pre-copy,
+// 6.0 MiB stop-copy". The iterations part only when the job reports pre-copy
+// progress (the source); "" for a job without pre-copy.
+std::string FormatPrecopySummary(const migd::v1::Migration& m);
+
+// The live pre-copy estimate: "16.0 MiB left, expected downtime 12ms,
+// dirty 4.0 MiB/s, bandwidth 300.0 MiB/s" (unknown parts left out).
+std::string FormatPrecopyEstimate(const migd::v1::PrecopyProgress& p);
 
 // Proto3 JSON with the .proto field names (snake_case), fields at their
 // default values included, enums by name. One line when `compact`, indented

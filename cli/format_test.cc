@@ -36,6 +36,14 @@ TEST(HumanBytes, LargestValueFits) {
   EXPECT_EQ(HumanBytes(std::numeric_limits<uint64_t>::max()), "16.0 EiB");
 }
 
+TEST(HumanBytesPair, SharesTheUnitWhenBothHaveIt) {
+  EXPECT_EQ(HumanBytesPair(80ull << 20, 96ull << 20), "80.0/96.0 MiB");
+  EXPECT_EQ(HumanBytesPair(20, 100), "20/100 B");
+  EXPECT_EQ(HumanBytesPair(512 << 10, 96ull << 20), "512.0 KiB/96.0 MiB");
+  EXPECT_EQ(HumanBytesPair(0, 96ull << 20), "0 B/96.0 MiB");
+  EXPECT_EQ(HumanBytesPair(5 << 10, 0), "5.0 KiB");
+}
+
 TEST(HumanRate, AppendsPerSecond) {
   EXPECT_EQ(HumanRate(0), "0 B/s");
   EXPECT_EQ(HumanRate(80.0 * 1024 * 1024), "80.0 MiB/s");
@@ -49,6 +57,7 @@ TEST(HumanRate, UnknownRatesAreADash) {
 
 TEST(HumanDuration, PicksAUnitPerMagnitude) {
   EXPECT_EQ(HumanDuration(absl::ZeroDuration()), "0s");
+  EXPECT_EQ(HumanDuration(absl::Nanoseconds(110)), "<1us");
   EXPECT_EQ(HumanDuration(absl::Microseconds(850)), "850us");
   EXPECT_EQ(HumanDuration(absl::Microseconds(2500)), "2.5ms");
   EXPECT_EQ(HumanDuration(absl::Milliseconds(120)), "120ms");
@@ -185,6 +194,150 @@ TEST(FormatSummary, ComputesThroughputFromTransferTimeWhenNotReported) {
             std::string::npos);
 }
 
+google::protobuf::Duration Ms(int ms) {
+  google::protobuf::Duration d;
+  d.set_seconds(ms / 1000);
+  d.set_nanos((ms % 1000) * 1000000);
+  return d;
+}
+
+// A source job that pre-copied in 3 iterations and converged, with a
+// downtime breakdown and a notice.
+migd::v1::Migration PrecopiedSourceJob() {
+  migd::v1::Migration m = SucceededSourceJob();
+  m.set_bytes_done(100ull << 20);
+  m.set_bytes_total(100ull << 20);
+  m.set_precopy_bytes(94ull << 20);
+  m.set_stop_copy_bytes(6ull << 20);
+  m.mutable_precopy()->set_iteration(3);
+  m.mutable_precopy()->set_remaining_bytes(5ull << 20);
+  *m.mutable_precopy()->mutable_expected_downtime() = Ms(12);
+  m.mutable_precopy()->set_dirty_rate_bytes_per_second(4.0 * (1 << 20));
+  m.mutable_precopy()->set_bandwidth_bytes_per_second(400.0 * (1 << 20));
+  m.mutable_precopy()->set_converged(true);
+  *m.mutable_downtime() = Ms(41);
+  migd::v1::DowntimeBreakdown* b = m.mutable_downtime_breakdown();
+  *b->mutable_total() = Ms(41);
+  *b->mutable_stop_copy_transfer() = Ms(12);
+  *b->mutable_load() = Ms(28);
+  *b->mutable_resume() = Ms(1);
+  m.add_notices("device emu1 has no DMA logging: every page is reported dirty");
+  for (int i = 0; i < 2; ++i) {
+    auto* d = m.mutable_devices(i);
+    d->set_bytes_done(50ull << 20);
+    d->set_bytes_total(50ull << 20);
+    d->set_precopy_bytes(47ull << 20);
+    d->set_stop_copy_bytes(3ull << 20);
+    d->set_initial_data_acked(true);
+    *d->mutable_downtime()->mutable_stop_copy_transfer() = Ms(6);
+    *d->mutable_downtime()->mutable_load() = Ms(14);
+  }
+  return m;
+}
+
+TEST(FormatDowntime, TotalWithTheBreakdownsParts) {
+  migd::v1::Migration m = PrecopiedSourceJob();
+  EXPECT_EQ(FormatDowntime(m),
+            "41ms (stop-copy 12ms, load 28ms, resume 1.0ms)");
+  m.mutable_downtime_breakdown()->clear_total();
+  m.mutable_downtime_breakdown()->clear_resume();
+  EXPECT_EQ(FormatDowntime(m), "41ms (stop-copy 12ms, load 28ms)");
+}
+
+TEST(FormatDowntime, TotalAloneOrADash) {
+  migd::v1::Migration m = SucceededSourceJob();
+  EXPECT_EQ(FormatDowntime(m), "150ms");
+  m.clear_downtime();
+  EXPECT_EQ(FormatDowntime(m), "-");
+}
+
+TEST(FormatDowntimeBreakdown, PartsAloneWithoutATotal) {
+  migd::v1::DowntimeBreakdown b;
+  EXPECT_EQ(FormatDowntimeBreakdown(b), "");
+  *b.mutable_load() = Ms(14);
+  EXPECT_EQ(FormatDowntimeBreakdown(b), "load 14ms");
+  google::protobuf::Duration total = Ms(20);
+  EXPECT_EQ(FormatDowntimeBreakdown(b, &total), "20ms (load 14ms)");
+}
+
+TEST(FormatPrecopySummary, IterationsConvergenceAndTheByteSplit) {
+  EXPECT_EQ(FormatPrecopySummary(PrecopiedSourceJob()),
+            "3 iterations, converged; 94.0 MiB pre-copy, 6.0 MiB stop-copy");
+  EXPECT_EQ(FormatPrecopySummary(SucceededSourceJob()), "");
+}
+
+TEST(FormatPrecopySummary, SaysWhenItDidNotConverge) {
+  migd::v1::Migration m = PrecopiedSourceJob();
+  m.mutable_precopy()->set_converged(false);
+  m.mutable_precopy()->set_iteration(1);
+  EXPECT_EQ(FormatPrecopySummary(m),
+            "1 iteration, did not converge; switched over anyway; 94.0 MiB "
+            "pre-copy, 6.0 MiB stop-copy");
+  m.set_phase(migd::v1::PHASE_FAILED);
+  m.mutable_failure()->set_reason(migd::v1::ERROR_REASON_NOT_CONVERGED);
+  EXPECT_EQ(FormatPrecopySummary(m).substr(0, 30),
+            "1 iteration, did not converge;");
+  m.mutable_failure()->set_reason(migd::v1::ERROR_REASON_CANCELLED);
+  EXPECT_EQ(FormatPrecopySummary(m).substr(0, 38),
+            "1 iteration, stopped before converging");
+}
+
+TEST(FormatPrecopyOutcome, IterationsAndConvergence) {
+  migd::v1::Migration m = PrecopiedSourceJob();
+  EXPECT_EQ(FormatPrecopyOutcome(m), "3 iterations, converged");
+  m.set_phase(migd::v1::PHASE_STOP_COPY);
+  m.mutable_precopy()->set_converged(false);
+  EXPECT_EQ(FormatPrecopyOutcome(m),
+            "3 iterations, did not converge; switching over anyway");
+  EXPECT_EQ(FormatPrecopyOutcome(SucceededSourceJob()), "");
+}
+
+TEST(FormatPrecopySummary, DestinationHasOnlyTheByteSplit) {
+  migd::v1::Migration m;
+  m.set_role(migd::v1::ROLE_DESTINATION);
+  m.set_precopy_bytes(94ull << 20);
+  m.set_stop_copy_bytes(6ull << 20);
+  EXPECT_EQ(FormatPrecopySummary(m), "94.0 MiB pre-copy, 6.0 MiB stop-copy");
+}
+
+TEST(FormatPrecopyEstimate, LeavesOutWhatIsUnknown) {
+  migd::v1::PrecopyProgress p = PrecopiedSourceJob().precopy();
+  EXPECT_EQ(FormatPrecopyEstimate(p),
+            "5.0 MiB left, expected downtime 12ms, dirty 4.0 MiB/s, "
+            "bandwidth 400.0 MiB/s");
+  p.clear_expected_downtime();
+  p.set_dirty_rate_bytes_per_second(0);
+  p.set_bandwidth_bytes_per_second(0);
+  EXPECT_EQ(FormatPrecopyEstimate(p), "5.0 MiB left");
+}
+
+TEST(FormatSummary, ShowsPreCopyDowntimeBreakdownAndNotices) {
+  EXPECT_EQ(
+      FormatSummary(PrecopiedSourceJob()),
+      "Job demo-1 SUCCEEDED after 2.50s\n"
+      "  transferred  100.0 MiB in 2.00s\n"
+      "  throughput   48.0 MiB/s\n"
+      "  pre-copy     3 iterations, converged; 94.0 MiB pre-copy, 6.0 MiB "
+      "stop-copy\n"
+      "  downtime     41ms (stop-copy 12ms, load 28ms, resume 1.0ms)\n"
+      "  notices      device emu1 has no DMA logging: every page is reported "
+      "dirty\n"
+      "  devices      emu0 -> dst0  STOP  50.0 MiB  (47.0 MiB pre-copy, 3.0 "
+      "MiB stop-copy)\n"
+      "               emu1 -> dst1  STOP  50.0 MiB  (47.0 MiB pre-copy, 3.0 "
+      "MiB stop-copy)\n");
+}
+
+TEST(FormatSummary, EveryNoticeOnItsOwnLine) {
+  migd::v1::Migration m = SucceededSourceJob();
+  m.add_notices("first");
+  m.add_notices("second");
+  EXPECT_NE(FormatSummary(m).find("  notices      first\n"
+                                  "               second\n"),
+            std::string::npos)
+      << FormatSummary(m);
+}
+
 TEST(FormatMigrationsTable, ShowsPairsFromTheSourceSide) {
   migd::v1::ListMigrationsResponse resp;
   *resp.add_migrations() = SucceededSourceJob();
@@ -217,6 +370,40 @@ TEST(FormatMigrationDetails, ListsFieldsAndDevices) {
       << text;
   EXPECT_NE(text.find("devices\n  emu0 -> dst0  STOP  48.0 MiB / 48.0 MiB "
                       "(100%)\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(FormatMigrationDetails, ShowsPreCopyDowntimeNoticesAndDeviceSplits) {
+  EXPECT_EQ(
+      FormatMigrationDetails(PrecopiedSourceJob()),
+      "job       demo-1\n"
+      "role      SOURCE\n"
+      "phase     SUCCEEDED\n"
+      "peer      127.0.0.1:7071\n"
+      "progress  100.0 MiB / 100.0 MiB (100%)\n"
+      "created   2023-11-14T22:13:20.000Z\n"
+      "finished  2023-11-14T22:13:22.500Z\n"
+      "transfer  2.00s at 48.0 MiB/s\n"
+      "pre-copy  3 iterations, converged\n"
+      "estimate  5.0 MiB left, expected downtime 12ms, dirty 4.0 MiB/s, "
+      "bandwidth 400.0 MiB/s\n"
+      "moved     94.0 MiB pre-copy, 6.0 MiB stop-copy\n"
+      "downtime  41ms (stop-copy 12ms, load 28ms, resume 1.0ms)\n"
+      "notices   device emu1 has no DMA logging: every page is reported dirty\n"
+      "devices\n"
+      "  emu0 -> dst0  STOP  50.0 MiB / 50.0 MiB (100%)  47.0 MiB pre-copy, "
+      "3.0 MiB stop-copy, acked  downtime stop-copy 6.0ms, load 14ms\n"
+      "  emu1 -> dst1  STOP  50.0 MiB / 50.0 MiB (100%)  47.0 MiB pre-copy, "
+      "3.0 MiB stop-copy, acked  downtime stop-copy 6.0ms, load 14ms\n");
+}
+
+TEST(FormatMigrationDetails, LivePreCopySaysItHasNotConvergedYet) {
+  migd::v1::Migration m = PrecopiedSourceJob();
+  m.set_phase(migd::v1::PHASE_PRE_COPY);
+  m.mutable_precopy()->set_converged(false);
+  std::string text = FormatMigrationDetails(m);
+  EXPECT_NE(text.find("pre-copy  3 iterations, not converged yet\n"),
             std::string::npos)
       << text;
 }

@@ -52,9 +52,13 @@ std::string RenderBar(uint64_t done, uint64_t total, int inner) {
 
 namespace {
 
-std::string BytesPair(uint64_t done, uint64_t total) {
-  if (total == 0) return HumanBytes(done);
-  return absl::StrCat(HumanBytes(done), "/", HumanBytes(total));
+// Pre-copy progress is shown while the job is in PRE_COPY and reports it.
+bool ShowsPrecopy(const migd::v1::Migration& m) {
+  return m.phase() == migd::v1::PHASE_PRE_COPY && m.has_precopy();
+}
+
+std::string ExpectedDowntime(const migd::v1::PrecopyProgress& p) {
+  return HumanDuration(ToAbslDuration(p.expected_downtime()));
 }
 
 }  // namespace
@@ -67,16 +71,40 @@ std::string RenderProgressLine(const migd::v1::Migration& m, double rate,
   if (m.phase() == migd::v1::PHASE_SUCCEEDED && total == 0) done = total = 1;
   // Padded to the longest phase name so the bar does not jump between phases.
   std::string phase = absl::StrFormat("%-12s", PhaseName(m.phase()));
-  std::string tail =
-      absl::StrCat(" ", BytesPair(m.bytes_done(), m.bytes_total()), "  ",
+  std::string base =
+      absl::StrCat(" ", HumanBytesPair(m.bytes_done(), m.bytes_total()), "  ",
                    absl::StrFormat("%4s", FormatPercent(done, total)));
-  if (rate >= 0) absl::StrAppend(&tail, "  ", HumanRate(rate));
-  int inner = width - static_cast<int>(phase.size() + 1 + 2 + tail.size());
+  if (ShowsPrecopy(m)) {
+    const migd::v1::PrecopyProgress& p = m.precopy();
+    absl::StrAppend(&base, "  it ", p.iteration(), "  ",
+                    HumanBytes(p.remaining_bytes()), " left");
+    if (p.has_expected_downtime()) {
+      absl::StrAppend(&base, "  ~", ExpectedDowntime(p));
+    }
+  }
+  std::string with_rate = base;
+  if (rate >= 0) absl::StrAppend(&with_rate, "  ", HumanRate(rate));
+  // The tails to try with a bar, most complete first: in PRE_COPY the rate
+  // gives way to the bar before the bar gives way to the text.
+  std::vector<std::string> tails = {with_rate};
+  if (ShowsPrecopy(m) && with_rate != base) tails.push_back(base);
   std::string line;
-  if (inner >= 10) {
-    line = absl::StrCat(phase, " ", RenderBar(done, total, inner), tail);
-  } else {
-    line = absl::StrCat(phase, tail);
+  for (const std::string& tail : tails) {
+    int inner = width - static_cast<int>(phase.size() + 1 + 2 + tail.size());
+    if (inner >= 10) {
+      line = absl::StrCat(phase, " ", RenderBar(done, total, inner), tail);
+      break;
+    }
+  }
+  if (line.empty()) {
+    // No room for a bar: the most complete text that fits, else the shortest.
+    line = absl::StrCat(phase, tails.back());
+    for (const std::string& tail : tails) {
+      if (static_cast<int>(phase.size() + tail.size()) <= width) {
+        line = absl::StrCat(phase, tail);
+        break;
+      }
+    }
   }
   if (static_cast<int>(line.size()) > width) line.resize(width);
   line.erase(line.find_last_not_of(' ') + 1);
@@ -88,11 +116,24 @@ std::string RenderPlainLine(const migd::v1::Migration& m, double rate,
                             const std::string& message) {
   std::string line =
       absl::StrCat("[", HumanDuration(elapsed), "] ", PhaseName(m.phase()), " ",
-                   BytesPair(m.bytes_done(), m.bytes_total()));
+                   HumanBytesPair(m.bytes_done(), m.bytes_total()));
   if (m.bytes_total() > 0) {
     absl::StrAppend(&line, " ", FormatPercent(m.bytes_done(), m.bytes_total()));
   }
   if (rate >= 0) absl::StrAppend(&line, " ", HumanRate(rate));
+  if (ShowsPrecopy(m)) {
+    const migd::v1::PrecopyProgress& p = m.precopy();
+    absl::StrAppend(&line, " (it ", p.iteration(), ", ",
+                    HumanBytes(p.remaining_bytes()), " left");
+    if (p.has_expected_downtime()) {
+      absl::StrAppend(&line, ", ~", ExpectedDowntime(p), " downtime");
+    }
+    if (p.converged()) absl::StrAppend(&line, ", converged");
+    absl::StrAppend(&line, ")");
+  } else if (m.phase() == migd::v1::PHASE_STOP_COPY && m.has_precopy()) {
+    // The switchover: say what pre-copy achieved before it.
+    absl::StrAppend(&line, " (pre-copy: ", FormatPrecopyOutcome(m), ")");
+  }
   if (!message.empty()) absl::StrAppend(&line, ": ", message);
   return line;
 }
@@ -100,6 +141,11 @@ std::string RenderPlainLine(const migd::v1::Migration& m, double rate,
 std::vector<int> ProgressPrinter::Key(const migd::v1::Migration& m) const {
   std::vector<int> key = {m.phase()};
   for (const auto& d : m.devices()) key.push_back(d.state());
+  // A new pre-copy iteration, or convergence, is a step a person follows.
+  if (ShowsPrecopy(m)) {
+    key.push_back(static_cast<int>(m.precopy().iteration()));
+    key.push_back(m.precopy().converged() ? 1 : 0);
+  }
   return key;
 }
 

@@ -40,10 +40,13 @@ class ThroughputMeter {
 };
 
 // One line of at most `width` columns:
-//   "STOP_COPY [=========>          ] 12.0 MiB/96.0 MiB  12%  45.3 MiB/s"
-// The bar takes the columns the text leaves; it is dropped when fewer than 10
-// would remain, and the text is cut at `width` when even that does not fit.
-// `rate` < 0 leaves the rate out.
+//   "STOP_COPY    [=========>          ] 12.0/96.0 MiB   12%  45.3 MiB/s"
+// In PRE_COPY, once the job reports pre-copy progress, the iteration, the
+// state left to move and the expected downtime follow the percentage:
+//   "PRE_COPY     [=====>   ] 80.0/96.0 MiB   83%  it 3  16.0 MiB left  ~12ms"
+// The bar takes the columns the text leaves. When fewer than 10 would remain,
+// the rate is dropped first in PRE_COPY, then the bar; the text is cut at
+// `width` when even that does not fit. `rate` < 0 leaves the rate out.
 std::string RenderProgressLine(const migd::v1::Migration& m, double rate,
                                int width);
 
@@ -52,8 +55,11 @@ std::string RenderProgressLine(const migd::v1::Migration& m, double rate,
 // done or the total is unknown (0), all '=' when done >= total > 0.
 std::string RenderBar(uint64_t done, uint64_t total, int inner);
 
-// A line for logs: "[1.25s] STOP_COPY 12.0 MiB/96.0 MiB 12% 45.3 MiB/s: msg"
+// A line for logs: "[1.25s] STOP_COPY 12.0/96.0 MiB 12% 45.3 MiB/s: msg"
 // (no trailing newline; the rate and ": msg" only when known / non-empty).
+// In PRE_COPY with pre-copy progress, before the message:
+// " (it 3, 16.0 MiB left, ~12ms downtime[, converged])"; in STOP_COPY after
+// pre-copy, how pre-copy ended: " (pre-copy: 3 iterations, converged)".
 std::string RenderPlainLine(const migd::v1::Migration& m, double rate,
                             absl::Duration elapsed, const std::string& message);
 
@@ -62,7 +68,8 @@ class ProgressPrinter {
  public:
   enum class Mode {
     kTerminal,  // a bar redrawn in place; phase changes kept as lines above it
-    kPlain,     // a line per phase/device-state change, else at most 1 per s
+    kPlain,     // a line per phase/device-state change and per pre-copy
+                // iteration, else at most 1 per s
     kJson,      // one compact Migration JSON per event
   };
 
@@ -79,7 +86,8 @@ class ProgressPrinter {
   double rate() const { return meter_.Rate(); }
 
  private:
-  // Phase and device states: what counts as a change for kPlain.
+  // Phase, device states and (in PRE_COPY) the pre-copy iteration and
+  // convergence: what counts as a change for kPlain.
   std::vector<int> Key(const migd::v1::Migration& m) const;
 
   Mode mode_;

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The migd demo: two agents on 127.0.0.1 migrate three emulated devices, then
-# the destination's device state is checked against the source's.
+# The migd demo: two agents on 127.0.0.1 live-migrate three emulated devices
+# whose state keeps changing while they run (a dirtying workload), with
+# pre-copy: the state moves while the devices run, iteration after iteration,
+# until what is left fits the downtime limit; then the devices stop, the rest
+# moves, and the destination devices run. The destination's device state is
+# then checked against the source's.
 #
 #   e2e/demo/demo.sh MIGD MIGCTL
 #
 # MIGD and MIGCTL are the built binaries (tools/demo builds them and calls this;
 # //e2e/demo:demo_test runs it in the test suite). Exits 0 only when the
-# migration succeeded and every destination device holds exactly its source's
-# state. The agents are stopped on every exit path.
+# migration succeeded with pre-copy and every destination device holds exactly
+# its source's state. The agents are stopped on every exit path.
 set -euo pipefail
 
 if (($# != 2)); then
@@ -36,6 +40,12 @@ fi
 
 readonly JOB="demo-1"
 readonly STATE_SIZE="32MiB"  # the same on both sides: states must fit
+# The same on both sides too: the destination must offer what the source has.
+readonly FLAGS="STOP_COPY|P2P|PRE_COPY"
+# Bytes of its own state each source device changes per second while it runs.
+readonly DIRTY_RATE="4MiB"
+# Switch over once the state left to move fits in this much downtime.
+readonly DOWNTIME_LIMIT="300ms"
 readonly SRC_DEVICES=(emu0 emu1 emu2)
 readonly DST_DEVICES=(dst0 dst1 dst2)
 readonly START_DEADLINE_SECONDS=30
@@ -85,15 +95,26 @@ trap 'exit 143' TERM
 
 section() { printf '\n== %s\n' "$*"; }
 
-# start_agent NAME SEED DEVICES...: starts an agent on a free port.
+# write_config NAME FIRST_SEED EXTRA DEVICES...: writes the agent's devices
+# config, one emulated device per line; seeds count up from FIRST_SEED, EXTRA
+# goes at the end of each line.
+write_config() {
+  local name="$1" seed="$2" extra="$3" device
+  shift 3
+  {
+    echo "# $name agent: ${#@} emulated devices"
+    for device in "$@"; do
+      echo "emulated $device size=$STATE_SIZE seed=$seed flags=$FLAGS$extra"
+      seed=$((seed + 1))
+    done
+  } >"$tmp/$name.conf"
+}
+
+# start_agent NAME: starts an agent on a free port with its devices config.
 start_agent() {
-  local name="$1" seed="$2"
-  shift 2
-  local devices
-  devices="$(IFS=,; echo "$*")"
+  local name="$1"
   "$MIGD" --listen=127.0.0.1:0 --port_file="$tmp/$name.port" --insecure \
-    --name="$name" --emulated_devices="$devices" \
-    --emulated_state_size="$STATE_SIZE" --emulated_seed="$seed" \
+    --name="$name" --devices_config="$tmp/$name.conf" \
     >"$tmp/$name.log" 2>&1 &
   agent_pid[$name]=$!
 }
@@ -122,20 +143,29 @@ wait_for_port() {
   return 1
 }
 
-# Different seeds, so the destination devices start with different state.
-start_agent source 1 "${SRC_DEVICES[@]}"
-start_agent destination 2 "${DST_DEVICES[@]}"
+# The source devices run a workload that changes their state; the destination
+# devices have different seeds (so they start with different state) and no
+# workload (so, once running, they keep exactly the state they received).
+write_config source 1 " dirty_rate=$DIRTY_RATE" "${SRC_DEVICES[@]}"
+write_config destination 101 "" "${DST_DEVICES[@]}"
+start_agent source
+start_agent destination
 SRC="127.0.0.1:$(wait_for_port source)"
 DST="127.0.0.1:$(wait_for_port destination)"
 
-section "Source agent $SRC"
+section "Source agent $SRC (--devices_config)"
+sed 's/^/  /' "$tmp/source.conf"
+echo
 "$MIGCTL" --agent="$SRC" devices
-section "Destination agent $DST"
+section "Destination agent $DST (--devices_config)"
+sed 's/^/  /' "$tmp/destination.conf"
+echo
 "$MIGCTL" --agent="$DST" devices
 
 # compare_digests WHEN: prints, per device pair, whether the destination's
 # state digest equals the source's. With WHEN=after, exits non-zero unless
-# every pair matches.
+# every pair matches and every source device is stopped: a running source
+# device keeps changing its state, so only a stopped one has a final digest.
 compare_digests() {
   local when="$1"
   "$MIGCTL" --agent="$SRC" --output=json devices >"$tmp/src-devices.json"
@@ -148,23 +178,29 @@ import sys
 when, pairs, src_file, dst_file = sys.argv[1:5]
 
 
-def digests(path):
+def devices(path):
     with open(path) as f:
-        return {d["name"]: d.get("state_digest", "")
-                for d in json.load(f).get("devices", [])}
+        return {d["name"]: d for d in json.load(f).get("devices", [])}
 
 
-src, dst = digests(src_file), digests(dst_file)
+src, dst = devices(src_file), devices(dst_file)
 ok = True
 for pair in pairs.split(","):
     s, d = pair.split(":")
-    a, b = src.get(s, ""), dst.get(d, "")
+    a = src.get(s, {}).get("state_digest", "")
+    b = dst.get(d, {}).get("state_digest", "")
+    state = src.get(s, {}).get("state", "").removeprefix("DEVICE_STATE_")
     same = bool(a) and a == b
     if when == "before":
         print(f"  {s} -> {d}: {'same' if same else 'different'} "
               f"({a or 'no digest'} vs {b or 'no digest'})")
         continue
-    verdict = "VERIFIED" if same else "MISMATCH"
+    if state != "STOP":
+        verdict = f"UNSETTLED (source device is {state or 'unknown'}, " \
+            "not STOP: its state may still change)"
+        same = False
+    else:
+        verdict = "VERIFIED" if same else "MISMATCH"
     print(f"  {s} -> {d}  {verdict}  source {a or 'no digest'}, "
           f"destination {b or 'no digest'}")
     ok = ok and same
@@ -172,18 +208,19 @@ sys.exit(0 if ok else 1)
 PY
 }
 
-section "Before: destination state vs source state"
+section "Before: destination state vs source state (the source keeps changing)"
 compare_digests before
 
-section "Migrating job $JOB: $PAIRS"
+section "Migrating job $JOB: $PAIRS (downtime limit $DOWNTIME_LIMIT)"
 migrate_rc=0
 "$MIGCTL" --agent="$SRC" migrate --job="$JOB" --devices="$PAIRS" \
-  --destination="$DST" || migrate_rc=$?
+  --destination="$DST" --downtime_limit="$DOWNTIME_LIMIT" || migrate_rc=$?
 
 section "Summary"
 "$MIGCTL" --agent="$SRC" --output=json status "$JOB" >"$tmp/src-job.json"
 "$MIGCTL" --agent="$DST" --output=json status "$JOB" >"$tmp/dst-job.json"
-python3 - "$tmp/src-job.json" "$tmp/dst-job.json" <<'PY'
+summary_rc=0
+python3 - "$DOWNTIME_LIMIT" "$tmp/src-job.json" "$tmp/dst-job.json" <<'PY' ||
 import json
 import sys
 
@@ -196,36 +233,84 @@ def human_bytes(n):
         n /= 1024
 
 
-def seconds(duration):  # proto3 JSON Duration: "1.250s"
-    return float(duration[:-1]) if duration else 0.0
+def nanos(duration):  # proto3 JSON Duration: "1.250s", exactly
+    if not duration:
+        return 0
+    whole, _, frac = duration[:-1].partition(".")
+    return int(whole) * 10**9 + int((frac + "000000000")[:9])
 
 
-def human_seconds(s):
-    return f"{s * 1000:.0f}ms" if s < 1 else f"{s:.2f}s"
+def human_duration(ns):  # as migctl prints durations
+    if ns == 0:
+        return "0s"
+    if ns < 1000:
+        return "<1us"
+    if ns < 10**6:
+        return f"{ns // 1000}us"
+    if ns < 10**7:
+        return f"{ns / 10**6:.1f}ms"
+    if ns < 10**9:
+        return f"{ns // 10**6}ms"
+    return f"{ns / 10**9:.2f}s" if ns < 10 * 10**9 else f"{ns / 10**9:.1f}s"
 
 
-rows = [("JOB", "SIDE", "PHASE", "BYTES", "THROUGHPUT", "DOWNTIME")]
-for path in sys.argv[1:]:
+limit = sys.argv[1]
+jobs = []
+for path in sys.argv[2:]:
     with open(path) as f:
-        m = json.load(f)
+        jobs.append(json.load(f))
+
+rows = [("SIDE", "PHASE", "PRE-COPY", "PRE-COPY BYTES", "STOP-COPY BYTES",
+         "THROUGHPUT", "DOWNTIME")]
+for m in jobs:
     rate = float(m.get("throughput_bytes_per_second", 0))
-    if rate <= 0 and seconds(m.get("transfer_time")) > 0:
-        rate = int(m.get("bytes_done", 0)) / seconds(m.get("transfer_time"))
+    if rate <= 0 and nanos(m.get("transfer_time")) > 0:
+        rate = int(m.get("bytes_done", 0)) * 1e9 / nanos(m.get("transfer_time"))
+    precopy = "-"
+    if m.get("precopy"):
+        p = m["precopy"]
+        n = int(p.get("iteration", 0))
+        precopy = (f"{n} iteration{'' if n == 1 else 's'}, "
+                   + ("converged" if p.get("converged") else "not converged"))
     rows.append((
-        m["job_id"],
         m.get("role", "").removeprefix("ROLE_").lower(),
         m.get("phase", "").removeprefix("PHASE_"),
-        human_bytes(int(m.get("bytes_done", 0))),
+        precopy,
+        human_bytes(int(m.get("precopy_bytes", 0))),
+        human_bytes(int(m.get("stop_copy_bytes", 0))),
         human_bytes(rate) + "/s" if rate > 0 else "-",
-        human_seconds(seconds(m.get("downtime"))) if m.get("downtime") else "-",
+        human_duration(nanos(m.get("downtime"))) if m.get("downtime") else "-",
     ))
+print(f"  job {jobs[0]['job_id']}")
 widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
 for r in rows:
     print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+source = jobs[0]
+b = source.get("downtime_breakdown") or {}
+if source.get("downtime"):
+    parts = [f"{name} {human_duration(nanos(b[key]))}"
+             for name, key in (("stop-copy transfer", "stop_copy_transfer"),
+                               ("destination load", "load"),
+                               ("resume", "resume")) if b.get(key)]
+    print(f"\n  downtime {human_duration(nanos(source['downtime']))} "
+          f"(limit {limit}): " + (", ".join(parts) or "no breakdown"))
+for notice in source.get("notices", []):
+    print(f"  notice: {notice}")
+
+if source.get("phase") == "PHASE_SUCCEEDED":
+    p = source.get("precopy") or {}
+    if int(p.get("iteration", 0)) < 1 or int(source.get("precopy_bytes", 0)) == 0:
+        print("demo: the migration succeeded without pre-copy", file=sys.stderr)
+        sys.exit(1)
 PY
+  summary_rc=$?
 
 if ((migrate_rc != 0)); then
   echo "demo: the migration did not succeed (migctl exited $migrate_rc)" >&2
+  exit 1
+fi
+if ((summary_rc != 0)); then
   exit 1
 fi
 

@@ -91,6 +91,12 @@ void Job::AddDeviceBytes(size_t device, uint64_t bytes, bool stop_copy) {
   v1::DeviceProgress* p = record_.mutable_devices(device);
   p->set_bytes_done(p->bytes_done() + bytes);
   record_.set_bytes_done(record_.bytes_done() + bytes);
+  if (p->bytes_done() > p->bytes_total()) {
+    // Re-sent pre-copy data outgrew the estimate: what arrived is the floor.
+    record_.set_bytes_total(record_.bytes_total() + p->bytes_done() -
+                            p->bytes_total());
+    p->set_bytes_total(p->bytes_done());
+  }
   if (stop_copy) {
     p->set_stop_copy_bytes(p->stop_copy_bytes() + bytes);
     record_.set_stop_copy_bytes(record_.stop_copy_bytes() + bytes);

@@ -27,6 +27,17 @@ TEST(Job, SnapshotCarriesDevicesAndTotals) {
   EXPECT_EQ(m.devices(1).state(), v1::DEVICE_STATE_STOP_COPY);
 }
 
+TEST(Job, TotalNeverFallsBehindWhatWasMoved) {
+  Job job = MakeJob();
+  job.SetDeviceTotal(0, 100);
+  job.AddDeviceBytes(0, 150, /*stop_copy=*/false);
+  v1::Migration m = job.Snapshot();
+  EXPECT_EQ(m.devices(0).bytes_total(), 150u);
+  EXPECT_EQ(m.bytes_total(), 150u);
+  EXPECT_EQ(m.devices(0).precopy_bytes(), 150u);
+  EXPECT_EQ(m.precopy_bytes(), 150u);
+}
+
 TEST(Job, FailureKeepsReasonAndMessageAndFirstOutcomeStands) {
   Job job = MakeJob();
   job.Finish(base::Error(absl::StatusCode::kDataLoss,
