@@ -19,6 +19,17 @@ MIGD_DEBIAN_PACKAGES=(
   libsqlite3-dev
   libvirt-dev
   python3
+  # The VM tier (e2e/vm, tools/vm): QEMU, the guest's busybox initramfs,
+  # module builds against Debian's kernel headers.
+  qemu-system-x86
+  busybox-static
+  cpio
+  kmod
+  xz-utils
+  zstd
+  gcc
+  make
+  libelf1
 )
 
 # Prints the packages of MIGD_DEBIAN_PACKAGES that are not installed, one a line.
