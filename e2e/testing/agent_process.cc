@@ -480,4 +480,63 @@ absl::StatusOr<Migration> WaitForEnd(migd::v1::MigrationService::Stub& stub,
       deadline);
 }
 
+std::string DescribeCall(const CallResult& result) {
+  return absl::StrCat("code ", result.status.error_code(), " reason '",
+                      result.reason, "' message '",
+                      result.status.error_message(), "'");
+}
+
+CallResult CallPrepareIncoming(migd::v1::MigrationService::Stub& stub,
+                               const migd::v1::PrepareIncomingRequest& request,
+                               migd::v1::PrepareIncomingResponse* response,
+                               absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  CallResult result;
+  result.status = stub.PrepareIncoming(&context, request, response);
+  result.reason = ErrorReasonOf(context);
+  return result;
+}
+
+CallResult CallStartMigration(migd::v1::MigrationService::Stub& stub,
+                              const migd::v1::StartMigrationRequest& request,
+                              Migration* response, absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  CallResult result;
+  result.status = stub.StartMigration(&context, request, response);
+  result.reason = ErrorReasonOf(context);
+  return result;
+}
+
+absl::Duration FromProtoDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+absl::StatusOr<std::string> MakeTestDir(absl::string_view stem) {
+  std::string dir =
+      absl::StrCat(TempRoot(), "/", SanitizeFileName(stem), ".XXXXXX");
+  if (mkdtemp(dir.data()) == nullptr) {
+    return absl::InternalError(
+        ErrnoMessage(absl::StrCat("mkdtemp ", dir), errno));
+  }
+  return dir;
+}
+
+absl::Status StopCleanly(AgentProcess& agent, absl::Duration grace) {
+  if (!agent.Running()) {
+    return absl::AbortedError(
+        absl::StrCat("agent ", agent.name(), " died during the test; log ",
+                     agent.log_path(), ":\n", agent.LogTail()));
+  }
+  absl::StatusOr<std::string> how = agent.Stop(grace);
+  if (!how.ok()) return how.status();
+  if (*how != "exited 0") {
+    return absl::InternalError(absl::StrCat("agent ", agent.name(),
+                                            " on SIGTERM: ", *how, "; log ",
+                                            agent.log_path()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace migd::e2e

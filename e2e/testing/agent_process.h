@@ -165,6 +165,39 @@ absl::StatusOr<migd::v1::Migration> WaitForEnd(
     migd::v1::MigrationService::Stub& stub, absl::string_view job_id,
     absl::Time deadline);
 
+// Outcome of a unary RPC: its status and the "migd-error-reason" trailer, so
+// a test can check the code, the reason and the message of a refusal.
+struct CallResult {
+  grpc::Status status;
+  std::string reason;
+};
+
+// "code N reason 'R' message 'M'", for assertion messages.
+std::string DescribeCall(const CallResult& result);
+
+// PrepareIncoming and StartMigration with a deadline of `timeout`.
+CallResult CallPrepareIncoming(migd::v1::MigrationService::Stub& stub,
+                               const migd::v1::PrepareIncomingRequest& request,
+                               migd::v1::PrepareIncomingResponse* response,
+                               absl::Duration timeout = absl::Seconds(30));
+CallResult CallStartMigration(migd::v1::MigrationService::Stub& stub,
+                              const migd::v1::StartMigrationRequest& request,
+                              migd::v1::Migration* response,
+                              absl::Duration timeout = absl::Seconds(30));
+
+// A google.protobuf.Duration as an absl::Duration.
+absl::Duration FromProtoDuration(const google::protobuf::Duration& d);
+
+// A fresh directory "<stem>.XXXXXX" under $TEST_TMPDIR (else $TMPDIR, /tmp),
+// for files a test hands to agents before they start (e.g. device logs).
+absl::StatusOr<std::string> MakeTestDir(absl::string_view stem);
+
+// Ends a test's use of an agent it did not kill itself: kAborted (with the
+// log tail) when the agent died on its own during the test; otherwise stops
+// it with SIGTERM and returns kInternal unless it exited 0.
+absl::Status StopCleanly(AgentProcess& agent,
+                         absl::Duration grace = absl::Seconds(10));
+
 }  // namespace migd::e2e
 
 #endif  // MIGD_E2E_TESTING_AGENT_PROCESS_H_
