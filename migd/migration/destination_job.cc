@@ -194,6 +194,15 @@ absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
     return absl::FailedPreconditionError("job is not attached");
   }
   if (absl::Status s = checker_->CheckMarker(marker); !s.ok()) return s;
+  if (marker.kind() == v1::PhaseMarker::ABORT) {
+    v1::ErrorReason reason = base::ReasonFromName(marker.reason());
+    return base::Error(
+        reason == v1::ERROR_REASON_CANCELLED ? absl::StatusCode::kCancelled
+                                             : absl::StatusCode::kAborted,
+        reason == v1::ERROR_REASON_UNSPECIFIED ? v1::ERROR_REASON_INTERNAL
+                                               : reason,
+        absl::StrCat("source aborted the migration: ", marker.message()));
+  }
   if (marker.kind() == v1::PhaseMarker::STOP_COPY) {
     stop_copy_started_ = true;
     downtime_start_ = absl::Now();
@@ -224,7 +233,8 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
   for (size_t i = 0; i < devices_.size(); ++i) {
     absl::Time t0 = absl::Now();
     auto s = MoveDevice(job_.get(), i, devices_[i], MigState::kStop);
-    c.mutable_devices(i)->set_load_ns(absl::ToInt64Nanoseconds(absl::Now() - t0));
+    c.mutable_devices(i)->set_load_ns(
+        absl::ToInt64Nanoseconds(absl::Now() - t0));
     if (!s.ok()) {
       return base::WithReason(s.status(), v1::ERROR_REASON_STATE_REJECTED);
     }

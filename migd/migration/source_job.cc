@@ -17,6 +17,9 @@ namespace {
 using ::google::protobuf::util::TimeUtil;
 using vfio::MigState;
 
+// How long pre-copy waits for new data before it calls a pass idle.
+constexpr absl::Duration kQuietBeforeIdle = absl::Milliseconds(50);
+
 google::protobuf::Duration ToProto(absl::Duration d) {
   return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
 }
@@ -58,9 +61,9 @@ SourceJob::SourceJob(std::shared_ptr<Job> job,
 absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     std::shared_ptr<Job> job, std::vector<device::Device*> devices,
     SourceJobOptions options, std::function<void()> on_done) {
-  std::unique_ptr<SourceJob> sj(new SourceJob(
-      std::move(job), std::move(devices), std::move(options),
-      std::move(on_done)));
+  std::unique_ptr<SourceJob> sj(
+      new SourceJob(std::move(job), std::move(devices), std::move(options),
+                    std::move(on_done)));
   Job& j = *sj->job_;
   j.SetPhase(v1::PHASE_CONNECTING, "");
 
@@ -120,9 +123,9 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   absl::StatusOr<std::unique_ptr<transfer::TransferClient>> client =
       transfer::TransferClient::Open(
           transfer::MakeTransferChannel(sj->options_.destination), header,
-          sj->options_.handshake_timeout,
-          [raw](uint32_t device) {
-            if (device < raw->devices_.size()) raw->job_->SetDeviceAcked(device);
+          sj->options_.handshake_timeout, [raw](uint32_t device) {
+            if (device < raw->devices_.size())
+              raw->job_->SetDeviceAcked(device);
           });
   if (!client.ok()) return client.status();
   sj->client_ = *std::move(client);
@@ -144,6 +147,15 @@ void SourceJob::Run() {
     base::LogWarning("job ", job_->id(), " failed: ", s.ToString());
     job_->SetPhase(v1::PHASE_ROLLING_BACK,
                    absl::StrCat("rolling back: ", s.message()));
+    // Tell the destination why (best effort: the session may be gone), so
+    // its job ends with the same cause rather than a lost peer.
+    v1::TransferRequest abort;
+    v1::PhaseMarker* m = abort.mutable_marker();
+    m->set_kind(v1::PhaseMarker::ABORT);
+    m->set_sequence(sequence_++);
+    m->set_reason(base::ReasonName(base::ReasonOf(s)));
+    m->set_message(std::string(s.message()));
+    (void)client_->Send(abort);
     client_->Cancel();
     Rollback();
   }
@@ -210,10 +222,10 @@ absl::Status SourceJob::Transfer() {
 }
 
 absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
-                                      uint64_t* sent) {
+                                      uint64_t* sent, uint64_t budget) {
   device::DataStream* stream = streams_[index].get();
   v1::TransferRequest req;
-  for (;;) {
+  for (uint64_t here = 0; here < budget;) {
     v1::DataChunk* chunk = req.mutable_chunk();
     std::string* data = chunk->mutable_data();
     data->resize(options_.chunk_bytes);
@@ -244,9 +256,28 @@ absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
     if (absl::Status s = Send(req); !s.ok()) return s;
     offsets_[index] += *n;
     *sent += *n;
+    here += *n;
     job_->AddDeviceBytes(index, *n, stop_copy);
     watch_->Kick();
   }
+  return absl::OkStatus();
+}
+
+absl::Status SourceJob::AckTimeout(
+    const std::vector<uint32_t>& ack_devices) const {
+  std::string missing;
+  for (uint32_t d : ack_devices) {
+    if (!client_->acked(d)) {
+      missing = devices_[d]->name();
+      break;
+    }
+  }
+  return base::Error(
+      absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_ACK_TIMEOUT,
+      absl::StrCat(
+          "destination did not acknowledge the initial data of device ",
+          missing, " within ",
+          absl::FormatDuration(options_.convergence.switchover_ack_timeout)));
 }
 
 absl::Status SourceJob::Precopy() {
@@ -269,6 +300,7 @@ absl::Status SourceJob::Precopy() {
 
   absl::Time start = absl::Now();
   absl::Time acks_requested = start;
+  absl::Time quiet_since = start;
   Meter meter;
   for (;;) {
     absl::Time iter_start = absl::Now();
@@ -276,15 +308,19 @@ absl::Status SourceJob::Precopy() {
     uint64_t dirty_after = 0;
     for (size_t i = 0; i < devices_.size(); ++i) {
       if (!precopy_[i]) continue;
+      // This pass moves what the device holds now, no more.
+      absl::StatusOr<device::PrecopyInfo> at_start =
+          streams_[i]->GetPrecopyInfo();
+      if (!at_start.ok()) return at_start.status();
+      uint64_t budget = at_start->initial_bytes + at_start->dirty_bytes;
       absl::Time t0 = absl::Now();
       uint64_t before = sent;
-      if (absl::Status s = SendAvailable(i, /*stop_copy=*/false, &sent);
+      if (absl::Status s = SendAvailable(i, /*stop_copy=*/false, &sent, budget);
           !s.ok()) {
         return s;
       }
       meter.Add(sent - before, absl::Now() - t0);
-      absl::StatusOr<device::PrecopyInfo> info =
-          streams_[i]->GetPrecopyInfo();
+      absl::StatusOr<device::PrecopyInfo> info = streams_[i]->GetPrecopyInfo();
       if (!info.ok()) return info.status();
       dirty_after += info->dirty_bytes + info->initial_bytes;
       if (info->initial_bytes == 0 && !initial_end_sent_[i]) {
@@ -318,7 +354,15 @@ absl::Status SourceJob::Precopy() {
       stats.all_acked = stats.all_acked && client_->acked(d);
     }
     stats.elapsed = absl::Now() - start;
-    stats.idle = sent == 0;
+    // A pass that found nothing is idle only once the devices stayed quiet
+    // for a while: a running workload may just not have dirtied anything yet.
+    if (sent > 0) {
+      quiet_since = absl::Now();
+    } else if (absl::Now() - quiet_since < kQuietBeforeIdle) {
+      absl::SleepFor(absl::Milliseconds(5));
+    } else {
+      stats.idle = true;
+    }
 
     std::string why;
     Verdict verdict = Decide(policy, stats, &why);
@@ -326,8 +370,7 @@ absl::Status SourceJob::Precopy() {
     progress.set_iteration(iteration_);
     progress.set_remaining_bytes(stats.remaining_bytes);
     double secs = absl::ToDoubleSeconds(iter_time);
-    progress.set_dirty_rate_bytes_per_second(secs > 0 ? dirty_after / secs
-                                                      : 0);
+    progress.set_dirty_rate_bytes_per_second(secs > 0 ? dirty_after / secs : 0);
     progress.set_bandwidth_bytes_per_second(stats.bandwidth);
     absl::Duration expected = ExpectedDowntime(stats);
     if (expected != absl::InfiniteDuration()) {
@@ -352,16 +395,7 @@ absl::Status SourceJob::Precopy() {
     if (!stats.all_acked) {
       // Keep the wait for acknowledgements bounded even while data flows.
       if (absl::Now() - acks_requested > policy.switchover_ack_timeout) {
-        for (uint32_t d : ack_devices) {
-          if (client_->acked(d)) continue;
-          return base::Error(
-              absl::StatusCode::kDeadlineExceeded,
-              v1::ERROR_REASON_ACK_TIMEOUT,
-              absl::StrCat("destination did not acknowledge the initial data "
-                           "of device ",
-                           devices_[d]->name(), " within ",
-                           absl::FormatDuration(policy.switchover_ack_timeout)));
-        }
+        return AckTimeout(ack_devices);
       }
       if (sent == 0) {
         // Nothing new to send: wait for the acknowledgements, not a spin.
@@ -386,7 +420,9 @@ absl::Status SourceJob::Switchover() {
     if (absl::Status s = client_->AwaitAcks(
             ack_devices, options_.convergence.switchover_ack_timeout);
         !s.ok()) {
-      return s;
+      return base::ReasonOf(s) == v1::ERROR_REASON_ACK_TIMEOUT
+                 ? AckTimeout(ack_devices)
+                 : s;
     }
   }
 
@@ -431,8 +467,7 @@ absl::Status SourceJob::Switchover() {
   for (size_t i = 0; i < devices_.size(); ++i) {
     absl::Time t0 = absl::Now();
     uint64_t sent = 0;
-    if (absl::Status s = SendAvailable(i, /*stop_copy=*/true, &sent);
-        !s.ok()) {
+    if (absl::Status s = SendAvailable(i, /*stop_copy=*/true, &sent); !s.ok()) {
       return s;
     }
     if (absl::Status s =
@@ -458,7 +493,8 @@ absl::Status SourceJob::Switchover() {
   v1::DowntimeBreakdown total;
   *total.mutable_total() = ToProto(downtime);
   *total.mutable_stop_copy_transfer() = ToProto(transfer_end - downtime_start);
-  *total.mutable_load() = TimeUtil::NanosecondsToDuration(completion->load_ns());
+  *total.mutable_load() =
+      TimeUtil::NanosecondsToDuration(completion->load_ns());
   *total.mutable_resume() =
       TimeUtil::NanosecondsToDuration(completion->resume_ns());
   std::vector<v1::DowntimeBreakdown> per_device(devices_.size());
@@ -470,9 +506,9 @@ absl::Status SourceJob::Switchover() {
     v1::DowntimeBreakdown& b = per_device[t.device()];
     *b.mutable_load() = TimeUtil::NanosecondsToDuration(t.load_ns());
     *b.mutable_resume() = TimeUtil::NanosecondsToDuration(t.resume_ns());
-    *b.mutable_total() = ToProto(stop_copy_time_[t.device()] +
-                                 absl::Nanoseconds(t.load_ns()) +
-                                 absl::Nanoseconds(t.resume_ns()));
+    *b.mutable_total() =
+        ToProto(stop_copy_time_[t.device()] + absl::Nanoseconds(t.load_ns()) +
+                absl::Nanoseconds(t.resume_ns()));
   }
   job_->SetDowntimeBreakdown(total, per_device);
   return absl::OkStatus();

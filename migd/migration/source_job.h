@@ -85,9 +85,14 @@ class SourceJob {
   absl::Status Transfer();
   absl::Status Precopy();
   absl::Status Switchover();
-  // Sends what `stream` has now: to the temporary end in pre-copy, to EOF in
-  // stop-copy. Adds the bytes sent to *sent.
-  absl::Status SendAvailable(size_t index, bool stop_copy, uint64_t* sent);
+  // Sends what `stream` has now: to the temporary end in pre-copy (at most
+  // about `budget` bytes, so a device dirtying faster than the link cannot
+  // keep one pass going forever), to EOF in stop-copy. Adds the bytes sent to
+  // *sent.
+  absl::Status SendAvailable(size_t index, bool stop_copy, uint64_t* sent,
+                             uint64_t budget = ~uint64_t{0});
+  // ACK_TIMEOUT naming the first device not acknowledged.
+  absl::Status AckTimeout(const std::vector<uint32_t>& ack_devices) const;
   absl::Status SendMarker(v1::PhaseMarker::Kind kind, uint32_t device,
                           uint64_t total_bytes);
   absl::Status Send(v1::TransferRequest& request);

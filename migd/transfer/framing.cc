@@ -121,13 +121,15 @@ absl::Status StreamChecker::CheckMarker(const v1::PhaseMarker& marker) {
                                      " repeated or after STOP_COPY"));
       }
       if (marker.total_bytes() != bytes_[marker.device()]) {
-        return Corrupted(absl::StrCat(
-            "device index ", marker.device(), ": initial data of ",
-            marker.total_bytes(), " bytes sent, but ",
-            bytes_[marker.device()], " arrived"));
+        return Corrupted(absl::StrCat("device index ", marker.device(),
+                                      ": initial data of ",
+                                      marker.total_bytes(), " bytes sent, but ",
+                                      bytes_[marker.device()], " arrived"));
       }
       initial_ended_[marker.device()] = true;
       break;
+    case v1::PhaseMarker::ABORT:
+      break;  // valid at any point of a session
     case v1::PhaseMarker::COMMIT:
       for (uint32_t d = 0; d < ended_.size(); ++d) {
         if (!ended_[d]) {

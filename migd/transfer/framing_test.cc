@@ -124,6 +124,13 @@ TEST(StreamChecker, InitialDataEndWithWrongTotalIsDataLoss) {
       absl::StatusCode::kDataLoss);
 }
 
+TEST(StreamChecker, AbortIsAcceptedAnywhereInSequence) {
+  StreamChecker c(1);
+  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "ab")).ok());
+  EXPECT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::ABORT, 1)).ok());
+  EXPECT_FALSE(c.CheckMarker(Marker(v1::PhaseMarker::ABORT, 5)).ok());
+}
+
 TEST(SealChunk, CrcCoversExactlyThePayload) {
   v1::DataChunk a = Chunk(0, 0, 0, "123456789");
   EXPECT_EQ(a.crc32c(), 0xE3069283u);
