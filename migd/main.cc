@@ -1,6 +1,7 @@
 // migd: the per-host migration agent. Wires flags to an Agent and waits for
 // SIGINT/SIGTERM; all behaviour lives in the libraries.
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 
@@ -79,6 +80,12 @@ int main(int argc, char** argv) {
       "migd: live-migration agent for VFIO devices.\n"
       "  migd --insecure --listen=127.0.0.1:7070 --emulated_devices=emu0,emu1");
   absl::ParseCommandLine(argc, argv);
+
+  // gRPC's receive buffers come and go by the megabyte: keep freed memory in
+  // the heap rather than returning it to the kernel and faulting it back in
+  // for every chunk (measured here: ~0.6x -> ~0.9x of raw TCP).
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
 
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop;

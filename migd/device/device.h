@@ -16,6 +16,8 @@
 #ifndef MIGD_DEVICE_DEVICE_H_
 #define MIGD_DEVICE_DEVICE_H_
 
+#include <sys/uio.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -60,6 +62,12 @@ class DataStream {
   // An error is fatal to the load (the device keeps part of the bytes); the
   // RESUMING -> STOP arc then fails.
   virtual absl::StatusOr<size_t> Write(absl::Span<const uint8_t> data) = 0;
+
+  // Load side. Writes every byte of `data`, in order, as one stream: how a
+  // received chunk (gRPC's own buffers, in pieces) reaches the device without
+  // being gathered first. The default writes piece by piece; a backend may
+  // use writev(2).
+  virtual absl::Status WriteAll(absl::Span<const iovec> data);
 
   // VFIO_MIG_GET_PRECOPY_INFO: only in PRE_COPY / PRE_COPY_P2P, else
   // kFailedPrecondition.
@@ -114,6 +122,20 @@ class Device {
   // holds exactly the source's state.
   virtual absl::StatusOr<std::string> StateDigest() = 0;
 };
+
+inline absl::Status DataStream::WriteAll(absl::Span<const iovec> data) {
+  for (const iovec& v : data) {
+    absl::Span<const uint8_t> left(static_cast<const uint8_t*>(v.iov_base),
+                                   v.iov_len);
+    while (!left.empty()) {
+      absl::StatusOr<size_t> n = Write(left);
+      if (!n.ok()) return n.status();
+      if (*n == 0) return absl::InternalError("data stream took no bytes");
+      left.remove_prefix(*n);
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace migd::device
 

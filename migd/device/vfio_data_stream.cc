@@ -5,7 +5,10 @@
 #include <errno.h>
 #include <poll.h>
 
+#include <algorithm>
+#include <climits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "migd/device/vfio_errors.h"
@@ -136,6 +139,51 @@ absl::StatusOr<size_t> VfioDataStream::Write(absl::Span<const uint8_t> data) {
         "reset the device)",
         VfioOp::kDataWrite, err);
   }
+}
+
+absl::Status VfioDataStream::WriteAll(absl::Span<const iovec> data) {
+  if (!sys_.writev) return DataStream::WriteAll(data);
+  if (absl::Status s = CheckUsable(Direction::kLoad, "write"); !s.ok()) {
+    return s;
+  }
+  std::vector<iovec> left(data.begin(), data.end());
+  size_t first = 0;
+  while (first < left.size()) {
+    if (left[first].iov_len == 0) {
+      ++first;
+      continue;
+    }
+    int count =
+        static_cast<int>(std::min<size_t>(left.size() - first, IOV_MAX));
+    const ssize_t n = sys_.writev(fd_.get(), &left[first], count);
+    if (n < 0) {
+      const int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        if (absl::Status s = WaitReady(POLLOUT, "write"); !s.ok()) return s;
+        continue;
+      }
+      return VfioErrnoError(
+          device_,
+          "data stream write (the load is lost: RESUMING -> STOP will fail; "
+          "reset the device)",
+          VfioOp::kDataWrite, err);
+    }
+    if (n == 0) {
+      return VfioErrnoError(device_, "data stream write took no bytes",
+                            VfioOp::kDataWrite, EIO);
+    }
+    // Skip what the kernel took, possibly ending inside a piece.
+    size_t taken = static_cast<size_t>(n);
+    while (taken > 0) {
+      size_t step = std::min(taken, left[first].iov_len);
+      left[first].iov_base = static_cast<char*>(left[first].iov_base) + step;
+      left[first].iov_len -= step;
+      taken -= step;
+      if (left[first].iov_len == 0) ++first;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PrecopyInfo> VfioDataStream::GetPrecopyInfo() {

@@ -71,6 +71,9 @@ class VfioDataStream final : public DataStream {
   // One write(2) (retried on EINTR/EAGAIN); returns what the kernel took. An
   // empty `data` returns 0. kFailedPrecondition on a save stream.
   absl::StatusOr<size_t> Write(absl::Span<const uint8_t> data) override;
+  // writev(2) in batches of up to IOV_MAX pieces, resuming after short writes
+  // (retried on EINTR/EAGAIN).
+  absl::Status WriteAll(absl::Span<const iovec> data) override;
   // VFIO_MIG_GET_PRECOPY_INFO. The kernel answers EINVAL outside the PRE_COPY
   // states (kFailedPrecondition); drivers without PRE_COPY have no such ioctl
   // (kUnimplemented). kFailedPrecondition on a load stream.

@@ -18,6 +18,9 @@ VfioSyscalls VfioSyscalls::Real() {
   s.write = [](int fd, const void* buf, size_t count) {
     return ::write(fd, buf, count);
   };
+  s.writev = [](int fd, const struct iovec* iov, int iovcnt) {
+    return ::writev(fd, iov, iovcnt);
+  };
   return s;
 }
 

@@ -9,6 +9,7 @@
 #define MIGD_DEVICE_VFIO_SYSCALLS_H_
 
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <cstddef>
 #include <functional>
@@ -23,6 +24,8 @@ struct VfioSyscalls {
   // read(2) / write(2), same contract.
   std::function<ssize_t(int fd, void* buf, size_t count)> read;
   std::function<ssize_t(int fd, const void* buf, size_t count)> write;
+  // writev(2); when unset, writes go piece by piece through `write`.
+  std::function<ssize_t(int fd, const struct iovec* iov, int iovcnt)> writev;
 
   // The real system calls.
   static VfioSyscalls Real();

@@ -161,30 +161,24 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
   return absl::OkStatus();
 }
 
-absl::Status DestinationJob::OnChunk(const v1::DataChunk& chunk) {
+absl::Status DestinationJob::OnChunk(const transfer::DecodedRequest& chunk) {
   absl::MutexLock lock(&mu_);
   if (stage_ != Stage::kAttached) {
     return absl::FailedPreconditionError("job is not attached");
   }
-  if (absl::Status s = checker_->CheckChunk(chunk); !s.ok()) return s;
-  if (!first_chunk_.has_value()) first_chunk_ = absl::Now();
-  device::DataStream* stream = streams_[chunk.device()].get();
-  absl::Span<const uint8_t> data(
-      reinterpret_cast<const uint8_t*>(chunk.data().data()),
-      chunk.data().size());
-  while (!data.empty()) {
-    absl::StatusOr<size_t> n = stream->Write(data);
-    if (!n.ok() || *n == 0) {
-      absl::Status s =
-          n.ok() ? absl::InternalError("device took no bytes") : n.status();
-      return base::WithReason(
-          base::Annotate(
-              s, absl::StrCat("loading state at offset ", chunk.offset())),
-          v1::ERROR_REASON_STATE_REJECTED);
-    }
-    data.remove_prefix(*n);
+  const transfer::ChunkHeader& h = chunk.header();
+  if (absl::Status s =
+          checker_->CheckChunk(h, chunk.payload_size(), chunk.PayloadCrc32c());
+      !s.ok()) {
+    return s;
   }
-  job_->AddDeviceBytes(chunk.device(), chunk.data().size(), stop_copy_started_);
+  if (!first_chunk_.has_value()) first_chunk_ = absl::Now();
+  if (absl::Status s = streams_[h.device]->WriteAll(chunk.payload()); !s.ok()) {
+    return base::WithReason(
+        base::Annotate(s, absl::StrCat("loading state at offset ", h.offset)),
+        v1::ERROR_REASON_STATE_REJECTED);
+  }
+  job_->AddDeviceBytes(h.device, chunk.payload_size(), stop_copy_started_);
   return absl::OkStatus();
 }
 

@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "migd/device/device.h"
 #include "migd/migration/job.h"
+#include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/framing.h"
 #include "proto/migd/v1/transfer.pb.h"
 
@@ -58,8 +59,9 @@ class DestinationJob {
   absl::Status Attach(const v1::SessionHeader& header,
                       std::function<void()> cancel_session);
 
-  // The next message of the attached session.
-  absl::Status OnChunk(const v1::DataChunk& chunk);
+  // The next message of the attached session. A chunk's payload goes to the
+  // device straight from the received buffers.
+  absl::Status OnChunk(const transfer::DecodedRequest& chunk);
   absl::Status OnMarker(const v1::PhaseMarker& marker);
 
   // After COMMIT: load and resume every device. Returns the timings.

@@ -1,5 +1,6 @@
 #include "migd/migration/source_job.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -119,6 +120,13 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
         sj->devices_, sj->options_.dirty_page_size, sj->options_.dirty_ranges);
   }
 
+  size_t buffers = std::max<uint64_t>(
+      4, sj->options_.buffer_cap_bytes / sj->options_.chunk_bytes);
+  absl::StatusOr<std::unique_ptr<transfer::BufferPool>> pool =
+      transfer::BufferPool::Create(sj->options_.chunk_bytes, buffers);
+  if (!pool.ok()) return pool.status();
+  sj->pool_ = *std::move(pool);
+
   SourceJob* raw = sj.get();
   absl::StatusOr<std::unique_ptr<transfer::TransferClient>> client =
       transfer::TransferClient::Open(
@@ -129,7 +137,10 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
           });
   if (!client.ok()) return client.status();
   sj->client_ = *std::move(client);
-  sj->job_->SetCanceller([raw] { raw->client_->Cancel(); });
+  sj->job_->SetCanceller([raw] {
+    raw->client_->Cancel();
+    raw->pool_->Cancel();
+  });
   sj->thread_ = std::thread([raw] { raw->Run(); });
   return sj;
 }
@@ -164,6 +175,7 @@ void SourceJob::Run() {
     tracker_->Close();
   }
   watch_.reset();
+  job_->SetPayloadCopies(client_->copies().copies());
   job_->SetCanceller(nullptr);
   if (on_done_) on_done_();
   job_->Finish(s);
@@ -208,6 +220,7 @@ absl::Status SourceJob::Transfer() {
   watch_ = std::make_unique<base::Watchdog>(options_.phase_timeout, [this] {
     timed_out_ = true;
     client_->Cancel();
+    pool_->Cancel();
   });
   if (tracker_ != nullptr) {
     if (absl::Status s = tracker_->Start(); !s.ok()) return s;
@@ -224,13 +237,12 @@ absl::Status SourceJob::Transfer() {
 absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
                                       uint64_t* sent, uint64_t budget) {
   device::DataStream* stream = streams_[index].get();
-  v1::TransferRequest req;
   for (uint64_t here = 0; here < budget;) {
-    v1::DataChunk* chunk = req.mutable_chunk();
-    std::string* data = chunk->mutable_data();
-    data->resize(options_.chunk_bytes);
-    absl::StatusOr<size_t> n = stream->Read(absl::Span<uint8_t>(
-        reinterpret_cast<uint8_t*>(data->data()), data->size()));
+    // Waits while every buffer is in flight: backpressure from gRPC's send
+    // window all the way to the device reads.
+    absl::StatusOr<transfer::PooledBuffer> buffer = pool_->Acquire();
+    if (!buffer.ok()) return buffer.status();
+    absl::StatusOr<size_t> n = stream->Read(buffer->writable());
     if (!stop_copy && !n.ok() &&
         n.status().code() == absl::StatusCode::kUnavailable) {
       return absl::OkStatus();  // ENOMSG: the temporary end of pre-copy data
@@ -244,16 +256,22 @@ absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
     // In STOP_COPY 0 is the end of the stream; in PRE_COPY some drivers
     // return 0 at the temporary end, and more data comes later.
     if (*n == 0) return absl::OkStatus();
-    data->resize(*n);
-    transfer::SealChunk(index, sequence_, offsets_[index], chunk);
+    buffer->set_size(*n);
+    transfer::ChunkHeader header = transfer::SealChunkHeader(
+        index, sequence_, offsets_[index], buffer->contents());
     if (options_.corrupt_chunk_sequence == sequence_) {
-      (*data)[*n / 2] ^= 0x5a;
+      buffer->data()[*n / 2] ^= 0x5a;
       base::LogWarning("job ", job_->id(), ": test fault: corrupted chunk ",
                        sequence_);
     }
     ++sequence_;
     if (!first_send_.has_value()) first_send_ = absl::Now();
-    if (absl::Status s = Send(req); !s.ok()) return s;
+    if (job_->cancel_requested())
+      return absl::CancelledError("cancel requested");
+    if (absl::Status s = client_->SendChunk(header, *std::move(buffer));
+        !s.ok()) {
+      return s;
+    }
     offsets_[index] += *n;
     *sent += *n;
     here += *n;

@@ -36,6 +36,7 @@
 #include "migd/dirty/tracker.h"
 #include "migd/migration/job.h"
 #include "migd/migration/policy.h"
+#include "migd/transfer/buffer_pool.h"
 #include "migd/transfer/transfer_client.h"
 
 namespace migd::migration {
@@ -45,6 +46,10 @@ struct SourceJobOptions {
   std::string destination;
   std::string token;
   uint32_t chunk_bytes = 1 << 20;
+  // Memory for chunks in flight (read from devices, not yet sent by gRPC):
+  // reading waits when it is all in use, so agent memory stays bounded
+  // whatever the state size.
+  uint64_t buffer_cap_bytes = uint64_t{64} << 20;
   // A phase making no progress for this long fails the job.
   absl::Duration phase_timeout = absl::Seconds(60);
   absl::Duration handshake_timeout = absl::Seconds(10);
@@ -77,6 +82,9 @@ class SourceJob {
   // The job's dirty-page tracker; nullptr when the job tracks no pages.
   dirty::Tracker* tracker() const { return tracker_.get(); }
 
+  // User-space copies of chunk payload on this side (0 on the data path).
+  uint64_t payload_copies() const { return client_->copies().copies(); }
+
  private:
   SourceJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
             SourceJobOptions options, std::function<void()> on_done);
@@ -105,6 +113,7 @@ class SourceJob {
   std::vector<device::Device*> devices_;
   SourceJobOptions options_;
   std::function<void()> on_done_;
+  std::unique_ptr<transfer::BufferPool> pool_;
   std::unique_ptr<transfer::TransferClient> client_;
   std::unique_ptr<dirty::Tracker> tracker_;
 

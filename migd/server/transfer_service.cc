@@ -3,9 +3,12 @@
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/impl/rpc_service_method.h"
+#include "grpcpp/support/method_handler.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/base/watchdog.h"
+#include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/grpc_status.h"
 
 namespace migd::server {
@@ -14,17 +17,32 @@ using transfer::ToGrpcStatus;
 
 TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
                                          absl::Duration idle_timeout)
-    : jobs_(jobs), idle_timeout_(idle_timeout) {}
+    : jobs_(jobs), idle_timeout_(idle_timeout) {
+  // Registered by hand (the generated service is typed): the handler gets
+  // the raw buffers of each request.
+  AddMethod(new grpc::internal::RpcServiceMethod(
+      transfer::kTransferMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
+      new grpc::internal::BidiStreamingHandler<
+          TransferServiceImpl, grpc::ByteBuffer, v1::TransferResponse>(
+          [](TransferServiceImpl* service, grpc::ServerContext* context,
+             grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>*
+                 stream) { return service->Transfer(context, stream); },
+          this)));
+}
 
 grpc::Status TransferServiceImpl::Transfer(
     grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>*
-        stream) {
-  v1::TransferRequest req;
-  if (!stream->Read(&req)) {
+    grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream) {
+  transfer::CopyCounter copies;
+  grpc::ByteBuffer raw;
+  if (!stream->Read(&raw)) {
     return grpc::Status(grpc::StatusCode::CANCELLED,
                         "session closed before its header");
   }
+  absl::StatusOr<transfer::DecodedRequest> first =
+      transfer::DecodeRequest(raw, &copies);
+  if (!first.ok()) return ToGrpcStatus(first.status(), context);
+  const v1::TransferRequest& req = first->message();
   if (!req.has_header()) {
     return ToGrpcStatus(
         base::Error(absl::StatusCode::kInvalidArgument,
@@ -77,7 +95,7 @@ grpc::Status TransferServiceImpl::Transfer(
   }
   bool committed = false;
   while (!committed) {
-    if (!stream->Read(&req)) {
+    if (!stream->Read(&raw)) {
       return fail(base::Error(
           absl::StatusCode::kUnavailable, v1::ERROR_REASON_PEER_UNAVAILABLE,
           context->IsCancelled()
@@ -85,10 +103,16 @@ grpc::Status TransferServiceImpl::Transfer(
               : "source ended the session before committing"));
     }
     watch.Kick();
+    absl::StatusOr<transfer::DecodedRequest> decoded =
+        transfer::DecodeRequest(raw, &copies);
+    raw.Clear();  // the decoded request holds what it needs
+    if (!decoded.ok()) return fail(decoded.status());
+    const v1::TransferRequest& req = decoded->message();
     absl::Status s;
-    switch (req.kind_case()) {
+    switch (decoded->is_chunk() ? v1::TransferRequest::kChunk
+                                : req.kind_case()) {
       case v1::TransferRequest::kChunk:
-        s = job->OnChunk(req.chunk());
+        s = job->OnChunk(*decoded);
         break;
       case v1::TransferRequest::kMarker:
         s = job->OnMarker(req.marker());
@@ -118,6 +142,7 @@ grpc::Status TransferServiceImpl::Transfer(
   if (!completion.ok()) {
     return fail(completion.status());
   }
+  job->job()->SetPayloadCopies(copies.copies());
   resp.Clear();
   *resp.mutable_completion() = *completion;
   stream->Write(resp);

@@ -65,26 +65,36 @@ absl::Status StreamChecker::CheckDevice(uint32_t device,
 }
 
 absl::Status StreamChecker::CheckChunk(const v1::DataChunk& chunk) {
+  ChunkHeader h;
+  h.device = chunk.device();
+  h.sequence = chunk.sequence();
+  h.offset = chunk.offset();
+  h.crc32c = chunk.crc32c();
+  return CheckChunk(h, chunk.data().size(),
+                    base::Crc32c(chunk.data().data(), chunk.data().size()));
+}
+
+absl::Status StreamChecker::CheckChunk(const ChunkHeader& chunk, uint64_t size,
+                                       uint32_t payload_crc32c) {
   // Validate everything before accounting, so a rejected chunk changes nothing.
-  if (chunk.sequence() != next_sequence_) {
-    return CheckSequence(chunk.sequence(), "chunk");
+  if (chunk.sequence != next_sequence_) {
+    return CheckSequence(chunk.sequence, "chunk");
   }
-  if (absl::Status s = CheckDevice(chunk.device(), "chunk"); !s.ok()) return s;
-  if (chunk.offset() != bytes_[chunk.device()]) {
-    return Corrupted(absl::StrCat("chunk ", chunk.sequence(), " of device ",
-                                  chunk.device(), " at offset ", chunk.offset(),
-                                  ", expected ", bytes_[chunk.device()]));
+  if (absl::Status s = CheckDevice(chunk.device, "chunk"); !s.ok()) return s;
+  if (chunk.offset != bytes_[chunk.device]) {
+    return Corrupted(absl::StrCat("chunk ", chunk.sequence, " of device ",
+                                  chunk.device, " at offset ", chunk.offset,
+                                  ", expected ", bytes_[chunk.device]));
   }
-  uint32_t crc = base::Crc32c(chunk.data().data(), chunk.data().size());
-  if (crc != chunk.crc32c()) {
+  if (payload_crc32c != chunk.crc32c) {
     return Corrupted(absl::StrFormat(
         "chunk %d of device %d (offset %d, %d bytes): CRC32C %08x, expected "
         "%08x",
-        chunk.sequence(), chunk.device(), chunk.offset(), chunk.data().size(),
-        crc, chunk.crc32c()));
+        chunk.sequence, chunk.device, chunk.offset, size, payload_crc32c,
+        chunk.crc32c));
   }
   ++next_sequence_;
-  bytes_[chunk.device()] += chunk.data().size();
+  bytes_[chunk.device] += size;
   return absl::OkStatus();
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "migd/transfer/chunk_codec.h"
 #include "proto/migd/v1/transfer.pb.h"
 
 namespace migd::transfer {
@@ -33,6 +34,11 @@ class StreamChecker {
   // that device, CRC32C of data equal to crc32c. kDataLoss otherwise, naming
   // what did not match. On OK the chunk is accounted.
   absl::Status CheckChunk(const v1::DataChunk& chunk);
+
+  // The same for a chunk received without copying: its header fields, its
+  // payload size and the CRC32C computed over the payload as received.
+  absl::Status CheckChunk(const ChunkHeader& header, uint64_t size,
+                          uint32_t payload_crc32c);
 
   // OK when `marker` is the next message: expected sequence; DEVICE_END for a
   // known, not yet ended device whose total_bytes equals what arrived; COMMIT

@@ -28,15 +28,23 @@ absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
     absl::Duration handshake_timeout,
     std::function<void(uint32_t device)> on_ack) {
   std::unique_ptr<TransferClient> client(new TransferClient());
-  client->stub_ = v1::TransferService::NewStub(std::move(channel));
+  client->channel_ = std::move(channel);
+  client->method_ = std::make_unique<grpc::internal::RpcMethod>(
+      kTransferMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
+      client->channel_);
   client->on_ack_ = std::move(on_ack);
   base::Watchdog handshake_watch(handshake_timeout,
                                  [&] { client->context_.TryCancel(); });
-  client->stream_ = client->stub_->Transfer(&client->context_);
+  client->stream_.reset(grpc::internal::ClientReaderWriterFactory<
+                        grpc::ByteBuffer,
+                        v1::TransferResponse>::Create(client->channel_.get(),
+                                                      *client->method_,
+                                                      &client->context_));
   v1::TransferRequest req;
   *req.mutable_header() = header;
   v1::TransferResponse resp;
-  bool ok = client->stream_->Write(req) && client->stream_->Read(&resp);
+  bool ok = client->stream_->Write(EncodeRequest(req, &client->copies_)) &&
+            client->stream_->Read(&resp);
   if (ok && resp.has_accepted()) {
     TransferClient* raw = client.get();
     client->reader_ = std::thread([raw] { raw->ReadLoop(); });
@@ -106,23 +114,32 @@ absl::Status TransferClient::FinishWithError(absl::string_view what) {
     } else if (final_status_.code() == absl::StatusCode::kCancelled &&
                !cancelled_) {
       // The destination's CancelMigration (or its shutdown) cancels the call.
-      final_status_ = base::Error(absl::StatusCode::kCancelled,
-                                  v1::ERROR_REASON_CANCELLED,
-                                  "the destination cancelled the session");
+      final_status_ =
+          base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
+                      "the destination cancelled the session");
     } else if (final_status_.code() == absl::StatusCode::kUnavailable &&
                base::ReasonOf(final_status_) !=
                    v1::ERROR_REASON_PEER_UNAVAILABLE) {
-      final_status_ = base::WithReason(final_status_,
-                                       v1::ERROR_REASON_PEER_UNAVAILABLE);
+      final_status_ =
+          base::WithReason(final_status_, v1::ERROR_REASON_PEER_UNAVAILABLE);
     }
   }
   return base::Annotate(final_status_, "destination");
 }
 
-absl::Status TransferClient::Send(const v1::TransferRequest& request) {
+absl::Status TransferClient::Write(const grpc::ByteBuffer& message) {
   if (finished_) return base::Annotate(final_status_, "destination");
-  if (stream_->Write(request)) return absl::OkStatus();
+  if (stream_->Write(message)) return absl::OkStatus();
   return FinishWithError("sending device state");
+}
+
+absl::Status TransferClient::Send(const v1::TransferRequest& request) {
+  return Write(EncodeRequest(request, &copies_));
+}
+
+absl::Status TransferClient::SendChunk(const ChunkHeader& header,
+                                       PooledBuffer payload) {
+  return Write(EncodeChunk(header, std::move(payload)));
 }
 
 absl::Status TransferClient::AwaitAcks(const std::vector<uint32_t>& devices,

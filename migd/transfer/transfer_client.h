@@ -6,6 +6,11 @@
 // for the destination's completion. While the source sends, a reader thread
 // takes the destination's answers (switchover acknowledgements, completion).
 // Any failure carries the destination's own status and reason when it gave one.
+//
+// Chunks go out without being copied: the stream carries raw ByteBuffers, a
+// chunk is its encoded header followed by the pooled buffer the device's data
+// was read into (chunk_codec.h), and the buffer returns to its pool when gRPC
+// has sent it. The bytes on the wire are the same TransferRequest messages.
 
 #ifndef MIGD_TRANSFER_TRANSFER_CLIENT_H_
 #define MIGD_TRANSFER_TRANSFER_CLIENT_H_
@@ -24,7 +29,11 @@
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/impl/rpc_method.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/sync_stream.h"
+#include "migd/transfer/buffer_pool.h"
+#include "migd/transfer/chunk_codec.h"
 #include "proto/migd/v1/transfer.grpc.pb.h"
 
 namespace migd::transfer {
@@ -44,9 +53,18 @@ class TransferClient {
 
   ~TransferClient();
 
-  // Sends one message. On failure returns why the stream ended (the
-  // destination's status when it ended the call).
+  // Sends one message (a header or marker; chunks go through SendChunk). On
+  // failure returns why the stream ended (the destination's status when it
+  // ended the call).
   absl::Status Send(const v1::TransferRequest& request);
+
+  // Sends a chunk whose payload is the filled part of `payload`, without
+  // copying it.
+  absl::Status SendChunk(const ChunkHeader& header, PooledBuffer payload);
+
+  // User-space copies of chunk payload this session made (0 on the
+  // zero-copy path).
+  const CopyCounter& copies() const { return copies_; }
 
   // Waits until the destination acknowledged every device in `devices`.
   // kDeadlineExceeded (ACK_TIMEOUT) after `timeout`, naming a device still
@@ -71,11 +89,17 @@ class TransferClient {
   void ReadLoop();
   void JoinReader();
 
-  std::unique_ptr<v1::TransferService::Stub> stub_;
+  absl::Status Write(const grpc::ByteBuffer& message);
+
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<grpc::internal::RpcMethod> method_;
   grpc::ClientContext context_;
+  // Requests go out as raw ByteBuffers (encoded by chunk_codec), responses
+  // come back as messages.
   std::unique_ptr<
-      grpc::ClientReaderWriter<v1::TransferRequest, v1::TransferResponse>>
+      grpc::ClientReaderWriter<grpc::ByteBuffer, v1::TransferResponse>>
       stream_;
+  CopyCounter copies_;
   bool finished_ = false;
   std::function<void(uint32_t)> on_ack_;
   std::thread reader_;
