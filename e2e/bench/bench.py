@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""The migd transfer benchmark: two agents on 127.0.0.1, one emulated device.
+
+For each state size, stream count and repetition it starts a source and a
+destination agent (fresh processes, so peak RSS is per run), prepares the
+destination, migrates the device with migctl, reads both jobs' status, each
+agent's CPU seconds (/proc/PID/stat utime+stime, before and after the
+migration) and peak RSS (/proc/PID/status VmHWM), checks that the destination
+holds the source's state, stops the agents, and then measures the raw loopback
+TCP ceiling (tcp_ceiling) moving the same number of bytes over as many
+connections as the job used streams. It prints a table of medians.
+
+Normally run through e2e/bench/run.sh, which builds optimized binaries.
+Python 3 standard library only.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+GIB = 1 << 30
+MIB = 1 << 20
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+DEFAULT_SIZES = "64MiB,256MiB,1GiB,4GiB"
+QUICK_SIZES = "64MiB"
+# The emulated device holds its state in memory: the source agent holds one
+# copy, the destination two while it loads (its own content and the staging
+# buffer it loads into). A run needs about 3 x state size, plus this margin for
+# the agents, the build server and everything else on the machine.
+MEMORY_MARGIN = 2 * GIB
+START_DEADLINE_S = 300  # a 4 GiB device takes a few seconds to generate
+STOP_DEADLINE_S = 30
+
+
+def parse_size(text):
+    units = {"": 1, "B": 1, "K": 1 << 10, "KiB": 1 << 10, "M": MIB,
+             "MiB": MIB, "G": GIB, "GiB": GIB}
+    num = text.rstrip("KMGiB")
+    unit = text[len(num):]
+    if not num.isdigit() or unit not in units:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 64MiB, 4GiB)")
+    return int(num) * units[unit]
+
+
+def human_size(n):
+    if n >= GIB and n % GIB == 0:
+        return f"{n // GIB} GiB"
+    if n >= MIB and n % MIB == 0:
+        return f"{n // MIB} MiB"
+    return f"{n} B"
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- parallel streams
+def streams_args(args, streams):
+    """Extra (migd args, migctl migrate args) that make a job use `streams`.
+
+    The hook for the parallel-stream policy: migd has no setting for it yet, so
+    only 1 stream runs unless --migd-streams-arg / --migctl-streams-arg give
+    templates ("{n}" is replaced by the stream count), e.g.
+    --migctl-streams-arg='--streams={n}'.
+    """
+    if streams == 1 and not args.streams_args_for_one:
+        return [], []
+    migd = [a.replace("{n}", str(streams)) for a in args.migd_streams_arg]
+    migctl = [a.replace("{n}", str(streams)) for a in args.migctl_streams_arg]
+    if streams != 1 and not migd and not migctl:
+        raise SystemExit(
+            f"bench: {streams} streams asked for, but migd has no "
+            "parallel-stream setting yet; pass --migd-streams-arg or "
+            "--migctl-streams-arg with a {n} template once it does")
+    return migd, migctl
+
+
+# ---------------------------------------------------------------- /proc readings
+def cpu_seconds(pid):
+    """utime + stime of every thread of `pid`, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def status_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def host_ticks():
+    """(process, irq, steal, all) CPU ticks of the machine, from /proc/stat.
+
+    process: user + nice + system, time charged to some process. irq: hard
+    and soft interrupts, charged to no process (with IRQ time accounting),
+    which includes the loopback network's receive processing.
+    """
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(x) for x in parts[:8])
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    return user + nice + system, irq + softirq, steal, total
+
+
+def seconds(duration):
+    """proto3 JSON Duration ("1.250s") -> float seconds; absent -> 0."""
+    if not duration:
+        return 0.0
+    return float(str(duration).rstrip("s"))
+
+
+# ---------------------------------------------------------------- agents
+class Agent:
+    def __init__(self, name, migd, workdir, device, size, seed, extra_args,
+                 env):
+        self.name = name
+        self.port_file = os.path.join(workdir, f"{name}.port")
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        cmd = [migd, "--insecure", "--listen=127.0.0.1:0",
+               f"--port_file={self.port_file}", f"--name={name}",
+               f"--emulated_devices={device}",
+               f"--emulated_state_size={size}", f"--emulated_seed={seed}"]
+        cmd += extra_args
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log_file,
+                                     stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        self.address = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def wait_serving(self):
+        deadline = time.monotonic() + START_DEADLINE_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent {self.name} exited with "
+                                   f"{self.proc.returncode} before serving; "
+                                   f"log: {self.tail()}")
+            try:
+                with open(self.port_file) as f:
+                    port = f.read().strip()
+                if port.isdigit() and int(port) > 0:
+                    self.address = f"127.0.0.1:{port}"
+                    return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"agent {self.name} wrote no port within "
+                           f"{START_DEADLINE_S}s; log: {self.tail()}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                log(f"bench: agent {self.name} ignored SIGTERM; killing it")
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+    def tail(self, lines=15):
+        try:
+            with open(self.log_path) as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def migctl(args, agent, *cmd, timeout=600):
+    full = [args.migctl, f"--agent={agent}", "--output=json", *cmd]
+    r = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(full)} exited {r.returncode}: "
+                           f"{r.stderr.strip() or r.stdout.strip()}")
+    return r.stdout
+
+
+def digests(args, agent):
+    out = json.loads(migctl(args, agent, "devices"))
+    return {d["name"]: d.get("state_digest", "")
+            for d in out.get("devices", [])}
+
+
+# ---------------------------------------------------------------- one run
+def run_migration(args, size, streams, rep, workdir):
+    """One migration of `size` bytes of state; returns its measurements."""
+    job = f"bench-{size}-{streams}-{rep}"
+    migd_extra, migctl_extra = streams_args(args, streams)
+    env = dict(os.environ)
+    for kv in args.agent_env:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    src = Agent("source", args.migd, workdir, "emu0", size, 1, migd_extra, env)
+    dst = Agent("destination", args.migd, workdir, "dst0", size, 2,
+                migd_extra, env)
+    try:
+        src.wait_serving()
+        dst.wait_serving()
+        # Prepared separately, so the destination's RESUMING setup (the
+        # emulated device allocates its load buffer) stays out of the numbers.
+        token = json.loads(migctl(args, dst.address, "prepare", f"--job={job}",
+                                  "--devices=emu0:dst0",
+                                  f"--source={src.address}"))["transfer_token"]
+        host0 = host_ticks()
+        cpu0 = {a.name: cpu_seconds(a.pid) for a in (src, dst)}
+        t0 = time.monotonic()
+        migctl(args, src.address, "migrate", f"--job={job}",
+               "--devices=emu0:dst0", f"--destination={dst.address}",
+               f"--token={token}", *migctl_extra,
+               timeout=600 + size // (10 * MIB))
+        wall = time.monotonic() - t0
+        cpu1 = {a.name: cpu_seconds(a.pid) for a in (src, dst)}
+        host1 = host_ticks()
+        hwm = {a.name: status_kib(a.pid, "VmHWM") * 1024 for a in (src, dst)}
+        s = json.loads(migctl(args, src.address, "status", job))
+        d = json.loads(migctl(args, dst.address, "status", job))
+        if s.get("phase") != "PHASE_SUCCEEDED":
+            raise RuntimeError(f"job {job} ended {s.get('phase')}: "
+                               f"{s.get('failure')}")
+        verified = None
+        if not args.no_verify:
+            a = digests(args, src.address).get("emu0")
+            b = digests(args, dst.address).get("dst0")
+            verified = bool(a) and a == b
+            if not verified:
+                raise RuntimeError(f"job {job}: destination digest {b} != "
+                                   f"source digest {a}")
+    except Exception:
+        for a in (src, dst):
+            log(f"---- {a.name} log ----\n{a.tail()}")
+        raise
+    finally:
+        src.stop()
+        dst.stop()
+
+    bytes_done = int(s.get("bytes_done", 0))
+    transfer_s = max(seconds(s.get("transfer_time")),
+                     seconds(d.get("transfer_time")))
+    stop_copy_bytes = int(s.get("stop_copy_bytes", 0) or 0) or bytes_done
+    gbps = bytes_done / transfer_s / 1e9 if transfer_s > 0 else 0.0
+    downtime = seconds(s.get("downtime"))
+    overhead = (downtime - stop_copy_bytes / (gbps * 1e9)) if gbps else None
+    gib = bytes_done / GIB
+    # Host noise during the migration: CPU the hypervisor stole, and CPU
+    # that processes other than the two agents used (builds, tests, ...).
+    # Interrupt time is nobody's: it is left out of both.
+    dproc, dirq, dsteal, dall = (b - a for a, b in zip(host0, host1))
+    agents_ticks = (cpu1["source"] - cpu0["source"] + cpu1["destination"]
+                    - cpu0["destination"]) * CLK_TCK
+    breakdown = s.get("downtime_breakdown") or {}
+    return {
+        "job": job, "state_bytes": size, "streams": streams, "rep": rep,
+        "bytes": bytes_done, "stop_copy_bytes": stop_copy_bytes,
+        "transfer_s": transfer_s, "gbps": gbps, "migctl_wall_s": wall,
+        "src_cpu_s": cpu1["source"] - cpu0["source"],
+        "dst_cpu_s": cpu1["destination"] - cpu0["destination"],
+        "src_cpu_s_per_gib": (cpu1["source"] - cpu0["source"]) / gib,
+        "dst_cpu_s_per_gib": (cpu1["destination"] - cpu0["destination"]) / gib,
+        "src_peak_rss": hwm["source"], "dst_peak_rss": hwm["destination"],
+        # What is left when the emulated device's own memory is taken out:
+        # the state on the source, state + load buffer on the destination.
+        "src_rss_excl_state": hwm["source"] - size,
+        "dst_rss_excl_state": hwm["destination"] - 2 * size,
+        "downtime_s": downtime, "downtime_overhead_s": overhead,
+        # Destination RESUMING -> STOP: the emulated device validates (CRC32C
+        # of the whole state) and swaps in what it loaded.
+        "load_s": seconds(breakdown.get("load")) if breakdown else None,
+        "src_downtime_breakdown": breakdown,
+        "dst_downtime_s": seconds(d.get("downtime")),
+        "verified": verified,
+        "steal": dsteal / dall if dall else 0.0,
+        "other_cpu": max(0.0, (dproc - agents_ticks) / dall) if dall else 0.0,
+        "irq_cpu_s": dirq / CLK_TCK,
+    }
+
+
+def run_ceiling(args, nbytes, connections):
+    r = subprocess.run([args.tcp_ceiling, f"--bytes={nbytes}",
+                        f"--connections={connections}"],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"tcp_ceiling failed: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+# ---------------------------------------------------------------- report
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, spec, scale=1.0):
+    return "-" if v is None else format(v * scale, spec)
+
+
+def summarize(runs, ceilings):
+    """Rows of medians, one per (size, streams)."""
+    rows = []
+    keys = sorted({(r["state_bytes"], r["streams"]) for r in runs})
+    for key in keys:
+        rs = [r for r in runs if (r["state_bytes"], r["streams"]) == key]
+        cs = [c for c in ceilings if (c["state_bytes"], c["streams"]) == key]
+        m = {k: median([r[k] for r in rs]) for k in (
+            "gbps", "src_cpu_s_per_gib", "dst_cpu_s_per_gib", "src_peak_rss",
+            "dst_peak_rss", "src_rss_excl_state", "dst_rss_excl_state",
+            "downtime_s", "downtime_overhead_s", "load_s", "steal")}
+        ceiling = median([c["gbps"] for c in cs])
+        paired = median([r["gbps"] / c["gbps"] for r, c in zip(rs, cs)
+                         if c["gbps"]])
+        rows.append({
+            "state_bytes": key[0], "streams": key[1], "n": len(rs), **m,
+            "ceiling_gbps": ceiling,
+            "ratio": m["gbps"] / ceiling if ceiling else None,
+            "paired_ratio": paired,
+            "ceiling_tx_cpu_s_per_gib": median(
+                [c["sender"]["cpu_s_per_gib"] for c in cs]),
+            "ceiling_rx_cpu_s_per_gib": median(
+                [c["receiver"]["cpu_s_per_gib"] for c in cs]),
+            "max_steal": max(r["steal"] for r in rs),
+            "max_other_cpu": max(r["other_cpu"] for r in rs),
+        })
+    return rows
+
+
+def print_table(rows, out=sys.stdout):
+    head = ["state", "streams", "n", "GB/s", "TCP GB/s", "ratio",
+            "CPU s/GiB src", "dst", "TCP tx", "rx",
+            "peak RSS MiB src", "dst", "excl. state src", "dst",
+            "downtime ms", "overhead ms", "load ms", "steal",
+            "other CPU"]
+    table = [head]
+    for r in rows:
+        table.append([
+            human_size(r["state_bytes"]), str(r["streams"]), str(r["n"]),
+            fmt(r["gbps"], ".2f"), fmt(r["ceiling_gbps"], ".2f"),
+            fmt(r["ratio"], ".2f"),
+            fmt(r["src_cpu_s_per_gib"], ".2f"),
+            fmt(r["dst_cpu_s_per_gib"], ".2f"),
+            fmt(r["ceiling_tx_cpu_s_per_gib"], ".2f"),
+            fmt(r["ceiling_rx_cpu_s_per_gib"], ".2f"),
+            fmt(r["src_peak_rss"], ".0f", 1 / MIB),
+            fmt(r["dst_peak_rss"], ".0f", 1 / MIB),
+            fmt(r["src_rss_excl_state"], ".0f", 1 / MIB),
+            fmt(r["dst_rss_excl_state"], ".0f", 1 / MIB),
+            fmt(r["downtime_s"], ".1f", 1e3),
+            fmt(r["downtime_overhead_s"], ".1f", 1e3),
+            fmt(r["load_s"], ".1f", 1e3),
+            fmt(r["max_steal"], ".0%"),
+            fmt(r["max_other_cpu"], ".0%"),
+        ])
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
+          file=out)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|", file=out)
+    for row in table[1:]:
+        print("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths))
+              + " |", file=out)
+
+
+# ---------------------------------------------------------------- main
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--migd", required=True)
+    p.add_argument("--migctl", required=True)
+    p.add_argument("--tcp-ceiling", required=True)
+    p.add_argument("--sizes", default=None,
+                   help=f"state sizes (default {DEFAULT_SIZES}; --quick: "
+                        f"{QUICK_SIZES})")
+    p.add_argument("--streams", default="1",
+                   help="stream counts, e.g. 1,4 (see --migctl-streams-arg)")
+    p.add_argument("--reps", type=int, default=None,
+                   help="repetitions per configuration (default 3; --quick: 1)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 64 MiB, one repetition")
+    p.add_argument("--json-out", help="append every run as a JSON line here")
+    p.add_argument("--agent-env", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="environment for the agents (experiments only)")
+    p.add_argument("--migd-streams-arg", action="append", default=[],
+                   help="migd flag template for N streams ({n})")
+    p.add_argument("--migctl-streams-arg", action="append", default=[],
+                   help="migctl migrate flag template for N streams ({n})")
+    p.add_argument("--streams-args-for-one", action="store_true",
+                   help="pass the stream templates for 1 stream too")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the state digest comparison after each run")
+    args = p.parse_args()
+
+    sizes = [parse_size(s) for s in
+             (args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
+             .split(",")]
+    streams = [int(s) for s in args.streams.split(",")]
+    reps = args.reps or (1 if args.quick else 3)
+    for b in (args.migd, args.migctl, args.tcp_ceiling):
+        if not os.access(b, os.X_OK):
+            raise SystemExit(f"bench: {b} is not an executable")
+    for n in streams:
+        if n < 1:
+            raise SystemExit(f"bench: bad stream count {n}")
+        streams_args(args, n)  # fails now, not after the first sizes ran
+
+    runs, ceilings, skipped = [], [], []
+    json_out = open(args.json_out, "a") if args.json_out else None
+    workroot = tempfile.mkdtemp(prefix="migd-bench.")
+    try:
+        for size in sizes:
+            need = 3 * size + MEMORY_MARGIN
+            if need > mem_available():
+                msg = (f"{human_size(size)}: needs about {need / GIB:.1f} GiB, "
+                       f"{mem_available() / GIB:.1f} GiB available; skipped")
+                log("bench: " + msg)
+                skipped.append(msg)
+                continue
+            for n in streams:
+                for rep in range(reps):
+                    log(f"bench: {human_size(size)}, {n} stream(s), "
+                        f"run {rep + 1}/{reps}")
+                    workdir = os.path.join(workroot, f"{size}-{n}-{rep}")
+                    os.makedirs(workdir)
+                    r = run_migration(args, size, n, rep, workdir)
+                    c = run_ceiling(args, r["bytes"], n)
+                    c.update(state_bytes=size, streams=n, rep=rep)
+                    log(f"  migd {r['gbps']:.2f} GB/s, TCP {c['gbps']:.2f} "
+                        f"GB/s, downtime {r['downtime_s'] * 1e3:.1f} ms, "
+                        f"steal {r['steal']:.0%}, other CPU "
+                        f"{r['other_cpu']:.0%}")
+                    runs.append(r)
+                    ceilings.append(c)
+                    if json_out:
+                        ratio = r["gbps"] / c["gbps"] if c["gbps"] else None
+                        json_out.write(json.dumps(
+                            {"run": r, "tcp": c, "ratio": ratio}) + "\n")
+                        json_out.flush()
+    finally:
+        shutil.rmtree(workroot, ignore_errors=True)
+        if json_out:
+            json_out.close()
+
+    if not runs:
+        raise SystemExit("bench: nothing ran")
+    print(f"migd transfer benchmark: {os.cpu_count()} CPUs, medians of "
+          f"{reps} run(s); GB/s = 1e9 B/s of device state; steal and other "
+          f"CPU: worst run (other CPU = share of the machine used by other "
+          f"processes during the migration)")
+    print_table(summarize(runs, ceilings))
+    for msg in skipped:
+        print(f"skipped: {msg}")
+
+
+if __name__ == "__main__":
+    main()
