@@ -43,15 +43,28 @@ const std::vector<CommandSpec>& Commands() {
        {"job", "devices", "destination"},
        {"token", "downtime_limit", "bandwidth", "max_iterations",
         "max_precopy_time", "on_no_convergence", "ack_timeout",
-        "allow_mixed_p2p", "no_precopy", "chunk", "phase_timeout"},
+        "allow_mixed_p2p", "no_precopy", "chunk", "phase_timeout",
+        "dirty_ranges", "dirty_page_size"},
        false,
        "migrate --job=J --devices=SRC:DST[,SRC:DST...] "
-       "--destination=HOST:PORT [--token=T] [POLICY FLAGS]",
+       "--destination=HOST:PORT [--token=T] [POLICY FLAGS] "
+       "[--dirty_ranges=IOVA+LEN[,IOVA+LEN...] [--dirty_page_size=SIZE]]",
        "migrate devices from this (source) agent to the destination agent\n"
        "      and follow the job to its end; without --token, first prepares\n"
-       "      the destination (its address is also its control address)"},
+       "      the destination (its address is also its control address);\n"
+       "      --dirty_ranges has the devices' DMA writes tracked "
+       "(dirty-pages)"},
       {"status", {}, {}, true, "status JOB", "show one job"},
       {"watch", {}, {}, true, "watch JOB", "follow a job until it ends"},
+      {"dirty-pages",
+       {},
+       {"wait"},
+       true,
+       "dirty-pages JOB [--wait]",
+       "print the pages the devices of source job JOB wrote by DMA, one\n"
+       "      line per bitmap the agent serves, until the job ends (the job\n"
+       "      must have been started with --dirty_ranges); run it alongside\n"
+       "      migrate, see below"},
       {"cancel", {}, {}, true, "cancel JOB", "cancel a job in any phase"},
       {"list", {}, {}, false, "list", "list the agent's jobs, newest first"},
   };
@@ -72,7 +85,16 @@ bool IsGlobalFlag(absl::string_view name) {
 // Flags that need no value: `--name` means true; `--name=true|false` also
 // works, but `--name VALUE` does not take the next argument.
 bool IsBoolFlag(absl::string_view name) {
-  return name == "allow_mixed_p2p" || name == "no_precopy";
+  return name == "allow_mixed_p2p" || name == "no_precopy" || name == "wait";
+}
+
+// Parses a bool flag's value ("true" or "false").
+absl::StatusOr<bool> ParseBoolValue(absl::string_view name,
+                                    const std::string& value) {
+  if (value == "true") return true;
+  if (value == "false") return false;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--", name, ": takes no value (or true/false), not '", value, "'"));
 }
 
 bool IsCommandFlag(absl::string_view name) {
@@ -141,17 +163,10 @@ absl::Status ParsePolicyFlag(absl::string_view name, const std::string& value,
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", why));
   };
-  if (IsBoolFlag(name)) {
-    bool on;
-    if (value == "true") {
-      on = true;
-    } else if (value == "false") {
-      on = false;
-    } else {
-      return bad(
-          absl::StrCat("takes no value (or true/false), not '", value, "'"));
-    }
-    (name == "no_precopy" ? p->no_precopy : p->allow_mixed_p2p) = on;
+  if (name == "no_precopy" || name == "allow_mixed_p2p") {
+    absl::StatusOr<bool> on = ParseBoolValue(name, value);
+    if (!on.ok()) return on.status();
+    (name == "no_precopy" ? p->no_precopy : p->allow_mixed_p2p) = *on;
     return absl::OkStatus();
   }
   if (name == "downtime_limit" || name == "max_precopy_time" ||
@@ -206,13 +221,101 @@ absl::Status ParsePolicyFlag(absl::string_view name, const std::string& value,
 }
 
 bool IsPolicyFlag(absl::string_view name) {
-  return IsBoolFlag(name) || name == "downtime_limit" || name == "bandwidth" ||
+  return name == "allow_mixed_p2p" || name == "no_precopy" ||
+         name == "downtime_limit" || name == "bandwidth" ||
          name == "max_iterations" || name == "max_precopy_time" ||
          name == "on_no_convergence" || name == "ack_timeout" ||
          name == "chunk" || name == "phase_timeout";
 }
 
+// A number of --dirty_ranges or --dirty_page_size: hex with 0x, or
+// ParseByteSize's form; 0 only when `allow_zero`.
+absl::StatusOr<uint64_t> ParseAddressOrSize(absl::string_view text,
+                                            bool allow_zero) {
+  if (absl::StartsWith(text, "0x") || absl::StartsWith(text, "0X")) {
+    absl::string_view hex = text.substr(2);
+    if (hex.empty() || !IsHex(hex)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", text, "' is not a hex number"));
+    }
+    while (hex.size() > 1 && hex[0] == '0') hex.remove_prefix(1);
+    uint64_t n = 0;
+    if (hex.size() > 16 || !absl::SimpleHexAtoi(hex, &n)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", text, "' is too large"));
+    }
+    if (n == 0 && !allow_zero) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("must be at least 1 byte, not '", text, "'"));
+    }
+    return n;
+  }
+  if (allow_zero && !text.empty() &&
+      text.find_first_not_of('0') == absl::string_view::npos) {
+    return 0;
+  }
+  return ParseByteSize(text);
+}
+
 }  // namespace
+
+absl::StatusOr<std::vector<IovaRangeArg>> ParseDirtyRanges(
+    absl::string_view text, uint64_t page_size) {
+  auto bad = [](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("--dirty_ranges: ", why));
+  };
+  if (text.empty()) return bad("empty (want IOVA+LEN,...)");
+  std::vector<IovaRangeArg> ranges;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    if (item.empty()) {
+      return bad(absl::StrCat("empty element in '", text, "'"));
+    }
+    std::vector<absl::string_view> parts = absl::StrSplit(item, '+');
+    if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
+      return bad(
+          absl::StrCat("'", item, "' is not IOVA+LEN (e.g. 0x200000+1MiB)"));
+    }
+    absl::StatusOr<uint64_t> iova = ParseAddressOrSize(parts[0], true);
+    if (!iova.ok()) {
+      return bad(absl::StrCat("'", item, "': IOVA ", iova.status().message()));
+    }
+    absl::StatusOr<uint64_t> length = ParseAddressOrSize(parts[1], false);
+    if (!length.ok()) {
+      return bad(
+          absl::StrCat("'", item, "': length ", length.status().message()));
+    }
+    if (*length - 1 > std::numeric_limits<uint64_t>::max() - *iova) {
+      return bad(absl::StrCat("'", item, "' wraps around the IOVA space"));
+    }
+    if (*iova % page_size != 0 || *length % page_size != 0) {
+      return bad(absl::StrCat("'", item, "' is not aligned to the ", page_size,
+                              "-byte page"));
+    }
+    ranges.push_back({*iova, *length});
+  }
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    for (size_t j = i + 1; j < ranges.size(); ++j) {
+      const IovaRangeArg& a = ranges[i];
+      const IovaRangeArg& b = ranges[j];
+      if (a.iova <= b.iova + (b.length - 1) &&
+          b.iova <= a.iova + (a.length - 1)) {
+        return bad(absl::StrCat("ranges at 0x", absl::Hex(a.iova), " and 0x",
+                                absl::Hex(b.iova), " overlap"));
+      }
+    }
+  }
+  return ranges;
+}
+
+absl::StatusOr<uint64_t> ParseDirtyPageSize(absl::string_view text) {
+  absl::StatusOr<uint64_t> size = ParseAddressOrSize(text, false);
+  if (!size.ok()) return size.status();
+  if (*size < 4096 || *size > kMaxDirtyPageSize || (*size & (*size - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "must be a power of two from 4KiB to 1GiB, not '", text, "'"));
+  }
+  return *size;
+}
 
 absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
   const absl::string_view original = text;
@@ -382,6 +485,7 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
   std::vector<std::string> positional;
   std::set<std::string> seen_flags;
   std::string devices_text;
+  std::string dirty_ranges_text;
   bool only_positional = false;
 
   for (size_t i = 0; i < args.size(); ++i) {
@@ -492,6 +596,19 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
       o.destination = value;
     } else if (name == "token") {
       o.token = value;
+    } else if (name == "dirty_ranges") {
+      dirty_ranges_text = value;
+    } else if (name == "dirty_page_size") {
+      absl::StatusOr<uint64_t> size = ParseDirtyPageSize(value);
+      if (!size.ok()) {
+        return UsageError(
+            cmd, absl::StrCat("--dirty_page_size: ", size.status().message()));
+      }
+      o.dirty_page_size = *size;
+    } else if (name == "wait") {
+      absl::StatusOr<bool> on = ParseBoolValue(name, value);
+      if (!on.ok()) return UsageError(cmd, on.status().message());
+      o.wait = *on;
     } else if (IsPolicyFlag(name)) {
       if (absl::Status s = ParsePolicyFlag(name, value, &o.policy); !s.ok()) {
         return UsageError(cmd, s.message());
@@ -528,6 +645,15 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
     if (!pairs.ok()) return UsageError(cmd, pairs.status().message());
     o.devices = *std::move(pairs);
   }
+  if (seen_flags.count("dirty_page_size") &&
+      !seen_flags.count("dirty_ranges")) {
+    return UsageError(cmd, "--dirty_page_size needs --dirty_ranges");
+  }
+  if (seen_flags.count("dirty_ranges")) {
+    auto ranges = ParseDirtyRanges(dirty_ranges_text, o.dirty_page_size);
+    if (!ranges.ok()) return UsageError(cmd, ranges.status().message());
+    o.dirty_ranges = *std::move(ranges);
+  }
   return o;
 }
 
@@ -559,11 +685,12 @@ std::string HelpText() {
       ")\n"
       "  --output=text|json   text for people (default); json for programs:\n"
       "                       one object per command, one line per event for\n"
-      "                       migrate and watch\n"
+      "                       migrate and watch, per bitmap for dirty-pages\n"
       "  --timeout=DURATION   deadline of each request, e.g. 30s, 2m (default "
       "30s);\n"
-      "                       migrate and watch follow a job with no deadline\n"
-      "                       unless --timeout is given\n"
+      "                       migrate, watch and dirty-pages follow a job "
+      "with\n"
+      "                       no deadline unless --timeout is given\n"
       "  --help, -h           this text\n"
       "\nPolicy flags of migrate (unset ones keep the agent's defaults):\n"
       "  --downtime_limit=DUR     switch over once the state left to move "
@@ -592,6 +719,30 @@ std::string HelpText() {
       "--phase_timeout_seconds)\n"
       "DUR has a unit (300ms, 2s, 5m); SIZE is bytes or K/KiB, M/MiB, G/GiB, "
       "T/TiB.\n"
+      "\nDMA dirty-page tracking (migrate):\n"
+      "  --dirty_ranges=IOVA+LEN[,IOVA+LEN...]\n"
+      "                           track the pages the devices write by DMA in\n"
+      "                           these IOVA ranges while the job runs; IOVA\n"
+      "                           and LEN are hex (0x200000) or decimal, LEN\n"
+      "                           may be a SIZE (0x200000+1MiB); aligned to\n"
+      "                           the page size, not overlapping\n"
+      "  --dirty_page_size=SIZE   tracking granularity, a power of two from\n"
+      "                           4KiB (default 4096)\n"
+      "The agent serves the bitmaps while the job runs; `migctl dirty-pages\n"
+      "JOB` consumes them, one line per bitmap (text: device, iteration, "
+      "final,\n"
+      "all_dirty and the dirty page IOVAs in hex; json: the DirtyPages "
+      "message),\n"
+      "and ends with the job. Run it alongside migrate, e.g.\n"
+      "  T=$(migctl --agent=DST prepare --job=J --devices=S:D)\n"
+      "  migctl --agent=SRC migrate --job=J --devices=S:D --destination=DST "
+      "\\\n"
+      "      --token=$T --dirty_ranges=0x200000+1MiB &\n"
+      "  migctl --agent=SRC dirty-pages --wait J\n"
+      "--wait retries while the agent does not know the job yet (until\n"
+      "--timeout); bitmaps not taken yet are merged, never dropped, so a\n"
+      "late start loses nothing. A device that cannot report has all_dirty\n"
+      "set: treat every page of the range as dirty.\n"
       "\nDevice names may be PCI addresses: "
       "--devices=0000:3b:00.1:0000:5e:00.1\n"
       "Interrupting migrate or watch does not stop the job; use `migctl "

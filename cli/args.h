@@ -61,6 +61,21 @@ struct PolicyArgs {
   }
 };
 
+// One IOVA range of migrate's --dirty_ranges.
+struct IovaRangeArg {
+  uint64_t iova = 0;
+  uint64_t length = 0;
+
+  bool operator==(const IovaRangeArg& o) const {
+    return iova == o.iova && length == o.length;
+  }
+};
+
+// The DMA page size when --dirty_page_size is not given, and the largest one
+// accepted (migd.v1.DirtyTracking.page_size).
+inline constexpr uint64_t kDefaultDirtyPageSize = 4096;
+inline constexpr uint64_t kMaxDirtyPageSize = uint64_t{1} << 30;
+
 // The chunk sizes the agent accepts (migd.v1.MigrationPolicy.chunk_bytes).
 inline constexpr uint64_t kMinChunkBytes = 4 << 10;
 inline constexpr uint64_t kMaxChunkBytes = 8 << 20;
@@ -73,17 +88,23 @@ struct Options {
   bool timeout_given = false;  // --timeout was on the command line
   bool help = false;           // --help, -h or the `help` command
 
-  // "devices", "prepare", "migrate", "status", "watch", "cancel" or "list";
-  // empty only together with `help`.
+  // "devices", "prepare", "migrate", "status", "watch", "dirty-pages",
+  // "cancel" or "list"; empty only together with `help`.
   std::string command;
 
   // Command flags and arguments (which ones are set depends on `command`).
-  std::string job;  // --job, or the JOB argument of status/watch/cancel
+  // --job, or the JOB argument of status/watch/dirty-pages/cancel
+  std::string job;
   std::vector<DevicePairArg> devices;
   std::string source;       // prepare --source
   std::string destination;  // migrate --destination
   std::string token;        // migrate --token
   PolicyArgs policy;        // migrate's policy flags
+  // migrate --dirty_ranges (empty: no dirty tracking) and --dirty_page_size
+  // (kDefaultDirtyPageSize unless given; only with --dirty_ranges).
+  std::vector<IovaRangeArg> dirty_ranges;
+  uint64_t dirty_page_size = kDefaultDirtyPageSize;
+  bool wait = false;  // dirty-pages --wait
 };
 
 // Parses the arguments after the program name. On a usage error returns
@@ -107,6 +128,19 @@ absl::StatusOr<std::vector<DevicePairArg>> ParseDevicePairs(
 // bytes and must be at least 1. kInvalidArgument saying what is wrong
 // otherwise (decimal units such as "MB" are refused as ambiguous).
 absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text);
+
+// Parses "IOVA+LEN[,IOVA+LEN...]". Each number is hex with a 0x prefix, or
+// decimal with an optional binary unit as ParseByteSize takes it ("0x200000",
+// "2MiB", "1048576"); the IOVA may be 0, the length not. kInvalidArgument
+// naming the bad element for a malformed one, a range that wraps around the
+// 64-bit IOVA space, a range not aligned to `page_size`, or two ranges that
+// overlap. The order given is kept.
+absl::StatusOr<std::vector<IovaRangeArg>> ParseDirtyRanges(
+    absl::string_view text, uint64_t page_size);
+
+// Parses --dirty_page_size: a size (ParseByteSize, or hex with 0x) that is a
+// power of two from 4096 to kMaxDirtyPageSize.
+absl::StatusOr<uint64_t> ParseDirtyPageSize(absl::string_view text);
 
 // Parses a duration with its unit ("300ms", "1.5s", "2m", "1h30m"); must be
 // positive and finite. A bare number is refused: the policy durations range

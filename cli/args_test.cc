@@ -174,6 +174,136 @@ TEST(ParseArgs, PolicyFlagsBelongToMigrate) {
             "--downtime_limit must come after the command");
 }
 
+TEST(ParseArgs, MigrateDirtyTrackingFlags) {
+  auto o =
+      ParseArgs({"migrate", "--job=j", "--devices=a:b", "--destination=h:1",
+                 "--dirty_ranges=0x200000+1MiB,1073741824+0x10000",
+                 "--dirty_page_size=4096"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  std::vector<IovaRangeArg> want = {{0x200000, 1 << 20}, {1ull << 30, 0x10000}};
+  EXPECT_EQ(o->dirty_ranges, want);
+  EXPECT_EQ(o->dirty_page_size, 4096u);
+}
+
+TEST(ParseArgs, WithoutDirtyRangesNothingIsTracked) {
+  auto o =
+      ParseArgs({"migrate", "--job=j", "--devices=a:b", "--destination=h:1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->dirty_ranges.empty());
+  EXPECT_EQ(o->dirty_page_size, kDefaultDirtyPageSize);
+}
+
+TEST(ParseArgs, DirtyRangesAreCheckedAgainstTheGivenPageSize) {
+  auto err = [](const std::string& ranges, const std::string& page) {
+    std::vector<std::string> args = {"migrate", "--job=j", "--devices=a:b",
+                                     "--destination=h:1",
+                                     "--dirty_ranges=" + ranges};
+    if (!page.empty()) args.push_back("--dirty_page_size=" + page);
+    return ErrorOf(args);
+  };
+  EXPECT_EQ(err("0x200000+0x200000", "2MiB"), "");
+  EXPECT_EQ(err("0x201000+0x1000", "2MiB"),
+            "migrate: --dirty_ranges: '0x201000+0x1000' is not aligned to "
+            "the 2097152-byte page");
+  EXPECT_EQ(err("0+4096", "3000"),
+            "migrate: --dirty_page_size: must be a power of two from 4KiB to "
+            "1GiB, not '3000'");
+  EXPECT_EQ(err("0+4096", "2KiB"),
+            "migrate: --dirty_page_size: must be a power of two from 4KiB to "
+            "1GiB, not '2KiB'");
+  EXPECT_EQ(ErrorOf({"migrate", "--job=j", "--devices=a:b", "--destination=h:1",
+                     "--dirty_page_size=4096"}),
+            "migrate: --dirty_page_size needs --dirty_ranges");
+}
+
+TEST(ParseArgs, DirtyFlagsBelongToTheirCommands) {
+  EXPECT_EQ(
+      ErrorOf({"prepare", "--job=j", "--devices=a:b", "--dirty_ranges=0+4096"}),
+      "prepare: unknown flag --dirty_ranges");
+  EXPECT_EQ(ErrorOf({"watch", "j", "--wait"}), "watch: unknown flag --wait");
+}
+
+TEST(ParseArgs, DirtyPagesTakesAJobAndWait) {
+  auto o = ParseArgs({"dirty-pages", "--wait", "vm-4"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "dirty-pages");
+  EXPECT_EQ(o->job, "vm-4");
+  EXPECT_TRUE(o->wait);
+  o = ParseArgs({"dirty-pages", "vm-4"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->wait);
+  EXPECT_EQ(ErrorOf({"dirty-pages"}), "dirty-pages: missing JOB");
+  EXPECT_EQ(ErrorOf({"dirty-pages", "j", "--wait=maybe"}),
+            "dirty-pages: --wait: takes no value (or true/false), not 'maybe'");
+}
+
+TEST(ParseDirtyRanges, HexDecimalAndSizes) {
+  auto r =
+      ParseDirtyRanges("0x0+0x1000,8192+4KiB,0X10000+1M,1GiB+0x200000", 4096);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<IovaRangeArg> want = {
+      {0, 0x1000}, {8192, 4096}, {0x10000, 1 << 20}, {1ull << 30, 0x200000}};
+  EXPECT_EQ(*r, want);
+  r = ParseDirtyRanges("0+4096", 4096);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->front(), (IovaRangeArg{0, 4096}));
+}
+
+TEST(ParseDirtyRanges, RefusalsNameTheElement) {
+  auto err = [](absl::string_view text) {
+    return std::string(ParseDirtyRanges(text, 4096).status().message());
+  };
+  EXPECT_EQ(err(""), "--dirty_ranges: empty (want IOVA+LEN,...)");
+  EXPECT_EQ(err("0+4096,,8192+4096"),
+            "--dirty_ranges: empty element in '0+4096,,8192+4096'");
+  EXPECT_EQ(err("0x1000"),
+            "--dirty_ranges: '0x1000' is not IOVA+LEN (e.g. 0x200000+1MiB)");
+  EXPECT_EQ(err("0x1000+"),
+            "--dirty_ranges: '0x1000+' is not IOVA+LEN (e.g. 0x200000+1MiB)");
+  EXPECT_EQ(err("1+2+3"),
+            "--dirty_ranges: '1+2+3' is not IOVA+LEN (e.g. 0x200000+1MiB)");
+  EXPECT_EQ(err("0xg000+4096"),
+            "--dirty_ranges: '0xg000+4096': IOVA '0xg000' is not a hex "
+            "number");
+  EXPECT_EQ(err("0x+4096"),
+            "--dirty_ranges: '0x+4096': IOVA '0x' is not a hex number");
+  EXPECT_EQ(err("0x10000000000000000+4096"),
+            "--dirty_ranges: '0x10000000000000000+4096': IOVA "
+            "'0x10000000000000000' is too large");
+  EXPECT_EQ(err("0x1000+0"),
+            "--dirty_ranges: '0x1000+0': length must be at least 1 byte, not "
+            "'0'");
+  EXPECT_EQ(err("0x1000+0x0"),
+            "--dirty_ranges: '0x1000+0x0': length must be at least 1 byte, not "
+            "'0x0'");
+  EXPECT_EQ(err("4096+lots"),
+            "--dirty_ranges: '4096+lots': length 'lots' is not a size (e.g. "
+            "4096, 512KiB, 500MiB, 1.5GiB)");
+  EXPECT_EQ(err("0x1800+4096"),
+            "--dirty_ranges: '0x1800+4096' is not aligned to the 4096-byte "
+            "page");
+  EXPECT_EQ(err("0xfffffffffffff000+0x2000"),
+            "--dirty_ranges: '0xfffffffffffff000+0x2000' wraps around the "
+            "IOVA space");
+  EXPECT_EQ(err("0x200000+1MiB,0x2ff000+0x2000"),
+            "--dirty_ranges: ranges at 0x200000 and 0x2ff000 overlap");
+}
+
+TEST(ParseDirtyRanges, TheLastPageOfTheIovaSpaceFits) {
+  auto r = ParseDirtyRanges("0xfffffffffffff000+0x1000", 4096);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->front().iova, 0xfffffffffffff000u);
+}
+
+TEST(ParseDirtyPageSize, PowersOfTwoFrom4KiB) {
+  EXPECT_EQ(ParseDirtyPageSize("4096").value(), 4096u);
+  EXPECT_EQ(ParseDirtyPageSize("0x200000").value(), 2u << 20);
+  EXPECT_EQ(ParseDirtyPageSize("1GiB").value(), 1u << 30);
+  EXPECT_FALSE(ParseDirtyPageSize("2GiB").ok());
+  EXPECT_FALSE(ParseDirtyPageSize("0").ok());
+  EXPECT_FALSE(ParseDirtyPageSize("6KiB").ok());
+}
+
 TEST(ParseByteSize, UnitsAndFractions) {
   EXPECT_EQ(ParseByteSize("4096").value(), 4096u);
   EXPECT_EQ(ParseByteSize("4096B").value(), 4096u);
@@ -362,7 +492,8 @@ TEST(HelpText, DescribesEveryPolicyFlag) {
   for (const char* f :
        {"--downtime_limit=", "--bandwidth=", "--max_iterations=",
         "--max_precopy_time=", "--on_no_convergence=", "--ack_timeout=",
-        "--allow_mixed_p2p", "--no_precopy", "--chunk=", "--phase_timeout="}) {
+        "--allow_mixed_p2p", "--no_precopy", "--chunk=", "--phase_timeout=",
+        "--dirty_ranges=", "--dirty_page_size="}) {
     EXPECT_NE(help.find(absl::StrCat("\n  ", f)), std::string::npos) << f;
   }
 }
@@ -370,8 +501,8 @@ TEST(HelpText, DescribesEveryPolicyFlag) {
 TEST(HelpText, SaysTheConnectionIsInsecureAndListsEveryCommand) {
   std::string help = HelpText();
   EXPECT_NE(help.find("INSECURE"), std::string::npos);
-  for (const char* c :
-       {"devices", "prepare", "migrate", "status", "watch", "cancel", "list"}) {
+  for (const char* c : {"devices", "prepare", "migrate", "status", "watch",
+                        "dirty-pages", "cancel", "list"}) {
     EXPECT_NE(help.find(absl::StrCat("\n  ", c)), std::string::npos) << c;
   }
 }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/args.h"
 #include "cli/format.h"
@@ -240,6 +241,15 @@ int Migrate(const Options& o, const Env& env) {
   req.set_destination(o.destination);
   req.set_transfer_token(token);
   *req.mutable_policy() = ToPolicy(o.policy);
+  if (!o.dirty_ranges.empty()) {
+    migd::v1::DirtyTracking* t = req.mutable_dirty_tracking();
+    t->set_page_size(o.dirty_page_size);
+    for (const IovaRangeArg& r : o.dirty_ranges) {
+      migd::v1::IovaRange* range = t->add_ranges();
+      range->set_iova(r.iova);
+      range->set_length(r.length);
+    }
+  }
   migd::v1::Migration started;
   grpc::Status s = src->StartMigration(&ctx, req, &started);
   if (!s.ok()) {
@@ -291,6 +301,44 @@ int Status(const Options& o, const Env& env) {
 int Watch(const Options& o, const Env& env) {
   auto stub = Connect(env, o.agent);
   return Follow(o, env, stub.get(), o.agent, o.job);
+}
+
+// How often dirty-pages --wait asks again for a job the agent does not know.
+constexpr absl::Duration kWaitRetry = absl::Milliseconds(100);
+
+int DirtyPages(const Options& o, const Env& env) {
+  auto stub = Connect(env, o.agent);
+  const absl::Time wait_until = env.now() + o.timeout;
+  migd::v1::WatchDirtyPagesRequest req;
+  req.set_job_id(o.job);
+  for (;;) {
+    grpc::ClientContext ctx;
+    if (o.timeout_given) SetDeadline(&ctx, o.timeout);
+    std::unique_ptr<grpc::ClientReader<migd::v1::DirtyPages>> reader =
+        stub->WatchDirtyPages(&ctx, req);
+    migd::v1::DirtyPages pages;
+    bool any = false;
+    while (reader->Read(&pages)) {
+      any = true;
+      if (Json(o)) {
+        *env.out << ToJson(pages, /*compact=*/true) << "\n";
+      } else {
+        *env.out << FormatDirtyPages(pages) << "\n";
+      }
+      env.out->flush();  // a consumer reads each bitmap as it comes
+    }
+    grpc::Status s = reader->Finish();
+    if (s.ok()) return kExitOk;
+    // The source agent knows the job only once StartMigration ran: --wait
+    // lets this start first.
+    if (o.wait && !any && s.error_code() == grpc::StatusCode::NOT_FOUND &&
+        env.now() + kWaitRetry < wait_until) {
+      absl::SleepFor(kWaitRetry);
+      continue;
+    }
+    return ReportRpcError(env, o.command, s, ctx,
+                          absl::StrCat("WatchDirtyPages on ", o.agent));
+  }
 }
 
 int Cancel(const Options& o, const Env& env) {
@@ -389,6 +437,7 @@ int RunCommand(const Options& o, const Env& env) {
   if (o.command == "migrate") return Migrate(o, env);
   if (o.command == "status") return Status(o, env);
   if (o.command == "watch") return Watch(o, env);
+  if (o.command == "dirty-pages") return DirtyPages(o, env);
   if (o.command == "cancel") return Cancel(o, env);
   if (o.command == "list") return List(o, env);
   *env.err << "migctl: unknown command '" << o.command << "'\n"

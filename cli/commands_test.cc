@@ -38,7 +38,13 @@ class FakeAgent final : public migd::v1::MigrationService::Service {
   migd::v1::Migration job;                       // Get/Cancel/List answer
   std::map<std::string, Error> errors;           // by RPC name
 
+  std::vector<migd::v1::DirtyPages> dirty;  // WatchDirtyPages's stream
+  // WatchDirtyPages answers NOT_FOUND this many times first (a job not
+  // started yet).
+  int dirty_not_found = 0;
+
   std::vector<migd::v1::PrepareIncomingRequest> prepares;
+  std::vector<std::string> dirty_watches;  // job ids, one per call
   std::vector<migd::v1::StartMigrationRequest> starts;
   std::vector<std::string> cancels;
 
@@ -86,6 +92,22 @@ class FakeAgent final : public migd::v1::MigrationService::Service {
       grpc::ServerWriter<migd::v1::MigrationEvent>* writer) override {
     for (const auto& e : events) writer->Write(e);
     return Fail(ctx, "WatchMigration");
+  }
+
+  grpc::Status WatchDirtyPages(
+      grpc::ServerContext* ctx, const migd::v1::WatchDirtyPagesRequest* req,
+      grpc::ServerWriter<migd::v1::DirtyPages>* writer) override {
+    {
+      absl::MutexLock lock(&mu_);
+      dirty_watches.push_back(req->job_id());
+      if (dirty_not_found > 0) {
+        --dirty_not_found;
+        return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                            "no job " + req->job_id());
+      }
+    }
+    for (const auto& p : dirty) writer->Write(p);
+    return Fail(ctx, "WatchDirtyPages");
   }
 
   grpc::Status CancelMigration(grpc::ServerContext* ctx,
@@ -411,6 +433,141 @@ TEST_F(CommandsTest, MigrateWithATokenDoesNotPrepare) {
   EXPECT_TRUE(dst_.prepares.empty());
   ASSERT_EQ(src_.starts.size(), 1u);
   EXPECT_EQ(src_.starts[0].transfer_token(), "given");
+}
+
+TEST_F(CommandsTest, MigrateWithDirtyRangesAsksForDirtyTracking) {
+  src_.events = {Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(
+      Run({"migrate", "--job=j1", "--devices=emu0:dst0", "--destination=dst:1",
+           "--token=given", "--dirty_ranges=0x200000+1MiB,0+0x2000",
+           "--dirty_page_size=8KiB"}),
+      kExitOk)
+      << err_.str();
+  ASSERT_EQ(src_.starts.size(), 1u);
+  ASSERT_TRUE(src_.starts[0].has_dirty_tracking());
+  const migd::v1::DirtyTracking& t = src_.starts[0].dirty_tracking();
+  EXPECT_EQ(t.page_size(), 8192u);
+  ASSERT_EQ(t.ranges_size(), 2);
+  EXPECT_EQ(t.ranges(0).iova(), 0x200000u);
+  EXPECT_EQ(t.ranges(0).length(), 1u << 20);
+  EXPECT_EQ(t.ranges(1).iova(), 0u);
+  EXPECT_EQ(t.ranges(1).length(), 0x2000u);
+}
+
+TEST_F(CommandsTest, MigrateWithoutDirtyRangesAsksForNoTracking) {
+  src_.events = {Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1", "--token=given"}),
+            kExitOk);
+  ASSERT_EQ(src_.starts.size(), 1u);
+  EXPECT_FALSE(src_.starts[0].has_dirty_tracking());
+}
+
+TEST_F(CommandsTest, BadDirtyRangesAreAUsageErrorAndStartNothing) {
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1", "--dirty_ranges=0x1000+100"}),
+            kExitUsage);
+  EXPECT_THAT(err_.str(),
+              StartsWith("migctl: migrate: --dirty_ranges: '0x1000+100' is "
+                         "not aligned to the 4096-byte page\n"));
+  EXPECT_TRUE(dst_.prepares.empty());
+  EXPECT_TRUE(src_.starts.empty());
+}
+
+// A bitmap of `pages` pages at 0x200000 with the given pages set.
+migd::v1::DirtyPages Bitmap(const std::string& device, uint32_t iteration,
+                            bool final, std::vector<int> set) {
+  migd::v1::DirtyPages p;
+  p.set_device(device);
+  p.set_iova(0x200000);
+  p.set_length(16 * 4096);
+  p.set_page_size(4096);
+  p.set_iteration(iteration);
+  p.set_final(final);
+  std::string bits(8, '\0');
+  for (int n : set)
+    bits[n / 8] = static_cast<char>(bits[n / 8] | (1 << (n % 8)));
+  p.set_bitmap(bits);
+  return p;
+}
+
+TEST_F(CommandsTest, DirtyPagesPrintsOneLinePerBitmapUntilTheStreamEnds) {
+  migd::v1::DirtyPages all;
+  all.set_device("edu1");
+  all.set_iova(0x10000);
+  all.set_length(3 * 4096);
+  all.set_page_size(4096);
+  all.set_all_dirty(true);
+  all.set_iteration(1);
+  src_.dirty = {Bitmap("edu0", 1, false, {0, 3, 9}), all,
+                Bitmap("edu0", 2, true, {})};
+  EXPECT_EQ(Run({"dirty-pages", "j1"}), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(),
+            "device=edu0 iteration=1 final=false all_dirty=false "
+            "range=0x200000+0x10000 page_size=4096 dirty=3 "
+            "pages=0x200000,0x203000,0x209000\n"
+            "device=edu1 iteration=1 final=false all_dirty=true "
+            "range=0x10000+0x3000 page_size=4096 dirty=3 pages=all\n"
+            "device=edu0 iteration=2 final=true all_dirty=false "
+            "range=0x200000+0x10000 page_size=4096 dirty=0 pages=-\n");
+  EXPECT_EQ(err_.str(), "");
+  EXPECT_EQ(src_.dirty_watches, std::vector<std::string>{"j1"});
+}
+
+TEST_F(CommandsTest, DirtyPagesJsonPrintsOneMessagePerLine) {
+  src_.dirty = {Bitmap("edu0", 1, false, {1}), Bitmap("edu0", 2, true, {})};
+  EXPECT_EQ(Run({"--output=json", "dirty-pages", "j1"}), kExitOk);
+  std::vector<std::string> lines = OutLines();
+  ASSERT_EQ(lines.size(), 2u) << out_.str();
+  EXPECT_THAT(lines[0],
+              StartsWith("{\"device\":\"edu0\",\"iova\":\"2097152\""));
+  EXPECT_THAT(lines[0], HasSubstr("\"bitmap\":\"AgAAAAAAAAA=\""));
+  EXPECT_THAT(lines[0], HasSubstr("\"final\":false"));
+  EXPECT_THAT(lines[1], HasSubstr("\"final\":true"));
+}
+
+TEST_F(CommandsTest, DirtyPagesOfAJobWithoutTrackingFails) {
+  src_.errors["WatchDirtyPages"] = {
+      grpc::StatusCode::FAILED_PRECONDITION,
+      "job j1 is not a source job with dirty_tracking",
+      "ERROR_REASON_INVALID_REQUEST"};
+  EXPECT_EQ(Run({"dirty-pages", "--wait", "j1"}), kExitFailure);
+  EXPECT_EQ(err_.str(),
+            "migctl: dirty-pages: FAILED_PRECONDITION: WatchDirtyPages on "
+            "src:1: job j1 is not a source job with dirty_tracking (reason: "
+            "ERROR_REASON_INVALID_REQUEST)\n");
+  EXPECT_EQ(src_.dirty_watches.size(), 1u);  // not retried
+}
+
+TEST_F(CommandsTest, DirtyPagesOfAnUnknownJobFailsAtOnceWithoutWait) {
+  src_.dirty_not_found = 1;
+  src_.dirty = {Bitmap("edu0", 1, true, {2})};
+  EXPECT_EQ(Run({"dirty-pages", "j1"}), kExitFailure);
+  EXPECT_EQ(err_.str(),
+            "migctl: dirty-pages: NOT_FOUND: WatchDirtyPages on src:1: no job "
+            "j1\n");
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CommandsTest, DirtyPagesWaitsForAJobNotStartedYet) {
+  src_.dirty_not_found = 3;
+  src_.dirty = {Bitmap("edu0", 0, true, {2})};
+  EXPECT_EQ(Run({"dirty-pages", "--wait", "j1"}), kExitOk) << err_.str();
+  EXPECT_EQ(src_.dirty_watches.size(), 4u);
+  EXPECT_THAT(out_.str(), HasSubstr(" final=true "));
+  EXPECT_THAT(out_.str(), HasSubstr(" pages=0x202000\n"));
+  EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(CommandsTest, DirtyPagesWaitGivesUpAtTheTimeout) {
+  src_.dirty_not_found = 1000;
+  EXPECT_EQ(Run({"--timeout=350ms", "dirty-pages", "--wait", "j1"}),
+            kExitFailure);
+  EXPECT_EQ(err_.str(),
+            "migctl: dirty-pages: NOT_FOUND: WatchDirtyPages on src:1: no job "
+            "j1\n");
+  EXPECT_GE(src_.dirty_watches.size(), 2u);
+  EXPECT_LE(src_.dirty_watches.size(), 5u);
 }
 
 TEST_F(CommandsTest, MigrateOnATerminalRedrawsABar) {

@@ -474,6 +474,49 @@ std::string FormatSummary(const migd::v1::Migration& m) {
   return out;
 }
 
+std::vector<uint64_t> DirtyPageAddresses(const migd::v1::DirtyPages& p) {
+  std::vector<uint64_t> out;
+  const uint64_t page = p.page_size();
+  if (page == 0) return out;
+  const uint64_t pages = p.length() / page + (p.length() % page != 0 ? 1 : 0);
+  if (p.all_dirty()) {
+    out.reserve(pages);
+    for (uint64_t n = 0; n < pages; ++n) out.push_back(p.iova() + n * page);
+    return out;
+  }
+  const std::string& bits = p.bitmap();
+  for (uint64_t byte = 0; byte < bits.size() && byte * 8 < pages; ++byte) {
+    const auto b = static_cast<unsigned char>(bits[byte]);
+    for (int bit = 0; bit < 8 && b != 0; ++bit) {
+      const uint64_t n = byte * 8 + bit;
+      if (n < pages && (b & (1u << bit)) != 0) {
+        out.push_back(p.iova() + n * page);
+      }
+    }
+  }
+  return out;
+}
+
+std::string FormatDirtyPages(const migd::v1::DirtyPages& p) {
+  const std::vector<uint64_t> pages = DirtyPageAddresses(p);
+  std::string list;
+  if (p.all_dirty()) {
+    list = "all";
+  } else if (pages.empty()) {
+    list = "-";
+  } else {
+    list = absl::StrJoin(pages, ",", [](std::string* out, uint64_t a) {
+      absl::StrAppend(out, "0x", absl::Hex(a));
+    });
+  }
+  return absl::StrCat("device=", p.device(), " iteration=", p.iteration(),
+                      " final=", p.final() ? "true" : "false",
+                      " all_dirty=", p.all_dirty() ? "true" : "false",
+                      " range=0x", absl::Hex(p.iova()), "+0x",
+                      absl::Hex(p.length()), " page_size=", p.page_size(),
+                      " dirty=", pages.size(), " pages=", list);
+}
+
 std::string ToJson(const google::protobuf::Message& message, bool compact) {
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = !compact;

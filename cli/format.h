@@ -102,6 +102,18 @@ std::string FormatPrecopySummary(const migd::v1::Migration& m);
 // dirty 4.0 MiB/s, bandwidth 300.0 MiB/s" (unknown parts left out).
 std::string FormatPrecopyEstimate(const migd::v1::PrecopyProgress& p);
 
+// The IOVA of every page `p` reports dirty, ascending: the set bits of its
+// bitmap (bit n is the page at iova + n * page_size), or every page of the
+// range when all_dirty is set. Bits past the range are ignored.
+std::vector<uint64_t> DirtyPageAddresses(const migd::v1::DirtyPages& p);
+
+// One line for `migctl dirty-pages`, without the newline:
+// "device=edu0 iteration=2 final=false all_dirty=false
+// range=0x200000+0x100000 page_size=4096 dirty=2 pages=0x200000,0x203000";
+// "pages=-" when none is dirty, "pages=all" (and dirty = the pages of the
+// range) when all_dirty is set.
+std::string FormatDirtyPages(const migd::v1::DirtyPages& p);
+
 // Proto3 JSON with the .proto field names (snake_case), fields at their
 // default values included, enums by name. One line when `compact`, indented
 // otherwise. Never empty: a conversion failure yields a JSON object with an

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -435,6 +436,67 @@ TEST(ToJson, IndentedFormHasNoTrailingNewline) {
   EXPECT_NE(json.find("\n"), std::string::npos);
   EXPECT_NE(json.find("\"name\": \"emu0\""), std::string::npos) << json;
   EXPECT_NE(json.back(), '\n');
+}
+
+migd::v1::DirtyPages Pages(uint64_t iova, uint64_t length, uint64_t page,
+                           const std::string& bitmap) {
+  migd::v1::DirtyPages p;
+  p.set_device("edu0");
+  p.set_iova(iova);
+  p.set_length(length);
+  p.set_page_size(page);
+  p.set_bitmap(bitmap);
+  return p;
+}
+
+TEST(DirtyPageAddresses, SetBitsLeastSignificantFirstAcrossWords) {
+  // Words are 64-bit little-endian: byte 8 starts the second word.
+  std::string bits(16, '\0');
+  bits[0] = 0x05;                      // pages 0 and 2
+  bits[1] = static_cast<char>(0x80);   // page 15
+  bits[8] = 0x01;                      // page 64
+  bits[15] = static_cast<char>(0x80);  // page 127
+  EXPECT_EQ(DirtyPageAddresses(Pages(0x100000, 128 * 4096, 4096, bits)),
+            (std::vector<uint64_t>{0x100000, 0x102000, 0x10f000, 0x140000,
+                                   0x17f000}));
+}
+
+TEST(DirtyPageAddresses, UsesThePageSizeAndIgnoresBitsPastTheRange) {
+  std::string bits(8, '\0');
+  bits[0] = static_cast<char>(0xff);  // only 3 pages in the range
+  EXPECT_EQ(DirtyPageAddresses(Pages(0, 3 << 21, 2 << 20, bits)),
+            (std::vector<uint64_t>{0, 2 << 20, 4 << 20}));
+}
+
+TEST(DirtyPageAddresses, AllDirtyIsEveryPageOfTheRange) {
+  migd::v1::DirtyPages p = Pages(0x4000, 3 * 4096, 4096, "");
+  p.set_all_dirty(true);
+  EXPECT_EQ(DirtyPageAddresses(p),
+            (std::vector<uint64_t>{0x4000, 0x5000, 0x6000}));
+}
+
+TEST(DirtyPageAddresses, NothingForAnEmptyOrShortBitmap) {
+  EXPECT_TRUE(DirtyPageAddresses(Pages(0, 64 * 4096, 4096, "")).empty());
+  EXPECT_TRUE(DirtyPageAddresses(Pages(0, 64 * 4096, 0, std::string(8, '\xff')))
+                  .empty());
+}
+
+TEST(FormatDirtyPages, KeyValueLineWithHexPages) {
+  migd::v1::DirtyPages p = Pages(0x200000, 0x100000, 4096, "\x09");
+  p.set_iteration(3);
+  EXPECT_EQ(FormatDirtyPages(p),
+            "device=edu0 iteration=3 final=false all_dirty=false "
+            "range=0x200000+0x100000 page_size=4096 dirty=2 "
+            "pages=0x200000,0x203000");
+  p.set_bitmap(std::string(32, '\0'));
+  p.set_final(true);
+  EXPECT_EQ(FormatDirtyPages(p),
+            "device=edu0 iteration=3 final=true all_dirty=false "
+            "range=0x200000+0x100000 page_size=4096 dirty=0 pages=-");
+  p.set_all_dirty(true);
+  EXPECT_EQ(FormatDirtyPages(p),
+            "device=edu0 iteration=3 final=true all_dirty=true "
+            "range=0x200000+0x100000 page_size=4096 dirty=256 pages=all");
 }
 
 TEST(IsTerminal, OnlyEndedPhases) {

@@ -13,7 +13,15 @@
 #   - a device state the destination kernel driver rejects (the source
 #     driver's fault_corrupt_record: the stream crosses intact, RESUMING ->
 #     STOP fails with EBADMSG) fails the job as STATE_REJECTED, and the
-#     destination device is back in RUNNING.
+#     destination device is back in RUNNING;
+#   - a VMM's device (e2e/vm/edu_vmm owns edu #0: container, group, a DMA
+#     mapping) reaches the source agent as a device fd over a UNIX socket
+#     ("vfio edu0 fd_socket=..."), and migrates from there; meanwhile the VMM
+#     has the device DMA into RAM while the agent logs it, and `migctl
+#     dirty-pages` consumes what the agent serves: on kernels that report
+#     (6.1) the union of the bitmaps is exactly the pages the device wrote;
+#     where DMA_LOGGING_REPORT cannot work (Debian's 6.12: EOPNOTSUPP) every
+#     bitmap is all_dirty and the job's notices say every page is dirty.
 # Prints PASS/FAIL/SKIP lines like guest_test.sh.
 
 EDU0=$1
@@ -21,6 +29,9 @@ EDU1=$2
 T=/tmp/agents
 BIN=/opt
 START_DEADLINE=90   # seconds; gRPC start-up is slow under software emulation
+PRECOPY=no
+DMA_REPORT=yes
+[ -f /etc/vmtest.conf ] && . /etc/vmtest.conf
 
 say() { echo "$*"; }
 group_of() { basename "$(readlink "/sys/bus/pci/devices/$1/iommu_group")"; }
@@ -182,3 +193,144 @@ fi
 echo 0 >/sys/module/edu_vfio_pci/parameters/fault_corrupt_record
 stop_agents
 echo 20 >/sys/module/edu_vfio_pci/parameters/churn_ms
+
+# ---- a VMM's device: fd handoff and DMA dirty pages ----
+
+# What edu_vmm maps and writes (e2e/vm/edu_vmm.c).
+DIRTY_RANGES=0x200000+1MiB
+PARAMS=/sys/module/edu_vfio_pci/parameters
+
+# wait_for PRED SECONDS: polls the shell predicate PRED every 0.1 s.
+wait_for() {
+  i=0
+  while ! eval "$1"; do
+    [ $i -ge $(($2 * 10)) ] && return 1
+    sleep 0.1
+    i=$((i + 1))
+  done
+  return 0
+}
+
+vmm_phase() {
+  rm -f "$T/vmm.sock" "$T/truth" "$T/truth.error"
+  "$BIN/edu_vmm" "$G0" "$EDU0" "$T/vmm.sock" "$T/truth" >"$T/vmm.log" 2>&1 &
+  VMM_PID=$!
+  if ! wait_for '[ -S "$T/vmm.sock" ] || ! kill -0 $VMM_PID 2>/dev/null' 30 ||
+    [ ! -S "$T/vmm.sock" ]; then
+    say "FAIL agents_fd_handoff: edu_vmm did not serve edu #0 on $T/vmm.sock"
+    indent <"$T/vmm.log"
+    return
+  fi
+  printf 'vfio edu0 fd_socket=%s\n' "$T/vmm.sock" >"$T/source.conf"
+  start_agent source || return
+  start_agent destination || return
+  "$BIN/migctl" --agent="$SRC" devices >"$T/devices4.out" 2>&1
+  indent <"$T/devices4.out"
+
+  # Without PRE_COPY (6.1) the agent stops the device right after starting
+  # DMA logging: the driver's testing knob holds DMA_LOGGING_START for 3 s
+  # with logging on and the device running, the window a VMM's own RAM
+  # pre-copy would give, so edu_vmm's DMA lands while the agent logs.
+  if [ "$PRECOPY" = no ]; then
+    echo 3000 >"$PARAMS/log_start_delay_ms"
+  fi
+  token=$("$BIN/migctl" --agent="$DST" prepare --job=vm-4 --devices=edu0:edu1 \
+    --source="$SRC" 2>"$T/prepare4.err")
+  if [ -z "$token" ]; then
+    say "FAIL agents_fd_handoff: prepare on the destination failed:"
+    indent <"$T/prepare4.err"
+    return
+  fi
+  # dirty-pages runs alongside migrate: --wait covers the moment before
+  # StartMigration, and the agent keeps what is not taken yet.
+  "$BIN/migctl" --agent="$SRC" migrate --job=vm-4 --devices=edu0:edu1 \
+    --destination="$DST" --token="$token" --dirty_ranges="$DIRTY_RANGES" \
+    >"$T/migrate4.out" 2>&1 &
+  mig_pid=$!
+  "$BIN/migctl" --agent="$SRC" --timeout=120s dirty-pages --wait vm-4 \
+    >"$T/dirty4.out" 2>"$T/dirty4.err"
+  dirty_rc=$?
+  wait $mig_pid
+  rc=$?
+  echo 0 >"$PARAMS/log_start_delay_ms" 2>/dev/null
+  "$BIN/migctl" --agent="$SRC" --output=json status vm-4 >"$T/status4.json" 2>&1
+  wait_for '[ -e "$T/truth" ] || [ -e "$T/truth.error" ]' 10
+  indent <"$T/migrate4.out"
+  indent <"$T/vmm.log"
+  say "  migctl dirty-pages vm-4 (exit $dirty_rc):"
+  indent <"$T/dirty4.out"
+  indent <"$T/dirty4.err"
+  grep -i 'fd handoff\|fd_socket\|vmm.sock' "$T/source.log" | head -n 3 | indent
+
+  # The device fd came from the VMM, which holds the group (exclusive): the
+  # agent could not have opened edu #0 any other way.
+  if [ $rc = 0 ] && grep -q 'sent the device fd' "$T/vmm.log" &&
+    grep -q '^edu0 *vfio' "$T/devices4.out"; then
+    say "PASS agents_fd_handoff: the source agent took edu #0's device fd from edu_vmm (which owns group $G0, its container and a DMA mapping) over $T/vmm.sock (SCM_RIGHTS, \"vfio edu0 fd_socket=...\") and job vm-4 migrated it to edu1"
+  else
+    say "FAIL agents_fd_handoff: job vm-4 through the VMM's device fd: migrate exited $rc"
+    show_logs
+  fi
+
+  lines=$(grep -c '^device=' "$T/dirty4.out")
+  finals=$(grep -c ' final=true ' "$T/dirty4.out")
+  alls=$(grep -c ' all_dirty=true ' "$T/dirty4.out")
+  first=$(sed -n 's/.* iteration=\([0-9]*\) .*/\1/p' "$T/dirty4.out" | sort -n | head -n 1)
+  last=$(sed -n 's/.* iteration=\([0-9]*\) .*/\1/p' "$T/dirty4.out" | sort -n | tail -n 1)
+  if [ "$first" = "$last" ]; then iters="iteration $first"; else iters="iterations $first..$last"; fi
+  if [ $dirty_rc != 0 ] || [ "$lines" = 0 ] || [ "$finals" = 0 ]; then
+    say "FAIL agents_dirty_pages: migctl dirty-pages exited $dirty_rc with $lines bitmaps ($finals final)"
+    return
+  fi
+  if [ -e "$T/truth.error" ] || [ ! -e "$T/truth" ]; then
+    say "FAIL agents_dirty_pages: edu_vmm has no ground truth: $(cat "$T/truth.error" 2>/dev/null)"
+    return
+  fi
+  sort -u "$T/truth" >"$T/want"
+  want=$(tr '\n' ',' <"$T/want" | sed 's/,$//')
+  nwant=$(grep -c . "$T/want")
+  notice=$(grep -c 'every page is reported dirty' "$T/status4.json")
+  if [ "$DMA_REPORT" = yes ]; then
+    sed -n 's/.* all_dirty=false .* pages=//p' "$T/dirty4.out" | tr ',' '\n' |
+      grep '^0x' | sort -u >"$T/got"
+    got=$(tr '\n' ',' <"$T/got" | sed 's/,$//')
+    if [ "$alls" != 0 ]; then
+      say "FAIL agents_dirty_pages: $alls of $lines bitmaps are all_dirty on a kernel that reports"
+      indent <"$T/status4.json" | grep -A3 notices
+    elif [ "$nwant" = 0 ]; then
+      say "FAIL agents_dirty_pages: edu_vmm had the device write no page while the agent logged"
+    elif ! cmp -s "$T/got" "$T/want"; then
+      say "FAIL agents_dirty_pages: the bitmaps' union is [$got], the device wrote [$want]"
+    elif [ "$notice" != 0 ]; then
+      say "FAIL agents_dirty_pages: the bitmaps are exact but the job's notices say every page is dirty"
+    else
+      say "PASS agents_dirty_pages: $lines bitmap(s) served ($iters, $finals final) over $DIRTY_RANGES; their union is exactly the $nwant pages edu_vmm had edu #0 write by DMA while the agent logged [$want] (a RAM -> device read not among them)"
+    fi
+  else
+    if [ "$alls" != "$lines" ]; then
+      say "FAIL agents_dirty_all_dirty: $alls of $lines bitmaps are all_dirty where DMA_LOGGING_REPORT cannot work"
+    else
+      say "PASS agents_dirty_all_dirty: DMA_LOGGING_REPORT fails (EOPNOTSUPP) on this kernel; all $lines bitmaps served ($iters, $finals final) say all_dirty=true over $DIRTY_RANGES, which covers the $nwant pages edu_vmm had edu #0 write [$want]"
+    fi
+    if [ "$notice" != 0 ]; then
+      say "PASS agents_dirty_notice: job vm-4's notices say so: $(grep -o '"[^"]*every page is reported dirty[^"]*"' "$T/status4.json" | head -n 1)"
+    else
+      say "FAIL agents_dirty_notice: job vm-4's notices (migctl status --output=json) do not say every page is reported dirty:"
+      grep -A4 '"notices"' "$T/status4.json" | indent
+    fi
+  fi
+}
+
+if [ ! -x "$BIN/edu_vmm" ]; then
+  say "SKIP agents_fd_handoff: /opt/edu_vmm missing from the initramfs"
+else
+  VMM_PID=""
+  vmm_phase
+  stop_agents
+  if [ -n "$VMM_PID" ]; then
+    kill -TERM "$VMM_PID" 2>/dev/null
+    wait "$VMM_PID"
+    vmm_rc=$?
+    [ $vmm_rc = 0 ] || { say "  edu_vmm exited with $vmm_rc:"; tail -n 3 "$T/vmm.log" | indent; }
+  fi
+fi

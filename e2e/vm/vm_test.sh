@@ -4,7 +4,11 @@
 # the guest and runs e2e/vm/guest_test.sh there.
 #
 #   vm_test.sh --migd=PATH --migctl=PATH --check=PATH --module-src=DIR
-#              --guest-script=PATH [--agents-script=PATH] [--fetch=PATH]
+#              --guest-script=PATH [--agents-script=PATH] [--vmm=PATH]
+#              [--fetch=PATH]
+#
+# --vmm is e2e/vm/edu_vmm (the VMM stand-in of the agents phase's dirty-page
+# and fd handoff checks).
 #
 # Environment:
 #   MIGD_VM_CACHE    kernels fetched by tools/vm/fetch (default /var/cache/migd-vm);
@@ -26,6 +30,7 @@ set -uo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
 migd="" migctl="" check="" module_src="" guest_script="" agents_script="" fetch=""
+vmm=""
 for arg in "$@"; do
   case "$arg" in
     --migd=*) migd="${arg#*=}" ;;
@@ -34,6 +39,7 @@ for arg in "$@"; do
     --module-src=*) module_src="${arg#*=}" ;;
     --guest-script=*) guest_script="${arg#*=}" ;;
     --agents-script=*) agents_script="${arg#*=}" ;;
+    --vmm=*) vmm="${arg#*=}" ;;
     --fetch=*) fetch="${arg#*=}" ;;
     *) echo "vm_test: unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -146,6 +152,7 @@ build_initramfs() {
     copy_with_libs "$migd" "$st"
     copy_with_libs "$migctl" "$st"
     cp "$agents_script" "$st/opt/agents_test.sh"
+    [[ -n "$vmm" ]] && cp "$vmm" "$st/opt/edu_vmm"
   fi
   cp "$guest_script" "$st/test.sh"
   cp "$conf" "$st/etc/vmtest.conf"

@@ -76,6 +76,11 @@ module_param(fault_corrupt_record, uint, 0644);
 MODULE_PARM_DESC(fault_corrupt_record,
 		 "Testing: flip a byte of record N (1-based) of the next save stream after its CRC is computed, so the destination rejects it (EBADMSG); back to 0 once used");
 
+static unsigned int log_start_delay_ms;
+module_param(log_start_delay_ms, uint, 0644);
+MODULE_PARM_DESC(log_start_delay_ms,
+		 "Testing: the next DMA_LOGGING_START returns this many ms after logging is on, the device still running (a window to DMA in before an agent stops a device without PRE_COPY); back to 0 once used");
+
 static unsigned int dma_bits = 28;
 module_param(dma_bits, uint, 0444);
 MODULE_PARM_DESC(dma_bits,
@@ -442,6 +447,8 @@ static const struct vfio_pci_regops edu_mem_regops = {
 
 /* ---- DMA dirty logging ---- */
 
+static void edu_state_mutex_unlock(struct edu_vdev *e);
+
 static void edu_log_add_locked(struct edu_vdev *e, struct edu_range r)
 {
 	if (e->ndirty >= EDU_MAX_DIRTY_RANGES) {
@@ -490,6 +497,13 @@ static int edu_log_start(struct vfio_device *vdev,
 		r[i].end = (u64)node->last + 1;
 	}
 
+	/*
+	 * state_mutex orders this against a DMA command being issued: one
+	 * issued before logging is on may still be running, and edu writes RAM
+	 * when a transfer ends, so a device-to-RAM transfer running now writes
+	 * after logging started and is logged as in flight.
+	 */
+	mutex_lock(&e->state_mutex);
 	mutex_lock(&e->log_lock);
 	if (e->logging) {
 		ret = -EBUSY;
@@ -501,11 +515,36 @@ static int edu_log_start(struct vfio_device *vdev,
 		e->dirty_overflow = false;
 		e->has_inflight = false;
 		e->logging = true;
+		if (e->bar && (e->dma_cmd & EDU_DMA_TO_RAM)) {
+			u16 pcmd = edu_bar_begin(e);
+
+			/* edu ignores register writes while a transfer runs. */
+			if (readq(e->bar + EDU_REG_DMA_CMD) & EDU_DMA_RUN) {
+				u64 dst = readq(e->bar + EDU_REG_DMA_DST) & edu_dma_mask();
+				u64 cnt = readq(e->bar + EDU_REG_DMA_CNT);
+
+				if (cnt) {
+					e->inflight.start = dst;
+					e->inflight.end = dst + cnt;
+					e->has_inflight = true;
+				}
+			}
+			edu_bar_end(e, pcmd);
+		}
 	}
 	mutex_unlock(&e->log_lock);
-	if (!ret)
+	edu_state_mutex_unlock(e);
+	if (!ret) {
+		unsigned int delay = xchg(&log_start_delay_ms, 0);
+
 		dev_dbg(edu_dev(e), "DMA logging started: %u ranges, page size %llu\n",
 			i, *page_size);
+		if (delay) {
+			dev_info(edu_dev(e), "testing: DMA_LOGGING_START returns in %u ms (log_start_delay_ms)\n",
+				 delay);
+			msleep(delay);
+		}
+	}
 	return ret;
 }
 
