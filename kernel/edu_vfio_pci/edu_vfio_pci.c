@@ -1488,10 +1488,33 @@ static int edu_get_data_size(struct vfio_device *vdev,
 			     unsigned long *stop_copy_length)
 {
 	struct edu_vdev *e = edu_from_vdev(vdev);
+	unsigned long tail = EDU_REC_HDR_SIZE + sizeof(struct edu_regs_state) +
+			     EDU_REC_HDR_SIZE;
 
-	*stop_copy_length = e->npages * EDU_MEM_REC_SIZE +
-			    EDU_REC_HDR_SIZE + sizeof(struct edu_regs_state) +
-			    EDU_REC_HDR_SIZE;
+	mutex_lock(&e->state_mutex);
+	if ((e->mig_state == VFIO_DEVICE_STATE_PRE_COPY ||
+	     e->mig_state == VFIO_DEVICE_STATE_PRE_COPY_P2P) &&
+	    e->saving_migf) {
+		/*
+		 * In pre-copy the stop-copy stream carries only what is still
+		 * pending (records not sent yet or dirtied since), then the
+		 * registers and the end record: report that, so a caller can
+		 * tell when pre-copy has done its work.
+		 */
+		struct edu_migf *migf = e->saving_migf;
+		unsigned long pending;
+
+		mutex_lock(&migf->lock);
+		mutex_lock(&e->mem_lock);
+		pending = (e->init_count + e->dirty_count) * EDU_MEM_REC_SIZE;
+		mutex_unlock(&e->mem_lock);
+		pending += migf->rec_len - migf->rec_pos;
+		mutex_unlock(&migf->lock);
+		*stop_copy_length = pending + tail;
+	} else {
+		*stop_copy_length = e->npages * EDU_MEM_REC_SIZE + tail;
+	}
+	edu_state_mutex_unlock(e);
 	return 0;
 }
 #endif

@@ -224,7 +224,9 @@ absl::Status SourceJob::Transfer() {
   });
   if (tracker_ != nullptr) {
     if (absl::Status s = tracker_->Start(); !s.ok()) return s;
-    for (const std::string& n : tracker_->notices()) job_->AddNotice(n);
+    std::vector<std::string> notices = tracker_->notices();
+    for (const std::string& n : notices) job_->AddNotice(n);
+    tracker_notices_ = notices.size();
   }
   bool any_precopy = false;
   for (bool p : precopy_) any_precopy = any_precopy || p;
@@ -353,7 +355,7 @@ absl::Status SourceJob::Precopy() {
     }
     absl::Duration iter_time = absl::Now() - iter_start;
     if (sent > 0) ++iteration_;
-    if (tracker_ != nullptr) tracker_->Collect(iteration_, false);
+    CollectDirty(/*final=*/false);
 
     IterationStats stats;
     stats.iteration = iteration_;
@@ -476,7 +478,7 @@ absl::Status SourceJob::Switchover() {
     }
   }
   // The devices stopped: nothing is dirtied after this collection.
-  if (tracker_ != nullptr) tracker_->Collect(iteration_, /*final=*/true);
+  CollectDirty(/*final=*/true);
   watch_->Kick();
 
   if (absl::Status s = SendMarker(v1::PhaseMarker::STOP_COPY, 0, 0); !s.ok()) {
@@ -530,6 +532,18 @@ absl::Status SourceJob::Switchover() {
   }
   job_->SetDowntimeBreakdown(total, per_device);
   return absl::OkStatus();
+}
+
+void SourceJob::CollectDirty(bool final) {
+  if (tracker_ == nullptr) return;
+  tracker_->Collect(iteration_, final);
+  // A report can fail long after logging started (EOPNOTSUPP on kernels
+  // without the IOVA-bitmap helpers): say so in the job as soon as it does.
+  std::vector<std::string> notices = tracker_->notices();
+  for (size_t i = tracker_notices_; i < notices.size(); ++i) {
+    job_->AddNotice(notices[i]);
+  }
+  tracker_notices_ = notices.size();
 }
 
 void SourceJob::Finalize() {

@@ -108,6 +108,9 @@ class SourceJob {
   absl::Status Cause(const absl::Status& error) const;
   void Rollback();
   void Finalize();
+  // Collects the tracker's bitmaps and passes its new notices (a device that
+  // turned out unable to report) to the job.
+  void CollectDirty(bool final);
 
   std::shared_ptr<Job> job_;
   std::vector<device::Device*> devices_;
@@ -116,6 +119,7 @@ class SourceJob {
   std::unique_ptr<transfer::BufferPool> pool_;
   std::unique_ptr<transfer::TransferClient> client_;
   std::unique_ptr<dirty::Tracker> tracker_;
+  size_t tracker_notices_ = 0;  // notices already passed to the job
 
   // Per device: its data stream, bytes sent (the stream offset), whether it
   // takes part in pre-copy and whether INITIAL_DATA_END was sent.
