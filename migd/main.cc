@@ -45,9 +45,13 @@ ABSL_FLAG(std::string, devices_config, "",
           "fd_socket=/path (a VMM hands the device fd over)");
 ABSL_FLAG(int64_t, phase_timeout_seconds, 60,
           "Default time a migration phase may go without progress");
+ABSL_FLAG(std::string, transfer_memory_cap, "64MiB",
+          "Memory a job may hold for device state in flight: the source's "
+          "chunk buffers and the destination's reorder buffer each");
 ABSL_FLAG(std::string, test_fault, "",
-          "Fault injection for tests: corrupt_chunk:SEQ flips a payload byte "
-          "of chunk SEQ after its CRC32C was computed");
+          "Fault injection for tests: corrupt_chunk:N flips a payload byte "
+          "of the Nth chunk after its CRC32C was computed; drop_stream:N "
+          "cancels the last data stream after N chunks");
 
 namespace {
 
@@ -127,14 +131,24 @@ int main(int argc, char** argv) {
   options.service.default_phase_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_phase_timeout_seconds));
   options.transfer_idle_timeout = options.service.default_phase_timeout;
+  auto cap = migd::device::ParseSize(absl::GetFlag(FLAGS_transfer_memory_cap));
+  if (!cap.ok()) {
+    return Fail(migd::base::Annotate(cap.status(), "--transfer_memory_cap"));
+  }
+  options.service.transfer_memory_cap = *cap;
   if (std::string fault = absl::GetFlag(FLAGS_test_fault); !fault.empty()) {
-    uint64_t seq = 0;
-    if (fault.rfind("corrupt_chunk:", 0) != 0 ||
-        !absl::SimpleAtoi(fault.substr(14), &seq)) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "--test_fault \"", fault, "\": expected corrupt_chunk:SEQ")));
+    uint64_t n = 0;
+    size_t colon = fault.find(':');
+    std::string kind = fault.substr(0, colon);
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(fault.substr(colon + 1), &n) ||
+        (kind != "corrupt_chunk" && kind != "drop_stream")) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--test_fault \"", fault,
+                       "\": expected corrupt_chunk:N or drop_stream:N")));
     }
-    options.service.corrupt_chunk_sequence = seq;
+    (kind == "corrupt_chunk" ? options.service.corrupt_chunk_sequence
+                             : options.service.drop_stream_after) = n;
   }
 
   auto agent = migd::server::Agent::Start(options, *std::move(devices));

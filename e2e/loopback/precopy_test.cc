@@ -546,7 +546,8 @@ TEST_F(PrecopyTest, TimeCapEndsPrecopyEvenWhenTheDeviceOutpacesTheTransfer) {
 class NeverAckingDestination final : public v1::TransferService::Service {
  public:
   struct Seen {
-    int sessions = 0;
+    int sessions = 0;                  // control streams (stream_index 0)
+    int data_streams = 0;              // stream_index >= 1
     std::vector<std::string> devices;  // from the session header
     uint64_t chunk_bytes = 0;
     std::set<uint32_t> initial_data_end;  // devices whose marker arrived
@@ -565,7 +566,11 @@ class NeverAckingDestination final : public v1::TransferService::Service {
     }
     {
       absl::MutexLock lock(&mu_);
-      ++seen_.sessions;
+      if (request.header().stream_index() == 0) {
+        ++seen_.sessions;
+      } else {
+        ++seen_.data_streams;
+      }
       for (const v1::DeviceDescriptor& d : request.header().devices()) {
         seen_.devices.push_back(d.source_device());
       }
@@ -671,6 +676,7 @@ TEST_F(PrecopyTest, DestinationThatNeverAcksFailsTheJobAtTheAckTimeout) {
       << "the source did not end the session";
   NeverAckingDestination::Seen seen = fake.seen();
   EXPECT_EQ(seen.sessions, 1);
+  EXPECT_EQ(seen.data_streams, 1);
   EXPECT_EQ(seen.devices, names);
   EXPECT_EQ(seen.initial_data_end, (std::set<uint32_t>{0, 1}));
   EXPECT_GT(seen.chunk_bytes, 0u);

@@ -14,6 +14,8 @@
 namespace migd::migration {
 namespace {
 
+using transfer::kMaxChunkBytes;
+using transfer::kMaxStreams;
 using vfio::MigState;
 
 absl::StatusOr<std::string> NewToken() {
@@ -44,16 +46,22 @@ bool TokensEqual(const std::string& a, const std::string& b) {
 
 DestinationJob::DestinationJob(std::shared_ptr<Job> job,
                                std::vector<device::Device*> devices,
-                               std::function<void()> on_done)
+                               std::function<void()> on_done,
+                               uint64_t reorder_cap_bytes,
+                               absl::Duration wait_timeout)
     : job_(std::move(job)),
       devices_(std::move(devices)),
-      on_done_(std::move(on_done)) {}
+      on_done_(std::move(on_done)),
+      reorder_cap_bytes_(reorder_cap_bytes),
+      wait_timeout_(wait_timeout) {}
 
 absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
     std::shared_ptr<Job> job, std::vector<device::Device*> devices,
-    std::function<void()> on_done) {
-  std::shared_ptr<DestinationJob> dj(new DestinationJob(
-      std::move(job), std::move(devices), std::move(on_done)));
+    std::function<void()> on_done, uint64_t reorder_cap_bytes,
+    absl::Duration wait_timeout) {
+  std::shared_ptr<DestinationJob> dj(
+      new DestinationJob(std::move(job), std::move(devices), std::move(on_done),
+                         reorder_cap_bytes, wait_timeout));
   absl::StatusOr<std::string> token = NewToken();
   if (!token.ok()) return token.status();
   dj->token_ = *std::move(token);
@@ -113,16 +121,18 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
                      ", not waiting for a source (a token is good for one "
                      "session)"));
   }
-  if (!TokensEqual(header.transfer_token(), token_)) {
+  if (absl::Status s = CheckToken(header); !s.ok()) return s;
+  if (header.stream_index() != 0) {
     return base::Error(
-        absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
-        absl::StrCat("transfer token for job ", job_->id(), " does not match"));
+        absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_PROTOCOL_ERROR,
+        absl::StrCat("data stream ", header.stream_index(), " of job ",
+                     job_->id(), " came before its control stream"));
   }
-  if (header.protocol_version() != v1::PROTOCOL_VERSION_1) {
+  if (header.num_streams() < 1 || header.num_streams() > kMaxStreams) {
     return base::Error(
         absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_PROTOCOL_ERROR,
-        absl::StrCat("transfer protocol version ", header.protocol_version(),
-                     " is not supported (this agent speaks 1)"));
+        absl::StrCat("session of ", header.num_streams(), " data streams; 1..",
+                     kMaxStreams, " are supported"));
   }
   v1::Migration record = job_->Snapshot();
   if (header.devices_size() != record.devices_size()) {
@@ -154,71 +164,222 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
     if (d.state_size_bytes() != 0)
       job_->SetDeviceTotal(i, d.state_size_bytes());
   }
+  transfer::ReorderBufferOptions ro;
+  ro.num_devices = devices_.size();
+  ro.cap_bytes = reorder_cap_bytes_;
+  ro.max_chunk_bytes = kMaxChunkBytes;
+  absl::StatusOr<std::unique_ptr<transfer::ReorderBuffer>> reorder =
+      transfer::ReorderBuffer::Create(ro);
+  if (!reorder.ok()) return reorder.status();
+  reorder_ = *std::move(reorder);
   stage_ = Stage::kAttached;
   checker_ = std::make_unique<transfer::StreamChecker>(devices_.size());
-  job_->SetCanceller(std::move(cancel_session));
+  num_streams_ = header.num_streams();
+  data_attached_.assign(num_streams_ + 1, false);
+  {
+    absl::MutexLock w(&write_mu_);
+    written_.assign(devices_.size(), 0);
+    data_streams_expected_ = num_streams_;
+  }
+  AddCanceller(0, std::move(cancel_session));
+  DestinationJob* self = this;
+  job_->SetCanceller([self] { self->CancelStreams(); });
   job_->SetPhase(v1::PHASE_STOP_COPY, "source attached");
   return absl::OkStatus();
 }
 
-absl::Status DestinationJob::OnChunk(const transfer::DecodedRequest& chunk) {
-  absl::MutexLock lock(&mu_);
-  if (stage_ != Stage::kAttached) {
-    return absl::FailedPreconditionError("job is not attached");
+absl::Status DestinationJob::CheckToken(const v1::SessionHeader& header) const {
+  if (!TokensEqual(header.transfer_token(), token_)) {
+    return base::Error(
+        absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
+        absl::StrCat("transfer token for job ", job_->id(), " does not match"));
   }
-  const transfer::ChunkHeader& h = chunk.header();
-  if (absl::Status s =
-          checker_->CheckChunk(h, chunk.payload_size(), chunk.PayloadCrc32c());
-      !s.ok()) {
-    return s;
+  if (header.protocol_version() != v1::PROTOCOL_VERSION_1) {
+    return base::Error(
+        absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_PROTOCOL_ERROR,
+        absl::StrCat("transfer protocol version ", header.protocol_version(),
+                     " is not supported (this agent speaks 1)"));
   }
-  if (!first_chunk_.has_value()) first_chunk_ = absl::Now();
-  if (absl::Status s = streams_[h.device]->WriteAll(chunk.payload()); !s.ok()) {
-    return base::WithReason(
-        base::Annotate(s, absl::StrCat("loading state at offset ", h.offset)),
-        v1::ERROR_REASON_STATE_REJECTED);
-  }
-  job_->AddDeviceBytes(h.device, chunk.payload_size(), stop_copy_started_);
   return absl::OkStatus();
 }
 
-absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
+absl::Status DestinationJob::AttachData(const v1::SessionHeader& header,
+                                        std::function<void()> cancel_stream) {
   absl::MutexLock lock(&mu_);
+  if (absl::Status s = CheckToken(header); !s.ok()) return s;
   if (stage_ != Stage::kAttached) {
-    return absl::FailedPreconditionError("job is not attached");
+    return base::Error(absl::StatusCode::kFailedPrecondition,
+                       v1::ERROR_REASON_NOT_PREPARED,
+                       absl::StrCat("job ", job_->id(),
+                                    " has no attached session for data stream ",
+                                    header.stream_index()));
   }
-  if (absl::Status s = checker_->CheckMarker(marker); !s.ok()) return s;
-  if (marker.kind() == v1::PhaseMarker::ABORT) {
-    v1::ErrorReason reason = base::ReasonFromName(marker.reason());
-    return base::Error(
-        reason == v1::ERROR_REASON_CANCELLED ? absl::StatusCode::kCancelled
-                                             : absl::StatusCode::kAborted,
-        reason == v1::ERROR_REASON_UNSPECIFIED ? v1::ERROR_REASON_INTERNAL
-                                               : reason,
-        absl::StrCat("source aborted the migration: ", marker.message()));
+  uint32_t k = header.stream_index();
+  if (k < 1 || k > num_streams_ || data_attached_[k]) {
+    return base::Error(absl::StatusCode::kInvalidArgument,
+                       v1::ERROR_REASON_PROTOCOL_ERROR,
+                       absl::StrCat("data stream ", k, " of job ", job_->id(),
+                                    " is out of range (1..", num_streams_,
+                                    ") or attached twice"));
   }
-  if (marker.kind() == v1::PhaseMarker::STOP_COPY) {
-    stop_copy_started_ = true;
-    downtime_start_ = absl::Now();
-  } else if (marker.kind() == v1::PhaseMarker::INITIAL_DATA_END) {
-    // Everything before the marker is already in the device: acknowledged
-    // by the session as soon as this returns.
-    job_->SetDeviceAcked(marker.device());
-  } else if (marker.kind() == v1::PhaseMarker::COMMIT) {
-    committed_ = absl::Now();
-    job_->SetTransferTime(committed_ - first_chunk_.value_or(committed_));
+  data_attached_[k] = true;
+  AddCanceller(k, std::move(cancel_stream));
+  return absl::OkStatus();
+}
+
+void DestinationJob::AddCanceller(uint32_t stream,
+                                  std::function<void()> cancel) {
+  absl::MutexLock lock(&cancel_mu_);
+  cancellers_[stream] = std::move(cancel);
+}
+
+void DestinationJob::CancelStreams(int except) {
+  absl::MutexLock lock(&cancel_mu_);
+  for (const auto& [stream, cancel] : cancellers_) {
+    if (static_cast<int>(stream) != except) cancel();
+  }
+}
+
+absl::Status DestinationJob::OnChunk(transfer::DecodedRequest chunk) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stage_ != Stage::kAttached) {
+      return absl::FailedPreconditionError("job is not attached");
+    }
+  }
+  uint32_t device = chunk.header().device;
+  // Waits while the buffer is full: this stream stops reading, and gRPC flow
+  // control stalls its sender.
+  if (absl::Status s =
+          reorder_->Insert(std::move(chunk), absl::Now() + wait_timeout_);
+      !s.ok()) {
+    return s;
+  }
+  return Drain(device);
+}
+
+absl::Status DestinationJob::Drain(uint32_t device) {
+  absl::MutexLock w(&write_mu_);
+  if (aborted_) return absl::CancelledError("job aborted");
+  while (std::optional<transfer::DecodedRequest> next =
+             reorder_->TryPop(device)) {
+    if (!first_chunk_.has_value()) first_chunk_ = absl::Now();
+    if (absl::Status s = streams_[device]->WriteAll(next->payload()); !s.ok()) {
+      return base::WithReason(
+          base::Annotate(s, absl::StrCat("loading state at offset ",
+                                         next->header().offset)),
+          v1::ERROR_REASON_STATE_REJECTED);
+    }
+    written_[device] += next->payload_size();
+    if (on_activity_) on_activity_();
+    job_->AddDeviceBytes(device, next->payload_size(), stop_copy_started_);
   }
   return absl::OkStatus();
+}
+
+void DestinationJob::DataStreamEnded(uint32_t index) {
+  absl::MutexLock w(&write_mu_);
+  ++data_streams_ended_;
+}
+
+absl::Status DestinationJob::WaitWritten(uint32_t device, uint64_t total) {
+  absl::MutexLock w(&write_mu_);
+  auto settled = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    return aborted_ || written_[device] >= total ||
+           data_streams_ended_ >= data_streams_expected_;
+  };
+  if (!write_mu_.AwaitWithTimeout(absl::Condition(&settled), wait_timeout_)) {
+    return base::Error(
+        absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_TIMEOUT,
+        absl::StrCat("device ", devices_[device]->name(), ": ",
+                     written_[device], " of ", total, " bytes arrived within ",
+                     absl::FormatDuration(wait_timeout_)));
+  }
+  if (aborted_) return absl::CancelledError("job aborted");
+  if (written_[device] != total) {
+    return base::Error(
+        absl::StatusCode::kDataLoss, v1::ERROR_REASON_STREAM_CORRUPTED,
+        absl::StrCat("device ", devices_[device]->name(), ": the source sent ",
+                     total, " bytes, ", written_[device], " arrived"));
+  }
+  return absl::OkStatus();
+}
+
+void DestinationJob::SetActivityCallback(std::function<void()> callback) {
+  absl::MutexLock w(&write_mu_);
+  on_activity_ = std::move(callback);
+}
+
+uint64_t DestinationJob::peak_reorder_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return reorder_ == nullptr ? 0 : reorder_->peak_held_bytes();
+}
+
+absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stage_ != Stage::kAttached) {
+      return absl::FailedPreconditionError("job is not attached");
+    }
+    if (absl::Status s = checker_->CheckMarker(marker); !s.ok()) return s;
+    if (marker.kind() == v1::PhaseMarker::STOP_COPY) {
+      downtime_start_ = absl::Now();
+    } else if (marker.kind() == v1::PhaseMarker::COMMIT) {
+      committed_ = absl::Now();
+    }
+  }
+  switch (marker.kind()) {
+    case v1::PhaseMarker::ABORT: {
+      v1::ErrorReason reason = base::ReasonFromName(marker.reason());
+      return base::Error(
+          reason == v1::ERROR_REASON_CANCELLED ? absl::StatusCode::kCancelled
+                                               : absl::StatusCode::kAborted,
+          reason == v1::ERROR_REASON_UNSPECIFIED ? v1::ERROR_REASON_INTERNAL
+                                                 : reason,
+          absl::StrCat("source aborted the migration: ", marker.message()));
+    }
+    case v1::PhaseMarker::STOP_COPY: {
+      absl::MutexLock w(&write_mu_);
+      stop_copy_started_ = true;
+      return absl::OkStatus();
+    }
+    case v1::PhaseMarker::INITIAL_DATA_END: {
+      // Acknowledged by the session once this returns: the device must hold
+      // every byte of the initial data by then.
+      if (absl::Status s = WaitWritten(marker.device(), marker.total_bytes());
+          !s.ok()) {
+        return s;
+      }
+      job_->SetDeviceAcked(marker.device());
+      return absl::OkStatus();
+    }
+    case v1::PhaseMarker::DEVICE_END: {
+      if (absl::Status s =
+              reorder_->EndDevice(marker.device(), marker.total_bytes());
+          !s.ok()) {
+        return s;
+      }
+      return WaitWritten(marker.device(), marker.total_bytes());
+    }
+    default:
+      return absl::OkStatus();
+  }
 }
 
 absl::StatusOr<v1::Completion> DestinationJob::Complete() {
   absl::MutexLock lock(&mu_);
-  if (stage_ != Stage::kAttached || !checker_->all_ended()) {
+  bool all_ended = true;
+  for (uint32_t d = 0; d < devices_.size(); ++d) {
+    all_ended = all_ended && checker_->device_ended(d);
+  }
+  if (stage_ != Stage::kAttached || !all_ended) {
     return base::Error(absl::StatusCode::kFailedPrecondition,
                        v1::ERROR_REASON_PROTOCOL_ERROR,
                        "session ended before every device's state arrived");
   }
+  absl::MutexLock w(&write_mu_);
   if (!stop_copy_started_) downtime_start_ = absl::Now();
+  job_->SetTransferTime(committed_ - first_chunk_.value_or(committed_));
   job_->SetPhase(v1::PHASE_LOADING, "");
   v1::Completion c;
   for (size_t i = 0; i < devices_.size(); ++i) c.add_devices()->set_device(i);
@@ -271,6 +432,13 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
 }
 
 void DestinationJob::ResetAllLocked() {
+  if (reorder_ != nullptr) {
+    // Wakes data streams waiting for room, before taking the write lock
+    // they may need to make room.
+    reorder_->Cancel(absl::CancelledError("job aborted"));
+  }
+  absl::MutexLock w(&write_mu_);
+  aborted_ = true;
   streams_.clear();
   for (size_t i = 0; i < devices_.size(); ++i) {
     (void)ResetDevice(job_.get(), i, devices_[i]);
@@ -279,6 +447,10 @@ void DestinationJob::ResetAllLocked() {
 
 void DestinationJob::EndLocked(const absl::Status& cause) {
   job_->SetCanceller(nullptr);
+  {
+    absl::MutexLock c(&cancel_mu_);
+    cancellers_.clear();
+  }
   if (on_done_) {
     on_done_();
     on_done_ = nullptr;
@@ -286,7 +458,7 @@ void DestinationJob::EndLocked(const absl::Status& cause) {
   job_->Finish(cause);
 }
 
-void DestinationJob::Abort(const absl::Status& cause) {
+void DestinationJob::Abort(const absl::Status& cause, int from_stream) {
   absl::MutexLock lock(&mu_);
   if (stage_ == Stage::kDone && job_->terminal()) return;
   stage_ = Stage::kDone;
@@ -297,6 +469,7 @@ void DestinationJob::Abort(const absl::Status& cause) {
   }
   base::LogWarning("job ", job_->id(),
                    ": aborting incoming migration: ", why.ToString());
+  CancelStreams(/*except=*/from_stream);  // the session ends with the job
   job_->SetPhase(v1::PHASE_ROLLING_BACK,
                  absl::StrCat("resetting devices: ", why.message()));
   ResetAllLocked();
@@ -304,14 +477,16 @@ void DestinationJob::Abort(const absl::Status& cause) {
 }
 
 void DestinationJob::Cancel() {
+  Stage stage;
   {
     absl::MutexLock lock(&mu_);
-    if (stage_ != Stage::kWaiting) {
-      // An attached session: RequestCancel reaches its blocked read, and the
-      // session thread aborts the job.
-      if (stage_ == Stage::kAttached) job_->RequestCancel();
-      return;
-    }
+    stage = stage_;
+  }
+  if (stage != Stage::kWaiting) {
+    // An attached session: RequestCancel reaches its streams' blocked reads,
+    // and the session threads abort the job.
+    if (stage == Stage::kAttached) job_->RequestCancel();
+    return;
   }
   job_->RequestCancel();
   Abort(base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,

@@ -2,11 +2,15 @@
 //
 // The destination side of one job. PrepareIncoming claims the devices, moves
 // each to RESUMING (opening its load session) and mints a one-time token. The
-// source's transfer session then attaches with that token; chunks go straight
-// into the devices' load sessions as they arrive, after the session's
-// integrity checks. On COMMIT every device goes RESUMING -> STOP (where the
-// device validates what it loaded), then RUNNING_P2P on all devices (a
-// barrier), then RUNNING.
+// source's transfer session then attaches with that token: one control
+// stream, then its data streams. Chunks from the data streams pass their
+// stream's integrity checks, are put back in each device's offset order by a
+// bounded reorder buffer (a stream running ahead waits for a slow one instead
+// of growing memory), and go into the devices' load sessions straight from
+// the received buffers. Markers on the control stream wait for the bytes they
+// account for. On COMMIT every device goes RESUMING -> STOP (where the device
+// validates what it loaded), then RUNNING_P2P on all devices (a barrier),
+// then RUNNING.
 //
 // Any failure, cancel, or loss of the source before completion resets every
 // device (aborting RESUMING needs VFIO_DEVICE_RESET) and releases it.
@@ -18,6 +22,7 @@
 #define MIGD_MIGRATION_DESTINATION_JOB_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +36,7 @@
 #include "migd/migration/job.h"
 #include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/framing.h"
+#include "migd/transfer/reorder_buffer.h"
 #include "proto/migd/v1/transfer.pb.h"
 
 namespace migd::migration {
@@ -41,9 +47,13 @@ class DestinationJob {
   // devices that already moved are reset and nothing stays claimed (the
   // caller releases the claim through `on_done`, which also runs when the
   // job ends).
+  // `reorder_cap_bytes` bounds the payload held out of order; `wait_timeout`
+  // how long a marker waits for the bytes it accounts for.
   static absl::StatusOr<std::shared_ptr<DestinationJob>> Prepare(
       std::shared_ptr<Job> job, std::vector<device::Device*> devices,
-      std::function<void()> on_done);
+      std::function<void()> on_done,
+      uint64_t reorder_cap_bytes = uint64_t{64} << 20,
+      absl::Duration wait_timeout = absl::Seconds(60));
 
   const std::shared_ptr<Job>& job() const { return job_; }
 
@@ -59,10 +69,30 @@ class DestinationJob {
   absl::Status Attach(const v1::SessionHeader& header,
                       std::function<void()> cancel_session);
 
-  // The next message of the attached session. A chunk's payload goes to the
-  // device straight from the received buffers.
-  absl::Status OnChunk(const transfer::DecodedRequest& chunk);
+  // A data stream (header.stream_index 1..num_streams) of the attached
+  // session presents itself: same token; each index once.
+  absl::Status AttachData(const v1::SessionHeader& header,
+                          std::function<void()> cancel_stream);
+
+  // A chunk that passed its stream's checks: held until it is next in its
+  // device's order (waiting while the reorder buffer is full), then written
+  // to the device with whatever it unblocked.
+  absl::Status OnChunk(transfer::DecodedRequest chunk);
+
+  // Data stream `index` ended cleanly (the source half-closed it).
+  void DataStreamEnded(uint32_t index);
+
+  // The next control-stream marker. INITIAL_DATA_END and DEVICE_END return
+  // once the device holds every byte they account for (so an
+  // acknowledgement is true when it is sent).
   absl::Status OnMarker(const v1::PhaseMarker& marker);
+
+  // Peak payload bytes held out of order (the reorder buffer's high mark).
+  uint64_t peak_reorder_bytes() const;
+
+  // Called after data reached a device (from data stream threads): the
+  // control stream's idle watchdog counts it as the session being alive.
+  void SetActivityCallback(std::function<void()> callback);
 
   // After COMMIT: load and resume every device. Returns the timings.
   absl::StatusOr<v1::Completion> Complete();
@@ -70,7 +100,10 @@ class DestinationJob {
   // The session ended before completion (error, source gone, cancel): resets
   // every device and ends the job with the cause (a pending cancel request
   // wins, so a cancelled job reads CANCELLED).
-  void Abort(const absl::Status& cause);
+  // `from_stream` is the stream whose own thread aborts (0 = control): it
+  // ends that stream with the cause itself, so every other stream is
+  // cancelled but not that one, and the source reads the real cause there.
+  void Abort(const absl::Status& cause, int from_stream = -1);
 
   // CancelMigration: a waiting (prepared) job is aborted at once; an attached
   // one has its session cancelled, and the session thread aborts it.
@@ -78,9 +111,19 @@ class DestinationJob {
 
  private:
   DestinationJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
-                 std::function<void()> on_done);
+                 std::function<void()> on_done, uint64_t reorder_cap_bytes,
+                 absl::Duration wait_timeout);
   void ResetAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndLocked(const absl::Status& cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckToken(const v1::SessionHeader& header) const;
+  void AddCanceller(uint32_t stream, std::function<void()> cancel);
+  // Cancels every stream of the session but `except`.
+  void CancelStreams(int except = -1);
+  // Writes every chunk of `device` that is next in order.
+  absl::Status Drain(uint32_t device);
+  // Waits until `device` holds `total` bytes; kDataLoss when every data
+  // stream ended short of it.
+  absl::Status WaitWritten(uint32_t device, uint64_t total);
 
   enum class Stage { kWaiting, kAttached, kDone };
 
@@ -88,17 +131,38 @@ class DestinationJob {
   const std::vector<device::Device*> devices_;
   std::function<void()> on_done_;
   std::string token_;
+  const uint64_t reorder_cap_bytes_;
+  const absl::Duration wait_timeout_;
 
-  absl::Mutex mu_;
+  // Set at Attach, then constant: the data streams never outlive the job.
+  std::unique_ptr<transfer::ReorderBuffer> reorder_;
+
+  mutable absl::Mutex mu_;
   Stage stage_ ABSL_GUARDED_BY(mu_) = Stage::kWaiting;
-  std::vector<std::unique_ptr<device::DataStream>> streams_
-      ABSL_GUARDED_BY(mu_);
   std::unique_ptr<transfer::StreamChecker> checker_ ABSL_GUARDED_BY(mu_);
+  uint32_t num_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<bool> data_attached_ ABSL_GUARDED_BY(mu_);
+  // Cancels the session's streams. Its own lock: Job::RequestCancel calls in
+  // with the job's lock held, and mu_ is held while calling into the job.
+  absl::Mutex cancel_mu_;
+  std::map<uint32_t, std::function<void()>> cancellers_
+      ABSL_GUARDED_BY(cancel_mu_);
   absl::Time downtime_start_ ABSL_GUARDED_BY(mu_);
-  bool stop_copy_started_ ABSL_GUARDED_BY(mu_) = false;
-  // First chunk to COMMIT: the transfer time the job reports.
-  std::optional<absl::Time> first_chunk_ ABSL_GUARDED_BY(mu_);
   absl::Time committed_ ABSL_GUARDED_BY(mu_);
+
+  // Device writes, taken after mu_ when both are held. The load sessions are
+  // written by the data streams under write_mu_ and replaced only with both
+  // locks held.
+  mutable absl::Mutex write_mu_;
+  std::vector<std::unique_ptr<device::DataStream>> streams_;
+  std::vector<uint64_t> written_ ABSL_GUARDED_BY(write_mu_);
+  uint32_t data_streams_ended_ ABSL_GUARDED_BY(write_mu_) = 0;
+  uint32_t data_streams_expected_ ABSL_GUARDED_BY(write_mu_) = 0;
+  bool aborted_ ABSL_GUARDED_BY(write_mu_) = false;
+  std::function<void()> on_activity_ ABSL_GUARDED_BY(write_mu_);
+  bool stop_copy_started_ ABSL_GUARDED_BY(write_mu_) = false;
+  // First chunk to COMMIT: the transfer time the job reports.
+  std::optional<absl::Time> first_chunk_ ABSL_GUARDED_BY(write_mu_);
 };
 
 }  // namespace migd::migration

@@ -132,6 +132,12 @@ void Job::SetPayloadCopies(uint64_t copies) {
   Changed("progress");
 }
 
+void Job::AddPayloadCopies(uint64_t copies) {
+  absl::MutexLock lock(&mu_);
+  record_.set_payload_copies(record_.payload_copies() + copies);
+  Changed("progress");
+}
+
 void Job::SetPrecopy(const v1::PrecopyProgress& precopy) {
   absl::MutexLock lock(&mu_);
   *record_.mutable_precopy() = precopy;

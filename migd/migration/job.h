@@ -62,6 +62,7 @@ class Job {
                             const std::vector<v1::DowntimeBreakdown>& devices);
   void SetTransferTime(absl::Duration transfer_time);
   void SetPayloadCopies(uint64_t copies);
+  void AddPayloadCopies(uint64_t copies);
   void SetPrecopy(const v1::PrecopyProgress& precopy);
   // Something a person should know that is not a failure.
   void AddNotice(const std::string& notice);

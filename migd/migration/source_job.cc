@@ -72,6 +72,8 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   header.set_job_id(j.id());
   header.set_transfer_token(sj->options_.token);
   header.set_protocol_version(v1::PROTOCOL_VERSION_1);
+  header.set_stream_index(0);
+  header.set_num_streams(sj->options_.streams);
   v1::Migration record = j.Snapshot();
   std::vector<std::string> without_p2p;
   for (size_t i = 0; i < sj->devices_.size(); ++i) {
@@ -137,10 +139,27 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
           });
   if (!client.ok()) return client.status();
   sj->client_ = *std::move(client);
-  sj->job_->SetCanceller([raw] {
-    raw->client_->Cancel();
-    raw->pool_->Cancel();
-  });
+  for (uint32_t k = 1; k <= sj->options_.streams; ++k) {
+    v1::SessionHeader data_header;
+    data_header.set_job_id(j.id());
+    data_header.set_transfer_token(sj->options_.token);
+    data_header.set_protocol_version(v1::PROTOCOL_VERSION_1);
+    data_header.set_stream_index(k);
+    data_header.set_num_streams(sj->options_.streams);
+    // A channel each: every data stream gets a connection of its own.
+    absl::StatusOr<std::unique_ptr<transfer::TransferClient>> data =
+        transfer::TransferClient::Open(
+            transfer::MakeTransferChannel(sj->options_.destination),
+            data_header, sj->options_.handshake_timeout);
+    if (!data.ok()) {
+      sj->CancelSession();
+      return base::Annotate(data.status(),
+                            absl::StrCat("opening data stream ", k));
+    }
+    sj->senders_.push_back(
+        std::make_unique<transfer::StreamSender>(*std::move(data)));
+  }
+  sj->job_->SetCanceller([raw] { raw->CancelSession(); });
   sj->thread_ = std::thread([raw] { raw->Run(); });
   return sj;
 }
@@ -167,7 +186,7 @@ void SourceJob::Run() {
     m->set_reason(base::ReasonName(base::ReasonOf(s)));
     m->set_message(std::string(s.message()));
     (void)client_->Send(abort);
-    client_->Cancel();
+    CancelSession();
     Rollback();
   }
   if (tracker_ != nullptr) {
@@ -175,7 +194,7 @@ void SourceJob::Run() {
     tracker_->Close();
   }
   watch_.reset();
-  job_->SetPayloadCopies(client_->copies().copies());
+  job_->SetPayloadCopies(payload_copies());
   job_->SetCanceller(nullptr);
   if (on_done_) on_done_();
   job_->Finish(s);
@@ -183,6 +202,19 @@ void SourceJob::Run() {
 }
 
 absl::Status SourceJob::Cause(const absl::Status& error) const {
+  if (base::ReasonOf(error) == v1::ERROR_REASON_CANCELLED &&
+      !job_->cancel_requested()) {
+    // The destination cancels every stream when one fails; the failing data
+    // stream carries the real cause.
+    for (const auto& sender : senders_) {
+      absl::Status s = sender->Outcome(absl::Seconds(2));
+      v1::ErrorReason r = base::ReasonOf(s);
+      if (!s.ok() && r != v1::ERROR_REASON_CANCELLED &&
+          r != v1::ERROR_REASON_PEER_UNAVAILABLE) {
+        return s;
+      }
+    }
+  }
   if (job_->cancel_requested()) {
     return base::Error(
         absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
@@ -219,8 +251,7 @@ absl::Status SourceJob::SendMarker(v1::PhaseMarker::Kind kind, uint32_t device,
 absl::Status SourceJob::Transfer() {
   watch_ = std::make_unique<base::Watchdog>(options_.phase_timeout, [this] {
     timed_out_ = true;
-    client_->Cancel();
-    pool_->Cancel();
+    CancelSession();
   });
   if (tracker_ != nullptr) {
     if (absl::Status s = tracker_->Start(); !s.ok()) return s;
@@ -260,18 +291,26 @@ absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
     if (*n == 0) return absl::OkStatus();
     buffer->set_size(*n);
     transfer::ChunkHeader header = transfer::SealChunkHeader(
-        index, sequence_, offsets_[index], buffer->contents());
-    if (options_.corrupt_chunk_sequence == sequence_) {
+        index, 0, offsets_[index], buffer->contents());
+    if (options_.corrupt_chunk_sequence == chunks_) {
       buffer->data()[*n / 2] ^= 0x5a;
       base::LogWarning("job ", job_->id(), ": test fault: corrupted chunk ",
-                       sequence_);
+                       chunks_);
     }
-    ++sequence_;
+    if (options_.drop_stream_after == chunks_) {
+      base::LogWarning("job ", job_->id(),
+                       ": test fault: dropping data stream ", senders_.size());
+      senders_.back()->Cancel();
+    }
+    ++chunks_;
     if (!first_send_.has_value()) first_send_ = absl::Now();
-    if (job_->cancel_requested())
+    if (job_->cancel_requested()) {
       return absl::CancelledError("cancel requested");
-    if (absl::Status s = client_->SendChunk(header, *std::move(buffer));
-        !s.ok()) {
+    }
+    // Round robin: chunks of one device spread over every data stream.
+    transfer::StreamSender* sender =
+        senders_[next_sender_++ % senders_.size()].get();
+    if (absl::Status s = sender->Enqueue(header, *std::move(buffer)); !s.ok()) {
       return s;
     }
     offsets_[index] += *n;
@@ -498,6 +537,8 @@ absl::Status SourceJob::Switchover() {
     stop_copy_time_[i] = absl::Now() - t0;
     job_->SetDeviceTotal(i, offsets_[i]);
   }
+  // Every byte is on the wire before the destination is told to commit.
+  if (absl::Status s = CloseDataStreams(); !s.ok()) return s;
   if (absl::Status s = SendMarker(v1::PhaseMarker::COMMIT, 0, 0); !s.ok()) {
     return s;
   }
@@ -532,6 +573,26 @@ absl::Status SourceJob::Switchover() {
   }
   job_->SetDowntimeBreakdown(total, per_device);
   return absl::OkStatus();
+}
+
+void SourceJob::CancelSession() {
+  client_->Cancel();
+  for (const auto& sender : senders_) sender->Cancel();
+  pool_->Cancel();
+}
+
+absl::Status SourceJob::CloseDataStreams() {
+  for (const auto& sender : senders_) {
+    if (absl::Status s = sender->Close(); !s.ok()) return s;
+    watch_->Kick();
+  }
+  return absl::OkStatus();
+}
+
+uint64_t SourceJob::payload_copies() const {
+  uint64_t n = client_->copies().copies();
+  for (const auto& sender : senders_) n += sender->client().copies().copies();
+  return n;
 }
 
 void SourceJob::CollectDirty(bool final) {

@@ -37,6 +37,7 @@
 #include "migd/migration/job.h"
 #include "migd/migration/policy.h"
 #include "migd/transfer/buffer_pool.h"
+#include "migd/transfer/stream_sender.h"
 #include "migd/transfer/transfer_client.h"
 
 namespace migd::migration {
@@ -50,6 +51,8 @@ struct SourceJobOptions {
   // reading waits when it is all in use, so agent memory stays bounded
   // whatever the state size.
   uint64_t buffer_cap_bytes = uint64_t{64} << 20;
+  // Data streams, each its own connection (1..16).
+  uint32_t streams = 1;
   // A phase making no progress for this long fails the job.
   absl::Duration phase_timeout = absl::Seconds(60);
   absl::Duration handshake_timeout = absl::Seconds(10);
@@ -60,6 +63,9 @@ struct SourceJobOptions {
   // Fault injection for tests: flip a payload byte of the chunk with this
   // sequence number after its CRC32C was computed.
   std::optional<uint64_t> corrupt_chunk_sequence;
+  // Fault injection for tests: after this many chunks, the last data stream
+  // is dropped (cancelled) as if its connection failed.
+  std::optional<uint64_t> drop_stream_after;
 };
 
 class SourceJob {
@@ -83,7 +89,7 @@ class SourceJob {
   dirty::Tracker* tracker() const { return tracker_.get(); }
 
   // User-space copies of chunk payload on this side (0 on the data path).
-  uint64_t payload_copies() const { return client_->copies().copies(); }
+  uint64_t payload_copies() const;
 
  private:
   SourceJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
@@ -104,6 +110,10 @@ class SourceJob {
   absl::Status SendMarker(v1::PhaseMarker::Kind kind, uint32_t device,
                           uint64_t total_bytes);
   absl::Status Send(v1::TransferRequest& request);
+  // Aborts every stream and wakes a read waiting for a buffer.
+  void CancelSession();
+  // Sends what the data streams hold and closes them.
+  absl::Status CloseDataStreams();
   // Why the job stopped: a cancel or timeout wins over the error it caused.
   absl::Status Cause(const absl::Status& error) const;
   void Rollback();
@@ -117,7 +127,12 @@ class SourceJob {
   SourceJobOptions options_;
   std::function<void()> on_done_;
   std::unique_ptr<transfer::BufferPool> pool_;
+  // The control stream (header, markers, acknowledgements, completion) and
+  // the data streams (chunks).
   std::unique_ptr<transfer::TransferClient> client_;
+  std::vector<std::unique_ptr<transfer::StreamSender>> senders_;
+  size_t next_sender_ = 0;
+  uint64_t chunks_ = 0;
   std::unique_ptr<dirty::Tracker> tracker_;
   size_t tracker_notices_ = 0;  // notices already passed to the job
 

@@ -13,6 +13,7 @@
 #include "migd/migration/destination_job.h"
 #include "migd/migration/source_job.h"
 #include "migd/server/validate.h"
+#include "migd/transfer/framing.h"
 #include "migd/transfer/grpc_status.h"
 
 namespace migd::server {
@@ -21,8 +22,8 @@ namespace {
 using ::google::protobuf::util::TimeUtil;
 using transfer::ToGrpcStatus;
 
-constexpr uint32_t kMinChunkBytes = 4 << 10;
-constexpr uint32_t kMaxChunkBytes = 8 << 20;
+using transfer::kMaxChunkBytes;
+using transfer::kMinChunkBytes;
 
 absl::Status Invalid(absl::string_view message) {
   return base::Error(absl::StatusCode::kInvalidArgument,
@@ -99,7 +100,8 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
                                               request->source(), *pairs);
   migration::DeviceRegistry* devices = devices_;
   auto prepared = migration::DestinationJob::Prepare(
-      job, *claimed, [devices, id] { devices->Release(id); });
+      job, *claimed, [devices, id] { devices->Release(id); },
+      options_.transfer_memory_cap, options_.default_phase_timeout);
   if (!prepared.ok()) {
     devices_->Release(id);
     jobs_->Unreserve(id);
@@ -139,6 +141,16 @@ grpc::Status MigrationServiceImpl::StartMigration(
   opts.destination = request->destination();
   opts.token = request->transfer_token();
   opts.corrupt_chunk_sequence = options_.corrupt_chunk_sequence;
+  opts.drop_stream_after = options_.drop_stream_after;
+  opts.buffer_cap_bytes = options_.transfer_memory_cap;
+  opts.streams =
+      request->policy().streams() == 0 ? 1 : request->policy().streams();
+  if (opts.streams > transfer::kMaxStreams) {
+    return ToGrpcStatus(
+        Invalid(absl::StrCat("policy.streams ", opts.streams, " is outside 1..",
+                             transfer::kMaxStreams)),
+        context);
+  }
   const v1::MigrationPolicy& policy = request->policy();
   opts.chunk_bytes = policy.chunk_bytes() == 0 ? options_.default_chunk_bytes
                                                : policy.chunk_bytes();
@@ -149,10 +161,9 @@ grpc::Status MigrationServiceImpl::StartMigration(
                              kMaxChunkBytes)),
         context);
   }
-  if (absl::Status s = PolicyDuration(policy.has_phase_timeout(),
-                                      policy.phase_timeout(), "phase_timeout",
-                                      options_.default_phase_timeout,
-                                      &opts.phase_timeout);
+  if (absl::Status s = PolicyDuration(
+          policy.has_phase_timeout(), policy.phase_timeout(), "phase_timeout",
+          options_.default_phase_timeout, &opts.phase_timeout);
       !s.ok()) {
     return ToGrpcStatus(s, context);
   }
@@ -171,7 +182,8 @@ grpc::Status MigrationServiceImpl::StartMigration(
     }
   }
   conv.bandwidth_override = policy.bandwidth_bytes_per_second();
-  if (policy.max_iterations() != 0) conv.max_iterations = policy.max_iterations();
+  if (policy.max_iterations() != 0)
+    conv.max_iterations = policy.max_iterations();
   conv.fail_if_not_converged =
       policy.on_no_convergence() == v1::MigrationPolicy::ON_NO_CONVERGENCE_FAIL;
   conv.allow_mixed_p2p = policy.allow_mixed_p2p();

@@ -23,6 +23,9 @@ struct MigrationServiceOptions {
   uint32_t default_chunk_bytes = 1 << 20;
   // Fault injection for tests (see SourceJobOptions).
   std::optional<uint64_t> corrupt_chunk_sequence;
+  std::optional<uint64_t> drop_stream_after;
+  // Source chunk buffers and destination reorder buffer, per job.
+  uint64_t transfer_memory_cap = uint64_t{64} << 20;
 };
 
 class MigrationServiceImpl final : public v1::MigrationService::Service {

@@ -9,6 +9,7 @@
 #include "migd/base/reason.h"
 #include "migd/base/watchdog.h"
 #include "migd/transfer/chunk_codec.h"
+#include "migd/transfer/framing.h"
 #include "migd/transfer/grpc_status.h"
 
 namespace migd::server {
@@ -62,6 +63,9 @@ grpc::Status TransferServiceImpl::Transfer(
                                  "PrepareIncoming here first)")),
         context);
   }
+  if (req.header().stream_index() > 0) {
+    return DataStream(context, stream, job.get(), req.header());
+  }
   if (absl::Status s =
           job->Attach(req.header(), [context] { context->TryCancel(); });
       !s.ok()) {
@@ -75,6 +79,12 @@ grpc::Status TransferServiceImpl::Transfer(
     idle = true;
     context->TryCancel();
   });
+  // Data arriving on the data streams keeps the session alive too.
+  job->SetActivityCallback([&watch] { watch.Kick(); });
+  struct Unhook {
+    migration::DestinationJob* job;
+    ~Unhook() { job->SetActivityCallback(nullptr); }
+  } unhook{job.get()};
   auto fail = [&](absl::Status s) {
     if (idle) {
       s = base::Error(absl::StatusCode::kDeadlineExceeded,
@@ -82,7 +92,7 @@ grpc::Status TransferServiceImpl::Transfer(
                       absl::StrCat("source sent nothing for ",
                                    absl::FormatDuration(idle_timeout_)));
     }
-    job->Abort(s);
+    job->Abort(s, /*from_stream=*/0);
     return ToGrpcStatus(s, context);
   };
 
@@ -112,7 +122,9 @@ grpc::Status TransferServiceImpl::Transfer(
     switch (decoded->is_chunk() ? v1::TransferRequest::kChunk
                                 : req.kind_case()) {
       case v1::TransferRequest::kChunk:
-        s = job->OnChunk(*decoded);
+        s = base::Error(
+            absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_PROTOCOL_ERROR,
+            "chunks travel on data streams, not the control stream");
         break;
       case v1::TransferRequest::kMarker:
         s = job->OnMarker(req.marker());
@@ -142,11 +154,68 @@ grpc::Status TransferServiceImpl::Transfer(
   if (!completion.ok()) {
     return fail(completion.status());
   }
-  job->job()->SetPayloadCopies(copies.copies());
+  job->job()->AddPayloadCopies(copies.copies());
   resp.Clear();
   *resp.mutable_completion() = *completion;
   stream->Write(resp);
   base::LogInfo("job ", job_id, ": incoming migration complete");
+  return grpc::Status::OK;
+}
+
+grpc::Status TransferServiceImpl::DataStream(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream,
+    migration::DestinationJob* job, const v1::SessionHeader& header) {
+  const uint32_t index = header.stream_index();
+  if (absl::Status s =
+          job->AttachData(header, [context] { context->TryCancel(); });
+      !s.ok()) {
+    base::LogWarning("job ", header.job_id(), ": refused data stream ", index,
+                     ": ", s.ToString());
+    return ToGrpcStatus(s, context);
+  }
+  auto fail = [&](absl::Status s) {
+    s = base::Annotate(s, absl::StrCat("data stream ", index));
+    job->Abort(s, /*from_stream=*/index);
+    return ToGrpcStatus(s, context);
+  };
+  v1::TransferResponse resp;
+  resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_1);
+  if (!stream->Write(resp)) {
+    return fail(base::Error(absl::StatusCode::kUnavailable,
+                            v1::ERROR_REASON_PEER_UNAVAILABLE,
+                            "source went away during the handshake"));
+  }
+  transfer::CopyCounter copies;
+  transfer::StreamChecker checker(job->job()->num_devices());
+  grpc::ByteBuffer raw;
+  while (stream->Read(&raw)) {
+    absl::StatusOr<transfer::DecodedRequest> decoded =
+        transfer::DecodeRequest(raw, &copies);
+    raw.Clear();
+    if (!decoded.ok()) return fail(decoded.status());
+    if (!decoded->is_chunk()) {
+      return fail(base::Error(absl::StatusCode::kInvalidArgument,
+                              v1::ERROR_REASON_PROTOCOL_ERROR,
+                              "a data stream carries only chunks"));
+    }
+    if (absl::Status s =
+            checker.CheckChunk(decoded->header(), decoded->payload_size(),
+                               decoded->PayloadCrc32c());
+        !s.ok()) {
+      return fail(s);
+    }
+    if (absl::Status s = job->OnChunk(*std::move(decoded)); !s.ok()) {
+      return fail(s);
+    }
+  }
+  job->job()->AddPayloadCopies(copies.copies());
+  if (context->IsCancelled()) {
+    return fail(base::Error(absl::StatusCode::kUnavailable,
+                            v1::ERROR_REASON_PEER_UNAVAILABLE,
+                            "dropped before the source closed it"));
+  }
+  job->DataStreamEnded(index);
   return grpc::Status::OK;
 }
 

@@ -33,6 +33,12 @@ class TransferServiceImpl final : public grpc::Service {
       grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream);
 
  private:
+  // A data stream (stream_index >= 1) of an attached session: chunks only.
+  grpc::Status DataStream(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream,
+      migration::DestinationJob* job, const v1::SessionHeader& header);
+
   migration::JobTable* const jobs_;
   const absl::Duration idle_timeout_;
 };

@@ -190,6 +190,16 @@ absl::StatusOr<v1::Completion> TransferClient::Finish() {
   return *completion;
 }
 
+absl::Status TransferClient::FinishData() {
+  if (finished_) return base::Annotate(final_status_, "destination");
+  if (!stream_->WritesDone()) return FinishWithError("closing a data stream");
+  JoinReader();
+  finished_ = true;
+  grpc::Status s = stream_->Finish();
+  final_status_ = FromGrpcStatus(s, context_);
+  return base::Annotate(final_status_, "destination");
+}
+
 void TransferClient::Cancel() {
   cancelled_ = true;
   context_.TryCancel();

@@ -78,6 +78,10 @@ class TransferClient {
   // Ends the sending side and waits for the destination's Completion.
   absl::StatusOr<v1::Completion> Finish();
 
+  // Data streams: ends the sending side and waits for the destination to
+  // close the stream; its status.
+  absl::Status FinishData();
+
   // Aborts the session from any thread; blocked calls return promptly with
   // an error. Safe to call more than once.
   void Cancel();
