@@ -21,6 +21,7 @@
 #include "migd/device/emulated_spec.h"
 #include "migd/server/agent.h"
 #include "migd/server/device_config.h"
+#include "migd/transfer/framing.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
           "Address to serve the control and transfer APIs on (host:port; "
@@ -134,6 +135,12 @@ int main(int argc, char** argv) {
   auto cap = migd::device::ParseSize(absl::GetFlag(FLAGS_transfer_memory_cap));
   if (!cap.ok()) {
     return Fail(migd::base::Annotate(cap.status(), "--transfer_memory_cap"));
+  }
+  if (*cap < 2 * uint64_t{migd::transfer::kMaxChunkBytes}) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--transfer_memory_cap ", *cap, " is below ",
+                     2 * uint64_t{migd::transfer::kMaxChunkBytes},
+                     " (two of the largest chunks must fit)")));
   }
   options.service.transfer_memory_cap = *cap;
   if (std::string fault = absl::GetFlag(FLAGS_test_fault); !fault.empty()) {

@@ -238,13 +238,17 @@ class MigrationTest : public ::testing::Test {
   // Starts a source (seed 1) and a destination (seed 2) agent, each with
   // `count` emulated devices of `size`.
   void StartPair(int count, absl::string_view size,
-                 std::vector<std::string> source_extra = {}) {
+                 std::vector<std::string> source_extra = {},
+                 std::vector<std::string> destination_extra = {}) {
     std::vector<std::string> source_flags = EmulatedFlags(count, size, 1);
     source_flags.insert(source_flags.end(), source_extra.begin(),
                         source_extra.end());
     source_ = StartAgent("source", source_flags);
     ASSERT_NE(source_, nullptr);
-    destination_ = StartAgent("destination", EmulatedFlags(count, size, 2));
+    std::vector<std::string> destination_flags = EmulatedFlags(count, size, 2);
+    destination_flags.insert(destination_flags.end(), destination_extra.begin(),
+                             destination_extra.end());
+    destination_ = StartAgent("destination", destination_flags);
     ASSERT_NE(destination_, nullptr);
   }
 
@@ -261,14 +265,14 @@ class MigrationTest : public ::testing::Test {
 
   // Prepares the destination and starts the job on the source.
   void BeginMigration(absl::string_view job_id, const Pairs& pairs,
-                      uint32_t chunk_bytes = 0) {
+                      uint32_t chunk_bytes = 0, uint32_t streams = 0) {
     std::string token = PrepareOk(job_id, pairs);
     ASSERT_FALSE(token.empty());
     Migration started;
-    RpcResult r = Start(*source_,
-                        StartRequest(job_id, pairs, destination_->address(),
-                                     token, chunk_bytes),
-                        &started);
+    v1::StartMigrationRequest request = StartRequest(
+        job_id, pairs, destination_->address(), token, chunk_bytes);
+    request.mutable_policy()->set_streams(streams);
+    RpcResult r = Start(*source_, request, &started);
     ASSERT_TRUE(r.status.ok()) << "StartMigration " << job_id << ": " << r;
     EXPECT_EQ(started.job_id(), job_id);
     EXPECT_EQ(v1::Role_Name(started.role()), v1::Role_Name(v1::ROLE_SOURCE));
@@ -774,6 +778,73 @@ TEST_F(RefusedRequestTest, UnknownJobIsNotFound) {
                 .code(),
             absl::StatusCode::kNotFound);
   ExpectNothingChanged();
+}
+
+// ---- Parallel streams
+// --------------------------------------------------------
+
+constexpr uint32_t kStreams = 4;
+constexpr uint64_t kCapBytes = uint64_t{16} << 20;  // the smallest cap allowed
+
+// Chunks of every device go round robin over four data streams, each its own
+// connection, and arrive interleaved; the destination must still load each
+// device's stream in order, holding no more than its memory cap out of order.
+TEST_F(MigrationTest, ParallelStreamsDeliverEveryDeviceInOrderWithinTheCap) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(
+      3, "24MiB", {}, {absl::StrCat("--transfer_memory_cap=", kCapBytes)}));
+  const std::vector<std::string> names = EmuNames(3);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-parallel-streams";
+  ASSERT_NO_FATAL_FAILURE(
+      BeginMigration(job, SameNames(names), 64 * 1024, kStreams));
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  for (const Migration* end : {&source_end, &destination_end}) {
+    SCOPED_TRACE(v1::Role_Name(end->role()));
+    ASSERT_EQ(v1::Phase_Name(end->phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED))
+        << end->failure().message();
+    EXPECT_EQ(end->payload_copies(), 0u);
+  }
+  EXPECT_LE(destination_end.reorder_peak_bytes(), kCapBytes);
+  std::cerr << "reorder peak: " << destination_end.reorder_peak_bytes()
+            << " bytes\n";
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  for (const std::string& name : names) {
+    EXPECT_EQ(destination_after[name].state_digest(),
+              source_before[name].state_digest())
+        << name;
+  }
+}
+
+// One data stream of four dies mid-job (its connection cancelled): the job
+// fails on both sides, the source devices run again with their state, and the
+// destination devices are reset.
+TEST_F(MigrationTest, DroppedDataStreamFailsTheJobWithDevicesRestored) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartPair(2, "16MiB", {"--test_fault=drop_stream:40"}));
+  const std::vector<std::string> names = EmuNames(2);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-dropped-stream";
+  ASSERT_NO_FATAL_FAILURE(
+      BeginMigration(job, SameNames(names), 64 * 1024, kStreams));
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  for (const Migration* end : {&source_end, &destination_end}) {
+    SCOPED_TRACE(v1::Role_Name(end->role()));
+    EXPECT_NE(v1::Phase_Name(end->phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED))
+        << end->ShortDebugString();
+    EXPECT_TRUE(end->has_failure());
+  }
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING,
+                &source_before);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
 }
 
 // ---- Faults ----------------------------------------------------------------

@@ -233,6 +233,11 @@ void DestinationJob::AddCanceller(uint32_t stream,
   cancellers_[stream] = std::move(cancel);
 }
 
+void DestinationJob::StreamGone(uint32_t index) {
+  absl::MutexLock lock(&cancel_mu_);
+  cancellers_.erase(index);
+}
+
 void DestinationJob::CancelStreams(int except) {
   absl::MutexLock lock(&cancel_mu_);
   for (const auto& [stream, cancel] : cancellers_) {
@@ -446,6 +451,8 @@ void DestinationJob::ResetAllLocked() {
 }
 
 void DestinationJob::EndLocked(const absl::Status& cause) {
+  if (reorder_ != nullptr)
+    job_->SetReorderPeakBytes(reorder_->peak_held_bytes());
   job_->SetCanceller(nullptr);
   {
     absl::MutexLock c(&cancel_mu_);

@@ -82,6 +82,10 @@ class DestinationJob {
   // Data stream `index` ended cleanly (the source half-closed it).
   void DataStreamEnded(uint32_t index);
 
+  // A stream's handler is returning: its canceller (which points into the
+  // call) must not run any more. 0 is the control stream.
+  void StreamGone(uint32_t index);
+
   // The next control-stream marker. INITIAL_DATA_END and DEVICE_END return
   // once the device holds every byte they account for (so an
   // acknowledgement is true when it is sent).

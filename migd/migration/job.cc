@@ -138,6 +138,12 @@ void Job::AddPayloadCopies(uint64_t copies) {
   Changed("progress");
 }
 
+void Job::SetReorderPeakBytes(uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  record_.set_reorder_peak_bytes(bytes);
+  Changed("progress");
+}
+
 void Job::SetPrecopy(const v1::PrecopyProgress& precopy) {
   absl::MutexLock lock(&mu_);
   *record_.mutable_precopy() = precopy;

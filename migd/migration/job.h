@@ -63,6 +63,7 @@ class Job {
   void SetTransferTime(absl::Duration transfer_time);
   void SetPayloadCopies(uint64_t copies);
   void AddPayloadCopies(uint64_t copies);
+  void SetReorderPeakBytes(uint64_t bytes);
   void SetPrecopy(const v1::PrecopyProgress& precopy);
   // Something a person should know that is not a failure.
   void AddNotice(const std::string& notice);

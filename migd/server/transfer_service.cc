@@ -73,6 +73,11 @@ grpc::Status TransferServiceImpl::Transfer(
     return ToGrpcStatus(s, context);
   }
   base::LogInfo("job ", job_id, ": source attached from ", context->peer());
+  // The canceller handed to Attach points into this call.
+  struct Gone {
+    migration::DestinationJob* job;
+    ~Gone() { job->StreamGone(0); }
+  } gone{job.get()};
 
   std::atomic<bool> idle{false};
   base::Watchdog watch(idle_timeout_, [&] {
@@ -174,6 +179,12 @@ grpc::Status TransferServiceImpl::DataStream(
                      ": ", s.ToString());
     return ToGrpcStatus(s, context);
   }
+  // The canceller handed to AttachData points into this call.
+  struct Gone {
+    migration::DestinationJob* job;
+    uint32_t index;
+    ~Gone() { job->StreamGone(index); }
+  } gone{job, index};
   auto fail = [&](absl::Status s) {
     s = base::Annotate(s, absl::StrCat("data stream ", index));
     job->Abort(s, /*from_stream=*/index);
