@@ -43,7 +43,7 @@ const std::vector<CommandSpec>& Commands() {
        {"job", "devices", "destination"},
        {"token", "downtime_limit", "bandwidth", "max_iterations",
         "max_precopy_time", "on_no_convergence", "ack_timeout",
-        "allow_mixed_p2p", "no_precopy", "chunk", "phase_timeout",
+        "allow_mixed_p2p", "no_precopy", "chunk", "phase_timeout", "streams",
         "dirty_ranges", "dirty_page_size"},
        false,
        "migrate --job=J --devices=SRC:DST[,SRC:DST...] "
@@ -196,6 +196,14 @@ absl::Status ParsePolicyFlag(absl::string_view name, const std::string& value,
     p->chunk_bytes = static_cast<uint32_t>(*b);
     return absl::OkStatus();
   }
+  if (name == "streams") {
+    uint64_t n = 0;
+    if (!ParseDigits(value, &n) || n < 1 || n > 16) {
+      return bad(absl::StrCat("want 1 to 16 data streams, not '", value, "'"));
+    }
+    p->streams = static_cast<uint32_t>(n);
+    return absl::OkStatus();
+  }
   if (name == "max_iterations") {
     uint64_t n = 0;
     if (!ParseDigits(value, &n) || n == 0 ||
@@ -225,7 +233,7 @@ bool IsPolicyFlag(absl::string_view name) {
          name == "downtime_limit" || name == "bandwidth" ||
          name == "max_iterations" || name == "max_precopy_time" ||
          name == "on_no_convergence" || name == "ack_timeout" ||
-         name == "chunk" || name == "phase_timeout";
+         name == "chunk" || name == "phase_timeout" || name == "streams";
 }
 
 // A number of --dirty_ranges or --dirty_page_size: hex with 0x, or
@@ -711,6 +719,8 @@ std::string HelpText() {
       "  --no_precopy             move the state only once the devices "
       "stopped,\n"
       "                           even for devices that support pre-copy\n"
+      "  --streams=N              parallel data streams (connections), "
+      "1..16\n"
       "  --chunk=SIZE             data chunk on the wire, 4KiB..8MiB "
       "(default 1MiB)\n"
       "  --phase_timeout=DUR      fail a phase that makes no progress this "

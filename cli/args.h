@@ -48,6 +48,7 @@ struct PolicyArgs {
   bool allow_mixed_p2p = false;               // --allow_mixed_p2p
   bool no_precopy = false;                    // --no_precopy
   std::optional<uint32_t> chunk_bytes;        // --chunk
+  std::optional<uint32_t> streams;            // --streams
   std::optional<absl::Duration> phase_timeout;
 
   bool operator==(const PolicyArgs& o) const {
@@ -57,7 +58,8 @@ struct PolicyArgs {
            fail_if_not_converged == o.fail_if_not_converged &&
            ack_timeout == o.ack_timeout &&
            allow_mixed_p2p == o.allow_mixed_p2p && no_precopy == o.no_precopy &&
-           chunk_bytes == o.chunk_bytes && phase_timeout == o.phase_timeout;
+           chunk_bytes == o.chunk_bytes && phase_timeout == o.phase_timeout &&
+           streams == o.streams;
   }
 };
 

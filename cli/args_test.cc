@@ -71,7 +71,8 @@ TEST(ParseArgs, MigratePolicyFlags) {
                       "--bandwidth=500MiB", "--max_iterations", "12",
                       "--max_precopy_time=2m", "--on_no_convergence=fail",
                       "--ack_timeout=15s", "--allow_mixed_p2p", "--no_precopy",
-                      "--chunk=256KiB", "--phase_timeout=1m30s"});
+                      "--chunk=256KiB", "--phase_timeout=1m30s",
+                      "--streams=4"});
   ASSERT_TRUE(o.ok()) << o.status();
   PolicyArgs want;
   want.downtime_limit = absl::Milliseconds(300);
@@ -84,7 +85,20 @@ TEST(ParseArgs, MigratePolicyFlags) {
   want.no_precopy = true;
   want.chunk_bytes = 256 << 10;
   want.phase_timeout = absl::Seconds(90);
+  want.streams = 4;
   EXPECT_EQ(o->policy, want);
+}
+
+TEST(ParseArgs, StreamsOutsideOneToSixteenIsAUsageError) {
+  for (const char* bad : {"--streams=0", "--streams=17", "--streams=x"}) {
+    auto o = ParseArgs(
+        {"migrate", "--job=j", "--devices=a:b", "--destination=h:1", bad});
+    EXPECT_FALSE(o.ok()) << bad;
+    if (!o.ok()) {
+      EXPECT_NE(o.status().message().find("--streams"), absl::string_view::npos)
+          << o.status();
+    }
+  }
 }
 
 TEST(ParseArgs, BoolPolicyFlagsDoNotTakeTheNextArgument) {

@@ -92,6 +92,7 @@ migd::v1::MigrationPolicy ToPolicy(const PolicyArgs& p) {
   out.set_allow_mixed_p2p(p.allow_mixed_p2p);
   out.set_disable_precopy(p.no_precopy);
   if (p.chunk_bytes) out.set_chunk_bytes(*p.chunk_bytes);
+  if (p.streams) out.set_streams(*p.streams);
   if (p.phase_timeout) {
     SetDuration(*p.phase_timeout, out.mutable_phase_timeout());
   }

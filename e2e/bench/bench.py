@@ -66,20 +66,14 @@ def log(*args):
 def streams_args(args, streams):
     """Extra (migd args, migctl migrate args) that make a job use `streams`.
 
-    The hook for the parallel-stream policy: migd has no setting for it yet, so
-    only 1 stream runs unless --migd-streams-arg / --migctl-streams-arg give
-    templates ("{n}" is replaced by the stream count), e.g.
-    --migctl-streams-arg='--streams={n}'.
+    The job's policy sets it (`migctl migrate --streams=N`); templates given
+    with --migd-streams-arg / --migctl-streams-arg ("{n}" is replaced by the
+    stream count) replace that.
     """
-    if streams == 1 and not args.streams_args_for_one:
-        return [], []
     migd = [a.replace("{n}", str(streams)) for a in args.migd_streams_arg]
     migctl = [a.replace("{n}", str(streams)) for a in args.migctl_streams_arg]
-    if streams != 1 and not migd and not migctl:
-        raise SystemExit(
-            f"bench: {streams} streams asked for, but migd has no "
-            "parallel-stream setting yet; pass --migd-streams-arg or "
-            "--migctl-streams-arg with a {n} template once it does")
+    if not migd and not migctl:
+        migctl = [f"--streams={streams}"]
     return migd, migctl
 
 
