@@ -36,6 +36,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
   builder.SetMaxReceiveMessageSize(transfer::kMaxTransferMessageBytes);
   builder.SetMaxSendMessageSize(transfer::kMaxTransferMessageBytes);
   builder.AddChannelArgument("grpc.http2.lookahead_bytes", 8 << 20);
+  // See MakeTransferChannel: a fixed window bounds what gRPC buffers per
+  // stream while the reorder buffer makes a stream wait.
+  builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
   agent->server_ = builder.BuildAndStart();
   if (agent->server_ == nullptr || agent->port_ == 0) {
     return absl::UnavailableError(

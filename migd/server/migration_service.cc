@@ -53,6 +53,17 @@ MigrationServiceImpl::MigrationServiceImpl(migration::DeviceRegistry* devices,
                                            MigrationServiceOptions options)
     : devices_(devices), jobs_(jobs), options_(std::move(options)) {}
 
+absl::StatusOr<std::vector<device::Device*>>
+MigrationServiceImpl::ReserveAndClaim(
+    const std::string& id, const std::vector<migration::DevicePair>& pairs) {
+  if (absl::Status s = jobs_->Reserve(id); !s.ok()) return s;
+  std::vector<std::string> names;
+  for (const auto& p : pairs) names.push_back(p.local);
+  auto claimed = devices_->Claim(names, id);
+  if (!claimed.ok()) jobs_->Unreserve(id);
+  return claimed;
+}
+
 grpc::Status MigrationServiceImpl::ListDevices(
     grpc::ServerContext* context, const v1::ListDevicesRequest* request,
     v1::ListDevicesResponse* response) {
@@ -86,16 +97,8 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
   }
   auto pairs = ValidateDevicePairs(request->devices(), false);
   if (!pairs.ok()) return ToGrpcStatus(pairs.status(), context);
-  if (absl::Status s = jobs_->Reserve(id); !s.ok()) {
-    return ToGrpcStatus(s, context);
-  }
-  std::vector<std::string> names;
-  for (const auto& p : *pairs) names.push_back(p.local);
-  auto claimed = devices_->Claim(names, id);
-  if (!claimed.ok()) {
-    jobs_->Unreserve(id);
-    return ToGrpcStatus(claimed.status(), context);
-  }
+  auto claimed = ReserveAndClaim(id, *pairs);
+  if (!claimed.ok()) return ToGrpcStatus(claimed.status(), context);
   auto job = std::make_shared<migration::Job>(id, v1::ROLE_DESTINATION,
                                               request->source(), *pairs);
   migration::DeviceRegistry* devices = devices_;
@@ -113,7 +116,7 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
   jobs_->AddDestination(*std::move(prepared));
   *response->mutable_migration() = job->Snapshot();
   base::LogInfo(
-      "job ", id, ": prepared ", names.size(), " incoming device(s) from ",
+      "job ", id, ": prepared ", pairs->size(), " incoming device(s) from ",
       request->source().empty() ? "(unnamed source)" : request->source());
   return grpc::Status::OK;
 }
@@ -201,16 +204,8 @@ grpc::Status MigrationServiceImpl::StartMigration(
     }
   }
 
-  if (absl::Status s = jobs_->Reserve(id); !s.ok()) {
-    return ToGrpcStatus(s, context);
-  }
-  std::vector<std::string> names;
-  for (const auto& p : *pairs) names.push_back(p.local);
-  auto claimed = devices_->Claim(names, id);
-  if (!claimed.ok()) {
-    jobs_->Unreserve(id);
-    return ToGrpcStatus(claimed.status(), context);
-  }
+  auto claimed = ReserveAndClaim(id, *pairs);
+  if (!claimed.ok()) return ToGrpcStatus(claimed.status(), context);
   auto job = std::make_shared<migration::Job>(id, v1::ROLE_SOURCE,
                                               request->destination(), *pairs);
   migration::DeviceRegistry* devices = devices_;
@@ -225,7 +220,7 @@ grpc::Status MigrationServiceImpl::StartMigration(
   }
   jobs_->AddSource(*std::move(started));
   *response = job->Snapshot();
-  base::LogInfo("job ", id, ": migrating ", names.size(), " device(s) to ",
+  base::LogInfo("job ", id, ": migrating ", pairs->size(), " device(s) to ",
                 request->destination());
   return grpc::Status::OK;
 }

@@ -60,6 +60,11 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
       grpc::ServerWriter<v1::DirtyPages>* writer) override;
 
  private:
+  // Reserves the job id and claims this agent's devices of `pairs` for it;
+  // on error neither stays taken.
+  absl::StatusOr<std::vector<device::Device*>> ReserveAndClaim(
+      const std::string& id, const std::vector<migration::DevicePair>& pairs);
+
   migration::DeviceRegistry* const devices_;
   migration::JobTable* const jobs_;
   const MigrationServiceOptions options_;

@@ -17,6 +17,9 @@ std::shared_ptr<grpc::Channel> MakeTransferChannel(const std::string& address) {
   args.SetMaxSendMessageSize(kMaxTransferMessageBytes);
   args.SetMaxReceiveMessageSize(kMaxTransferMessageBytes);
   args.SetInt("grpc.http2.lookahead_bytes", 8 << 20);
+  // A fixed window: with BDP probing it grows without bound while a stream
+  // waits, and what waits in gRPC is memory outside the agent's cap.
+  args.SetInt("grpc.http2.bdp_probe", 0);
   // Each job gets its own connection: a stalled job must not slow another.
   args.SetInt("grpc.use_local_subchannel_pool", 1);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
