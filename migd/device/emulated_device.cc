@@ -193,6 +193,13 @@ struct LoadSession {
   uint64_t record_start = 0;    // stream offset of the current record
   uint64_t stream_pos = 0;      // bytes consumed
   uint32_t end_crc = 0;
+  // CRC32C of staging[0, crc_end), kept while the pages arrive in order (a
+  // stop-copy stream), so validating at RESUMING -> STOP costs nothing; a
+  // page written anywhere else (a pre-copy re-send) turns it off and the
+  // whole content is checked there instead.
+  uint32_t running_crc = 0;
+  uint64_t crc_end = 0;
+  bool in_order = true;
   absl::Status error;  // first fatal error; the load is dead after it
 };
 
@@ -918,6 +925,12 @@ void EmulatedDevice::Core::ParseLocked(absl::Span<const uint8_t> data) {
         const size_t take = static_cast<size_t>(
             std::min<uint64_t>(data.size() - i, L.page_remaining));
         std::memcpy(&L.staging[L.page_offset], &data[i], take);
+        if (L.in_order && L.page_offset == L.crc_end) {
+          L.running_crc = base::Crc32cExtend(L.running_crc, &data[i], take);
+          L.crc_end += take;
+        } else {
+          L.in_order = false;
+        }
         i += take;
         L.stream_pos += take;
         L.page_offset += take;
@@ -1035,7 +1048,9 @@ absl::Status EmulatedDevice::Core::FinishLoadLocked() {
     case LoadSession::Parse::kDone:
       break;
   }
-  const uint32_t crc = base::Crc32c(L.staging.data(), L.staging.size());
+  const uint32_t crc = L.in_order && L.crc_end == L.staging.size()
+                           ? L.running_crc
+                           : base::Crc32c(L.staging.data(), L.staging.size());
   if (crc != L.end_crc) {
     return absl::DataLossError(absl::StrFormat(
         "loaded content CRC32C %08x != END record's %08x (stream corrupted)",
