@@ -409,6 +409,9 @@ class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
   absl::Mutex mu_;
   MigState state_ ABSL_GUARDED_BY(mu_) = MigState::kRunning;
   std::vector<uint8_t> content_ ABSL_GUARDED_BY(mu_);
+  // The previous content after a load, kept to stage the next one: freeing
+  // gigabytes at RESUMING -> STOP would put the unmapping on the downtime.
+  std::vector<uint8_t> spare_ ABSL_GUARDED_BY(mu_);
   std::optional<uint32_t> content_crc_ ABSL_GUARDED_BY(mu_);  // cache
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   // The live session (0: none). At most one of save_/load_ is set.
@@ -514,6 +517,7 @@ absl::StatusOr<std::unique_ptr<DataStream>> EmulatedDevice::Core::StepLocked(
       state_ = MigState::kError;
       return WithPrefix(s, absl::StrCat(who_, arc, ": "));
     }
+    spare_ = std::move(content_);
     content_ = std::move(load_->staging);
     content_crc_ = load_->end_crc;
     EndSessionLocked();
@@ -543,6 +547,7 @@ std::unique_ptr<DataStream> EmulatedDevice::Core::OpenSessionLocked(bool save) {
     save_.emplace();
   } else {
     load_.emplace();
+    load_->staging = std::move(spare_);
     load_->staging.assign(config_.state_size, 0);
   }
   return std::make_unique<Stream>(shared_from_this(), session_id_);
