@@ -386,7 +386,7 @@ def main():
     p.add_argument("--sizes", default=None,
                    help=f"state sizes (default {DEFAULT_SIZES}; --quick: "
                         f"{QUICK_SIZES})")
-    p.add_argument("--streams", default="1",
+    p.add_argument("--streams", default="1,2",
                    help="stream counts, e.g. 1,4 (see --migctl-streams-arg)")
     p.add_argument("--reps", type=int, default=None,
                    help="repetitions per configuration (default 3; --quick: 1)")
