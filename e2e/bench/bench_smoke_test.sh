@@ -8,17 +8,24 @@ if (($# != 4)); then
   exit 2
 fi
 out="$(python3 "$4" --migd="$1" --migctl="$2" --tcp-ceiling="$3" \
-  --sizes=16MiB --reps=1)"
+  --sizes=16MiB --streams=1,2 --reps=1)"
 echo "$out"
-row="$(grep -E '^\| +16 MiB \|' <<<"$out")" || {
+rows="$(grep -E '^\| +16 MiB \|' <<<"$out")" || {
   echo "bench_smoke_test: no 16 MiB row in the table" >&2
   exit 1
 }
-# Columns: state, streams, n, GB/s, TCP GB/s, ...
-gbps="$(awk -F'|' '{gsub(/ /, "", $5); print $5}' <<<"$row")"
-tcp="$(awk -F'|' '{gsub(/ /, "", $6); print $6}' <<<"$row")"
-if ! python3 -c "import sys; sys.exit(0 if float('$gbps') > 0 and float('$tcp') > 0 else 1)"; then
-  echo "bench_smoke_test: throughput $gbps GB/s, ceiling $tcp GB/s" >&2
+if (($(wc -l <<<"$rows") != 2)); then
+  echo "bench_smoke_test: want a row for 1 and for 2 streams" >&2
   exit 1
 fi
+# Columns: state, streams, n, GB/s, TCP GB/s, ...
+while IFS= read -r row; do
+  streams="$(awk -F'|' '{gsub(/ /, "", $3); print $3}' <<<"$row")"
+  gbps="$(awk -F'|' '{gsub(/ /, "", $5); print $5}' <<<"$row")"
+  tcp="$(awk -F'|' '{gsub(/ /, "", $6); print $6}' <<<"$row")"
+  if ! python3 -c "import sys; sys.exit(0 if float('$gbps') > 0 and float('$tcp') > 0 else 1)"; then
+    echo "bench_smoke_test: $streams stream(s): throughput $gbps GB/s, ceiling $tcp GB/s" >&2
+    exit 1
+  fi
+done <<<"$rows"
 echo "bench_smoke_test: OK"
