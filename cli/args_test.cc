@@ -66,13 +66,12 @@ TEST(ParseArgs, MigrateWithoutPolicyFlagsLeavesTheAgentsDefaults) {
 }
 
 TEST(ParseArgs, MigratePolicyFlags) {
-  auto o = ParseArgs({"migrate", "--job=j", "--devices=a:b",
-                      "--destination=h:1", "--downtime_limit=300ms",
-                      "--bandwidth=500MiB", "--max_iterations", "12",
-                      "--max_precopy_time=2m", "--on_no_convergence=fail",
-                      "--ack_timeout=15s", "--allow_mixed_p2p", "--no_precopy",
-                      "--chunk=256KiB", "--phase_timeout=1m30s",
-                      "--streams=4"});
+  auto o = ParseArgs(
+      {"migrate", "--job=j", "--devices=a:b", "--destination=h:1",
+       "--downtime_limit=300ms", "--bandwidth=500MiB", "--max_iterations", "12",
+       "--max_precopy_time=2m", "--on_no_convergence=fail", "--ack_timeout=15s",
+       "--allow_mixed_p2p", "--no_precopy", "--chunk=256KiB",
+       "--phase_timeout=1m30s", "--streams=4"});
   ASSERT_TRUE(o.ok()) << o.status();
   PolicyArgs want;
   want.downtime_limit = absl::Milliseconds(300);

@@ -98,8 +98,8 @@ uint32_t Shift(const ShiftTable& table, uint32_t crc) {
 }
 
 __attribute__((target("sse4.2"))) uint64_t Lanes3(uint64_t crc0,
-                                                  const uint8_t*& p,
-                                                  size_t& n, size_t block,
+                                                  const uint8_t*& p, size_t& n,
+                                                  size_t block,
                                                   const ShiftTable& table) {
   while (n >= 3 * block) {
     uint64_t crc1 = 0, crc2 = 0;
@@ -123,8 +123,8 @@ __attribute__((target("sse4.2"))) uint64_t Lanes3(uint64_t crc0,
 }
 
 __attribute__((target("sse4.2"))) uint32_t ExtendHardware(uint32_t crc,
-                                                         const uint8_t* p,
-                                                         size_t n) {
+                                                          const uint8_t* p,
+                                                          size_t n) {
   static const ShiftTable* const long_table =
       new ShiftTable(MakeShiftTable(kLong));
   static const ShiftTable* const short_table =

@@ -34,7 +34,8 @@ absl::Status ValidateTracking(uint64_t page_size,
   }
   if (ranges.empty()) return Invalid("no ranges");
   if (ranges.size() > kMaxRanges) {
-    return Invalid(absl::StrCat(ranges.size(), " ranges; at most ", kMaxRanges));
+    return Invalid(
+        absl::StrCat(ranges.size(), " ranges; at most ", kMaxRanges));
   }
   std::vector<device::IovaRange> sorted = ranges;
   std::sort(sorted.begin(), sorted.end(),
@@ -43,14 +44,13 @@ absl::Status ValidateTracking(uint64_t page_size,
   for (size_t i = 0; i < sorted.size(); ++i) {
     const device::IovaRange& r = sorted[i];
     if (r.length == 0 || r.iova % page_size != 0 || r.length % page_size != 0) {
-      return Invalid(absl::StrCat("range iova=0x", absl::Hex(r.iova),
-                                  " length=0x", absl::Hex(r.length),
-                                  " is empty or not aligned to page_size ",
-                                  page_size));
+      return Invalid(absl::StrCat(
+          "range iova=0x", absl::Hex(r.iova), " length=0x", absl::Hex(r.length),
+          " is empty or not aligned to page_size ", page_size));
     }
     if (r.iova + r.length < r.iova) {
-      return Invalid(absl::StrCat("range iova=0x", absl::Hex(r.iova),
-                                  " wraps around"));
+      return Invalid(
+          absl::StrCat("range iova=0x", absl::Hex(r.iova), " wraps around"));
     }
     if (i > 0 && sorted[i - 1].iova + sorted[i - 1].length > r.iova) {
       return Invalid(absl::StrCat("ranges at iova 0x",
@@ -90,8 +90,8 @@ void Tracker::MarkAllDirty(size_t device, const std::string& why) {
   if (!unable_[device]) {
     unable_[device] = true;
     std::string notice = absl::StrCat("device ", devices_[device]->name(),
-                                      ": DMA dirty tracking unavailable (",
-                                      why, "): every page is reported dirty");
+                                      ": DMA dirty tracking unavailable (", why,
+                                      "): every page is reported dirty");
     base::LogWarning(notice);
     notices_.push_back(std::move(notice));
   }
@@ -127,8 +127,8 @@ void Tracker::Collect(uint32_t iteration, bool final) {
       s.pending = true;  // every iteration, every page
     } else if (logging_[s.device]) {
       const device::IovaRange& r = ranges_[s.range];
-      absl::Status st = devices_[s.device]->ReportDmaLogging(
-          r.iova, r.length, page_size_, &bits);
+      absl::Status st = devices_[s.device]->ReportDmaLogging(r.iova, r.length,
+                                                             page_size_, &bits);
       if (!st.ok()) {
         MarkAllDirty(s.device, std::string(st.message()));
       } else {

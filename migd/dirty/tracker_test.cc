@@ -59,8 +59,7 @@ TEST(Tracker, ServesExactlyThePagesTheDeviceWroteMergingUntilTaken) {
   std::vector<v1::DirtyPages> got;
   ASSERT_TRUE(t.Take(absl::Seconds(5), &got));
   ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(Pages(got[0]),
-            (std::set<uint64_t>{0x101000, 0x105000, 0x106000}));
+  EXPECT_EQ(Pages(got[0]), (std::set<uint64_t>{0x101000, 0x105000, 0x106000}));
   EXPECT_EQ(got[0].iteration(), 2u);
   EXPECT_FALSE(got[0].all_dirty());
   EXPECT_TRUE(t.notices().empty());

@@ -15,10 +15,10 @@ Verdict Decide(const ConvergencePolicy& policy, const IterationStats& stats,
   absl::Duration expected = ExpectedDowntime(stats);
   bool fits = expected <= policy.downtime_limit;
   if (fits && stats.all_acked) {
-    *why = absl::StrCat("converged at iteration ", stats.iteration,
-                        ": expected downtime ", absl::FormatDuration(expected),
-                        " <= limit ",
-                        absl::FormatDuration(policy.downtime_limit));
+    *why =
+        absl::StrCat("converged at iteration ", stats.iteration,
+                     ": expected downtime ", absl::FormatDuration(expected),
+                     " <= limit ", absl::FormatDuration(policy.downtime_limit));
     return Verdict::kSwitchOver;
   }
   std::string cap;

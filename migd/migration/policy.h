@@ -39,14 +39,14 @@ struct IterationStats {
   // The pass sent nothing: the devices have nothing more until they stop, so
   // waiting cannot make the estimate better.
   bool idle = false;
-  absl::Duration elapsed;        // since pre-copy started
+  absl::Duration elapsed;  // since pre-copy started
 };
 
 enum class Verdict {
-  kContinue,             // iterate again
-  kSwitchOver,           // converged
-  kSwitchOverForced,     // a cap was hit; the policy says go anyway
-  kFail,                 // a cap was hit; the policy says fail
+  kContinue,          // iterate again
+  kSwitchOver,        // converged
+  kSwitchOverForced,  // a cap was hit; the policy says go anyway
+  kFail,              // a cap was hit; the policy says fail
 };
 
 // Estimated downtime for `stats` (infinite when the bandwidth is unknown).
