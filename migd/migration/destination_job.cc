@@ -287,7 +287,8 @@ void DestinationJob::DataStreamEnded(uint32_t index) {
   ++data_streams_ended_;
 }
 
-absl::Status DestinationJob::WaitWritten(uint32_t device, uint64_t total) {
+absl::Status DestinationJob::WaitWritten(uint32_t device, uint64_t total,
+                                         bool exact) {
   absl::MutexLock w(&write_mu_);
   auto settled = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     return aborted_ || written_[device] >= total ||
@@ -301,7 +302,9 @@ absl::Status DestinationJob::WaitWritten(uint32_t device, uint64_t total) {
                      absl::FormatDuration(wait_timeout_)));
   }
   if (aborted_) return absl::CancelledError("job aborted");
-  if (written_[device] != total) {
+  // Later data (a next pre-copy pass) may already be in the device when an
+  // INITIAL_DATA_END is handled; a device's end must match exactly.
+  if (written_[device] < total || (exact && written_[device] != total)) {
     return base::Error(
         absl::StatusCode::kDataLoss, v1::ERROR_REASON_STREAM_CORRUPTED,
         absl::StrCat("device ", devices_[device]->name(), ": the source sent ",
@@ -351,7 +354,8 @@ absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
     case v1::PhaseMarker::INITIAL_DATA_END: {
       // Acknowledged by the session once this returns: the device must hold
       // every byte of the initial data by then.
-      if (absl::Status s = WaitWritten(marker.device(), marker.total_bytes());
+      if (absl::Status s = WaitWritten(marker.device(), marker.total_bytes(),
+                                       /*exact=*/false);
           !s.ok()) {
         return s;
       }
@@ -364,7 +368,8 @@ absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
           !s.ok()) {
         return s;
       }
-      return WaitWritten(marker.device(), marker.total_bytes());
+      return WaitWritten(marker.device(), marker.total_bytes(),
+                         /*exact=*/true);
     }
     default:
       return absl::OkStatus();

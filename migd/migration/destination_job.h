@@ -125,9 +125,9 @@ class DestinationJob {
   void CancelStreams(int except = -1);
   // Writes every chunk of `device` that is next in order.
   absl::Status Drain(uint32_t device);
-  // Waits until `device` holds `total` bytes; kDataLoss when every data
-  // stream ended short of it.
-  absl::Status WaitWritten(uint32_t device, uint64_t total);
+  // Waits until `device` holds at least `total` bytes (exactly `total` when
+  // `exact`: its end); kDataLoss when every data stream ended short of it.
+  absl::Status WaitWritten(uint32_t device, uint64_t total, bool exact);
 
   enum class Stage { kWaiting, kAttached, kDone };
 
