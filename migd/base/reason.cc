@@ -22,6 +22,11 @@ absl::Status Error(absl::StatusCode code, ErrorReason reason,
   return WithReason(absl::Status(code, message), reason);
 }
 
+absl::Status InvalidRequest(absl::string_view message) {
+  return Error(absl::StatusCode::kInvalidArgument,
+               v1::ERROR_REASON_INVALID_REQUEST, message);
+}
+
 ErrorReason ReasonOf(const absl::Status& status) {
   if (status.ok()) return v1::ERROR_REASON_UNSPECIFIED;
   absl::optional<absl::Cord> payload = status.GetPayload(kPayloadUrl);

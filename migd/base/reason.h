@@ -29,6 +29,9 @@ absl::Status WithReason(absl::Status status, ErrorReason reason);
 absl::Status Error(absl::StatusCode code, ErrorReason reason,
                    absl::string_view message);
 
+// kInvalidArgument with INVALID_REQUEST: a caller sent a bad field.
+absl::Status InvalidRequest(absl::string_view message);
+
 // The reason attached to `status`; when none was attached, one derived from
 // the status code (e.g. kNotFound -> DEVICE_NOT_FOUND is not guessed: it gives
 // ERROR_REASON_INTERNAL for unexpected codes and INVALID_REQUEST for

@@ -14,9 +14,7 @@ constexpr size_t kMaxRanges = 256;
 constexpr uint64_t kMaxPages = uint64_t{1} << 28;
 
 absl::Status Invalid(absl::string_view message) {
-  return base::Error(absl::StatusCode::kInvalidArgument,
-                     v1::ERROR_REASON_INVALID_REQUEST,
-                     absl::StrCat("dirty_tracking: ", message));
+  return base::InvalidRequest(absl::StrCat("dirty_tracking: ", message));
 }
 
 size_t Words(uint64_t length, uint64_t page_size) {

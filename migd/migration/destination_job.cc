@@ -318,11 +318,6 @@ void DestinationJob::SetActivityCallback(std::function<void()> callback) {
   on_activity_ = std::move(callback);
 }
 
-uint64_t DestinationJob::peak_reorder_bytes() const {
-  absl::MutexLock lock(&mu_);
-  return reorder_ == nullptr ? 0 : reorder_->peak_held_bytes();
-}
-
 absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
   {
     absl::MutexLock lock(&mu_);

@@ -91,9 +91,6 @@ class DestinationJob {
   // acknowledgement is true when it is sent).
   absl::Status OnMarker(const v1::PhaseMarker& marker);
 
-  // Peak payload bytes held out of order (the reorder buffer's high mark).
-  uint64_t peak_reorder_bytes() const;
-
   // Called after data reached a device (from data stream threads): the
   // control stream's idle watchdog counts it as the session being alive.
   void SetActivityCallback(std::function<void()> callback);

@@ -25,10 +25,7 @@ using transfer::ToGrpcStatus;
 using transfer::kMaxChunkBytes;
 using transfer::kMinChunkBytes;
 
-absl::Status Invalid(absl::string_view message) {
-  return base::Error(absl::StatusCode::kInvalidArgument,
-                     v1::ERROR_REASON_INVALID_REQUEST, message);
-}
+using base::InvalidRequest;
 
 // A positive policy duration, or `fallback` when unset.
 absl::Status PolicyDuration(bool has, const google::protobuf::Duration& value,
@@ -40,7 +37,7 @@ absl::Status PolicyDuration(bool has, const google::protobuf::Duration& value,
   }
   int64_t ns = TimeUtil::DurationToNanoseconds(value);
   if (ns <= 0) {
-    return Invalid(absl::StrCat("policy.", name, " must be positive"));
+    return InvalidRequest(absl::StrCat("policy.", name, " must be positive"));
   }
   *out = absl::Nanoseconds(ns);
   return absl::OkStatus();
@@ -136,8 +133,9 @@ grpc::Status MigrationServiceImpl::StartMigration(
   }
   if (request->transfer_token().empty()) {
     return ToGrpcStatus(
-        Invalid("transfer_token is empty (PrepareIncoming on the destination "
-                "returns it)"),
+        InvalidRequest(
+            "transfer_token is empty (PrepareIncoming on the destination "
+            "returns it)"),
         context);
   }
   migration::SourceJobOptions opts;
@@ -150,8 +148,8 @@ grpc::Status MigrationServiceImpl::StartMigration(
       request->policy().streams() == 0 ? 1 : request->policy().streams();
   if (opts.streams > transfer::kMaxStreams) {
     return ToGrpcStatus(
-        Invalid(absl::StrCat("policy.streams ", opts.streams, " is outside 1..",
-                             transfer::kMaxStreams)),
+        InvalidRequest(absl::StrCat("policy.streams ", opts.streams,
+                                    " is outside 1..", transfer::kMaxStreams)),
         context);
   }
   const v1::MigrationPolicy& policy = request->policy();
@@ -159,9 +157,9 @@ grpc::Status MigrationServiceImpl::StartMigration(
                                                : policy.chunk_bytes();
   if (opts.chunk_bytes < kMinChunkBytes || opts.chunk_bytes > kMaxChunkBytes) {
     return ToGrpcStatus(
-        Invalid(absl::StrCat("policy.chunk_bytes ", opts.chunk_bytes,
-                             " is outside ", kMinChunkBytes, "..",
-                             kMaxChunkBytes)),
+        InvalidRequest(absl::StrCat("policy.chunk_bytes ", opts.chunk_bytes,
+                                    " is outside ", kMinChunkBytes, "..",
+                                    kMaxChunkBytes)),
         context);
   }
   if (absl::Status s = PolicyDuration(

@@ -11,10 +11,7 @@
 namespace migd::server {
 namespace {
 
-absl::Status Invalid(absl::string_view message) {
-  return base::Error(absl::StatusCode::kInvalidArgument,
-                     v1::ERROR_REASON_INVALID_REQUEST, message);
-}
+using base::InvalidRequest;
 
 bool IsDnsNameOrIPv4(absl::string_view host) {
   if (host.empty() || host.size() > 253) return false;
@@ -37,15 +34,17 @@ bool IsBracketedIPv6(absl::string_view host) {
 }  // namespace
 
 absl::Status ValidateJobId(absl::string_view job_id) {
-  if (job_id.empty()) return Invalid("job_id is empty");
+  if (job_id.empty()) return InvalidRequest("job_id is empty");
   if (job_id.size() > 64) {
-    return Invalid(absl::StrCat("job_id is ", job_id.size(),
-                                " characters long; at most 64 are allowed"));
+    return InvalidRequest(
+        absl::StrCat("job_id is ", job_id.size(),
+                     " characters long; at most 64 are allowed"));
   }
   for (char c : job_id) {
     if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-') {
-      return Invalid(absl::StrCat("job_id \"", absl::CHexEscape(job_id),
-                                  "\" has a character outside [A-Za-z0-9._-]"));
+      return InvalidRequest(
+          absl::StrCat("job_id \"", absl::CHexEscape(job_id),
+                       "\" has a character outside [A-Za-z0-9._-]"));
     }
   }
   return absl::OkStatus();
@@ -53,11 +52,11 @@ absl::Status ValidateJobId(absl::string_view job_id) {
 
 absl::Status ValidateAddress(absl::string_view field,
                              absl::string_view address) {
-  if (address.empty()) return Invalid(absl::StrCat(field, " is empty"));
+  if (address.empty()) return InvalidRequest(absl::StrCat(field, " is empty"));
   size_t colon = address.rfind(':');
   auto bad = [&](absl::string_view why) {
-    return Invalid(absl::StrCat(field, " \"", absl::CHexEscape(address),
-                                "\" is not host:port (", why, ")"));
+    return InvalidRequest(absl::StrCat(field, " \"", absl::CHexEscape(address),
+                                       "\" is not host:port (", why, ")"));
   };
   if (colon == absl::string_view::npos) return bad("no port");
   absl::string_view host = address.substr(0, colon);
@@ -76,23 +75,26 @@ absl::Status ValidateAddress(absl::string_view field,
 absl::StatusOr<std::vector<migration::DevicePair>> ValidateDevicePairs(
     const google::protobuf::RepeatedPtrField<v1::DevicePair>& pairs,
     bool local_is_source) {
-  if (pairs.empty()) return Invalid("devices is empty");
+  if (pairs.empty()) return InvalidRequest("devices is empty");
   std::set<std::string> sources, destinations;
   std::vector<migration::DevicePair> out;
   for (int i = 0; i < pairs.size(); ++i) {
     const v1::DevicePair& p = pairs[i];
     if (p.source_device().empty() || p.destination_device().empty()) {
-      return Invalid(absl::StrCat("devices[", i,
-                                  "]: source_device and destination_device "
-                                  "must both be set"));
+      return InvalidRequest(
+          absl::StrCat("devices[", i,
+                       "]: source_device and destination_device "
+                       "must both be set"));
     }
     if (!sources.insert(p.source_device()).second) {
-      return Invalid(absl::StrCat("devices[", i, "]: source device ",
-                                  p.source_device(), " is listed twice"));
+      return InvalidRequest(absl::StrCat("devices[", i, "]: source device ",
+                                         p.source_device(),
+                                         " is listed twice"));
     }
     if (!destinations.insert(p.destination_device()).second) {
-      return Invalid(absl::StrCat("devices[", i, "]: destination device ",
-                                  p.destination_device(), " is listed twice"));
+      return InvalidRequest(
+          absl::StrCat("devices[", i, "]: destination device ",
+                       p.destination_device(), " is listed twice"));
     }
     if (local_is_source) {
       out.push_back({p.source_device(), p.destination_device()});

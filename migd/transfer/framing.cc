@@ -2,7 +2,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "migd/base/crc32c.h"
 #include "migd/base/reason.h"
 
 namespace migd::transfer {
@@ -19,14 +18,6 @@ absl::Status Protocol(absl::string_view message) {
 }
 
 }  // namespace
-
-void SealChunk(uint32_t device, uint64_t sequence, uint64_t offset,
-               v1::DataChunk* chunk) {
-  chunk->set_device(device);
-  chunk->set_sequence(sequence);
-  chunk->set_offset(offset);
-  chunk->set_crc32c(base::Crc32c(chunk->data().data(), chunk->data().size()));
-}
 
 StreamChecker::StreamChecker(uint32_t num_devices)
     : ended_(num_devices, false), initial_ended_(num_devices, false) {}
@@ -52,16 +43,6 @@ absl::Status StreamChecker::CheckDevice(uint32_t device,
         absl::StrCat(what, " for device index ", device, " after its end"));
   }
   return absl::OkStatus();
-}
-
-absl::Status StreamChecker::CheckChunk(const v1::DataChunk& chunk) {
-  ChunkHeader h;
-  h.device = chunk.device();
-  h.sequence = chunk.sequence();
-  h.offset = chunk.offset();
-  h.crc32c = chunk.crc32c();
-  return CheckChunk(h, chunk.data().size(),
-                    base::Crc32c(chunk.data().data(), chunk.data().size()));
 }
 
 absl::Status StreamChecker::CheckChunk(const ChunkHeader& chunk, uint64_t size,

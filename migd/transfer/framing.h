@@ -25,11 +25,6 @@ inline constexpr uint32_t kMaxStreams = 16;
 inline constexpr uint32_t kMinChunkBytes = 4 << 10;
 inline constexpr uint32_t kMaxChunkBytes = 8 << 20;
 
-// Sets device, sequence, offset and crc32c of `chunk` (whose data is already
-// filled in).
-void SealChunk(uint32_t device, uint64_t sequence, uint64_t offset,
-               v1::DataChunk* chunk);
-
 // Receiver-side checker for one stream. Not thread-safe.
 class StreamChecker {
  public:
@@ -41,7 +36,6 @@ class StreamChecker {
   // kInvalidArgument (PROTOCOL_ERROR) naming what did not match otherwise.
   absl::Status CheckChunk(const ChunkHeader& chunk, uint64_t size,
                           uint32_t payload_crc32c);
-  absl::Status CheckChunk(const v1::DataChunk& chunk);
 
   // OK when `marker` is the stream's next message and fits the order of a
   // session: STOP_COPY at most once; INITIAL_DATA_END at most once per

@@ -3,17 +3,30 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "migd/base/crc32c.h"
 #include "migd/base/reason.h"
 
 namespace migd::transfer {
 namespace {
 
-v1::DataChunk Chunk(uint32_t device, uint64_t seq, uint64_t offset,
-                    const std::string& data) {
-  v1::DataChunk c;
-  c.set_data(data);
-  SealChunk(device, seq, offset, &c);
-  return c;
+// A chunk as received: its header (CRC32C sealed over `data`) and payload.
+struct TestChunk {
+  ChunkHeader header;
+  std::string data;
+};
+
+TestChunk Chunk(uint32_t device, uint64_t seq, uint64_t offset,
+                const std::string& data) {
+  return {SealChunkHeader(
+              device, seq, offset,
+              absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()),
+                                  data.size())),
+          data};
+}
+
+absl::Status Check(StreamChecker& c, const TestChunk& chunk) {
+  return c.CheckChunk(chunk.header, chunk.data.size(),
+                      base::Crc32c(chunk.data.data(), chunk.data.size()));
 }
 
 v1::PhaseMarker Marker(v1::PhaseMarker::Kind kind, uint64_t seq,
@@ -29,9 +42,9 @@ v1::PhaseMarker Marker(v1::PhaseMarker::Kind kind, uint64_t seq,
 TEST(StreamChecker, AcceptsAWellFormedSessionOfTwoDevices) {
   StreamChecker c(2);
   ASSERT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::STOP_COPY, 0)).ok());
-  ASSERT_TRUE(c.CheckChunk(Chunk(0, 1, 0, "abc")).ok());
-  ASSERT_TRUE(c.CheckChunk(Chunk(1, 2, 0, "xy")).ok());
-  ASSERT_TRUE(c.CheckChunk(Chunk(0, 3, 3, "defg")).ok());
+  ASSERT_TRUE(Check(c, Chunk(0, 1, 0, "abc")).ok());
+  ASSERT_TRUE(Check(c, Chunk(1, 2, 0, "xy")).ok());
+  ASSERT_TRUE(Check(c, Chunk(0, 3, 3, "defg")).ok());
   ASSERT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::DEVICE_END, 4, 0, 7)).ok());
   ASSERT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::DEVICE_END, 5, 1, 2)).ok());
   EXPECT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::COMMIT, 6)).ok());
@@ -40,9 +53,9 @@ TEST(StreamChecker, AcceptsAWellFormedSessionOfTwoDevices) {
 
 TEST(StreamChecker, FlippedPayloadBitFailsCrcWithDataLoss) {
   StreamChecker c(1);
-  v1::DataChunk chunk = Chunk(0, 0, 0, std::string(4096, 'a'));
-  (*chunk.mutable_data())[100] ^= 0x01;
-  absl::Status s = c.CheckChunk(chunk);
+  TestChunk chunk = Chunk(0, 0, 0, std::string(4096, 'a'));
+  chunk.data[100] ^= 0x01;
+  absl::Status s = Check(c, chunk);
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(base::ReasonOf(s), v1::ERROR_REASON_STREAM_CORRUPTED);
   EXPECT_NE(s.message().find("CRC32C"), absl::string_view::npos) << s;
@@ -51,23 +64,23 @@ TEST(StreamChecker, FlippedPayloadBitFailsCrcWithDataLoss) {
 
 TEST(StreamChecker, LostChunkIsASequenceGap) {
   StreamChecker c(1);
-  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "a")).ok());
-  absl::Status s = c.CheckChunk(Chunk(0, 2, 1, "b"));
+  ASSERT_TRUE(Check(c, Chunk(0, 0, 0, "a")).ok());
+  absl::Status s = Check(c, Chunk(0, 2, 1, "b"));
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(s.message().find("lost"), absl::string_view::npos) << s;
 }
 
 TEST(StreamChecker, DuplicateChunkIsRefused) {
   StreamChecker c(1);
-  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "a")).ok());
-  absl::Status s = c.CheckChunk(Chunk(0, 0, 0, "a"));
+  ASSERT_TRUE(Check(c, Chunk(0, 0, 0, "a")).ok());
+  absl::Status s = Check(c, Chunk(0, 0, 0, "a"));
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(s.message().find("duplicate"), absl::string_view::npos) << s;
 }
 
 TEST(StreamChecker, UnknownDeviceIsAProtocolError) {
   StreamChecker c(2);
-  absl::Status s = c.CheckChunk(Chunk(2, 0, 0, "a"));
+  absl::Status s = Check(c, Chunk(2, 0, 0, "a"));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(base::ReasonOf(s), v1::ERROR_REASON_PROTOCOL_ERROR);
 }
@@ -89,7 +102,7 @@ TEST(StreamChecker, CommitBeforeEveryDeviceEndedIsRefused) {
 
 TEST(StreamChecker, InitialDataEndOncePerDeviceBeforeStopCopy) {
   StreamChecker c(1);
-  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "ab")).ok());
+  ASSERT_TRUE(Check(c, Chunk(0, 0, 0, "ab")).ok());
   ASSERT_TRUE(
       c.CheckMarker(Marker(v1::PhaseMarker::INITIAL_DATA_END, 1, 0, 2)).ok());
   EXPECT_FALSE(
@@ -103,14 +116,14 @@ TEST(StreamChecker, InitialDataEndOncePerDeviceBeforeStopCopy) {
 
 TEST(StreamChecker, AbortIsAcceptedAnywhereInSequence) {
   StreamChecker c(1);
-  ASSERT_TRUE(c.CheckChunk(Chunk(0, 0, 0, "ab")).ok());
+  ASSERT_TRUE(Check(c, Chunk(0, 0, 0, "ab")).ok());
   EXPECT_TRUE(c.CheckMarker(Marker(v1::PhaseMarker::ABORT, 1)).ok());
   EXPECT_FALSE(c.CheckMarker(Marker(v1::PhaseMarker::ABORT, 5)).ok());
 }
 
-TEST(SealChunk, CrcCoversExactlyThePayload) {
-  v1::DataChunk a = Chunk(0, 0, 0, "123456789");
-  EXPECT_EQ(a.crc32c(), 0xE3069283u);
+TEST(SealChunkHeader, CrcCoversExactlyThePayload) {
+  TestChunk a = Chunk(0, 0, 0, "123456789");
+  EXPECT_EQ(a.header.crc32c, 0xE3069283u);
 }
 
 }  // namespace
