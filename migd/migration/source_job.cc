@@ -1,6 +1,7 @@
 #include "migd/migration/source_job.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -76,6 +77,7 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   header.set_num_streams(sj->options_.streams);
   v1::Migration record = j.Snapshot();
   std::vector<std::string> without_p2p;
+  uint64_t state_bytes = 0;  // what the devices report before they start
   for (size_t i = 0; i < sj->devices_.size(); ++i) {
     device::Device* d = sj->devices_[i];
     absl::StatusOr<vfio::MigFlags> flags = d->GetFlags();
@@ -99,6 +101,7 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     desc->set_kind(d->kind());
     desc->set_migration_flags(*flags);
     desc->set_state_size_bytes(size.ok() ? *size : 0);
+    if (size.ok()) state_bytes += *size;
     if (size.ok()) j.SetDeviceTotal(i, *size);
   }
   // QEMU's rule: with several devices, one without P2P could be stopped
@@ -128,6 +131,10 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
       transfer::BufferPool::Create(sj->options_.chunk_bytes, buffers);
   if (!pool.ok()) return pool.status();
   sj->pool_ = *std::move(pool);
+  // Map the buffers the state needs now, while the VM runs, rather than in
+  // the first reads of stop-copy, where mmap and page faults are downtime.
+  sj->pool_->Reserve(static_cast<size_t>(
+      state_bytes / sj->options_.chunk_bytes + sj->devices_.size() + 1));
 
   SourceJob* raw = sj.get();
   absl::StatusOr<std::unique_ptr<transfer::TransferClient>> client =
@@ -267,6 +274,16 @@ absl::Status SourceJob::Transfer() {
   return Switchover();
 }
 
+absl::Span<uint8_t> SourceJob::ReadSpan(absl::Span<uint8_t> buffer,
+                                        bool stop_copy) {
+  // The link idles from the stop until the first chunk is read and sealed:
+  // the first chunks of stop-copy are small so that the wire starts at once,
+  // and the reads of the later, full ones overlap with sending.
+  static constexpr size_t kRamp[] = {64 << 10, 128 << 10, 256 << 10, 512 << 10};
+  if (!stop_copy || stop_copy_chunks_ >= std::size(kRamp)) return buffer;
+  return buffer.first(std::min(buffer.size(), kRamp[stop_copy_chunks_++]));
+}
+
 absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
                                       uint64_t* sent, uint64_t budget) {
   device::DataStream* stream = streams_[index].get();
@@ -275,7 +292,8 @@ absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
     // window all the way to the device reads.
     absl::StatusOr<transfer::PooledBuffer> buffer = pool_->Acquire();
     if (!buffer.ok()) return buffer.status();
-    absl::StatusOr<size_t> n = stream->Read(buffer->writable());
+    absl::StatusOr<size_t> n =
+        stream->Read(ReadSpan(buffer->writable(), stop_copy));
     if (!stop_copy && !n.ok() &&
         n.status().code() == absl::StatusCode::kUnavailable) {
       return absl::OkStatus();  // ENOMSG: the temporary end of pre-copy data
@@ -548,7 +566,10 @@ absl::Status SourceJob::Switchover() {
   // The destination loads and resumes every device before completing.
   absl::StatusOr<v1::Completion> completion = client_->Finish();
   if (!completion.ok()) return completion.status();
-  absl::Duration downtime = absl::Now() - downtime_start;
+  // The downtime ends when the destination said its devices run, not when
+  // the call finished closing after that.
+  absl::Duration downtime =
+      std::min(client_->completion_received(), absl::Now()) - downtime_start;
   job_->SetDowntime(downtime);
 
   v1::DowntimeBreakdown total;

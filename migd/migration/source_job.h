@@ -31,6 +31,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "migd/base/watchdog.h"
 #include "migd/device/device.h"
 #include "migd/dirty/tracker.h"
@@ -105,6 +106,9 @@ class SourceJob {
   // *sent.
   absl::Status SendAvailable(size_t index, bool stop_copy, uint64_t* sent,
                              uint64_t budget = ~uint64_t{0});
+  // The part of a pool buffer the next read fills: the whole buffer, but
+  // a ramp of smaller ones for the first chunks after the devices stop.
+  absl::Span<uint8_t> ReadSpan(absl::Span<uint8_t> buffer, bool stop_copy);
   // ACK_TIMEOUT naming the first device not acknowledged.
   absl::Status AckTimeout(const std::vector<uint32_t>& ack_devices) const;
   absl::Status SendMarker(v1::PhaseMarker::Kind kind, uint32_t device,
@@ -133,6 +137,7 @@ class SourceJob {
   std::vector<std::unique_ptr<transfer::StreamSender>> senders_;
   size_t next_sender_ = 0;
   uint64_t chunks_ = 0;
+  uint64_t stop_copy_chunks_ = 0;  // chunks read since the devices stopped
   std::unique_ptr<dirty::Tracker> tracker_;
   size_t tracker_notices_ = 0;  // notices already passed to the job
 

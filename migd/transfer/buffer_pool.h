@@ -111,6 +111,11 @@ class BufferPool {
   // when cancelled or when mapping fails).
   std::optional<PooledBuffer> TryAcquire();
 
+  // Maps buffers now, until `n` (at most max_buffers) exist, so that the
+  // first reads of a stop-copy phase do not wait for mmap and page faults:
+  // that time is VM downtime. Best effort; returns how many buffers exist.
+  size_t Reserve(size_t n);
+
   // Wakes every blocked Acquire, which returns `why` (must not be OK), as do
   // later ones. Returning buffers still works. Idempotent: the first status
   // sticks.

@@ -74,6 +74,27 @@ TEST(BufferPool, ReusesReturnedBuffersInsteadOfMappingMore) {
   EXPECT_EQ(pool->allocated(), 1u);
 }
 
+TEST(BufferPool, ReserveMapsBuffersUpFrontWithinTheCap) {
+  auto pool = NewPool(4);
+  EXPECT_EQ(pool->allocated(), 0u);
+  EXPECT_EQ(pool->Reserve(3), 3u);
+  EXPECT_EQ(pool->allocated(), 3u);
+  EXPECT_EQ(pool->in_use(), 0u);  // mapped, but all free
+  // The reserved buffers are what Acquire hands out: no new mapping.
+  auto a = pool->Acquire();
+  auto b = pool->Acquire();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(pool->allocated(), 3u);
+  EXPECT_EQ(pool->Reserve(100), 4u);  // never past max_buffers
+  EXPECT_EQ(pool->in_use(), 2u);
+}
+
+TEST(BufferPool, ReserveMapsNothingOnceCancelled) {
+  auto pool = NewPool(4);
+  pool->Cancel();
+  EXPECT_EQ(pool->Reserve(2), 0u);
+}
+
 TEST(BufferPool, TryAcquireReturnsNothingWhenAllAreInUse) {
   auto pool = NewPool(1);
   std::optional<PooledBuffer> a = pool->TryAcquire();

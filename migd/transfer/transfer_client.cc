@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -92,6 +93,7 @@ void TransferClient::ReadLoop() {
     } else if (resp.has_completion()) {
       absl::MutexLock lock(&mu_);
       completion_ = resp.completion();
+      completion_received_ = absl::Now();
     }
   }
   absl::MutexLock lock(&mu_);
@@ -191,6 +193,11 @@ absl::StatusOr<v1::Completion> TransferClient::Finish() {
   grpc::Status s = stream_->Finish();
   if (!s.ok()) return FromGrpcStatus(s, context_);
   return *completion;
+}
+
+absl::Time TransferClient::completion_received() const {
+  absl::MutexLock lock(&mu_);
+  return completion_received_;
 }
 
 absl::Status TransferClient::FinishData() {

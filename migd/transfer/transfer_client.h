@@ -78,6 +78,11 @@ class TransferClient {
   // Ends the sending side and waits for the destination's Completion.
   absl::StatusOr<v1::Completion> Finish();
 
+  // When the Completion arrived (the moment the source learned that the
+  // destination runs), as opposed to when Finish() returned after the
+  // call's close. InfinitePast() before it arrived.
+  absl::Time completion_received() const;
+
   // Data streams: ends the sending side and waits for the destination to
   // close the stream; its status.
   absl::Status FinishData();
@@ -110,6 +115,7 @@ class TransferClient {
   mutable absl::Mutex mu_;
   std::set<uint32_t> acked_ ABSL_GUARDED_BY(mu_);
   std::optional<v1::Completion> completion_ ABSL_GUARDED_BY(mu_);
+  absl::Time completion_received_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
   // Set by Cancel(): a CANCELLED status is then ours, not the destination's.
   std::atomic<bool> cancelled_{false};
