@@ -1,8 +1,10 @@
 // migd/base/crc32c.h
 //
 // CRC32C (Castagnoli), the checksum on every transfer chunk and in the emulated
-// device's state. Uses the SSE4.2 crc32 instruction when the CPU has it, a
-// table otherwise; both give the same values (RFC 3720 test vectors).
+// device's state. Picks, on first use, the fastest way this CPU allows:
+// carry-less-multiply folding (VPCLMULQDQ on 512- or 256-bit vectors), the
+// SSE4.2 crc32 instruction, or a table. All give the same values (RFC 3720
+// test vectors); crc32c_internal.h has the individual implementations.
 
 #ifndef MIGD_BASE_CRC32C_H_
 #define MIGD_BASE_CRC32C_H_
