@@ -168,6 +168,12 @@ struct SaveSession {
   uint64_t dirty_record_bytes = 0;  // PAGE record bytes of dirty_pages
   bool end_queued = false;
   uint64_t stream_pos = 0;  // bytes handed to Read so far
+  // CRC32C of content[0, crc_end) as the initial pages went out, while that
+  // range stays unchanged: the END record's CRC without a cold pass over the
+  // whole state at the end of stop-copy (downtime, for a large state).
+  uint32_t running_crc = 0;
+  uint64_t crc_end = 0;
+  bool crc_valid = true;
 
   uint64_t ItemRemaining() const { return prefix_len + payload_len - item_pos; }
 };
@@ -737,6 +743,7 @@ void EmulatedDevice::Core::ContentChangedLocked(uint64_t offset,
   content_crc_.reset();
   if (save_.has_value()) {
     SaveSession& s = *save_;
+    if (offset < s.crc_end) s.crc_valid = false;
     const uint64_t last = (offset + length - 1) / kPayload;
     for (uint64_t page = offset / kPayload; page <= last; ++page) {
       // A page not yet queued goes out with its new bytes anyway.
@@ -792,6 +799,10 @@ bool EmulatedDevice::Core::NextItemLocked(SaveSession& s) {
   // END only once the device is stopped: only then is the content final.
   if (state_ == MigState::kStopCopy && !s.end_queued) {
     s.end_queued = true;
+    if (!content_crc_.has_value() && s.crc_valid &&
+        s.crc_end == content_.size()) {
+      content_crc_ = s.running_crc;
+    }
     s.item = SaveSession::Item::kEnd;
     s.prefix[0] = kRecordEnd;
     PutU32(&s.prefix[1], ContentCrcLocked());
@@ -823,9 +834,12 @@ absl::StatusOr<size_t> EmulatedDevice::Core::Read(uint64_t id,
       take = std::min<size_t>(take, s.prefix_len - s.item_pos);
       std::memcpy(&buf[n], &s.prefix[s.item_pos], take);
     } else {
-      std::memcpy(&buf[n],
-                  &content_[s.payload_offset + (s.item_pos - s.prefix_len)],
-                  take);
+      const uint64_t from = s.payload_offset + (s.item_pos - s.prefix_len);
+      std::memcpy(&buf[n], &content_[from], take);
+      if (s.crc_valid && from == s.crc_end) {  // hot in cache now
+        s.running_crc = base::Crc32cExtend(s.running_crc, &buf[n], take);
+        s.crc_end += take;
+      }
     }
     n += take;
     s.item_pos += take;
