@@ -264,6 +264,41 @@ absl::Status DestinationJob::OnChunk(transfer::DecodedRequest chunk) {
 }
 
 absl::Status DestinationJob::Drain(uint32_t device) {
+  {
+    // One stream writes at a time. A stream that finds another writing
+    // leaves its chunk to that one and goes back to reading its socket,
+    // rather than waiting for the lock while its sender stalls.
+    absl::MutexLock d(&drain_mu_);
+    if (draining_) {
+      redrain_ = true;
+      return absl::OkStatus();
+    }
+    draining_ = true;
+  }
+  absl::Status s;
+  for (;;) {
+    s = WriteInOrder(device);
+    absl::MutexLock d(&drain_mu_);
+    // A chunk that came while we wrote may be next in order (of any device):
+    // nobody else will write it.
+    if (s.ok() && redrain_) {
+      redrain_ = false;
+      device = kAnyDevice;
+      continue;
+    }
+    draining_ = false;
+    redrain_ = false;
+    return s;
+  }
+}
+
+absl::Status DestinationJob::WriteInOrder(uint32_t device) {
+  if (device == kAnyDevice) {
+    for (uint32_t d = 0; d < devices_.size(); ++d) {
+      if (absl::Status s = WriteInOrder(d); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   absl::MutexLock w(&write_mu_);
   if (aborted_) return absl::CancelledError("job aborted");
   while (std::optional<transfer::DecodedRequest> next =

@@ -120,8 +120,12 @@ class DestinationJob {
   void AddCanceller(uint32_t stream, std::function<void()> cancel);
   // Cancels every stream of the session but `except`.
   void CancelStreams(int except = -1);
-  // Writes every chunk of `device` that is next in order.
+  // Writes every chunk of `device` that is next in order, or has the stream
+  // already writing do it.
   absl::Status Drain(uint32_t device);
+  static constexpr uint32_t kAnyDevice = ~uint32_t{0};
+  // Drain's writing part, for one device or every one (kAnyDevice).
+  absl::Status WriteInOrder(uint32_t device);
   // Waits until `device` holds at least `total` bytes (exactly `total` when
   // `exact`: its end); kDataLoss when every data stream ended short of it.
   absl::Status WaitWritten(uint32_t device, uint64_t total, bool exact);
@@ -150,6 +154,12 @@ class DestinationJob {
       ABSL_GUARDED_BY(cancel_mu_);
   absl::Time downtime_start_ ABSL_GUARDED_BY(mu_);
   absl::Time committed_ ABSL_GUARDED_BY(mu_);
+
+  // Which stream writes: set while one is in Drain, and whether chunks
+  // came meanwhile. Taken before write_mu_, never while waiting.
+  absl::Mutex drain_mu_;
+  bool draining_ ABSL_GUARDED_BY(drain_mu_) = false;
+  bool redrain_ ABSL_GUARDED_BY(drain_mu_) = false;
 
   // Device writes, taken after mu_ when both are held. The load sessions are
   // written by the data streams under write_mu_ and replaced only with both

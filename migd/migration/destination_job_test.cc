@@ -5,8 +5,10 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "migd/device/emulated_device.h"
 #include "migd/transfer/chunk_codec.h"
@@ -141,6 +143,143 @@ TEST_F(DestinationJobTest,
   absl::Status s =
       dj_->OnMarker(Marker(v1::PhaseMarker::DEVICE_END, 0, stream.size()));
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+}
+
+// A device whose load stream's first write waits for `gate`: a write that
+// takes long, as a large one into a real device does.
+class GatedDevice : public device::Device {
+ public:
+  GatedDevice(device::Device* inner, absl::Notification* entered,
+              absl::Notification* gate)
+      : inner_(inner), entered_(entered), gate_(gate) {}
+
+  const std::string& name() const override { return inner_->name(); }
+  std::string kind() const override { return inner_->kind(); }
+  absl::StatusOr<vfio::MigFlags> GetFlags() override {
+    return inner_->GetFlags();
+  }
+  absl::StatusOr<vfio::MigState> GetState() override {
+    return inner_->GetState();
+  }
+  absl::StatusOr<std::unique_ptr<device::DataStream>> SetState(
+      vfio::MigState target) override {
+    auto s = inner_->SetState(target);
+    if (!s.ok() || *s == nullptr) return s;
+    return std::unique_ptr<device::DataStream>(
+        new Stream(*std::move(s), entered_, gate_));
+  }
+  absl::StatusOr<uint64_t> GetStopCopySize() override {
+    return inner_->GetStopCopySize();
+  }
+  absl::Status StartDmaLogging(
+      uint64_t page_size, const std::vector<device::IovaRange>& r) override {
+    return inner_->StartDmaLogging(page_size, r);
+  }
+  absl::Status ReportDmaLogging(uint64_t iova, uint64_t length,
+                                uint64_t page_size,
+                                std::vector<uint64_t>* bitmap) override {
+    return inner_->ReportDmaLogging(iova, length, page_size, bitmap);
+  }
+  absl::Status StopDmaLogging() override { return inner_->StopDmaLogging(); }
+  absl::Status Reset() override { return inner_->Reset(); }
+  absl::StatusOr<std::string> StateDigest() override {
+    return inner_->StateDigest();
+  }
+
+ private:
+  class Stream : public device::DataStream {
+   public:
+    Stream(std::unique_ptr<device::DataStream> inner,
+           absl::Notification* entered, absl::Notification* gate)
+        : inner_(std::move(inner)), entered_(entered), gate_(gate) {}
+    absl::StatusOr<size_t> Read(absl::Span<uint8_t> buf) override {
+      return inner_->Read(buf);
+    }
+    absl::StatusOr<size_t> Write(absl::Span<const uint8_t> data) override {
+      if (!entered_->HasBeenNotified()) {
+        entered_->Notify();
+        gate_->WaitForNotification();
+      }
+      return inner_->Write(data);
+    }
+    absl::StatusOr<device::PrecopyInfo> GetPrecopyInfo() override {
+      return inner_->GetPrecopyInfo();
+    }
+
+   private:
+    std::unique_ptr<device::DataStream> inner_;
+    absl::Notification* entered_;
+    absl::Notification* gate_;
+  };
+
+  device::Device* inner_;
+  absl::Notification* entered_;
+  absl::Notification* gate_;
+};
+
+// While one data stream writes into the device, another stream's chunk that
+// is next in order is left to the writer: that stream goes back to reading
+// instead of waiting, and the writer still loads everything in order.
+TEST(DestinationJobStreams, AStreamDoesNotWaitWhileAnotherWrites) {
+  auto source = Device("src0", 1);
+  auto inner = Device("dst0", 2);
+  absl::Notification entered, gate;
+  GatedDevice destination(inner.get(), &entered, &gate);
+  auto job = std::make_shared<Job>("j2", v1::ROLE_DESTINATION, "source",
+                                   std::vector<DevicePair>{{"dst0", "src0"}});
+  auto dj = DestinationJob::Prepare(job, {&destination}, nullptr,
+                                    uint64_t{16} << 20, absl::Seconds(30));
+  ASSERT_TRUE(dj.ok()) << dj.status();
+  v1::SessionHeader h;
+  h.set_job_id("j2");
+  h.set_transfer_token((*dj)->token());
+  h.set_protocol_version(v1::PROTOCOL_VERSION_1);
+  h.set_stream_index(0);
+  h.set_num_streams(2);
+  v1::DeviceDescriptor* d = h.add_devices();
+  d->set_index(0);
+  d->set_source_device("src0");
+  d->set_destination_device("dst0");
+  d->set_kind("emulated");
+  ASSERT_TRUE((*dj)->Attach(h, [] {}).ok());
+  h.clear_devices();
+  for (uint32_t k = 1; k <= 2; ++k) {
+    h.set_stream_index(k);
+    ASSERT_TRUE((*dj)->AttachData(h, [] {}).ok());
+  }
+
+  std::string stream = SaveStream(source.get());
+  const uint64_t half = stream.size() / 2;
+  absl::Status first;
+  std::thread writer(
+      [&] { first = (*dj)->OnChunk(Chunk(stream, 0, half, 0)); });
+  entered.WaitForNotification();  // the writer is inside the device write
+
+  absl::Notification second_returned;
+  absl::Status second;
+  std::thread other([&] {
+    second = (*dj)->OnChunk(Chunk(stream, half, stream.size() - half, 0));
+    second_returned.Notify();
+  });
+  // It returns while the write of the first chunk is still held.
+  EXPECT_TRUE(
+      second_returned.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  gate.Notify();
+  writer.join();
+  other.join();
+  ASSERT_TRUE(first.ok()) << first;
+  ASSERT_TRUE(second.ok()) << second;
+  // The writer wrote the second chunk too.
+  EXPECT_EQ(job->Snapshot().devices(0).bytes_done(), stream.size());
+  ASSERT_TRUE((*dj)->OnMarker(Marker(v1::PhaseMarker::STOP_COPY, 0, 0)).ok());
+  ASSERT_TRUE(
+      (*dj)
+          ->OnMarker(Marker(v1::PhaseMarker::DEVICE_END, 1, stream.size()))
+          .ok());
+  ASSERT_TRUE((*dj)->OnMarker(Marker(v1::PhaseMarker::COMMIT, 2, 0)).ok());
+  auto completion = (*dj)->Complete();
+  ASSERT_TRUE(completion.ok()) << completion.status();
+  EXPECT_EQ(*inner->StateDigest(), *source->StateDigest());
 }
 
 }  // namespace

@@ -561,15 +561,17 @@ absl::Status SourceJob::Switchover() {
     return s;
   }
   absl::Time transfer_end = absl::Now();
-  job_->SetTransferTime(transfer_end - first_send_.value_or(transfer_end));
 
   // The destination loads and resumes every device before completing.
   absl::StatusOr<v1::Completion> completion = client_->Finish();
   if (!completion.ok()) return completion.status();
   // The downtime ends when the destination said its devices run, not when
-  // the call finished closing after that.
-  absl::Duration downtime =
-      std::min(client_->completion_received(), absl::Now()) - downtime_start;
+  // the call finished closing after that. That answer can even arrive before
+  // the thread sending COMMIT got back from the send.
+  const absl::Time done = std::min(client_->completion_received(), absl::Now());
+  transfer_end = std::min(transfer_end, done);
+  job_->SetTransferTime(transfer_end - first_send_.value_or(transfer_end));
+  absl::Duration downtime = done - downtime_start;
   job_->SetDowntime(downtime);
 
   v1::DowntimeBreakdown total;
