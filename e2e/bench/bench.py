@@ -7,8 +7,9 @@ destination, migrates the device with migctl, reads both jobs' status, each
 agent's CPU seconds (/proc/PID/stat utime+stime, before and after the
 migration) and peak RSS (/proc/PID/status VmHWM), checks that the destination
 holds the source's state, stops the agents, and then measures the raw loopback
-TCP ceiling (tcp_ceiling) moving the same number of bytes over as many
-connections as the job used streams. It prints a table of medians.
+TCP ceiling (tcp_ceiling) and the loopback gRPC ceiling (grpc_ceiling: gRPC
+alone, with migd's transport settings), each moving the same number of bytes
+over as many connections as the job used streams. It prints a table of medians.
 
 Normally run through e2e/bench/run.sh, which builds optimized binaries.
 Python 3 standard library only.
@@ -293,12 +294,14 @@ def run_migration(args, size, streams, rep, workdir):
     }
 
 
-def run_ceiling(args, nbytes, connections):
-    r = subprocess.run([args.tcp_ceiling, f"--bytes={nbytes}",
+def run_ceiling(binary, nbytes, connections):
+    """tcp_ceiling or grpc_ceiling (same flags, same JSON) for one run."""
+    r = subprocess.run([binary, f"--bytes={nbytes}",
                         f"--connections={connections}"],
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
-        raise RuntimeError(f"tcp_ceiling failed: {r.stderr.strip()}")
+        raise RuntimeError(f"{os.path.basename(binary)} failed: "
+                           f"{r.stderr.strip()}")
     return json.loads(r.stdout)
 
 
@@ -312,13 +315,15 @@ def fmt(v, spec, scale=1.0):
     return "-" if v is None else format(v * scale, spec)
 
 
-def summarize(runs, ceilings):
+def summarize(runs, ceilings, grpc_ceilings):
     """Rows of medians, one per (size, streams)."""
     rows = []
     keys = sorted({(r["state_bytes"], r["streams"]) for r in runs})
     for key in keys:
         rs = [r for r in runs if (r["state_bytes"], r["streams"]) == key]
         cs = [c for c in ceilings if (c["state_bytes"], c["streams"]) == key]
+        gs = [g for g in grpc_ceilings
+              if (g["state_bytes"], g["streams"]) == key]
         m = {k: median([r[k] for r in rs]) for k in (
             "gbps", "src_cpu_s_per_gib", "dst_cpu_s_per_gib", "src_peak_rss",
             "dst_peak_rss", "src_rss_excl_state", "dst_rss_excl_state",
@@ -326,6 +331,7 @@ def summarize(runs, ceilings):
         ceiling = median([c["gbps"] for c in cs])
         paired = median([r["gbps"] / c["gbps"] for r, c in zip(rs, cs)
                          if c["gbps"]])
+        grpc = median([g["gbps"] for g in gs])
         rows.append({
             "state_bytes": key[0], "streams": key[1], "n": len(rs), **m,
             "ceiling_gbps": ceiling,
@@ -335,6 +341,15 @@ def summarize(runs, ceilings):
                 [c["sender"]["cpu_s_per_gib"] for c in cs]),
             "ceiling_rx_cpu_s_per_gib": median(
                 [c["receiver"]["cpu_s_per_gib"] for c in cs]),
+            "grpc_gbps": grpc,
+            "grpc_ratio": m["gbps"] / grpc if grpc else None,
+            "grpc_paired_ratio": median(
+                [r["gbps"] / g["gbps"] for r, g in zip(rs, gs)
+                 if g["gbps"]]),
+            "grpc_tx_cpu_s_per_gib": median(
+                [g["sender"]["cpu_s_per_gib"] for g in gs]),
+            "grpc_rx_cpu_s_per_gib": median(
+                [g["receiver"]["cpu_s_per_gib"] for g in gs]),
             "max_steal": max(r["steal"] for r in rs),
             "max_other_cpu": max(r["other_cpu"] for r in rs),
         })
@@ -343,6 +358,7 @@ def summarize(runs, ceilings):
 
 def print_table(rows, out=sys.stdout):
     head = ["state", "streams", "n", "GB/s", "TCP GB/s", "ratio",
+            "gRPC GB/s", "ratio to gRPC",
             "CPU s/GiB src", "dst", "TCP tx", "rx",
             "peak RSS MiB src", "dst", "excl. state src", "dst",
             "downtime ms", "overhead ms", "load ms", "steal",
@@ -353,6 +369,7 @@ def print_table(rows, out=sys.stdout):
             human_size(r["state_bytes"]), str(r["streams"]), str(r["n"]),
             fmt(r["gbps"], ".2f"), fmt(r["ceiling_gbps"], ".2f"),
             fmt(r["ratio"], ".2f"),
+            fmt(r["grpc_gbps"], ".2f"), fmt(r["grpc_ratio"], ".2f"),
             fmt(r["src_cpu_s_per_gib"], ".2f"),
             fmt(r["dst_cpu_s_per_gib"], ".2f"),
             fmt(r["ceiling_tx_cpu_s_per_gib"], ".2f"),
@@ -383,6 +400,7 @@ def main():
     p.add_argument("--migd", required=True)
     p.add_argument("--migctl", required=True)
     p.add_argument("--tcp-ceiling", required=True)
+    p.add_argument("--grpc-ceiling", required=True)
     p.add_argument("--sizes", default=None,
                    help=f"state sizes (default {DEFAULT_SIZES}; --quick: "
                         f"{QUICK_SIZES})")
@@ -411,7 +429,7 @@ def main():
              .split(",")]
     streams = [int(s) for s in args.streams.split(",")]
     reps = args.reps or (1 if args.quick else 3)
-    for b in (args.migd, args.migctl, args.tcp_ceiling):
+    for b in (args.migd, args.migctl, args.tcp_ceiling, args.grpc_ceiling):
         if not os.access(b, os.X_OK):
             raise SystemExit(f"bench: {b} is not an executable")
     for n in streams:
@@ -419,7 +437,7 @@ def main():
             raise SystemExit(f"bench: bad stream count {n}")
         streams_args(args, n)  # fails now, not after the first sizes ran
 
-    runs, ceilings, skipped = [], [], []
+    runs, ceilings, grpc_ceilings, skipped = [], [], [], []
     json_out = open(args.json_out, "a") if args.json_out else None
     workroot = tempfile.mkdtemp(prefix="migd-bench.")
     try:
@@ -438,18 +456,24 @@ def main():
                     workdir = os.path.join(workroot, f"{size}-{n}-{rep}")
                     os.makedirs(workdir)
                     r = run_migration(args, size, n, rep, workdir)
-                    c = run_ceiling(args, r["bytes"], n)
+                    c = run_ceiling(args.tcp_ceiling, r["bytes"], n)
                     c.update(state_bytes=size, streams=n, rep=rep)
+                    g = run_ceiling(args.grpc_ceiling, r["bytes"], n)
+                    g.update(state_bytes=size, streams=n, rep=rep)
                     log(f"  migd {r['gbps']:.2f} GB/s, TCP {c['gbps']:.2f} "
-                        f"GB/s, downtime {r['downtime_s'] * 1e3:.1f} ms, "
-                        f"steal {r['steal']:.0%}, other CPU "
-                        f"{r['other_cpu']:.0%}")
+                        f"GB/s, gRPC {g['gbps']:.2f} GB/s, downtime "
+                        f"{r['downtime_s'] * 1e3:.1f} ms, steal "
+                        f"{r['steal']:.0%}, other CPU {r['other_cpu']:.0%}")
                     runs.append(r)
                     ceilings.append(c)
+                    grpc_ceilings.append(g)
                     if json_out:
                         ratio = r["gbps"] / c["gbps"] if c["gbps"] else None
+                        grpc_ratio = (r["gbps"] / g["gbps"] if g["gbps"]
+                                      else None)
                         json_out.write(json.dumps(
-                            {"run": r, "tcp": c, "ratio": ratio}) + "\n")
+                            {"run": r, "tcp": c, "ratio": ratio, "grpc": g,
+                             "grpc_ratio": grpc_ratio}) + "\n")
                         json_out.flush()
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
@@ -462,7 +486,7 @@ def main():
           f"{reps} run(s); GB/s = 1e9 B/s of device state; steal and other "
           f"CPU: worst run (other CPU = share of the machine used by other "
           f"processes during the migration)")
-    print_table(summarize(runs, ceilings))
+    print_table(summarize(runs, ceilings, grpc_ceilings))
     for msg in skipped:
         print(f"skipped: {msg}")
 
