@@ -1,10 +1,13 @@
 #include "migd/server/transfer_service.h"
 
 #include <atomic>
+#include <optional>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/impl/rpc_service_method.h"
 #include "grpcpp/support/method_handler.h"
+#include "migd/base/bounded_queue.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/base/watchdog.h"
@@ -15,6 +18,11 @@
 namespace migd::server {
 
 using transfer::ToGrpcStatus;
+
+namespace {
+// Chunks checked and waiting for the loader, per data stream.
+constexpr size_t kLoadQueueDepth = 2;
+}  // namespace
 
 TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
                                          absl::Duration idle_timeout)
@@ -199,6 +207,35 @@ grpc::Status TransferServiceImpl::DataStream(
   }
   transfer::CopyCounter copies;
   transfer::StreamChecker checker(job->job()->num_devices());
+
+  // This thread reads and checks; a loader thread hands the chunks to the job
+  // (the device writes). With the synchronous API nothing reads the socket
+  // while the handler is away from Read, so without the hand-off the receive
+  // of a chunk and the load of the one before would take turns. A queued
+  // chunk holds its gRPC buffers: the depth bounds that memory.
+  base::BoundedQueue<transfer::DecodedRequest> loads(kLoadQueueDepth);
+  absl::Status load_error;  // the loader's; read after it is joined
+  std::thread loader([&] {
+    while (std::optional<transfer::DecodedRequest> chunk = loads.Pop()) {
+      if (absl::Status s = job->OnChunk(*std::move(chunk)); !s.ok()) {
+        load_error = s;
+        loads.Cancel();
+        context->TryCancel();  // ends the Read below
+        return;
+      }
+    }
+  });
+  // On every return: after a failure the job is aborted first (fail), which
+  // wakes a loader waiting for room in the reorder buffer.
+  struct JoinLoader {
+    base::BoundedQueue<transfer::DecodedRequest>* loads;
+    std::thread* loader;
+    ~JoinLoader() {
+      loads->Cancel();
+      if (loader->joinable()) loader->join();
+    }
+  } join_loader{&loads, &loader};
+
   grpc::ByteBuffer raw;
   while (stream->Read(&raw)) {
     absl::StatusOr<transfer::DecodedRequest> decoded =
@@ -216,10 +253,11 @@ grpc::Status TransferServiceImpl::DataStream(
         !s.ok()) {
       return fail(s);
     }
-    if (absl::Status s = job->OnChunk(*std::move(decoded)); !s.ok()) {
-      return fail(s);
-    }
+    if (!loads.Push(*std::move(decoded))) break;  // the loader failed
   }
+  loads.Close();
+  loader.join();
+  if (!load_error.ok()) return fail(load_error);
   job->job()->AddPayloadCopies(copies.copies());
   if (context->IsCancelled()) {
     return fail(base::Error(absl::StatusCode::kUnavailable,
