@@ -1,7 +1,6 @@
 // migd: the per-host migration agent. Wires flags to an Agent and waits for
 // SIGINT/SIGTERM; all behaviour lives in the libraries.
 
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 
@@ -16,6 +15,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "migd/base/alloc_tuning.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/device/emulated_spec.h"
@@ -86,13 +87,12 @@ int main(int argc, char** argv) {
       "  migd --insecure --listen=127.0.0.1:7070 --emulated_devices=emu0,emu1");
   absl::ParseCommandLine(argc, argv);
 
-  // gRPC's receive buffers come and go by the megabyte: keep freed memory in
-  // the heap rather than returning it to the kernel and faulting it back in
-  // for every chunk, but bound what the heap keeps (a few arenas, trimmed
-  // past 64 MiB) so the agent's memory stays small.
-  mallopt(M_MMAP_THRESHOLD, 4 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
-  mallopt(M_ARENA_MAX, 4);
+  migd::base::TuneAllocatorForBulkTransfer();
+#ifdef NDEBUG
+  // Abseil's lock-order graph costs a lookup on every Mutex::Lock of the
+  // data path; tests (debug builds) keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
 
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop;

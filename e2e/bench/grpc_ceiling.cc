@@ -13,7 +13,8 @@
 // then answers with the byte count it got. The sender connects every channel
 // first, then times from starting the calls to the last call's status; each
 // side measures its own CPU over that span (getrusage, all threads, gRPC's
-// own included). Prints one JSON object:
+// own included). Both processes use migd's heap settings
+// (base::TuneAllocatorForBulkTransfer). Prints one JSON object:
 //
 //   {"bytes":N,"connections":C,"message_bytes":K,"wall_s":S,"gbps":G,
 //    "sender":{"user_s":U,"sys_s":Y,"cpu_s_per_gib":X},
@@ -46,6 +47,7 @@
 #include "grpcpp/impl/rpc_service_method.h"
 #include "grpcpp/support/method_handler.h"
 #include "grpcpp/support/sync_stream.h"
+#include "migd/base/alloc_tuning.h"
 #include "migd/transfer/transfer_client.h"
 
 namespace {
@@ -365,6 +367,9 @@ void Send(const Options& o,
 
 int main(int argc, char** argv) {
   const Options o = Parse(argc, argv);
+  // The heap settings of migd itself: without them gRPC's receive buffers
+  // fault back in for every message and the ceiling would be migd's floor.
+  migd::base::TuneAllocatorForBulkTransfer();
 
   int port_pipe[2];
   int report[2];
