@@ -282,14 +282,17 @@ def run_migration(args, size, streams, rep, workdir):
         "src_rss_excl_state": hwm["source"] - size,
         "dst_rss_excl_state": hwm["destination"] - 2 * size,
         "downtime_s": downtime, "downtime_overhead_s": overhead,
-        # Destination RESUMING -> STOP: the emulated device validates (CRC32C
-        # of the whole state) and swaps in what it loaded.
+        # Destination RESUMING -> STOP: the emulated device checks the CRC32C
+        # it kept while loading and swaps in what it loaded.
         "load_s": seconds(breakdown.get("load")) if breakdown else None,
         "src_downtime_breakdown": breakdown,
         "dst_downtime_s": seconds(d.get("downtime")),
         "verified": verified,
         "steal": dsteal / dall if dall else 0.0,
         "other_cpu": max(0.0, (dproc - agents_ticks) / dall) if dall else 0.0,
+        # Share of the machine the two agents used: near 100% the job is
+        # CPU-bound, well below it the agents wait on each other.
+        "agents_cpu": agents_ticks / dall if dall else 0.0,
         "irq_cpu_s": dirq / CLK_TCK,
     }
 
@@ -327,7 +330,8 @@ def summarize(runs, ceilings, grpc_ceilings):
         m = {k: median([r[k] for r in rs]) for k in (
             "gbps", "src_cpu_s_per_gib", "dst_cpu_s_per_gib", "src_peak_rss",
             "dst_peak_rss", "src_rss_excl_state", "dst_rss_excl_state",
-            "downtime_s", "downtime_overhead_s", "load_s", "steal")}
+            "downtime_s", "downtime_overhead_s", "load_s", "steal",
+            "agents_cpu")}
         ceiling = median([c["gbps"] for c in cs])
         paired = median([r["gbps"] / c["gbps"] for r, c in zip(rs, cs)
                          if c["gbps"]])
@@ -359,7 +363,7 @@ def summarize(runs, ceilings, grpc_ceilings):
 def print_table(rows, out=sys.stdout):
     head = ["state", "streams", "n", "GB/s", "TCP GB/s", "ratio",
             "gRPC GB/s", "ratio to gRPC",
-            "CPU s/GiB src", "dst", "TCP tx", "rx",
+            "CPU s/GiB src", "dst", "TCP tx", "rx", "agents CPU",
             "peak RSS MiB src", "dst", "excl. state src", "dst",
             "downtime ms", "overhead ms", "load ms", "steal",
             "other CPU"]
@@ -374,6 +378,7 @@ def print_table(rows, out=sys.stdout):
             fmt(r["dst_cpu_s_per_gib"], ".2f"),
             fmt(r["ceiling_tx_cpu_s_per_gib"], ".2f"),
             fmt(r["ceiling_rx_cpu_s_per_gib"], ".2f"),
+            fmt(r["agents_cpu"], ".0%"),
             fmt(r["src_peak_rss"], ".0f", 1 / MIB),
             fmt(r["dst_peak_rss"], ".0f", 1 / MIB),
             fmt(r["src_rss_excl_state"], ".0f", 1 / MIB),
