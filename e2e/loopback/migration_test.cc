@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
+#include "e2e/testing/agent_test.h"
 #include "gtest/gtest.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 
@@ -212,29 +213,8 @@ void ExpectUnchanged(absl::string_view agent, const DeviceMapT& before,
 
 // ---------------------------------------------------------------------------
 
-class MigrationTest : public ::testing::Test {
+class MigrationTest : public AgentTest {
  protected:
-  // Starts an agent named "<Test>.<role>"; nullptr (and a test failure) when
-  // it does not come up.
-  AgentProcess* StartAgent(absl::string_view role,
-                           std::vector<std::string> flags,
-                           std::string devices_config = "") {
-    const ::testing::TestInfo* info =
-        ::testing::UnitTest::GetInstance()->current_test_info();
-    AgentOptions options;
-    options.name = absl::StrCat(info->name(), ".", role);
-    options.args = std::move(flags);
-    options.devices_config = std::move(devices_config);
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent =
-        AgentProcess::Start(std::move(options));
-    if (!agent.ok()) {
-      ADD_FAILURE() << "starting agent " << role << ": " << agent.status();
-      return nullptr;
-    }
-    agents_.push_back(std::move(*agent));
-    return agents_.back().get();
-  }
-
   // Starts a source (seed 1) and a destination (seed 2) agent, each with
   // `count` emulated devices of `size`.
   void StartPair(int count, absl::string_view size,
@@ -300,36 +280,6 @@ class MigrationTest : public ::testing::Test {
                                     absl::string_view job_id) {
     return WaitForEnd(agent->stub(), job_id, absl::Now() + kJobTimeout);
   }
-
-  void TearDown() override {
-    for (const auto& agent : agents_) {
-      if (!agent->killed_by_test()) {
-        EXPECT_TRUE(agent->Running())
-            << "agent " << agent->name() << " died during the test; log "
-            << agent->log_path() << ":\n"
-            << agent->LogTail();
-      }
-    }
-    // A clean shutdown on SIGTERM, whatever state the test left the agent in.
-    for (const auto& agent : agents_) {
-      if (agent->killed_by_test()) continue;
-      absl::StatusOr<std::string> how = agent->Stop();
-      EXPECT_TRUE(how.ok() && *how == "exited 0")
-          << "agent " << agent->name()
-          << " on SIGTERM: " << (how.ok() ? *how : how.status().ToString());
-    }
-    if (HasFailure()) {
-      for (const auto& agent : agents_) {
-        std::cerr << "---- log of agent " << agent->name() << " ("
-                  << agent->log_path() << "), tail:\n"
-                  << agent->LogTail(8192) << "\n";
-      }
-    }
-  }
-
-  std::vector<std::unique_ptr<AgentProcess>> agents_;
-  AgentProcess* source_ = nullptr;
-  AgentProcess* destination_ = nullptr;
 };
 
 // ---- Success ---------------------------------------------------------------

@@ -36,6 +36,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
+#include "e2e/testing/agent_test.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
@@ -193,26 +194,13 @@ bool HasNotice(const Migration& m, absl::string_view a, absl::string_view b) {
 
 // ---- Fixture -------------------------------------------------------------
 
-class PrecopyTest : public ::testing::Test {
+class PrecopyTest : public AgentTest {
  protected:
   // Starts an agent named "<Test>.<role>" with `devices`; nullptr (and a test
   // failure) when it does not come up.
   AgentProcess* StartAgent(absl::string_view role,
                            const std::vector<EmuSpec>& devices) {
-    const ::testing::TestInfo* info =
-        ::testing::UnitTest::GetInstance()->current_test_info();
-    AgentOptions options;
-    options.name = absl::StrCat(info->name(), ".", role);
-    options.args = {"--insecure"};
-    options.devices_config = DevicesConfig(devices);
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent =
-        AgentProcess::Start(std::move(options));
-    if (!agent.ok()) {
-      ADD_FAILURE() << "starting agent " << role << ": " << agent.status();
-      return nullptr;
-    }
-    agents_.push_back(std::move(*agent));
-    return agents_.back().get();
+    return AgentTest::StartAgent(role, {"--insecure"}, DevicesConfig(devices));
   }
 
   // A source agent with `source` devices and a destination with Mirror(source).
@@ -307,25 +295,6 @@ class PrecopyTest : public ::testing::Test {
                  v1::DEVICE_STATE_RUNNING);
     ExpectSameDigests(source_after, destination_after, names);
   }
-
-  void TearDown() override {
-    for (const auto& agent : agents_) {
-      if (agent->killed_by_test()) continue;
-      absl::Status s = StopCleanly(*agent);
-      EXPECT_TRUE(s.ok()) << s;
-    }
-    if (HasFailure()) {
-      for (const auto& agent : agents_) {
-        std::cerr << "---- log of agent " << agent->name() << " ("
-                  << agent->log_path() << "), tail:\n"
-                  << agent->LogTail(8192) << "\n";
-      }
-    }
-  }
-
-  std::vector<std::unique_ptr<AgentProcess>> agents_;
-  AgentProcess* source_ = nullptr;
-  AgentProcess* destination_ = nullptr;
 };
 
 // ---- 1. Convergence
