@@ -220,7 +220,13 @@ grpc::Status TransferServiceImpl::DataStream(
       if (absl::Status s = job->OnChunk(*std::move(chunk)); !s.ok()) {
         load_error = s;
         loads.Cancel();
-        context->TryCancel();  // ends the Read below
+        // The job ends with this cause (a no-op when this stream's reader
+        // failed first) and cancels the other streams. This one stays open:
+        // the source, seeing the session fail, closes it to ask for its
+        // verdict, and the handler answers with `load_error`. Cancelling
+        // this call here would turn that answer into CANCELLED.
+        job->Abort(base::Annotate(s, absl::StrCat("data stream ", index)),
+                   /*from_stream=*/index);
         return;
       }
     }
