@@ -24,16 +24,12 @@
 //   grpc_ceiling --bytes=4GiB [--connections=1] [--message_bytes=1MiB]
 
 #include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -42,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "e2e/bench/ceiling_common.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/rpc_method.h"
 #include "grpcpp/impl/rpc_service_method.h"
@@ -50,132 +47,18 @@
 #include "migd/base/alloc_tuning.h"
 #include "migd/transfer/transfer_client.h"
 
+namespace migd::bench {
 namespace {
 
 constexpr char kMethod[] = "/migd.bench.GrpcCeiling/Stream";
 constexpr size_t kHeaderBytes = 16;  // stands in for a chunk's header
 constexpr size_t kPageBytes = 4096;
 
-struct Options {
-  uint64_t bytes = uint64_t{1} << 30;
-  int connections = 1;
-  size_t message_bytes = size_t{1} << 20;
-};
-
-[[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "grpc_ceiling: %s\n", what.c_str());
-  std::exit(2);
-}
-
-[[noreturn]] void DieErrno(const std::string& what) {
-  Die(what + ": " + std::strerror(errno));
-}
-
-// "4GiB", "64MiB", "1MiB", "512KiB", "4G", "1000" (bytes).
-bool ParseSize(const std::string& text, uint64_t* out) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (errno != 0 || end == text.c_str()) return false;
-  const std::string unit(end);
-  uint64_t mult = 1;
-  if (unit.empty() || unit == "B") {
-    mult = 1;
-  } else if (unit == "K" || unit == "KiB") {
-    mult = uint64_t{1} << 10;
-  } else if (unit == "M" || unit == "MiB") {
-    mult = uint64_t{1} << 20;
-  } else if (unit == "G" || unit == "GiB") {
-    mult = uint64_t{1} << 30;
-  } else {
-    return false;
-  }
-  if (v > UINT64_MAX / mult) return false;
-  *out = v * mult;
-  return true;
-}
-
-// The largest payload that fits migd's message limit with its header.
-constexpr uint64_t kMaxMessageBytes =
-    migd::transfer::kMaxTransferMessageBytes - kHeaderBytes;
-
-Options Parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    const std::string key = arg.substr(0, eq);
-    const std::string value = eq == std::string::npos ? "" : arg.substr(eq + 1);
-    uint64_t n = 0;
-    if (key == "--bytes" && ParseSize(value, &n) && n > 0) {
-      o.bytes = n;
-    } else if (key == "--connections" && ParseSize(value, &n) && n >= 1 &&
-               n <= 64) {
-      o.connections = static_cast<int>(n);
-    } else if (key == "--message_bytes" && ParseSize(value, &n) && n >= 1 &&
-               n <= kMaxMessageBytes) {
-      o.message_bytes = n;
-    } else if (key == "--help" || key == "-h") {
-      std::printf(
-          "usage: grpc_ceiling --bytes=SIZE [--connections=N] "
-          "[--message_bytes=SIZE]\n");
-      std::exit(0);
-    } else {
-      Die("bad argument '" + arg +
-          "' (expected --bytes=SIZE>0, --connections=1..64, "
-          "--message_bytes=1.." +
-          std::to_string(kMaxMessageBytes) + ")");
-    }
-  }
-  return o;
-}
-
-double Now() {
-  return std::chrono::duration<double>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-struct Cpu {
-  double user = 0;
-  double sys = 0;
-};
-
-Cpu CpuNow() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return {ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6,
-          ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6};
-}
-
-uint64_t Share(const Options& o, int i) {
-  const uint64_t each = o.bytes / o.connections;
-  return i == o.connections - 1 ? o.bytes - each * (o.connections - 1) : each;
-}
-
-bool WriteAll(int fd, const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-// Reads until EOF or `cap` - 1 bytes; the result is NUL-terminated.
-void ReadToEnd(int fd, char* buf, size_t cap) {
-  size_t have = 0;
-  while (have + 1 < cap) {
-    const ssize_t r = read(fd, buf + have, cap - 1 - have);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    have += static_cast<size_t>(r);
-  }
-  buf[have] = '\0';
-}
+constexpr Tool kTool = {
+    .name = "grpc_ceiling",
+    .write_flag = "message_bytes",
+    // The largest payload that fits migd's message limit with its header.
+    .max_write_bytes = transfer::kMaxTransferMessageBytes - kHeaderBytes};
 
 grpc::ByteBuffer CountMessage(uint64_t n) {
   grpc::Slice s(&n, sizeof n);
@@ -241,7 +124,7 @@ class Sink final : public grpc::Service {
 };
 
 // The receiver process: serves on 127.0.0.1:0, writes the port to `port_fd`,
-// and once every call is done writes "user sys" to `report_fd`.
+// and once every call is done reports its CPU time to `report_fd`.
 int Receive(const Options& o, int port_fd, int report_fd) {
   Sink sink(o.connections);
   grpc::ServerBuilder builder;
@@ -250,8 +133,8 @@ int Receive(const Options& o, int port_fd, int report_fd) {
                            &port);
   builder.RegisterService(&sink);
   // The server arguments of migd/server/agent.cc (Agent::Start).
-  builder.SetMaxReceiveMessageSize(migd::transfer::kMaxTransferMessageBytes);
-  builder.SetMaxSendMessageSize(migd::transfer::kMaxTransferMessageBytes);
+  builder.SetMaxReceiveMessageSize(transfer::kMaxTransferMessageBytes);
+  builder.SetMaxSendMessageSize(transfer::kMaxTransferMessageBytes);
   builder.AddChannelArgument("grpc.http2.lookahead_bytes", 8 << 20);
   builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -267,12 +150,7 @@ int Receive(const Options& o, int port_fd, int report_fd) {
   const Cpu c1 = CpuNow();
   // Lets the calls' statuses reach the sender before the process goes.
   server->Shutdown();
-  char report[128];
-  const int n = std::snprintf(report, sizeof report, "%.6f %.6f\n",
-                              c1.user - c0.user, c1.sys - c0.sys);
-  if (!WriteAll(report_fd, report, static_cast<size_t>(n))) {
-    DieErrno("receiver: report");
-  }
+  ReportCpu(report_fd, c1 - c0);
   return 0;
 }
 
@@ -286,13 +164,7 @@ Buffer SourceBuffer(size_t bytes) {
   Buffer src(static_cast<char*>(std::aligned_alloc(kPageBytes, alloc)),
              &std::free);
   if (src == nullptr) Die("sender: out of memory");
-  uint64_t x = 0x9e3779b97f4a7c15ull;  // incompressible, not that it matters
-  for (size_t i = 0; i < alloc; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    src.get()[i] = static_cast<char>(x);
-  }
+  FillIncompressible(src.get(), alloc);
   return src;
 }
 
@@ -303,7 +175,7 @@ std::vector<std::shared_ptr<grpc::Channel>> Connect(
     const Options& o, const std::string& address) {
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < o.connections; ++i) {
-    channels.push_back(migd::transfer::MakeTransferChannel(address));
+    channels.push_back(transfer::MakeTransferChannel(address));
     if (!channels.back()->WaitForConnected(std::chrono::system_clock::now() +
                                            std::chrono::seconds(30))) {
       Die("sender: cannot connect to " + address);
@@ -331,8 +203,8 @@ void Send(const Options& o,
       uint64_t sequence = 0;
       uint64_t payload = 0;
       for (uint64_t left = share; left > 0; ++sequence) {
-        const size_t n = left < o.message_bytes ? static_cast<size_t>(left)
-                                                : o.message_bytes;
+        const size_t n =
+            left < o.write_bytes ? static_cast<size_t>(left) : o.write_bytes;
         const uint64_t header[2] = {sequence, share - left};
         static_assert(sizeof header == kHeaderBytes);
         grpc::Slice parts[2] = {grpc::Slice(header, sizeof header),
@@ -363,29 +235,22 @@ void Send(const Options& o,
   for (auto& t : threads) t.join();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const Options o = Parse(argc, argv);
+int Main(int argc, char** argv) {
+  const Options o = ParseOptions(kTool, argc, argv);
   // The heap settings of migd itself: without them gRPC's receive buffers
   // fault back in for every message and the ceiling would be migd's floor.
-  migd::base::TuneAllocatorForBulkTransfer();
+  base::TuneAllocatorForBulkTransfer();
 
   int port_pipe[2];
-  int report[2];
-  if (pipe(port_pipe) != 0 || pipe(report) != 0) DieErrno("pipe");
+  if (pipe(port_pipe) != 0) DieErrno("pipe");
   // Fork before either side touches gRPC: each process starts its own.
-  const pid_t child = fork();
-  if (child < 0) DieErrno("fork");
-  if (child == 0) {
+  const Receiver receiver = ForkReceiver([&](int report_fd) {
     // A sender that died leaves no one to end the calls.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     close(port_pipe[0]);
-    close(report[0]);
-    _exit(Receive(o, port_pipe[1], report[1]));
-  }
+    return Receive(o, port_pipe[1], report_fd);
+  });
   close(port_pipe[1]);
-  close(report[1]);
 
   char line[128];
   ReadToEnd(port_pipe[0], line, sizeof line);
@@ -393,34 +258,14 @@ int main(int argc, char** argv) {
   const int port = std::atoi(line);
   if (port <= 0) Die("receiver did not start");
 
-  const Buffer src = SourceBuffer(o.message_bytes);
+  const Buffer src = SourceBuffer(o.write_bytes);
   const std::vector<std::shared_ptr<grpc::Channel>> channels =
       Connect(o, "127.0.0.1:" + std::to_string(port));
-  const Cpu c0 = CpuNow();
-  const double t0 = Now();
-  Send(o, channels, src.get());
-  const double t1 = Now();
-  const Cpu c1 = CpuNow();
-
-  ReadToEnd(report[0], line, sizeof line);
-  int status = 0;
-  waitpid(child, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) Die("receiver failed");
-  Cpu rx;
-  if (std::sscanf(line, "%lf %lf", &rx.user, &rx.sys) != 2) {
-    Die("receiver sent no CPU report");
-  }
-
-  const double wall = t1 - t0;
-  const double gib = static_cast<double>(o.bytes) / (1u << 30);
-  const Cpu tx{c1.user - c0.user, c1.sys - c0.sys};
-  std::printf(
-      "{\"bytes\":%llu,\"connections\":%d,\"message_bytes\":%zu,"
-      "\"wall_s\":%.6f,\"gbps\":%.4f,"
-      "\"sender\":{\"user_s\":%.4f,\"sys_s\":%.4f,\"cpu_s_per_gib\":%.4f},"
-      "\"receiver\":{\"user_s\":%.4f,\"sys_s\":%.4f,\"cpu_s_per_gib\":%.4f}}\n",
-      static_cast<unsigned long long>(o.bytes), o.connections, o.message_bytes,
-      wall, o.bytes / wall / 1e9, tx.user, tx.sys, (tx.user + tx.sys) / gib,
-      rx.user, rx.sys, (rx.user + rx.sys) / gib);
+  MeasureSend(kTool, o, receiver, [&] { Send(o, channels, src.get()); });
   return 0;
 }
+
+}  // namespace
+}  // namespace migd::bench
+
+int main(int argc, char** argv) { return migd::bench::Main(argc, argv); }

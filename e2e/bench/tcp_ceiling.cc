@@ -16,125 +16,23 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "e2e/bench/ceiling_common.h"
+
+namespace migd::bench {
 namespace {
 
-struct Options {
-  uint64_t bytes = uint64_t{1} << 30;
-  int connections = 1;
-  size_t chunk = size_t{1} << 20;
-};
-
-[[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "tcp_ceiling: %s\n", what.c_str());
-  std::exit(2);
-}
-
-[[noreturn]] void DieErrno(const std::string& what) {
-  Die(what + ": " + std::strerror(errno));
-}
-
-// "4GiB", "64MiB", "1MiB", "512KiB", "4G", "1000" (bytes).
-bool ParseSize(const std::string& text, uint64_t* out) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (errno != 0 || end == text.c_str()) return false;
-  const std::string unit(end);
-  uint64_t mult = 1;
-  if (unit.empty() || unit == "B") {
-    mult = 1;
-  } else if (unit == "K" || unit == "KiB") {
-    mult = uint64_t{1} << 10;
-  } else if (unit == "M" || unit == "MiB") {
-    mult = uint64_t{1} << 20;
-  } else if (unit == "G" || unit == "GiB") {
-    mult = uint64_t{1} << 30;
-  } else {
-    return false;
-  }
-  if (v > UINT64_MAX / mult) return false;
-  *out = v * mult;
-  return true;
-}
-
-Options Parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    const std::string key = arg.substr(0, eq);
-    const std::string value = eq == std::string::npos ? "" : arg.substr(eq + 1);
-    uint64_t n = 0;
-    if (key == "--bytes" && ParseSize(value, &n) && n > 0) {
-      o.bytes = n;
-    } else if (key == "--connections" && ParseSize(value, &n) && n >= 1 &&
-               n <= 64) {
-      o.connections = static_cast<int>(n);
-    } else if (key == "--chunk" && ParseSize(value, &n) && n >= 1 &&
-               n <= (uint64_t{64} << 20)) {
-      o.chunk = n;
-    } else if (key == "--help" || key == "-h") {
-      std::printf(
-          "usage: tcp_ceiling --bytes=SIZE [--connections=N] [--chunk=SIZE]\n");
-      std::exit(0);
-    } else {
-      Die("bad argument '" + arg +
-          "' (expected --bytes=SIZE>0, --connections=1..64, "
-          "--chunk=1..64MiB)");
-    }
-  }
-  return o;
-}
-
-double Now() {
-  return std::chrono::duration<double>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-struct Cpu {
-  double user = 0;
-  double sys = 0;
-};
-
-Cpu CpuNow() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return {ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6,
-          ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6};
-}
-
-uint64_t Share(const Options& o, int i) {
-  const uint64_t each = o.bytes / o.connections;
-  return i == o.connections - 1 ? o.bytes - each * (o.connections - 1) : each;
-}
-
-bool WriteAll(int fd, const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
+constexpr Tool kTool = {.name = "tcp_ceiling",
+                        .write_flag = "chunk",
+                        .max_write_bytes = uint64_t{64} << 20};
 
 bool ReadAll(int fd, void* p, size_t n) {
   char* c = static_cast<char*>(p);
@@ -149,7 +47,7 @@ bool ReadAll(int fd, void* p, size_t n) {
 }
 
 // The receiver process: accepts the connections, reads everything, answers
-// each with the byte count it got, and writes "user sys" to `report_fd`.
+// each with the byte count it got, and reports its CPU time to `report_fd`.
 int Receive(const Options& o, int listen_fd, int report_fd) {
   std::vector<std::thread> threads;
   std::vector<uint64_t> got(o.connections, 0);
@@ -160,7 +58,7 @@ int Receive(const Options& o, int listen_fd, int report_fd) {
     if (fd < 0) DieErrno("receiver: accept");
     fds.push_back(fd);
     threads.emplace_back([&o, &got, fd, i] {
-      std::vector<char> buf(o.chunk);
+      std::vector<char> buf(o.write_bytes);
       for (;;) {
         const ssize_t r = read(fd, buf.data(), buf.size());
         if (r < 0 && errno == EINTR) continue;
@@ -175,24 +73,13 @@ int Receive(const Options& o, int listen_fd, int report_fd) {
   for (auto& t : threads) t.join();
   const Cpu c1 = CpuNow();
   for (int fd : fds) close(fd);
-  char line[128];
-  const int n = std::snprintf(line, sizeof line, "%.6f %.6f\n",
-                              c1.user - c0.user, c1.sys - c0.sys);
-  if (!WriteAll(report_fd, line, static_cast<size_t>(n))) {
-    DieErrno("receiver: report");
-  }
+  ReportCpu(report_fd, c1 - c0);
   return 0;
 }
 
 void Send(const Options& o, uint16_t port) {
-  std::vector<char> src(o.chunk);
-  uint64_t x = 0x9e3779b97f4a7c15ull;  // incompressible, not that it matters
-  for (char& c : src) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    c = static_cast<char>(x);
-  }
+  std::vector<char> src(o.write_bytes);
+  FillIncompressible(src.data(), src.size());
   std::vector<std::thread> threads;
   for (int i = 0; i < o.connections; ++i) {
     threads.emplace_back([&o, &src, port, i] {
@@ -207,7 +94,8 @@ void Send(const Options& o, uint16_t port) {
       }
       const uint64_t share = Share(o, i);
       for (uint64_t left = share; left > 0;) {
-        const size_t n = left < o.chunk ? static_cast<size_t>(left) : o.chunk;
+        const size_t n =
+            left < o.write_bytes ? static_cast<size_t>(left) : o.write_bytes;
         if (!WriteAll(fd, src.data(), n)) DieErrno("sender: write");
         left -= n;
       }
@@ -224,10 +112,8 @@ void Send(const Options& o, uint16_t port) {
   for (auto& t : threads) t.join();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const Options o = Parse(argc, argv);
+int Main(int argc, char** argv) {
+  const Options o = ParseOptions(kTool, argc, argv);
 
   const int listen_fd = socket(AF_INET, SOCK_STREAM, 0);
   if (listen_fd < 0) DieErrno("socket");
@@ -241,50 +127,15 @@ int main(int argc, char** argv) {
       getsockname(listen_fd, reinterpret_cast<sockaddr*>(&a), &alen) != 0) {
     DieErrno("listening on 127.0.0.1");
   }
-  int report[2];
-  if (pipe(report) != 0) DieErrno("pipe");
-
-  const pid_t child = fork();
-  if (child < 0) DieErrno("fork");
-  if (child == 0) {
-    close(report[0]);
-    _exit(Receive(o, listen_fd, report[1]));
-  }
-  close(report[1]);
+  const Receiver receiver = ForkReceiver(
+      [&](int report_fd) { return Receive(o, listen_fd, report_fd); });
   close(listen_fd);
 
-  const Cpu c0 = CpuNow();
-  const double t0 = Now();
-  Send(o, ntohs(a.sin_port));
-  const double t1 = Now();
-  const Cpu c1 = CpuNow();
-
-  char line[128] = {};
-  size_t have = 0;
-  for (;;) {
-    const ssize_t r = read(report[0], line + have, sizeof line - 1 - have);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    have += static_cast<size_t>(r);
-  }
-  int status = 0;
-  waitpid(child, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) Die("receiver failed");
-  Cpu rx;
-  if (std::sscanf(line, "%lf %lf", &rx.user, &rx.sys) != 2) {
-    Die("receiver sent no CPU report");
-  }
-
-  const double wall = t1 - t0;
-  const double gib = static_cast<double>(o.bytes) / (1u << 30);
-  const Cpu tx{c1.user - c0.user, c1.sys - c0.sys};
-  std::printf(
-      "{\"bytes\":%llu,\"connections\":%d,\"chunk\":%zu,\"wall_s\":%.6f,"
-      "\"gbps\":%.4f,"
-      "\"sender\":{\"user_s\":%.4f,\"sys_s\":%.4f,\"cpu_s_per_gib\":%.4f},"
-      "\"receiver\":{\"user_s\":%.4f,\"sys_s\":%.4f,\"cpu_s_per_gib\":%.4f}}\n",
-      static_cast<unsigned long long>(o.bytes), o.connections, o.chunk, wall,
-      o.bytes / wall / 1e9, tx.user, tx.sys, (tx.user + tx.sys) / gib, rx.user,
-      rx.sys, (rx.user + rx.sys) / gib);
+  MeasureSend(kTool, o, receiver, [&] { Send(o, ntohs(a.sin_port)); });
   return 0;
 }
+
+}  // namespace
+}  // namespace migd::bench
+
+int main(int argc, char** argv) { return migd::bench::Main(argc, argv); }
