@@ -827,10 +827,28 @@ TEST_F(MigrationTest, CorruptedChunkFailsBothSidesCleanly) {
                 v1::DEVICE_STATE_RUNNING);
 }
 
-TEST_F(MigrationTest, DestinationRejectsACorruptedDeviceStream) {
-  source_ = StartAgent("source", {"--insecure"},
-                       "emulated emu0 size=8MiB seed=3 corrupt_stream_at=1000\n"
-                       "emulated emu1 size=8MiB seed=4\n");
+// Where the byte flipped in the source device's stream decides when the
+// destination device rejects it: in the content, at RESUMING -> STOP (the
+// END record's CRC32C); in a record header, at the write that brings it.
+// Either way both jobs fail with STATE_REJECTED.
+class CorruptedDeviceStreamTest
+    : public MigrationTest,
+      public ::testing::WithParamInterface<uint64_t> {};
+
+INSTANTIATE_TEST_SUITE_P(
+    Offsets, CorruptedDeviceStreamTest,
+    ::testing::Values(uint64_t{1000},  // content of the first PAGE record
+                      uint64_t{20}),   // the first record's type byte
+    [](const ::testing::TestParamInfo<uint64_t>& info) {
+      return info.param == 20 ? std::string("RecordHeaderAtWrite")
+                              : std::string("ContentAtResumingToStop");
+    });
+
+TEST_P(CorruptedDeviceStreamTest, DestinationRejectsIt) {
+  source_ = StartAgent(
+      "source", {"--insecure"},
+      absl::StrCat("emulated emu0 size=8MiB seed=3 corrupt_stream_at=",
+                   GetParam(), "\nemulated emu1 size=8MiB seed=4\n"));
   ASSERT_NE(source_, nullptr);
   destination_ = StartAgent("destination", EmulatedFlags(2, "8MiB", 2));
   ASSERT_NE(destination_, nullptr);
