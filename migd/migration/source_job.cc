@@ -21,6 +21,8 @@ using vfio::MigState;
 
 // How long pre-copy waits for new data before it calls a pass idle.
 constexpr absl::Duration kQuietBeforeIdle = absl::Milliseconds(50);
+// How long a failing source waits for the destination to take its ABORT.
+constexpr absl::Duration kAbortGrace = absl::Seconds(2);
 
 google::protobuf::Duration ToProto(absl::Duration d) {
   return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
@@ -166,7 +168,7 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     sj->senders_.push_back(
         std::make_unique<transfer::StreamSender>(*std::move(data)));
   }
-  sj->job_->SetCanceller([raw] { raw->CancelSession(); });
+  sj->job_->SetCanceller([raw] { raw->Interrupt(); });
   sj->thread_ = std::thread([raw] { raw->Run(); });
   return sj;
 }
@@ -192,7 +194,12 @@ void SourceJob::Run() {
     m->set_sequence(sequence_++);
     m->set_reason(base::ReasonName(base::ReasonOf(s)));
     m->set_message(std::string(s.message()));
-    (void)client_->Send(abort);
+    if (client_->Send(abort).ok()) {
+      // Let the destination take the ABORT and end the session itself
+      // before the data streams drop: a data stream that breaks first would
+      // end its job as a lost peer instead.
+      client_->AwaitEnd(kAbortGrace);
+    }
     CancelSession();
     Rollback();
   }
@@ -380,6 +387,9 @@ absl::Status SourceJob::Precopy() {
   absl::Time quiet_since = start;
   Meter meter;
   for (;;) {
+    if (job_->cancel_requested()) {
+      return absl::CancelledError("cancel requested");
+    }
     absl::Time iter_start = absl::Now();
     uint64_t sent = 0;
     uint64_t dirty_after = 0;
@@ -596,6 +606,17 @@ absl::Status SourceJob::Switchover() {
   }
   job_->SetDowntimeBreakdown(total, per_device);
   return absl::OkStatus();
+}
+
+void SourceJob::Interrupt() {
+  // Wakes the job thread where it waits (a buffer, acknowledgements); it
+  // notices the request and fails with CANCELLED, which its ABORT marker
+  // tells the destination. The streams stay open for that. A request that
+  // comes after COMMIT changes nothing: the destination may already run the
+  // devices, so the source waits for its answer. A send blocked on a
+  // destination that stopped reading ends at the phase timeout, as CANCELLED.
+  pool_->Cancel(absl::CancelledError("cancel requested"));
+  client_->Interrupt();
 }
 
 void SourceJob::CancelSession() {

@@ -116,6 +116,9 @@ class SourceJob {
   absl::Status Send(v1::TransferRequest& request);
   // Aborts every stream and wakes a read waiting for a buffer.
   void CancelSession();
+  // What a cancel request does: wakes the job thread's waits, leaving the
+  // session open for the ABORT marker.
+  void Interrupt();
   // Sends what the data streams hold and closes them.
   absl::Status CloseDataStreams();
   // Why the job stopped: a cancel or timeout wins over the error it caused.

@@ -150,7 +150,7 @@ absl::Status TransferClient::SendChunk(const ChunkHeader& header,
 absl::Status TransferClient::AwaitAcks(const std::vector<uint32_t>& devices,
                                        absl::Duration timeout) {
   auto all_acked = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (reader_done_) return true;
+    if (reader_done_ || interrupted_) return true;
     for (uint32_t d : devices) {
       if (acked_.count(d) == 0) return false;
     }
@@ -159,6 +159,7 @@ absl::Status TransferClient::AwaitAcks(const std::vector<uint32_t>& devices,
   {
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&all_acked), timeout);
+    if (interrupted_) return absl::CancelledError("cancel requested");
     bool done = reader_done_;
     for (uint32_t d : devices) {
       if (acked_.count(d) != 0) continue;
@@ -213,6 +214,16 @@ absl::Status TransferClient::FinishData() {
 void TransferClient::Cancel() {
   cancelled_ = true;
   context_.TryCancel();
+}
+
+void TransferClient::Interrupt() {
+  absl::MutexLock lock(&mu_);
+  interrupted_ = true;
+}
+
+bool TransferClient::AwaitEnd(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(&reader_done_), timeout);
 }
 
 }  // namespace migd::transfer

@@ -91,6 +91,15 @@ class TransferClient {
   // an error. Safe to call more than once.
   void Cancel();
 
+  // Wakes an AwaitAcks, now and later, with kCancelled, from any thread;
+  // the session itself stays open (so an ABORT marker can still tell the
+  // destination why the source gives up).
+  void Interrupt();
+
+  // Waits up to `timeout` for the destination to end the session (its
+  // answer to an ABORT marker). True when it did.
+  bool AwaitEnd(absl::Duration timeout);
+
  private:
   TransferClient() = default;
   // The call's final status, with the destination's reason.
@@ -117,6 +126,7 @@ class TransferClient {
   std::optional<v1::Completion> completion_ ABSL_GUARDED_BY(mu_);
   absl::Time completion_received_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool interrupted_ ABSL_GUARDED_BY(mu_) = false;
   // Set by Cancel(): a CANCELLED status is then ours, not the destination's.
   std::atomic<bool> cancelled_{false};
   absl::Status final_status_;
