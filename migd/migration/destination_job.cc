@@ -275,9 +275,8 @@ absl::Status DestinationJob::Drain(uint32_t device) {
     }
     draining_ = true;
   }
-  absl::Status s;
   for (;;) {
-    s = WriteInOrder(device);
+    absl::Status s = WriteInOrder(device);
     absl::MutexLock d(&drain_mu_);
     // A chunk that came while we wrote may be next in order (of any device):
     // nobody else will write it.

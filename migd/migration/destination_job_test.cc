@@ -68,6 +68,29 @@ v1::PhaseMarker Marker(v1::PhaseMarker::Kind kind, uint64_t sequence,
   return m;
 }
 
+// Attaches a session for device src0 -> dst0 to `dj` (job `job_id`): the
+// control stream, then `data_streams` data streams.
+void AttachSession(DestinationJob& dj, const std::string& job_id,
+                   uint32_t data_streams) {
+  v1::SessionHeader h;
+  h.set_job_id(job_id);
+  h.set_transfer_token(dj.token());
+  h.set_protocol_version(v1::PROTOCOL_VERSION_1);
+  h.set_stream_index(0);
+  h.set_num_streams(data_streams);
+  v1::DeviceDescriptor* d = h.add_devices();
+  d->set_index(0);
+  d->set_source_device("src0");
+  d->set_destination_device("dst0");
+  d->set_kind("emulated");
+  ASSERT_TRUE(dj.Attach(h, [] {}).ok());
+  h.clear_devices();
+  for (uint32_t k = 1; k <= data_streams; ++k) {
+    h.set_stream_index(k);
+    ASSERT_TRUE(dj.AttachData(h, [] {}).ok());
+  }
+}
+
 class DestinationJobTest : public testing::Test {
  protected:
   void SetUp() override {
@@ -79,21 +102,7 @@ class DestinationJobTest : public testing::Test {
                                       uint64_t{16} << 20, absl::Seconds(5));
     ASSERT_TRUE(dj.ok()) << dj.status();
     dj_ = *std::move(dj);
-    v1::SessionHeader h;
-    h.set_job_id("j1");
-    h.set_transfer_token(dj_->token());
-    h.set_protocol_version(v1::PROTOCOL_VERSION_1);
-    h.set_stream_index(0);
-    h.set_num_streams(1);
-    v1::DeviceDescriptor* d = h.add_devices();
-    d->set_index(0);
-    d->set_source_device("src0");
-    d->set_destination_device("dst0");
-    d->set_kind("emulated");
-    ASSERT_TRUE(dj_->Attach(h, [] {}).ok());
-    h.clear_devices();
-    h.set_stream_index(1);
-    ASSERT_TRUE(dj_->AttachData(h, [] {}).ok());
+    ASSERT_NO_FATAL_FAILURE(AttachSession(*dj_, "j1", 1));
   }
 
   std::unique_ptr<device::EmulatedDevice> source_, destination_;
@@ -230,23 +239,7 @@ TEST(DestinationJobStreams, AStreamDoesNotWaitWhileAnotherWrites) {
   auto dj = DestinationJob::Prepare(job, {&destination}, nullptr,
                                     uint64_t{16} << 20, absl::Seconds(30));
   ASSERT_TRUE(dj.ok()) << dj.status();
-  v1::SessionHeader h;
-  h.set_job_id("j2");
-  h.set_transfer_token((*dj)->token());
-  h.set_protocol_version(v1::PROTOCOL_VERSION_1);
-  h.set_stream_index(0);
-  h.set_num_streams(2);
-  v1::DeviceDescriptor* d = h.add_devices();
-  d->set_index(0);
-  d->set_source_device("src0");
-  d->set_destination_device("dst0");
-  d->set_kind("emulated");
-  ASSERT_TRUE((*dj)->Attach(h, [] {}).ok());
-  h.clear_devices();
-  for (uint32_t k = 1; k <= 2; ++k) {
-    h.set_stream_index(k);
-    ASSERT_TRUE((*dj)->AttachData(h, [] {}).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(AttachSession(**dj, "j2", 2));
 
   std::string stream = SaveStream(source.get());
   const uint64_t half = stream.size() / 2;
