@@ -528,6 +528,30 @@ class NeverAckingDestination final : public v1::TransferService::Service {
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>*
           stream) override {
+    return Serve(stream);
+  }
+  grpc::Status TransferData(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>*
+          stream) override {
+    return Serve(stream);
+  }
+
+  Seen seen() const {
+    absl::MutexLock lock(&mu_);
+    return seen_;
+  }
+
+  // True once a session ended before `deadline`.
+  bool AwaitEnded(absl::Time deadline) const {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithDeadline(absl::Condition(&seen_.ended), deadline);
+  }
+
+ private:
+  // Control and data streams alike: accept, then take everything.
+  grpc::Status Serve(grpc::ServerReaderWriter<v1::TransferResponse,
+                                              v1::TransferRequest>* stream) {
     v1::TransferRequest request;
     if (!stream->Read(&request) || !request.has_header()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -564,18 +588,6 @@ class NeverAckingDestination final : public v1::TransferService::Service {
     return grpc::Status::OK;
   }
 
-  Seen seen() const {
-    absl::MutexLock lock(&mu_);
-    return seen_;
-  }
-
-  // True once a session ended before `deadline`.
-  bool AwaitEnded(absl::Time deadline) const {
-    absl::MutexLock lock(&mu_);
-    return mu_.AwaitWithDeadline(absl::Condition(&seen_.ended), deadline);
-  }
-
- private:
   mutable absl::Mutex mu_;
   Seen seen_ ABSL_GUARDED_BY(mu_);
 };

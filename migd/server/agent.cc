@@ -8,6 +8,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "migd/base/log.h"
+#include "migd/transfer/threaded_calls.h"
 #include "migd/transfer/transfer_client.h"
 
 namespace migd::server {
@@ -39,12 +40,22 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
   // See MakeTransferChannel: a fixed window bounds what gRPC buffers per
   // stream while the reorder buffer makes a stream wait.
   builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
+  TransferServiceImpl* transfer = agent->transfer_service_.get();
+  agent->data_calls_ = std::make_unique<transfer::ThreadedCalls>(
+      builder.AddCompletionQueue(),
+      [transfer](transfer::ServerStream* stream,
+                 grpc::ServerCompletionQueue* queue,
+                 void* tag) { transfer->RequestData(stream, queue, tag); },
+      [transfer](transfer::ServerStream& stream) {
+        transfer->ServeData(stream);
+      });
   agent->server_ = builder.BuildAndStart();
   if (agent->server_ == nullptr || agent->port_ == 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen,
                      " (address in use or not local?)"));
   }
+  agent->data_calls_->Start();
   base::LogWarning("serving WITHOUT TLS or authentication (--insecure) on ",
                    options.listen.substr(0, options.listen.rfind(':')), ":",
                    agent->port_);
@@ -65,7 +76,9 @@ void Agent::Shutdown() {
   }
   // Every job ended: what remains are watchers and idle connections, which
   // gRPC would otherwise wait for until the deadline.
-  server_->Shutdown(std::chrono::system_clock::now());
+  if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
+  // The server cancelled the data streams still open; their threads end.
+  if (data_calls_ != nullptr) data_calls_->Shutdown();
   jobs_.reset();  // joins source jobs after their rollback
   base::LogInfo("shut down");
 }

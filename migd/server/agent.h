@@ -18,6 +18,7 @@
 #include "migd/migration/job_table.h"
 #include "migd/server/migration_service.h"
 #include "migd/server/transfer_service.h"
+#include "migd/transfer/threaded_calls.h"
 
 namespace migd::server {
 
@@ -52,6 +53,8 @@ class Agent {
   std::unique_ptr<migration::JobTable> jobs_;
   std::unique_ptr<MigrationServiceImpl> migration_service_;
   std::unique_ptr<TransferServiceImpl> transfer_service_;
+  // The data streams' calls (async API, a thread each).
+  std::unique_ptr<transfer::ThreadedCalls> data_calls_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool shut_down_ = false;

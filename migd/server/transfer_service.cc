@@ -14,6 +14,7 @@
 #include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/framing.h"
 #include "migd/transfer/grpc_status.h"
+#include "migd/transfer/threaded_calls.h"
 
 namespace migd::server {
 
@@ -37,45 +38,70 @@ TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
              grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>*
                  stream) { return service->Transfer(context, stream); },
           this)));
+  // Data streams: an async method (no handler), served by ThreadedCalls.
+  AddMethod(new grpc::internal::RpcServiceMethod(
+      transfer::kTransferDataMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
+      nullptr));
+  MarkMethodRaw(kDataMethodIndex);
+}
+
+void TransferServiceImpl::RequestData(transfer::ServerStream* stream,
+                                      grpc::ServerCompletionQueue* queue,
+                                      void* tag) {
+  RequestAsyncBidiStreaming(kDataMethodIndex, stream->context(), stream->raw(),
+                            stream->queue(), queue, tag);
+}
+
+absl::StatusOr<std::shared_ptr<migration::DestinationJob>>
+TransferServiceImpl::FindSession(const grpc::ByteBuffer& first, bool data,
+                                 v1::SessionHeader* header) {
+  transfer::CopyCounter copies;
+  absl::StatusOr<transfer::DecodedRequest> decoded =
+      transfer::DecodeRequest(first, &copies);
+  if (!decoded.ok()) return decoded.status();
+  const v1::TransferRequest& req = decoded->message();
+  if (decoded->is_chunk() || !req.has_header()) {
+    return base::Error(absl::StatusCode::kInvalidArgument,
+                       v1::ERROR_REASON_PROTOCOL_ERROR,
+                       "the first message of a stream must be its header");
+  }
+  *header = req.header();
+  if (data != (header->stream_index() > 0)) {
+    return base::Error(
+        absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_PROTOCOL_ERROR,
+        data ? "TransferData carries data streams (stream_index 1 and up)"
+             : "data streams (stream_index 1 and up) attach through "
+               "TransferData, not Transfer");
+  }
+  const std::string& job_id = header->job_id();
+  std::shared_ptr<migration::DestinationJob> job =
+      jobs_->FindDestination(job_id);
+  if (job == nullptr) {
+    return base::Error(absl::StatusCode::kFailedPrecondition,
+                       v1::ERROR_REASON_NOT_PREPARED,
+                       absl::StrCat("no incoming job ", job_id,
+                                    " is prepared on this agent (call "
+                                    "PrepareIncoming here first)"));
+  }
+  return job;
 }
 
 grpc::Status TransferServiceImpl::Transfer(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream) {
-  transfer::CopyCounter copies;
   grpc::ByteBuffer raw;
   if (!stream->Read(&raw)) {
     return grpc::Status(grpc::StatusCode::CANCELLED,
                         "session closed before its header");
   }
-  absl::StatusOr<transfer::DecodedRequest> first =
-      transfer::DecodeRequest(raw, &copies);
-  if (!first.ok()) return ToGrpcStatus(first.status(), context);
-  const v1::TransferRequest& req = first->message();
-  if (!req.has_header()) {
-    return ToGrpcStatus(
-        base::Error(absl::StatusCode::kInvalidArgument,
-                    v1::ERROR_REASON_PROTOCOL_ERROR,
-                    "the first message of a session must be its header"),
-        context);
-  }
-  const std::string job_id = req.header().job_id();
-  std::shared_ptr<migration::DestinationJob> job =
-      jobs_->FindDestination(job_id);
-  if (job == nullptr) {
-    return ToGrpcStatus(
-        base::Error(absl::StatusCode::kFailedPrecondition,
-                    v1::ERROR_REASON_NOT_PREPARED,
-                    absl::StrCat("no incoming job ", job_id,
-                                 " is prepared on this agent (call "
-                                 "PrepareIncoming here first)")),
-        context);
-  }
-  if (req.header().stream_index() > 0) {
-    return DataStream(context, stream, job.get(), req.header());
-  }
-  if (absl::Status s =
-          job->Attach(req.header(), [context] { context->TryCancel(); });
+  v1::SessionHeader header;
+  absl::StatusOr<std::shared_ptr<migration::DestinationJob>> found =
+      FindSession(raw, /*data=*/false, &header);
+  if (!found.ok()) return ToGrpcStatus(found.status(), context);
+  std::shared_ptr<migration::DestinationJob> job = *std::move(found);
+  const std::string& job_id = header.job_id();
+  transfer::CopyCounter copies;
+  if (absl::Status s = job->Attach(header, [context] { context->TryCancel(); });
       !s.ok()) {
     base::LogWarning("job ", job_id, ": refused a session: ", s.ToString());
     return ToGrpcStatus(s, context);
@@ -175,10 +201,28 @@ grpc::Status TransferServiceImpl::Transfer(
   return grpc::Status::OK;
 }
 
-grpc::Status TransferServiceImpl::DataStream(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream,
-    migration::DestinationJob* job, const v1::SessionHeader& header) {
+void TransferServiceImpl::ServeData(transfer::ServerStream& stream) {
+  grpc::ServerContext* context = stream.context();
+  grpc::ByteBuffer raw;
+  if (!stream.Read(&raw)) {
+    stream.Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                               "data stream closed before its header"));
+    return;
+  }
+  v1::SessionHeader header;
+  absl::StatusOr<std::shared_ptr<migration::DestinationJob>> job =
+      FindSession(raw, /*data=*/true, &header);
+  if (!job.ok()) {
+    stream.Finish(ToGrpcStatus(job.status(), context));
+    return;
+  }
+  stream.Finish(DataStream(stream, job->get(), header));
+}
+
+grpc::Status TransferServiceImpl::DataStream(transfer::ServerStream& stream,
+                                             migration::DestinationJob* job,
+                                             const v1::SessionHeader& header) {
+  grpc::ServerContext* context = stream.context();
   const uint32_t index = header.stream_index();
   if (absl::Status s =
           job->AttachData(header, [context] { context->TryCancel(); });
@@ -200,7 +244,7 @@ grpc::Status TransferServiceImpl::DataStream(
   };
   v1::TransferResponse resp;
   resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_1);
-  if (!stream->Write(resp)) {
+  if (!stream.Write(resp)) {
     return fail(base::Error(absl::StatusCode::kUnavailable,
                             v1::ERROR_REASON_PEER_UNAVAILABLE,
                             "source went away during the handshake"));
@@ -209,10 +253,9 @@ grpc::Status TransferServiceImpl::DataStream(
   transfer::StreamChecker checker(job->job()->num_devices());
 
   // This thread reads and checks; a loader thread hands the chunks to the job
-  // (the device writes). With the synchronous API nothing reads the socket
-  // while the handler is away from Read, so without the hand-off the receive
-  // of a chunk and the load of the one before would take turns. A queued
-  // chunk holds its gRPC buffers: the depth bounds that memory.
+  // (the device writes), so that receiving a chunk overlaps loading the one
+  // before. A queued chunk holds its gRPC buffers: the depth bounds that
+  // memory.
   base::BoundedQueue<transfer::DecodedRequest> loads(kLoadQueueDepth);
   absl::Status load_error;  // the loader's; read after it is joined
   std::thread loader([&] {
@@ -243,15 +286,29 @@ grpc::Status TransferServiceImpl::DataStream(
   } join_loader{&loads, &loader};
 
   grpc::ByteBuffer raw;
-  while (stream->Read(&raw)) {
+  bool ended = false;  // STREAM_END arrived
+  while (stream.Read(&raw)) {
     absl::StatusOr<transfer::DecodedRequest> decoded =
         transfer::DecodeRequest(raw, &copies);
     raw.Clear();
     if (!decoded.ok()) return fail(decoded.status());
-    if (!decoded->is_chunk()) {
+    if (ended) {
       return fail(base::Error(absl::StatusCode::kInvalidArgument,
                               v1::ERROR_REASON_PROTOCOL_ERROR,
-                              "a data stream carries only chunks"));
+                              "a message after STREAM_END"));
+    }
+    if (!decoded->is_chunk()) {
+      const v1::TransferRequest& req = decoded->message();
+      absl::Status s =
+          req.has_marker()
+              ? checker.CheckStreamEnd(req.marker())
+              : base::Error(absl::StatusCode::kInvalidArgument,
+                            v1::ERROR_REASON_PROTOCOL_ERROR,
+                            "a data stream carries only chunks and its "
+                            "STREAM_END");
+      if (!s.ok()) return fail(s);
+      ended = true;
+      continue;
     }
     if (absl::Status s =
             checker.CheckChunk(decoded->header(), decoded->payload_size(),
@@ -265,10 +322,14 @@ grpc::Status TransferServiceImpl::DataStream(
   loader.join();
   if (!load_error.ok()) return fail(load_error);
   job->job()->AddPayloadCopies(copies.copies());
-  if (context->IsCancelled()) {
-    return fail(base::Error(absl::StatusCode::kUnavailable,
-                            v1::ERROR_REASON_PEER_UNAVAILABLE,
-                            "dropped before the source closed it"));
+  if (!ended) {
+    // With the async API a read that fails does not say whether the source
+    // closed the stream or the call broke: only its end marker tells.
+    return fail(base::Error(
+        absl::StatusCode::kUnavailable, v1::ERROR_REASON_PEER_UNAVAILABLE,
+        absl::StrCat("ended after ", checker.next_sequence(),
+                     " chunks without its STREAM_END (dropped, or the source "
+                     "gave up)")));
   }
   job->DataStreamEnded(index);
   return grpc::Status::OK;

@@ -6,19 +6,28 @@
 // completion. A session that breaks, stalls or is cancelled aborts the job
 // (its devices are reset).
 //
-// The method is served raw: requests arrive as gRPC's own buffers and a
+// Both methods are served raw: requests arrive as gRPC's own buffers and a
 // chunk's payload is written to the device from them without being gathered
 // or parsed into a message (chunk_codec.h). Responses are ordinary messages.
+// The control stream (Transfer) has a sync handler; the data streams
+// (TransferData), which carry the bulk, are served on the async API with a
+// thread per call (threaded_calls.h), which costs no thread switch per
+// message.
 
 #ifndef MIGD_SERVER_TRANSFER_SERVICE_H_
 #define MIGD_SERVER_TRANSFER_SERVICE_H_
 
+#include <memory>
+
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpcpp/completion_queue.h"
 #include "grpcpp/impl/service_type.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/sync_stream.h"
 #include "migd/migration/job_table.h"
+#include "migd/transfer/threaded_calls.h"
 #include "proto/migd/v1/transfer.pb.h"
 
 namespace migd::server {
@@ -28,16 +37,30 @@ class TransferServiceImpl final : public grpc::Service {
   // A session silent for `idle_timeout` is aborted.
   TransferServiceImpl(migration::JobTable* jobs, absl::Duration idle_timeout);
 
+  // The control stream (Transfer), on the sync API.
   grpc::Status Transfer(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream);
 
+  // The data streams (TransferData) are served on the async API by a
+  // transfer::ThreadedCalls: RequestData asks for the next call, ServeData
+  // runs one on its thread.
+  void RequestData(transfer::ServerStream* stream,
+                   grpc::ServerCompletionQueue* queue, void* tag);
+  void ServeData(transfer::ServerStream& stream);
+
  private:
-  // A data stream (stream_index >= 1) of an attached session: chunks only.
-  grpc::Status DataStream(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream,
-      migration::DestinationJob* job, const v1::SessionHeader& header);
+  static constexpr int kDataMethodIndex = 1;
+
+  // The job a stream's first message (its header) names; `header` gets the
+  // header. `data`: the stream came in on TransferData.
+  absl::StatusOr<std::shared_ptr<migration::DestinationJob>> FindSession(
+      const grpc::ByteBuffer& first, bool data, v1::SessionHeader* header);
+
+  // A data stream of an attached session: chunks, then STREAM_END.
+  grpc::Status DataStream(transfer::ServerStream& stream,
+                          migration::DestinationJob* job,
+                          const v1::SessionHeader& header);
 
   migration::JobTable* const jobs_;
   const absl::Duration idle_timeout_;

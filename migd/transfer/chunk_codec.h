@@ -43,10 +43,12 @@
 
 namespace migd::transfer {
 
-// Full name of the Transfer method, for grpc::GenericStub::PrepareCall on the
-// sending side (the receiving side registers it raw:
-// v1::TransferService::WithRawMethod_Transfer).
+// Full names of the TransferService methods, which both sides register by
+// hand to carry raw ByteBuffers: the control stream (Transfer) and the data
+// streams (TransferData).
 inline constexpr char kTransferMethod[] = "/migd.v1.TransferService/Transfer";
+inline constexpr char kTransferDataMethod[] =
+    "/migd.v1.TransferService/TransferData";
 
 // Counts user-space copies of chunk payload bytes. Thread-safe.
 class CopyCounter {

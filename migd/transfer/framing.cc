@@ -63,6 +63,22 @@ absl::Status StreamChecker::CheckChunk(const ChunkHeader& chunk, uint64_t size,
         chunk.crc32c));
   }
   ++next_sequence_;
+  chunk_bytes_ += size;
+  return absl::OkStatus();
+}
+
+absl::Status StreamChecker::CheckStreamEnd(
+    const v1::PhaseMarker& marker) const {
+  if (marker.kind() != v1::PhaseMarker::STREAM_END) {
+    return Protocol("a data stream carries only chunks and its STREAM_END");
+  }
+  if (marker.sequence() != next_sequence_ ||
+      marker.total_bytes() != chunk_bytes_) {
+    return Corrupted(
+        absl::StrCat("STREAM_END counts ", marker.sequence(), " chunks of ",
+                     marker.total_bytes(), " bytes, the stream delivered ",
+                     next_sequence_, " chunks of ", chunk_bytes_, " bytes"));
+  }
   return absl::OkStatus();
 }
 
@@ -96,6 +112,9 @@ absl::Status StreamChecker::CheckMarker(const v1::PhaseMarker& marker) {
       break;
     case v1::PhaseMarker::ABORT:
       break;  // valid at any point of a session
+    case v1::PhaseMarker::STREAM_END:
+      return Protocol(
+          "STREAM_END on the control stream (it ends data streams)");
     case v1::PhaseMarker::COMMIT:
       for (uint32_t d = 0; d < ended_.size(); ++d) {
         if (!ended_[d]) {

@@ -44,6 +44,11 @@ class StreamChecker {
   // checked by the receiver against what it delivered.
   absl::Status CheckMarker(const v1::PhaseMarker& marker);
 
+  // Data streams: OK when `marker` is a STREAM_END that counts exactly the
+  // chunks and payload bytes this checker accepted (kDataLoss,
+  // STREAM_CORRUPTED, when chunks went missing).
+  absl::Status CheckStreamEnd(const v1::PhaseMarker& marker) const;
+
   bool device_ended(uint32_t device) const { return ended_[device]; }
   uint64_t next_sequence() const { return next_sequence_; }
 
@@ -52,6 +57,7 @@ class StreamChecker {
   absl::Status CheckDevice(uint32_t device, const char* what) const;
 
   uint64_t next_sequence_ = 0;
+  uint64_t chunk_bytes_ = 0;
   bool stop_copy_seen_ = false;
   std::vector<bool> ended_;
   std::vector<bool> initial_ended_;

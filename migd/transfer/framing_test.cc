@@ -121,6 +121,35 @@ TEST(StreamChecker, AbortIsAcceptedAnywhereInSequence) {
   EXPECT_FALSE(c.CheckMarker(Marker(v1::PhaseMarker::ABORT, 5)).ok());
 }
 
+TEST(StreamChecker, StreamEndMustCountEveryChunkAndByte) {
+  StreamChecker c(2);
+  ASSERT_TRUE(Check(c, Chunk(0, 0, 0, "abcd")).ok());
+  ASSERT_TRUE(Check(c, Chunk(1, 1, 0, "efghij")).ok());
+  EXPECT_TRUE(
+      c.CheckStreamEnd(Marker(v1::PhaseMarker::STREAM_END, 2, 0, 10)).ok());
+  // The source sent a third chunk this stream never delivered.
+  absl::Status lost =
+      c.CheckStreamEnd(Marker(v1::PhaseMarker::STREAM_END, 3, 0, 14));
+  EXPECT_EQ(lost.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(base::ReasonOf(lost), v1::ERROR_REASON_STREAM_CORRUPTED);
+  EXPECT_NE(lost.message().find("2 chunks of 10 bytes"), std::string::npos)
+      << lost;
+  EXPECT_EQ(
+      c.CheckStreamEnd(Marker(v1::PhaseMarker::STREAM_END, 2, 0, 9)).code(),
+      absl::StatusCode::kDataLoss);
+  // Any other marker on a data stream is a protocol error.
+  EXPECT_EQ(
+      base::ReasonOf(c.CheckStreamEnd(Marker(v1::PhaseMarker::COMMIT, 2))),
+      v1::ERROR_REASON_PROTOCOL_ERROR);
+}
+
+TEST(StreamChecker, StreamEndIsRefusedOnTheControlStream) {
+  StreamChecker c(1);
+  EXPECT_EQ(
+      base::ReasonOf(c.CheckMarker(Marker(v1::PhaseMarker::STREAM_END, 0))),
+      v1::ERROR_REASON_PROTOCOL_ERROR);
+}
+
 TEST(SealChunkHeader, CrcCoversExactlyThePayload) {
   TestChunk a = Chunk(0, 0, 0, "123456789");
   EXPECT_EQ(a.header.crc32c, 0xE3069283u);

@@ -41,6 +41,7 @@ void StreamSender::Loop() {
       queue_.pop_front();
     }
     next.first.sequence = sequence_++;
+    bytes_ += next.second.size();
     absl::Status s = client_->SendChunk(next.first, std::move(next.second));
     if (!s.ok()) {
       absl::MutexLock lock(&mu_);
@@ -61,6 +62,14 @@ absl::Status StreamSender::Close() {
     mu_.Await(absl::Condition(&done));
     if (!error_.ok()) return error_;
   }
+  // The sender thread is done: its counts are final. Without this marker
+  // the destination takes the stream's end for a drop.
+  v1::TransferRequest end;
+  v1::PhaseMarker* m = end.mutable_marker();
+  m->set_kind(v1::PhaseMarker::STREAM_END);
+  m->set_sequence(sequence_);
+  m->set_total_bytes(bytes_);
+  if (absl::Status s = client_->Send(end); !s.ok()) return s;
   return client_->FinishData();
 }
 

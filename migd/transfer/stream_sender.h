@@ -39,7 +39,8 @@ class StreamSender {
   // Returns the stream's error once it failed.
   absl::Status Enqueue(ChunkHeader header, PooledBuffer payload);
 
-  // Sends what is queued, closes the stream and returns its final status.
+  // Sends what is queued and the stream's STREAM_END marker, closes the
+  // stream and returns its final status.
   absl::Status Close();
 
   // Aborts the stream from any thread.
@@ -48,6 +49,8 @@ class StreamSender {
   // After a failure elsewhere in the session: stops sending and returns why
   // this stream ended (the destination's own status when it ended it),
   // waiting at most `timeout` for that. OK when the stream is still healthy.
+  // The stream closes without its STREAM_END, so the destination cannot
+  // take it for complete.
   absl::Status Outcome(absl::Duration timeout);
 
   const TransferClient& client() const { return *client_; }
@@ -61,7 +64,8 @@ class StreamSender {
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
-  uint64_t sequence_ = 0;  // sender thread only
+  uint64_t sequence_ = 0;  // sender thread only, then Close
+  uint64_t bytes_ = 0;     // payload bytes sent; the same
   std::thread thread_;
 };
 

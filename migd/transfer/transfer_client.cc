@@ -34,8 +34,8 @@ absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
   std::unique_ptr<TransferClient> client(new TransferClient());
   client->channel_ = std::move(channel);
   client->method_ = std::make_unique<grpc::internal::RpcMethod>(
-      kTransferMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
-      client->channel_);
+      header.stream_index() == 0 ? kTransferMethod : kTransferDataMethod,
+      grpc::internal::RpcMethod::BIDI_STREAMING, client->channel_);
   client->on_ack_ = std::move(on_ack);
   base::Watchdog handshake_watch(handshake_timeout,
                                  [&] { client->context_.TryCancel(); });
@@ -122,6 +122,14 @@ absl::Status TransferClient::FinishWithError(absl::string_view what) {
       final_status_ =
           base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
                       "the destination cancelled the session");
+    } else if (final_status_.code() == absl::StatusCode::kUnimplemented) {
+      // An agent that does not speak this protocol (gRPC's status carries
+      // no message of its own here).
+      final_status_ = base::Error(
+          absl::StatusCode::kUnimplemented, v1::ERROR_REASON_PROTOCOL_ERROR,
+          absl::StrCat("destination does not serve ", method_->name(),
+                       final_status_.message().empty() ? "" : ": ",
+                       final_status_.message()));
     } else if (final_status_.code() == absl::StatusCode::kUnavailable &&
                base::ReasonOf(final_status_) !=
                    v1::ERROR_REASON_PEER_UNAVAILABLE) {

@@ -45,6 +45,8 @@ class TransferClient {
   // status (PERMISSION_DENIED for a bad token, FAILED_PRECONDITION when
   // nothing is prepared, ...) or UNAVAILABLE / DEADLINE_EXCEEDED when the
   // destination cannot be reached.
+  // A header with stream_index 0 opens the control stream (Transfer), any
+  // other a data stream (TransferData).
   // `on_ack` runs on the reader thread for each SwitchoverAck.
   static absl::StatusOr<std::unique_ptr<TransferClient>> Open(
       std::shared_ptr<grpc::Channel> channel, const v1::SessionHeader& header,

@@ -1,0 +1,144 @@
+#include "migd/transfer/threaded_calls.h"
+
+#include <string>
+#include <utility>
+
+#include "grpcpp/support/slice.h"
+
+namespace migd::transfer {
+
+ServerStream::ServerStream() = default;
+
+ServerStream::~ServerStream() {
+  // Every operation completed (one at a time, each awaited): the queue only
+  // has to be shut down and drained before it goes.
+  queue_.Shutdown();
+  void* tag;
+  bool ok;
+  while (queue_.Next(&tag, &ok)) {
+  }
+}
+
+bool ServerStream::Await() {
+  void* tag;
+  bool ok = false;
+  return queue_.Next(&tag, &ok) && ok;
+}
+
+bool ServerStream::Read(grpc::ByteBuffer* message) {
+  stream_.Read(message, this);
+  return Await();
+}
+
+bool ServerStream::Write(const grpc::ByteBuffer& message) {
+  stream_.Write(message, this);
+  return Await();
+}
+
+bool ServerStream::Write(const google::protobuf::Message& message) {
+  // Answers are a few bytes: serializing into one slice is simplest.
+  grpc::Slice slice(message.SerializeAsString());
+  return Write(grpc::ByteBuffer(&slice, 1));
+}
+
+void ServerStream::Finish(const grpc::Status& status) {
+  finished_ = true;
+  stream_.Finish(status, this);
+  (void)Await();  // false when the call was cancelled: nothing to tell
+}
+
+ThreadedCalls::ThreadedCalls(
+    std::unique_ptr<grpc::ServerCompletionQueue> accept_queue, Request request,
+    Handler handler)
+    : accept_queue_(std::move(accept_queue)),
+      request_(std::move(request)),
+      handler_(std::move(handler)) {}
+
+ThreadedCalls::~ThreadedCalls() { Shutdown(); }
+
+void ThreadedCalls::Start() {
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+}
+
+void ThreadedCalls::AcceptLoop() {
+  auto next = std::make_unique<ServerStream>();
+  request_(next.get(), accept_queue_.get(), next.get());
+  void* tag;
+  bool ok;
+  while (accept_queue_->Next(&tag, &ok)) {
+    if (!ok) {
+      // The server is shutting down: no more calls. Keep draining until the
+      // queue itself is shut down.
+      next.reset();
+      continue;
+    }
+    Reap();
+    {
+      absl::MutexLock lock(&mu_);
+      const uint64_t id = next_id_++;
+      ++running_;
+      threads_.emplace(id,
+                       std::thread([this, id, s = std::move(next)]() mutable {
+                         Run(id, std::move(s));
+                       }));
+    }
+    next = std::make_unique<ServerStream>();
+    request_(next.get(), accept_queue_.get(), next.get());
+  }
+}
+
+void ThreadedCalls::Run(uint64_t id, std::unique_ptr<ServerStream> stream) {
+  handler_(*stream);
+  if (!stream->finished()) {
+    stream->Finish(grpc::Status(grpc::StatusCode::INTERNAL,
+                                "the handler ended without a status"));
+  }
+  stream.reset();
+  absl::MutexLock lock(&mu_);
+  ended_.push_back(id);
+  --running_;
+}
+
+void ThreadedCalls::Reap() {
+  std::vector<std::thread> done;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint64_t id : ended_) {
+      auto it = threads_.find(id);
+      if (it == threads_.end()) continue;
+      done.push_back(std::move(it->second));
+      threads_.erase(it);
+    }
+    ended_.clear();
+  }
+  // Each has returned from Run: the joins are short.
+  for (std::thread& t : done) t.join();
+}
+
+void ThreadedCalls::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  accept_queue_->Shutdown();
+  if (acceptor_.joinable()) {
+    acceptor_.join();
+  } else {
+    void* tag;
+    bool ok;
+    while (accept_queue_->Next(&tag, &ok)) {
+    }
+  }
+  std::map<uint64_t, std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    threads.swap(threads_);
+    ended_.clear();
+  }
+  for (auto& [id, thread] : threads) thread.join();
+}
+
+size_t ThreadedCalls::active() const {
+  absl::MutexLock lock(&mu_);
+  return running_;
+}
+
+}  // namespace migd::transfer

@@ -1,0 +1,254 @@
+// ThreadedCalls against a real gRPC server and client on 127.0.0.1: calls run
+// at the same time on threads of their own, statuses and messages get
+// through, a cancel from another thread wakes a blocked read, and shutdown
+// ends calls still in flight.
+
+#include "migd/transfer/threaded_calls.h"
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/rpc_method.h"
+#include "grpcpp/impl/rpc_service_method.h"
+#include "grpcpp/support/sync_stream.h"
+#include "gtest/gtest.h"
+
+namespace migd::transfer {
+namespace {
+
+constexpr char kMethod[] = "/migd.test.Calls/Stream";
+
+// One raw async method, requested the way TransferServiceImpl requests
+// TransferData.
+class RawService final : public grpc::Service {
+ public:
+  RawService() {
+    AddMethod(new grpc::internal::RpcServiceMethod(
+        kMethod, grpc::internal::RpcMethod::BIDI_STREAMING, nullptr));
+    MarkMethodRaw(0);
+  }
+  void Request(ServerStream* stream, grpc::ServerCompletionQueue* queue,
+               void* tag) {
+    RequestAsyncBidiStreaming(0, stream->context(), stream->raw(),
+                              stream->queue(), queue, tag);
+  }
+};
+
+grpc::ByteBuffer Bytes(const std::string& s) {
+  grpc::Slice slice(s);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string Text(const grpc::ByteBuffer& b) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(b.Dump(&slices).ok());
+  std::string s;
+  for (const grpc::Slice& slice : slices) {
+    s.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return s;
+}
+
+class ThreadedCallsTest : public ::testing::Test {
+ protected:
+  void Serve(ThreadedCalls::Handler handler) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port_);
+    builder.RegisterService(&service_);
+    calls_ = std::make_unique<ThreadedCalls>(
+        builder.AddCompletionQueue(),
+        [this](ServerStream* s, grpc::ServerCompletionQueue* q, void* tag) {
+          service_.Request(s, q, tag);
+        },
+        std::move(handler));
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    calls_->Start();
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_),
+                                   grpc::InsecureChannelCredentials());
+  }
+
+  void TearDown() override { StopServer(); }
+
+  // The agent's order: the server cancels what is in flight, the calls'
+  // threads end, and only then may the server go.
+  void StopServer() {
+    if (server_ != nullptr) {
+      server_->Shutdown(std::chrono::system_clock::now());
+    }
+    if (calls_ != nullptr) calls_->Shutdown();
+    server_.reset();
+  }
+
+  struct Call {
+    grpc::ClientContext context;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>>
+        stream;
+  };
+  std::unique_ptr<Call> Open() {
+    auto call = std::make_unique<Call>();
+    const grpc::internal::RpcMethod method(
+        kMethod, grpc::internal::RpcMethod::BIDI_STREAMING, channel_);
+    call->stream.reset(
+        grpc::internal::ClientReaderWriterFactory<
+            grpc::ByteBuffer, grpc::ByteBuffer>::Create(channel_.get(), method,
+                                                        &call->context));
+    return call;
+  }
+
+  RawService service_;
+  int port_ = 0;
+  std::unique_ptr<ThreadedCalls> calls_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+TEST_F(ThreadedCallsTest, CallsRunAtOnceOnThreadsOfTheirOwn) {
+  constexpr int kCalls = 3;
+  absl::Mutex mu;
+  int inside = 0;
+  std::set<std::thread::id> threads;
+  Serve([&](ServerStream& stream) {
+    {
+      // Every handler waits here until all are in: only threads of their
+      // own get there together.
+      absl::MutexLock lock(&mu);
+      ++inside;
+      threads.insert(std::this_thread::get_id());
+      auto all_in = [&] { return inside == kCalls; };
+      mu.AwaitWithTimeout(absl::Condition(&all_in), absl::Seconds(20));
+    }
+    std::string got;
+    grpc::ByteBuffer message;
+    while (stream.Read(&message)) got += Text(message);
+    ASSERT_TRUE(stream.Write(Bytes("got " + got)));
+    stream.Finish(grpc::Status::OK);
+  });
+
+  std::vector<std::thread> clients;
+  std::vector<std::string> answers(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    clients.emplace_back([&, i] {
+      std::unique_ptr<Call> call = Open();
+      ASSERT_TRUE(call->stream->Write(Bytes("a" + std::to_string(i))));
+      ASSERT_TRUE(call->stream->Write(Bytes("b")));
+      ASSERT_TRUE(call->stream->WritesDone());
+      grpc::ByteBuffer answer;
+      ASSERT_TRUE(call->stream->Read(&answer));
+      answers[i] = Text(answer);
+      EXPECT_TRUE(call->stream->Finish().ok());
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  for (int i = 0; i < kCalls; ++i) {
+    EXPECT_EQ(answers[i], "got a" + std::to_string(i) + "b");
+  }
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(inside, kCalls);
+  EXPECT_EQ(threads.size(), static_cast<size_t>(kCalls));
+}
+
+TEST_F(ThreadedCallsTest, StatusAndProtobufAnswersReachTheClient) {
+  Serve([](ServerStream& stream) {
+    grpc::ByteBuffer message;
+    ASSERT_TRUE(stream.Read(&message));
+    stream.Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                               "refused " + Text(message)));
+  });
+  std::unique_ptr<Call> call = Open();
+  ASSERT_TRUE(call->stream->Write(Bytes("x")));
+  grpc::ByteBuffer answer;
+  EXPECT_FALSE(call->stream->Read(&answer));
+  grpc::Status status = call->stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(status.error_message(), "refused x");
+}
+
+TEST_F(ThreadedCallsTest, AHandlerThatForgetsTheStatusEndsWithInternal) {
+  Serve([](ServerStream&) {});
+  std::unique_ptr<Call> call = Open();
+  call->stream->WritesDone();
+  EXPECT_EQ(call->stream->Finish().error_code(), grpc::StatusCode::INTERNAL);
+}
+
+TEST_F(ThreadedCallsTest, TryCancelFromAnotherThreadWakesABlockedRead) {
+  absl::Mutex mu;
+  grpc::ServerContext* blocked = nullptr;
+  bool woke = false;
+  Serve([&](ServerStream& stream) {
+    grpc::ByteBuffer message;
+    ASSERT_TRUE(stream.Read(&message));
+    {
+      absl::MutexLock lock(&mu);
+      blocked = stream.context();
+    }
+    // The client sends nothing more: only the cancel ends this read.
+    const bool read = stream.Read(&message);
+    absl::MutexLock lock(&mu);
+    woke = !read;
+    blocked = nullptr;
+    stream.Finish(grpc::Status::OK);
+  });
+  std::unique_ptr<Call> call = Open();
+  ASSERT_TRUE(call->stream->Write(Bytes("first")));
+  {
+    absl::MutexLock lock(&mu);
+    auto in_read = [&] { return blocked != nullptr; };
+    ASSERT_TRUE(
+        mu.AwaitWithTimeout(absl::Condition(&in_read), absl::Seconds(20)));
+    blocked->TryCancel();
+    auto done = [&] { return blocked == nullptr; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(20)));
+    EXPECT_TRUE(woke);
+  }
+  EXPECT_EQ(call->stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(ThreadedCallsTest, ShutdownEndsCallsStillOpenAndJoinsTheirThreads) {
+  absl::Mutex mu;
+  int reading = 0;
+  int ended = 0;
+  Serve([&](ServerStream& stream) {
+    grpc::ByteBuffer message;
+    {
+      absl::MutexLock lock(&mu);
+      ++reading;
+    }
+    while (stream.Read(&message)) {
+    }
+    stream.Finish(grpc::Status::OK);
+    absl::MutexLock lock(&mu);
+    ++ended;
+  });
+  std::unique_ptr<Call> a = Open();
+  std::unique_ptr<Call> b = Open();
+  ASSERT_TRUE(a->stream->Write(Bytes("a")));
+  ASSERT_TRUE(b->stream->Write(Bytes("b")));
+  {
+    absl::MutexLock lock(&mu);
+    auto both = [&] { return reading == 2; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&both), absl::Seconds(20)));
+  }
+  EXPECT_EQ(calls_->active(), 2u);
+  StopServer();  // returns only once both handlers returned
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(ended, 2);
+  EXPECT_EQ(calls_->active(), 0u);
+  a->context.TryCancel();
+  b->context.TryCancel();
+}
+
+}  // namespace
+}  // namespace migd::transfer
