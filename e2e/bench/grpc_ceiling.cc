@@ -7,8 +7,9 @@
 // --connections gRPC channels (each its own connection, MakeTransferChannel as
 // migd builds it), one bidi-streaming call per channel, one thread per call on
 // each side, the bytes split evenly. Like migd's data streams, the method is
-// registered raw and each message is a grpc::ByteBuffer: a 16-byte header
-// slice plus a --message_bytes (1 MiB) slice of one page-aligned buffer,
+// registered raw, served on the async API with a thread per call
+// (transfer::ThreadedCalls), and each message is a grpc::ByteBuffer: a 16-byte
+// header slice plus a --message_bytes (1 MiB) slice of one page-aligned buffer,
 // lent to gRPC without a copy. The receiver reads each message and drops it,
 // then answers with the byte count it got. The sender connects every channel
 // first, then times from starting the calls to the last call's status; each
@@ -42,9 +43,9 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/rpc_method.h"
 #include "grpcpp/impl/rpc_service_method.h"
-#include "grpcpp/support/method_handler.h"
 #include "grpcpp/support/sync_stream.h"
 #include "migd/base/alloc_tuning.h"
+#include "migd/transfer/threaded_calls.h"
 #include "migd/transfer/transfer_client.h"
 
 namespace migd::bench {
@@ -79,19 +80,38 @@ bool ReadCount(const grpc::ByteBuffer& message, uint64_t* n) {
   return true;
 }
 
-// The receiving end: a raw bidi-streaming method, registered by hand like
-// migd's TransferService/Transfer, that counts what arrives and drops it.
+// The receiving end: a raw bidi-streaming method served as migd serves
+// TransferService/TransferData (async API, a thread per call with its own
+// completion queue: transfer::ThreadedCalls), that counts what arrives and
+// drops it.
 class Sink final : public grpc::Service {
  public:
   explicit Sink(int calls) : calls_left_(calls) {
     AddMethod(new grpc::internal::RpcServiceMethod(
-        kMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
-        new grpc::internal::BidiStreamingHandler<Sink, grpc::ByteBuffer,
-                                                 grpc::ByteBuffer>(
-            [](Sink* sink, grpc::ServerContext*,
-               grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>*
-                   stream) { return sink->Serve(stream); },
-            this)));
+        kMethod, grpc::internal::RpcMethod::BIDI_STREAMING, nullptr));
+    MarkMethodRaw(0);
+  }
+
+  void Request(transfer::ServerStream* stream,
+               grpc::ServerCompletionQueue* queue, void* tag) {
+    RequestAsyncBidiStreaming(0, stream->context(), stream->raw(),
+                              stream->queue(), queue, tag);
+  }
+
+  void Serve(transfer::ServerStream& stream) {
+    uint64_t got = 0;
+    grpc::ByteBuffer message;
+    while (stream.Read(&message)) {
+      got += message.Length();
+      message.Clear();  // gRPC's read buffers go back now, as in migd
+    }
+    stream.Write(CountMessage(got));
+    stream.Finish(grpc::Status::OK);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --calls_left_;
+    }
+    done_.notify_all();
   }
 
   // Returns once `calls` calls have read everything and answered.
@@ -101,23 +121,6 @@ class Sink final : public grpc::Service {
   }
 
  private:
-  grpc::Status Serve(
-      grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
-    uint64_t got = 0;
-    grpc::ByteBuffer message;
-    while (stream->Read(&message)) {
-      got += message.Length();
-      message.Clear();  // gRPC's read buffers go back now, as in migd
-    }
-    stream->Write(CountMessage(got));
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      --calls_left_;
-    }
-    done_.notify_all();
-    return grpc::Status::OK;
-  }
-
   std::mutex mu_;
   std::condition_variable done_;
   int calls_left_;
@@ -137,8 +140,15 @@ int Receive(const Options& o, int port_fd, int report_fd) {
   builder.SetMaxSendMessageSize(transfer::kMaxTransferMessageBytes);
   builder.AddChannelArgument("grpc.http2.lookahead_bytes", 8 << 20);
   builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
+  transfer::ThreadedCalls calls(
+      builder.AddCompletionQueue(),
+      [&sink](transfer::ServerStream* stream,
+              grpc::ServerCompletionQueue* queue,
+              void* tag) { sink.Request(stream, queue, tag); },
+      [&sink](transfer::ServerStream& stream) { sink.Serve(stream); });
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) Die("receiver: cannot serve");
+  calls.Start();
   const std::string line = std::to_string(port) + "\n";
   if (!WriteAll(port_fd, line.data(), line.size())) {
     DieErrno("receiver: port");
@@ -150,6 +160,7 @@ int Receive(const Options& o, int port_fd, int report_fd) {
   const Cpu c1 = CpuNow();
   // Lets the calls' statuses reach the sender before the process goes.
   server->Shutdown();
+  calls.Shutdown();
   ReportCpu(report_fd, c1 - c0);
   return 0;
 }

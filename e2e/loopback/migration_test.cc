@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/status_macros.h"
 #include "gtest/gtest.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 
@@ -46,15 +47,6 @@ constexpr uint32_t kSmallestChunk = 4096;
 
 using DeviceMapT = std::map<std::string, Device>;
 using Pairs = std::vector<std::pair<std::string, std::string>>;
-
-// Evaluates a StatusOr expression and assigns its value, or fails the test.
-#define MIGD_CONCAT_INNER(a, b) a##b
-#define MIGD_CONCAT(a, b) MIGD_CONCAT_INNER(a, b)
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                               \
-  auto MIGD_CONCAT(status_or_, __LINE__) = (expr);                    \
-  ASSERT_TRUE(MIGD_CONCAT(status_or_, __LINE__).ok())                 \
-      << #expr << ": " << MIGD_CONCAT(status_or_, __LINE__).status(); \
-  lhs = std::move(*MIGD_CONCAT(status_or_, __LINE__))
 
 std::string ReasonName(v1::ErrorReason reason) {
   return v1::ErrorReason_Name(reason);

@@ -37,6 +37,7 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
@@ -56,15 +57,6 @@ constexpr absl::Duration kRpcTimeout = absl::Seconds(30);
 constexpr absl::Duration kJobTimeout = absl::Seconds(90);
 
 constexpr absl::string_view kAllFlags = "STOP_COPY|P2P|PRE_COPY";
-
-// Evaluates a StatusOr expression and assigns its value, or fails the test.
-#define MIGD_CONCAT_INNER(a, b) a##b
-#define MIGD_CONCAT(a, b) MIGD_CONCAT_INNER(a, b)
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                               \
-  auto MIGD_CONCAT(status_or_, __LINE__) = (expr);                    \
-  ASSERT_TRUE(MIGD_CONCAT(status_or_, __LINE__).ok())                 \
-      << #expr << ": " << MIGD_CONCAT(status_or_, __LINE__).status(); \
-  lhs = std::move(*MIGD_CONCAT(status_or_, __LINE__))
 
 std::string PhaseName(v1::Phase phase) { return v1::Phase_Name(phase); }
 std::string ReasonName(v1::ErrorReason reason) {

@@ -97,7 +97,11 @@ grpc::Status TransferServiceImpl::Transfer(
   v1::SessionHeader header;
   absl::StatusOr<std::shared_ptr<migration::DestinationJob>> found =
       FindSession(raw, /*data=*/false, &header);
-  if (!found.ok()) return ToGrpcStatus(found.status(), context);
+  if (!found.ok()) {
+    base::LogWarning("refused a session from ", context->peer(), ": ",
+                     found.status().ToString());
+    return ToGrpcStatus(found.status(), context);
+  }
   std::shared_ptr<migration::DestinationJob> job = *std::move(found);
   const std::string& job_id = header.job_id();
   transfer::CopyCounter copies;
@@ -213,6 +217,8 @@ void TransferServiceImpl::ServeData(transfer::ServerStream& stream) {
   absl::StatusOr<std::shared_ptr<migration::DestinationJob>> job =
       FindSession(raw, /*data=*/true, &header);
   if (!job.ok()) {
+    base::LogWarning("refused a data stream from ", context->peer(), ": ",
+                     job.status().ToString());
     stream.Finish(ToGrpcStatus(job.status(), context));
     return;
   }

@@ -1,0 +1,237 @@
+// e2e/loopback/transfer_protocol_test.cc
+//
+// Loopback tier for the destination's side of the transfer protocol: a real
+// destination agent on 127.0.0.1 driven by a hand-made source (TransferClient,
+// no source agent), so that a test can send what a source agent never would:
+// a data stream that stops without its STREAM_END, a STREAM_END that
+// miscounts, a control header on the data method. Each must fail with the
+// reason the source reads back, and a failed destination job must leave its
+// device reset and free.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "e2e/testing/agent_process.h"
+#include "e2e/testing/agent_test.h"
+#include "e2e/testing/status_macros.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/rpc_method.h"
+#include "grpcpp/support/sync_stream.h"
+#include "gtest/gtest.h"
+#include "migd/base/crc32c.h"
+#include "migd/base/reason.h"
+#include "migd/transfer/chunk_codec.h"
+#include "migd/transfer/grpc_status.h"
+#include "migd/transfer/transfer_client.h"
+#include "proto/migd/v1/migration.grpc.pb.h"
+#include "proto/migd/v1/transfer.grpc.pb.h"
+
+namespace migd::e2e {
+namespace {
+
+using ::migd::transfer::TransferClient;
+using ::migd::v1::Migration;
+
+// Deadlines. Generous for a loaded 2-core machine; a healthy run takes a
+// fraction of each.
+constexpr absl::Duration kRpcTimeout = absl::Seconds(30);
+constexpr absl::Duration kJobTimeout = absl::Seconds(60);
+
+constexpr char kDevice[] = "emu0";
+
+using DeviceMapT = std::map<std::string, v1::Device>;
+
+// Names, so that a mismatch prints "ERROR_REASON_..." rather than a number.
+std::string ReasonName(v1::ErrorReason reason) {
+  return v1::ErrorReason_Name(reason);
+}
+std::string ReasonName(const absl::Status& status) {
+  return ReasonName(base::ReasonOf(status));
+}
+
+// A chunk of device 0 carrying `data`, with the CRC32C the destination checks.
+v1::TransferRequest Chunk(uint64_t sequence, uint64_t offset,
+                          absl::string_view data) {
+  v1::TransferRequest request;
+  v1::DataChunk* chunk = request.mutable_chunk();
+  chunk->set_device(0);
+  chunk->set_sequence(sequence);
+  chunk->set_offset(offset);
+  chunk->set_crc32c(base::Crc32c(data.data(), data.size()));
+  chunk->set_data(std::string(data));
+  return request;
+}
+
+class TransferProtocolTest : public AgentTest {
+ protected:
+  void SetUp() override {
+    destination_ = StartAgent(
+        "destination", {"--insecure", "--emulated_devices=emu0",
+                        "--emulated_state_size=1MiB", "--emulated_seed=2"});
+    ASSERT_NE(destination_, nullptr);
+    channel_ = transfer::MakeTransferChannel(destination_->address());
+  }
+
+  void TearDown() override {
+    // An open connection holds up the agent's shutdown, which AgentTest
+    // expects to be clean.
+    data_.reset();
+    control_.reset();
+    channel_.reset();
+    AgentTest::TearDown();
+  }
+
+  // PrepareIncoming of emu0 -> emu0 for `job_id`; keeps the answer.
+  void Prepare(absl::string_view job_id) {
+    v1::PrepareIncomingRequest request;
+    request.set_job_id(std::string(job_id));
+    v1::DevicePair* pair = request.add_devices();
+    pair->set_source_device(kDevice);
+    pair->set_destination_device(kDevice);
+    request.set_source("transfer-protocol-test");
+    CallResult r =
+        CallPrepareIncoming(destination_->stub(), request, &prepared_);
+    ASSERT_TRUE(r.status.ok()) << DescribeCall(r);
+    ASSERT_FALSE(prepared_.transfer_token().empty());
+  }
+
+  // The header of stream `index` of a session with one data stream, for the
+  // prepared job. The control stream's (index 0) lists the devices the way
+  // the destination's Attach matches them against what it prepared.
+  v1::SessionHeader Header(uint32_t index) const {
+    v1::SessionHeader header;
+    header.set_job_id(prepared_.migration().job_id());
+    header.set_transfer_token(prepared_.transfer_token());
+    header.set_protocol_version(v1::PROTOCOL_VERSION_1);
+    header.set_stream_index(index);
+    header.set_num_streams(1);
+    if (index != 0) return header;
+    const auto& devices = prepared_.migration().devices();
+    for (int i = 0; i < devices.size(); ++i) {
+      v1::DeviceDescriptor* d = header.add_devices();
+      d->set_index(i);
+      d->set_source_device(devices[i].peer_device());
+      d->set_destination_device(devices[i].device());
+      d->set_kind("emulated");
+    }
+    return header;
+  }
+
+  // Opens the control stream and data stream 1 of the prepared job.
+  void OpenSession() {
+    ASSERT_OK_AND_ASSIGN(
+        control_, TransferClient::Open(channel_, Header(0), kRpcTimeout));
+    ASSERT_OK_AND_ASSIGN(
+        data_, TransferClient::Open(channel_, Header(1), kRpcTimeout));
+  }
+
+  // The destination job ended PHASE_FAILED with `reason` and a message
+  // containing `says`, and its device was reset: RUNNING and free.
+  void ExpectDestinationFailed(v1::ErrorReason reason, absl::string_view says) {
+    ASSERT_OK_AND_ASSIGN(
+        Migration end,
+        WaitForEnd(destination_->stub(), prepared_.migration().job_id(),
+                   absl::Now() + kJobTimeout));
+    EXPECT_EQ(v1::Phase_Name(end.phase()), v1::Phase_Name(v1::PHASE_FAILED))
+        << end.ShortDebugString();
+    EXPECT_EQ(ReasonName(end.failure().reason()), ReasonName(reason))
+        << end.failure().message();
+    EXPECT_TRUE(absl::StrContains(end.failure().message(), says))
+        << end.failure().message();
+    ASSERT_OK_AND_ASSIGN(DeviceMapT devices, DeviceMap(destination_->stub()));
+    ASSERT_EQ(devices.count(kDevice), 1u);
+    EXPECT_EQ(v1::DeviceState_Name(devices[kDevice].state()),
+              v1::DeviceState_Name(v1::DEVICE_STATE_RUNNING));
+    EXPECT_EQ(devices[kDevice].job_id(), "") << "device still held by a job";
+  }
+
+  std::shared_ptr<grpc::Channel> channel_;
+  v1::PrepareIncomingResponse prepared_;
+  std::unique_ptr<TransferClient> control_;
+  std::unique_ptr<TransferClient> data_;
+};
+
+// A half-close is all the destination sees of a source that gave up or of a
+// connection that broke under it; only STREAM_END says the stream is whole.
+TEST_F(TransferProtocolTest,
+       DataStreamClosedWithoutStreamEndFailsTheDestinationAsADrop) {
+  ASSERT_NO_FATAL_FAILURE(Prepare("job-no-stream-end"));
+  ASSERT_NO_FATAL_FAILURE(OpenSession());
+  // A good chunk, so the stream is not empty: the magic that starts every
+  // emulated device's stream, which the device takes as the first bytes.
+  absl::Status sent = data_->Send(Chunk(0, 0, "MIGDEMU1"));
+  ASSERT_TRUE(sent.ok()) << sent;
+
+  absl::Status closed = data_->FinishData();  // no STREAM_END before it
+  EXPECT_EQ(ReasonName(closed), ReasonName(v1::ERROR_REASON_PEER_UNAVAILABLE))
+      << closed;
+  EXPECT_TRUE(absl::StrContains(closed.message(), "without its STREAM_END"))
+      << closed;
+  ExpectDestinationFailed(v1::ERROR_REASON_PEER_UNAVAILABLE,
+                          "without its STREAM_END");
+}
+
+TEST_F(TransferProtocolTest,
+       StreamEndThatMiscountsFailsTheDestinationAsCorrupted) {
+  ASSERT_NO_FATAL_FAILURE(Prepare("job-miscounted-stream-end"));
+  ASSERT_NO_FATAL_FAILURE(OpenSession());
+  // The chunk count is right, the byte count is not: the stream carried 8
+  // bytes, the marker claims 4096.
+  absl::Status sent = data_->Send(Chunk(0, 0, "MIGDEMU1"));
+  ASSERT_TRUE(sent.ok()) << sent;
+  v1::TransferRequest end;
+  end.mutable_marker()->set_kind(v1::PhaseMarker::STREAM_END);
+  end.mutable_marker()->set_sequence(1);
+  end.mutable_marker()->set_total_bytes(4096);
+  sent = data_->Send(end);
+  ASSERT_TRUE(sent.ok()) << sent;
+
+  absl::Status closed = data_->FinishData();
+  EXPECT_EQ(ReasonName(closed), ReasonName(v1::ERROR_REASON_STREAM_CORRUPTED))
+      << closed;
+  ExpectDestinationFailed(v1::ERROR_REASON_STREAM_CORRUPTED, "STREAM_END");
+}
+
+// TransferClient picks the method from stream_index, so this call is made by
+// hand. No control stream is attached: were the index not checked, the
+// refusal would be NOT_PREPARED instead.
+TEST_F(TransferProtocolTest, ControlStreamOnTheDataMethodIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(Prepare("job-control-on-data"));
+  grpc::internal::RpcMethod method(transfer::kTransferDataMethod,
+                                   grpc::internal::RpcMethod::BIDI_STREAMING,
+                                   channel_);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  std::unique_ptr<
+      grpc::ClientReaderWriter<grpc::ByteBuffer, v1::TransferResponse>>
+      call(grpc::internal::ClientReaderWriterFactory<
+           grpc::ByteBuffer, v1::TransferResponse>::Create(channel_.get(),
+                                                           method, &context));
+  v1::TransferRequest request;
+  *request.mutable_header() = Header(0);
+  ASSERT_TRUE(call->Write(transfer::EncodeRequest(request, nullptr)));
+
+  v1::TransferResponse response;
+  EXPECT_FALSE(call->Read(&response))
+      << "accepted: " << response.ShortDebugString();
+  absl::Status refused = transfer::FromGrpcStatus(call->Finish(), context);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_EQ(ReasonName(refused), ReasonName(v1::ERROR_REASON_PROTOCOL_ERROR))
+      << refused;
+  // A stray stream is refused without touching the job.
+  ASSERT_OK_AND_ASSIGN(
+      Migration job,
+      GetMigration(destination_->stub(), prepared_.migration().job_id()));
+  EXPECT_EQ(v1::Phase_Name(job.phase()), v1::Phase_Name(v1::PHASE_PREPARED));
+}
+
+}  // namespace
+}  // namespace migd::e2e
