@@ -43,7 +43,8 @@ class ServerStream {
   using Raw = grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
 
   ServerStream();
-  // Finishes the call with INTERNAL if nobody did, then drains the queue.
+  // Shuts the queue down and drains it. The call must be finished by then
+  // (ThreadedCalls finishes one its handler left open).
   ~ServerStream();
 
   ServerStream(const ServerStream&) = delete;
