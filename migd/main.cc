@@ -50,6 +50,9 @@ ABSL_FLAG(int64_t, phase_timeout_seconds, 60,
 ABSL_FLAG(std::string, transfer_memory_cap, "64MiB",
           "Memory a job may hold for device state in flight: the source's "
           "chunk buffers and the destination's reorder buffer each");
+ABSL_FLAG(uint32_t, max_data_streams, 64,
+          "Data streams (TransferData calls) served at once, each on a "
+          "thread of its own; more are refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(std::string, test_fault, "",
           "Fault injection for tests: corrupt_chunk:N flips a payload byte "
           "of the Nth chunk after its CRC32C was computed; drop_stream:N "
@@ -145,6 +148,11 @@ int main(int argc, char** argv) {
                      " (two of the largest chunks must fit)")));
   }
   options.service.transfer_memory_cap = *cap;
+  options.max_data_streams = absl::GetFlag(FLAGS_max_data_streams);
+  if (options.max_data_streams < 1) {
+    return Fail(
+        absl::InvalidArgumentError("--max_data_streams must be at least 1"));
+  }
   if (std::string fault = absl::GetFlag(FLAGS_test_fault); !fault.empty()) {
     uint64_t n = 0;
     size_t colon = fault.find(':');

@@ -145,7 +145,8 @@ int Receive(const Options& o, int port_fd, int report_fd) {
       [&sink](transfer::ServerStream* stream,
               grpc::ServerCompletionQueue* queue,
               void* tag) { sink.Request(stream, queue, tag); },
-      [&sink](transfer::ServerStream& stream) { sink.Serve(stream); });
+      [&sink](transfer::ServerStream& stream) { sink.Serve(stream); },
+      static_cast<size_t>(o.connections));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) Die("receiver: cannot serve");
   calls.Start();

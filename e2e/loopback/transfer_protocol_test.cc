@@ -6,7 +6,9 @@
 // a data stream that stops without its STREAM_END, a STREAM_END that
 // miscounts, a control header on the data method. Each must fail with the
 // reason the source reads back, and a failed destination job must leave its
-// device reset and free.
+// device reset and free. Also the agent's limits on data streams: a stream
+// that never sends its header is ended, and streams beyond the cap are
+// refused.
 
 #include <cstdint>
 #include <map>
@@ -231,6 +233,92 @@ TEST_F(TransferProtocolTest, ControlStreamOnTheDataMethodIsRefused) {
       Migration job,
       GetMigration(destination_->stub(), prepared_.migration().job_id()));
   EXPECT_EQ(v1::Phase_Name(job.phase()), v1::Phase_Name(v1::PHASE_PREPARED));
+}
+
+// An agent that serves one data stream at a time and waits one second for a
+// stream's header: a peer that opens calls and says nothing holds neither
+// threads nor the agent for long.
+class TransferLimitsTest : public AgentTest {
+ protected:
+  void SetUp() override {
+    destination_ = StartAgent(
+        "destination",
+        {"--insecure", "--emulated_devices=emu0", "--emulated_state_size=1MiB",
+         "--max_data_streams=1", "--phase_timeout_seconds=1"});
+    ASSERT_NE(destination_, nullptr);
+    channel_ = transfer::MakeTransferChannel(destination_->address());
+  }
+
+  void TearDown() override {
+    channel_.reset();
+    AgentTest::TearDown();
+  }
+
+  struct RawCall {
+    grpc::ClientContext context;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<grpc::ByteBuffer, v1::TransferResponse>>
+        stream;
+  };
+  // A call of `method` (TransferData unless told) that sends nothing.
+  std::unique_ptr<RawCall> OpenSilent(
+      const char* name = transfer::kTransferDataMethod) {
+    auto call = std::make_unique<RawCall>();
+    grpc::internal::RpcMethod method(
+        name, grpc::internal::RpcMethod::BIDI_STREAMING, channel_);
+    call->context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    call->stream.reset(
+        grpc::internal::ClientReaderWriterFactory<
+            grpc::ByteBuffer, v1::TransferResponse>::Create(channel_.get(),
+                                                            method,
+                                                            &call->context));
+    return call;
+  }
+
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+TEST_F(TransferLimitsTest, DataStreamWithoutAHeaderIsEndedAtTheIdleTimeout) {
+  std::unique_ptr<RawCall> call = OpenSilent();
+  const absl::Time start = absl::Now();
+  const grpc::Status status = call->stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << status.error_message();
+  EXPECT_TRUE(
+      absl::StrContains(status.error_message(), "no session header within 1s"))
+      << status.error_message();
+  // Ended by the agent, well before the call's own deadline.
+  EXPECT_LT(absl::Now() - start, kRpcTimeout);
+}
+
+// The control stream is a sync call, which the agent can only cancel.
+TEST_F(TransferLimitsTest, ControlStreamWithoutAHeaderIsCancelled) {
+  std::unique_ptr<RawCall> call = OpenSilent(transfer::kTransferMethod);
+  const absl::Time start = absl::Now();
+  const grpc::Status status = call->stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED)
+      << status.error_message();
+  EXPECT_LT(absl::Now() - start, kRpcTimeout);
+}
+
+TEST_F(TransferLimitsTest, DataStreamsBeyondTheCapAreRefused) {
+  // The first is served (and waits for its header); the second arrives on
+  // the same connection after it and finds the one place taken.
+  std::unique_ptr<RawCall> first = OpenSilent();
+  std::unique_ptr<RawCall> second = OpenSilent();
+  const grpc::Status refused = second->stream->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.error_message();
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), "already serving 1"))
+      << refused.error_message();
+  // The first one ends at its header deadline; then a stream is served
+  // again (and ends the same way, not refused).
+  EXPECT_EQ(first->stream->Finish().error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  std::unique_ptr<RawCall> third = OpenSilent();
+  const grpc::Status served = third->stream->Finish();
+  EXPECT_EQ(served.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << served.error_message();
 }
 
 }  // namespace

@@ -48,7 +48,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
                  void* tag) { transfer->RequestData(stream, queue, tag); },
       [transfer](transfer::ServerStream& stream) {
         transfer->ServeData(stream);
-      });
+      },
+      options.max_data_streams);
   agent->server_ = builder.BuildAndStart();
   if (agent->server_ == nullptr || agent->port_ == 0) {
     return absl::UnavailableError(

@@ -30,6 +30,10 @@ struct AgentOptions {
   bool insecure = false;
   MigrationServiceOptions service;
   absl::Duration transfer_idle_timeout = absl::Seconds(60);
+  // Data streams (TransferData calls) served at once, each on a thread of
+  // its own; one more is refused with RESOURCE_EXHAUSTED. The default covers
+  // four jobs at the most streams a job may use (transfer::kMaxStreams).
+  size_t max_data_streams = 64;
 };
 
 class Agent {

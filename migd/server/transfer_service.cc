@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <optional>
+#include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -90,7 +91,19 @@ grpc::Status TransferServiceImpl::Transfer(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream) {
   grpc::ByteBuffer raw;
-  if (!stream->Read(&raw)) {
+  bool read;
+  {
+    // A peer that opens the stream and says nothing would hold this thread.
+    base::Watchdog header_due(idle_timeout_,
+                              [context] { context->TryCancel(); });
+    read = stream->Read(&raw);
+    if (header_due.expired()) {
+      base::LogWarning("dropped a session from ", context->peer(),
+                       ": no header within ",
+                       absl::FormatDuration(idle_timeout_));
+    }
+  }
+  if (!read) {
     return grpc::Status(grpc::StatusCode::CANCELLED,
                         "session closed before its header");
   }
@@ -208,9 +221,18 @@ grpc::Status TransferServiceImpl::Transfer(
 void TransferServiceImpl::ServeData(transfer::ServerStream& stream) {
   grpc::ServerContext* context = stream.context();
   grpc::ByteBuffer raw;
-  if (!stream.Read(&raw)) {
-    stream.Finish(grpc::Status(grpc::StatusCode::CANCELLED,
-                               "data stream closed before its header"));
+  bool timed_out = false;
+  if (!stream.Read(&raw, absl::Now() + idle_timeout_, &timed_out)) {
+    if (timed_out) {
+      const std::string why = absl::StrCat("no session header within ",
+                                           absl::FormatDuration(idle_timeout_));
+      base::LogWarning("dropped a data stream from ", context->peer(), ": ",
+                       why);
+      stream.Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, why));
+    } else {
+      stream.Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                 "data stream closed before its header"));
+    }
     return;
   }
   v1::SessionHeader header;

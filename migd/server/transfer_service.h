@@ -34,7 +34,10 @@ namespace migd::server {
 
 class TransferServiceImpl final : public grpc::Service {
  public:
-  // A session silent for `idle_timeout` is aborted.
+  // A session silent for `idle_timeout` is aborted; a stream whose header has
+  // not come within it is ended (DEADLINE_EXCEEDED on a data stream,
+  // CANCELLED on the control stream, whose sync API cannot end a call while
+  // it reads).
   TransferServiceImpl(migration::JobTable* jobs, absl::Duration idle_timeout);
 
   // The control stream (Transfer), on the sync API.

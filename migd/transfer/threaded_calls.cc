@@ -3,6 +3,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "grpcpp/support/slice.h"
 
 namespace migd::transfer {
@@ -30,6 +31,25 @@ bool ServerStream::Read(grpc::ByteBuffer* message) {
   return Await();
 }
 
+bool ServerStream::Read(grpc::ByteBuffer* message, absl::Time deadline,
+                        bool* timed_out) {
+  *timed_out = false;
+  stream_.Read(message, this);
+  void* tag;
+  bool ok = false;
+  switch (queue_.AsyncNext(&tag, &ok, absl::ToChronoTime(deadline))) {
+    case grpc::CompletionQueue::GOT_EVENT:
+      return ok;
+    case grpc::CompletionQueue::TIMEOUT:
+      read_pending_ = true;
+      *timed_out = true;
+      return false;
+    case grpc::CompletionQueue::SHUTDOWN:
+      break;
+  }
+  return false;
+}
+
 bool ServerStream::Write(const grpc::ByteBuffer& message) {
   stream_.Write(message, this);
   return Await();
@@ -43,16 +63,23 @@ bool ServerStream::Write(const google::protobuf::Message& message) {
 
 void ServerStream::Finish(const grpc::Status& status) {
   finished_ = true;
+  // gRPC lets a server end a call with a read still pending; the read then
+  // completes too (not ok), and both completions must be collected.
   stream_.Finish(status, this);
-  (void)Await();  // false when the call was cancelled: nothing to tell
+  const int due = read_pending_ ? 2 : 1;
+  read_pending_ = false;
+  for (int i = 0; i < due; ++i) {
+    (void)Await();  // false when the call was cancelled: nothing to tell
+  }
 }
 
 ThreadedCalls::ThreadedCalls(
     std::unique_ptr<grpc::ServerCompletionQueue> accept_queue, Request request,
-    Handler handler)
+    Handler handler, size_t max_calls)
     : accept_queue_(std::move(accept_queue)),
       request_(std::move(request)),
-      handler_(std::move(handler)) {}
+      handler_(std::move(handler)),
+      max_calls_(max_calls < 1 ? 1 : max_calls) {}
 
 ThreadedCalls::~ThreadedCalls() { Shutdown(); }
 
@@ -73,6 +100,24 @@ void ThreadedCalls::AcceptLoop() {
       continue;
     }
     Reap();
+    bool full;
+    {
+      absl::MutexLock lock(&mu_);
+      full = running_ >= max_calls_;
+      if (full) ++refused_;
+    }
+    if (full) {
+      // Ended here, on the acceptor: finishing a call that has not read
+      // anything only sends its status.
+      next->Finish(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("already serving ", max_calls_,
+                       " calls of this method, the most it serves at once; "
+                       "retry when one has ended")));
+      next = std::make_unique<ServerStream>();
+      request_(next.get(), accept_queue_.get(), next.get());
+      continue;
+    }
     {
       absl::MutexLock lock(&mu_);
       const uint64_t id = next_id_++;
@@ -139,6 +184,11 @@ void ThreadedCalls::Shutdown() {
 size_t ThreadedCalls::active() const {
   absl::MutexLock lock(&mu_);
   return running_;
+}
+
+uint64_t ThreadedCalls::refused() const {
+  absl::MutexLock lock(&mu_);
+  return refused_;
 }
 
 }  // namespace migd::transfer

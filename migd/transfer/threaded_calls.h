@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/completion_queue.h"
 #include "grpcpp/server_context.h"
@@ -54,6 +55,11 @@ class ServerStream {
 
   // The next message; false once the client half-closed or the call broke.
   bool Read(grpc::ByteBuffer* message);
+  // Read, giving up at `deadline`: then false with *timed_out set, and the
+  // read stays pending until Finish, which is the only call allowed next
+  // (it ends the call with its status and collects the read). `message`
+  // must outlive Finish.
+  bool Read(grpc::ByteBuffer* message, absl::Time deadline, bool* timed_out);
   // False when the call broke.
   bool Write(const grpc::ByteBuffer& message);
   bool Write(const google::protobuf::Message& message);
@@ -73,10 +79,13 @@ class ServerStream {
   grpc::ServerContext context_;
   Raw stream_{&context_};
   bool finished_ = false;
+  bool read_pending_ = false;  // a Read gave up before its completion
 };
 
 // Accepts the calls of one method on a server completion queue and runs
-// `handler` for each on a thread of its own.
+// `handler` for each on a thread of its own, at most `max_calls` at once: a
+// call beyond that is ended at once with RESOURCE_EXHAUSTED, so peers that
+// open calls cannot make the server start threads without bound.
 class ThreadedCalls {
  public:
   // Asks the server for the method's next call: wraps the service's
@@ -89,9 +98,9 @@ class ThreadedCalls {
   using Handler = std::function<void(ServerStream& stream)>;
 
   // `accept_queue` comes from ServerBuilder::AddCompletionQueue; Start once
-  // the server is built.
+  // the server is built. max_calls >= 1.
   ThreadedCalls(std::unique_ptr<grpc::ServerCompletionQueue> accept_queue,
-                Request request, Handler handler);
+                Request request, Handler handler, size_t max_calls);
   // Shutdown() if not done yet.
   ~ThreadedCalls();
 
@@ -106,6 +115,8 @@ class ThreadedCalls {
 
   // Calls whose handler is running.
   size_t active() const;
+  // Calls ended at once because max_calls were running.
+  uint64_t refused() const;
 
  private:
   void AcceptLoop();
@@ -116,6 +127,7 @@ class ThreadedCalls {
   std::unique_ptr<grpc::ServerCompletionQueue> accept_queue_;
   const Request request_;
   const Handler handler_;
+  const size_t max_calls_;
   std::thread acceptor_;
   bool shut_down_ = false;
 
@@ -124,6 +136,7 @@ class ThreadedCalls {
   std::map<uint64_t, std::thread> threads_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> ended_ ABSL_GUARDED_BY(mu_);
   size_t running_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace migd::transfer

@@ -1,7 +1,8 @@
 // ThreadedCalls against a real gRPC server and client on 127.0.0.1: calls run
 // at the same time on threads of their own, statuses and messages get
-// through, a cancel from another thread wakes a blocked read, and shutdown
-// ends calls still in flight.
+// through, a cancel from another thread wakes a blocked read, a read gives up
+// at its deadline, calls beyond the cap are refused, and shutdown ends calls
+// still in flight.
 
 #include "migd/transfer/threaded_calls.h"
 
@@ -15,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
@@ -61,7 +63,7 @@ std::string Text(const grpc::ByteBuffer& b) {
 
 class ThreadedCallsTest : public ::testing::Test {
  protected:
-  void Serve(ThreadedCalls::Handler handler) {
+  void Serve(ThreadedCalls::Handler handler, size_t max_calls = 16) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
                              &port_);
@@ -71,7 +73,7 @@ class ThreadedCallsTest : public ::testing::Test {
         [this](ServerStream* s, grpc::ServerCompletionQueue* q, void* tag) {
           service_.Request(s, q, tag);
         },
-        std::move(handler));
+        std::move(handler), max_calls);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     calls_->Start();
@@ -91,14 +93,26 @@ class ThreadedCallsTest : public ::testing::Test {
     server_.reset();
   }
 
+  // The client may see a call's status before its handler has returned.
+  bool AwaitActive(size_t n) {
+    for (int i = 0; i < 2000 && calls_->active() != n; ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return calls_->active() == n;
+  }
+
   struct Call {
     grpc::ClientContext context;
     std::unique_ptr<
         grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>>
         stream;
   };
-  std::unique_ptr<Call> Open() {
+  std::unique_ptr<Call> Open(
+      absl::Duration deadline = absl::InfiniteDuration()) {
     auto call = std::make_unique<Call>();
+    if (deadline != absl::InfiniteDuration()) {
+      call->context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    }
     const grpc::internal::RpcMethod method(
         kMethod, grpc::internal::RpcMethod::BIDI_STREAMING, channel_);
     call->stream.reset(
@@ -248,6 +262,86 @@ TEST_F(ThreadedCallsTest, ShutdownEndsCallsStillOpenAndJoinsTheirThreads) {
   EXPECT_EQ(calls_->active(), 0u);
   a->context.TryCancel();
   b->context.TryCancel();
+}
+
+TEST_F(ThreadedCallsTest,
+       AReadGivesUpAtItsDeadlineAndFinishStillSendsTheStatus) {
+  Serve([](ServerStream& stream) {
+    grpc::ByteBuffer message;
+    bool timed_out = false;
+    // The first message comes in time; the client then sends nothing.
+    if (!stream.Read(&message, absl::Now() + absl::Seconds(20), &timed_out) ||
+        timed_out) {
+      stream.Finish(grpc::Status(grpc::StatusCode::INTERNAL, "first read"));
+      return;
+    }
+    const bool read = stream.Read(
+        &message, absl::Now() + absl::Milliseconds(200), &timed_out);
+    stream.Finish(
+        grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                     absl::StrCat("read=", read, " timed_out=", timed_out)));
+  });
+  std::unique_ptr<Call> call = Open();
+  ASSERT_TRUE(call->stream->Write(Bytes("first")));
+  const grpc::Status status = call->stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(status.error_message(), "read=0 timed_out=1");
+  EXPECT_TRUE(AwaitActive(0));
+}
+
+TEST_F(ThreadedCallsTest, CallsBeyondTheCapAreRefusedUntilOneEnds) {
+  absl::Mutex mu;
+  int reading = 0;
+  Serve(
+      [&](ServerStream& stream) {
+        grpc::ByteBuffer message;
+        ASSERT_TRUE(stream.Read(&message));
+        {
+          absl::MutexLock lock(&mu);
+          ++reading;
+        }
+        while (stream.Read(&message)) {
+        }
+        stream.Finish(grpc::Status::OK);
+      },
+      /*max_calls=*/2);
+  std::unique_ptr<Call> a = Open();
+  std::unique_ptr<Call> b = Open();
+  ASSERT_TRUE(a->stream->Write(Bytes("a")));
+  ASSERT_TRUE(b->stream->Write(Bytes("b")));
+  {
+    absl::MutexLock lock(&mu);
+    auto both = [&] { return reading == 2; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&both), absl::Seconds(20)));
+  }
+  // Served, it would block in its handler: a deadline fails the test then.
+  std::unique_ptr<Call> c = Open(absl::Seconds(20));
+  (void)c->stream->Write(Bytes("c"));
+  const grpc::Status refused = c->stream->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(refused.error_message().find("already serving 2 calls"),
+            std::string::npos)
+      << refused.error_message();
+  EXPECT_EQ(calls_->refused(), 1u);
+  EXPECT_EQ(calls_->active(), 2u);
+
+  // One ends: the next call is served again.
+  ASSERT_TRUE(a->stream->WritesDone());
+  ASSERT_TRUE(a->stream->Finish().ok());
+  ASSERT_TRUE(AwaitActive(1));
+  std::unique_ptr<Call> d = Open();
+  ASSERT_TRUE(d->stream->Write(Bytes("d")));
+  {
+    absl::MutexLock lock(&mu);
+    auto third = [&] { return reading == 3; };
+    ASSERT_TRUE(
+        mu.AwaitWithTimeout(absl::Condition(&third), absl::Seconds(20)));
+  }
+  EXPECT_EQ(calls_->refused(), 1u);
+  ASSERT_TRUE(b->stream->WritesDone());
+  ASSERT_TRUE(d->stream->WritesDone());
+  EXPECT_TRUE(b->stream->Finish().ok());
+  EXPECT_TRUE(d->stream->Finish().ok());
 }
 
 }  // namespace
