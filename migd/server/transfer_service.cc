@@ -92,16 +92,24 @@ grpc::Status TransferServiceImpl::Transfer(
     grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream) {
   grpc::ByteBuffer raw;
   bool read;
+  std::atomic<bool> header_late{false};
   {
     // A peer that opens the stream and says nothing would hold this thread.
-    base::Watchdog header_due(idle_timeout_,
-                              [context] { context->TryCancel(); });
+    base::Watchdog header_due(idle_timeout_, [&header_late, context] {
+      header_late = true;
+      context->TryCancel();
+    });
     read = stream->Read(&raw);
-    if (header_due.expired()) {
-      base::LogWarning("dropped a session from ", context->peer(),
-                       ": no header within ",
-                       absl::FormatDuration(idle_timeout_));
-    }
+  }  // the watchdog cannot fire any more
+  if (header_late) {
+    // Even a header read just before the cancel is useless now: the call is
+    // cancelled.
+    base::LogWarning("dropped a session from ", context->peer(),
+                     ": no header within ",
+                     absl::FormatDuration(idle_timeout_));
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        absl::StrCat("no session header within ",
+                                     absl::FormatDuration(idle_timeout_)));
   }
   if (!read) {
     return grpc::Status(grpc::StatusCode::CANCELLED,

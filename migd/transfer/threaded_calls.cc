@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/support/slice.h"
+#include "migd/base/log.h"
 
 namespace migd::transfer {
 
@@ -109,11 +110,13 @@ void ThreadedCalls::AcceptLoop() {
     if (full) {
       // Ended here, on the acceptor: finishing a call that has not read
       // anything only sends its status.
-      next->Finish(grpc::Status(
-          grpc::StatusCode::RESOURCE_EXHAUSTED,
-          absl::StrCat("already serving ", max_calls_,
-                       " calls of this method, the most it serves at once; "
-                       "retry when one has ended")));
+      const std::string why = absl::StrCat(
+          "already serving ", max_calls_,
+          " calls of this method, the most it serves at once; retry when one "
+          "has ended");
+      base::LogWarning("refused a call from ", next->context()->peer(), ": ",
+                       why);
+      next->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why));
       next = std::make_unique<ServerStream>();
       request_(next.get(), accept_queue_.get(), next.get());
       continue;
