@@ -61,6 +61,13 @@ std::string Text(const grpc::ByteBuffer& b) {
   return s;
 }
 
+// Waits (up to 20 s) until `count`, guarded by `mu`, reaches `n`.
+bool AwaitCount(absl::Mutex& mu, const int& count, int n) {
+  absl::MutexLock lock(&mu);
+  auto reached = [&] { return count >= n; };
+  return mu.AwaitWithTimeout(absl::Condition(&reached), absl::Seconds(20));
+}
+
 class ThreadedCallsTest : public ::testing::Test {
  protected:
   void Serve(ThreadedCalls::Handler handler, size_t max_calls = 16) {
@@ -250,11 +257,7 @@ TEST_F(ThreadedCallsTest, ShutdownEndsCallsStillOpenAndJoinsTheirThreads) {
   std::unique_ptr<Call> b = Open();
   ASSERT_TRUE(a->stream->Write(Bytes("a")));
   ASSERT_TRUE(b->stream->Write(Bytes("b")));
-  {
-    absl::MutexLock lock(&mu);
-    auto both = [&] { return reading == 2; };
-    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&both), absl::Seconds(20)));
-  }
+  ASSERT_TRUE(AwaitCount(mu, reading, 2));
   EXPECT_EQ(calls_->active(), 2u);
   StopServer();  // returns only once both handlers returned
   absl::MutexLock lock(&mu);
@@ -309,11 +312,7 @@ TEST_F(ThreadedCallsTest, CallsBeyondTheCapAreRefusedUntilOneEnds) {
   std::unique_ptr<Call> b = Open();
   ASSERT_TRUE(a->stream->Write(Bytes("a")));
   ASSERT_TRUE(b->stream->Write(Bytes("b")));
-  {
-    absl::MutexLock lock(&mu);
-    auto both = [&] { return reading == 2; };
-    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&both), absl::Seconds(20)));
-  }
+  ASSERT_TRUE(AwaitCount(mu, reading, 2));
   // Served, it would block in its handler: a deadline fails the test then.
   std::unique_ptr<Call> c = Open(absl::Seconds(20));
   (void)c->stream->Write(Bytes("c"));
@@ -331,12 +330,7 @@ TEST_F(ThreadedCallsTest, CallsBeyondTheCapAreRefusedUntilOneEnds) {
   ASSERT_TRUE(AwaitActive(1));
   std::unique_ptr<Call> d = Open();
   ASSERT_TRUE(d->stream->Write(Bytes("d")));
-  {
-    absl::MutexLock lock(&mu);
-    auto third = [&] { return reading == 3; };
-    ASSERT_TRUE(
-        mu.AwaitWithTimeout(absl::Condition(&third), absl::Seconds(20)));
-  }
+  ASSERT_TRUE(AwaitCount(mu, reading, 3));
   EXPECT_EQ(calls_->refused(), 1u);
   ASSERT_TRUE(b->stream->WritesDone());
   ASSERT_TRUE(d->stream->WritesDone());
