@@ -794,6 +794,38 @@ TEST_F(MigrationTest, DroppedDataStreamFailsTheJobWithDevicesRestored) {
                 v1::DEVICE_STATE_RUNNING);
 }
 
+// A destination serving as many data streams as it may refuses one more; the
+// job fails before any device moves, and the source names the cause.
+TEST_F(MigrationTest, DestinationAtItsStreamCapFailsTheStartAsUnavailable) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(1, "4MiB", {}, {"--max_data_streams=1"}));
+  const std::vector<std::string> names = EmuNames(1);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+  const std::string job = "job-over-the-cap";
+  const std::string token = PrepareOk(job, SameNames(names));
+  v1::StartMigrationRequest request =
+      StartRequest(job, SameNames(names), destination_->address(), token, 0);
+  request.mutable_policy()->set_streams(2);
+  Migration started;
+  RpcResult r = Start(*source_, request, &started);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << r;
+  EXPECT_EQ(r.reason, ReasonName(v1::ERROR_REASON_PEER_UNAVAILABLE)) << r;
+  EXPECT_TRUE(
+      absl::StrContains(r.status.error_message(), "opening data stream 2"))
+      << r;
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(), "already serving 1"))
+      << r;
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ExpectUnchanged("source", source_before, source_after);
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  EXPECT_EQ(v1::Phase_Name(destination_end.phase()),
+            v1::Phase_Name(v1::PHASE_FAILED))
+      << destination_end.ShortDebugString();
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
+}
+
 // ---- Faults ----------------------------------------------------------------
 
 TEST_F(MigrationTest, CorruptedChunkFailsBothSidesCleanly) {

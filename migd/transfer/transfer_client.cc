@@ -130,6 +130,12 @@ absl::Status TransferClient::FinishWithError(absl::string_view what) {
           absl::StrCat("destination does not serve ", method_->name(),
                        final_status_.message().empty() ? "" : ": ",
                        final_status_.message()));
+    } else if (final_status_.code() == absl::StatusCode::kResourceExhausted &&
+               base::ReasonOf(final_status_) == v1::ERROR_REASON_INTERNAL) {
+      // A destination at its cap of streams: it is there but cannot take
+      // this one now, which a control plane may retry (or send elsewhere).
+      final_status_ =
+          base::WithReason(final_status_, v1::ERROR_REASON_PEER_UNAVAILABLE);
     } else if (final_status_.code() == absl::StatusCode::kUnavailable &&
                base::ReasonOf(final_status_) !=
                    v1::ERROR_REASON_PEER_UNAVAILABLE) {
