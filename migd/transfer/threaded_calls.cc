@@ -105,7 +105,16 @@ void ThreadedCalls::AcceptLoop() {
     {
       absl::MutexLock lock(&mu_);
       full = running_ >= max_calls_;
-      if (full) ++refused_;
+      if (full) {
+        ++refused_;
+      } else {
+        const uint64_t id = next_id_++;
+        ++running_;
+        threads_.emplace(id,
+                         std::thread([this, id, s = std::move(next)]() mutable {
+                           Run(id, std::move(s));
+                         }));
+      }
     }
     if (full) {
       // Ended here, on the acceptor: finishing a call that has not read
@@ -117,18 +126,6 @@ void ThreadedCalls::AcceptLoop() {
       base::LogWarning("refused a call from ", next->context()->peer(), ": ",
                        why);
       next->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why));
-      next = std::make_unique<ServerStream>();
-      request_(next.get(), accept_queue_.get(), next.get());
-      continue;
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      const uint64_t id = next_id_++;
-      ++running_;
-      threads_.emplace(id,
-                       std::thread([this, id, s = std::move(next)]() mutable {
-                         Run(id, std::move(s));
-                       }));
     }
     next = std::make_unique<ServerStream>();
     request_(next.get(), accept_queue_.get(), next.get());
