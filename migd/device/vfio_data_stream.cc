@@ -127,18 +127,18 @@ absl::StatusOr<size_t> VfioDataStream::Write(absl::Span<const uint8_t> data) {
   for (;;) {
     const ssize_t n = sys_.write(fd_.get(), data.data(), data.size());
     if (n >= 0) return static_cast<size_t>(n);
-    const int err = errno;
-    if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) {
-      if (absl::Status s = WaitReady(POLLOUT, "write"); !s.ok()) return s;
-      continue;
-    }
-    return VfioErrnoError(
-        device_,
-        "data stream write (the load is lost: RESUMING -> STOP will fail; "
-        "reset the device)",
-        VfioOp::kDataWrite, err);
+    if (absl::Status s = AfterFailedWrite(errno); !s.ok()) return s;
   }
+}
+
+absl::Status VfioDataStream::AfterFailedWrite(int err) const {
+  if (err == EINTR) return absl::OkStatus();
+  if (err == EAGAIN || err == EWOULDBLOCK) return WaitReady(POLLOUT, "write");
+  return VfioErrnoError(
+      device_,
+      "data stream write (the load is lost: RESUMING -> STOP will fail; "
+      "reset the device)",
+      VfioOp::kDataWrite, err);
 }
 
 absl::Status VfioDataStream::WriteAll(absl::Span<const iovec> data) {
@@ -157,17 +157,8 @@ absl::Status VfioDataStream::WriteAll(absl::Span<const iovec> data) {
         static_cast<int>(std::min<size_t>(left.size() - first, IOV_MAX));
     const ssize_t n = sys_.writev(fd_.get(), &left[first], count);
     if (n < 0) {
-      const int err = errno;
-      if (err == EINTR) continue;
-      if (err == EAGAIN || err == EWOULDBLOCK) {
-        if (absl::Status s = WaitReady(POLLOUT, "write"); !s.ok()) return s;
-        continue;
-      }
-      return VfioErrnoError(
-          device_,
-          "data stream write (the load is lost: RESUMING -> STOP will fail; "
-          "reset the device)",
-          VfioOp::kDataWrite, err);
+      if (absl::Status s = AfterFailedWrite(errno); !s.ok()) return s;
+      continue;
     }
     if (n == 0) {
       return VfioErrnoError(device_, "data stream write took no bytes",

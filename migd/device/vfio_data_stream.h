@@ -86,6 +86,9 @@ class VfioDataStream final : public DataStream {
   absl::Status CheckUsable(Direction wanted, absl::string_view call) const;
   // Waits until the fd is ready for `events` (POLLIN/POLLOUT).
   absl::Status WaitReady(short events, absl::string_view call) const;
+  // After write(2) or writev(2) failed with `err`: OK when the call is worth
+  // repeating (EINTR, or EAGAIN once the fd is writable), else the error.
+  absl::Status AfterFailedWrite(int err) const;
 
   const std::string device_;
   const Direction direction_;
