@@ -5,8 +5,11 @@ For each state size, stream count and repetition it starts a source and a
 destination agent (fresh processes, so peak RSS is per run), prepares the
 destination, migrates the device with migctl, reads both jobs' status, each
 agent's CPU seconds (/proc/PID/stat utime+stime, before and after the
-migration) and peak RSS (/proc/PID/status VmHWM), checks that the destination
-holds the source's state, stops the agents, and then measures the raw loopback
+migration) and peak RSS (/proc/PID/status VmHWM), samples the CPU time of
+each agent thread during the migration (to find the busiest one: a thread
+near 100% of the transfer time is the pipeline's bottleneck; all well below
+it with the agents using the whole machine means the job is short of cores),
+checks that the destination holds the source's state, stops the agents, and then measures the raw loopback
 TCP ceiling (tcp_ceiling) and the loopback gRPC ceiling (grpc_ceiling: gRPC
 alone, with migd's transport settings), each moving the same number of bytes
 over as many connections as the job used streams. It prints a table of medians.
@@ -24,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 GIB = 1 << 30
@@ -119,6 +123,94 @@ def host_ticks():
     return user + nice + system, irq + softirq, steal, total
 
 
+def thread_readings(pid):
+    """{tid: (name, ticks, run_ns, wait_ns)} of the live threads of `pid`.
+
+    ticks: utime + stime (/proc/PID/task/TID/stat). run_ns and wait_ns: time
+    on a CPU and time runnable but waiting for one (schedstat; 0 without
+    CONFIG_SCHEDSTATS).
+    """
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    run_ns, wait_ns = (int(x) for x in f.read().split()[:2])
+            except (OSError, ValueError):
+                run_ns = wait_ns = 0
+        except OSError:
+            continue  # the thread ended in between
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(tid)] = (name, int(fields[11]) + int(fields[12]), run_ns,
+                         wait_ns)
+    return out
+
+
+class ThreadSampler:
+    """CPU seconds each thread of some processes used while it ran.
+
+    Reads /proc/PID/task/*/stat every `interval` seconds from start() to
+    stop(). A thread already there at start() counts from its first reading,
+    one born later from 0; one that ends counts up to its last reading, so a
+    thread loses at most `interval` of CPU time. Thread names are what the
+    agent set (migd names its own threads: src-job, src-send, dst-data,
+    dst-load, ...).
+    """
+
+    def __init__(self, pids, interval=0.02):
+        self._pids = dict(pids)  # label -> pid
+        self._interval = interval
+        self._first = {}  # (label, tid) -> (ticks, run_ns, wait_ns) at first
+        self._last = {}  # (label, tid) -> (name, ticks, run_ns, wait_ns)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self, initial):
+        for label, pid in self._pids.items():
+            for tid, reading in thread_readings(pid).items():
+                key = (label, tid)
+                if key not in self._first:
+                    self._first[key] = reading[1:] if initial else (0, 0, 0)
+                self._last[key] = reading
+
+    def _loop(self):
+        while not self._stop.wait(self._interval):
+            self._sample(initial=False)
+
+    def start(self):
+        self._sample(initial=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        self._sample(initial=False)
+
+    def threads(self, label):
+        """[(name, cpu seconds)] of every thread of `label` seen, busiest
+        first."""
+        out = [(name, (ticks - self._first[key][0]) / CLK_TCK)
+               for key, (name, ticks, _, _) in self._last.items()
+               if key[0] == label]
+        return sorted(out, key=lambda t: -t[1])
+
+    def run_and_wait(self):
+        """(seconds on a CPU, seconds runnable but waiting for a CPU), summed
+        over every thread sampled."""
+        run = wait = 0
+        for key, (_, _, run_ns, wait_ns) in self._last.items():
+            run += run_ns - self._first[key][1]
+            wait += wait_ns - self._first[key][2]
+        return run / 1e9, wait / 1e9
+
+
 def seconds(duration):
     """proto3 JSON Duration ("1.250s") -> float seconds; absent -> 0."""
     if not duration:
@@ -126,10 +218,28 @@ def seconds(duration):
     return float(str(duration).rstrip("s"))
 
 
+def pinned(cmd, cpus):
+    """`cmd` run on the CPUs `cpus` (taskset's list: "0", "0-3", "0,2")."""
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
+
+
+def cpu_list_size(cpus):
+    """How many CPUs a taskset list names ("0-3,6" -> 5); dies if bad."""
+    n = 0
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()) or (
+                hi and int(hi) < int(lo)):
+            raise SystemExit(f"bench: bad --cpus list {cpus!r} (e.g. 0, 0-3, "
+                             f"0,2)")
+        n += int(hi) - int(lo) + 1 if hi else 1
+    return n
+
+
 # ---------------------------------------------------------------- agents
 class Agent:
     def __init__(self, name, migd, workdir, device, size, seed, extra_args,
-                 env):
+                 env, cpus=None):
         self.name = name
         self.port_file = os.path.join(workdir, f"{name}.port")
         self.log_path = os.path.join(workdir, f"{name}.log")
@@ -138,6 +248,7 @@ class Agent:
                f"--emulated_devices={device}",
                f"--emulated_state_size={size}", f"--emulated_seed={seed}"]
         cmd += extra_args
+        cmd = pinned(cmd, cpus)
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log_file,
                                      stderr=subprocess.STDOUT, env=env,
@@ -210,9 +321,10 @@ def run_migration(args, size, streams, rep, workdir):
     for kv in args.agent_env:
         k, _, v = kv.partition("=")
         env[k] = v
-    src = Agent("source", args.migd, workdir, "emu0", size, 1, migd_extra, env)
+    src = Agent("source", args.migd, workdir, "emu0", size, 1, migd_extra, env,
+                args.cpus)
     dst = Agent("destination", args.migd, workdir, "dst0", size, 2,
-                migd_extra, env)
+                migd_extra, env, args.cpus)
     try:
         src.wait_serving()
         dst.wait_serving()
@@ -223,11 +335,16 @@ def run_migration(args, size, streams, rep, workdir):
                                   f"--source={src.address}"))["transfer_token"]
         host0 = host_ticks()
         cpu0 = {a.name: cpu_seconds(a.pid) for a in (src, dst)}
+        sampler = ThreadSampler({a.name: a.pid for a in (src, dst)})
+        sampler.start()
         t0 = time.monotonic()
-        migctl(args, src.address, "migrate", f"--job={job}",
-               "--devices=emu0:dst0", f"--destination={dst.address}",
-               f"--token={token}", *migctl_extra,
-               timeout=600 + size // (10 * MIB))
+        try:
+            migctl(args, src.address, "migrate", f"--job={job}",
+                   "--devices=emu0:dst0", f"--destination={dst.address}",
+                   f"--token={token}", *migctl_extra,
+                   timeout=600 + size // (10 * MIB))
+        finally:
+            sampler.stop()
         wall = time.monotonic() - t0
         cpu1 = {a.name: cpu_seconds(a.pid) for a in (src, dst)}
         host1 = host_ticks()
@@ -268,6 +385,17 @@ def run_migration(args, size, streams, rep, workdir):
     agents_ticks = (cpu1["source"] - cpu0["source"] + cpu1["destination"]
                     - cpu0["destination"]) * CLK_TCK
     breakdown = s.get("downtime_breakdown") or {}
+    threads = {a: sampler.threads(a) for a in ("source", "destination")}
+
+    def busiest(label):
+        # The busiest thread's CPU time as a share of the transfer time.
+        if not threads[label] or transfer_s <= 0:
+            return None, None
+        name, cpu = threads[label][0]
+        return name, cpu / transfer_s
+
+    src_busy, dst_busy = busiest("source"), busiest("destination")
+    run_s, wait_s = sampler.run_and_wait()
     return {
         "job": job, "state_bytes": size, "streams": streams, "rep": rep,
         "bytes": bytes_done, "stop_copy_bytes": stop_copy_bytes,
@@ -294,13 +422,22 @@ def run_migration(args, size, streams, rep, workdir):
         # CPU-bound, well below it the agents wait on each other.
         "agents_cpu": agents_ticks / dall if dall else 0.0,
         "irq_cpu_s": dirq / CLK_TCK,
+        # Time the agents' threads were ready to run but had no CPU, against
+        # the time they ran: above 1, the job is short of cores (or of the
+        # hypervisor's attention: waking an idle vCPU counts as waiting).
+        "agents_run_s": run_s, "agents_wait_s": wait_s,
+        "cpu_wait_per_run": wait_s / run_s if run_s > 0 else None,
+        "src_threads": threads["source"],
+        "dst_threads": threads["destination"],
+        "src_busiest_thread": src_busy[0], "src_busiest_share": src_busy[1],
+        "dst_busiest_thread": dst_busy[0], "dst_busiest_share": dst_busy[1],
     }
 
 
-def run_ceiling(binary, nbytes, connections):
+def run_ceiling(binary, nbytes, connections, cpus=None):
     """tcp_ceiling or grpc_ceiling (same flags, same JSON) for one run."""
-    r = subprocess.run([binary, f"--bytes={nbytes}",
-                        f"--connections={connections}"],
+    r = subprocess.run(pinned([binary, f"--bytes={nbytes}",
+                               f"--connections={connections}"], cpus),
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"{os.path.basename(binary)} failed: "
@@ -318,6 +455,21 @@ def fmt(v, spec, scale=1.0):
     return "-" if v is None else format(v * scale, spec)
 
 
+def busiest_summary(runs, side):
+    """(the name most often busiest, median share) over `runs` of one side."""
+    names = [r[f"{side}_busiest_thread"] for r in runs
+             if r[f"{side}_busiest_thread"]]
+    if not names:
+        return None, None
+    name = max(set(names), key=names.count)
+    return name, median([r[f"{side}_busiest_share"] for r in runs])
+
+
+def fmt_busiest(b):
+    name, share = b
+    return "-" if name is None else f"{name} {share:.0%}"
+
+
 def summarize(runs, ceilings, grpc_ceilings):
     """Rows of medians, one per (size, streams)."""
     rows = []
@@ -331,7 +483,7 @@ def summarize(runs, ceilings, grpc_ceilings):
             "gbps", "src_cpu_s_per_gib", "dst_cpu_s_per_gib", "src_peak_rss",
             "dst_peak_rss", "src_rss_excl_state", "dst_rss_excl_state",
             "downtime_s", "downtime_overhead_s", "load_s", "steal",
-            "agents_cpu")}
+            "agents_cpu", "cpu_wait_per_run")}
         ceiling = median([c["gbps"] for c in cs])
         paired = median([r["gbps"] / c["gbps"] for r, c in zip(rs, cs)
                          if c["gbps"]])
@@ -354,6 +506,8 @@ def summarize(runs, ceilings, grpc_ceilings):
                 [g["sender"]["cpu_s_per_gib"] for g in gs]),
             "grpc_rx_cpu_s_per_gib": median(
                 [g["receiver"]["cpu_s_per_gib"] for g in gs]),
+            "src_busiest": busiest_summary(rs, "src"),
+            "dst_busiest": busiest_summary(rs, "dst"),
             "max_steal": max(r["steal"] for r in rs),
             "max_other_cpu": max(r["other_cpu"] for r in rs),
         })
@@ -364,6 +518,7 @@ def print_table(rows, out=sys.stdout):
     head = ["state", "streams", "n", "GB/s", "TCP GB/s", "ratio",
             "gRPC GB/s", "ratio to gRPC",
             "CPU s/GiB src", "dst", "TCP tx", "rx", "agents CPU",
+            "CPU wait/run", "busiest thread src", "dst",
             "peak RSS MiB src", "dst", "excl. state src", "dst",
             "downtime ms", "overhead ms", "load ms", "steal",
             "other CPU"]
@@ -379,6 +534,8 @@ def print_table(rows, out=sys.stdout):
             fmt(r["ceiling_tx_cpu_s_per_gib"], ".2f"),
             fmt(r["ceiling_rx_cpu_s_per_gib"], ".2f"),
             fmt(r["agents_cpu"], ".0%"),
+            fmt(r["cpu_wait_per_run"], ".2f"),
+            fmt_busiest(r["src_busiest"]), fmt_busiest(r["dst_busiest"]),
             fmt(r["src_peak_rss"], ".0f", 1 / MIB),
             fmt(r["dst_peak_rss"], ".0f", 1 / MIB),
             fmt(r["src_rss_excl_state"], ".0f", 1 / MIB),
@@ -425,6 +582,10 @@ def main():
                    help="migctl migrate flag template for N streams ({n})")
     p.add_argument("--streams-args-for-one", action="store_true",
                    help="pass the stream templates for 1 stream too")
+    p.add_argument("--cpus", metavar="LIST",
+                   help="run the agents and the ceilings on these CPUs only "
+                        "(taskset list: 0, 0-3, 0,2), to see how each scales "
+                        "with cores")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the state digest comparison after each run")
     args = p.parse_args()
@@ -434,6 +595,16 @@ def main():
              .split(",")]
     streams = [int(s) for s in args.streams.split(",")]
     reps = args.reps or (1 if args.quick else 3)
+    cpus_used = os.cpu_count()
+    if args.cpus:
+        cpus_used = cpu_list_size(args.cpus)
+        if shutil.which("taskset") is None:
+            raise SystemExit("bench: --cpus needs taskset (util-linux)")
+        t = subprocess.run(["taskset", "-c", args.cpus, "true"],
+                           capture_output=True, text=True)
+        if t.returncode != 0:
+            raise SystemExit(f"bench: --cpus={args.cpus}: "
+                             f"{t.stderr.strip()}")
     for b in (args.migd, args.migctl, args.tcp_ceiling, args.grpc_ceiling):
         if not os.access(b, os.X_OK):
             raise SystemExit(f"bench: {b} is not an executable")
@@ -461,9 +632,11 @@ def main():
                     workdir = os.path.join(workroot, f"{size}-{n}-{rep}")
                     os.makedirs(workdir)
                     r = run_migration(args, size, n, rep, workdir)
-                    c = run_ceiling(args.tcp_ceiling, r["bytes"], n)
+                    c = run_ceiling(args.tcp_ceiling, r["bytes"], n,
+                                    args.cpus)
                     c.update(state_bytes=size, streams=n, rep=rep)
-                    g = run_ceiling(args.grpc_ceiling, r["bytes"], n)
+                    g = run_ceiling(args.grpc_ceiling, r["bytes"], n,
+                                    args.cpus)
                     g.update(state_bytes=size, streams=n, rep=rep)
                     log(f"  migd {r['gbps']:.2f} GB/s, TCP {c['gbps']:.2f} "
                         f"GB/s, gRPC {g['gbps']:.2f} GB/s, downtime "
@@ -487,7 +660,8 @@ def main():
 
     if not runs:
         raise SystemExit("bench: nothing ran")
-    print(f"migd transfer benchmark: {os.cpu_count()} CPUs, medians of "
+    where = f" (--cpus={args.cpus})" if args.cpus else ""
+    print(f"migd transfer benchmark: {cpus_used} CPUs{where}, medians of "
           f"{reps} run(s); GB/s = 1e9 B/s of device state; steal and other "
           f"CPU: worst run (other CPU = share of the machine used by other "
           f"processes during the migration)")

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "migd/base/thread_name.h"
 
 namespace migd::base {
 
@@ -10,7 +11,10 @@ Watchdog::Watchdog(absl::Duration timeout, std::function<void()> on_expire)
     : timeout_(timeout),
       on_expire_(std::move(on_expire)),
       last_kick_(absl::Now()) {
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("watchdog");
+    Loop();
+  });
 }
 
 Watchdog::~Watchdog() {

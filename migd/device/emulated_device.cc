@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "migd/base/crc32c.h"
 #include "migd/base/log.h"
+#include "migd/base/thread_name.h"
 #include "migd/device/unique_fd.h"
 #include "migd/vfio/planner.h"
 
@@ -1330,7 +1331,10 @@ EmulatedDevice::EmulatedDevice(EmulatedDeviceConfig config,
                                std::shared_ptr<Core> core)
     : config_(std::move(config)), core_(std::move(core)) {
   if (config_.dirty_rate > 0 || config_.dma_rate > 0) {
-    workload_ = std::thread([core = core_.get()] { core->RunWorkload(); });
+    workload_ = std::thread([core = core_.get()] {
+      base::NameThisThread("emu-workload");
+      core->RunWorkload();
+    });
   }
 }
 

@@ -9,6 +9,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
+#include "migd/base/thread_name.h"
 #include "migd/base/watchdog.h"
 #include "migd/migration/device_steps.h"
 #include "migd/transfer/framing.h"
@@ -169,7 +170,10 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
         std::make_unique<transfer::StreamSender>(*std::move(data)));
   }
   sj->job_->SetCanceller([raw] { raw->Interrupt(); });
-  sj->thread_ = std::thread([raw] { raw->Run(); });
+  sj->thread_ = std::thread([raw] {
+    base::NameThisThread("src-job");
+    raw->Run();
+  });
   return sj;
 }
 

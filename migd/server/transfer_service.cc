@@ -11,6 +11,7 @@
 #include "migd/base/bounded_queue.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
+#include "migd/base/thread_name.h"
 #include "migd/base/watchdog.h"
 #include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/framing.h"
@@ -227,6 +228,9 @@ grpc::Status TransferServiceImpl::Transfer(
 }
 
 void TransferServiceImpl::ServeData(transfer::ServerStream& stream) {
+  // A thread of its own per call (ThreadedCalls): it reads and checks the
+  // chunks; "dst-load" below writes them to the device.
+  base::NameThisThread("dst-data");
   grpc::ServerContext* context = stream.context();
   grpc::ByteBuffer raw;
   bool timed_out = false;
@@ -295,6 +299,7 @@ grpc::Status TransferServiceImpl::DataStream(transfer::ServerStream& stream,
   base::BoundedQueue<transfer::DecodedRequest> loads(kLoadQueueDepth);
   absl::Status load_error;  // the loader's; read after it is joined
   std::thread loader([&] {
+    base::NameThisThread("dst-load");
     while (std::optional<transfer::DecodedRequest> chunk = loads.Pop()) {
       if (absl::Status s = job->OnChunk(*std::move(chunk)); !s.ok()) {
         load_error = s;

@@ -1,10 +1,15 @@
 #include "migd/transfer/stream_sender.h"
 
+#include "migd/base/thread_name.h"
+
 namespace migd::transfer {
 
 StreamSender::StreamSender(std::unique_ptr<TransferClient> client)
     : client_(std::move(client)) {
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    base::NameThisThread("src-send");
+    Loop();
+  });
 }
 
 StreamSender::~StreamSender() {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/support/slice.h"
 #include "migd/base/log.h"
+#include "migd/base/thread_name.h"
 
 namespace migd::transfer {
 
@@ -85,7 +86,10 @@ ThreadedCalls::ThreadedCalls(
 ThreadedCalls::~ThreadedCalls() { Shutdown(); }
 
 void ThreadedCalls::Start() {
-  acceptor_ = std::thread([this] { AcceptLoop(); });
+  acceptor_ = std::thread([this] {
+    base::NameThisThread("calls-accept");
+    AcceptLoop();
+  });
 }
 
 void ThreadedCalls::AcceptLoop() {

@@ -8,6 +8,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "migd/base/reason.h"
+#include "migd/base/thread_name.h"
 #include "migd/base/watchdog.h"
 #include "migd/transfer/grpc_status.h"
 
@@ -51,7 +52,10 @@ absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
             client->stream_->Read(&resp);
   if (ok && resp.has_accepted()) {
     TransferClient* raw = client.get();
-    client->reader_ = std::thread([raw] { raw->ReadLoop(); });
+    client->reader_ = std::thread([raw] {
+      base::NameThisThread("src-answers");
+      raw->ReadLoop();
+    });
     return client;
   }
   if (!ok) {
