@@ -43,6 +43,8 @@ QUICK_SIZES = "64MiB"
 MEMORY_MARGIN = 2 * GIB
 START_DEADLINE_S = 300  # a 4 GiB device takes a few seconds to generate
 STOP_DEADLINE_S = 30
+# Below this transfer time the busiest thread's share is not reported.
+MIN_BUSIEST_TRANSFER_S = 0.5
 
 
 def parse_size(text):
@@ -382,14 +384,17 @@ def run_migration(args, size, streams, rep, workdir):
     # that processes other than the two agents used (builds, tests, ...).
     # Interrupt time is nobody's: it is left out of both.
     dproc, dirq, dsteal, dall = (b - a for a, b in zip(host0, host1))
+    allowed = cpu_list_size(args.cpus) if args.cpus else os.cpu_count()
     agents_ticks = (cpu1["source"] - cpu0["source"] + cpu1["destination"]
                     - cpu0["destination"]) * CLK_TCK
     breakdown = s.get("downtime_breakdown") or {}
     threads = {a: sampler.threads(a) for a in ("source", "destination")}
 
     def busiest(label):
-        # The busiest thread's CPU time as a share of the transfer time.
-        if not threads[label] or transfer_s <= 0:
+        # The busiest thread's CPU time as a share of the transfer time. Not
+        # for short transfers: /proc counts 10 ms ticks, and the job's setup
+        # (mapping its buffers) outweighs a transfer of a few tens of ms.
+        if not threads[label] or transfer_s < MIN_BUSIEST_TRANSFER_S:
             return None, None
         name, cpu = threads[label][0]
         return name, cpu / transfer_s
@@ -418,9 +423,11 @@ def run_migration(args, size, streams, rep, workdir):
         "verified": verified,
         "steal": dsteal / dall if dall else 0.0,
         "other_cpu": max(0.0, (dproc - agents_ticks) / dall) if dall else 0.0,
-        # Share of the machine the two agents used: near 100% the job is
-        # CPU-bound, well below it the agents wait on each other.
-        "agents_cpu": agents_ticks / dall if dall else 0.0,
+        # Share of the CPUs they may use (all, or --cpus) the two agents
+        # used: near 100% the job is CPU-bound, well below it the agents wait
+        # on each other.
+        "agents_cpu": (agents_ticks / (dall * allowed / os.cpu_count())
+                       if dall else 0.0),
         "irq_cpu_s": dirq / CLK_TCK,
         # Time the agents' threads were ready to run but had no CPU, against
         # the time they ran: above 1, the job is short of cores (or of the
