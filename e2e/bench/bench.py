@@ -9,10 +9,11 @@ migration) and peak RSS (/proc/PID/status VmHWM), samples the CPU time of
 each agent thread during the migration (to find the busiest one: a thread
 near 100% of the transfer time is the pipeline's bottleneck; all well below
 it with the agents using the whole machine means the job is short of cores),
-checks that the destination holds the source's state, stops the agents, and then measures the raw loopback
-TCP ceiling (tcp_ceiling) and the loopback gRPC ceiling (grpc_ceiling: gRPC
-alone, with migd's transport settings), each moving the same number of bytes
-over as many connections as the job used streams. It prints a table of medians.
+checks that the destination holds the source's state, stops the agents, and
+then measures the raw loopback TCP ceiling (tcp_ceiling) and the loopback
+gRPC ceiling (grpc_ceiling: gRPC alone, with migd's transport settings), each
+moving the same number of bytes over as many connections as the job used
+streams. It prints a table of medians.
 
 Normally run through e2e/bench/run.sh, which builds optimized binaries.
 Python 3 standard library only.
@@ -158,8 +159,8 @@ def thread_readings(pid):
 class ThreadSampler:
     """CPU seconds each thread of some processes used while it ran.
 
-    Reads /proc/PID/task/*/stat every `interval` seconds from start() to
-    stop(). A thread already there at start() counts from its first reading,
+    Reads /proc/PID/task/*/stat and schedstat every `interval` seconds from
+    start() to stop(). A thread already there at start() counts from its first reading,
     one born later from 0; one that ends counts up to its last reading, so a
     thread loses at most `interval` of CPU time. Thread names are what the
     agent set (migd names its own threads: src-job, src-send, dst-data,

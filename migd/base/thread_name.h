@@ -3,8 +3,8 @@
 // Names the calling thread, so that top -H, perf, gdb and /proc/PID/task/*/comm
 // say which of an agent's threads is which ("src-job", "dst-load", ...) rather
 // than the name each inherits from whoever started it (a gRPC server thread,
-// "grpcpp_sync_ser"). The transfer benchmark groups per-thread CPU time by
-// these names to find a job's busiest stage.
+// "grpcpp_sync_ser"). The transfer benchmark reports each thread's CPU time
+// under these names, and the busiest one as the job's busiest stage.
 //
 // Linux keeps at most 15 bytes of a name: longer names are cut there. Naming
 // is best effort and never fails the caller.
@@ -12,6 +12,7 @@
 #ifndef MIGD_BASE_THREAD_NAME_H_
 #define MIGD_BASE_THREAD_NAME_H_
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
