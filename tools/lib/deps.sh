@@ -16,6 +16,10 @@ MIGD_DEBIAN_PACKAGES=(
   libabsl-dev
   libgtest-dev
   libgmock-dev
+  # mTLS: certificate and key checks (libssl-dev), the development PKI
+  # (tools/pki, openssl).
+  libssl-dev
+  openssl
   libsqlite3-dev
   libvirt-dev
   python3
