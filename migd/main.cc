@@ -20,6 +20,8 @@
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/device/emulated_spec.h"
+#include "migd/security/authorizer.h"
+#include "migd/security/credentials.h"
 #include "migd/server/agent.h"
 #include "migd/server/device_config.h"
 #include "migd/transfer/framing.h"
@@ -30,8 +32,26 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
 ABSL_FLAG(std::string, port_file, "",
           "Write the port actually listened on to this file once serving");
 ABSL_FLAG(bool, insecure, false,
-          "Serve without TLS or authentication (required: TLS is not "
-          "implemented yet)");
+          "Serve and dial without TLS or authentication: anyone who can reach "
+          "the port can read and replace device state. Only on a trusted "
+          "network; the --tls_* flags are then ignored");
+ABSL_FLAG(std::string, tls_cert, "/etc/migd/tls/agent.pem",
+          "PEM certificate (chain) this agent serves with and dials other "
+          "agents with; its URI or DNS SAN is the agent's identity");
+ABSL_FLAG(std::string, tls_key, "/etc/migd/tls/agent.key",
+          "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "/etc/migd/tls/ca.pem",
+          "PEM bundle of the CAs that sign clients' and other agents' "
+          "certificates");
+ABSL_FLAG(std::string, tls_policy, "/etc/migd/policy.conf",
+          "Authorization policy: one line per identity, \"IDENTITY "
+          "ROLE[,ROLE]\" with roles operator, observer, agent");
+ABSL_FLAG(int64_t, tls_reload_seconds, 60,
+          "How often the --tls_cert, --tls_key and --tls_ca files are read "
+          "again (a rotated certificate is used for new connections)");
+ABSL_FLAG(std::string, transfer_token_ttl, "10m",
+          "How long a prepared job's transfer token is accepted; a job whose "
+          "source has not attached by then ends and resets its devices");
 ABSL_FLAG(std::string, name, "", "This agent's identity, for logs");
 ABSL_FLAG(std::string, emulated_devices, "",
           "Comma-separated names of emulated devices to create");
@@ -87,7 +107,10 @@ absl::Status WritePortFile(const std::string& path, int port) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "migd: live-migration agent for VFIO devices.\n"
-      "  migd --insecure --listen=127.0.0.1:7070 --emulated_devices=emu0,emu1");
+      "  migd --listen=10.0.0.5:7070 --tls_cert=agent.pem --tls_key=agent.key "
+      "--tls_ca=ca.pem --tls_policy=policy.conf --devices_config=devices.conf\n"
+      "  migd --insecure --listen=127.0.0.1:7070 --emulated_devices=emu0,emu1\n"
+      "Flags may also come from a file: --flagfile=/etc/migd/migd.flags");
   absl::ParseCommandLine(argc, argv);
 
   migd::base::TuneAllocatorForBulkTransfer();
@@ -133,7 +156,35 @@ int main(int argc, char** argv) {
 
   migd::server::AgentOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
-  options.insecure = absl::GetFlag(FLAGS_insecure);
+  if (absl::GetFlag(FLAGS_insecure)) {
+    options.credentials = migd::security::Credentials::Insecure();
+  } else {
+    auto credentials = migd::security::Credentials::Tls(
+        {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+         absl::GetFlag(FLAGS_tls_ca)},
+        absl::Seconds(absl::GetFlag(FLAGS_tls_reload_seconds)));
+    if (!credentials.ok()) {
+      return Fail(migd::base::Annotate(
+          credentials.status(),
+          "TLS (pass --insecure to run without it, on a trusted network "
+          "only)"));
+    }
+    options.credentials = *std::move(credentials);
+    auto authorizer = migd::security::Authorizer::Load(
+        absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_policy));
+    if (!authorizer.ok()) return Fail(authorizer.status());
+    options.authorizer = *std::move(authorizer);
+  }
+  {
+    absl::Duration ttl;
+    std::string text = absl::GetFlag(FLAGS_transfer_token_ttl);
+    if (!absl::ParseDuration(text, &ttl) || ttl <= absl::ZeroDuration()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--transfer_token_ttl \"", text,
+          "\" is not a positive duration (e.g. 10m, 90s)")));
+    }
+    options.service.token_ttl = ttl;
+  }
   options.service.default_phase_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_phase_timeout_seconds));
   options.transfer_idle_timeout = options.service.default_phase_timeout;

@@ -45,6 +45,7 @@
 #include "grpcpp/impl/rpc_service_method.h"
 #include "grpcpp/support/sync_stream.h"
 #include "migd/base/alloc_tuning.h"
+#include "migd/security/credentials.h"
 #include "migd/transfer/threaded_calls.h"
 #include "migd/transfer/transfer_client.h"
 
@@ -59,7 +60,7 @@ constexpr Tool kTool = {
     .name = "grpc_ceiling",
     .write_flag = "message_bytes",
     // The largest payload that fits migd's message limit with its header.
-    .max_write_bytes = transfer::kMaxTransferMessageBytes - kHeaderBytes};
+    .max_write_bytes = security::kMaxTransferMessageBytes - kHeaderBytes};
 
 grpc::ByteBuffer CountMessage(uint64_t n) {
   grpc::Slice s(&n, sizeof n);
@@ -135,11 +136,8 @@ int Receive(const Options& o, int port_fd, int report_fd) {
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
                            &port);
   builder.RegisterService(&sink);
-  // The server arguments of migd/server/agent.cc (Agent::Start).
-  builder.SetMaxReceiveMessageSize(transfer::kMaxTransferMessageBytes);
-  builder.SetMaxSendMessageSize(transfer::kMaxTransferMessageBytes);
-  builder.AddChannelArgument("grpc.http2.lookahead_bytes", 8 << 20);
-  builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
+  // The server arguments of the agent (Agent::Start).
+  security::ApplyBulkServerArguments(builder);
   transfer::ThreadedCalls calls(
       builder.AddCompletionQueue(),
       [&sink](transfer::ServerStream* stream,
@@ -187,7 +185,8 @@ std::vector<std::shared_ptr<grpc::Channel>> Connect(
     const Options& o, const std::string& address) {
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < o.connections; ++i) {
-    channels.push_back(transfer::MakeTransferChannel(address));
+    channels.push_back(security::Credentials::Insecure()->Dial(
+        address, "", security::ChannelUse::kBulk));
     if (!channels.back()->WaitForConnected(std::chrono::system_clock::now() +
                                            std::chrono::seconds(30))) {
       Die("sender: cannot connect to " + address);

@@ -30,6 +30,7 @@
 #include "gtest/gtest.h"
 #include "migd/base/crc32c.h"
 #include "migd/base/reason.h"
+#include "migd/security/credentials.h"
 #include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/grpc_status.h"
 #include "migd/transfer/transfer_client.h"
@@ -79,7 +80,8 @@ class TransferProtocolTest : public AgentTest {
         "destination", {"--insecure", "--emulated_devices=emu0",
                         "--emulated_state_size=1MiB", "--emulated_seed=2"});
     ASSERT_NE(destination_, nullptr);
-    channel_ = transfer::MakeTransferChannel(destination_->address());
+    channel_ = security::Credentials::Insecure()->Dial(
+        destination_->address(), "", security::ChannelUse::kBulk);
   }
 
   void TearDown() override {
@@ -246,7 +248,8 @@ class TransferLimitsTest : public AgentTest {
         {"--insecure", "--emulated_devices=emu0", "--emulated_state_size=1MiB",
          "--max_data_streams=1", "--phase_timeout_seconds=1"});
     ASSERT_NE(destination_, nullptr);
-    channel_ = transfer::MakeTransferChannel(destination_->address());
+    channel_ = security::Credentials::Insecure()->Dial(
+        destination_->address(), "", security::ChannelUse::kBulk);
   }
 
   void TearDown() override {

@@ -48,20 +48,25 @@ DestinationJob::DestinationJob(std::shared_ptr<Job> job,
                                std::vector<device::Device*> devices,
                                std::function<void()> on_done,
                                uint64_t reorder_cap_bytes,
-                               absl::Duration wait_timeout)
+                               absl::Duration wait_timeout,
+                               std::string source_identity)
     : job_(std::move(job)),
       devices_(std::move(devices)),
       on_done_(std::move(on_done)),
+      source_identity_(std::move(source_identity)),
       reorder_cap_bytes_(reorder_cap_bytes),
       wait_timeout_(wait_timeout) {}
+
+DestinationJob::~DestinationJob() { token_timer_.reset(); }
 
 absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
     std::shared_ptr<Job> job, std::vector<device::Device*> devices,
     std::function<void()> on_done, uint64_t reorder_cap_bytes,
-    absl::Duration wait_timeout) {
-  std::shared_ptr<DestinationJob> dj(
-      new DestinationJob(std::move(job), std::move(devices), std::move(on_done),
-                         reorder_cap_bytes, wait_timeout));
+    absl::Duration wait_timeout, std::string source_identity,
+    absl::Duration token_ttl) {
+  std::shared_ptr<DestinationJob> dj(new DestinationJob(
+      std::move(job), std::move(devices), std::move(on_done),
+      reorder_cap_bytes, wait_timeout, std::move(source_identity)));
   absl::StatusOr<std::string> token = NewToken();
   if (!token.ok()) return token.status();
   dj->token_ = *std::move(token);
@@ -107,11 +112,36 @@ absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
     dj->stage_ = Stage::kDone;
     return err;
   }
+  j->SetPeerIdentity(dj->source_identity_);
   j->SetPhase(v1::PHASE_PREPARED, "");
+  if (token_ttl != absl::InfiniteDuration()) {
+    dj->token_expires_ = absl::Now() + token_ttl;
+    DestinationJob* raw = dj.get();
+    dj->token_timer_ = std::make_unique<base::Watchdog>(
+        token_ttl, [raw] { raw->ExpireToken(); });
+  }
   return dj;
 }
 
+void DestinationJob::ExpireToken() {
+  absl::MutexLock lock(&mu_);
+  if (stage_ != Stage::kWaiting) return;  // attached in time, or ended
+  stage_ = Stage::kDone;
+  absl::Status why = base::Error(
+      absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_TIMEOUT,
+      absl::StrCat("no source attached before the transfer token expired at ",
+                   absl::FormatTime(absl::RFC3339_sec, token_expires_,
+                                    absl::UTCTimeZone()),
+                   " (prepare the job again)"));
+  base::LogWarning("job ", job_->id(), ": ", why.message());
+  job_->SetPhase(v1::PHASE_ROLLING_BACK,
+                 absl::StrCat("resetting devices: ", why.message()));
+  ResetAllLocked();
+  EndLocked(why);
+}
+
 absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
+                                    const std::string& peer_identity,
                                     std::function<void()> cancel_session) {
   absl::MutexLock lock(&mu_);
   if (stage_ != Stage::kWaiting) {
@@ -121,7 +151,9 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
                      ", not waiting for a source (a token is good for one "
                      "session)"));
   }
-  if (absl::Status s = CheckToken(header); !s.ok()) return s;
+  if (absl::Status s = CheckToken(header, peer_identity, true); !s.ok()) {
+    return s;
+  }
   if (header.stream_index() != 0) {
     return base::Error(
         absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_PROTOCOL_ERROR,
@@ -188,11 +220,30 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
   return absl::OkStatus();
 }
 
-absl::Status DestinationJob::CheckToken(const v1::SessionHeader& header) const {
+absl::Status DestinationJob::CheckToken(const v1::SessionHeader& header,
+                                        const std::string& peer_identity,
+                                        bool check_expiry) const {
   if (!TokensEqual(header.transfer_token(), token_)) {
     return base::Error(
         absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
         absl::StrCat("transfer token for job ", job_->id(), " does not match"));
+  }
+  if (peer_identity != source_identity_) {
+    return base::Error(
+        absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
+        absl::StrCat("the transfer token of job ", job_->id(),
+                     " is bound to source ",
+                     source_identity_.empty() ? "(no identity)"
+                                              : source_identity_,
+                     "; this session comes from ",
+                     peer_identity.empty() ? "(no identity)" : peer_identity));
+  }
+  if (check_expiry && absl::Now() >= token_expires_) {
+    return base::Error(
+        absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
+        absl::StrCat("the transfer token of job ", job_->id(), " expired at ",
+                     absl::FormatTime(absl::RFC3339_sec, token_expires_,
+                                      absl::UTCTimeZone())));
   }
   if (header.protocol_version() != v1::PROTOCOL_VERSION_1) {
     return base::Error(
@@ -204,9 +255,12 @@ absl::Status DestinationJob::CheckToken(const v1::SessionHeader& header) const {
 }
 
 absl::Status DestinationJob::AttachData(const v1::SessionHeader& header,
+                                        const std::string& peer_identity,
                                         std::function<void()> cancel_stream) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckToken(header); !s.ok()) return s;
+  if (absl::Status s = CheckToken(header, peer_identity, false); !s.ok()) {
+    return s;
+  }
   if (stage_ != Stage::kAttached) {
     return base::Error(absl::StatusCode::kFailedPrecondition,
                        v1::ERROR_REASON_NOT_PREPARED,

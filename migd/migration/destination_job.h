@@ -1,8 +1,10 @@
 // migd/migration/destination_job.h
 //
 // The destination side of one job. PrepareIncoming claims the devices, moves
-// each to RESUMING (opening its load session) and mints a one-time token. The
-// source's transfer session then attaches with that token: one control
+// each to RESUMING (opening its load session) and mints a one-time token,
+// bound to the source agent's identity and good until it expires (a prepared
+// job whose token expires unused ends with TIMEOUT and resets its devices).
+// The source's transfer session then attaches with that token: one control
 // stream, then its data streams. Chunks from the data streams pass their
 // stream's integrity checks, are put back in each device's offset order by a
 // bounded reorder buffer (a stream running ahead waits for a slow one instead
@@ -32,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "migd/base/watchdog.h"
 #include "migd/device/device.h"
 #include "migd/migration/job.h"
 #include "migd/transfer/chunk_codec.h"
@@ -48,30 +51,44 @@ class DestinationJob {
   // caller releases the claim through `on_done`, which also runs when the
   // job ends).
   // `reorder_cap_bytes` bounds the payload held out of order; `wait_timeout`
-  // how long a marker waits for the bytes it accounts for.
+  // how long a marker waits for the bytes it accounts for. The token is
+  // bound to `source_identity` (the identity a session must come from; ""
+  // only without TLS) and expires after `token_ttl`.
   static absl::StatusOr<std::shared_ptr<DestinationJob>> Prepare(
       std::shared_ptr<Job> job, std::vector<device::Device*> devices,
       std::function<void()> on_done,
       uint64_t reorder_cap_bytes = uint64_t{64} << 20,
-      absl::Duration wait_timeout = absl::Seconds(60));
+      absl::Duration wait_timeout = absl::Seconds(60),
+      std::string source_identity = "",
+      absl::Duration token_ttl = absl::InfiniteDuration());
+
+  // Stops the token timer first: its callback uses the rest.
+  ~DestinationJob();
 
   const std::shared_ptr<Job>& job() const { return job_; }
 
-  // The one-time transfer token (never log it).
+  // The one-time transfer token (never log it: security::Redacted).
   const std::string& token() const { return token_; }
+  // When the token stops being accepted.
+  absl::Time token_expires() const { return token_expires_; }
 
-  // A source session presents `header`. PERMISSION_DENIED (BAD_TOKEN) for a
-  // wrong token, FAILED_PRECONDITION (NOT_PREPARED) when the job is no longer
-  // waiting (attached, ended), INVALID_ARGUMENT (INCOMPATIBLE /
-  // PROTOCOL_ERROR) when the devices or protocol do not match. A refused
-  // header changes nothing. `cancel_session` is how a later Cancel reaches the
-  // session's blocked read.
+  // A source session from `peer_identity` presents `header`.
+  // PERMISSION_DENIED (BAD_TOKEN) for a wrong token (compared in constant
+  // time), a session from another identity than the token is bound to, or
+  // an expired token; FAILED_PRECONDITION (NOT_PREPARED) when the job is no
+  // longer waiting (attached, ended: a token is used once);
+  // INVALID_ARGUMENT (INCOMPATIBLE / PROTOCOL_ERROR) when the devices or
+  // protocol do not match. A refused header changes nothing.
+  // `cancel_session` is how a later Cancel reaches the session's blocked
+  // read.
   absl::Status Attach(const v1::SessionHeader& header,
+                      const std::string& peer_identity,
                       std::function<void()> cancel_session);
 
   // A data stream (header.stream_index 1..num_streams) of the attached
-  // session presents itself: same token; each index once.
+  // session presents itself: same token, same identity; each index once.
   absl::Status AttachData(const v1::SessionHeader& header,
+                          const std::string& peer_identity,
                           std::function<void()> cancel_stream);
 
   // A chunk that passed its stream's checks: held until it is next in its
@@ -113,10 +130,18 @@ class DestinationJob {
  private:
   DestinationJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
                  std::function<void()> on_done, uint64_t reorder_cap_bytes,
-                 absl::Duration wait_timeout);
+                 absl::Duration wait_timeout, std::string source_identity);
   void ResetAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndLocked(const absl::Status& cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status CheckToken(const v1::SessionHeader& header) const;
+  // The token, the identity it is bound to, and (for the control stream,
+  // which uses the token; data streams join a session already attached) its
+  // expiry.
+  absl::Status CheckToken(const v1::SessionHeader& header,
+                          const std::string& peer_identity,
+                          bool check_expiry) const;
+  // The token expired: a job still waiting for its source ends (TIMEOUT)
+  // and resets its devices.
+  void ExpireToken();
   void AddCanceller(uint32_t stream, std::function<void()> cancel);
   // Cancels every stream of the session but `except`.
   void CancelStreams(int except = -1);
@@ -136,6 +161,10 @@ class DestinationJob {
   const std::vector<device::Device*> devices_;
   std::function<void()> on_done_;
   std::string token_;
+  const std::string source_identity_;
+  absl::Time token_expires_ = absl::InfiniteFuture();
+  // Fires ExpireToken; after Attach it finds nothing to do.
+  std::unique_ptr<base::Watchdog> token_timer_;
   const uint64_t reorder_cap_bytes_;
   const absl::Duration wait_timeout_;
 

@@ -83,11 +83,11 @@ void AttachSession(DestinationJob& dj, const std::string& job_id,
   d->set_source_device("src0");
   d->set_destination_device("dst0");
   d->set_kind("emulated");
-  ASSERT_TRUE(dj.Attach(h, [] {}).ok());
+  ASSERT_TRUE(dj.Attach(h, "", [] {}).ok());
   h.clear_devices();
   for (uint32_t k = 1; k <= data_streams; ++k) {
     h.set_stream_index(k);
-    ASSERT_TRUE(dj.AttachData(h, [] {}).ok());
+    ASSERT_TRUE(dj.AttachData(h, "", [] {}).ok());
   }
 }
 

@@ -150,6 +150,11 @@ void Job::SetPrecopy(const v1::PrecopyProgress& precopy) {
   Changed(absl::StrCat("pre-copy iteration ", precopy.iteration()));
 }
 
+void Job::SetPeerIdentity(const std::string& identity) {
+  absl::MutexLock lock(&mu_);
+  record_.set_peer_identity(identity);
+}
+
 void Job::AddNotice(const std::string& notice) {
   absl::MutexLock lock(&mu_);
   record_.add_notices(notice);

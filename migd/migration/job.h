@@ -67,6 +67,8 @@ class Job {
   void SetPrecopy(const v1::PrecopyProgress& precopy);
   // Something a person should know that is not a failure.
   void AddNotice(const std::string& notice);
+  // The other agent's certificate identity (empty with --insecure).
+  void SetPeerIdentity(const std::string& identity);
 
   // Ends the job: SUCCEEDED when `cause` is OK, else CANCELLED when the cause
   // is a cancel, else FAILED with the cause's reason and message. Later calls

@@ -142,13 +142,16 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   SourceJob* raw = sj.get();
   absl::StatusOr<std::unique_ptr<transfer::TransferClient>> client =
       transfer::TransferClient::Open(
-          transfer::MakeTransferChannel(sj->options_.destination), header,
+          sj->options_.dial(), header,
           sj->options_.handshake_timeout, [raw](uint32_t device) {
             if (device < raw->devices_.size())
               raw->job_->SetDeviceAcked(device);
           });
   if (!client.ok()) return client.status();
   sj->client_ = *std::move(client);
+  // The identity the handshake verified: the one the request named, or the
+  // one the destination's certificate carries for its host name.
+  j.SetPeerIdentity(sj->client_->peer_identity());
   for (uint32_t k = 1; k <= sj->options_.streams; ++k) {
     v1::SessionHeader data_header;
     data_header.set_job_id(j.id());
@@ -158,9 +161,8 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     data_header.set_num_streams(sj->options_.streams);
     // A channel each: every data stream gets a connection of its own.
     absl::StatusOr<std::unique_ptr<transfer::TransferClient>> data =
-        transfer::TransferClient::Open(
-            transfer::MakeTransferChannel(sj->options_.destination),
-            data_header, sj->options_.handshake_timeout);
+        transfer::TransferClient::Open(sj->options_.dial(), data_header,
+                                       sj->options_.handshake_timeout);
     if (!data.ok()) {
       sj->CancelSession();
       return base::Annotate(data.status(),

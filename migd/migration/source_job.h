@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "grpcpp/channel.h"
 #include "migd/base/watchdog.h"
 #include "migd/device/device.h"
 #include "migd/dirty/tracker.h"
@@ -44,9 +45,14 @@
 namespace migd::migration {
 
 struct SourceJobOptions {
-  // Destination agent "host:port" and the token its PrepareIncoming returned.
+  // Destination agent "host:port" and the token its PrepareIncoming returned
+  // (a secret: never logged).
   std::string destination;
   std::string token;
+  // Opens a new connection to the destination (the control stream and each
+  // data stream get one), with the agent's credentials, checking that the
+  // destination is who the request says (see security::Credentials::Dial).
+  std::function<std::shared_ptr<grpc::Channel>()> dial;
   uint32_t chunk_bytes = 1 << 20;
   // Memory for chunks in flight (read from devices, not yet sent by gRPC):
   // reading waits when it is all in use, so agent memory stays bounded

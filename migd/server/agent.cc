@@ -9,17 +9,24 @@
 #include "grpcpp/server_builder.h"
 #include "migd/base/log.h"
 #include "migd/transfer/threaded_calls.h"
-#include "migd/transfer/transfer_client.h"
 
 namespace migd::server {
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
     AgentOptions options, std::unique_ptr<migration::DeviceRegistry> devices) {
-  if (!options.insecure) {
+  if (options.credentials == nullptr) {
     return absl::FailedPreconditionError(
-        "TLS is not configured: pass --insecure to serve without transport "
+        "no credentials: configure TLS (--tls_cert, --tls_key, --tls_ca, "
+        "--tls_policy) or pass --insecure to serve without transport "
         "security or authentication (only on a trusted network)");
   }
+  const bool insecure = options.credentials->insecure();
+  if (!insecure && options.authorizer == nullptr) {
+    return absl::FailedPreconditionError(
+        "TLS without an authorization policy would let any certificate the "
+        "CA signed do anything: set --tls_policy");
+  }
+  options.service.credentials = options.credentials;
   std::unique_ptr<Agent> agent(new Agent());
   agent->devices_ = std::move(devices);
   agent->jobs_ = std::make_unique<migration::JobTable>();
@@ -30,16 +37,15 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &agent->port_);
+  // Every call on this port, data streams and health checks included,
+  // passes the authorizer before a handler sees it.
+  builder.AddListeningPort(
+      options.listen,
+      options.credentials->ServerCredentials(options.authorizer),
+      &agent->port_);
   builder.RegisterService(agent->migration_service_.get());
   builder.RegisterService(agent->transfer_service_.get());
-  builder.SetMaxReceiveMessageSize(transfer::kMaxTransferMessageBytes);
-  builder.SetMaxSendMessageSize(transfer::kMaxTransferMessageBytes);
-  builder.AddChannelArgument("grpc.http2.lookahead_bytes", 8 << 20);
-  // See MakeTransferChannel: a fixed window bounds what gRPC buffers per
-  // stream while the reorder buffer makes a stream wait.
-  builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
+  security::ApplyBulkServerArguments(builder);
   TransferServiceImpl* transfer = agent->transfer_service_.get();
   agent->data_calls_ = std::make_unique<transfer::ThreadedCalls>(
       builder.AddCompletionQueue(),
@@ -57,9 +63,17 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
                      " (address in use or not local?)"));
   }
   agent->data_calls_->Start();
-  base::LogWarning("serving WITHOUT TLS or authentication (--insecure) on ",
-                   options.listen.substr(0, options.listen.rfind(':')), ":",
+  const std::string where =
+      absl::StrCat(options.listen.substr(0, options.listen.rfind(':')), ":",
                    agent->port_);
+  if (insecure) {
+    base::LogWarning(
+        "serving WITHOUT TLS or authentication (--insecure) on ", where,
+        ": anyone who can reach this port can read and replace device state");
+  } else {
+    base::LogInfo("serving with mutual TLS on ", where, " (certificate ",
+                  options.credentials->files().cert, ")");
+  }
   return agent;
 }
 

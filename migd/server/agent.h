@@ -16,6 +16,8 @@
 #include "grpcpp/server.h"
 #include "migd/migration/device_registry.h"
 #include "migd/migration/job_table.h"
+#include "migd/security/authorizer.h"
+#include "migd/security/credentials.h"
 #include "migd/server/migration_service.h"
 #include "migd/server/transfer_service.h"
 #include "migd/transfer/threaded_calls.h"
@@ -25,9 +27,12 @@ namespace migd::server {
 struct AgentOptions {
   // "host:port"; port 0 picks a free port (see Agent::port()).
   std::string listen = "127.0.0.1:7070";
-  // Serve without TLS or authentication. Nothing else is supported yet, so
-  // Start refuses to run unless this is set explicitly.
-  bool insecure = false;
+  // How the agent serves and dials: mutual TLS (with `authorizer` deciding
+  // every call), or plaintext, which must be asked for: Start refuses to
+  // run without credentials, and refuses TLS credentials without an
+  // authorizer. The same credentials go to service.credentials.
+  std::shared_ptr<security::Credentials> credentials;
+  std::shared_ptr<security::Authorizer> authorizer;
   MigrationServiceOptions service;
   absl::Duration transfer_idle_timeout = absl::Seconds(60);
   // Data streams (TransferData calls) served at once, each on a thread of

@@ -45,10 +45,23 @@ absl::Status PolicyDuration(bool has, const google::protobuf::Duration& value,
 
 }  // namespace
 
+namespace {
+
+MigrationServiceOptions WithCredentials(MigrationServiceOptions options) {
+  if (options.credentials == nullptr) {
+    options.credentials = security::Credentials::Insecure();
+  }
+  return options;
+}
+
+}  // namespace
+
 MigrationServiceImpl::MigrationServiceImpl(migration::DeviceRegistry* devices,
                                            migration::JobTable* jobs,
                                            MigrationServiceOptions options)
-    : devices_(devices), jobs_(jobs), options_(std::move(options)) {}
+    : devices_(devices),
+      jobs_(jobs),
+      options_(WithCredentials(std::move(options))) {}
 
 absl::StatusOr<std::vector<device::Device*>>
 MigrationServiceImpl::ReserveAndClaim(
@@ -94,6 +107,19 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
   }
   auto pairs = ValidateDevicePairs(request->devices(), false);
   if (!pairs.ok()) return ToGrpcStatus(pairs.status(), context);
+  // The token is bound to the source's identity; without TLS there is none
+  // to bind to, and naming one would promise a check that cannot happen.
+  if (absl::Status s = ValidateIdentity(
+          "source_identity", request->source_identity(), secure());
+      !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  if (!secure() && !request->source_identity().empty()) {
+    return ToGrpcStatus(
+        InvalidRequest("source_identity cannot be checked: this agent runs "
+                       "with --insecure (no certificates, no identities)"),
+        context);
+  }
   auto claimed = ReserveAndClaim(id, *pairs);
   if (!claimed.ok()) return ToGrpcStatus(claimed.status(), context);
   auto job = std::make_shared<migration::Job>(id, v1::ROLE_DESTINATION,
@@ -101,7 +127,8 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
   migration::DeviceRegistry* devices = devices_;
   auto prepared = migration::DestinationJob::Prepare(
       job, *claimed, [devices, id] { devices->Release(id); },
-      options_.transfer_memory_cap, options_.default_phase_timeout);
+      options_.transfer_memory_cap, options_.default_phase_timeout,
+      request->source_identity(), options_.token_ttl);
   if (!prepared.ok()) {
     devices_->Release(id);
     jobs_->Unreserve(id);
@@ -110,11 +137,15 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
     return ToGrpcStatus(prepared.status(), context);
   }
   response->set_transfer_token((*prepared)->token());
+  *response->mutable_token_expires() = TimeUtil::NanosecondsToTimestamp(
+      absl::ToUnixNanos((*prepared)->token_expires()));
   jobs_->AddDestination(*std::move(prepared));
   *response->mutable_migration() = job->Snapshot();
   base::LogInfo(
       "job ", id, ": prepared ", pairs->size(), " incoming device(s) from ",
-      request->source().empty() ? "(unnamed source)" : request->source());
+      request->source().empty() ? "(unnamed source)" : request->source(),
+      secure() ? absl::StrCat(", token bound to ", request->source_identity())
+               : "");
   return grpc::Status::OK;
 }
 
@@ -138,9 +169,26 @@ grpc::Status MigrationServiceImpl::StartMigration(
             "returns it)"),
         context);
   }
+  if (absl::Status s = ValidateIdentity("destination_identity",
+                                        request->destination_identity(), false);
+      !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  if (!secure() && !request->destination_identity().empty()) {
+    return ToGrpcStatus(
+        InvalidRequest("destination_identity cannot be checked: this agent "
+                       "runs with --insecure (no certificates, no "
+                       "identities)"),
+        context);
+  }
   migration::SourceJobOptions opts;
   opts.destination = request->destination();
   opts.token = request->transfer_token();
+  opts.dial = [credentials = options_.credentials,
+               address = request->destination(),
+               identity = request->destination_identity()] {
+    return credentials->Dial(address, identity, security::ChannelUse::kBulk);
+  };
   opts.corrupt_chunk_sequence = options_.corrupt_chunk_sequence;
   opts.drop_stream_after = options_.drop_stream_after;
   opts.buffer_cap_bytes = options_.transfer_memory_cap;
@@ -206,6 +254,7 @@ grpc::Status MigrationServiceImpl::StartMigration(
   if (!claimed.ok()) return ToGrpcStatus(claimed.status(), context);
   auto job = std::make_shared<migration::Job>(id, v1::ROLE_SOURCE,
                                               request->destination(), *pairs);
+  job->SetPeerIdentity(request->destination_identity());
   migration::DeviceRegistry* devices = devices_;
   auto started = migration::SourceJob::Start(
       job, *claimed, std::move(opts), [devices, id] { devices->Release(id); });

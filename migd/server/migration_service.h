@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "absl/time/time.h"
+#include "migd/security/credentials.h"
 #include "migd/migration/device_registry.h"
 #include "migd/migration/job_table.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
@@ -26,6 +27,12 @@ struct MigrationServiceOptions {
   std::optional<uint64_t> drop_stream_after;
   // Source chunk buffers and destination reorder buffer, per job.
   uint64_t transfer_memory_cap = uint64_t{64} << 20;
+  // How this agent dials destinations (and whether identities exist at all:
+  // with insecure credentials none can be named or checked). Insecure when
+  // null.
+  std::shared_ptr<security::Credentials> credentials;
+  // How long a prepared job's transfer token is accepted.
+  absl::Duration token_ttl = absl::Minutes(10);
 };
 
 class MigrationServiceImpl final : public v1::MigrationService::Service {
@@ -64,6 +71,8 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
   // on error neither stays taken.
   absl::StatusOr<std::vector<device::Device*>> ReserveAndClaim(
       const std::string& id, const std::vector<migration::DevicePair>& pairs);
+
+  bool secure() const { return !options_.credentials->insecure(); }
 
   migration::DeviceRegistry* const devices_;
   migration::JobTable* const jobs_;

@@ -13,6 +13,7 @@
 #include "migd/base/reason.h"
 #include "migd/base/thread_name.h"
 #include "migd/base/watchdog.h"
+#include "migd/security/identity.h"
 #include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/framing.h"
 #include "migd/transfer/grpc_status.h"
@@ -25,6 +26,12 @@ using transfer::ToGrpcStatus;
 namespace {
 // Chunks checked and waiting for the loader, per data stream.
 constexpr size_t kLoadQueueDepth = 2;
+
+// The caller's certificate identity; "" without TLS.
+std::string PeerIdentityOf(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  return auth == nullptr ? "" : security::PeerIdentity(*auth);
+}
 }  // namespace
 
 TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
@@ -127,12 +134,18 @@ grpc::Status TransferServiceImpl::Transfer(
   std::shared_ptr<migration::DestinationJob> job = *std::move(found);
   const std::string& job_id = header.job_id();
   transfer::CopyCounter copies;
-  if (absl::Status s = job->Attach(header, [context] { context->TryCancel(); });
+  // Who is calling: the Authorizer let only an agent identity through; the
+  // job checks it is the one its token is bound to.
+  const std::string identity = PeerIdentityOf(*context);
+  if (absl::Status s = job->Attach(header, identity,
+                                   [context] { context->TryCancel(); });
       !s.ok()) {
-    base::LogWarning("job ", job_id, ": refused a session: ", s.ToString());
+    base::LogWarning("job ", job_id, ": refused a session from ",
+                     context->peer(), ": ", s.ToString());
     return ToGrpcStatus(s, context);
   }
-  base::LogInfo("job ", job_id, ": source attached from ", context->peer());
+  base::LogInfo("job ", job_id, ": source attached from ", context->peer(),
+                identity.empty() ? "" : absl::StrCat(" as ", identity));
   // The canceller handed to Attach points into this call.
   struct Gone {
     migration::DestinationJob* job;
@@ -264,8 +277,8 @@ grpc::Status TransferServiceImpl::DataStream(transfer::ServerStream& stream,
                                              const v1::SessionHeader& header) {
   grpc::ServerContext* context = stream.context();
   const uint32_t index = header.stream_index();
-  if (absl::Status s =
-          job->AttachData(header, [context] { context->TryCancel(); });
+  if (absl::Status s = job->AttachData(header, PeerIdentityOf(*context),
+                                       [context] { context->TryCancel(); });
       !s.ok()) {
     base::LogWarning("job ", header.job_id(), ": refused data stream ", index,
                      ": ", s.ToString());

@@ -50,6 +50,29 @@ absl::Status ValidateJobId(absl::string_view job_id) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateIdentity(absl::string_view field,
+                              absl::string_view identity, bool required) {
+  if (identity.empty()) {
+    return required ? InvalidRequest(absl::StrCat(
+                          field,
+                          " is empty (the identity, a URI or DNS subject "
+                          "alternative name, of the other agent's certificate)"))
+                    : absl::OkStatus();
+  }
+  if (identity.size() > 512) {
+    return InvalidRequest(absl::StrCat(field, " is longer than 512 bytes"));
+  }
+  for (char c : identity) {
+    if (c <= ' ' || c > '~') {
+      return InvalidRequest(absl::StrCat(field, " \"",
+                                         absl::CHexEscape(identity),
+                                         "\" has a space or a non-printable "
+                                         "character"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateAddress(absl::string_view field,
                              absl::string_view address) {
   if (address.empty()) return InvalidRequest(absl::StrCat(field, " is empty"));

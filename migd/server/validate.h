@@ -22,6 +22,12 @@ namespace migd::server {
 // [A-Za-z0-9._-]{1,64}.
 absl::Status ValidateJobId(absl::string_view job_id);
 
+// An agent identity (a certificate's URI or DNS SAN) named in a request:
+// printable ASCII without spaces, 1..512 bytes. `required` says whether empty
+// is an error. INVALID_REQUEST naming `field` otherwise.
+absl::Status ValidateIdentity(absl::string_view field,
+                              absl::string_view identity, bool required);
+
 // "host:port" with a port in 1..65535 and a host that is a DNS name, an IPv4
 // address, or a bracketed IPv6 address ("[::1]:7070").
 absl::Status ValidateAddress(absl::string_view field,

@@ -4,29 +4,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
-#include "grpcpp/support/channel_arguments.h"
 #include "migd/base/reason.h"
 #include "migd/base/thread_name.h"
 #include "migd/base/watchdog.h"
+#include "migd/security/identity.h"
 #include "migd/transfer/grpc_status.h"
 
 namespace migd::transfer {
-
-std::shared_ptr<grpc::Channel> MakeTransferChannel(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetMaxSendMessageSize(kMaxTransferMessageBytes);
-  args.SetMaxReceiveMessageSize(kMaxTransferMessageBytes);
-  args.SetInt("grpc.http2.lookahead_bytes", 8 << 20);
-  // A fixed window: with BDP probing it grows without bound while a stream
-  // waits, and what waits in gRPC is memory outside the agent's cap.
-  args.SetInt("grpc.http2.bdp_probe", 0);
-  // Each job gets its own connection: a stalled job must not slow another.
-  args.SetInt("grpc.use_local_subchannel_pool", 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
-}
 
 absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
     std::shared_ptr<grpc::Channel> channel, const v1::SessionHeader& header,
@@ -154,6 +138,11 @@ absl::Status TransferClient::Write(const grpc::ByteBuffer& message) {
   if (finished_) return base::Annotate(final_status_, "destination");
   if (stream_->Write(message)) return absl::OkStatus();
   return FinishWithError("sending device state");
+}
+
+std::string TransferClient::peer_identity() const {
+  std::shared_ptr<const grpc::AuthContext> auth = context_.auth_context();
+  return auth == nullptr ? "" : security::PeerIdentity(*auth);
 }
 
 absl::Status TransferClient::Send(const v1::TransferRequest& request) {

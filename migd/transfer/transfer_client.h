@@ -64,6 +64,10 @@ class TransferClient {
   // copying it.
   absl::Status SendChunk(const ChunkHeader& header, PooledBuffer payload);
 
+  // The destination's certificate identity, as the handshake verified it
+  // ("" without TLS).
+  std::string peer_identity() const;
+
   // User-space copies of chunk payload this session made (0 on the
   // zero-copy path).
   const CopyCounter& copies() const { return copies_; }
@@ -133,13 +137,6 @@ class TransferClient {
   std::atomic<bool> cancelled_{false};
   absl::Status final_status_;
 };
-
-// A channel to `address` ("host:port") tuned for bulk transfer: large
-// messages, 8 MiB HTTP/2 lookahead.
-std::shared_ptr<grpc::Channel> MakeTransferChannel(const std::string& address);
-
-// Largest message either side accepts (a chunk plus its header).
-inline constexpr int kMaxTransferMessageBytes = 16 << 20;
 
 }  // namespace migd::transfer
 
