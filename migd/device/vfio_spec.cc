@@ -13,6 +13,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "migd/security/redact.h"
 
 namespace migd::device {
 namespace {
@@ -32,7 +34,9 @@ bool AllHex(absl::string_view s) {
 
 // The token as it may appear in an error: a vf_token value is a secret.
 std::string Shown(absl::string_view token) {
-  if (absl::StartsWith(token, "vf_token=")) return "vf_token=<redacted>";
+  if (absl::ConsumePrefix(&token, "vf_token=")) {
+    return absl::StrCat("vf_token=", security::Redacted(token));
+  }
   return std::string(token);
 }
 

@@ -68,13 +68,14 @@ v1::PhaseMarker Marker(v1::PhaseMarker::Kind kind, uint64_t sequence,
   return m;
 }
 
-// Attaches a session for device src0 -> dst0 to `dj` (job `job_id`): the
-// control stream, then `data_streams` data streams.
-void AttachSession(DestinationJob& dj, const std::string& job_id,
-                   uint32_t data_streams) {
+// The control stream's header of a session for device src0 -> dst0 of job
+// `job_id`, presenting `token`.
+v1::SessionHeader ControlHeader(const std::string& job_id,
+                                const std::string& token,
+                                uint32_t data_streams) {
   v1::SessionHeader h;
   h.set_job_id(job_id);
-  h.set_transfer_token(dj.token());
+  h.set_transfer_token(token);
   h.set_protocol_version(v1::PROTOCOL_VERSION_1);
   h.set_stream_index(0);
   h.set_num_streams(data_streams);
@@ -83,11 +84,19 @@ void AttachSession(DestinationJob& dj, const std::string& job_id,
   d->set_source_device("src0");
   d->set_destination_device("dst0");
   d->set_kind("emulated");
-  ASSERT_TRUE(dj.Attach(h, "", [] {}).ok());
+  return h;
+}
+
+// Attaches a session for device src0 -> dst0 to `dj` (job `job_id`) from
+// `identity`: the control stream, then `data_streams` data streams.
+void AttachSession(DestinationJob& dj, const std::string& job_id,
+                   uint32_t data_streams, const std::string& identity = "") {
+  v1::SessionHeader h = ControlHeader(job_id, dj.token(), data_streams);
+  ASSERT_TRUE(dj.Attach(h, identity, [] {}).ok());
   h.clear_devices();
   for (uint32_t k = 1; k <= data_streams; ++k) {
     h.set_stream_index(k);
-    ASSERT_TRUE(dj.AttachData(h, "", [] {}).ok());
+    ASSERT_TRUE(dj.AttachData(h, identity, [] {}).ok());
   }
 }
 
@@ -273,6 +282,108 @@ TEST(DestinationJobStreams, AStreamDoesNotWaitWhileAnotherWrites) {
   auto completion = (*dj)->Complete();
   ASSERT_TRUE(completion.ok()) << completion.status();
   EXPECT_EQ(*inner->StateDigest(), *source->StateDigest());
+}
+
+// ---- The token's binding: identity, expiry, one use -------------------
+
+constexpr char kSource[] = "spiffe://migd.local/agent/agent-a";
+constexpr char kOther[] = "spiffe://migd.local/agent/agent-c";
+
+class DestinationJobTokenTest : public testing::Test {
+ protected:
+  // A job prepared for source kSource whose token lives `ttl`.
+  void Prepare(absl::Duration ttl) {
+    destination_ = Device("dst0", 2);
+    job_ = std::make_shared<Job>("j1", v1::ROLE_DESTINATION, "source",
+                                 std::vector<DevicePair>{{"dst0", "src0"}});
+    auto dj = DestinationJob::Prepare(
+        job_, {destination_.get()}, [this] { released_.Notify(); },
+        uint64_t{16} << 20, absl::Seconds(5), kSource, ttl);
+    ASSERT_TRUE(dj.ok()) << dj.status();
+    dj_ = *std::move(dj);
+  }
+
+  std::unique_ptr<device::EmulatedDevice> destination_;
+  std::shared_ptr<Job> job_;
+  std::shared_ptr<DestinationJob> dj_;
+  absl::Notification released_;
+};
+
+TEST_F(DestinationJobTokenTest, ASessionFromAnotherIdentityIsRefusedAndChangesNothing) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
+  absl::Status s =
+      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kOther, [] {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_NE(s.message().find(kOther), absl::string_view::npos) << s;
+  EXPECT_EQ(job_->phase(), v1::PHASE_PREPARED);
+  EXPECT_EQ(destination_->GetState().value(), vfio::MigState::kResuming);
+  // The right source still gets in with the same token.
+  ASSERT_NO_FATAL_FAILURE(AttachSession(*dj_, "j1", 1, kSource));
+  EXPECT_EQ(job_->Snapshot().peer_identity(), kSource);
+}
+
+TEST_F(DestinationJobTokenTest, ASessionWithoutIdentityIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
+  absl::Status s = dj_->Attach(ControlHeader("j1", dj_->token(), 1), "", [] {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_EQ(job_->phase(), v1::PHASE_PREPARED);
+}
+
+TEST_F(DestinationJobTokenTest, ADataStreamFromAnotherIdentityIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
+  ASSERT_TRUE(
+      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, [] {}).ok());
+  v1::SessionHeader data = ControlHeader("j1", dj_->token(), 1);
+  data.clear_devices();
+  data.set_stream_index(1);
+  absl::Status s = dj_->AttachData(data, kOther, [] {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  // The slot is still free for the real source's stream.
+  EXPECT_TRUE(dj_->AttachData(data, kSource, [] {}).ok());
+}
+
+TEST_F(DestinationJobTokenTest, AWrongTokenIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
+  std::string wrong = dj_->token();
+  wrong.back() = wrong.back() == '0' ? '1' : '0';
+  absl::Status s = dj_->Attach(ControlHeader("j1", wrong, 1), kSource, [] {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_EQ(s.message().find(dj_->token()), absl::string_view::npos);
+  EXPECT_EQ(job_->phase(), v1::PHASE_PREPARED);
+}
+
+TEST_F(DestinationJobTokenTest, ATokenIsUsedOnce) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
+  ASSERT_NO_FATAL_FAILURE(AttachSession(*dj_, "j1", 1, kSource));
+  absl::Status s =
+      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, [] {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+}
+
+TEST_F(DestinationJobTokenTest, AnUnusedTokenExpiresAndTheJobResetsItsDevices) {
+  ASSERT_NO_FATAL_FAILURE(Prepare(absl::Milliseconds(50)));
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  uint64_t seen = Job::kNoVersion;
+  v1::MigrationEvent event;
+  while (!job_->terminal() && absl::Now() < deadline) {
+    job_->WaitForChange(&seen, absl::Milliseconds(100), &event);
+  }
+  ASSERT_TRUE(job_->terminal());
+  EXPECT_TRUE(released_.HasBeenNotified());
+  v1::Migration record = job_->Snapshot();
+  EXPECT_EQ(record.phase(), v1::PHASE_FAILED);
+  EXPECT_EQ(record.failure().reason(), v1::ERROR_REASON_TIMEOUT);
+  EXPECT_EQ(destination_->GetState().value(), vfio::MigState::kRunning);
+  absl::Status s =
+      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, [] {});
+  EXPECT_FALSE(s.ok());
+}
+
+TEST_F(DestinationJobTokenTest, TheExpiryIsReported) {
+  const absl::Time before = absl::Now();
+  ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
+  EXPECT_GE(dj_->token_expires(), before + absl::Minutes(10));
+  EXPECT_LE(dj_->token_expires(), absl::Now() + absl::Minutes(10));
 }
 
 }  // namespace

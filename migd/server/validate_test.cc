@@ -62,5 +62,25 @@ TEST(ValidateDevicePairs, RefusesEmptyListsBlankNamesAndRepeats) {
   EXPECT_NE(s.message().find("listed twice"), absl::string_view::npos) << s;
 }
 
+TEST(ValidateIdentity, AcceptsSpiffeAndDnsIdentities) {
+  EXPECT_TRUE(
+      ValidateIdentity("f", "spiffe://example.org/agent/host7", true).ok());
+  EXPECT_TRUE(ValidateIdentity("f", "host7.example.org", true).ok());
+}
+
+TEST(ValidateIdentity, EmptyIsAnErrorOnlyWhenRequired) {
+  EXPECT_TRUE(ValidateIdentity("f", "", false).ok());
+  absl::Status s = ValidateIdentity("source_identity", "", true);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("source_identity"), absl::string_view::npos) << s;
+}
+
+TEST(ValidateIdentity, RefusesSpacesControlCharactersAndHugeValues) {
+  EXPECT_FALSE(ValidateIdentity("f", "spiffe://a b", false).ok());
+  EXPECT_FALSE(ValidateIdentity("f", "spiffe://a\nb", false).ok());
+  EXPECT_FALSE(ValidateIdentity("f", std::string(513, 'a'), false).ok());
+  EXPECT_TRUE(ValidateIdentity("f", std::string(512, 'a'), false).ok());
+}
+
 }  // namespace
 }  // namespace migd::server
