@@ -8,6 +8,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "migd/base/log.h"
+#include "migd/security/tls_files.h"
 #include "migd/transfer/threaded_calls.h"
 
 namespace migd::server {
@@ -71,8 +72,21 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
         "serving WITHOUT TLS or authentication (--insecure) on ", where,
         ": anyone who can reach this port can read and replace device state");
   } else {
-    base::LogInfo("serving with mutual TLS on ", where, " (certificate ",
-                  options.credentials->files().cert, ")");
+    const std::string& cert = options.credentials->files().cert;
+    absl::StatusOr<std::string> pem = security::ReadSmallFile("--tls_cert", cert);
+    absl::StatusOr<security::CertificateInfo> info =
+        pem.ok() ? security::DescribeCertificate(*pem) : pem.status();
+    base::LogInfo(
+        "serving with mutual TLS on ", where, " as ",
+        info.ok() ? absl::StrCat(info->identity.empty() ? "(no identity)"
+                                                        : info->identity,
+                                 " (certificate ", cert, ", serial ",
+                                 info->serial, ", valid until ",
+                                 absl::FormatTime(absl::RFC3339_sec,
+                                                  info->not_after,
+                                                  absl::UTCTimeZone()),
+                                 ")")
+                  : absl::StrCat("certificate ", cert));
   }
   return agent;
 }
