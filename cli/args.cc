@@ -34,26 +34,32 @@ const std::vector<CommandSpec>& Commands() {
       {"devices", {}, {}, false, "devices", "list the agent's devices"},
       {"prepare",
        {"job", "devices"},
-       {"source"},
+       {"source", "source_identity", "source_agent"},
        false,
-       "prepare --job=J --devices=SRC:DST[,SRC:DST...] [--source=ID]",
+       "prepare --job=J --devices=SRC:DST[,SRC:DST...] [--source=TEXT] "
+       "[--source_identity=ID | --source_agent=AGENT]",
        "prepare this (destination) agent for job J and print the transfer\n"
-       "      token"},
+       "      token, bound to the source agent's identity: --source_identity,\n"
+       "      or learned by asking --source_agent (or --source when it names\n"
+       "      a config agent); the token's expiry goes to stderr"},
       {"migrate",
        {"job", "devices", "destination"},
-       {"token", "downtime_limit", "bandwidth", "max_iterations",
-        "max_precopy_time", "on_no_convergence", "ack_timeout",
-        "allow_mixed_p2p", "no_precopy", "chunk", "phase_timeout", "streams",
-        "dirty_ranges", "dirty_page_size"},
+       {"destination_identity", "token", "downtime_limit", "bandwidth",
+        "max_iterations", "max_precopy_time", "on_no_convergence",
+        "ack_timeout", "allow_mixed_p2p", "no_precopy", "chunk",
+        "phase_timeout", "streams", "dirty_ranges", "dirty_page_size"},
        false,
        "migrate --job=J --devices=SRC:DST[,SRC:DST...] "
-       "--destination=HOST:PORT [--token=T] [POLICY FLAGS] "
+       "--destination=NAME|HOST:PORT [--destination_identity=ID] [--token=T] "
+       "[POLICY FLAGS] "
        "[--dirty_ranges=IOVA+LEN[,IOVA+LEN...] [--dirty_page_size=SIZE]]",
        "migrate devices from this (source) agent to the destination agent\n"
        "      and follow the job to its end; without --token, first prepares\n"
        "      the destination (its address is also its control address);\n"
-       "      --dirty_ranges has the devices' DMA writes tracked "
-       "(dirty-pages)"},
+       "      the token is bound to this agent's identity and the source\n"
+       "      to the destination's (learned from their certificates, or\n"
+       "      --destination_identity); --dirty_ranges has the devices' DMA\n"
+       "      writes tracked (dirty-pages)"},
       {"status", {}, {}, true, "status JOB", "show one job"},
       {"watch", {}, {}, true, "watch JOB", "follow a job until it ends"},
       {"dirty-pages",
@@ -67,6 +73,13 @@ const std::vector<CommandSpec>& Commands() {
        "      migrate, see below"},
       {"cancel", {}, {}, true, "cancel JOB", "cancel a job in any phase"},
       {"list", {}, {}, false, "list", "list the agent's jobs, newest first"},
+      {"identity",
+       {},
+       {},
+       false,
+       "identity",
+       "show who answers: the identity, subject, serial number and validity\n"
+       "      of the agent's certificate, and this client's own"},
   };
   return *commands;
 }
@@ -79,13 +92,16 @@ const CommandSpec* FindCommand(absl::string_view name) {
 }
 
 bool IsGlobalFlag(absl::string_view name) {
-  return name == "agent" || name == "output" || name == "timeout";
+  return name == "agent" || name == "output" || name == "timeout" ||
+         name == "config" || name == "tls_cert" || name == "tls_key" ||
+         name == "tls_ca" || name == "insecure" || name == "agent_identity";
 }
 
 // Flags that need no value: `--name` means true; `--name=true|false` also
 // works, but `--name VALUE` does not take the next argument.
 bool IsBoolFlag(absl::string_view name) {
-  return name == "allow_mixed_p2p" || name == "no_precopy" || name == "wait";
+  return name == "allow_mixed_p2p" || name == "no_precopy" || name == "wait" ||
+         name == "insecure";
 }
 
 // Parses a bool flag's value ("true" or "false").
@@ -567,6 +583,20 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
     }
     if (name == "agent") {
       o.agent = value;
+    } else if (name == "agent_identity") {
+      o.agent_identity = value;
+    } else if (name == "config") {
+      o.config = value;
+    } else if (name == "tls_cert") {
+      o.tls_cert = value;
+    } else if (name == "tls_key") {
+      o.tls_key = value;
+    } else if (name == "tls_ca") {
+      o.tls_ca = value;
+    } else if (name == "insecure") {
+      absl::StatusOr<bool> on = ParseBoolValue(name, value);
+      if (!on.ok()) return UsageError("", on.status().message());
+      o.insecure = *on;
     } else if (name == "output") {
       if (value == "text") {
         o.output = OutputFormat::kText;
@@ -600,8 +630,14 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
       devices_text = value;
     } else if (name == "source") {
       o.source = value;
+    } else if (name == "source_identity") {
+      o.source_identity = value;
+    } else if (name == "source_agent") {
+      o.source_agent = value;
     } else if (name == "destination") {
       o.destination = value;
+    } else if (name == "destination_identity") {
+      o.destination_identity = value;
     } else if (name == "token") {
       o.token = value;
     } else if (name == "dirty_ranges") {
@@ -648,6 +684,10 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
                           "' is not a valid job id ([A-Za-z0-9._-], 1..64 "
                           "characters)"));
   }
+  if (seen_flags.count("source_identity") && seen_flags.count("source_agent")) {
+    return UsageError(cmd,
+                      "give --source_identity or --source_agent, not both");
+  }
   if (seen_flags.count("devices")) {
     auto pairs = ParseDevicePairs(devices_text);
     if (!pairs.ok()) return UsageError(cmd, pairs.status().message());
@@ -667,8 +707,8 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
 
 std::string UsageLine(absl::string_view command) {
   static constexpr char kGlobal[] =
-      "usage: migctl [--agent=HOST:PORT] [--output=text|json] "
-      "[--timeout=DURATION] ";
+      "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
+      "[--timeout=DURATION] [TLS FLAGS] ";
   const CommandSpec* spec = FindCommand(command);
   if (spec == nullptr) return absl::StrCat(kGlobal, "COMMAND [ARGS]");
   return absl::StrCat(kGlobal, spec->synopsis);
@@ -677,18 +717,24 @@ std::string UsageLine(absl::string_view command) {
 std::string HelpText() {
   std::string out = absl::StrCat(UsageLine(""), "\n\n",
                                  "Talks to a migd agent's control API "
-                                 "(migd.v1.MigrationService) over gRPC.\n"
-                                 "The connection is INSECURE (plaintext, no "
-                                 "TLS, no authentication): migd has no TLS\n"
-                                 "configuration yet. Use it only on a trusted "
-                                 "network.\n\nCommands:\n");
+                                 "(migd.v1.MigrationService) over gRPC with "
+                                 "mutual TLS:\nmigctl proves who it is with "
+                                 "its certificate, and the agent with its own,"
+                                 "\nchecked against the CA bundle (see TLS "
+                                 "below). --insecure is plaintext.\n\n"
+                                 "Commands:\n");
   for (const auto& c : Commands()) {
     absl::StrAppend(&out, "  ", c.synopsis, "\n      ", c.summary, "\n");
   }
   absl::StrAppend(
       &out,
       "\nGlobal flags (anywhere on the line; --name=value or --name value):\n"
-      "  --agent=HOST:PORT    agent to talk to (default ",
+      "  --agent=NAME|HOST:PORT\n"
+      "                       agent to talk to: an agent of the config file, "
+      "or an\n"
+      "                       address (default: the config's default_agent, "
+      "else\n"
+      "                       ",
       kDefaultAgent,
       ")\n"
       "  --output=text|json   text for people (default); json for programs:\n"
@@ -700,6 +746,54 @@ std::string HelpText() {
       "with\n"
       "                       no deadline unless --timeout is given\n"
       "  --help, -h           this text\n"
+      "\nTLS, the default. Each setting is the flag's, else the "
+      "environment's, else\nthe config file's for the agent, else the "
+      "config file's top level:\n"
+      "  --tls_cert=FILE      this client's certificate (PEM)       "
+      "MIGCTL_TLS_CERT\n"
+      "  --tls_key=FILE       its private key                       "
+      "MIGCTL_TLS_KEY\n"
+      "  --tls_ca=FILE        CAs the agent's certificate chains to "
+      "MIGCTL_TLS_CA\n"
+      "  --agent_identity=ID  identity (URI or DNS SAN) the agent's "
+      "certificate must\n"
+      "                       carry, e.g. spiffe://example.org/agent/host5; "
+      "without\n"
+      "                       one, the agent's host must match a DNS or IP "
+      "SAN\n"
+      "  --insecure           plaintext, for an agent run with --insecure: "
+      "nothing\n"
+      "                       encrypted, nobody authenticated; warns on stderr"
+      "\n"
+      "                                                             "
+      "MIGCTL_INSECURE=1\n"
+      "  --config=FILE        the config file                       "
+      "MIGCTL_CONFIG\n"
+      "                       (default $XDG_CONFIG_HOME/migctl/config, else\n"
+      "                       ~/.config/migctl/config; these two may be "
+      "missing)\n"
+      "The config file names the credentials and the agents, e.g.\n"
+      "  # credentials used for every agent unless the agent says otherwise\n"
+      "  tls_cert = /etc/migd/tls/operator.pem\n"
+      "  tls_key  = /etc/migd/tls/operator.key\n"
+      "  tls_ca   = ca.pem        # relative paths: from the config's "
+      "directory\n"
+      "  default_agent = src\n"
+      "  [agent src]\n"
+      "  address  = 10.0.0.5:7070\n"
+      "  identity = spiffe://example.org/agent/host5\n"
+      "  [agent dst]\n"
+      "  address  = 10.0.0.6:7070\n"
+      "  identity = spiffe://example.org/agent/host6\n"
+      "  insecure = false\n"
+      "An [agent NAME] takes address, identity, tls_cert, tls_key, tls_ca "
+      "and\ninsecure (true or false). --agent=NAME and --destination=NAME "
+      "use them;\n--agent_identity and --destination_identity override the "
+      "identity.\n"
+      "A job's transfer token is bound to the source agent's identity, and "
+      "the\nsource checks the destination's: migrate learns both from the "
+      "agents'\ncertificates. `migctl identity` shows what an agent's "
+      "certificate says.\n"
       "\nPolicy flags of migrate (unset ones keep the agent's defaults):\n"
       "  --downtime_limit=DUR     switch over once the state left to move "
       "fits in\n"
@@ -744,7 +838,8 @@ std::string HelpText() {
       "all_dirty and the dirty page IOVAs in hex; json: the DirtyPages "
       "message),\n"
       "and ends with the job. Run it alongside migrate, e.g.\n"
-      "  T=$(migctl --agent=DST prepare --job=J --devices=S:D)\n"
+      "  T=$(migctl --agent=DST prepare --job=J --devices=S:D "
+      "--source_agent=SRC)\n"
       "  migctl --agent=SRC migrate --job=J --devices=S:D --destination=DST "
       "\\\n"
       "      --token=$T --dirty_ranges=0x200000+1MiB &\n"
@@ -759,7 +854,8 @@ std::string HelpText() {
       "cancel JOB`.\n"
       "\nExit status: 0 success; 1 a request failed or the job did not "
       "succeed;\n"
-      "2 a usage error.\n");
+      "2 a usage error, or a config or TLS file that is missing or wrong "
+      "(nothing\nwas sent).\n");
   return out;
 }
 

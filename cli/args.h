@@ -1,11 +1,12 @@
 // cli/args.h
 //
 // migctl's command line: `migctl [global flags] COMMAND [command flags]
-// [ARGS]`. Global flags (--agent, --output, --timeout, --help) may appear
-// anywhere; command flags only after their command. Flags take `--name=value`
-// or
-// `--name value`. Everything wrong with a command line is reported as a usage
-// error that names the command and what was wrong, before any RPC is made.
+// [ARGS]`. Global flags (--agent, --output, --timeout, the TLS flags, --help)
+// may appear anywhere; command flags only after their command. Flags take
+// `--name=value` or `--name value`. Everything wrong with a command line is
+// reported as a usage error that names the command and what was wrong, before
+// any RPC is made. What the agent names and TLS flags resolve to (with the
+// environment and the config file) is endpoint.h's business.
 
 #ifndef MIGD_CLI_ARGS_H_
 #define MIGD_CLI_ARGS_H_
@@ -84,24 +85,36 @@ inline constexpr uint64_t kMaxChunkBytes = 8 << 20;
 
 struct Options {
   // Global.
-  std::string agent = kDefaultAgent;
+  // --agent: a config agent's name or HOST:PORT; "" when not given (then the
+  // config's default_agent, else kDefaultAgent).
+  std::string agent;
+  std::string agent_identity;    // --agent_identity
+  std::string config;            // --config
+  std::string tls_cert;          // --tls_cert
+  std::string tls_key;           // --tls_key
+  std::string tls_ca;            // --tls_ca
+  std::optional<bool> insecure;  // --insecure (or --insecure=false)
   OutputFormat output = OutputFormat::kText;
   absl::Duration timeout = kDefaultTimeout;
   bool timeout_given = false;  // --timeout was on the command line
   bool help = false;           // --help, -h or the `help` command
 
   // "devices", "prepare", "migrate", "status", "watch", "dirty-pages",
-  // "cancel" or "list"; empty only together with `help`.
+  // "cancel", "list" or "identity"; empty only together with `help`.
   std::string command;
 
   // Command flags and arguments (which ones are set depends on `command`).
   // --job, or the JOB argument of status/watch/dirty-pages/cancel
   std::string job;
   std::vector<DevicePairArg> devices;
-  std::string source;       // prepare --source
-  std::string destination;  // migrate --destination
-  std::string token;        // migrate --token
-  PolicyArgs policy;        // migrate's policy flags
+  std::string source;           // prepare --source (for the record)
+  std::string source_identity;  // prepare --source_identity
+  std::string source_agent;     // prepare --source_agent
+  // migrate --destination: a config agent's name or HOST:PORT.
+  std::string destination;
+  std::string destination_identity;  // migrate --destination_identity
+  std::string token;                 // migrate --token
+  PolicyArgs policy;                 // migrate's policy flags
   // migrate --dirty_ranges (empty: no dirty tracking) and --dirty_page_size
   // (kDefaultDirtyPageSize unless given; only with --dirty_ranges).
   std::vector<IovaRangeArg> dirty_ranges;

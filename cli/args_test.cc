@@ -23,7 +23,10 @@ TEST(ParseArgs, DefaultsForGlobalFlags) {
   auto o = ParseArgs({"devices"});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->command, "devices");
-  EXPECT_EQ(o->agent, "127.0.0.1:7070");
+  EXPECT_EQ(o->agent, "");  // the config's default_agent, else 127.0.0.1:7070
+  EXPECT_EQ(o->config, "");
+  EXPECT_EQ(o->tls_cert, "");
+  EXPECT_FALSE(o->insecure.has_value());
   EXPECT_EQ(o->output, OutputFormat::kText);
   EXPECT_EQ(o->timeout, absl::Seconds(30));
   EXPECT_FALSE(o->timeout_given);
@@ -39,6 +42,61 @@ TEST(ParseArgs, GlobalFlagsBeforeOrAfterTheCommandInBothForms) {
   EXPECT_EQ(o->output, OutputFormat::kJson);
   EXPECT_EQ(o->timeout, absl::Minutes(2));
   EXPECT_TRUE(o->timeout_given);
+}
+
+TEST(ParseArgs, TlsFlagsAreGlobal) {
+  auto o = ParseArgs({"--tls_cert=op.pem", "list", "--tls_key", "op.key",
+                      "--tls_ca=ca.pem", "--agent_identity=spiffe://x/a",
+                      "--config=/etc/migctl.conf"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->tls_cert, "op.pem");
+  EXPECT_EQ(o->tls_key, "op.key");
+  EXPECT_EQ(o->tls_ca, "ca.pem");
+  EXPECT_EQ(o->agent_identity, "spiffe://x/a");
+  EXPECT_EQ(o->config, "/etc/migctl.conf");
+  EXPECT_FALSE(o->insecure.has_value());
+}
+
+TEST(ParseArgs, InsecureTakesNoValueButMayBeFalse) {
+  auto o = ParseArgs({"--insecure", "list"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "list");
+  EXPECT_EQ(o->insecure, true);
+  o = ParseArgs({"list", "--insecure=false"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->insecure, false);
+  EXPECT_EQ(ErrorOf({"--insecure=yes", "list"}),
+            "--insecure: takes no value (or true/false), not 'yes'");
+}
+
+TEST(ParseArgs, IdentityFlagsOfPrepareAndMigrate) {
+  auto o = ParseArgs({"prepare", "--job=j", "--devices=a:b",
+                      "--source_identity=spiffe://x/src"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->source_identity, "spiffe://x/src");
+  o = ParseArgs(
+      {"prepare", "--job=j", "--devices=a:b", "--source_agent=10.0.0.5:7070"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->source_agent, "10.0.0.5:7070");
+  o = ParseArgs({"migrate", "--job=j", "--devices=a:b", "--destination=dst",
+                 "--destination_identity=spiffe://x/dst"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->destination, "dst");
+  EXPECT_EQ(o->destination_identity, "spiffe://x/dst");
+  EXPECT_EQ(ErrorOf({"prepare", "--job=j", "--devices=a:b",
+                     "--source_identity=x", "--source_agent=h:1"}),
+            "prepare: give --source_identity or --source_agent, not both");
+  EXPECT_EQ(ErrorOf({"migrate", "--job=j", "--devices=a:b", "--destination=d",
+                     "--source_identity=x"}),
+            "migrate: unknown flag --source_identity");
+}
+
+TEST(ParseArgs, IdentityCommandTakesNoArguments) {
+  auto o = ParseArgs({"identity", "--output=json"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "identity");
+  EXPECT_EQ(ErrorOf({"identity", "extra"}),
+            "identity: unexpected argument 'extra'");
 }
 
 TEST(ParseArgs, TimeoutAcceptsPlainSeconds) {
@@ -487,12 +545,13 @@ TEST(IsPciAddress, FullAndShortForms) {
 
 TEST(UsageLine, NamesTheCommandSynopsis) {
   EXPECT_EQ(UsageLine("prepare"),
-            "usage: migctl [--agent=HOST:PORT] [--output=text|json] "
-            "[--timeout=DURATION] prepare --job=J "
-            "--devices=SRC:DST[,SRC:DST...] [--source=ID]");
+            "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
+            "[--timeout=DURATION] [TLS FLAGS] prepare --job=J "
+            "--devices=SRC:DST[,SRC:DST...] [--source=TEXT] "
+            "[--source_identity=ID | --source_agent=AGENT]");
   EXPECT_EQ(UsageLine(""),
-            "usage: migctl [--agent=HOST:PORT] [--output=text|json] "
-            "[--timeout=DURATION] COMMAND [ARGS]");
+            "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
+            "[--timeout=DURATION] [TLS FLAGS] COMMAND [ARGS]");
 }
 
 TEST(UsageLine, MigrateMentionsThePolicyFlags) {
@@ -511,11 +570,24 @@ TEST(HelpText, DescribesEveryPolicyFlag) {
   }
 }
 
-TEST(HelpText, SaysTheConnectionIsInsecureAndListsEveryCommand) {
+TEST(HelpText, DescribesTheTlsFlagsAndTheirEnvironmentVariables) {
   std::string help = HelpText();
-  EXPECT_NE(help.find("INSECURE"), std::string::npos);
+  for (const char* f : {"--tls_cert=", "--tls_key=", "--tls_ca=",
+                        "--agent_identity=", "--insecure", "--config="}) {
+    EXPECT_NE(help.find(absl::StrCat("\n  ", f)), std::string::npos) << f;
+  }
+  for (const char* v : {"MIGCTL_TLS_CERT", "MIGCTL_TLS_KEY", "MIGCTL_TLS_CA",
+                        "MIGCTL_INSECURE=1", "MIGCTL_CONFIG",
+                        "~/.config/migctl/config", "[agent src]"}) {
+    EXPECT_NE(help.find(v), std::string::npos) << v;
+  }
+}
+
+TEST(HelpText, SaysTheConnectionIsMutualTlsAndListsEveryCommand) {
+  std::string help = HelpText();
+  EXPECT_NE(help.find("mutual TLS"), std::string::npos);
   for (const char* c : {"devices", "prepare", "migrate", "status", "watch",
-                        "dirty-pages", "cancel", "list"}) {
+                        "dirty-pages", "cancel", "list", "identity"}) {
     EXPECT_NE(help.find(absl::StrCat("\n  ", c)), std::string::npos) << c;
   }
 }

@@ -1,19 +1,32 @@
 #include "cli/commands.h"
 
 #include <chrono>
+#include <map>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/args.h"
+#include "cli/endpoint.h"
 #include "cli/format.h"
 #include "cli/progress.h"
 #include "grpcpp/grpcpp.h"
+#include "migd/security/credentials.h"
+#include "migd/security/identity.h"
+#include "migd/security/redact.h"
+#include "migd/security/tls_files.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 #include "proto/migd/v1/migration.pb.h"
 
@@ -21,6 +34,75 @@ namespace migd::cli {
 namespace {
 
 using migd::v1::MigrationService;
+
+// How often the TLS files are read again while a command runs (a long watch
+// opens no new connection; this only matters for one that reconnects).
+constexpr absl::Duration kCredentialsReload = absl::Minutes(1);
+
+// One agent a command talks to.
+struct Agent {
+  Endpoint endpoint;
+  std::unique_ptr<MigrationService::Stub> stub;
+};
+
+// Resolves and opens the agents of one command, before any RPC: the
+// credentials of each set of TLS files are made (and the files checked)
+// once; the first plaintext agent gets a warning on stderr.
+class Connector {
+ public:
+  Connector(const Env& env, EndpointResolver resolver)
+      : env_(env), resolver_(std::move(resolver)) {}
+
+  const EndpointResolver& resolver() const { return resolver_; }
+
+  // A stub for `endpoint`; its error, or the one Credentials::Tls gives
+  // (naming the file), otherwise.
+  absl::StatusOr<Agent> Open(absl::StatusOr<Endpoint> endpoint) {
+    if (!endpoint.ok()) return endpoint.status();
+    std::shared_ptr<security::Credentials> credentials;
+    if (endpoint->insecure) {
+      credentials = security::Credentials::Insecure();
+      if (!warned_) {
+        *env_.err << "migctl: warning: plaintext connection ("
+                  << endpoint->insecure_from
+                  << "): the agent is not authenticated and nothing is "
+                     "encrypted\n";
+        warned_ = true;
+      }
+    } else {
+      const security::TlsFiles& f = endpoint->files;
+      auto key = std::make_tuple(f.cert, f.key, f.ca);
+      auto it = tls_.find(key);
+      if (it == tls_.end()) {
+        absl::StatusOr<std::shared_ptr<security::Credentials>> made =
+            security::Credentials::Tls(f, kCredentialsReload, "--tls_");
+        if (!made.ok()) return made.status();
+        it = tls_.emplace(key, *std::move(made)).first;
+      }
+      credentials = it->second;
+    }
+    Agent agent;
+    agent.stub = MigrationService::NewStub(
+        env_.dial(*credentials, endpoint->address, endpoint->identity));
+    agent.endpoint = *std::move(endpoint);
+    return agent;
+  }
+
+ private:
+  const Env& env_;
+  const EndpointResolver resolver_;
+  std::map<std::tuple<std::string, std::string, std::string>,
+           std::shared_ptr<security::Credentials>>
+      tls_;
+  bool warned_ = false;
+};
+
+// Prints what went wrong before any RPC (a config, a TLS file, an agent
+// name); the message says it all.
+int SetupError(const Env& env, const absl::Status& status) {
+  *env.err << "migctl: " << status.message() << "\n";
+  return kExitUsage;
+}
 
 void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout) {
   ctx->set_deadline(std::chrono::system_clock::now() +
@@ -34,23 +116,92 @@ std::string ErrorReason(const grpc::ClientContext& ctx) {
   return std::string(it->second.data(), it->second.size());
 }
 
-// Prints an RPC failure; `what` (e.g. "PrepareIncoming on 127.0.0.1:7071")
-// goes before the server's message when the command made several calls.
+// Whether a failed call on a TLS channel looks like a failed handshake.
+bool LooksLikeHandshakeFailure(const Endpoint& e, const grpc::Status& s) {
+  if (e.insecure || s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+    return false;
+  }
+  std::string m = absl::AsciiStrToLower(s.error_message());
+  for (absl::string_view word :
+       {"handshake", "ssl", "tls", "certificate", "verif"}) {
+    if (absl::StrContains(m, word)) return true;
+  }
+  return false;
+}
+
+// Prints an RPC failure of a call to `called`; `what` (e.g. "PrepareIncoming
+// on 127.0.0.1:7071") goes before the server's message when the command made
+// several calls. `secret` (the transfer token) is redacted from the message.
+// A failed TLS handshake gets a hint at its likely causes.
 int ReportRpcError(const Env& env, const std::string& command,
                    const grpc::Status& status, const grpc::ClientContext& ctx,
-                   absl::string_view what = "") {
-  grpc::Status shown = status;
-  if (!what.empty()) {
-    shown = grpc::Status(status.error_code(),
-                         absl::StrCat(what, ": ", status.error_message()));
+                   const Endpoint& called, absl::string_view what = "",
+                   absl::string_view secret = "") {
+  std::string message = security::RedactFrom(status.error_message(), secret);
+  if (!what.empty()) message = absl::StrCat(what, ": ", message);
+  *env.err << FormatRpcError(command,
+                             grpc::Status(status.error_code(), message),
+                             ErrorReason(ctx))
+           << "\n";
+  if (LooksLikeHandshakeFailure(called, status)) {
+    *env.err << "migctl: hint: no TLS session with " << called.Display()
+             << ": its certificate may not be signed by a CA of --tls_ca ("
+             << called.files.ca << "), or ";
+    if (called.identity.empty()) {
+      *env.err << "may not name the host of " << called.address
+               << " (name the identity to expect instead: --agent_identity, "
+                  "--destination_identity or identity = in the config)";
+    } else {
+      *env.err << "may not carry the expected identity " << called.identity;
+    }
+    *env.err << "; or the agent serves plaintext (--insecure)\n";
   }
-  *env.err << FormatRpcError(command, shown, ErrorReason(ctx)) << "\n";
   return kExitFailure;
 }
 
-std::unique_ptr<MigrationService::Stub> Connect(const Env& env,
-                                                const std::string& address) {
-  return MigrationService::NewStub(env.dial(address));
+// The identity `ctx`'s call saw the server prove; "" without TLS.
+std::string ServerIdentity(const grpc::ClientContext& ctx) {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  return auth == nullptr ? "" : security::PeerIdentity(*auth);
+}
+
+// Learns the identity `agent`'s certificate proves by a cheap call
+// (ListDevices), for binding the transfer token to it. `role` ("source",
+// "destination") names the agent in messages. With `required`, an agent
+// reached in plaintext or without an identity in its certificate is an
+// error. Returns an exit status; *identity is set when it is kExitOk.
+int LearnIdentity(const Options& o, const Env& env, Agent& agent,
+                  absl::string_view role, bool required,
+                  std::string* identity) {
+  identity->clear();
+  const Endpoint& e = agent.endpoint;
+  if (e.insecure) {
+    if (!required) return kExitOk;
+    *env.err << "migctl: " << o.command << ": the " << role << " agent "
+             << e.Display() << " is reached in plaintext (" << e.insecure_from
+             << "): it proves no identity to bind the transfer token to\n";
+    return kExitFailure;
+  }
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, o.timeout);
+  migd::v1::ListDevicesResponse ignored;
+  grpc::Status s =
+      agent.stub->ListDevices(&ctx, migd::v1::ListDevicesRequest(), &ignored);
+  if (!s.ok()) {
+    return ReportRpcError(
+        env, o.command, s, ctx, e,
+        absl::StrCat("ListDevices on ", e.Display(), " (to learn the ", role,
+                     " agent's identity)"));
+  }
+  *identity = ServerIdentity(ctx);
+  if (identity->empty() && required) {
+    *env.err << "migctl: " << o.command << ": the " << role << " agent "
+             << e.Display()
+             << " has a certificate without an identity (URI or DNS SAN) to "
+                "bind the transfer token to\n";
+    return kExitFailure;
+  }
+  return kExitOk;
 }
 
 void AddPairs(const std::vector<DevicePairArg>& pairs,
@@ -101,14 +252,15 @@ migd::v1::MigrationPolicy ToPolicy(const PolicyArgs& p) {
 
 bool Json(const Options& o) { return o.output == OutputFormat::kJson; }
 
-int Devices(const Options& o, const Env& env) {
-  auto stub = Connect(env, o.agent);
+int Devices(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
   grpc::ClientContext ctx;
   SetDeadline(&ctx, o.timeout);
   migd::v1::ListDevicesResponse resp;
   grpc::Status s =
-      stub->ListDevices(&ctx, migd::v1::ListDevicesRequest(), &resp);
-  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx);
+      agent->stub->ListDevices(&ctx, migd::v1::ListDevicesRequest(), &resp);
+  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, agent->endpoint);
   if (Json(o)) {
     *env.out << ToJson(resp, /*compact=*/false) << "\n";
   } else {
@@ -117,21 +269,70 @@ int Devices(const Options& o, const Env& env) {
   return kExitOk;
 }
 
-int Prepare(const Options& o, const Env& env) {
-  auto stub = Connect(env, o.agent);
+int Prepare(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> dst = c.Open(c.resolver().Agent());
+  if (!dst.ok()) return SetupError(env, dst.status());
+  // For the record, where the source is: a config name means nothing to
+  // the agent.
+  std::string source = o.source;
+  if (const AgentSection* named = c.resolver().config().FindAgent(o.source)) {
+    source = named->address;
+  }
+  std::string source_identity;
+  // Over TLS the token is bound to the source's identity: given, or learned
+  // from the source agent itself. A plaintext agent takes none.
+  if (!dst->endpoint.insecure) {
+    std::string flag, ref;
+    if (!o.source_agent.empty()) {
+      flag = "--source_agent";
+      ref = o.source_agent;
+    } else if (o.source_identity.empty() &&
+               c.resolver().IsConfigAgent(o.source)) {
+      flag = "--source";
+      ref = o.source;
+    }
+    if (!o.source_identity.empty()) {
+      source_identity = o.source_identity;
+    } else if (ref.empty()) {
+      return SetupError(
+          env, absl::FailedPreconditionError(
+                   "prepare: the transfer token is bound to the source "
+                   "agent's identity: give --source_identity=ID, or "
+                   "--source_agent=NAME|HOST:PORT to ask the source agent "
+                   "(or --source=NAME of an agent in the config file)"));
+    } else {
+      absl::StatusOr<Agent> src = c.Open(c.resolver().Resolve(flag, ref, ""));
+      if (!src.ok()) return SetupError(env, src.status());
+      if (int rc = LearnIdentity(o, env, *src, "source", /*required=*/true,
+                                 &source_identity);
+          rc != kExitOk) {
+        return rc;
+      }
+      if (source.empty()) source = src->endpoint.address;
+    }
+  }
   grpc::ClientContext ctx;
   SetDeadline(&ctx, o.timeout);
   migd::v1::PrepareIncomingRequest req;
   req.set_job_id(o.job);
   AddPairs(o.devices, req.mutable_devices());
-  req.set_source(o.source);
+  req.set_source(source);
+  req.set_source_identity(source_identity);
   migd::v1::PrepareIncomingResponse resp;
-  grpc::Status s = stub->PrepareIncoming(&ctx, req, &resp);
-  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx);
+  grpc::Status s = dst->stub->PrepareIncoming(&ctx, req, &resp);
+  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, dst->endpoint);
+  // This is where the token is handed out: stdout is the token (or the
+  // response as JSON), and nothing else.
   if (Json(o)) {
     *env.out << ToJson(resp, /*compact=*/false) << "\n";
   } else {
     *env.out << resp.transfer_token() << "\n";
+    if (resp.has_token_expires()) {
+      absl::Time expires = ToAbslTime(resp.token_expires());
+      *env.err << "migctl: prepare: the token of job " << o.job
+               << " expires at " << FormatUtcTime(expires) << " (in "
+               << HumanDuration(expires - env.now()) << ")\n";
+    }
   }
   return kExitOk;
 }
@@ -154,9 +355,10 @@ int Conclude(const Options& o, const Env& env, const migd::v1::Migration& m) {
   return kExitFailure;
 }
 
-// Follows `job` on `stub` (at `address`) until it ends, showing progress.
-int Follow(const Options& o, const Env& env, MigrationService::Stub* stub,
-           const std::string& address, const std::string& job) {
+// Follows `job` on `agent` until it ends, showing progress.
+int Follow(const Options& o, const Env& env, Agent& agent,
+           const std::string& job) {
+  const std::string where = agent.endpoint.Display();
   grpc::ClientContext ctx;
   if (o.timeout_given) SetDeadline(&ctx, o.timeout);
   migd::v1::WatchMigrationRequest req;
@@ -170,7 +372,7 @@ int Follow(const Options& o, const Env& env, MigrationService::Stub* stub,
   migd::v1::Migration last;
   bool ended = false;
   std::unique_ptr<grpc::ClientReader<migd::v1::MigrationEvent>> reader =
-      stub->WatchMigration(&ctx, req);
+      agent.stub->WatchMigration(&ctx, req);
   while (reader->Read(&event)) {
     printer.OnEvent(event, env.now());
     last = event.migration();
@@ -184,21 +386,21 @@ int Follow(const Options& o, const Env& env, MigrationService::Stub* stub,
   printer.Finish();
   if (ended) return Conclude(o, env, last);
   if (!s.ok()) {
-    return ReportRpcError(env, o.command, s, ctx,
-                          absl::StrCat("WatchMigration on ", address));
+    return ReportRpcError(env, o.command, s, ctx, agent.endpoint,
+                          absl::StrCat("WatchMigration on ", where));
   }
   // The stream closed before the job ended (it should not): ask once more.
   grpc::ClientContext get_ctx;
   SetDeadline(&get_ctx, o.timeout);
   migd::v1::GetMigrationRequest get;
   get.set_job_id(job);
-  s = stub->GetMigration(&get_ctx, get, &last);
+  s = agent.stub->GetMigration(&get_ctx, get, &last);
   if (!s.ok()) {
-    return ReportRpcError(env, o.command, s, get_ctx,
-                          absl::StrCat("GetMigration on ", address));
+    return ReportRpcError(env, o.command, s, get_ctx, agent.endpoint,
+                          absl::StrCat("GetMigration on ", where));
   }
   if (!IsTerminal(last.phase())) {
-    *env.err << "migctl: " << o.command << ": " << address
+    *env.err << "migctl: " << o.command << ": " << where
              << " ended the watch while job " << job << " is in phase "
              << PhaseName(last.phase()) << "; run `migctl watch " << job
              << "` to follow it again\n";
@@ -208,38 +410,69 @@ int Follow(const Options& o, const Env& env, MigrationService::Stub* stub,
   return Conclude(o, env, last);
 }
 
-int Migrate(const Options& o, const Env& env) {
+int Migrate(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> src = c.Open(c.resolver().Agent());
+  if (!src.ok()) return SetupError(env, src.status());
+  absl::StatusOr<Agent> dst = c.Open(c.resolver().Resolve(
+      "--destination", o.destination, o.destination_identity));
+  if (!dst.ok()) return SetupError(env, dst.status());
+  const std::string src_name = src->endpoint.Display();
+  const std::string dst_name = dst->endpoint.Display();
+
   std::string token = o.token;
   bool prepared_here = false;
+  // The identity the source must find in the destination's certificate:
+  // the one named (flag or config), else the one the destination proves.
+  std::string destination_identity;
+  if (!dst->endpoint.insecure) destination_identity = dst->endpoint.identity;
   if (token.empty()) {
-    auto dst = Connect(env, o.destination);
+    // The destination binds the token to the source's identity, exactly as
+    // the source's certificate will present it: ask the source.
+    std::string source_identity;
+    if (!src->endpoint.insecure) {
+      if (int rc = LearnIdentity(o, env, *src, "source", /*required=*/true,
+                                 &source_identity);
+          rc != kExitOk) {
+        return rc;
+      }
+    }
     grpc::ClientContext ctx;
     SetDeadline(&ctx, o.timeout);
     migd::v1::PrepareIncomingRequest req;
     req.set_job_id(o.job);
     AddPairs(o.devices, req.mutable_devices());
-    req.set_source(o.agent);
+    req.set_source(src->endpoint.address);
+    req.set_source_identity(source_identity);
     migd::v1::PrepareIncomingResponse resp;
-    grpc::Status s = dst->PrepareIncoming(&ctx, req, &resp);
+    grpc::Status s = dst->stub->PrepareIncoming(&ctx, req, &resp);
     if (!s.ok()) {
-      return ReportRpcError(env, o.command, s, ctx,
-                            absl::StrCat("PrepareIncoming on ", o.destination));
+      return ReportRpcError(env, o.command, s, ctx, dst->endpoint,
+                            absl::StrCat("PrepareIncoming on ", dst_name));
     }
     token = resp.transfer_token();
     prepared_here = true;
+    if (!dst->endpoint.insecure && destination_identity.empty()) {
+      destination_identity = ServerIdentity(ctx);
+    }
     if (!Json(o)) {
-      *env.out << "Prepared job " << o.job << " on destination "
-               << o.destination << "\n";
+      *env.out << "Prepared job " << o.job << " on destination " << dst_name
+               << "\n";
+    }
+  } else if (!dst->endpoint.insecure && destination_identity.empty()) {
+    if (int rc = LearnIdentity(o, env, *dst, "destination",
+                               /*required=*/false, &destination_identity);
+        rc != kExitOk) {
+      return rc;
     }
   }
 
-  auto src = Connect(env, o.agent);
   grpc::ClientContext ctx;
   SetDeadline(&ctx, o.timeout);
   migd::v1::StartMigrationRequest req;
   req.set_job_id(o.job);
   AddPairs(o.devices, req.mutable_devices());
-  req.set_destination(o.destination);
+  req.set_destination(dst->endpoint.address);
+  req.set_destination_identity(destination_identity);
   req.set_transfer_token(token);
   *req.mutable_policy() = ToPolicy(o.policy);
   if (!o.dirty_ranges.empty()) {
@@ -252,45 +485,46 @@ int Migrate(const Options& o, const Env& env) {
     }
   }
   migd::v1::Migration started;
-  grpc::Status s = src->StartMigration(&ctx, req, &started);
+  grpc::Status s = src->stub->StartMigration(&ctx, req, &started);
   if (!s.ok()) {
-    ReportRpcError(env, o.command, s, ctx,
-                   absl::StrCat("StartMigration on ", o.agent));
+    ReportRpcError(env, o.command, s, ctx, src->endpoint,
+                   absl::StrCat("StartMigration on ", src_name), token);
     if (prepared_here) {
       // Release the destination devices this command put in RESUMING.
-      auto dst = Connect(env, o.destination);
       grpc::ClientContext cancel_ctx;
       SetDeadline(&cancel_ctx, o.timeout);
       migd::v1::CancelMigrationRequest cancel;
       cancel.set_job_id(o.job);
       migd::v1::Migration cancelled;
-      grpc::Status cs = dst->CancelMigration(&cancel_ctx, cancel, &cancelled);
+      grpc::Status cs =
+          dst->stub->CancelMigration(&cancel_ctx, cancel, &cancelled);
       if (cs.ok()) {
         *env.err << "migctl: " << o.command << ": cancelled the prepared job "
-                 << o.job << " on " << o.destination << "\n";
+                 << o.job << " on " << dst_name << "\n";
       } else {
-        ReportRpcError(env, o.command, cs, cancel_ctx,
-                       absl::StrCat("CancelMigration on ", o.destination));
+        ReportRpcError(env, o.command, cs, cancel_ctx, dst->endpoint,
+                       absl::StrCat("CancelMigration on ", dst_name));
       }
     }
     return kExitFailure;
   }
   if (!Json(o)) {
-    *env.out << "Started job " << o.job << ": " << o.agent << " -> "
-             << o.destination << "\n";
+    *env.out << "Started job " << o.job << ": " << src_name << " -> "
+             << dst_name << "\n";
   }
-  return Follow(o, env, src.get(), o.agent, o.job);
+  return Follow(o, env, *src, o.job);
 }
 
-int Status(const Options& o, const Env& env) {
-  auto stub = Connect(env, o.agent);
+int Status(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
   grpc::ClientContext ctx;
   SetDeadline(&ctx, o.timeout);
   migd::v1::GetMigrationRequest req;
   req.set_job_id(o.job);
   migd::v1::Migration m;
-  grpc::Status s = stub->GetMigration(&ctx, req, &m);
-  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx);
+  grpc::Status s = agent->stub->GetMigration(&ctx, req, &m);
+  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, agent->endpoint);
   if (Json(o)) {
     *env.out << ToJson(m, /*compact=*/false) << "\n";
   } else {
@@ -299,16 +533,18 @@ int Status(const Options& o, const Env& env) {
   return kExitOk;
 }
 
-int Watch(const Options& o, const Env& env) {
-  auto stub = Connect(env, o.agent);
-  return Follow(o, env, stub.get(), o.agent, o.job);
+int Watch(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
+  return Follow(o, env, *agent, o.job);
 }
 
 // How often dirty-pages --wait asks again for a job the agent does not know.
 constexpr absl::Duration kWaitRetry = absl::Milliseconds(100);
 
-int DirtyPages(const Options& o, const Env& env) {
-  auto stub = Connect(env, o.agent);
+int DirtyPages(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
   const absl::Time wait_until = env.now() + o.timeout;
   migd::v1::WatchDirtyPagesRequest req;
   req.set_job_id(o.job);
@@ -316,7 +552,7 @@ int DirtyPages(const Options& o, const Env& env) {
     grpc::ClientContext ctx;
     if (o.timeout_given) SetDeadline(&ctx, o.timeout);
     std::unique_ptr<grpc::ClientReader<migd::v1::DirtyPages>> reader =
-        stub->WatchDirtyPages(&ctx, req);
+        agent->stub->WatchDirtyPages(&ctx, req);
     migd::v1::DirtyPages pages;
     bool any = false;
     while (reader->Read(&pages)) {
@@ -337,20 +573,22 @@ int DirtyPages(const Options& o, const Env& env) {
       absl::SleepFor(kWaitRetry);
       continue;
     }
-    return ReportRpcError(env, o.command, s, ctx,
-                          absl::StrCat("WatchDirtyPages on ", o.agent));
+    return ReportRpcError(
+        env, o.command, s, ctx, agent->endpoint,
+        absl::StrCat("WatchDirtyPages on ", agent->endpoint.Display()));
   }
 }
 
-int Cancel(const Options& o, const Env& env) {
-  auto stub = Connect(env, o.agent);
+int Cancel(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
   grpc::ClientContext ctx;
   SetDeadline(&ctx, o.timeout);
   migd::v1::CancelMigrationRequest req;
   req.set_job_id(o.job);
   migd::v1::Migration m;
-  grpc::Status s = stub->CancelMigration(&ctx, req, &m);
-  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx);
+  grpc::Status s = agent->stub->CancelMigration(&ctx, req, &m);
+  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, agent->endpoint);
   if (Json(o)) {
     *env.out << ToJson(m, /*compact=*/false) << "\n";
   } else if (m.phase() == migd::v1::PHASE_SUCCEEDED ||
@@ -363,19 +601,77 @@ int Cancel(const Options& o, const Env& env) {
   return kExitOk;
 }
 
-int List(const Options& o, const Env& env) {
-  auto stub = Connect(env, o.agent);
+int List(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
   grpc::ClientContext ctx;
   SetDeadline(&ctx, o.timeout);
   migd::v1::ListMigrationsResponse resp;
-  grpc::Status s =
-      stub->ListMigrations(&ctx, migd::v1::ListMigrationsRequest(), &resp);
-  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx);
+  grpc::Status s = agent->stub->ListMigrations(
+      &ctx, migd::v1::ListMigrationsRequest(), &resp);
+  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, agent->endpoint);
   if (Json(o)) {
     *env.out << ToJson(resp, /*compact=*/false) << "\n";
   } else {
     *env.out << FormatMigrationsTable(resp);
   }
+  return kExitOk;
+}
+
+// Shows who answers at the agent's address: the certificate it presented in
+// the handshake of a cheap call (ListDevices), and this client's own. When
+// the agent refuses the call after the handshake (an identity its policy
+// does not know), both are still shown, then the refusal.
+int Identity(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
+  const Endpoint& e = agent->endpoint;
+  IdentityReport r;
+  r.name = e.name.empty() ? e.address : e.name;
+  r.agent = e.Display();
+  r.address = e.address;
+  r.tls = !e.insecure;
+  r.insecure_from = e.insecure_from;
+  if (r.tls) {
+    r.expected_identity = e.identity;
+    r.client_certificate = e.files.cert;
+    absl::StatusOr<std::string> pem =
+        security::ReadSmallFile("--tls_cert", e.files.cert);
+    if (!pem.ok()) return SetupError(env, pem.status());
+    absl::StatusOr<security::CertificateInfo> mine =
+        security::DescribeCertificate(*pem);
+    if (!mine.ok()) return SetupError(env, mine.status());
+    r.client = *std::move(mine);
+  }
+
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, o.timeout);
+  migd::v1::ListDevicesResponse ignored;
+  grpc::Status s =
+      agent->stub->ListDevices(&ctx, migd::v1::ListDevicesRequest(), &ignored);
+  if (r.tls) {
+    std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+    std::string pem =
+        auth == nullptr ? "" : security::PeerCertificatePem(*auth);
+    if (pem.empty()) {
+      if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, e);
+      *env.err << "migctl: identity: " << e.Display()
+               << " answered without presenting a certificate\n";
+      return kExitFailure;
+    }
+    absl::StatusOr<security::CertificateInfo> theirs =
+        security::DescribeCertificate(pem);
+    if (!theirs.ok()) {
+      *env.err << "migctl: identity: the certificate of " << e.Display() << ": "
+               << theirs.status().message() << "\n";
+      return kExitFailure;
+    }
+    r.server = *std::move(theirs);
+  } else if (!s.ok()) {
+    return ReportRpcError(env, o.command, s, ctx, e);
+  }
+  *env.out << (Json(o) ? IdentityJson(r) + "\n" : FormatIdentity(r));
+  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, e);
   return kExitOk;
 }
 
@@ -433,14 +729,21 @@ std::string FormatRpcError(const std::string& command,
 }
 
 int RunCommand(const Options& o, const Env& env) {
-  if (o.command == "devices") return Devices(o, env);
-  if (o.command == "prepare") return Prepare(o, env);
-  if (o.command == "migrate") return Migrate(o, env);
-  if (o.command == "status") return Status(o, env);
-  if (o.command == "watch") return Watch(o, env);
-  if (o.command == "dirty-pages") return DirtyPages(o, env);
-  if (o.command == "cancel") return Cancel(o, env);
-  if (o.command == "list") return List(o, env);
+  using CommandFn = int (*)(const Options&, const Env&, Connector&);
+  static const auto* commands = new std::map<std::string, CommandFn>{
+      {"devices", &Devices},   {"prepare", &Prepare},
+      {"migrate", &Migrate},   {"status", &Status},
+      {"watch", &Watch},       {"dirty-pages", &DirtyPages},
+      {"cancel", &Cancel},     {"list", &List},
+      {"identity", &Identity},
+  };
+  if (auto it = commands->find(o.command); it != commands->end()) {
+    absl::StatusOr<EndpointResolver> resolver =
+        EndpointResolver::Create(o, env.getenv);
+    if (!resolver.ok()) return SetupError(env, resolver.status());
+    Connector connector(env, *std::move(resolver));
+    return it->second(o, env, connector);
+  }
   *env.err << "migctl: unknown command '" << o.command << "'\n"
            << UsageLine("") << "\n";
   return kExitUsage;

@@ -1,9 +1,13 @@
 // cli/commands.h
 //
 // migctl's commands over migd.v1.MigrationService. Everything the program does
-// goes through an Env (output streams, how to reach an agent, the terminal), so
-// a test can run a whole command line against an in-process fake agent and
-// look at what was printed and the exit status.
+// goes through an Env (output streams, how to reach an agent, the environment
+// variables, the terminal), so a test can run a whole command line against an
+// in-process fake agent and look at what was printed and the exit status.
+//
+// Before any RPC, a command resolves the agents it talks to (endpoint.h) and
+// makes their credentials (security::Credentials, which checks the TLS
+// files); what is wrong there is printed as it is and exits kExitUsage.
 
 #ifndef MIGD_CLI_COMMANDS_H_
 #define MIGD_CLI_COMMANDS_H_
@@ -16,14 +20,16 @@
 
 #include "absl/time/time.h"
 #include "cli/args.h"
+#include "cli/endpoint.h"
 #include "grpcpp/grpcpp.h"
+#include "migd/security/credentials.h"
 
 namespace migd::cli {
 
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure =
     1;  // an RPC failed or the job did not succeed
-inline constexpr int kExitUsage = 2;
+inline constexpr int kExitUsage = 2;  // also a config or TLS file problem
 
 // Trailing metadata key of the machine-readable error reason.
 inline constexpr char kErrorReasonKey[] = "migd-error-reason";
@@ -31,9 +37,16 @@ inline constexpr char kErrorReasonKey[] = "migd-error-reason";
 struct Env {
   std::ostream* out = nullptr;
   std::ostream* err = nullptr;
-  // A channel to the agent at "host:port".
-  std::function<std::shared_ptr<grpc::ChannelInterface>(const std::string&)>
+  // A channel to the agent at `address` ("host:port") with `credentials`,
+  // whose certificate must carry `expected_identity` when that is not empty:
+  // credentials.Dial(address, expected_identity, ChannelUse::kControl) (a
+  // test may route the address elsewhere).
+  std::function<std::shared_ptr<grpc::ChannelInterface>(
+      const security::Credentials& credentials, const std::string& address,
+      const std::string& expected_identity)>
       dial;
+  // The process environment: MIGCTL_*, XDG_CONFIG_HOME, HOME. None when null.
+  EnvLookup getenv;
   // Whether `out` is a terminal (progress bar redrawn in place), and its width.
   bool out_is_terminal = false;
   int terminal_width = 80;

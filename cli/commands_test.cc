@@ -1,8 +1,13 @@
 #include "cli/commands.h"
 
+#include <stdlib.h>
+
 #include <algorithm>
+#include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -10,10 +15,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "cli/fake_agent.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "migd/security/credentials.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 #include "proto/migd/v1/migration.pb.h"
 
@@ -22,124 +29,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-// An agent whose answers a test sets up and whose requests it can inspect.
-class FakeAgent final : public migd::v1::MigrationService::Service {
- public:
-  // An error that an RPC returns, with its migd-error-reason.
-  struct Error {
-    grpc::StatusCode code;
-    std::string message;
-    std::string reason;
-  };
-
-  migd::v1::ListDevicesResponse devices;
-  std::vector<migd::v1::MigrationEvent> events;  // WatchMigration's stream
-  migd::v1::Migration job;                       // Get/Cancel/List answer
-  std::map<std::string, Error> errors;           // by RPC name
-
-  std::vector<migd::v1::DirtyPages> dirty;  // WatchDirtyPages's stream
-  // WatchDirtyPages answers NOT_FOUND this many times first (a job not
-  // started yet).
-  int dirty_not_found = 0;
-
-  std::vector<migd::v1::PrepareIncomingRequest> prepares;
-  std::vector<std::string> dirty_watches;  // job ids, one per call
-  std::vector<migd::v1::StartMigrationRequest> starts;
-  std::vector<std::string> cancels;
-
-  grpc::Status ListDevices(grpc::ServerContext* ctx,
-                           const migd::v1::ListDevicesRequest*,
-                           migd::v1::ListDevicesResponse* resp) override {
-    if (auto e = Fail(ctx, "ListDevices"); !e.ok()) return e;
-    *resp = devices;
-    return grpc::Status::OK;
-  }
-
-  grpc::Status PrepareIncoming(
-      grpc::ServerContext* ctx, const migd::v1::PrepareIncomingRequest* req,
-      migd::v1::PrepareIncomingResponse* resp) override {
-    absl::MutexLock lock(&mu_);
-    prepares.push_back(*req);
-    if (auto e = Fail(ctx, "PrepareIncoming"); !e.ok()) return e;
-    resp->set_transfer_token("tok-" + req->job_id());
-    resp->mutable_migration()->set_job_id(req->job_id());
-    resp->mutable_migration()->set_phase(migd::v1::PHASE_PREPARED);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status StartMigration(grpc::ServerContext* ctx,
-                              const migd::v1::StartMigrationRequest* req,
-                              migd::v1::Migration* resp) override {
-    absl::MutexLock lock(&mu_);
-    starts.push_back(*req);
-    if (auto e = Fail(ctx, "StartMigration"); !e.ok()) return e;
-    resp->set_job_id(req->job_id());
-    resp->set_phase(migd::v1::PHASE_CONNECTING);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status GetMigration(grpc::ServerContext* ctx,
-                            const migd::v1::GetMigrationRequest*,
-                            migd::v1::Migration* resp) override {
-    if (auto e = Fail(ctx, "GetMigration"); !e.ok()) return e;
-    *resp = job;
-    return grpc::Status::OK;
-  }
-
-  grpc::Status WatchMigration(
-      grpc::ServerContext* ctx, const migd::v1::WatchMigrationRequest*,
-      grpc::ServerWriter<migd::v1::MigrationEvent>* writer) override {
-    for (const auto& e : events) writer->Write(e);
-    return Fail(ctx, "WatchMigration");
-  }
-
-  grpc::Status WatchDirtyPages(
-      grpc::ServerContext* ctx, const migd::v1::WatchDirtyPagesRequest* req,
-      grpc::ServerWriter<migd::v1::DirtyPages>* writer) override {
-    {
-      absl::MutexLock lock(&mu_);
-      dirty_watches.push_back(req->job_id());
-      if (dirty_not_found > 0) {
-        --dirty_not_found;
-        return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                            "no job " + req->job_id());
-      }
-    }
-    for (const auto& p : dirty) writer->Write(p);
-    return Fail(ctx, "WatchDirtyPages");
-  }
-
-  grpc::Status CancelMigration(grpc::ServerContext* ctx,
-                               const migd::v1::CancelMigrationRequest* req,
-                               migd::v1::Migration* resp) override {
-    absl::MutexLock lock(&mu_);
-    cancels.push_back(req->job_id());
-    if (auto e = Fail(ctx, "CancelMigration"); !e.ok()) return e;
-    *resp = job;
-    return grpc::Status::OK;
-  }
-
-  grpc::Status ListMigrations(grpc::ServerContext* ctx,
-                              const migd::v1::ListMigrationsRequest*,
-                              migd::v1::ListMigrationsResponse* resp) override {
-    if (auto e = Fail(ctx, "ListMigrations"); !e.ok()) return e;
-    *resp->add_migrations() = job;
-    return grpc::Status::OK;
-  }
-
- private:
-  grpc::Status Fail(grpc::ServerContext* ctx, const std::string& rpc) {
-    auto it = errors.find(rpc);
-    if (it == errors.end()) return grpc::Status::OK;
-    if (!it->second.reason.empty()) {
-      ctx->AddTrailingMetadata(kErrorReasonKey, it->second.reason);
-    }
-    return grpc::Status(it->second.code, it->second.message);
-  }
-
-  absl::Mutex mu_;
-};
 
 migd::v1::Migration Job(migd::v1::Phase phase, uint64_t done) {
   migd::v1::Migration m;
@@ -162,8 +51,24 @@ migd::v1::MigrationEvent Event(migd::v1::Phase phase, uint64_t done) {
   return e;
 }
 
-// Two fake agents, "src:1" and "dst:1", reached in process; any other
-// address is a port nothing listens on.
+// What stderr starts with for a command run with MIGCTL_INSECURE=1.
+constexpr char kPlaintextWarning[] =
+    "migctl: warning: plaintext connection (MIGCTL_INSECURE=1): the agent is "
+    "not authenticated and nothing is encrypted\n";
+
+// A new file under $TEST_TMPDIR holding `text`; returns its path.
+std::string WriteTempFile(const std::string& name, const std::string& text) {
+  const char* tmp = getenv("TEST_TMPDIR");
+  std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/cfg.XXXXXX");
+  EXPECT_NE(mkdtemp(dir.data()), nullptr);
+  std::string path = absl::StrCat(dir, "/", name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+// Two fake agents, "src:1" and "dst:1", reached in process (in plaintext:
+// the environment has MIGCTL_INSECURE=1 and nothing else); any other address
+// is a port nothing listens on.
 class CommandsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -173,8 +78,16 @@ class CommandsTest : public ::testing::Test {
     ASSERT_NE(dst_server_, nullptr);
     env_.out = &out_;
     env_.err = &err_;
-    env_.dial = [this](const std::string& address)
-        -> std::shared_ptr<grpc::ChannelInterface> {
+    vars_["MIGCTL_INSECURE"] = "1";
+    env_.getenv =
+        [this](const std::string& name) -> std::optional<std::string> {
+      auto it = vars_.find(name);
+      if (it == vars_.end()) return std::nullopt;
+      return it->second;
+    };
+    env_.dial =
+        [this](const security::Credentials&, const std::string& address,
+               const std::string&) -> std::shared_ptr<grpc::ChannelInterface> {
       grpc::ChannelArguments args;
       if (address == "src:1") return src_server_->InProcessChannel(args);
       if (address == "dst:1") return dst_server_->InProcessChannel(args);
@@ -197,9 +110,19 @@ class CommandsTest : public ::testing::Test {
     return absl::StrSplit(out_.str(), '\n', absl::SkipEmpty());
   }
 
+  // stderr after the plaintext warning (which the tests of it check).
+  std::string Errors() const {
+    std::string e = err_.str();
+    if (absl::StartsWith(e, kPlaintextWarning)) {
+      e.erase(0, strlen(kPlaintextWarning));
+    }
+    return e;
+  }
+
   FakeAgent src_, dst_;
   std::unique_ptr<grpc::Server> src_server_, dst_server_;
   std::ostringstream out_, err_;
+  std::map<std::string, std::string> vars_;  // the environment
   Env env_;
 };
 
@@ -213,7 +136,7 @@ TEST_F(CommandsTest, DevicesPrintsATable) {
                                      "DIGEST\n"
                                      "emu0  emulated  ERROR  -      -    -     "
                                      "crc32c:12345678\n"));
-  EXPECT_EQ(err_.str(), "");
+  EXPECT_EQ(Errors(), "");
 }
 
 TEST_F(CommandsTest, DevicesJsonUsesProtoFieldNames) {
@@ -227,7 +150,7 @@ TEST_F(CommandsTest, RpcErrorShowsCodeMessageAndReason) {
                                 "device emu0 is busy",
                                 "ERROR_REASON_DEVICE_BUSY"};
   EXPECT_EQ(Run({"devices"}), kExitFailure);
-  EXPECT_EQ(err_.str(),
+  EXPECT_EQ(Errors(),
             "migctl: devices: FAILED_PRECONDITION: device emu0 is busy "
             "(reason: ERROR_REASON_DEVICE_BUSY)\n");
   EXPECT_EQ(out_.str(), "");
@@ -236,35 +159,34 @@ TEST_F(CommandsTest, RpcErrorShowsCodeMessageAndReason) {
 TEST_F(CommandsTest, RpcErrorWithoutReasonLeavesItOut) {
   src_.errors["GetMigration"] = {grpc::StatusCode::NOT_FOUND, "no job j9", ""};
   EXPECT_EQ(Run({"status", "j9"}), kExitFailure);
-  EXPECT_EQ(err_.str(), "migctl: status: NOT_FOUND: no job j9\n");
+  EXPECT_EQ(Errors(), "migctl: status: NOT_FOUND: no job j9\n");
 }
 
 TEST_F(CommandsTest, UnreachableAgentIsUnavailable) {
   EXPECT_EQ(Main({"--agent=127.0.0.1:1", "--timeout=5s", "list"}, env_),
             kExitFailure);
-  EXPECT_THAT(err_.str(), StartsWith("migctl: list: UNAVAILABLE: "));
+  EXPECT_THAT(Errors(), StartsWith("migctl: list: UNAVAILABLE: "));
 }
 
 TEST_F(CommandsTest, UsageErrorExitsTwoWithTheCommandsUsageLine) {
   EXPECT_EQ(Run({"prepare", "--job=j1"}), kExitUsage);
-  EXPECT_THAT(err_.str(),
-              StartsWith("migctl: prepare: missing --devices\n"
-                         "usage: migctl [--agent=HOST:PORT] "
-                         "[--output=text|json] [--timeout=DURATION] prepare "
-                         "--job=J"));
+  EXPECT_THAT(Errors(), StartsWith("migctl: prepare: missing --devices\n"
+                                   "usage: migctl [--agent=NAME|HOST:PORT] "
+                                   "[--output=text|json] [--timeout=DURATION] "
+                                   "[TLS FLAGS] prepare --job=J"));
   EXPECT_TRUE(dst_.prepares.empty());
   EXPECT_TRUE(src_.prepares.empty());
 }
 
 TEST_F(CommandsTest, UnknownCommandIsAUsageError) {
   EXPECT_EQ(Run({"explode"}), kExitUsage);
-  EXPECT_THAT(err_.str(), StartsWith("migctl: unknown command 'explode'\n"
-                                     "usage: migctl "));
+  EXPECT_THAT(Errors(), StartsWith("migctl: unknown command 'explode'\n"
+                                   "usage: migctl "));
 }
 
 TEST_F(CommandsTest, HelpGoesToStdoutAndExitsZero) {
   EXPECT_EQ(Run({"--help"}), kExitOk);
-  EXPECT_THAT(out_.str(), HasSubstr("INSECURE"));
+  EXPECT_THAT(out_.str(), HasSubstr("mutual TLS"));
 }
 
 TEST_F(CommandsTest, PreparePrintsOnlyTheToken) {
@@ -287,7 +209,7 @@ TEST_F(CommandsTest, MigratePreparesTheDestinationThenStartsAndWatches) {
   EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
                  "--destination=dst:1"}),
             kExitOk)
-      << err_.str();
+      << Errors();
   ASSERT_EQ(dst_.prepares.size(), 1u);
   EXPECT_EQ(dst_.prepares[0].job_id(), "j1");
   EXPECT_EQ(dst_.prepares[0].source(), "src:1");
@@ -304,7 +226,7 @@ TEST_F(CommandsTest, MigratePreparesTheDestinationThenStartsAndWatches) {
   EXPECT_THAT(out, HasSubstr("Job j1 SUCCEEDED\n  transferred  100 B\n"));
   EXPECT_THAT(out, HasSubstr("  devices      emu0 -> dst0  RUNNING  100 B\n"));
   EXPECT_EQ(out.find('\r'), std::string::npos);
-  EXPECT_EQ(err_.str(), "");
+  EXPECT_EQ(Errors(), "");
 }
 
 TEST_F(CommandsTest, MigrateSendsThePolicyFlags) {
@@ -316,7 +238,7 @@ TEST_F(CommandsTest, MigrateSendsThePolicyFlags) {
                  "--ack_timeout=1.5s", "--allow_mixed_p2p", "--no_precopy",
                  "--chunk=64KiB", "--phase_timeout=2m"}),
             kExitOk)
-      << err_.str();
+      << Errors();
   ASSERT_EQ(src_.starts.size(), 1u);
   const migd::v1::MigrationPolicy& p = src_.starts[0].policy();
   EXPECT_EQ(p.downtime_limit().seconds(), 0);
@@ -358,8 +280,8 @@ TEST_F(CommandsTest, BadPolicyValueIsAUsageErrorAndStartsNothing) {
   EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
                  "--destination=dst:1", "--bandwidth=lots"}),
             kExitUsage);
-  EXPECT_THAT(err_.str(), StartsWith("migctl: migrate: --bandwidth: 'lots' "
-                                     "is not a size"));
+  EXPECT_THAT(Errors(), StartsWith("migctl: migrate: --bandwidth: 'lots' "
+                                   "is not a size"));
   EXPECT_TRUE(dst_.prepares.empty());
   EXPECT_TRUE(src_.starts.empty());
 }
@@ -399,7 +321,7 @@ TEST_F(CommandsTest, MigrateShowsPreCopyIterationsAndTheDowntimeBreakdown) {
   EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
                  "--destination=dst:1"}),
             kExitOk)
-      << err_.str();
+      << Errors();
   std::string out = out_.str();
   EXPECT_THAT(out, HasSubstr("] PRE_COPY 800/1000 B 80% (it 1, 200 B left, "
                              "~3.0ms downtime): pre-copy iteration 1\n"));
@@ -442,7 +364,7 @@ TEST_F(CommandsTest, MigrateWithDirtyRangesAsksForDirtyTracking) {
            "--token=given", "--dirty_ranges=0x200000+1MiB,0+0x2000",
            "--dirty_page_size=8KiB"}),
       kExitOk)
-      << err_.str();
+      << Errors();
   ASSERT_EQ(src_.starts.size(), 1u);
   ASSERT_TRUE(src_.starts[0].has_dirty_tracking());
   const migd::v1::DirtyTracking& t = src_.starts[0].dirty_tracking();
@@ -467,7 +389,7 @@ TEST_F(CommandsTest, BadDirtyRangesAreAUsageErrorAndStartNothing) {
   EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
                  "--destination=dst:1", "--dirty_ranges=0x1000+100"}),
             kExitUsage);
-  EXPECT_THAT(err_.str(),
+  EXPECT_THAT(Errors(),
               StartsWith("migctl: migrate: --dirty_ranges: '0x1000+100' is "
                          "not aligned to the 4096-byte page\n"));
   EXPECT_TRUE(dst_.prepares.empty());
@@ -501,7 +423,7 @@ TEST_F(CommandsTest, DirtyPagesPrintsOneLinePerBitmapUntilTheStreamEnds) {
   all.set_iteration(1);
   src_.dirty = {Bitmap("edu0", 1, false, {0, 3, 9}), all,
                 Bitmap("edu0", 2, true, {})};
-  EXPECT_EQ(Run({"dirty-pages", "j1"}), kExitOk) << err_.str();
+  EXPECT_EQ(Run({"dirty-pages", "j1"}), kExitOk) << Errors();
   EXPECT_EQ(out_.str(),
             "device=edu0 iteration=1 final=false all_dirty=false "
             "range=0x200000+0x10000 page_size=4096 dirty=3 "
@@ -510,7 +432,7 @@ TEST_F(CommandsTest, DirtyPagesPrintsOneLinePerBitmapUntilTheStreamEnds) {
             "range=0x10000+0x3000 page_size=4096 dirty=3 pages=all\n"
             "device=edu0 iteration=2 final=true all_dirty=false "
             "range=0x200000+0x10000 page_size=4096 dirty=0 pages=-\n");
-  EXPECT_EQ(err_.str(), "");
+  EXPECT_EQ(Errors(), "");
   EXPECT_EQ(src_.dirty_watches, std::vector<std::string>{"j1"});
 }
 
@@ -532,7 +454,7 @@ TEST_F(CommandsTest, DirtyPagesOfAJobWithoutTrackingFails) {
       "job j1 is not a source job with dirty_tracking",
       "ERROR_REASON_INVALID_REQUEST"};
   EXPECT_EQ(Run({"dirty-pages", "--wait", "j1"}), kExitFailure);
-  EXPECT_EQ(err_.str(),
+  EXPECT_EQ(Errors(),
             "migctl: dirty-pages: FAILED_PRECONDITION: WatchDirtyPages on "
             "src:1: job j1 is not a source job with dirty_tracking (reason: "
             "ERROR_REASON_INVALID_REQUEST)\n");
@@ -543,7 +465,7 @@ TEST_F(CommandsTest, DirtyPagesOfAnUnknownJobFailsAtOnceWithoutWait) {
   src_.dirty_not_found = 1;
   src_.dirty = {Bitmap("edu0", 1, true, {2})};
   EXPECT_EQ(Run({"dirty-pages", "j1"}), kExitFailure);
-  EXPECT_EQ(err_.str(),
+  EXPECT_EQ(Errors(),
             "migctl: dirty-pages: NOT_FOUND: WatchDirtyPages on src:1: no job "
             "j1\n");
   EXPECT_EQ(out_.str(), "");
@@ -552,18 +474,18 @@ TEST_F(CommandsTest, DirtyPagesOfAnUnknownJobFailsAtOnceWithoutWait) {
 TEST_F(CommandsTest, DirtyPagesWaitsForAJobNotStartedYet) {
   src_.dirty_not_found = 3;
   src_.dirty = {Bitmap("edu0", 0, true, {2})};
-  EXPECT_EQ(Run({"dirty-pages", "--wait", "j1"}), kExitOk) << err_.str();
+  EXPECT_EQ(Run({"dirty-pages", "--wait", "j1"}), kExitOk) << Errors();
   EXPECT_EQ(src_.dirty_watches.size(), 4u);
   EXPECT_THAT(out_.str(), HasSubstr(" final=true "));
   EXPECT_THAT(out_.str(), HasSubstr(" pages=0x202000\n"));
-  EXPECT_EQ(err_.str(), "");
+  EXPECT_EQ(Errors(), "");
 }
 
 TEST_F(CommandsTest, DirtyPagesWaitGivesUpAtTheTimeout) {
   src_.dirty_not_found = 1000;
   EXPECT_EQ(Run({"--timeout=350ms", "dirty-pages", "--wait", "j1"}),
             kExitFailure);
-  EXPECT_EQ(err_.str(),
+  EXPECT_EQ(Errors(),
             "migctl: dirty-pages: NOT_FOUND: WatchDirtyPages on src:1: no job "
             "j1\n");
   EXPECT_GE(src_.dirty_watches.size(), 2u);
@@ -608,7 +530,7 @@ TEST_F(CommandsTest, FailedJobPrintsReasonAndMessageAndExitsOne) {
   EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
                  "--destination=dst:1"}),
             kExitFailure);
-  EXPECT_EQ(err_.str(),
+  EXPECT_EQ(Errors(),
             "migctl: migrate: job j1 FAILED: ERROR_REASON_STATE_REJECTED: "
             "dst0: RESUMING -> STOP failed: Invalid argument\n");
   EXPECT_THAT(out_.str(), HasSubstr("Job j1 FAILED\n"));
@@ -620,7 +542,7 @@ TEST_F(CommandsTest, CancelledJobExitsOne) {
       migd::v1::ERROR_REASON_CANCELLED);
   src_.events = {cancelled};
   EXPECT_EQ(Run({"watch", "j1"}), kExitFailure);
-  EXPECT_EQ(err_.str(),
+  EXPECT_EQ(Errors(),
             "migctl: watch: job j1 CANCELLED: ERROR_REASON_CANCELLED\n");
 }
 
@@ -631,7 +553,7 @@ TEST_F(CommandsTest, FailedStartCancelsTheDestinationItPrepared) {
   EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
                  "--destination=dst:1"}),
             kExitFailure);
-  EXPECT_EQ(err_.str(),
+  EXPECT_EQ(Errors(),
             "migctl: migrate: PERMISSION_DENIED: StartMigration on src:1: "
             "transfer token does not match (reason: ERROR_REASON_BAD_TOKEN)\n"
             "migctl: migrate: cancelled the prepared job j1 on dst:1\n");
@@ -645,7 +567,7 @@ TEST_F(CommandsTest, FailedPrepareDoesNotStart) {
   EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst7",
                  "--destination=dst:1"}),
             kExitFailure);
-  EXPECT_EQ(err_.str(),
+  EXPECT_EQ(Errors(),
             "migctl: migrate: NOT_FOUND: PrepareIncoming on dst:1: no device "
             "dst7 (reason: ERROR_REASON_DEVICE_NOT_FOUND)\n");
   EXPECT_TRUE(src_.starts.empty());
@@ -655,7 +577,7 @@ TEST_F(CommandsTest, WatchErrorIsReported) {
   src_.errors["WatchMigration"] = {grpc::StatusCode::NOT_FOUND, "no job j1",
                                    "ERROR_REASON_JOB_NOT_FOUND"};
   EXPECT_EQ(Run({"watch", "j1"}), kExitFailure);
-  EXPECT_EQ(err_.str(),
+  EXPECT_EQ(Errors(),
             "migctl: watch: NOT_FOUND: WatchMigration on src:1: no job j1 "
             "(reason: ERROR_REASON_JOB_NOT_FOUND)\n");
 }
@@ -663,7 +585,7 @@ TEST_F(CommandsTest, WatchErrorIsReported) {
 TEST_F(CommandsTest, WatchClosedEarlyFallsBackToGetMigration) {
   src_.events = {Event(migd::v1::PHASE_STOP_COPY, 10)};
   src_.job = Job(migd::v1::PHASE_SUCCEEDED, 100);
-  EXPECT_EQ(Run({"watch", "j1"}), kExitOk) << err_.str();
+  EXPECT_EQ(Run({"watch", "j1"}), kExitOk) << Errors();
   EXPECT_THAT(out_.str(), HasSubstr("Job j1 SUCCEEDED"));
 }
 
@@ -671,8 +593,8 @@ TEST_F(CommandsTest, WatchClosedEarlyOnARunningJobFails) {
   src_.events = {Event(migd::v1::PHASE_STOP_COPY, 10)};
   src_.job = Job(migd::v1::PHASE_STOP_COPY, 10);
   EXPECT_EQ(Run({"watch", "j1"}), kExitFailure);
-  EXPECT_THAT(err_.str(), HasSubstr("ended the watch while job j1 is in phase "
-                                    "STOP_COPY"));
+  EXPECT_THAT(Errors(), HasSubstr("ended the watch while job j1 is in phase "
+                                  "STOP_COPY"));
 }
 
 TEST_F(CommandsTest, StatusTextAndJson) {
@@ -723,6 +645,177 @@ TEST_F(CommandsTest, ListPrintsATable) {
   EXPECT_EQ(Run({"list"}), kExitOk);
   EXPECT_THAT(out_.str(), StartsWith("JOB  ROLE    PHASE      PEER  PROGRESS"));
   EXPECT_THAT(out_.str(), HasSubstr("j1   SOURCE  SUCCEEDED"));
+}
+
+TEST_F(CommandsTest, PlaintextWarnsOnceOnStderrAndSendsNoIdentities) {
+  src_.events = {Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitOk);
+  EXPECT_THAT(err_.str(), StartsWith(kPlaintextWarning));
+  EXPECT_EQ(Errors(), "");  // one warning for both agents
+  ASSERT_EQ(dst_.prepares.size(), 1u);
+  EXPECT_EQ(dst_.prepares[0].source_identity(), "");
+  ASSERT_EQ(src_.starts.size(), 1u);
+  EXPECT_EQ(src_.starts[0].destination_identity(), "");
+  EXPECT_EQ(src_.list_devices_calls, 0);  // nothing to learn in plaintext
+}
+
+TEST_F(CommandsTest, InsecureFlagWarnsNamingTheFlag) {
+  vars_.clear();
+  EXPECT_EQ(Run({"--insecure", "devices"}), kExitOk);
+  EXPECT_EQ(err_.str(),
+            "migctl: warning: plaintext connection (--insecure): the agent is "
+            "not authenticated and nothing is encrypted\n");
+}
+
+TEST_F(CommandsTest, InsecureFalseOnTheCommandLineBeatsTheEnvironment) {
+  EXPECT_EQ(Run({"--insecure=false", "devices"}), kExitUsage);
+  EXPECT_THAT(err_.str(), StartsWith("migctl: --tls_cert, --tls_key and "
+                                     "--tls_ca are not set (flags, "));
+  EXPECT_EQ(src_.list_devices_calls, 0);
+}
+
+TEST_F(CommandsTest, WithoutATlsFileOrInsecureNothingIsSent) {
+  vars_ = {{"HOME", "/nonexistent-home"},
+           {"MIGCTL_TLS_KEY", "/etc/migd/operator.key"},
+           {"MIGCTL_TLS_CA", "/etc/migd/ca.pem"}};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitUsage);
+  EXPECT_EQ(err_.str(),
+            "migctl: --tls_cert is not set (flag, MIGCTL_TLS_CERT, or "
+            "tls_cert in /nonexistent-home/.config/migctl/config); use "
+            "--insecure for an agent that runs without TLS\n");
+  EXPECT_EQ(src_.list_devices_calls, 0);
+  EXPECT_TRUE(dst_.prepares.empty());
+  EXPECT_TRUE(src_.starts.empty());
+}
+
+TEST_F(CommandsTest, AMissingTlsFileIsNamedBeforeAnyRpc) {
+  vars_ = {{"MIGCTL_TLS_CERT", "/nonexistent/operator.pem"},
+           {"MIGCTL_TLS_KEY", "/nonexistent/operator.key"},
+           {"MIGCTL_TLS_CA", "/nonexistent/ca.pem"}};
+  EXPECT_EQ(Run({"devices"}), kExitUsage);
+  EXPECT_EQ(err_.str(),
+            "migctl: --tls_cert /nonexistent/operator.pem: No such file or "
+            "directory\n");
+  EXPECT_EQ(src_.list_devices_calls, 0);
+}
+
+TEST_F(CommandsTest, AgentsByTheirNameInTheConfigFile) {
+  std::string config = WriteTempFile("config",
+                                     "insecure = true\n"
+                                     "default_agent = a\n"
+                                     "[agent a]\naddress = src:1\n"
+                                     "[agent b]\naddress = dst:1\n");
+  vars_ = {{"MIGCTL_CONFIG", config}};
+  src_.events = {Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(
+      Main({"migrate", "--job=j1", "--devices=emu0:dst0", "--destination=b"},
+           env_),
+      kExitOk)
+      << err_.str();
+  EXPECT_THAT(err_.str(),
+              StartsWith(absl::StrCat("migctl: warning: plaintext connection "
+                                      "(insecure = true in ",
+                                      config, "): ")));
+  ASSERT_EQ(dst_.prepares.size(), 1u);
+  EXPECT_EQ(dst_.prepares[0].source(), "src:1");
+  ASSERT_EQ(src_.starts.size(), 1u);
+  EXPECT_EQ(src_.starts[0].destination(), "dst:1");
+  EXPECT_THAT(out_.str(),
+              HasSubstr("Started job j1: a (src:1) -> b (dst:1)\n"));
+}
+
+TEST_F(CommandsTest, AnAgentNameTheConfigDoesNotKnowIsAnError) {
+  std::string config = WriteTempFile("config", "[agent a]\naddress = src:1\n");
+  vars_["MIGCTL_CONFIG"] = config;
+  EXPECT_EQ(
+      Run({"migrate", "--job=j1", "--devices=emu0:dst0", "--destination=c"}),
+      kExitUsage);
+  EXPECT_EQ(Errors(), absl::StrCat("migctl: --destination=c: not HOST:PORT, "
+                                   "and ",
+                                   config, " has no [agent c]\n"));
+  EXPECT_TRUE(dst_.prepares.empty());
+}
+
+TEST_F(CommandsTest, AMalformedConfigIsAnErrorNamingItsLine) {
+  std::string config =
+      WriteTempFile("config", "# mine\ntls_cert /etc/migd/operator.pem\n");
+  EXPECT_EQ(Run({"--config", config, "devices"}), kExitUsage);
+  EXPECT_EQ(err_.str(),
+            absl::StrCat("migctl: ", config,
+                         ":2: want KEY = VALUE or [agent NAME], not 'tls_cert "
+                         "/etc/migd/operator.pem'\n"));
+  EXPECT_EQ(src_.list_devices_calls, 0);
+}
+
+TEST_F(CommandsTest, AConfigNamedExplicitlyMustExist) {
+  vars_["MIGCTL_CONFIG"] = "/nonexistent/migctl.conf";
+  EXPECT_EQ(Run({"devices"}), kExitUsage);
+  EXPECT_EQ(err_.str(),
+            "migctl: config file /nonexistent/migctl.conf does not exist\n");
+}
+
+TEST_F(CommandsTest, StatusShowsThePeersIdentity) {
+  src_.job = Job(migd::v1::PHASE_STOP_COPY, 10);
+  src_.job.set_peer("10.0.0.6:7070");
+  src_.job.set_peer_identity("spiffe://example.org/agent/host6");
+  EXPECT_EQ(Run({"status", "j1"}), kExitOk);
+  EXPECT_THAT(out_.str(),
+              HasSubstr("peer      10.0.0.6:7070\n"
+                        "peer id   spiffe://example.org/agent/host6\n"));
+  out_.str("");
+  EXPECT_EQ(Run({"status", "j1", "--output=json"}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("\"peer_identity\": "
+                                    "\"spiffe://example.org/agent/host6\""));
+}
+
+TEST_F(CommandsTest, PrepareSaysWhenTheTokenExpiresOnStderrOnly) {
+  dst_.token_expires.set_seconds(1767225600);  // 2026-01-01T00:00:00Z
+  env_.now = [] { return absl::FromUnixSeconds(1767225600 - 300); };
+  EXPECT_EQ(
+      Main({"--agent=dst:1", "prepare", "--job=j1", "--devices=emu0:dst0"},
+           env_),
+      kExitOk);
+  EXPECT_EQ(out_.str(), "tok-j1\n");
+  EXPECT_EQ(Errors(),
+            "migctl: prepare: the token of job j1 expires at "
+            "2026-01-01T00:00:00Z (in 5m00s)\n");
+  out_.str("");
+  EXPECT_EQ(Main({"--agent=dst:1", "--output=json", "prepare", "--job=j2",
+                  "--devices=emu0:dst0"},
+                 env_),
+            kExitOk);
+  EXPECT_THAT(out_.str(),
+              HasSubstr("\"token_expires\": \"2026-01-01T00:00:00Z\""));
+}
+
+TEST_F(CommandsTest, TheTokenIsRedactedFromErrors) {
+  src_.errors["StartMigration"] = {grpc::StatusCode::PERMISSION_DENIED,
+                                   "token tok-j1 is bound to another source",
+                                   "ERROR_REASON_BAD_TOKEN"};
+  EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",
+                 "--destination=dst:1"}),
+            kExitFailure);
+  EXPECT_THAT(Errors(), HasSubstr("StartMigration on src:1: token <redacted> "
+                                  "is bound to another source"));
+  EXPECT_EQ(err_.str().find("tok-j1"), std::string::npos);
+  EXPECT_EQ(out_.str().find("tok-j1"), std::string::npos);
+}
+
+TEST_F(CommandsTest, IdentityInPlaintextSaysThereIsNone) {
+  EXPECT_EQ(Run({"identity"}), kExitOk) << Errors();
+  EXPECT_EQ(out_.str(),
+            "agent       src:1\n"
+            "connection  plaintext (MIGCTL_INSECURE=1): nothing encrypted, "
+            "no certificate, no identity\n");
+  out_.str("");
+  EXPECT_EQ(Run({"identity", "--output=json"}), kExitOk);
+  EXPECT_EQ(out_.str(),
+            "{\n  \"agent\": \"src:1\",\n  \"address\": \"src:1\",\n"
+            "  \"tls\": false,\n  \"identity\": \"\"\n}\n");
 }
 
 TEST(StatusCodeName, KnownAndUnknownCodes) {

@@ -370,8 +370,10 @@ std::string FormatMigrationDetails(const migd::v1::Migration& m) {
       {"role", RoleName(m.role())},
       {"phase", PhaseName(m.phase())},
       {"peer", OrDash(m.peer())},
-      {"progress", ProgressString(m.bytes_done(), m.bytes_total())},
   };
+  if (!m.peer_identity().empty())
+    rows.push_back({"peer id", m.peer_identity()});
+  rows.push_back({"progress", ProgressString(m.bytes_done(), m.bytes_total())});
   if (m.has_created())
     rows.push_back({"created", FormatTimestamp(m.created())});
   if (m.has_finished()) {
@@ -517,6 +519,100 @@ std::string FormatDirtyPages(const migd::v1::DirtyPages& p) {
                       " dirty=", pages.size(), " pages=", list);
 }
 
+std::string FormatUtcTime(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+namespace {
+
+// `text` as a JSON string, quotes included.
+std::string JsonQuote(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppendFormat(&out, "\\u%04x", c);
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+// Members of a JSON object, one a line at `indent`; values already JSON.
+std::string JsonObject(
+    const std::vector<std::pair<std::string, std::string>>& members,
+    const std::string& indent) {
+  std::vector<std::string> lines;
+  for (const auto& [key, value] : members) {
+    lines.push_back(absl::StrCat(indent, "  ", JsonQuote(key), ": ", value));
+  }
+  return absl::StrCat("{\n", absl::StrJoin(lines, ",\n"), "\n", indent, "}");
+}
+
+// identity, subject, serial, not_before, not_after of `c` as JSON members.
+std::vector<std::pair<std::string, std::string>> CertificateMembers(
+    const security::CertificateInfo& c) {
+  return {{"identity", JsonQuote(c.identity)},
+          {"subject", JsonQuote(c.subject)},
+          {"serial", JsonQuote(c.serial)},
+          {"not_before", JsonQuote(FormatUtcTime(c.not_before))},
+          {"not_after", JsonQuote(FormatUtcTime(c.not_after))}};
+}
+
+}  // namespace
+
+std::string FormatIdentity(const IdentityReport& r) {
+  std::vector<std::pair<std::string, std::string>> rows = {{"agent", r.agent}};
+  if (!r.tls) {
+    rows.push_back(
+        {"connection", absl::StrCat("plaintext (", r.insecure_from,
+                                    "): nothing encrypted, no certificate, no "
+                                    "identity")});
+    return FormatLabeled(rows, "");
+  }
+  rows.push_back(
+      {"connection",
+       r.expected_identity.empty()
+           ? std::string("mutual TLS; the agent's host was checked against "
+                         "its certificate")
+           : absl::StrCat("mutual TLS; the agent's certificate was checked "
+                          "to carry ",
+                          r.expected_identity)});
+  rows.push_back({"identity", OrDash(r.server.identity)});
+  rows.push_back({"subject", OrDash(r.server.subject)});
+  rows.push_back({"serial", OrDash(r.server.serial)});
+  rows.push_back({"not before", FormatUtcTime(r.server.not_before)});
+  rows.push_back({"not after", FormatUtcTime(r.server.not_after)});
+  rows.push_back({"client identity", OrDash(r.client.identity)});
+  rows.push_back({"client subject", OrDash(r.client.subject)});
+  rows.push_back({"client serial", OrDash(r.client.serial)});
+  rows.push_back({"client not after", FormatUtcTime(r.client.not_after)});
+  rows.push_back({"client cert", r.client_certificate});
+  return FormatLabeled(rows, "");
+}
+
+std::string IdentityJson(const IdentityReport& r) {
+  std::vector<std::pair<std::string, std::string>> members = {
+      {"agent", JsonQuote(r.name)},
+      {"address", JsonQuote(r.address)},
+      {"tls", r.tls ? "true" : "false"}};
+  if (!r.tls) {
+    members.push_back({"identity", "\"\""});
+    return JsonObject(members, "");
+  }
+  members.push_back({"expected_identity", JsonQuote(r.expected_identity)});
+  for (auto& m : CertificateMembers(r.server)) members.push_back(std::move(m));
+  std::vector<std::pair<std::string, std::string>> client = {
+      {"certificate", JsonQuote(r.client_certificate)}};
+  for (auto& m : CertificateMembers(r.client)) client.push_back(std::move(m));
+  members.push_back({"client", JsonObject(client, "  ")});
+  return JsonObject(members, "");
+}
+
 std::string ToJson(const google::protobuf::Message& message, bool compact) {
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = !compact;
@@ -527,19 +623,7 @@ std::string ToJson(const google::protobuf::Message& message, bool compact) {
       google::protobuf::util::MessageToJsonString(message, &out, options);
   if (!status.ok()) {
     // Hand-built so it stays valid JSON whatever the status text holds.
-    std::string text = status.ToString();
-    std::string escaped;
-    for (char c : text) {
-      if (c == '"' || c == '\\') {
-        escaped.push_back('\\');
-        escaped.push_back(c);
-      } else if (static_cast<unsigned char>(c) < 0x20) {
-        absl::StrAppendFormat(&escaped, "\\u%04x", c);
-      } else {
-        escaped.push_back(c);
-      }
-    }
-    return absl::StrCat("{\"error\":\"", escaped, "\"}");
+    return absl::StrCat("{\"error\":", JsonQuote(status.ToString()), "}");
   }
   while (!out.empty() && absl::ascii_isspace(out.back())) out.pop_back();
   return out;

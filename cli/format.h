@@ -2,8 +2,9 @@
 //
 // How migctl shows things to a person and to a program: human byte, rate and
 // duration strings, short names for the API's enums, the device and job tables,
-// the end-of-job summary, and JSON of any API message. Pure functions of their
-// inputs, so the output a script parses is pinned by tests.
+// the end-of-job summary, what `identity` found, and JSON of any API message.
+// Pure functions of their inputs, so the output a script parses is pinned by
+// tests.
 
 #ifndef MIGD_CLI_FORMAT_H_
 #define MIGD_CLI_FORMAT_H_
@@ -16,6 +17,7 @@
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/timestamp.pb.h"
+#include "migd/security/tls_files.h"
 #include "proto/migd/v1/migration.pb.h"
 
 namespace migd::cli {
@@ -55,6 +57,9 @@ bool IsTerminal(migd::v1::Phase phase);
 absl::Duration ToAbslDuration(const google::protobuf::Duration& d);
 absl::Time ToAbslTime(const google::protobuf::Timestamp& t);
 
+// "2025-06-01T10:00:00Z" (UTC, whole seconds).
+std::string FormatUtcTime(absl::Time t);
+
 // Left-aligned columns separated by two spaces, one line per row (each ending
 // in '\n'), no trailing spaces. `rows` includes the header row.
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
@@ -66,7 +71,8 @@ std::string FormatDevicesTable(const migd::v1::ListDevicesResponse& response);
 std::string FormatMigrationsTable(
     const migd::v1::ListMigrationsResponse& response);
 
-// A few lines on one job for `migctl status`: phase, role, peer, bytes,
+// A few lines on one job for `migctl status`: phase, role, peer (and its
+// certificate identity when the job has one), bytes,
 // timings, pre-copy (iterations, the live estimate, pre-copy and stop-copy
 // bytes), downtime with its breakdown, failure, notices, and one line per
 // device (with its pre-copy/stop-copy split and downtime share when known).
@@ -113,6 +119,32 @@ std::vector<uint64_t> DirtyPageAddresses(const migd::v1::DirtyPages& p);
 // "pages=-" when none is dirty, "pages=all" (and dirty = the pages of the
 // range) when all_dirty is set.
 std::string FormatDirtyPages(const migd::v1::DirtyPages& p);
+
+// What `migctl identity` learned about one agent and this client.
+struct IdentityReport {
+  std::string name;               // as the command line named the agent
+  std::string agent;              // how to show it: "src (10.0.0.5:7070)"
+  std::string address;            // HOST:PORT
+  bool tls = false;               // false: plaintext
+  std::string insecure_from;      // what asked for plaintext ("--insecure")
+  std::string expected_identity;  // what the channel required; "" = host name
+  security::CertificateInfo server;  // the agent's certificate, when tls
+  std::string client_certificate;    // path of this client's certificate
+  security::CertificateInfo client;  // what it says
+};
+
+// Labelled lines: agent, connection, then the agent's identity, subject,
+// serial, not before, not after, and the same of the client's certificate
+// ("client identity", ...) and its path. For plaintext, agent and connection
+// only, saying that there is no identity.
+std::string FormatIdentity(const IdentityReport& r);
+
+// The same as one indented JSON object: agent, address, tls,
+// expected_identity, identity, subject, serial, not_before, not_after (RFC
+// 3339) and client {certificate, identity, subject, serial, not_before,
+// not_after}; for plaintext agent, address, tls (false) and an empty
+// identity.
+std::string IdentityJson(const IdentityReport& r);
 
 // Proto3 JSON with the .proto field names (snake_case), fields at their
 // default values included, enums by name. One line when `compact`, indented

@@ -507,5 +507,107 @@ TEST(IsTerminal, OnlyEndedPhases) {
   EXPECT_FALSE(IsTerminal(migd::v1::PHASE_STOP_COPY));
 }
 
+// What `identity` learned from agent-a over TLS, with fixed times.
+IdentityReport TlsReport() {
+  IdentityReport r;
+  r.name = "src";
+  r.agent = "src (10.0.0.5:7070)";
+  r.address = "10.0.0.5:7070";
+  r.tls = true;
+  r.expected_identity = "spiffe://x/agent/a";
+  r.server = {"/CN=agent-a", "1000", "spiffe://x/agent/a",
+              absl::FromUnixSeconds(1767225600),   // 2026-01-01
+              absl::FromUnixSeconds(1798761600)};  // 2027-01-01
+  r.client_certificate = "/etc/migd/operator.pem";
+  r.client = {"/CN=operator", "1002", "spiffe://x/operator",
+              absl::FromUnixSeconds(1767225600),
+              absl::FromUnixSeconds(1798761600)};
+  return r;
+}
+
+TEST(FormatIdentity, TheAgentsCertificateThenTheClients) {
+  EXPECT_EQ(FormatIdentity(TlsReport()),
+            "agent             src (10.0.0.5:7070)\n"
+            "connection        mutual TLS; the agent's certificate was checked "
+            "to carry spiffe://x/agent/a\n"
+            "identity          spiffe://x/agent/a\n"
+            "subject           /CN=agent-a\n"
+            "serial            1000\n"
+            "not before        2026-01-01T00:00:00Z\n"
+            "not after         2027-01-01T00:00:00Z\n"
+            "client identity   spiffe://x/operator\n"
+            "client subject    /CN=operator\n"
+            "client serial     1002\n"
+            "client not after  2027-01-01T00:00:00Z\n"
+            "client cert       /etc/migd/operator.pem\n");
+}
+
+TEST(FormatIdentity, ACertificateWithoutIdentityShowsADash) {
+  IdentityReport r = TlsReport();
+  r.expected_identity = "";
+  r.server.identity = "";
+  std::string text = FormatIdentity(r);
+  EXPECT_NE(text.find("connection        mutual TLS; the agent's host was "
+                      "checked against its certificate\n"
+                      "identity          -\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(FormatIdentity, PlaintextHasNoIdentity) {
+  IdentityReport r;
+  r.name = r.agent = r.address = "127.0.0.1:7070";
+  r.insecure_from = "--insecure";
+  EXPECT_EQ(FormatIdentity(r),
+            "agent       127.0.0.1:7070\n"
+            "connection  plaintext (--insecure): nothing encrypted, no "
+            "certificate, no identity\n");
+}
+
+TEST(IdentityJson, OneIndentedObject) {
+  EXPECT_EQ(IdentityJson(TlsReport()),
+            "{\n"
+            "  \"agent\": \"src\",\n"
+            "  \"address\": \"10.0.0.5:7070\",\n"
+            "  \"tls\": true,\n"
+            "  \"expected_identity\": \"spiffe://x/agent/a\",\n"
+            "  \"identity\": \"spiffe://x/agent/a\",\n"
+            "  \"subject\": \"/CN=agent-a\",\n"
+            "  \"serial\": \"1000\",\n"
+            "  \"not_before\": \"2026-01-01T00:00:00Z\",\n"
+            "  \"not_after\": \"2027-01-01T00:00:00Z\",\n"
+            "  \"client\": {\n"
+            "    \"certificate\": \"/etc/migd/operator.pem\",\n"
+            "    \"identity\": \"spiffe://x/operator\",\n"
+            "    \"subject\": \"/CN=operator\",\n"
+            "    \"serial\": \"1002\",\n"
+            "    \"not_before\": \"2026-01-01T00:00:00Z\",\n"
+            "    \"not_after\": \"2027-01-01T00:00:00Z\"\n"
+            "  }\n"
+            "}");
+}
+
+TEST(IdentityJson, QuotesWhatNeedsIt) {
+  IdentityReport r = TlsReport();
+  r.server.subject = "/CN=a \"b\"\\c\n";
+  EXPECT_NE(
+      IdentityJson(r).find("\"subject\": \"/CN=a \\\"b\\\"\\\\c\\u000a\""),
+      std::string::npos)
+      << IdentityJson(r);
+}
+
+TEST(FormatMigrationDetails, ThePeersIdentityWhenKnown) {
+  migd::v1::Migration m;
+  m.set_job_id("j1");
+  m.set_peer("10.0.0.6:7070");
+  EXPECT_EQ(FormatMigrationDetails(m).find("peer id"), std::string::npos);
+  m.set_peer_identity("spiffe://x/agent/b");
+  EXPECT_NE(FormatMigrationDetails(m).find("peer      10.0.0.6:7070\n"
+                                           "peer id   spiffe://x/agent/b\n"
+                                           "progress  "),
+            std::string::npos)
+      << FormatMigrationDetails(m);
+}
+
 }  // namespace
 }  // namespace migd::cli

@@ -1,17 +1,20 @@
 // migctl: the operator's CLI over migd.v1.MigrationService. Only wiring here:
-// the real streams, the terminal, and insecure channels (see --help).
+// the real streams, the terminal, the process environment, and channels made
+// by security::Credentials (mutual TLS unless --insecure; see --help).
 
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "cli/commands.h"
 #include "grpcpp/grpcpp.h"
+#include "migd/security/credentials.h"
 
 namespace {
 
@@ -39,9 +42,17 @@ int main(int argc, char** argv) {
   env.out_is_terminal = isatty(STDOUT_FILENO) == 1;
   // One column spare: writing the last column makes some terminals wrap.
   env.terminal_width = TerminalWidth() - 1;
-  env.dial = [](const std::string& address) {
-    // No TLS yet: the agent itself only serves plaintext with --insecure.
-    return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  env.dial = [](const migd::security::Credentials& credentials,
+                const std::string& address,
+                const std::string& expected_identity)
+      -> std::shared_ptr<grpc::ChannelInterface> {
+    return credentials.Dial(address, expected_identity,
+                            migd::security::ChannelUse::kControl);
+  };
+  env.getenv = [](const std::string& name) -> std::optional<std::string> {
+    const char* value = std::getenv(name.c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
   };
   return migd::cli::Main(args, env);
 }

@@ -1,0 +1,156 @@
+// cli/fake_agent.h
+//
+// A migd.v1.MigrationService for migctl's tests: a test sets up its answers
+// (and errors, by RPC name) and looks at the requests it got. Serve it
+// in-process, or on a port with real credentials.
+
+#ifndef MIGD_CLI_FAKE_AGENT_H_
+#define MIGD_CLI_FAKE_AGENT_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "cli/commands.h"
+#include "grpcpp/grpcpp.h"
+#include "migd/security/identity.h"
+#include "proto/migd/v1/migration.grpc.pb.h"
+#include "proto/migd/v1/migration.pb.h"
+
+namespace migd::cli {
+
+// An agent whose answers a test sets up and whose requests it can inspect.
+class FakeAgent final : public migd::v1::MigrationService::Service {
+ public:
+  // An error that an RPC returns, with its migd-error-reason.
+  struct Error {
+    grpc::StatusCode code;
+    std::string message;
+    std::string reason;
+  };
+
+  migd::v1::ListDevicesResponse devices;
+  std::vector<migd::v1::MigrationEvent> events;  // WatchMigration's stream
+  migd::v1::Migration job;                       // Get/Cancel/List answer
+  std::map<std::string, Error> errors;           // by RPC name
+
+  std::vector<migd::v1::DirtyPages> dirty;  // WatchDirtyPages's stream
+  // WatchDirtyPages answers NOT_FOUND this many times first (a job not
+  // started yet).
+  int dirty_not_found = 0;
+
+  // PrepareIncoming's answer: the token is "tok-" + the job id.
+  google::protobuf::Timestamp token_expires;
+
+  int list_devices_calls = 0;
+  std::vector<migd::v1::PrepareIncomingRequest> prepares;
+  // The identity each PrepareIncoming caller proved ("" without TLS).
+  std::vector<std::string> prepare_callers;
+  std::vector<std::string> dirty_watches;  // job ids, one per call
+  std::vector<migd::v1::StartMigrationRequest> starts;
+  std::vector<std::string> cancels;
+
+  grpc::Status ListDevices(grpc::ServerContext* ctx,
+                           const migd::v1::ListDevicesRequest*,
+                           migd::v1::ListDevicesResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    ++list_devices_calls;
+    if (auto e = Fail(ctx, "ListDevices"); !e.ok()) return e;
+    *resp = devices;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status PrepareIncoming(
+      grpc::ServerContext* ctx, const migd::v1::PrepareIncomingRequest* req,
+      migd::v1::PrepareIncomingResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    prepares.push_back(*req);
+    std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+    prepare_callers.push_back(auth ? security::PeerIdentity(*auth) : "");
+    if (auto e = Fail(ctx, "PrepareIncoming"); !e.ok()) return e;
+    resp->set_transfer_token("tok-" + req->job_id());
+    if (token_expires.seconds() != 0) {
+      *resp->mutable_token_expires() = token_expires;
+    }
+    resp->mutable_migration()->set_job_id(req->job_id());
+    resp->mutable_migration()->set_phase(migd::v1::PHASE_PREPARED);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status StartMigration(grpc::ServerContext* ctx,
+                              const migd::v1::StartMigrationRequest* req,
+                              migd::v1::Migration* resp) override {
+    absl::MutexLock lock(&mu_);
+    starts.push_back(*req);
+    if (auto e = Fail(ctx, "StartMigration"); !e.ok()) return e;
+    resp->set_job_id(req->job_id());
+    resp->set_phase(migd::v1::PHASE_CONNECTING);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetMigration(grpc::ServerContext* ctx,
+                            const migd::v1::GetMigrationRequest*,
+                            migd::v1::Migration* resp) override {
+    if (auto e = Fail(ctx, "GetMigration"); !e.ok()) return e;
+    *resp = job;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status WatchMigration(
+      grpc::ServerContext* ctx, const migd::v1::WatchMigrationRequest*,
+      grpc::ServerWriter<migd::v1::MigrationEvent>* writer) override {
+    for (const auto& e : events) writer->Write(e);
+    return Fail(ctx, "WatchMigration");
+  }
+
+  grpc::Status WatchDirtyPages(
+      grpc::ServerContext* ctx, const migd::v1::WatchDirtyPagesRequest* req,
+      grpc::ServerWriter<migd::v1::DirtyPages>* writer) override {
+    {
+      absl::MutexLock lock(&mu_);
+      dirty_watches.push_back(req->job_id());
+      if (dirty_not_found > 0) {
+        --dirty_not_found;
+        return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                            "no job " + req->job_id());
+      }
+    }
+    for (const auto& p : dirty) writer->Write(p);
+    return Fail(ctx, "WatchDirtyPages");
+  }
+
+  grpc::Status CancelMigration(grpc::ServerContext* ctx,
+                               const migd::v1::CancelMigrationRequest* req,
+                               migd::v1::Migration* resp) override {
+    absl::MutexLock lock(&mu_);
+    cancels.push_back(req->job_id());
+    if (auto e = Fail(ctx, "CancelMigration"); !e.ok()) return e;
+    *resp = job;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListMigrations(grpc::ServerContext* ctx,
+                              const migd::v1::ListMigrationsRequest*,
+                              migd::v1::ListMigrationsResponse* resp) override {
+    if (auto e = Fail(ctx, "ListMigrations"); !e.ok()) return e;
+    *resp->add_migrations() = job;
+    return grpc::Status::OK;
+  }
+
+ private:
+  grpc::Status Fail(grpc::ServerContext* ctx, const std::string& rpc) {
+    auto it = errors.find(rpc);
+    if (it == errors.end()) return grpc::Status::OK;
+    if (!it->second.reason.empty()) {
+      ctx->AddTrailingMetadata(kErrorReasonKey, it->second.reason);
+    }
+    return grpc::Status(it->second.code, it->second.message);
+  }
+
+  absl::Mutex mu_;
+};
+
+}  // namespace migd::cli
+
+#endif  // MIGD_CLI_FAKE_AGENT_H_
