@@ -297,7 +297,8 @@ class Agent:
 
 
 def migctl(args, agent, *cmd, timeout=600):
-    full = [args.migctl, f"--agent={agent}", "--output=json", *cmd]
+    full = [args.migctl, "--insecure", f"--agent={agent}", "--output=json",
+            *cmd]
     r = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(full)} exited {r.returncode}: "

@@ -28,6 +28,8 @@ EDU0=$1
 EDU1=$2
 T=/tmp/agents
 BIN=/opt
+# The agents run without TLS (--insecure); so does migctl.
+export MIGCTL_INSECURE=1
 START_DEADLINE=90   # seconds; gRPC start-up is slow under software emulation
 PRECOPY=no
 DMA_REPORT=yes
