@@ -2,8 +2,11 @@
 //
 // Loopback tier: two real migd agents on 127.0.0.1 with emulated devices,
 // driven through the public MigrationService the way a control plane would
-// drive them. Each test starts its own agents (see e2e/testing/agent_process.h)
-// and waits on conditions with deadlines, never on sleeps.
+// drive them. The agents serve mutual TLS (one test runs them --insecure):
+// the test calls as the operator and binds each transfer token to the
+// source agent's identity. Each test starts its own agents (see
+// e2e/testing/agent_process.h) and waits on conditions with deadlines, never
+// on sleeps.
 
 #include <csignal>
 #include <cstdint>
@@ -71,14 +74,15 @@ std::vector<std::string> EmuNames(int count) {
   return names;
 }
 
-// Flags for an agent with `count` emulated devices emu0.. of `size` each.
+// Flags for an agent with `count` emulated devices emu0.. of `size` each
+// (serving mutual TLS, as the harness sets it up).
 std::vector<std::string> EmulatedFlags(int count, absl::string_view size,
                                        int seed) {
   std::string names;
   for (const std::string& name : EmuNames(count)) {
     absl::StrAppend(&names, names.empty() ? "" : ",", name);
   }
-  return {"--insecure", absl::StrCat("--emulated_devices=", names),
+  return {absl::StrCat("--emulated_devices=", names),
           absl::StrCat("--emulated_state_size=", size),
           absl::StrCat("--emulated_seed=", seed)};
 }
@@ -103,12 +107,16 @@ void FillPairs(const Pairs& pairs,
   }
 }
 
-RpcResult Prepare(AgentProcess& destination, absl::string_view job_id,
-                  const Pairs& pairs, v1::PrepareIncomingResponse* response) {
+// PrepareIncoming on `destination` for a job whose source is `source`: the
+// transfer token is bound to the source's identity (none when insecure).
+RpcResult Prepare(AgentProcess& destination, const AgentProcess& source,
+                  absl::string_view job_id, const Pairs& pairs,
+                  v1::PrepareIncomingResponse* response) {
   v1::PrepareIncomingRequest request;
   request.set_job_id(std::string(job_id));
   FillPairs(pairs, request.mutable_devices());
   request.set_source("loopback-test");
+  request.set_source_identity(source.identity());
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
   RpcResult result;
@@ -227,7 +235,7 @@ class MigrationTest : public AgentTest {
   // PrepareIncoming on the destination; returns the transfer token.
   std::string PrepareOk(absl::string_view job_id, const Pairs& pairs) {
     v1::PrepareIncomingResponse response;
-    RpcResult r = Prepare(*destination_, job_id, pairs, &response);
+    RpcResult r = Prepare(*destination_, *source_, job_id, pairs, &response);
     EXPECT_TRUE(r.status.ok()) << "PrepareIncoming " << job_id << ": " << r;
     EXPECT_FALSE(response.transfer_token().empty());
     EXPECT_EQ(v1::Phase_Name(response.migration().phase()),
@@ -243,6 +251,7 @@ class MigrationTest : public AgentTest {
     Migration started;
     v1::StartMigrationRequest request = StartRequest(
         job_id, pairs, destination_->address(), token, chunk_bytes);
+    request.set_destination_identity(destination_->identity());
     request.mutable_policy()->set_streams(streams);
     RpcResult r = Start(*source_, request, &started);
     ASSERT_TRUE(r.status.ok()) << "StartMigration " << job_id << ": " << r;
@@ -307,10 +316,10 @@ TEST_F(MigrationTest, ThreeDevicesArriveWithTheSourceState) {
   }
 
   Migration started;
-  RpcResult r =
-      Start(*source_,
-            StartRequest(job, SameNames(names), destination_->address(), token),
-            &started);
+  v1::StartMigrationRequest request =
+      StartRequest(job, SameNames(names), destination_->address(), token);
+  request.set_destination_identity(destination_->identity());
+  RpcResult r = Start(*source_, request, &started);
   ASSERT_TRUE(r.status.ok()) << r;
 
   ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
@@ -338,6 +347,9 @@ TEST_F(MigrationTest, ThreeDevicesArriveWithTheSourceState) {
     EXPECT_GT(end->downtime().seconds() + end->downtime().nanos(), 0);
   }
   EXPECT_GT(source_end.throughput_bytes_per_second(), 0);
+  // Each side records who the other was, by certificate.
+  EXPECT_EQ(source_end.peer_identity(), destination_->identity());
+  EXPECT_EQ(destination_end.peer_identity(), source_->identity());
 
   ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
   ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
@@ -345,6 +357,32 @@ TEST_F(MigrationTest, ThreeDevicesArriveWithTheSourceState) {
   // The source keeps its (stopped) state; the destination now holds it.
   ExpectDevices("source", source_after, names, v1::DEVICE_STATE_STOP,
                 &source_before);
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING, &source_before);
+}
+
+// Without TLS (--insecure, on a trusted network) agents still migrate; no
+// identities are named or recorded.
+TEST_F(MigrationTest, InsecureAgentsMigrateWithoutIdentities) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartPair(2, "16MiB", {"--insecure"}, {"--insecure"}));
+  ASSERT_TRUE(source_->insecure() && destination_->insecure());
+  ASSERT_EQ(source_->identity(), "");
+  const std::vector<std::string> names = EmuNames(2);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-insecure";
+  ASSERT_NO_FATAL_FAILURE(BeginMigration(job, SameNames(names)));
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  for (const Migration* end : {&source_end, &destination_end}) {
+    SCOPED_TRACE(v1::Role_Name(end->role()));
+    EXPECT_EQ(v1::Phase_Name(end->phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED))
+        << end->ShortDebugString();
+    EXPECT_EQ(end->peer_identity(), "");
+  }
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
   ExpectDevices("destination", destination_after, names,
                 v1::DEVICE_STATE_RUNNING, &source_before);
 }
@@ -596,7 +634,7 @@ TEST_F(RefusedRequestTest, UnknownDestinationDeviceIsNotFound) {
   ASSERT_NO_FATAL_FAILURE(Snapshot());
   const std::string job = "job-unknown-destination-device";
   v1::PrepareIncomingResponse response;
-  RpcResult r = Prepare(*destination_, job,
+  RpcResult r = Prepare(*destination_, *source_, job,
                         {{"emu0", "emu0"}, {"emu1", "nosuch-dst"}}, &response);
   ExpectRefused(r, grpc::StatusCode::NOT_FOUND,
                 v1::ERROR_REASON_DEVICE_NOT_FOUND, "nosuch-dst");
@@ -658,7 +696,8 @@ TEST_F(RefusedRequestTest, EmptyOrMalformedJobIdIsInvalidArgument) {
        std::vector<std::string>{"", "job with spaces", std::string(65, 'j')}) {
     SCOPED_TRACE(absl::StrCat("job id '", job, "'"));
     v1::PrepareIncomingResponse response;
-    RpcResult r = Prepare(*destination_, job, SameNames(names_), &response);
+    RpcResult r =
+        Prepare(*destination_, *source_, job, SameNames(names_), &response);
     ExpectRefused(r, grpc::StatusCode::INVALID_ARGUMENT,
                   v1::ERROR_REASON_INVALID_REQUEST, "job");
     Migration m;
@@ -676,7 +715,7 @@ TEST_F(RefusedRequestTest, EmptyDeviceListIsInvalidArgument) {
   ASSERT_NO_FATAL_FAILURE(Snapshot());
   const std::string job = "job-no-devices";
   v1::PrepareIncomingResponse response;
-  RpcResult r = Prepare(*destination_, job, {}, &response);
+  RpcResult r = Prepare(*destination_, *source_, job, {}, &response);
   ExpectRefused(r, grpc::StatusCode::INVALID_ARGUMENT,
                 v1::ERROR_REASON_INVALID_REQUEST, "device");
   Migration m;
@@ -693,7 +732,7 @@ TEST_F(RefusedRequestTest, DeviceHeldByAnotherJobIsBusy) {
   ASSERT_NO_FATAL_FAILURE(Snapshot());
 
   v1::PrepareIncomingResponse response;
-  RpcResult r = Prepare(*destination_, "job-wanting-emu0",
+  RpcResult r = Prepare(*destination_, *source_, "job-wanting-emu0",
                         {{"emu1", "emu1"}, {"emu0", "emu0"}}, &response);
   ExpectRefused(r, grpc::StatusCode::FAILED_PRECONDITION,
                 v1::ERROR_REASON_DEVICE_BUSY, "emu0");
@@ -875,7 +914,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST_P(CorruptedDeviceStreamTest, DestinationRejectsIt) {
   source_ = StartAgent(
-      "source", {"--insecure"},
+      "source", {},
       absl::StrCat("emulated emu0 size=8MiB seed=3 corrupt_stream_at=",
                    GetParam(), "\nemulated emu1 size=8MiB seed=4\n"));
   ASSERT_NE(source_, nullptr);
@@ -911,7 +950,7 @@ TEST_P(CorruptedDeviceStreamTest, DestinationRejectsIt) {
 }
 
 TEST_F(MigrationTest, FailedSourceArcIsDeviceErrorAndEveryDeviceRuns) {
-  source_ = StartAgent("source", {"--insecure"},
+  source_ = StartAgent("source", {},
                        "emulated emu0 size=4MiB seed=1\n"
                        "emulated emu1 size=4MiB seed=2 "
                        "fail_arc=STOP>STOP_COPY\n"

@@ -6,8 +6,9 @@
 // record of its DMA writes, and the downtime accounting.
 //
 // Real migd agents on 127.0.0.1 with emulated devices described by a
-// --devices_config file (e2e/testing/agent_process.h); the destination that
-// never acknowledges is a TransferService served by this test process. Each
+// --devices_config file (e2e/testing/agent_process.h), serving mutual TLS;
+// the destination that never acknowledges is a TransferService served by
+// this test process, with a harness agent certificate of its own. Each
 // test starts its own agents and waits on conditions with deadlines, never on
 // sleeps. Timing assertions carry the tolerance they allow and why; none of
 // them asserts a speed.
@@ -37,9 +38,14 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/run_pki.h"
 #include "e2e/testing/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "migd/security/authorizer.h"
+#include "migd/security/credentials.h"
+#include "migd/security/testing/test_pki.h"
+#include "migd/security/tls_files.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 #include "proto/migd/v1/transfer.grpc.pb.h"
 
@@ -192,7 +198,7 @@ class PrecopyTest : public AgentTest {
   // failure) when it does not come up.
   AgentProcess* StartAgent(absl::string_view role,
                            const std::vector<EmuSpec>& devices) {
-    return AgentTest::StartAgent(role, {"--insecure"}, DevicesConfig(devices));
+    return AgentTest::StartAgent(role, {}, DevicesConfig(devices));
   }
 
   // A source agent with `source` devices and a destination with Mirror(source).
@@ -210,6 +216,7 @@ class PrecopyTest : public AgentTest {
     request.set_job_id(std::string(job));
     FillPairs(names, request.mutable_devices());
     request.set_source("precopy-test");
+    request.set_source_identity(source_->identity());
     v1::PrepareIncomingResponse response;
     CallResult r = CallPrepareIncoming(destination_->stub(), request, &response,
                                        kRpcTimeout);
@@ -220,8 +227,9 @@ class PrecopyTest : public AgentTest {
     return response.transfer_token();
   }
 
-  // A StartMigration request to `destination` (the destination agent when
-  // empty) with a 30 s phase timeout; tests add their policy.
+  // A StartMigration request to `destination` (the destination agent, by
+  // address and identity, when empty) with a 30 s phase timeout; tests add
+  // their policy.
   v1::StartMigrationRequest Request(absl::string_view job,
                                     const std::vector<std::string>& names,
                                     absl::string_view token,
@@ -229,8 +237,12 @@ class PrecopyTest : public AgentTest {
     v1::StartMigrationRequest request;
     request.set_job_id(std::string(job));
     FillPairs(names, request.mutable_devices());
-    request.set_destination(destination.empty() ? destination_->address()
-                                                : std::string(destination));
+    if (destination.empty()) {
+      request.set_destination(destination_->address());
+      request.set_destination_identity(destination_->identity());
+    } else {
+      request.set_destination(std::string(destination));
+    }
     request.set_transfer_token(std::string(token));
     request.mutable_policy()->mutable_phase_timeout()->set_seconds(30);
     return request;
@@ -593,10 +605,23 @@ TEST_F(PrecopyTest, DestinationThatNeverAcksFailsTheJobAtTheAckTimeout) {
   ASSERT_NE(source_, nullptr);
   ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
 
+  // The fake serves as the next harness agent would: that agent's
+  // certificate, the run's CA and policy (so the source's call is checked as
+  // an agent's).
+  const std::string fake_name = NextAgentOptions("fake-destination").tls_name;
+  ASSERT_OK_AND_ASSIGN(RunPki * pki, RunPki::Get());
+  ASSERT_OK_AND_ASSIGN(security::TlsFiles fake_files, pki->Files(fake_name));
+  ASSERT_OK_AND_ASSIGN(
+      std::shared_ptr<security::Credentials> fake_credentials,
+      security::Credentials::Tls(fake_files, absl::Seconds(60)));
+  ASSERT_OK_AND_ASSIGN(
+      std::shared_ptr<security::Authorizer> authorizer,
+      security::Authorizer::Load(pki->ca(), pki->policy()));
   NeverAckingDestination fake;
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+  builder.AddListeningPort("127.0.0.1:0",
+                           fake_credentials->ServerCredentials(authorizer),
                            &port);
   builder.SetMaxReceiveMessageSize(32 << 20);
   builder.RegisterService(&fake);
@@ -613,6 +638,8 @@ TEST_F(PrecopyTest, DestinationThatNeverAcksFailsTheJobAtTheAckTimeout) {
   const std::string job = "job-never-acked";
   v1::StartMigrationRequest request =
       Request(job, names, "any-token", absl::StrCat("127.0.0.1:", port));
+  request.set_destination_identity(
+      security::testing::TestPki::AgentIdentity(fake_name));
   SetDuration(kAckTimeout,
               request.mutable_policy()->mutable_switchover_ack_timeout());
   const absl::Time started = absl::Now();

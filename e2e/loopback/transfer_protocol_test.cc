@@ -9,6 +9,10 @@
 // device reset and free. Also the agent's limits on data streams: a stream
 // that never sends its header is ended, and streams beyond the cap are
 // refused.
+//
+// The destination serves mutual TLS; the hand-made source calls with an agent
+// certificate of the run PKI (kSourceName), to which the tests bind their
+// transfer tokens.
 
 #include <cstdint>
 #include <map>
@@ -23,6 +27,7 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/run_pki.h"
 #include "e2e/testing/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/rpc_method.h"
@@ -31,6 +36,7 @@
 #include "migd/base/crc32c.h"
 #include "migd/base/reason.h"
 #include "migd/security/credentials.h"
+#include "migd/security/testing/test_pki.h"
 #include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/grpc_status.h"
 #include "migd/transfer/transfer_client.h"
@@ -49,6 +55,23 @@ constexpr absl::Duration kRpcTimeout = absl::Seconds(30);
 constexpr absl::Duration kJobTimeout = absl::Seconds(60);
 
 constexpr char kDevice[] = "emu0";
+
+// The hand-made source's certificate: a harness agent name that no agent of
+// these tests serves with (each test starts one agent, agent-a).
+constexpr char kSourceName[] = "agent-c";
+
+// A bulk channel to `agent` (expecting its identity) with kSourceName's
+// certificate, as a source agent dials a destination.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> DialAsSource(
+    const AgentProcess& agent) {
+  absl::StatusOr<RunPki*> pki = RunPki::Get();
+  if (!pki.ok()) return pki.status();
+  absl::StatusOr<std::shared_ptr<security::Credentials>> credentials =
+      (*pki)->ClientCredentials(kSourceName);
+  if (!credentials.ok()) return credentials.status();
+  return (*credentials)
+      ->Dial(agent.address(), agent.identity(), security::ChannelUse::kBulk);
+}
 
 using DeviceMapT = std::map<std::string, v1::Device>;
 
@@ -77,11 +100,10 @@ class TransferProtocolTest : public AgentTest {
  protected:
   void SetUp() override {
     destination_ = StartAgent(
-        "destination", {"--insecure", "--emulated_devices=emu0",
-                        "--emulated_state_size=1MiB", "--emulated_seed=2"});
+        "destination", {"--emulated_devices=emu0", "--emulated_state_size=1MiB",
+                        "--emulated_seed=2"});
     ASSERT_NE(destination_, nullptr);
-    channel_ = security::Credentials::Insecure()->Dial(
-        destination_->address(), "", security::ChannelUse::kBulk);
+    ASSERT_OK_AND_ASSIGN(channel_, DialAsSource(*destination_));
   }
 
   void TearDown() override {
@@ -101,6 +123,8 @@ class TransferProtocolTest : public AgentTest {
     pair->set_source_device(kDevice);
     pair->set_destination_device(kDevice);
     request.set_source("transfer-protocol-test");
+    request.set_source_identity(
+        security::testing::TestPki::AgentIdentity(kSourceName));
     CallResult r =
         CallPrepareIncoming(destination_->stub(), request, &prepared_);
     ASSERT_TRUE(r.status.ok()) << DescribeCall(r);
@@ -245,11 +269,10 @@ class TransferLimitsTest : public AgentTest {
   void SetUp() override {
     destination_ = StartAgent(
         "destination",
-        {"--insecure", "--emulated_devices=emu0", "--emulated_state_size=1MiB",
+        {"--emulated_devices=emu0", "--emulated_state_size=1MiB",
          "--max_data_streams=1", "--phase_timeout_seconds=1"});
     ASSERT_NE(destination_, nullptr);
-    channel_ = security::Credentials::Insecure()->Dial(
-        destination_->address(), "", security::ChannelUse::kBulk);
+    ASSERT_OK_AND_ASSIGN(channel_, DialAsSource(*destination_));
   }
 
   void TearDown() override {

@@ -25,6 +25,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "e2e/testing/run_pki.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "migd/security/testing/test_pki.h"
 
 namespace migd::e2e {
 namespace {
@@ -155,6 +158,11 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
     if (!found.ok()) return found.status();
     binary = *found;
   }
+  if (options.security == AgentOptions::Security::kMutualTls &&
+      std::find(options.args.begin(), options.args.end(), "--insecure") !=
+          options.args.end()) {
+    options.security = AgentOptions::Security::kInsecure;
+  }
   std::unique_ptr<AgentProcess> agent(new AgentProcess(std::move(options)));
   if (absl::Status s = agent->Spawn(binary); !s.ok()) return s;
   if (absl::Status s = agent->WaitUntilServing(); !s.ok()) return s;
@@ -186,6 +194,22 @@ absl::Status AgentProcess::Spawn(const std::string& binary) {
       return s;
     }
     args.push_back(absl::StrCat("--devices_config=", config_path));
+  }
+  switch (options_.security) {
+    case AgentOptions::Security::kMutualTls: {
+      absl::StatusOr<std::vector<std::string>> tls = TlsFlags();
+      if (!tls.ok()) return tls.status();
+      args.insert(args.end(), tls->begin(), tls->end());
+      break;
+    }
+    case AgentOptions::Security::kInsecure:
+      if (std::find(options_.args.begin(), options_.args.end(),
+                    "--insecure") == options_.args.end()) {
+        args.push_back("--insecure");
+      }
+      break;
+    case AgentOptions::Security::kAsArgsSay:
+      break;
   }
   args.insert(args.end(), options_.args.begin(), options_.args.end());
 
@@ -240,7 +264,75 @@ absl::Status AgentProcess::Spawn(const std::string& binary) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<std::string>> AgentProcess::TlsFlags() {
+  absl::StatusOr<RunPki*> pki = RunPki::Get();
+  if (!pki.ok()) return pki.status();
+  absl::StatusOr<security::TlsFiles> files = (*pki)->Files(options_.tls_name);
+  if (!files.ok()) return files.status();
+  // Copies of the agent's own, which a test may replace (rotation) without
+  // touching the run PKI that other agents use.
+  tls_files_.cert = absl::StrCat(dir_, "/agent.pem");
+  tls_files_.key = absl::StrCat(dir_, "/agent.key");
+  tls_files_.ca = files->ca;
+  for (const auto& [from, to] : {std::pair{files->cert, tls_files_.cert},
+                                 std::pair{files->key, tls_files_.key}}) {
+    std::optional<std::string> contents = ReadFile(from);
+    if (!contents.has_value()) {
+      return absl::NotFoundError(absl::StrCat("cannot read ", from));
+    }
+    if (absl::Status s = WriteFile(to, *contents); !s.ok()) return s;
+    chmod(to.c_str(), 0600);
+  }
+  identity_ = security::testing::TestPki::AgentIdentity(options_.tls_name);
+  return std::vector<std::string>{
+      absl::StrCat("--tls_cert=", tls_files_.cert),
+      absl::StrCat("--tls_key=", tls_files_.key),
+      absl::StrCat("--tls_ca=", tls_files_.ca),
+      absl::StrCat("--tls_policy=", (*pki)->policy()),
+  };
+}
+
+absl::StatusOr<std::shared_ptr<security::Credentials>>
+AgentProcess::ClientCredentials() const {
+  if (insecure()) return security::Credentials::Insecure();
+  absl::StatusOr<RunPki*> pki = RunPki::Get();
+  if (!pki.ok()) return pki.status();
+  return (*pki)->ClientCredentials("operator");
+}
+
+std::shared_ptr<grpc::Channel> AgentProcess::Dial(
+    std::shared_ptr<grpc::ChannelCredentials> credentials,
+    bool own_connection) const {
+  grpc::ChannelArguments args;
+  if (own_connection) args.SetInt("grpc.use_local_subchannel_pool", 1);
+  return grpc::CreateCustomChannel(address_, std::move(credentials), args);
+}
+
+std::shared_ptr<grpc::Channel> AgentProcess::Dial(
+    const security::Credentials& credentials, bool own_connection) const {
+  return Dial(credentials.ChannelCredentials(identity_), own_connection);
+}
+
+absl::StatusOr<std::unique_ptr<migd::v1::MigrationService::Stub>>
+AgentProcess::StubAs(const std::string& who) const {
+  std::shared_ptr<security::Credentials> credentials;
+  if (insecure()) {
+    credentials = security::Credentials::Insecure();
+  } else {
+    absl::StatusOr<RunPki*> pki = RunPki::Get();
+    if (!pki.ok()) return pki.status();
+    absl::StatusOr<std::shared_ptr<security::Credentials>> made =
+        (*pki)->ClientCredentials(who);
+    if (!made.ok()) return made.status();
+    credentials = *std::move(made);
+  }
+  return migd::v1::MigrationService::NewStub(Dial(*credentials));
+}
+
 absl::Status AgentProcess::WaitUntilServing() {
+  absl::StatusOr<std::shared_ptr<security::Credentials>> credentials =
+      ClientCredentials();
+  if (!credentials.ok()) return credentials.status();
   const absl::Time deadline = absl::Now() + options_.start_timeout;
   std::string previous;
   while (true) {
@@ -257,8 +349,7 @@ absl::Status AgentProcess::WaitUntilServing() {
       if (port != 0 &&
           (absl::EndsWith(*contents, "\n") || *contents == previous)) {
         address_ = absl::StrCat("127.0.0.1:", port);
-        channel_ =
-            grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+        channel_ = Dial(**credentials);
         if (channel_->WaitForConnected(absl::ToChronoTime(deadline))) {
           stub_ = migd::v1::MigrationService::NewStub(channel_);
           return absl::OkStatus();
@@ -275,6 +366,11 @@ absl::Status AgentProcess::WaitUntilServing() {
       absl::FormatDuration(options_.start_timeout),
       address_.empty() ? " (no port file)"
                        : absl::StrCat(" (port file says ", address_, ")"),
+      insecure() ? ""
+                 : absl::StrCat("; the harness calls over TLS as the operator",
+                                identity_.empty()
+                                    ? ""
+                                    : absl::StrCat(", expecting ", identity_)),
       "; log ", log_path_, ":\n", LogTail()));
 }
 

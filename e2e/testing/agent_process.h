@@ -12,6 +12,12 @@
 // a log file in $TEST_UNDECLARED_OUTPUTS_DIR (or $TEST_TMPDIR), kept after the
 // test for post-mortems.
 //
+// Agents serve mutual TLS unless a test asks for --insecure: each gets an
+// agent certificate of the run's PKI (run_pki.h; agent-a unless told), that
+// PKI's CA bundle and the harness's policy, under which every harness agent
+// trusts the others as peers. The handle's own client calls as the operator
+// and checks that the agent's certificate carries the agent's identity.
+//
 // Thread-safety: an AgentProcess is used from the thread that created it. The
 // agent is started with PR_SET_PDEATHSIG, which fires when that *thread*
 // exits, so create agents from the test's main thread (gtest's default).
@@ -34,6 +40,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "migd/security/credentials.h"
+#include "migd/security/tls_files.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 
 namespace migd::e2e {
@@ -47,9 +55,26 @@ struct AgentOptions {
   // Passed as --name and used for the log file name ("<name>.log"); should be
   // unique within the test run (e.g. "<Suite>.<Test>.source").
   std::string name = "agent";
-  // Extra flags, e.g. {"--insecure", "--emulated_devices=emu0,emu1"}.
-  // --listen, --port_file and --name are added by the harness.
+  // Extra flags, e.g. {"--emulated_devices=emu0,emu1"}. --listen, --port_file
+  // and --name are added by the harness, and the TLS flags (see `security`).
   std::vector<std::string> args;
+  enum class Security {
+    // Mutual TLS: the harness adds --tls_cert and --tls_key (copies of the
+    // run PKI's `tls_name` certificate and key in the agent's directory, so
+    // that a test may replace them), --tls_ca (the run PKI's CA bundle) and
+    // --tls_policy (the harness's policy, run_pki.h).
+    kMutualTls,
+    // Plaintext: --insecure. Also chosen when `args` holds "--insecure".
+    kInsecure,
+    // No flag added: `args` say how the agent is secured, for tests of the
+    // agent's own checks of its TLS flags.
+    kAsArgsSay,
+  };
+  Security security = Security::kMutualTls;
+  // kMutualTls: which agent certificate of the run PKI the agent serves and
+  // dials with ("agent-a" ... "agent-z", run_pki.h); its identity is
+  // spiffe://migd.local/agent/<tls_name>.
+  std::string tls_name = "agent-a";
   // When not empty, written to "devices.conf" in the agent's directory and
   // passed as --devices_config.
   std::string devices_config;
@@ -82,9 +107,39 @@ class AgentProcess {
   const std::string& log_path() const { return log_path_; }
   pid_t pid() const { return pid_; }
 
-  // A client of the agent's MigrationService (one channel per agent).
+  // A client of the agent's MigrationService (one channel per agent): as the
+  // run PKI's operator, expecting the agent's identity; in plaintext for an
+  // insecure agent.
   migd::v1::MigrationService::Stub& stub() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+
+  // The agent's certificate identity, spiffe://migd.local/agent/<tls_name>;
+  // "" unless it serves mutual TLS set up by the harness (kMutualTls). What a
+  // PrepareIncomingRequest names as source_identity when this agent is the
+  // source, and a StartMigrationRequest as destination_identity.
+  const std::string& identity() const { return identity_; }
+  bool insecure() const {
+    return options_.security == AgentOptions::Security::kInsecure;
+  }
+  // kMutualTls: the agent's certificate and key (the files it was started
+  // with, in dir(): renaming new ones over them rotates its certificate) and
+  // the run PKI's CA bundle.
+  const security::TlsFiles& tls_files() const { return tls_files_; }
+
+  // A new channel to the agent with `credentials`, checking that the agent's
+  // certificate carries identity() (when not empty). With `own_connection`
+  // the channel does not share a connection with any other channel
+  // (grpc.use_local_subchannel_pool): its calls see a fresh handshake.
+  std::shared_ptr<grpc::Channel> Dial(
+      std::shared_ptr<grpc::ChannelCredentials> credentials,
+      bool own_connection = false) const;
+  std::shared_ptr<grpc::Channel> Dial(const security::Credentials& credentials,
+                                      bool own_connection = false) const;
+  // A MigrationService client calling as `who` of the run PKI ("operator",
+  // "observer", "agent-c", or any name issued there); in plaintext for an
+  // insecure agent.
+  absl::StatusOr<std::unique_ptr<migd::v1::MigrationService::Stub>> StubAs(
+      const std::string& who) const;
 
   // Sends `sig` to the agent's process group and, for a fatal signal, waits
   // for the agent to exit and reaps it. Idempotent once the agent is gone.
@@ -115,7 +170,16 @@ class AgentProcess {
   // it has been reaped.
   bool WaitForExit(absl::Time deadline);
 
+  // The credentials stub() calls with, per options_.security.
+  absl::StatusOr<std::shared_ptr<security::Credentials>> ClientCredentials()
+      const;
+  // kMutualTls: copies the agent's certificate and key into dir_ and returns
+  // the TLS flags.
+  absl::StatusOr<std::vector<std::string>> TlsFlags();
+
   AgentOptions options_;
+  std::string identity_;
+  security::TlsFiles tls_files_;
   std::string dir_;
   std::string port_file_;
   std::string log_path_;

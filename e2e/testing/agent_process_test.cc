@@ -80,6 +80,51 @@ TEST(AgentProcess, NoPortFileIsDeadlineExceeded) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(15));
 }
 
+// The harness serves mutual TLS by default: the agent gets agent-a's
+// certificate, and the handle's client calls as the operator.
+TEST(AgentProcess, ServesMutualTlsAndCallsAsTheOperator) {
+  absl::StatusOr<std::unique_ptr<AgentProcess>> agent =
+      AgentProcess::Start(FakeOptions("tls", "serve"));
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  EXPECT_FALSE((*agent)->insecure());
+  EXPECT_EQ((*agent)->identity(), "spiffe://migd.local/agent/agent-a");
+  absl::StatusOr<v1::Migration> m = GetMigration((*agent)->stub(), "job-1");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->peer_identity(), "spiffe://migd.local/operator");
+
+  absl::StatusOr<std::unique_ptr<v1::MigrationService::Stub>> observer =
+      (*agent)->StubAs("observer");
+  ASSERT_TRUE(observer.ok()) << observer.status();
+  m = GetMigration(**observer, "job-1");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->peer_identity(), "spiffe://migd.local/observer");
+}
+
+TEST(AgentProcess, AnotherAgentCertificateGivesAnotherIdentity) {
+  AgentOptions options = FakeOptions("tls-agent-c", "serve");
+  options.tls_name = "agent-c";  // not in tools/pki's default set: issued
+  absl::StatusOr<std::unique_ptr<AgentProcess>> agent =
+      AgentProcess::Start(std::move(options));
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  EXPECT_EQ((*agent)->identity(), "spiffe://migd.local/agent/agent-c");
+  absl::StatusOr<std::map<std::string, v1::Device>> devices =
+      DeviceMap((*agent)->stub());
+  ASSERT_TRUE(devices.ok()) << devices.status();
+}
+
+TEST(AgentProcess, InsecureAgentIsCalledInPlaintext) {
+  AgentOptions options = FakeOptions("insecure", "serve");
+  options.args.push_back("--insecure");
+  absl::StatusOr<std::unique_ptr<AgentProcess>> agent =
+      AgentProcess::Start(std::move(options));
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  EXPECT_TRUE((*agent)->insecure());
+  EXPECT_EQ((*agent)->identity(), "");
+  absl::StatusOr<v1::Migration> m = GetMigration((*agent)->stub(), "job-1");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->peer_identity(), "");
+}
+
 TEST(WaitForPhase, FollowsTheWatchUntilThePredicateHolds) {
   absl::StatusOr<std::unique_ptr<AgentProcess>> agent =
       AgentProcess::Start(FakeOptions("watch", "serve"));

@@ -6,18 +6,33 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "e2e/testing/run_pki.h"
 
 namespace migd::e2e {
 
-AgentProcess* AgentTest::StartAgent(absl::string_view role,
-                                    std::vector<std::string> args,
-                                    std::string devices_config) {
+AgentOptions AgentTest::NextAgentOptions(absl::string_view role) {
   const ::testing::TestInfo* info =
       ::testing::UnitTest::GetInstance()->current_test_info();
   AgentOptions options;
   options.name = absl::StrCat(info->name(), ".", role);
+  options.tls_name = RunPki::AgentName(agents_named_++ % RunPki::kMaxAgents);
+  return options;
+}
+
+AgentProcess* AgentTest::StartAgent(absl::string_view role,
+                                    std::vector<std::string> args,
+                                    std::string devices_config) {
+  AgentOptions options = NextAgentOptions(role);
   options.args = std::move(args);
   options.devices_config = std::move(devices_config);
+  return StartAgent(role, std::move(options));
+}
+
+AgentProcess* AgentTest::StartAgent(absl::string_view role,
+                                    AgentOptions options) {
+  const ::testing::TestInfo* info =
+      ::testing::UnitTest::GetInstance()->current_test_info();
+  options.name = absl::StrCat(info->name(), ".", role);
   absl::StatusOr<std::unique_ptr<AgentProcess>> agent =
       AgentProcess::Start(std::move(options));
   if (!agent.ok()) {

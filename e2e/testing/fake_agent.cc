@@ -1,11 +1,15 @@
 // e2e/testing/fake_agent.cc
 //
 // A stand-in for migd with the same startup contract (--listen, --port_file,
-// --name), for testing the agent_process harness without the real agent.
+// --name, and --insecure or --tls_cert/--tls_key/--tls_ca), for testing the
+// agent_process harness without the real agent. With TLS it serves with the
+// certificate and key it is given and asks for a client certificate, which
+// it does not check (no --tls_policy: the fake authorizes nothing).
 // --fake_mode: "serve" (default) serves a MigrationService with one device and
 // one job "job-1" that goes CONNECTING -> STOP_COPY -> SUCCEEDED as it is
-// watched; "exit_early" prints to stderr and exits 3 before serving;
-// "never_serve" runs without ever writing the port file.
+// watched, whose peer_identity is the caller's certificate identity;
+// "exit_early" prints to stderr and exits 3 before serving; "never_serve"
+// runs without ever writing the port file.
 
 #include <unistd.h>
 
@@ -13,6 +17,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -20,6 +25,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/grpcpp.h"
+#include "migd/security/identity.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 
 namespace {
@@ -48,6 +54,12 @@ class FakeService final : public migd::v1::MigrationService::Service {
     }
     response->set_job_id("job-1");
     response->set_phase(migd::v1::PHASE_SUCCEEDED);
+    // Who called: what the harness's client presented.
+    if (std::shared_ptr<const grpc::AuthContext> auth =
+            context->auth_context();
+        auth != nullptr) {
+      response->set_peer_identity(migd::security::PeerIdentity(*auth));
+    }
     return grpc::Status::OK;
   }
 
@@ -70,15 +82,28 @@ class FakeService final : public migd::v1::MigrationService::Service {
   }
 };
 
+// A whole file; "" when it cannot be read.
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string listen, port_file, mode = "serve";
+  std::string listen, port_file, mode = "serve", cert, key, ca;
+  bool insecure = false;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (absl::ConsumePrefix(&arg, "--listen=")) listen = std::string(arg);
     if (absl::ConsumePrefix(&arg, "--port_file=")) port_file = std::string(arg);
     if (absl::ConsumePrefix(&arg, "--fake_mode=")) mode = std::string(arg);
+    if (absl::ConsumePrefix(&arg, "--tls_cert=")) cert = std::string(arg);
+    if (absl::ConsumePrefix(&arg, "--tls_key=")) key = std::string(arg);
+    if (absl::ConsumePrefix(&arg, "--tls_ca=")) ca = std::string(arg);
+    if (arg == "--insecure") insecure = true;
   }
   if (mode == "exit_early") {
     std::cerr << "fake_agent: refusing to start (exit_early)" << std::endl;
@@ -91,7 +116,22 @@ int main(int argc, char** argv) {
   FakeService service;
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (!insecure) {
+    grpc::SslServerCredentialsOptions options(
+        GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+    options.pem_root_certs = ReadFile(ca);
+    options.pem_key_cert_pairs.push_back({ReadFile(key), ReadFile(cert)});
+    if (options.pem_key_cert_pairs[0].private_key.empty() ||
+        options.pem_key_cert_pairs[0].cert_chain.empty()) {
+      std::cerr << "fake_agent: no --insecure, and cannot read --tls_cert "
+                << cert << " or --tls_key " << key << std::endl;
+      return 1;
+    }
+    credentials = grpc::SslServerCredentials(options);
+  }
+  builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
