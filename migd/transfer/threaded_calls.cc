@@ -65,6 +65,11 @@ bool ServerStream::Write(const google::protobuf::Message& message) {
 
 void ServerStream::Finish(const grpc::Status& status) {
   finished_ = true;
+  if (on_finish_) {
+    std::function<void()> hook = std::move(on_finish_);
+    on_finish_ = nullptr;
+    hook();
+  }
   // gRPC lets a server end a call with a read still pending; the read then
   // completes too (not ok), and both completions must be collected.
   stream_.Finish(status, this);
@@ -137,6 +142,12 @@ void ThreadedCalls::AcceptLoop() {
 }
 
 void ThreadedCalls::Run(uint64_t id, std::unique_ptr<ServerStream> stream) {
+  // The slot is free from the moment the client can see the call ended: a
+  // client that opens its next call right after is served, not refused.
+  stream->SetOnFinish([this] {
+    absl::MutexLock lock(&mu_);
+    --running_;
+  });
   handler_(*stream);
   if (!stream->finished()) {
     stream->Finish(grpc::Status(grpc::StatusCode::INTERNAL,
@@ -145,7 +156,6 @@ void ThreadedCalls::Run(uint64_t id, std::unique_ptr<ServerStream> stream) {
   stream.reset();
   absl::MutexLock lock(&mu_);
   ended_.push_back(id);
-  --running_;
 }
 
 void ThreadedCalls::Reap() {

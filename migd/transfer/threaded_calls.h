@@ -63,8 +63,11 @@ class ServerStream {
   // False when the call broke.
   bool Write(const grpc::ByteBuffer& message);
   bool Write(const google::protobuf::Message& message);
-  // Ends the call with `status`. Once only.
+  // Ends the call with `status`. Once only. Runs the on-finish hook first.
   void Finish(const grpc::Status& status);
+  // Runs just before the final status is sent: once the client learns the
+  // call ended, whatever it holds (a slot of ThreadedCalls' cap) is free.
+  void SetOnFinish(std::function<void()> hook) { on_finish_ = std::move(hook); }
   bool finished() const { return finished_; }
 
   // For the acceptor: where the call's operations complete.
@@ -80,6 +83,7 @@ class ServerStream {
   Raw stream_{&context_};
   bool finished_ = false;
   bool read_pending_ = false;  // a Read gave up before its completion
+  std::function<void()> on_finish_;
 };
 
 // Accepts the calls of one method on a server completion queue and runs
@@ -113,7 +117,7 @@ class ThreadedCalls {
   // flight): stops accepting and joins every call's thread.
   void Shutdown();
 
-  // Calls whose handler is running.
+  // Calls whose handler is running and has not sent its final status.
   size_t active() const;
   // Calls ended at once because max_calls were running.
   uint64_t refused() const;

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/rpc_method.h"
@@ -336,6 +337,43 @@ TEST_F(ThreadedCallsTest, CallsBeyondTheCapAreRefusedUntilOneEnds) {
   ASSERT_TRUE(d->stream->WritesDone());
   EXPECT_TRUE(b->stream->Finish().ok());
   EXPECT_TRUE(d->stream->Finish().ok());
+}
+
+// A handler may still be returning (cleaning up, logging) after it sent its
+// status; the client that saw the status and opens its next call at once is
+// served, not refused: the slot is free from the status on.
+TEST_F(ThreadedCallsTest, TheSlotIsFreeOnceTheStatusIsSent) {
+  absl::Notification release;
+  absl::Mutex mu;
+  int started = 0;
+  Serve(
+      [&](ServerStream& stream) {
+        int n;
+        {
+          absl::MutexLock lock(&mu);
+          n = ++started;
+        }
+        grpc::ByteBuffer message;
+        while (stream.Read(&message)) {
+        }
+        stream.Finish(grpc::Status::OK);
+        // The first handler lingers after its status until the test is done.
+        if (n == 1) release.WaitForNotification();
+      },
+      /*max_calls=*/1);
+  std::unique_ptr<Call> a = Open();
+  ASSERT_TRUE(a->stream->Write(Bytes("a")));
+  ASSERT_TRUE(a->stream->WritesDone());
+  ASSERT_TRUE(a->stream->Finish().ok());
+  std::unique_ptr<Call> b = Open(absl::Seconds(20));
+  ASSERT_TRUE(b->stream->Write(Bytes("b")));
+  ASSERT_TRUE(b->stream->WritesDone());
+  const grpc::Status status = b->stream->Finish();
+  release.Notify();
+  StopServer();  // joins the handlers before the locals they use go
+  EXPECT_TRUE(status.ok()) << status.error_code() << " "
+                           << status.error_message();
+  EXPECT_EQ(calls_->refused(), 0u);
 }
 
 }  // namespace
