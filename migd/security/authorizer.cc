@@ -72,9 +72,14 @@ grpc::Status Authorizer::Process(const InputMetadata& auth_metadata,
   }
   grpc::Status status = Check(method, *context);
   if (!status.ok()) {
+    // Refused as unauthenticated, the certificate's name proves nothing.
     std::string identity = PeerIdentity(*context);
-    base::LogWarning("refused ", method, " from ",
-                     identity.empty() ? "(no identity)" : identity, ": ",
+    std::string who =
+        identity.empty() ? "(no identity)"
+        : status.error_code() == grpc::StatusCode::UNAUTHENTICATED
+            ? absl::StrCat("unverified ", identity)
+            : identity;
+    base::LogWarning("refused ", method, " from ", who, ": ",
                      status.error_message());
   }
   return status;
