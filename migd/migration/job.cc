@@ -33,8 +33,11 @@ bool IsTerminal(v1::Phase phase) {
 }
 
 Job::Job(std::string id, v1::Role role, std::string peer,
-         std::vector<DevicePair> devices)
-    : id_(std::move(id)), role_(role), num_devices_(devices.size()) {
+         std::vector<DevicePair> devices, JobObservers observers)
+    : id_(std::move(id)),
+      role_(role),
+      num_devices_(devices.size()),
+      observers_(std::move(observers)) {
   absl::MutexLock lock(&mu_);
   record_.set_job_id(id_);
   record_.set_role(role);
@@ -48,6 +51,33 @@ Job::Job(std::string id, v1::Role role, std::string peer,
   last_change_ = absl::Now();
 }
 
+std::shared_ptr<Job> Job::Restore(const v1::Migration& record,
+                                  JobObservers observers) {
+  std::vector<DevicePair> devices;
+  for (const v1::DeviceProgress& d : record.devices()) {
+    devices.push_back({d.device(), d.peer_device()});
+  }
+  auto job = std::make_shared<Job>(record.job_id(), record.role(),
+                                   record.peer(), std::move(devices),
+                                   std::move(observers));
+  absl::MutexLock lock(&job->mu_);
+  job->record_ = record;
+  return job;
+}
+
+absl::Status Job::BeforeAct(absl::string_view what) {
+  absl::MutexLock lock(&mu_);
+  for (const std::shared_ptr<JobObserver>& o : observers_) {
+    if (absl::Status s = o->BeforeAct(record_, what); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Job::EnterPhase(v1::Phase phase, absl::string_view what) {
+  SetPhase(phase, "");
+  return BeforeAct(what);
+}
+
 v1::Migration Job::Snapshot() const {
   absl::MutexLock lock(&mu_);
   return record_;
@@ -57,6 +87,9 @@ void Job::Changed(const std::string& message) {
   ++version_;
   last_message_ = message;
   last_change_ = absl::Now();
+  for (const std::shared_ptr<JobObserver>& o : observers_) {
+    o->AfterChange(record_, message);
+  }
 }
 
 void Job::SetPhase(v1::Phase phase, const std::string& message) {

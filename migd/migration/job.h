@@ -13,12 +13,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "migd/migration/job_observer.h"
 #include "migd/vfio/uapi.h"
 #include "proto/migd/v1/migration.pb.h"
 
@@ -38,7 +40,12 @@ bool IsTerminal(v1::Phase phase);
 class Job {
  public:
   Job(std::string id, v1::Role role, std::string peer,
-      std::vector<DevicePair> devices);
+      std::vector<DevicePair> devices, JobObservers observers = {});
+
+  // A job as a journal recorded it (after a restart): the record as it was,
+  // with `observers` following it from now on.
+  static std::shared_ptr<Job> Restore(const v1::Migration& record,
+                                      JobObservers observers = {});
 
   const std::string& id() const { return id_; }
   v1::Role role() const { return role_; }
@@ -47,8 +54,15 @@ class Job {
   // The job as the API reports it.
   v1::Migration Snapshot() const;
 
-  // Mutations. Each one bumps the version and wakes watchers; `message` says
-  // what changed, for a person.
+  // Write-ahead: the runner is about to `what` (see JobObserver::BeforeAct).
+  // OK when every observer recorded the job; otherwise the first failure,
+  // and the runner must not act (it fails the job with that cause).
+  absl::Status BeforeAct(absl::string_view what);
+  // SetPhase, then BeforeAct(what): for a phase whose start is the act.
+  absl::Status EnterPhase(v1::Phase phase, absl::string_view what);
+
+  // Mutations. Each one bumps the version, wakes watchers and tells the
+  // observers; `message` says what changed, for a person.
   void SetPhase(v1::Phase phase, const std::string& message);
   // Also appends to the job's ordered log of state changes.
   void SetDeviceState(size_t device, vfio::MigState state);
@@ -98,6 +112,7 @@ class Job {
   const std::string id_;
   const v1::Role role_;
   const size_t num_devices_;
+  const JobObservers observers_;
 
   mutable absl::Mutex mu_;
   v1::Migration record_ ABSL_GUARDED_BY(mu_);

@@ -1,7 +1,11 @@
 #include "migd/migration/job.h"
 
+#include <memory>
+#include <string>
 #include <thread>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "migd/base/reason.h"
 
@@ -78,6 +82,74 @@ TEST(Job, WatcherSeesCurrentStateAtOnceThenWaitsForChange) {
   t.join();
   EXPECT_EQ(ev.migration().phase(), v1::PHASE_STOP_COPY);
   EXPECT_EQ(ev.message(), "phase STOP_COPY");
+}
+
+// Records what a job tells its observers.
+class Recorder : public JobObserver {
+ public:
+  absl::Status BeforeAct(const v1::Migration& record,
+                         absl::string_view what) override {
+    acts.push_back(absl::StrCat(PhaseName(record.phase()), ": ", what));
+    return fail;
+  }
+  void AfterChange(const v1::Migration& record,
+                   absl::string_view message) override {
+    changes.push_back(std::string(message));
+    last_phase = record.phase();
+  }
+  absl::Status fail;
+  std::vector<std::string> acts;
+  std::vector<std::string> changes;
+  v1::Phase last_phase = v1::PHASE_UNSPECIFIED;
+};
+
+TEST(JobObserver, SeesEveryChangeInOrderWithTheRecordAfterIt) {
+  auto recorder = std::make_shared<Recorder>();
+  Job job("j", v1::ROLE_SOURCE, "peer", {{"a", "b"}}, {recorder});
+  job.SetPhase(v1::PHASE_CONNECTING, "");
+  job.AddNotice("hello");
+  job.Finish(absl::OkStatus());
+  EXPECT_EQ(recorder->changes,
+            (std::vector<std::string>{"phase CONNECTING", "hello",
+                                      "phase SUCCEEDED"}));
+  EXPECT_EQ(recorder->last_phase, v1::PHASE_SUCCEEDED);
+}
+
+TEST(JobObserver, BeforeActCarriesTheRecordAsItIsAboutToAct) {
+  auto recorder = std::make_shared<Recorder>();
+  Job job("j", v1::ROLE_SOURCE, "peer", {{"a", "b"}}, {recorder});
+  EXPECT_TRUE(
+      job.EnterPhase(v1::PHASE_PRE_COPY, "devices leave RUNNING").ok());
+  EXPECT_EQ(recorder->acts,
+            (std::vector<std::string>{"PRE_COPY: devices leave RUNNING"}));
+}
+
+TEST(JobObserver, AFailedWriteAheadIsReturnedToTheRunner) {
+  auto recorder = std::make_shared<Recorder>();
+  recorder->fail = absl::ResourceExhaustedError("journal: disk full");
+  auto second = std::make_shared<Recorder>();
+  Job job("j", v1::ROLE_SOURCE, "peer", {{"a", "b"}}, {recorder, second});
+  absl::Status s = job.BeforeAct("devices leave RUNNING");
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s.message(), "journal: disk full");
+  // The first failure stops the others being asked.
+  EXPECT_TRUE(second->acts.empty());
+}
+
+TEST(JobRestore, GivesBackTheRecordAndFollowsItFromThere) {
+  Job original("j", v1::ROLE_DESTINATION, "src", {{"d0", "s0"}});
+  original.SetPhase(v1::PHASE_PREPARED, "");
+  original.AddNotice("n");
+  auto recorder = std::make_shared<Recorder>();
+  std::shared_ptr<Job> restored =
+      Job::Restore(original.Snapshot(), {recorder});
+  EXPECT_EQ(restored->Snapshot().SerializeAsString(),
+            original.Snapshot().SerializeAsString());
+  EXPECT_EQ(restored->id(), "j");
+  EXPECT_EQ(restored->role(), v1::ROLE_DESTINATION);
+  EXPECT_EQ(restored->num_devices(), 1u);
+  restored->AddNotice("recovered");
+  EXPECT_EQ(recorder->changes, std::vector<std::string>{"recovered"});
 }
 
 }  // namespace
