@@ -183,6 +183,12 @@ void Job::SetPrecopy(const v1::PrecopyProgress& precopy) {
   Changed(absl::StrCat("pre-copy iteration ", precopy.iteration()));
 }
 
+void Job::SetCommitted() {
+  absl::MutexLock lock(&mu_);
+  record_.set_committed(true);
+  Changed("COMMIT");
+}
+
 void Job::SetPeerIdentity(const std::string& identity) {
   absl::MutexLock lock(&mu_);
   record_.set_peer_identity(identity);

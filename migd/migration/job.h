@@ -83,6 +83,8 @@ class Job {
   void AddNotice(const std::string& notice);
   // The other agent's certificate identity (empty with --insecure).
   void SetPeerIdentity(const std::string& identity);
+  // Source: COMMIT is about to go out (record it with BeforeAct first).
+  void SetCommitted();
 
   // Ends the job: SUCCEEDED when `cause` is OK, else CANCELLED when the cause
   // is a cancel, else FAILED with the cause's reason and message. Later calls

@@ -79,6 +79,15 @@ SourceJob* JobTable::FindSource(const std::string& id) const {
   return it == jobs_.end() ? nullptr : it->second.source.get();
 }
 
+void JobTable::AddRestored(std::shared_ptr<Job> job) {
+  absl::MutexLock lock(&mu_);
+  std::string id = job->id();
+  Entry& e = jobs_[id];
+  e.job = std::move(job);
+  e.restored = true;
+  e.order = next_order_++;
+}
+
 std::vector<std::shared_ptr<Job>> JobTable::List() const {
   absl::MutexLock lock(&mu_);
   std::vector<const Entry*> entries;
@@ -114,7 +123,14 @@ absl::StatusOr<std::shared_ptr<Job>> JobTable::Cancel(const std::string& id) {
 
 bool JobTable::AwaitAllEnded(absl::Duration timeout) const {
   absl::Time deadline = absl::Now() + timeout;
-  for (const std::shared_ptr<Job>& job : List()) {
+  std::vector<std::shared_ptr<Job>> running;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, e] : jobs_) {
+      if (!e.restored) running.push_back(e.job);
+    }
+  }
+  for (const std::shared_ptr<Job>& job : running) {
     uint64_t seen = Job::kNoVersion;
     v1::MigrationEvent event;
     while (!job->terminal()) {
@@ -131,7 +147,7 @@ void JobTable::CancelAll() {
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [id, e] : jobs_) {
-      if (!e.job->terminal()) ids.push_back(id);
+      if (!e.restored && !e.job->terminal()) ids.push_back(id);
     }
   }
   for (const std::string& id : ids) (void)Cancel(id);

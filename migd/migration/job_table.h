@@ -38,6 +38,10 @@ class JobTable {
   // Registers a started job under its (reserved) id.
   void AddSource(std::unique_ptr<SourceJob> job);
   void AddDestination(std::shared_ptr<DestinationJob> job);
+  // A job read back from the journal at start (no runner drives it): the API
+  // reports it, its id stays taken. Ended jobs, and jobs left IN_DOUBT,
+  // which nothing in this process will end: shutdown does not wait for them.
+  void AddRestored(std::shared_ptr<Job> job);
 
   // kNotFound (JOB_NOT_FOUND) for an unknown id.
   absl::StatusOr<std::shared_ptr<Job>> Find(const std::string& id) const;
@@ -64,6 +68,7 @@ class JobTable {
     std::shared_ptr<Job> job;
     std::unique_ptr<SourceJob> source;
     std::shared_ptr<DestinationJob> destination;
+    bool restored = false;
     uint64_t order = 0;
   };
 
