@@ -387,6 +387,108 @@ TEST_F(MigrationTest, InsecureAgentsMigrateWithoutIdentities) {
                 v1::DEVICE_STATE_RUNNING, &source_before);
 }
 
+// ---- Devices in the state a migration left them in ------------------------
+
+// Migrates `pairs` from `from` to `to` as job `job_id` (the token bound to
+// `from`'s identity, `to`'s identity expected) and waits until both ends
+// succeeded.
+void MigrateOk(AgentProcess& from, AgentProcess& to, absl::string_view job_id,
+               const Pairs& pairs) {
+  v1::PrepareIncomingResponse prepared;
+  RpcResult r = Prepare(to, from, job_id, pairs, &prepared);
+  ASSERT_TRUE(r.status.ok())
+      << "PrepareIncoming " << job_id << " on " << to.name() << ": " << r;
+  v1::StartMigrationRequest request =
+      StartRequest(job_id, pairs, to.address(), prepared.transfer_token());
+  request.set_destination_identity(to.identity());
+  Migration started;
+  r = Start(from, request, &started);
+  ASSERT_TRUE(r.status.ok())
+      << "StartMigration " << job_id << " on " << from.name() << ": " << r;
+  for (AgentProcess* agent : {&from, &to}) {
+    absl::StatusOr<Migration> end =
+        WaitForEnd(agent->stub(), job_id, absl::Now() + kJobTimeout);
+    ASSERT_TRUE(end.ok()) << agent->name() << ": " << end.status();
+    ASSERT_EQ(v1::Phase_Name(end->phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED))
+        << agent->name() << ": " << end->ShortDebugString();
+  }
+}
+
+// A VM that migrated A -> B can migrate back B -> A: A's devices, left in STOP
+// by the first migration, are idle and accepted as destinations (STOP ->
+// RESUMING, no reset), and the state is the same at every step.
+TEST_F(MigrationTest, RoundTripAToBToAKeepsTheState) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(2, "16MiB"));
+  AgentProcess& a = *source_;
+  AgentProcess& b = *destination_;
+  const std::vector<std::string> names = EmuNames(2);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT a_before, DeviceMap(a.stub()));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT b_before, DeviceMap(b.stub()));
+  for (const std::string& name : names) {
+    ASSERT_NE(a_before[name].state_digest(), b_before[name].state_digest())
+        << name << ": the test needs different states on the two agents";
+  }
+
+  ASSERT_NO_FATAL_FAILURE(MigrateOk(a, b, "job-a-to-b", SameNames(names)));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT a_after_out, DeviceMap(a.stub()));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT b_after_in, DeviceMap(b.stub()));
+  ExpectDevices("A after A -> B", a_after_out, names, v1::DEVICE_STATE_STOP,
+                &a_before);
+  ExpectDevices("B after A -> B", b_after_in, names, v1::DEVICE_STATE_RUNNING,
+                &a_before);
+
+  ASSERT_NO_FATAL_FAILURE(MigrateOk(b, a, "job-b-to-a", SameNames(names)));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT a_back, DeviceMap(a.stub()));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT b_after_out, DeviceMap(b.stub()));
+  ExpectDevices("A after B -> A", a_back, names, v1::DEVICE_STATE_RUNNING,
+                &a_before);
+  ExpectDevices("B after B -> A", b_after_out, names, v1::DEVICE_STATE_STOP,
+                &a_before);
+
+  // On A the way back began with the arc STOP -> RESUMING: no reset, nothing
+  // to notice.
+  ASSERT_OK_AND_ASSIGN(Migration back, GetMigration(a.stub(), "job-b-to-a"));
+  EXPECT_EQ(back.notices_size(), 0) << back.ShortDebugString();
+  for (const std::string& name : names) {
+    SCOPED_TRACE(name);
+    std::vector<std::string> states;
+    for (const v1::StateChange& c : back.state_changes()) {
+      if (c.device() == name) states.push_back(StateName(c.state()));
+    }
+    ASSERT_FALSE(states.empty());
+    EXPECT_EQ(states.front(), StateName(v1::DEVICE_STATE_RESUMING));
+    EXPECT_EQ(states.back(), StateName(v1::DEVICE_STATE_RUNNING));
+  }
+}
+
+// A device a completed migration left in STOP runs no VM: it is not a source
+// (its state may run elsewhere already). The refusal says so and what the
+// owner does, and changes nothing.
+TEST_F(MigrationTest, AStoppedDeviceIsRefusedAsASourceAsIdle) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(1, "4MiB"));
+  const std::vector<std::string> names = EmuNames(1);
+  ASSERT_NO_FATAL_FAILURE(
+      MigrateOk(*source_, *destination_, "job-out", SameNames(names)));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT before, DeviceMap(source_->stub()));
+  ExpectDevices("source", before, names, v1::DEVICE_STATE_STOP);
+
+  // The check comes before any connection: no prepared job is needed.
+  v1::StartMigrationRequest request =
+      StartRequest("job-again", SameNames(names), destination_->address(),
+                   "not-a-prepared-token");
+  request.set_destination_identity(destination_->identity());
+  Migration started;
+  RpcResult r = Start(*source_, request, &started);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << r;
+  EXPECT_EQ(r.reason, ReasonName(v1::ERROR_REASON_DEVICE_ERROR)) << r;
+  const std::string& message = r.status.error_message();
+  EXPECT_TRUE(absl::StrContains(message, "device emu0 is STOP")) << message;
+  EXPECT_TRUE(absl::StrContains(message, "idle")) << message;
+  EXPECT_TRUE(absl::StrContains(message, "resumes it (RUNNING)")) << message;
+  ASSERT_OK_AND_ASSIGN(DeviceMapT after, DeviceMap(source_->stub()));
+  ExpectUnchanged("source", before, after);
+}
+
 // ---- Interruptions mid-transfer --------------------------------------------
 
 TEST_F(MigrationTest, SourceRollsBackWhenDestinationIsKilledMidTransfer) {

@@ -50,6 +50,13 @@ ErrorReason ReasonOf(const absl::Status& status) {
   }
 }
 
+bool HasReason(const absl::Status& status) {
+  if (status.ok()) return false;
+  absl::optional<absl::Cord> payload = status.GetPayload(kPayloadUrl);
+  return payload.has_value() &&
+         ReasonFromName(std::string(*payload)) != v1::ERROR_REASON_UNSPECIFIED;
+}
+
 std::string ReasonName(ErrorReason reason) {
   return v1::ErrorReason_Name(reason);
 }

@@ -35,8 +35,15 @@ absl::Status InvalidRequest(absl::string_view message);
 // The reason attached to `status`; when none was attached, one derived from
 // the status code (e.g. kNotFound -> DEVICE_NOT_FOUND is not guessed: it gives
 // ERROR_REASON_INTERNAL for unexpected codes and INVALID_REQUEST for
-// kInvalidArgument).
+// kInvalidArgument). The derivation reads codes as the gRPC edge means them:
+// kUnavailable is PEER_UNAVAILABLE. A status from elsewhere whose code means
+// something else there (a device's EBUSY is kUnavailable too) must carry its
+// reason (migration::DeviceError does that for every device call).
 ErrorReason ReasonOf(const absl::Status& status);
+
+// True when a reason was attached to `status` (WithReason, Error), as opposed
+// to one ReasonOf would derive from the code.
+bool HasReason(const absl::Status& status);
 
 // "ERROR_REASON_BAD_TOKEN" <-> enum; unknown names give UNSPECIFIED.
 std::string ReasonName(ErrorReason reason);

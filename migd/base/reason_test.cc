@@ -23,6 +23,16 @@ TEST(Reason, DerivedFromCodeWhenNoneAttached) {
   EXPECT_EQ(ReasonOf(absl::OkStatus()), v1::ERROR_REASON_UNSPECIFIED);
 }
 
+TEST(Reason, HasReasonOnlyWhenAttached) {
+  EXPECT_FALSE(HasReason(absl::UnavailableError("x")));
+  EXPECT_FALSE(HasReason(absl::OkStatus()));
+  EXPECT_TRUE(HasReason(Error(absl::StatusCode::kUnavailable,
+                              v1::ERROR_REASON_DEVICE_ERROR, "x")));
+  EXPECT_TRUE(HasReason(
+      Annotate(WithReason(absl::InternalError("x"), v1::ERROR_REASON_TIMEOUT),
+               "job j")));
+}
+
 TEST(Reason, NamesRoundTrip) {
   EXPECT_EQ(ReasonName(v1::ERROR_REASON_NOT_PREPARED),
             "ERROR_REASON_NOT_PREPARED");

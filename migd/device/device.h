@@ -43,6 +43,38 @@ struct IovaRange {
   uint64_t length = 0;
 };
 
+// What one DataStream::Read produced, apart from an error. The temporary end
+// of pre-copy data is a result of its own, never an absl::Status: an error
+// code can also come from a real fault (a device that went away), and a fault
+// must fail the job, not end a pre-copy pass (QEMU's vfio_save_block tests
+// errno == ENOMSG itself for the same reason).
+struct ReadResult {
+  enum class Kind {
+    // `bytes` bytes were read: > 0, or 0 when the buffer was empty.
+    kData,
+    // read() returned 0: the end of the stream in STOP_COPY. In PRE_COPY
+    // states some drivers return 0 at the temporary end instead of ENOMSG,
+    // so callers decide with PrecopyInfo and the state, never by this alone.
+    kEndOfStream,
+    // The kernel's ENOMSG, in PRE_COPY states only: the temporary end of the
+    // data the device has now. More may come while it runs, and the rest
+    // comes in STOP_COPY.
+    kNoDataNow,
+  };
+
+  static ReadResult Data(size_t bytes) { return {Kind::kData, bytes}; }
+  static ReadResult EndOfStream() { return {Kind::kEndOfStream, 0}; }
+  static ReadResult NoDataNow() { return {Kind::kNoDataNow, 0}; }
+
+  bool operator==(const ReadResult&) const = default;
+
+  Kind kind = Kind::kData;
+  size_t bytes = 0;  // kData only
+};
+
+// "data(4096)", "end of stream", "no data now": for logs and test failures.
+std::string ReadResultText(const ReadResult& result);
+
 // A save or load session: the data fd the kernel returns from an arc that
 // starts one. The byte stream is opaque; order matters, segmentation does not.
 // The session ends when the device leaves the saving/resuming states; calls
@@ -51,12 +83,10 @@ class DataStream {
  public:
   virtual ~DataStream() = default;
 
-  // Save side. Reads up to buf.size() bytes. Returns the number read; 0 is the
-  // end of the stream in STOP_COPY. In PRE_COPY states, the temporary end of
-  // the available data is kUnavailable (the kernel's ENOMSG); some drivers
-  // return 0 there instead, so callers decide with PrecopyInfo and the state,
-  // never a 0 read alone.
-  virtual absl::StatusOr<size_t> Read(absl::Span<uint8_t> buf) = 0;
+  // Save side. Reads up to buf.size() bytes (see ReadResult for the three
+  // outcomes). An error is a fault (ENODEV: the device went away; EBUSY, EIO,
+  // ...), never a protocol signal, and names the device.
+  virtual absl::StatusOr<ReadResult> Read(absl::Span<uint8_t> buf) = 0;
 
   // Load side. Writes up to data.size() bytes and returns how many were taken.
   // An error is fatal to the load (the device keeps part of the bytes); the
@@ -122,6 +152,18 @@ class Device {
   // holds exactly the source's state.
   virtual absl::StatusOr<std::string> StateDigest() = 0;
 };
+
+inline std::string ReadResultText(const ReadResult& result) {
+  switch (result.kind) {
+    case ReadResult::Kind::kData:
+      return "data(" + std::to_string(result.bytes) + ")";
+    case ReadResult::Kind::kEndOfStream:
+      return "end of stream";
+    case ReadResult::Kind::kNoDataNow:
+      return "no data now";
+  }
+  return "?";
+}
 
 inline absl::Status DataStream::WriteAll(absl::Span<const iovec> data) {
   for (const iovec& v : data) {

@@ -24,6 +24,7 @@
 #include "migd/base/log.h"
 #include "migd/base/thread_name.h"
 #include "migd/device/unique_fd.h"
+#include "migd/device/vfio_errors.h"
 #include "migd/vfio/planner.h"
 
 namespace migd::device {
@@ -314,6 +315,22 @@ absl::Status ValidateEmulatedDeviceConfig(const EmulatedDeviceConfig& config) {
                        " is past the end of the ", len, "-byte save stream"));
     }
   }
+  if (config.fail_read.has_value()) {
+    const ReadFault& f = *config.fail_read;
+    const uint64_t len = EmulatedDevice::FullStreamSize(config.state_size);
+    if (f.offset >= len) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(who, "fail_read offset ", f.offset,
+                       " is past the end of the ", len, "-byte save stream"));
+    }
+    if (f.err <= 0 || f.err == ENOMSG || f.err == EINTR || f.err == EAGAIN ||
+        f.err == EWOULDBLOCK) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          who, "fail_read errno ", f.err,
+          " is not a fault (ENOMSG is the temporary end of pre-copy data; "
+          "EINTR and EAGAIN are retried)"));
+    }
+  }
   if (config.dirty_rate > EmulatedDevice::kMaxDirtyRate) {
     return absl::InvalidArgumentError(absl::StrCat(
         who, "dirty_rate ", config.dirty_rate, " bytes/s is over the limit of ",
@@ -379,7 +396,7 @@ class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
   void RunWorkload();
 
   // DataStream calls, for the session `id`.
-  absl::StatusOr<size_t> Read(uint64_t id, absl::Span<uint8_t> buf);
+  absl::StatusOr<ReadResult> Read(uint64_t id, absl::Span<uint8_t> buf);
   absl::StatusOr<size_t> Write(uint64_t id, absl::Span<const uint8_t> data);
   absl::StatusOr<PrecopyInfo> GetPrecopyInfo(uint64_t id);
 
@@ -486,7 +503,7 @@ class EmulatedDevice::Stream final : public DataStream {
   Stream(std::shared_ptr<Core> core, uint64_t id)
       : core_(std::move(core)), id_(id) {}
 
-  absl::StatusOr<size_t> Read(absl::Span<uint8_t> buf) override {
+  absl::StatusOr<ReadResult> Read(absl::Span<uint8_t> buf) override {
     return core_->Read(id_, buf);
   }
   absl::StatusOr<size_t> Write(absl::Span<const uint8_t> data) override {
@@ -855,13 +872,28 @@ bool EmulatedDevice::Core::NextItemLocked(SaveSession& s) {
   return false;
 }
 
-absl::StatusOr<size_t> EmulatedDevice::Core::Read(uint64_t id,
-                                                  absl::Span<uint8_t> buf) {
+absl::StatusOr<ReadResult> EmulatedDevice::Core::Read(uint64_t id,
+                                                      absl::Span<uint8_t> buf) {
   absl::MutexLock l(&mu_);
   if (absl::Status st = CheckSessionLocked(id, /*save=*/true); !st.ok()) {
     return st;
   }
   SaveSession& s = *save_;
+  if (buf.empty()) return ReadResult::Data(0);
+  if (config_.fail_read.has_value()) {
+    // Like a driver whose device went away under the reader: the bytes up
+    // to the offset, then only errors.
+    const ReadFault& f = *config_.fail_read;
+    if (s.stream_pos >= f.offset) {
+      return AppendToMessage(
+          VfioErrnoError(config_.name, "data stream read", VfioOp::kDataRead,
+                         f.err),
+          absl::StrCat(" (fault knob fail_read at stream offset ", f.offset,
+                       ")"));
+    }
+    buf = buf.first(static_cast<size_t>(
+        std::min<uint64_t>(buf.size(), f.offset - s.stream_pos)));
+  }
   size_t n = 0;
   while (n < buf.size()) {
     if (s.ItemRemaining() == 0 && !NextItemLocked(s)) break;
@@ -889,13 +921,12 @@ absl::StatusOr<size_t> EmulatedDevice::Core::Read(uint64_t id,
     }
   }
   s.stream_pos += n;
-  if (n == 0 && !buf.empty() && state_ != MigState::kStopCopy) {
-    return absl::UnavailableError(absl::StrCat(
-        who_,
-        "no pre-copy data available now (ENOMSG); more may come after "
-        "the device dirties state or moves to STOP_COPY"));
-  }
-  return n;
+  if (n > 0) return ReadResult::Data(n);
+  // Nothing more now: the end in STOP_COPY; in PRE_COPY*, what the kernel
+  // says with ENOMSG (more comes after the device dirties state or moves on
+  // to STOP_COPY).
+  return state_ == MigState::kStopCopy ? ReadResult::EndOfStream()
+                                       : ReadResult::NoDataNow();
 }
 
 uint64_t EmulatedDevice::Core::InitialRemainingLocked(

@@ -3,8 +3,9 @@
 // A userspace device that implements the full Device contract the way a kernel
 // variant driver does: advertised flags, the planner's arcs one at a time,
 // save/load sessions with the uAPI's stream semantics (ENOMSG at the temporary
-// end of pre-copy data, EOF at the end of stop-copy, validation at
-// RESUMING -> STOP), DMA dirty logging and fault knobs. Its state is
+// end of pre-copy data, ReadResult::NoDataNow(); EOF at the end of stop-copy,
+// ReadResult::EndOfStream(); validation at RESUMING -> STOP), DMA dirty
+// logging and fault knobs. Its state is
 // deterministic content generated from a seed, so a test can prove a
 // destination holds exactly the source's state by comparing StateDigest().
 // It backs the demo, the loopback tests and the benchmarks; the kernel path is
@@ -67,6 +68,12 @@ struct MigArc {
   vfio::MigState to = vfio::MigState::kStop;
 };
 
+// A fault of the save stream's reads (EmulatedDeviceConfig::fail_read).
+struct ReadFault {
+  uint64_t offset = 0;  // stream offset the reads fail from
+  int err = 0;          // the errno the kernel's read() would fail with
+};
+
 struct EmulatedDeviceConfig {
   // [A-Za-z0-9._:-]{1,64}.
   std::string name;
@@ -86,6 +93,16 @@ struct EmulatedDeviceConfig {
   // destination rejects the state (at the latest at RESUMING -> STOP). Must be
   // inside a stop-copy stream (< EmulatedDevice::FullStreamSize(state_size)).
   std::optional<uint64_t> corrupt_stream_at;
+  // Every save stream's reads fail from stream offset fail_read->offset on,
+  // as the kernel's read() does with fail_read->err (ENODEV: the device went
+  // away; EBUSY; EIO): the read that reaches the offset returns the bytes
+  // before it, every later one fails, in PRE_COPY and STOP_COPY alike, with
+  // the error the kernel backend gives for that errno (VfioErrnoError,
+  // kDataRead) plus a note naming the knob. The offset must be inside a
+  // stop-copy stream (< EmulatedDevice::FullStreamSize(state_size)); the
+  // errno must be a fault: not ENOMSG (the temporary end of pre-copy data, a
+  // ReadResult) nor EINTR/EAGAIN (retried by a reader).
+  std::optional<ReadFault> fail_read;
 
   // Workload (see the file comment), for pre-copy convergence and the
   // dirty-page service.

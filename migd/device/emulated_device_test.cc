@@ -1,5 +1,6 @@
 #include "migd/device/emulated_device.h"
 
+#include <errno.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "migd/device/device.h"
+#include "migd/device/vfio_errors.h"
 #include "migd/vfio/planner.h"
 #include "migd/vfio/uapi.h"
 
@@ -60,17 +62,25 @@ MigState StateOf(EmulatedDevice& d) { return d.GetState().value(); }
 
 std::string DigestOf(EmulatedDevice& d) { return d.StateDigest().value(); }
 
-// Reads until `Read` returns 0 or an error, in chunks of random size in
-// [1, max_chunk]. Returns the error if it was not kUnavailable.
-absl::Status ReadUntilEnd(DataStream& s, std::vector<uint8_t>* out,
-                          std::mt19937& rng, size_t max_chunk = 9000) {
+// How a read ended, for assertions: "data(N)", "end of stream", "no data
+// now", or the error.
+std::string Outcome(const absl::StatusOr<ReadResult>& r) {
+  return r.ok() ? ReadResultText(*r) : r.status().ToString();
+}
+
+// Reads until the stream has nothing more now (end of stream, or no data now
+// in pre-copy), in chunks of random size in [1, max_chunk]. Returns how it
+// ended, or the error.
+absl::StatusOr<ReadResult> ReadUntilEnd(DataStream& s,
+                                        std::vector<uint8_t>* out,
+                                        std::mt19937& rng,
+                                        size_t max_chunk = 9000) {
   std::vector<uint8_t> buf(max_chunk);
   std::uniform_int_distribution<size_t> len(1, max_chunk);
   for (;;) {
-    absl::StatusOr<size_t> n = s.Read(absl::MakeSpan(buf.data(), len(rng)));
-    if (!n.ok()) return n.status();
-    if (*n == 0) return absl::OkStatus();
-    out->insert(out->end(), buf.begin(), buf.begin() + *n);
+    absl::StatusOr<ReadResult> r = s.Read(absl::MakeSpan(buf.data(), len(rng)));
+    if (!r.ok() || r->kind != ReadResult::Kind::kData) return r;
+    out->insert(out->end(), buf.begin(), buf.begin() + r->bytes);
   }
 }
 
@@ -82,7 +92,7 @@ std::vector<uint8_t> SaveStopCopy(EmulatedDevice& d) {
   EXPECT_TRUE(s.ok()) << s.status();
   std::vector<uint8_t> bytes;
   if (!s.ok() || *s == nullptr) return bytes;
-  EXPECT_TRUE(ReadUntilEnd(**s, &bytes, rng).ok());
+  EXPECT_EQ(Outcome(ReadUntilEnd(**s, &bytes, rng)), "end of stream");
   return bytes;
 }
 
@@ -209,7 +219,7 @@ TEST(EmulatedDevice, StopCopySizeIsTheStreamLengthAndShrinksAsItIsRead) {
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(d->GetStopCopySize().value(), full);
   std::vector<uint8_t> buf(1000);
-  ASSERT_EQ((*s)->Read(absl::MakeSpan(buf)).value(), 1000u);
+  ASSERT_EQ(Outcome((*s)->Read(absl::MakeSpan(buf))), "data(1000)");
   EXPECT_EQ(d->GetStopCopySize().value(), full - 1000);
 }
 
@@ -219,10 +229,10 @@ TEST(EmulatedDevice, StopCopyStreamEndsWithEofAndStaysThere) {
   ASSERT_TRUE(s.ok());
   ASSERT_NE(*s, nullptr);
   std::vector<uint8_t> buf(1 << 16);
-  EXPECT_EQ((*s)->Read(absl::MakeSpan(buf)).value(),
-            EmulatedDevice::FullStreamSize(4096));
-  EXPECT_EQ((*s)->Read(absl::MakeSpan(buf)).value(), 0u);
-  EXPECT_EQ((*s)->Read(absl::MakeSpan(buf)).value(), 0u);
+  EXPECT_EQ(Outcome((*s)->Read(absl::MakeSpan(buf))),
+            absl::StrCat("data(", EmulatedDevice::FullStreamSize(4096), ")"));
+  EXPECT_EQ(Outcome((*s)->Read(absl::MakeSpan(buf))), "end of stream");
+  EXPECT_EQ(Outcome((*s)->Read(absl::MakeSpan(buf))), "end of stream");
   EXPECT_EQ((*s)->GetPrecopyInfo().status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
@@ -352,7 +362,7 @@ TEST(EmulatedDevice, RefusesStopCopyToPreCopyAndLeavesStateUnchanged) {
   EXPECT_EQ(StateOf(*d), MigState::kStopCopy);
   // The session survived the refused request.
   uint8_t buf[16];
-  EXPECT_EQ((*s)->Read(absl::MakeSpan(buf)).value(), 16u);
+  EXPECT_EQ(Outcome((*s)->Read(absl::MakeSpan(buf))), "data(16)");
 }
 
 TEST(EmulatedDevice, OpensSessionsOnlyOnTheirArcs) {
@@ -570,6 +580,69 @@ TEST(EmulatedDeviceFaults, CorruptStreamAtFlipsExactlyThatByte) {
   EXPECT_EQ(StateOf(*dst), MigState::kError);
 }
 
+TEST(EmulatedDeviceFaults, FailReadGivesTheBytesBeforeItThenFailsAsTheKernel) {
+  EmulatedDeviceConfig c;
+  c.name = "emu1";
+  c.state_size = 128 * 1024;
+  c.seed = 8;
+  c.fail_read = ReadFault{5000, ENODEV};
+  auto bad = MakeDevice(c);
+  auto good = MakeDevice("good", c.state_size, 8);
+  const std::vector<uint8_t> good_bytes = SaveStopCopy(*good);
+  auto s = bad->SetState(MigState::kStopCopy);
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::vector<uint8_t> buf(8192);
+  ASSERT_EQ(Outcome((*s)->Read(absl::MakeSpan(buf))), "data(5000)");
+  EXPECT_TRUE(std::equal(buf.begin(), buf.begin() + 5000, good_bytes.begin()));
+  for (int i = 0; i < 2; ++i) {  // the device stays gone
+    absl::StatusOr<ReadResult> r = (*s)->Read(absl::MakeSpan(buf));
+    ASSERT_FALSE(r.ok()) << Outcome(r);
+    // What VfioDataStream says for the same errno.
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(ErrnoOf(r.status()), ENODEV);
+    EXPECT_THAT(std::string(r.status().message()),
+                HasSubstr("device emu1: data stream read: No such device "
+                          "(errno 19) (fault knob fail_read"));
+  }
+}
+
+// The fault is not the temporary end of pre-copy data: a pre-copy reader
+// sees an error, never "no data now".
+TEST(EmulatedDeviceFaults, FailReadFailsPreCopyReadsToo) {
+  EmulatedDeviceConfig c;
+  c.name = "emu1";
+  c.state_size = 256 * 1024;
+  c.flags = kAllFlags;
+  c.fail_read = ReadFault{100 * 1024, EBUSY};
+  auto d = MakeDevice(c);
+  auto s = d->SetState(MigState::kPreCopy);
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::vector<uint8_t> bytes;
+  std::mt19937 rng(6);
+  const absl::StatusOr<ReadResult> end = ReadUntilEnd(**s, &bytes, rng);
+  EXPECT_EQ(bytes.size(), 100u * 1024);
+  ASSERT_FALSE(end.ok()) << Outcome(end);
+  EXPECT_EQ(ErrnoOf(end.status()), EBUSY);
+  EXPECT_THAT(std::string(end.status().message()), HasSubstr("device emu1"));
+}
+
+TEST(EmulatedDeviceFaults, CreateRejectsAFailReadThatIsNoFault) {
+  EmulatedDeviceConfig c;
+  c.name = "emu1";
+  c.state_size = 4096;
+  for (int err : {0, ENOMSG, EINTR, EAGAIN}) {
+    c.fail_read = ReadFault{0, err};
+    EXPECT_EQ(EmulatedDevice::Create(c).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << "errno " << err;
+  }
+  c.fail_read = ReadFault{EmulatedDevice::FullStreamSize(4096), EIO};
+  EXPECT_EQ(EmulatedDevice::Create(c).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  c.fail_read->offset -= 1;
+  EXPECT_TRUE(EmulatedDevice::Create(c).ok());
+}
+
 TEST(EmulatedDeviceFaults, CreateRejectsBadConfigs) {
   auto code = [](EmulatedDeviceConfig c) {
     return EmulatedDevice::Create(std::move(c)).status().code();
@@ -626,13 +699,12 @@ TEST(EmulatedDevicePreCopy, InitialBytesThenEnomsgThenStopCopyContinues) {
   EXPECT_EQ(info.dirty_bytes, 0u);
 
   std::vector<uint8_t> bytes(100);
-  ASSERT_EQ(stream.Read(absl::MakeSpan(bytes)).value(), 100u);
+  ASSERT_EQ(Outcome(stream.Read(absl::MakeSpan(bytes))), "data(100)");
   EXPECT_EQ(stream.GetPrecopyInfo().value().initial_bytes,
             full - kEndBytes - 100);
 
   std::mt19937 rng(3);
-  const absl::Status end = ReadUntilEnd(stream, &bytes, rng);
-  EXPECT_EQ(end.code(), absl::StatusCode::kUnavailable) << end;
+  EXPECT_EQ(Outcome(ReadUntilEnd(stream, &bytes, rng)), "no data now");
   EXPECT_EQ(bytes.size(), full - kEndBytes);
   info = stream.GetPrecopyInfo().value();
   EXPECT_EQ(info.initial_bytes, 0u);
@@ -649,7 +721,7 @@ TEST(EmulatedDevicePreCopy, InitialBytesThenEnomsgThenStopCopyContinues) {
   EXPECT_EQ(*r, nullptr);
   EXPECT_EQ(stream.GetPrecopyInfo().status().code(),
             absl::StatusCode::kFailedPrecondition);
-  ASSERT_TRUE(ReadUntilEnd(stream, &bytes, rng).ok());
+  ASSERT_EQ(Outcome(ReadUntilEnd(stream, &bytes, rng)), "end of stream");
   EXPECT_EQ(bytes.size(), full);
 
   const LoadResult l = Load(*dst, bytes);
@@ -666,8 +738,7 @@ TEST(EmulatedDevicePreCopy, DirtiedPagesAreResentAndTheLastCopyWins) {
   ASSERT_TRUE(s.ok());
   std::vector<uint8_t> bytes;
   std::mt19937 rng(4);
-  ASSERT_EQ(ReadUntilEnd(**s, &bytes, rng).code(),
-            absl::StatusCode::kUnavailable);
+  ASSERT_EQ(Outcome(ReadUntilEnd(**s, &bytes, rng)), "no data now");
 
   const std::string before = DigestOf(*src);
   // Two bytes in the second PAGE record, already sent.
@@ -677,12 +748,11 @@ TEST(EmulatedDevicePreCopy, DirtiedPagesAreResentAndTheLastCopyWins) {
   PrecopyInfo info = (*s)->GetPrecopyInfo().value();
   EXPECT_EQ(info.initial_bytes, 0u);
   EXPECT_EQ(info.dirty_bytes, 13 + EmulatedDevice::kPageRecordPayload);
-  ASSERT_EQ(ReadUntilEnd(**s, &bytes, rng).code(),
-            absl::StatusCode::kUnavailable);
+  ASSERT_EQ(Outcome(ReadUntilEnd(**s, &bytes, rng)), "no data now");
   EXPECT_EQ((*s)->GetPrecopyInfo().value().dirty_bytes, 0u);
 
   ASSERT_TRUE(src->SetState(MigState::kStopCopy).ok());
-  ASSERT_TRUE(ReadUntilEnd(**s, &bytes, rng).ok());
+  ASSERT_EQ(Outcome(ReadUntilEnd(**s, &bytes, rng)), "end of stream");
   EXPECT_EQ(bytes.size(), EmulatedDevice::FullStreamSize(size) + 13 +
                               EmulatedDevice::kPageRecordPayload);
   const LoadResult l = Load(*dst, bytes);
@@ -703,11 +773,10 @@ TEST(EmulatedDevicePreCopy, EndRecordCrcCoversAChangeToAPageAlreadySent) {
     ASSERT_TRUE(s.ok());
     std::vector<uint8_t> bytes;
     std::mt19937 rng(5);
-    ASSERT_EQ(ReadUntilEnd(**s, &bytes, rng).code(),
-              absl::StatusCode::kUnavailable);
+    ASSERT_EQ(Outcome(ReadUntilEnd(**s, &bytes, rng)), "no data now");
     ASSERT_TRUE(src->SimulateStateWrite(at, 1).ok());
     ASSERT_TRUE(src->SetState(MigState::kStopCopy).ok());
-    ASSERT_TRUE(ReadUntilEnd(**s, &bytes, rng).ok());
+    ASSERT_EQ(Outcome(ReadUntilEnd(**s, &bytes, rng)), "end of stream");
     const LoadResult l = Load(*dst, bytes);
     ASSERT_TRUE(l.arc.ok()) << "state write at " << at << ": " << l.arc;
     EXPECT_EQ(DigestOf(*dst), DigestOf(*src));
@@ -853,20 +922,20 @@ bool WaitFor(const std::function<bool()>& done,
 // Some time for a workload that should be idle to show it is not.
 constexpr absl::Duration kQuietPeriod = absl::Milliseconds(50);
 
-// Reads in pre-copy until the temporary end (kUnavailable) or `max_bytes`.
+// Reads in pre-copy until the temporary end (no data now) or `max_bytes`.
 void ReadSome(DataStream& s, std::vector<uint8_t>* out, std::mt19937& rng,
               size_t max_bytes, size_t max_chunk = 3000) {
   std::vector<uint8_t> buf(max_chunk);
   std::uniform_int_distribution<size_t> len(1, max_chunk);
   for (size_t got = 0; got < max_bytes;) {
-    absl::StatusOr<size_t> n = s.Read(absl::MakeSpan(buf.data(), len(rng)));
-    if (!n.ok()) {
-      ASSERT_EQ(n.status().code(), absl::StatusCode::kUnavailable)
-          << n.status();
+    absl::StatusOr<ReadResult> r = s.Read(absl::MakeSpan(buf.data(), len(rng)));
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (r->kind != ReadResult::Kind::kData) {
+      ASSERT_EQ(Outcome(r), "no data now");
       return;
     }
-    out->insert(out->end(), buf.begin(), buf.begin() + *n);
-    got += *n;
+    out->insert(out->end(), buf.begin(), buf.begin() + r->bytes);
+    got += r->bytes;
   }
 }
 
@@ -908,7 +977,7 @@ TEST(EmulatedDeviceWorkload,
   ASSERT_TRUE(src->SetState(MigState::kPreCopyP2P).ok());
   ASSERT_TRUE(src->SetState(MigState::kStopCopy).ok());
   const std::string final_digest = DigestOf(*src);
-  ASSERT_TRUE(ReadUntilEnd(stream, &bytes, rng).ok());
+  ASSERT_EQ(Outcome(ReadUntilEnd(stream, &bytes, rng)), "end of stream");
   EXPECT_GT(bytes.size(), EmulatedDevice::FullStreamSize(size));
   EXPECT_EQ(DigestOf(*src), final_digest);  // stopped: reading changed nothing
 
@@ -934,7 +1003,7 @@ TEST(EmulatedDeviceWorkload, HeavyDirtyingDuringPreCopyStillLoadsExactly) {
     ASSERT_TRUE(src->SetState(MigState::kPreCopyP2P).ok());
     ReadSome(**s, &bytes, rng, 1 << 20, /*max_chunk=*/700);
     ASSERT_TRUE(src->SetState(MigState::kStopCopy).ok());
-    ASSERT_TRUE(ReadUntilEnd(**s, &bytes, rng).ok());
+    ASSERT_EQ(Outcome(ReadUntilEnd(**s, &bytes, rng)), "end of stream");
     const LoadResult l = Load(*dst, bytes);
     ASSERT_TRUE(l.write.ok()) << l.write;
     ASSERT_TRUE(l.arc.ok()) << l.arc;
@@ -979,9 +1048,11 @@ TEST(EmulatedDeviceWorkload, NeverDirtiesFasterThanTheRate) {
        left > 0;) {
     const size_t want =
         static_cast<size_t>(std::min<uint64_t>(left, buf.size()));
-    absl::StatusOr<size_t> n = stream.Read(absl::MakeSpan(buf.data(), want));
-    ASSERT_TRUE(n.ok()) << n.status();
-    left -= *n;
+    absl::StatusOr<ReadResult> r =
+        stream.Read(absl::MakeSpan(buf.data(), want));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->kind, ReadResult::Kind::kData) << Outcome(r);
+    left -= r->bytes;
   }
   const uint64_t record = 13 + EmulatedDevice::kPageRecordPayload;
   ASSERT_TRUE(WaitFor([&] {

@@ -1,5 +1,7 @@
 #include "migd/device/emulated_spec.h"
 
+#include <errno.h>
+
 #include <limits>
 #include <optional>
 #include <set>
@@ -78,6 +80,30 @@ absl::StatusOr<MigArc> ParseArc(absl::string_view text) {
         "unknown state \"", from.has_value() ? ends[1] : ends[0], "\""));
   }
   return MigArc{*from, *to};
+}
+
+// ERRNO@OFFSET, e.g. ENODEV@64K.
+absl::StatusOr<ReadFault> ParseReadFault(absl::string_view text) {
+  const size_t at = text.find('@');
+  if (at == absl::string_view::npos) {
+    return absl::InvalidArgumentError("want ERRNO@OFFSET, e.g. ENODEV@64K");
+  }
+  const absl::string_view name = text.substr(0, at);
+  ReadFault fault;
+  if (absl::EqualsIgnoreCase(name, "ENODEV")) {
+    fault.err = ENODEV;
+  } else if (absl::EqualsIgnoreCase(name, "EBUSY")) {
+    fault.err = EBUSY;
+  } else if (absl::EqualsIgnoreCase(name, "EIO")) {
+    fault.err = EIO;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown errno \"", name, "\" (want ENODEV, EBUSY or EIO)"));
+  }
+  absl::StatusOr<uint64_t> offset = ParseSize(text.substr(at + 1));
+  if (!offset.ok()) return offset.status();
+  fault.offset = *offset;
+  return fault;
 }
 
 }  // namespace
@@ -171,6 +197,10 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
       absl::StatusOr<uint64_t> v = ParseSize(value);
       if (v.ok()) config.corrupt_stream_at = *v;
       status = v.status();
+    } else if (key == "fail_read") {
+      absl::StatusOr<ReadFault> v = ParseReadFault(value);
+      if (v.ok()) config.fail_read = *v;
+      status = v.status();
     } else if (key == "dirty_rate") {
       absl::string_view size = value;
       absl::ConsumeSuffix(&size, "/s");
@@ -202,13 +232,13 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
     } else {
       return BadToken(token,
                       "unknown key (want size, seed, flags, fail_arc, "
-                      "corrupt_stream_at, dirty_rate, dma_rate, "
+                      "corrupt_stream_at, fail_read, dirty_rate, dma_rate, "
                       "dma_write_log, dma_logging)");
     }
     if (!status.ok()) return BadToken(token, status.message());
   }
-  // Cross-field checks (fail_arc against flags, corrupt_stream_at against
-  // size) need the whole line.
+  // Cross-field checks (fail_arc against flags, corrupt_stream_at and
+  // fail_read against size) need the whole line.
   if (absl::Status s = ValidateEmulatedDeviceConfig(config); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("emulated device line: ", s.message()));

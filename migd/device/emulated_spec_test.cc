@@ -1,5 +1,7 @@
 #include "migd/device/emulated_spec.h"
 
+#include <errno.h>
+
 #include <cstdint>
 #include <string>
 
@@ -49,6 +51,7 @@ TEST(ParseEmulatedDeviceLine, NameAloneGivesTheDefaults) {
   EXPECT_EQ(c->flags, defaults.flags);
   EXPECT_FALSE(c->fail_arc.has_value());
   EXPECT_FALSE(c->corrupt_stream_at.has_value());
+  EXPECT_FALSE(c->fail_read.has_value());
   EXPECT_EQ(c->dirty_rate, 0u);
   EXPECT_EQ(c->dma_rate, 0u);
   EXPECT_EQ(c->dma_write_log, "");
@@ -59,7 +62,7 @@ TEST(ParseEmulatedDeviceLine, ParsesEveryKey) {
   auto c = ParseEmulatedDeviceLine(
       "  emulated\tvf-0.1:a_b size=64MiB seed=0x2A "
       "flags=stop_copy|P2P|PRE_COPY fail_arc=PRE_COPY_P2P>stop_copy "
-      "corrupt_stream_at=4K dirty_rate=8MiB dma_rate=250 "
+      "corrupt_stream_at=4K fail_read=enodev@64K dirty_rate=8MiB dma_rate=250 "
       "dma_write_log=/tmp/migd-dma.log dma_logging=OFF");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->name, "vf-0.1:a_b");
@@ -70,6 +73,9 @@ TEST(ParseEmulatedDeviceLine, ParsesEveryKey) {
   EXPECT_EQ(c->fail_arc->from, MigState::kPreCopyP2P);
   EXPECT_EQ(c->fail_arc->to, MigState::kStopCopy);
   EXPECT_EQ(c->corrupt_stream_at, 4096u);
+  ASSERT_TRUE(c->fail_read.has_value());
+  EXPECT_EQ(c->fail_read->err, ENODEV);
+  EXPECT_EQ(c->fail_read->offset, 64u * 1024);
   EXPECT_EQ(c->dirty_rate, uint64_t{8} << 20);
   EXPECT_EQ(c->dma_rate, 250u);
   EXPECT_EQ(c->dma_write_log, "/tmp/migd-dma.log");
@@ -129,6 +135,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadLine{"emulated e fail_arc=RUNNING>PRE_COPY", "PRE_COPY"},
         BadLine{"emulated e size=4K corrupt_stream_at=1M",
                 "corrupt_stream_at 1048576"},
+        BadLine{"emulated e fail_read=ENODEV", "\"fail_read=ENODEV\""},
+        BadLine{"emulated e fail_read=ENOMSG@0", "ENOMSG"},
+        BadLine{"emulated e fail_read=EIO@1x", "\"fail_read=EIO@1x\""},
+        BadLine{"emulated e size=4K fail_read=EBUSY@1M",
+                "fail_read offset 1048576"},
         BadLine{"emulated e colour=blue", "\"colour=blue\""},
         BadLine{"emulated e size", "\"size\""},
         BadLine{"emulated e size=1M size=2M", "given twice"},

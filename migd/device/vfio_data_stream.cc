@@ -91,12 +91,13 @@ absl::Status VfioDataStream::WaitReady(short events,
   }
 }
 
-absl::StatusOr<size_t> VfioDataStream::Read(absl::Span<uint8_t> buf) {
+absl::StatusOr<ReadResult> VfioDataStream::Read(absl::Span<uint8_t> buf) {
   if (absl::Status s = CheckUsable(Direction::kSave, "read"); !s.ok()) return s;
-  if (buf.empty()) return 0;
+  if (buf.empty()) return ReadResult::Data(0);
   for (;;) {
     const ssize_t n = sys_.read(fd_.get(), buf.data(), buf.size());
-    if (n >= 0) return static_cast<size_t>(n);
+    if (n > 0) return ReadResult::Data(static_cast<size_t>(n));
+    if (n == 0) return ReadResult::EndOfStream();
     const int err = errno;
     switch (err) {
       case EINTR:
@@ -108,10 +109,9 @@ absl::StatusOr<size_t> VfioDataStream::Read(absl::Span<uint8_t> buf) {
         if (absl::Status s = WaitReady(POLLIN, "read"); !s.ok()) return s;
         continue;
       case ENOMSG:
-        return absl::UnavailableError(absl::StrCat(
-            "device ", device_,
-            ": data stream read: temporary end of pre-copy data (ENOMSG): "
-            "more may come while the device runs"));
+        // The uAPI's signal, not a fault: exactly this errno, nothing that
+        // merely shares its status code.
+        return ReadResult::NoDataNow();
       default:
         return VfioErrnoError(device_, "data stream read", VfioOp::kDataRead,
                               err);

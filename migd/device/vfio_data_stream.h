@@ -5,11 +5,14 @@
 // uAPI's stream semantics:
 //   EINTR        retried;
 //   EAGAIN       (an O_NONBLOCK fd) poll(2) until ready, then retried;
-//   ENOMSG       kUnavailable: the temporary end of pre-copy data (more may
-//                come; ask GetPrecopyInfo, or move on to STOP_COPY);
-//   read() == 0  returned as 0: the end of the stream in STOP_COPY (in a
-//                PRE_COPY state some drivers use it for the temporary end);
-//   other errno  mapped by VfioErrnoCode, naming the device and the call.
+//   ENOMSG       ReadResult::NoDataNow(), not an error: the temporary end of
+//                pre-copy data (more may come; ask GetPrecopyInfo, or move
+//                on to STOP_COPY);
+//   read() == 0  ReadResult::EndOfStream(): the end of the stream in
+//                STOP_COPY (in a PRE_COPY state some drivers use it for the
+//                temporary end);
+//   other errno  an error mapped by VfioErrnoCode, naming the device and the
+//                call (ENODEV, the device went away, is kNotFound).
 // The session ends when the device leaves the saving/resuming states, is reset
 // or is destroyed (VfioSessionTracker); calls after that fail with
 // kFailedPrecondition and never touch the fd.
@@ -65,9 +68,9 @@ class VfioDataStream final : public DataStream {
                  uint64_t session,
                  VfioSyscalls syscalls = VfioSyscalls::Real());
 
-  // An empty `buf` reads nothing and returns 0 without a system call.
+  // An empty `buf` reads nothing and returns Data(0) without a system call.
   // kFailedPrecondition on a load stream.
-  absl::StatusOr<size_t> Read(absl::Span<uint8_t> buf) override;
+  absl::StatusOr<ReadResult> Read(absl::Span<uint8_t> buf) override;
   // One write(2) (retried on EINTR/EAGAIN); returns what the kernel took. An
   // empty `data` returns 0. kFailedPrecondition on a save stream.
   absl::StatusOr<size_t> Write(absl::Span<const uint8_t> data) override;

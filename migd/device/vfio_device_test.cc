@@ -293,10 +293,10 @@ std::string ReadAll(DataStream& stream) {
   std::string out;
   std::vector<uint8_t> buf(7);
   for (;;) {
-    absl::StatusOr<size_t> n = stream.Read(absl::MakeSpan(buf));
+    absl::StatusOr<ReadResult> n = stream.Read(absl::MakeSpan(buf));
     EXPECT_TRUE(n.ok()) << n.status();
-    if (!n.ok() || *n == 0) return out;
-    out.append(buf.begin(), buf.begin() + *n);
+    if (!n.ok() || n->kind != ReadResult::Kind::kData) return out;
+    out.append(buf.begin(), buf.begin() + n->bytes);
   }
 }
 
@@ -304,11 +304,11 @@ std::string ReadExactly(DataStream& stream, size_t len) {
   std::string out;
   std::vector<uint8_t> buf(len);
   while (out.size() < len) {
-    absl::StatusOr<size_t> n =
+    absl::StatusOr<ReadResult> n =
         stream.Read(absl::MakeSpan(buf.data(), len - out.size()));
     EXPECT_TRUE(n.ok()) << n.status();
-    if (!n.ok() || *n == 0) break;
-    out.append(buf.begin(), buf.begin() + *n);
+    if (!n.ok() || n->kind != ReadResult::Kind::kData) break;
+    out.append(buf.begin(), buf.begin() + n->bytes);
   }
   return out;
 }
@@ -500,7 +500,7 @@ TEST(VfioDevice, LeavingTheSavingStatesEndsTheStream) {
   ASSERT_TRUE(pre.ok() && *pre != nullptr);
   ASSERT_TRUE(d->SetState(MigState::kRunning).ok());
   std::vector<uint8_t> buf(4);
-  absl::StatusOr<size_t> n = (*pre)->Read(absl::MakeSpan(buf));
+  absl::StatusOr<ReadResult> n = (*pre)->Read(absl::MakeSpan(buf));
   EXPECT_EQ(n.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(n.status().message(), "PRE_COPY -> RUNNING"))
       << n.status();

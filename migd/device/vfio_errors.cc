@@ -39,16 +39,13 @@ absl::StatusCode VfioErrnoCode(VfioOp op, int err) {
       return absl::StatusCode::kUnimplemented;
     case ENOENT:
     case ENXIO:
-      return absl::StatusCode::kNotFound;
     case ENODEV:
-      return op == VfioOp::kOpen ? absl::StatusCode::kNotFound
-                                 : absl::StatusCode::kUnavailable;
+      return absl::StatusCode::kNotFound;
     case EPERM:
     case EACCES:
       return absl::StatusCode::kPermissionDenied;
     case EBUSY:
     case EAGAIN:
-    case ENOMSG:
     case EINTR:
     case ECONNREFUSED:
       return absl::StatusCode::kUnavailable;

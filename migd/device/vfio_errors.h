@@ -45,15 +45,24 @@ enum class VfioOp {
 //                   call); kInvalidArgument otherwise
 //   ENOTTY, EOPNOTSUPP  kUnimplemented (no such ioctl/feature here)
 //   ENOENT, ENXIO   kNotFound
-//   ENODEV          kNotFound for kOpen (no such device in the group), else
-//                   kUnavailable (the device went away: unbound, removed, or
-//                   the data fd was disabled by a reset)
+//   ENODEV          kNotFound (no such device in the group, or the device
+//                   went away: unbound, removed, or the data fd was disabled
+//                   by a reset; not transient, so not kUnavailable)
 //   EPERM, EACCES   kPermissionDenied (includes a wrong or missing VF token)
-//   EBUSY, EAGAIN, ENOMSG, EINTR, ECONNREFUSED  kUnavailable (try later)
+//   EBUSY, EAGAIN, EINTR, ECONNREFUSED  kUnavailable (try later)
 //   ENOMEM, ENOSPC, EMFILE, ENFILE  kResourceExhausted
 //   E2BIG, EOVERFLOW, ERANGE  kInvalidArgument
 //   ETIMEDOUT       kDeadlineExceeded
 //   anything else (EIO, EFAULT, ...)  kInternal
+// ENOMSG is not an error where the uAPI uses it: on a save data fd in a
+// PRE_COPY state it is the temporary end of the data, which VfioDataStream
+// returns as ReadResult::NoDataNow() without consulting this table; anywhere
+// else it is unexpected (kInternal).
+//
+// A code says what a caller can do; it does not say whose fault it is. The
+// migration engine attaches ERROR_REASON_DEVICE_ERROR to every status from a
+// device call (migration::DeviceError), so a kUnavailable from a busy device
+// is never read as a lost peer.
 absl::StatusCode VfioErrnoCode(VfioOp op, int err);
 
 // "Input/output error (errno 5)".

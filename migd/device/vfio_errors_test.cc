@@ -74,12 +74,26 @@ TEST(VfioErrnoCode, EinvalIsAStateProblemWhereArgumentsWereChecked) {
             StatusCode::kInvalidArgument);
 }
 
-TEST(VfioErrnoCode, MissingThingsAreNotFoundAndVanishedDevicesUnavailable) {
+TEST(VfioErrnoCode, MissingThingsAndVanishedDevicesAreNotFound) {
   EXPECT_EQ(VfioErrnoCode(VfioOp::kOpen, ENOENT), StatusCode::kNotFound);
   EXPECT_EQ(VfioErrnoCode(VfioOp::kGetFeature, ENOENT), StatusCode::kNotFound);
   EXPECT_EQ(VfioErrnoCode(VfioOp::kOpen, ENODEV), StatusCode::kNotFound);
-  EXPECT_EQ(VfioErrnoCode(VfioOp::kSetArc, ENODEV), StatusCode::kUnavailable);
-  EXPECT_EQ(VfioErrnoCode(VfioOp::kDataRead, ENODEV), StatusCode::kUnavailable);
+  // A device that went away is not coming back: not kUnavailable.
+  EXPECT_EQ(VfioErrnoCode(VfioOp::kSetArc, ENODEV), StatusCode::kNotFound);
+  EXPECT_EQ(VfioErrnoCode(VfioOp::kDataRead, ENODEV), StatusCode::kNotFound);
+  EXPECT_EQ(VfioErrnoCode(VfioOp::kPrecopyInfo, ENODEV), StatusCode::kNotFound);
+}
+
+// ENOMSG on a pre-copy read is a ReadResult (VfioDataStream), not an error;
+// the table gives it no code a transient error has, so nothing can take a
+// busy device for the temporary end of pre-copy data or the reverse.
+TEST(VfioErrnoCode, EnomsgIsNotATransientError) {
+  for (VfioOp op :
+       {VfioOp::kOpen, VfioOp::kGetFeature, VfioOp::kSetArc,
+        VfioOp::kDmaLogging, VfioOp::kDmaLoggingReport, VfioOp::kPrecopyInfo,
+        VfioOp::kReset, VfioOp::kDataRead, VfioOp::kDataWrite}) {
+    EXPECT_EQ(VfioErrnoCode(op, ENOMSG), StatusCode::kInternal);
+  }
 }
 
 TEST(VfioErrnoCode, PermissionErrorsArePermissionDenied) {
@@ -91,7 +105,7 @@ TEST(VfioErrnoCode, PermissionErrorsArePermissionDenied) {
 
 TEST(VfioErrnoCode, TransientAndResourceErrors) {
   EXPECT_EQ(VfioErrnoCode(VfioOp::kOpen, EBUSY), StatusCode::kUnavailable);
-  EXPECT_EQ(VfioErrnoCode(VfioOp::kDataRead, ENOMSG), StatusCode::kUnavailable);
+  EXPECT_EQ(VfioErrnoCode(VfioOp::kDataRead, EBUSY), StatusCode::kUnavailable);
   EXPECT_EQ(VfioErrnoCode(VfioOp::kOpen, EMFILE),
             StatusCode::kResourceExhausted);
   EXPECT_EQ(VfioErrnoCode(VfioOp::kDmaLogging, E2BIG),

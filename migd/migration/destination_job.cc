@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
+#include "migd/migration/device_states.h"
 #include "migd/migration/device_steps.h"
 
 namespace migd::migration {
@@ -73,18 +74,24 @@ absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
 
   absl::MutexLock lock(&dj->mu_);
   Job* j = dj->job_.get();
+  // Write-ahead: the job is on record before any device moves, so that a
+  // restarted agent resets them.
+  if (absl::Status s =
+          j->EnterPhase(v1::PHASE_PREPARED, "the devices go to RESUMING");
+      !s.ok()) {
+    dj->stage_ = Stage::kDone;
+    j->Finish(s);
+    return s;
+  }
   for (size_t i = 0; i < dj->devices_.size(); ++i) {
     device::Device* d = dj->devices_[i];
     absl::Status err;
-    absl::StatusOr<MigState> state = d->GetState();
-    if (!state.ok()) {
-      err = state.status();
-    } else if (*state != MigState::kRunning) {
-      j->SetDeviceState(i, *state);
-      err = base::Error(
-          absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_DEVICE_ERROR,
-          absl::StrCat("device ", d->name(), " is ", vfio::MigStateName(*state),
-                       "; an incoming device must be RUNNING (idle)"));
+    // The state it is found in decides (device_states.h): RUNNING and STOP
+    // are idle and walk to RESUMING; a left-over is reset to RUNNING first.
+    absl::StatusOr<MigState> from =
+        SettleFoundState(j, i, d, DeviceRole::kDestination);
+    if (!from.ok()) {
+      err = from.status();
     } else {
       auto stream = MoveDevice(j, i, d, MigState::kResuming);
       if (!stream.ok()) {
@@ -92,28 +99,31 @@ absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
       } else if (*stream == nullptr) {
         err = base::Error(absl::StatusCode::kInternal,
                           v1::ERROR_REASON_DEVICE_ERROR,
-                          absl::StrCat("device ", d->name(),
-                                       ": RESUMING opened no data stream"));
+                          absl::StrCat("device ", d->name(), ": ",
+                                       vfio::MigStateName(*from),
+                                       " -> RESUMING opened no data stream"));
       } else {
         dj->streams_.push_back(*std::move(stream));
         continue;
       }
     }
     // Undo what was done: the devices already in RESUMING need a reset, and
-    // so does this one if the failed walk left it somewhere other than RUNNING.
+    // so does this one if the walk (or a reset) left it in a left-over state,
+    // or somewhere it no longer tells after it moved. An idle device, or one
+    // refused in a state the uAPI does not define, is left as it is.
     dj->streams_.clear();
     for (size_t k = 0; k < i; ++k) (void)ResetDevice(j, k, dj->devices_[k]);
     absl::StatusOr<MigState> now = d->GetState();
-    if (state.ok() && *state == MigState::kRunning &&
-        (!now.ok() || *now != MigState::kRunning)) {
+    if (now.ok() ? IsLeftOverState(*now) : from.ok()) {
       (void)ResetDevice(j, i, d);
     }
-    dj->streams_.clear();
     dj->stage_ = Stage::kDone;
+    // On record as ended, so that a restart does not reset these devices
+    // again, perhaps under a later job.
+    j->Finish(err);
     return err;
   }
   j->SetPeerIdentity(dj->source_identity_);
-  j->SetPhase(v1::PHASE_PREPARED, "");
   if (token_ttl != absl::InfiniteDuration()) {
     dj->token_expires_ = absl::Now() + token_ttl;
     DestinationJob* raw = dj.get();
@@ -489,7 +499,13 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
   }
   streams_.clear();
   absl::Time resume_start = absl::Now();
-  job_->SetPhase(v1::PHASE_RESUMING, "");
+  // Write-ahead: once a device may run, a restarted agent must roll forward
+  // (resume the rest), never reset what may be the VM's running device.
+  if (absl::Status s = job_->EnterPhase(v1::PHASE_RESUMING,
+                                        "the devices resume");
+      !s.ok()) {
+    return s;
+  }
   bool all_p2p = true;
   for (device::Device* d : devices_) {
     absl::StatusOr<vfio::MigFlags> f = d->GetFlags();

@@ -1,7 +1,9 @@
 // migd/migration/destination_job.h
 //
 // The destination side of one job. PrepareIncoming claims the devices, moves
-// each to RESUMING (opening its load session) and mints a one-time token,
+// each to RESUMING (opening its load session: from RUNNING or STOP, both idle;
+// a device found in a state a migration left behind is reset first, never
+// sent through an arc; device_states.h) and mints a one-time token,
 // bound to the source agent's identity and good until it expires (a prepared
 // job whose token expires unused ends with TIMEOUT and resets its devices).
 // The source's transfer session then attaches with that token: one control
@@ -46,7 +48,10 @@ namespace migd::migration {
 
 class DestinationJob {
  public:
-  // Moves every device to RESUMING and returns the prepared job. On error the
+  // Moves every device to RESUMING and returns the prepared job: a device
+  // found in RUNNING or STOP walks there, one found in a left-over state
+  // (RUNNING_P2P, PRE_COPY*, STOP_COPY, RESUMING, ERROR) is reset first (a
+  // notice in the job says so). On error the
   // devices that already moved are reset and nothing stays claimed (the
   // caller releases the claim through `on_done`, which also runs when the
   // job ends).

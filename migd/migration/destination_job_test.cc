@@ -3,11 +3,15 @@
 
 #include "migd/migration/destination_job.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "migd/device/emulated_device.h"
@@ -38,8 +42,8 @@ std::string SaveStream(device::EmulatedDevice* source) {
   for (;;) {
     auto n = (*stream)->Read(absl::MakeSpan(buf));
     EXPECT_TRUE(n.ok()) << n.status();
-    if (!n.ok() || *n == 0) break;
-    out.append(reinterpret_cast<char*>(buf.data()), *n);
+    if (!n.ok() || n->kind != device::ReadResult::Kind::kData) break;
+    out.append(reinterpret_cast<char*>(buf.data()), n->bytes);
   }
   return out;
 }
@@ -210,7 +214,7 @@ class GatedDevice : public device::Device {
     Stream(std::unique_ptr<device::DataStream> inner,
            absl::Notification* entered, absl::Notification* gate)
         : inner_(std::move(inner)), entered_(entered), gate_(gate) {}
-    absl::StatusOr<size_t> Read(absl::Span<uint8_t> buf) override {
+    absl::StatusOr<device::ReadResult> Read(absl::Span<uint8_t> buf) override {
       return inner_->Read(buf);
     }
     absl::StatusOr<size_t> Write(absl::Span<const uint8_t> data) override {
@@ -385,6 +389,192 @@ TEST_F(DestinationJobTokenTest, TheExpiryIsReported) {
   EXPECT_GE(dj_->token_expires(), before + absl::Minutes(10));
   EXPECT_LE(dj_->token_expires(), absl::Now() + absl::Minutes(10));
 }
+
+// ---- Devices in whatever state they are found (device_states.h) --------
+
+// A device that logs every state change asked of it, with the state it was
+// in: "SetState RUNNING -> RESUMING", "Reset from RESUMING".
+class RecordingDevice : public device::Device {
+ public:
+  explicit RecordingDevice(device::Device* inner) : inner_(inner) {}
+
+  std::vector<std::string> calls() const {
+    absl::MutexLock l(&mu_);
+    return calls_;
+  }
+
+  const std::string& name() const override { return inner_->name(); }
+  std::string kind() const override { return inner_->kind(); }
+  absl::StatusOr<vfio::MigFlags> GetFlags() override {
+    return inner_->GetFlags();
+  }
+  absl::StatusOr<vfio::MigState> GetState() override {
+    return inner_->GetState();
+  }
+  absl::StatusOr<std::unique_ptr<device::DataStream>> SetState(
+      vfio::MigState target) override {
+    Log(absl::StrCat("SetState ", Now(), " -> ", vfio::MigStateName(target)));
+    return inner_->SetState(target);
+  }
+  absl::StatusOr<uint64_t> GetStopCopySize() override {
+    return inner_->GetStopCopySize();
+  }
+  absl::Status StartDmaLogging(
+      uint64_t page_size, const std::vector<device::IovaRange>& r) override {
+    return inner_->StartDmaLogging(page_size, r);
+  }
+  absl::Status ReportDmaLogging(uint64_t iova, uint64_t length,
+                                uint64_t page_size,
+                                std::vector<uint64_t>* bitmap) override {
+    return inner_->ReportDmaLogging(iova, length, page_size, bitmap);
+  }
+  absl::Status StopDmaLogging() override { return inner_->StopDmaLogging(); }
+  absl::Status Reset() override {
+    Log(absl::StrCat("Reset from ", Now()));
+    return inner_->Reset();
+  }
+  absl::StatusOr<std::string> StateDigest() override {
+    return inner_->StateDigest();
+  }
+
+ private:
+  std::string Now() {
+    absl::StatusOr<vfio::MigState> s = inner_->GetState();
+    return s.ok() ? vfio::MigStateName(*s) : "?";
+  }
+  void Log(std::string call) {
+    absl::MutexLock l(&mu_);
+    calls_.push_back(std::move(call));
+  }
+
+  device::Device* inner_;
+  mutable absl::Mutex mu_;
+  std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+// Destination device dst0 (seed 2) left in `state` the way a job that did
+// not finish leaves it: ERROR through a failing arc, the others by an arc
+// whose data session is then dropped.
+std::unique_ptr<device::EmulatedDevice> DeviceLeftIn(vfio::MigState state) {
+  device::EmulatedDeviceConfig c;
+  c.name = "dst0";
+  c.state_size = kStateBytes;
+  c.seed = 2;
+  c.flags = vfio::kMigStopCopy | vfio::kMigP2P | vfio::kMigPreCopy;
+  if (state == vfio::MigState::kError) {
+    c.fail_arc =
+        device::MigArc{vfio::MigState::kStop, vfio::MigState::kStopCopy};
+  }
+  auto d = device::EmulatedDevice::Create(c);
+  EXPECT_TRUE(d.ok()) << d.status();
+  if (!d.ok()) return nullptr;
+  auto moved = (*d)->SetState(
+      state == vfio::MigState::kError ? vfio::MigState::kStopCopy : state);
+  EXPECT_EQ(moved.ok(), state != vfio::MigState::kError) << moved.status();
+  EXPECT_EQ((*d)->GetState().value(), state);
+  return *std::move(d);
+}
+
+// Loads `source`'s whole stop-copy stream through a prepared and attached
+// `dj` and completes the job.
+void LoadAndComplete(DestinationJob& dj, device::EmulatedDevice* source) {
+  std::string stream = SaveStream(source);
+  ASSERT_TRUE(dj.OnChunk(Chunk(stream, 0, stream.size(), 0)).ok());
+  ASSERT_TRUE(dj.OnMarker(Marker(v1::PhaseMarker::STOP_COPY, 0, 0)).ok());
+  ASSERT_TRUE(
+      dj.OnMarker(Marker(v1::PhaseMarker::DEVICE_END, 1, stream.size())).ok());
+  ASSERT_TRUE(dj.OnMarker(Marker(v1::PhaseMarker::COMMIT, 2, 0)).ok());
+  auto completion = dj.Complete();
+  ASSERT_TRUE(completion.ok()) << completion.status();
+}
+
+std::vector<std::string> RecordedStates(const v1::Migration& record) {
+  std::vector<std::string> out;
+  for (const v1::StateChange& c : record.state_changes()) {
+    out.push_back(v1::DeviceState_Name(c.state()));
+  }
+  return out;
+}
+
+// A device a completed migration left in STOP (its state moved away) is idle:
+// it is prepared by the arc STOP -> RESUMING, with no reset, and loads.
+TEST(DestinationJobFoundState, AStoppedDeviceIsPreparedByAnArcAndLoads) {
+  auto source = Device("src0", 1);
+  auto inner = Device("dst0", 2);
+  ASSERT_TRUE(inner->SetState(vfio::MigState::kStop).ok());
+  RecordingDevice destination(inner.get());
+  auto job = std::make_shared<Job>("j1", v1::ROLE_DESTINATION, "source",
+                                   std::vector<DevicePair>{{"dst0", "src0"}});
+  auto dj = DestinationJob::Prepare(job, {&destination}, nullptr,
+                                    uint64_t{16} << 20, absl::Seconds(5));
+  ASSERT_TRUE(dj.ok()) << dj.status();
+  EXPECT_EQ(inner->GetState().value(), vfio::MigState::kResuming);
+  EXPECT_EQ(destination.calls(),
+            std::vector<std::string>{"SetState STOP -> RESUMING"});
+  v1::Migration record = job->Snapshot();
+  EXPECT_EQ(RecordedStates(record),
+            std::vector<std::string>{"DEVICE_STATE_RESUMING"});
+  EXPECT_EQ(record.notices_size(), 0);
+
+  ASSERT_NO_FATAL_FAILURE(AttachSession(**dj, "j1", 1));
+  ASSERT_NO_FATAL_FAILURE(LoadAndComplete(**dj, source.get()));
+  EXPECT_EQ(inner->GetState().value(), vfio::MigState::kRunning);
+  EXPECT_EQ(*inner->StateDigest(), *source->StateDigest());
+}
+
+class DestinationJobLeftOverTest
+    : public testing::TestWithParam<vfio::MigState> {};
+
+// A device found in a state a migration leaves only when it did not finish is
+// reset before anything else (never an arc out of it: from RESUMING that
+// could hit a stale load session), the job says so, and it then loads.
+TEST_P(DestinationJobLeftOverTest, IsResetFirstThenLoads) {
+  const vfio::MigState left = GetParam();
+  const std::string name = vfio::MigStateName(left);
+  auto source = Device("src0", 1);
+  std::unique_ptr<device::EmulatedDevice> inner = DeviceLeftIn(left);
+  ASSERT_NE(inner, nullptr);
+  RecordingDevice destination(inner.get());
+  auto job = std::make_shared<Job>("j1", v1::ROLE_DESTINATION, "source",
+                                   std::vector<DevicePair>{{"dst0", "src0"}});
+  auto dj = DestinationJob::Prepare(job, {&destination}, nullptr,
+                                    uint64_t{16} << 20, absl::Seconds(5));
+  ASSERT_TRUE(dj.ok()) << dj.status();
+  EXPECT_EQ(inner->GetState().value(), vfio::MigState::kResuming);
+  // The device saw a reset from where it was found, then the arcs from
+  // RUNNING.
+  EXPECT_EQ(destination.calls(),
+            (std::vector<std::string>{absl::StrCat("Reset from ", name),
+                                      "SetState RUNNING -> RESUMING"}));
+  // The record: the reset's RUNNING first, then RESUMING.
+  v1::Migration record = job->Snapshot();
+  EXPECT_EQ(RecordedStates(record),
+            (std::vector<std::string>{"DEVICE_STATE_RUNNING",
+                                      "DEVICE_STATE_RESUMING"}));
+  ASSERT_EQ(record.notices_size(), 1);
+  EXPECT_TRUE(absl::StrContains(record.notices(0), "dst0"))
+      << record.notices(0);
+  EXPECT_TRUE(
+      absl::StrContains(record.notices(0), absl::StrCat("found in ", name)))
+      << record.notices(0);
+  EXPECT_TRUE(absl::StrContains(record.notices(0), "reset"))
+      << record.notices(0);
+
+  ASSERT_NO_FATAL_FAILURE(AttachSession(**dj, "j1", 1));
+  ASSERT_NO_FATAL_FAILURE(LoadAndComplete(**dj, source.get()));
+  EXPECT_EQ(*inner->StateDigest(), *source->StateDigest());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryLeftOver, DestinationJobLeftOverTest,
+    testing::Values(vfio::MigState::kResuming, vfio::MigState::kError,
+                    vfio::MigState::kStopCopy, vfio::MigState::kPreCopy,
+                    vfio::MigState::kPreCopyP2P, vfio::MigState::kRunningP2P),
+    [](const testing::TestParamInfo<vfio::MigState>& info) {
+      std::string n = vfio::MigStateName(info.param);
+      n.erase(std::remove(n.begin(), n.end(), '_'), n.end());
+      return n;
+    });
 
 }  // namespace
 }  // namespace migd::migration

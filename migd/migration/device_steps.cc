@@ -12,16 +12,12 @@ void RecordState(Job* job, size_t index, device::Device* device) {
   job->SetDeviceState(index, s.ok() ? *s : vfio::MigState::kError);
 }
 
-// Device errors already name the device; what they lack is a reason.
-absl::Status DeviceError(const absl::Status& s) {
-  v1::ErrorReason r = base::ReasonOf(s);
-  if (r == v1::ERROR_REASON_INTERNAL || r == v1::ERROR_REASON_INVALID_REQUEST) {
-    return base::WithReason(s, v1::ERROR_REASON_DEVICE_ERROR);
-  }
-  return s;
-}
-
 }  // namespace
+
+absl::Status DeviceError(const absl::Status& status) {
+  if (status.ok() || base::HasReason(status)) return status;
+  return base::WithReason(status, v1::ERROR_REASON_DEVICE_ERROR);
+}
 
 absl::StatusOr<std::unique_ptr<device::DataStream>> MoveDevice(
     Job* job, size_t index, device::Device* device, vfio::MigState target) {
@@ -60,6 +56,48 @@ absl::Status ResetDevice(Job* job, size_t index, device::Device* device) {
     return DeviceError(s);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<vfio::MigState> SettleFoundState(Job* job, size_t index,
+                                                device::Device* device,
+                                                DeviceRole role) {
+  absl::StatusOr<vfio::MigState> found = device->GetState();
+  if (!found.ok()) return DeviceError(found.status());
+  FoundStateRule rule = RuleForFoundState(role, *found);
+  switch (rule.action) {
+    case FoundStateAction::kUse:
+    case FoundStateAction::kArc:
+      return *found;
+    case FoundStateAction::kRefuse:
+      job->SetDeviceState(index, *found);
+      return base::Error(
+          absl::StatusCode::kFailedPrecondition,
+          v1::ERROR_REASON_DEVICE_ERROR,
+          absl::StrCat("device ", device->name(), " is ",
+                       vfio::MigStateName(*found), "; ", rule.why));
+    case FoundStateAction::kReset:
+      break;
+  }
+  const std::string what =
+      absl::StrCat("device ", device->name(), " was found in ",
+                   vfio::MigStateName(*found), ", ", rule.why);
+  base::LogWarning("job ", job->id(), " (", DeviceRoleName(role), "): ", what);
+  job->AddNotice(what);
+  if (absl::Status s = ResetDevice(job, index, device); !s.ok()) {
+    return base::Annotate(
+        s, absl::StrCat("resetting device ", device->name(), ", found in ",
+                        vfio::MigStateName(*found)));
+  }
+  absl::StatusOr<vfio::MigState> now = device->GetState();
+  if (!now.ok()) return DeviceError(now.status());
+  if (*now != vfio::MigState::kRunning) {
+    return base::Error(
+        absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_DEVICE_ERROR,
+        absl::StrCat("device ", device->name(), " is ",
+                     vfio::MigStateName(*now), " after a reset from ",
+                     vfio::MigStateName(*found), "; a reset lands in RUNNING"));
+  }
+  return *now;
 }
 
 }  // namespace migd::migration

@@ -4,6 +4,12 @@
 // job's record follows the state the device actually reached (also when an arc
 // fails half way), and errors name the device and carry DEVICE_ERROR unless a
 // more precise reason was already attached.
+//
+// Every status a runner gets from a device call (an arc, a read, PRECOPY_INFO,
+// MIG_DATA_SIZE, ...) goes through DeviceError before it can end a job: the
+// code says what the kernel said (ENODEV is kNotFound, EBUSY kUnavailable),
+// not whose fault it is, and a code alone would make a busy device a lost
+// peer (ReasonOf reads kUnavailable as PEER_UNAVAILABLE).
 
 #ifndef MIGD_MIGRATION_DEVICE_STEPS_H_
 #define MIGD_MIGRATION_DEVICE_STEPS_H_
@@ -13,10 +19,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "migd/device/device.h"
+#include "migd/migration/device_states.h"
 #include "migd/migration/job.h"
 #include "migd/vfio/uapi.h"
 
 namespace migd::migration {
+
+// `status` from a call on a device, with reason DEVICE_ERROR whatever its
+// code; a reason already attached (base::HasReason) is kept. OK stays OK.
+// Device errors name the device already; this adds nothing to the message.
+absl::Status DeviceError(const absl::Status& status);
 
 // SetState(target) on device `index` of `job`, recording the state reached.
 absl::StatusOr<std::unique_ptr<device::DataStream>> MoveDevice(
@@ -30,6 +42,18 @@ absl::Status RestoreRunning(Job* job, size_t index, device::Device* device);
 // VFIO_DEVICE_RESET, recording the state reached (destination abort: a device
 // in RESUMING can only be aborted by a reset).
 absl::Status ResetDevice(Job* job, size_t index, device::Device* device);
+
+// Before a job's first move: applies the rule for the state device `index` of
+// `job` is found in (device_states.h) for `role`. Returns the state the job
+// goes on from: the one found (RUNNING; for a destination also STOP), or
+// RUNNING after a reset of a left-over, which is logged, noted in the job's
+// notices and recorded (the reset is the device's first recorded change).
+// FAILED_PRECONDITION (DEVICE_ERROR) naming the device, the state and what
+// to do when the rule refuses it (the device is not touched); the reset's
+// error when that fails.
+absl::StatusOr<vfio::MigState> SettleFoundState(Job* job, size_t index,
+                                                device::Device* device,
+                                                DeviceRole role);
 
 }  // namespace migd::migration
 

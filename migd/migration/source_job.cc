@@ -85,14 +85,11 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     device::Device* d = sj->devices_[i];
     absl::StatusOr<vfio::MigFlags> flags = d->GetFlags();
     if (!flags.ok()) return flags.status();
-    absl::StatusOr<MigState> state = d->GetState();
+    // Only RUNNING is migrated; STOP (idle) and the left-overs are refused,
+    // untouched, with what the owner can do (device_states.h).
+    absl::StatusOr<MigState> state =
+        SettleFoundState(&j, i, d, DeviceRole::kSource);
     if (!state.ok()) return state.status();
-    if (*state != MigState::kRunning) {
-      return base::Error(
-          absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_DEVICE_ERROR,
-          absl::StrCat("device ", d->name(), " is ", vfio::MigStateName(*state),
-                       "; a migration starts from RUNNING"));
-    }
     if ((*flags & vfio::kMigP2P) == 0) without_p2p.push_back(d->name());
     sj->precopy_[i] = (*flags & vfio::kMigPreCopy) != 0 &&
                       !sj->options_.convergence.disable_precopy;
@@ -269,6 +266,11 @@ absl::Status SourceJob::SendMarker(v1::PhaseMarker::Kind kind, uint32_t device,
 }
 
 absl::Status SourceJob::Transfer() {
+  // Write-ahead: the job is on record before any device leaves RUNNING, so
+  // that a restarted agent puts them back.
+  if (absl::Status s = job_->BeforeAct("the devices leave RUNNING"); !s.ok()) {
+    return s;
+  }
   watch_ = std::make_unique<base::Watchdog>(options_.phase_timeout, [this] {
     timed_out_ = true;
     CancelSession();
@@ -305,26 +307,40 @@ absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
     // window all the way to the device reads.
     absl::StatusOr<transfer::PooledBuffer> buffer = pool_->Acquire();
     if (!buffer.ok()) return buffer.status();
-    absl::StatusOr<size_t> n =
+    absl::StatusOr<device::ReadResult> read =
         stream->Read(ReadSpan(buffer->writable(), stop_copy));
-    if (!stop_copy && !n.ok() &&
-        n.status().code() == absl::StatusCode::kUnavailable) {
-      return absl::OkStatus();  // ENOMSG: the temporary end of pre-copy data
+    if (!read.ok()) {
+      // A fault, whatever its code (ENODEV, EBUSY, EIO): it fails the job,
+      // in pre-copy too.
+      return DeviceError(base::Annotate(
+          read.status(),
+          absl::StrCat("reading state at offset ", offsets_[index])));
     }
-    if (!n.ok()) {
-      return base::WithReason(
-          base::Annotate(n.status(), absl::StrCat("reading state at offset ",
-                                                  offsets_[index])),
-          v1::ERROR_REASON_DEVICE_ERROR);
+    switch (read->kind) {
+      case device::ReadResult::Kind::kData:
+        break;
+      case device::ReadResult::Kind::kNoDataNow:
+        // ENOMSG: the temporary end of pre-copy data ends this pass. In
+        // STOP_COPY the stream ends only at EOF: a driver that says "no data
+        // now" there would leave the stream unfinished.
+        if (!stop_copy) return absl::OkStatus();
+        return DeviceError(absl::InternalError(absl::StrCat(
+            "device ", devices_[index]->name(), ": reading state at offset ",
+            offsets_[index],
+            ": temporary end of data (ENOMSG) in STOP_COPY, where only EOF "
+            "ends the stream")));
+      case device::ReadResult::Kind::kEndOfStream:
+        // In STOP_COPY the end of the stream; in PRE_COPY some drivers
+        // return 0 at the temporary end, and more data comes later.
+        return absl::OkStatus();
     }
-    // In STOP_COPY 0 is the end of the stream; in PRE_COPY some drivers
-    // return 0 at the temporary end, and more data comes later.
-    if (*n == 0) return absl::OkStatus();
-    buffer->set_size(*n);
+    const size_t n = read->bytes;
+    if (n == 0) return absl::OkStatus();  // an empty span: never here
+    buffer->set_size(n);
     transfer::ChunkHeader header = transfer::SealChunkHeader(
         index, 0, offsets_[index], buffer->contents());
     if (options_.corrupt_chunk_sequence == chunks_) {
-      buffer->data()[*n / 2] ^= 0x5a;
+      buffer->data()[n / 2] ^= 0x5a;
       base::LogWarning("job ", job_->id(), ": test fault: corrupted chunk ",
                        chunks_);
     }
@@ -344,10 +360,10 @@ absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
     if (absl::Status s = sender->Enqueue(header, *std::move(buffer)); !s.ok()) {
       return s;
     }
-    offsets_[index] += *n;
-    *sent += *n;
-    here += *n;
-    job_->AddDeviceBytes(index, *n, stop_copy);
+    offsets_[index] += n;
+    *sent += n;
+    here += n;
+    job_->AddDeviceBytes(index, n, stop_copy);
     watch_->Kick();
   }
   return absl::OkStatus();
@@ -404,7 +420,7 @@ absl::Status SourceJob::Precopy() {
       // This pass moves what the device holds now, no more.
       absl::StatusOr<device::PrecopyInfo> at_start =
           streams_[i]->GetPrecopyInfo();
-      if (!at_start.ok()) return at_start.status();
+      if (!at_start.ok()) return DeviceError(at_start.status());
       uint64_t budget = at_start->initial_bytes + at_start->dirty_bytes;
       absl::Time t0 = absl::Now();
       uint64_t before = sent;
@@ -414,7 +430,7 @@ absl::Status SourceJob::Precopy() {
       }
       meter.Add(sent - before, absl::Now() - t0);
       absl::StatusOr<device::PrecopyInfo> info = streams_[i]->GetPrecopyInfo();
-      if (!info.ok()) return info.status();
+      if (!info.ok()) return DeviceError(info.status());
       dirty_after += info->dirty_bytes + info->initial_bytes;
       if (info->initial_bytes == 0 && !initial_end_sent_[i]) {
         if (absl::Status s =
@@ -434,7 +450,7 @@ absl::Status SourceJob::Precopy() {
     stats.iteration = iteration_;
     for (size_t i = 0; i < devices_.size(); ++i) {
       absl::StatusOr<uint64_t> left = devices_[i]->GetStopCopySize();
-      if (!left.ok()) return left.status();
+      if (!left.ok()) return DeviceError(left.status());
       stats.remaining_bytes += *left;
       // What this device will have moved in all, as far as we know now.
       job_->SetDeviceTotal(i, offsets_[i] + *left);
@@ -522,7 +538,7 @@ absl::Status SourceJob::Switchover() {
   bool all_p2p = true;
   for (device::Device* d : devices_) {
     absl::StatusOr<vfio::MigFlags> flags = d->GetFlags();
-    if (!flags.ok()) return flags.status();
+    if (!flags.ok()) return DeviceError(flags.status());
     if ((*flags & vfio::kMigP2P) == 0) all_p2p = false;
   }
 
@@ -573,6 +589,9 @@ absl::Status SourceJob::Switchover() {
   }
   // Every byte is on the wire before the destination is told to commit.
   if (absl::Status s = CloseDataStreams(); !s.ok()) return s;
+  // Write-ahead: once COMMIT may have gone out, the destination may run the
+  // devices, and a restarted agent must never resume them here.
+  if (absl::Status s = job_->Commit(); !s.ok()) return s;
   if (absl::Status s = SendMarker(v1::PhaseMarker::COMMIT, 0, 0); !s.ok()) {
     return s;
   }

@@ -10,6 +10,7 @@
 #include "migd/base/reason.h"
 #include "migd/device/emulated_spec.h"
 #include "migd/device/vfio_open.h"
+#include "migd/migration/device_states.h"
 
 namespace migd::server {
 namespace {
@@ -123,6 +124,22 @@ absl::StatusOr<std::unique_ptr<migration::DeviceRegistry>> BuildDevices(
       }
     }
     if (!d.ok()) return d.status();
+    // Devices are found in any state (a driver may keep it across close and
+    // reopen). Nothing is changed here, where the role a device will have is
+    // not known: the job that uses it applies the rule for the state it
+    // finds (migration/device_states.h). What is found other than RUNNING is
+    // said once, at open.
+    if (absl::StatusOr<vfio::MigState> found = (*d)->GetState();
+        found.ok() && *found != vfio::MigState::kRunning) {
+      std::string what = absl::StrCat("device ", (*d)->name(), ": found in ",
+                                      vfio::MigStateName(*found), ", ",
+                                      migration::FoundStateNote(*found));
+      if (migration::IsLeftOverState(*found)) {
+        base::LogWarning(what);
+      } else {
+        base::LogInfo(what);
+      }
+    }
     if (absl::Status s = registry->Add(*std::move(d)); !s.ok()) return s;
   }
   return registry;
