@@ -59,17 +59,38 @@ TEST(JournalObserver, PhaseNoticeCommitAndEndAreRecordedProgressIsNot) {
   migration::Job job("j1", v1::ROLE_SOURCE, "dst:1", {{"emu0", "dst0"}},
                      {observer});
   job.SetPhase(v1::PHASE_PRE_COPY, "");
+  observer->Flush();
   ASSERT_EQ(Load(*journal).at(0).phase(), v1::PHASE_PRE_COPY);
   job.AddDeviceBytes(0, 4096, /*stop_copy=*/false);
+  observer->Flush();
   // Progress alone is not journaled: the record still has none.
   EXPECT_EQ(Load(*journal).at(0).bytes_done(), 0u);
   job.SetCommitted();
+  observer->Flush();
   EXPECT_TRUE(Load(*journal).at(0).committed());
   EXPECT_EQ(Load(*journal).at(0).bytes_done(), 4096u);  // rode along
   job.AddNotice("device emu0: something to know");
+  observer->Flush();
   EXPECT_EQ(Load(*journal).at(0).notices_size(), 1);
+  // The end is written before Finish returns: no Flush.
   job.Finish(absl::OkStatus());
   EXPECT_EQ(Load(*journal).at(0).phase(), v1::PHASE_SUCCEEDED);
+}
+
+TEST(JournalObserver, AQueuedRecordNeverOverwritesANewerWriteAhead) {
+  std::unique_ptr<Journal> journal = OpenJournal(TestDir("order"));
+  ASSERT_NE(journal, nullptr);
+  auto observer = std::make_shared<JournalObserver>(journal.get());
+  migration::Job job("j1", v1::ROLE_SOURCE, "dst:1", {{"emu0", "dst0"}},
+                     {observer});
+  for (int i = 0; i < 50; ++i) {
+    job.SetPhase(i % 2 ? v1::PHASE_PRE_COPY : v1::PHASE_CONNECTING, "");
+    job.AddNotice(absl::StrCat("n", i));
+    ASSERT_TRUE(job.BeforeAct("step").ok());
+    observer->Flush();
+    v1::Migration last = Load(*journal).at(0);
+    ASSERT_EQ(last.notices_size(), i + 1) << "record went back in time";
+  }
 }
 
 TEST(JournalObserver, AJournalThatCannotWriteStopsTheRunnerWithReasonJournal) {

@@ -183,6 +183,19 @@ void Job::SetPrecopy(const v1::PrecopyProgress& precopy) {
   Changed(absl::StrCat("pre-copy iteration ", precopy.iteration()));
 }
 
+absl::Status Job::Commit() {
+  absl::MutexLock lock(&mu_);
+  record_.set_committed(true);
+  for (const std::shared_ptr<JobObserver>& o : observers_) {
+    if (absl::Status s = o->BeforeAct(record_, "COMMIT goes out"); !s.ok()) {
+      record_.set_committed(false);
+      return s;
+    }
+  }
+  Changed("COMMIT");
+  return absl::OkStatus();
+}
+
 void Job::SetCommitted() {
   absl::MutexLock lock(&mu_);
   record_.set_committed(true);

@@ -83,7 +83,11 @@ class Job {
   void AddNotice(const std::string& notice);
   // The other agent's certificate identity (empty with --insecure).
   void SetPeerIdentity(const std::string& identity);
-  // Source: COMMIT is about to go out (record it with BeforeAct first).
+  // Source: COMMIT is about to go out. Marks the record committed and asks
+  // the observers to record it (BeforeAct); when one fails, the mark is
+  // taken back and COMMIT must not go out (the job fails, rolls back).
+  absl::Status Commit();
+  // Marks the record committed without asking (tests, recovery).
   void SetCommitted();
 
   // Ends the job: SUCCEEDED when `cause` is OK, else CANCELLED when the cause

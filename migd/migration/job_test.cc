@@ -136,6 +136,18 @@ TEST(JobObserver, AFailedWriteAheadIsReturnedToTheRunner) {
   EXPECT_TRUE(second->acts.empty());
 }
 
+TEST(JobObserver, ACommitThatCannotBeRecordedIsTakenBack) {
+  auto recorder = std::make_shared<Recorder>();
+  recorder->fail = absl::ResourceExhaustedError("journal: disk full");
+  Job job("j", v1::ROLE_SOURCE, "peer", {{"a", "b"}}, {recorder});
+  EXPECT_FALSE(job.Commit().ok());
+  EXPECT_FALSE(job.Snapshot().committed());
+  recorder->fail = absl::OkStatus();
+  EXPECT_TRUE(job.Commit().ok());
+  EXPECT_TRUE(job.Snapshot().committed());
+  EXPECT_EQ(recorder->acts.back(), "UNSPECIFIED: COMMIT goes out");
+}
+
 TEST(JobRestore, GivesBackTheRecordAndFollowsItFromThere) {
   Job original("j", v1::ROLE_DESTINATION, "src", {{"d0", "s0"}});
   original.SetPhase(v1::PHASE_PREPARED, "");

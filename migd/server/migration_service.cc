@@ -122,8 +122,8 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
   }
   auto claimed = ReserveAndClaim(id, *pairs);
   if (!claimed.ok()) return ToGrpcStatus(claimed.status(), context);
-  auto job = std::make_shared<migration::Job>(id, v1::ROLE_DESTINATION,
-                                              request->source(), *pairs);
+  auto job = std::make_shared<migration::Job>(
+      id, v1::ROLE_DESTINATION, request->source(), *pairs, options_.observers);
   migration::DeviceRegistry* devices = devices_;
   auto prepared = migration::DestinationJob::Prepare(
       job, *claimed, [devices, id] { devices->Release(id); },
@@ -252,8 +252,8 @@ grpc::Status MigrationServiceImpl::StartMigration(
 
   auto claimed = ReserveAndClaim(id, *pairs);
   if (!claimed.ok()) return ToGrpcStatus(claimed.status(), context);
-  auto job = std::make_shared<migration::Job>(id, v1::ROLE_SOURCE,
-                                              request->destination(), *pairs);
+  auto job = std::make_shared<migration::Job>(
+      id, v1::ROLE_SOURCE, request->destination(), *pairs, options_.observers);
   job->SetPeerIdentity(request->destination_identity());
   migration::DeviceRegistry* devices = devices_;
   auto started = migration::SourceJob::Start(

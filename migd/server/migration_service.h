@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "migd/security/credentials.h"
 #include "migd/migration/device_registry.h"
+#include "migd/migration/job_observer.h"
 #include "migd/migration/job_table.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 
@@ -33,6 +34,8 @@ struct MigrationServiceOptions {
   std::shared_ptr<security::Credentials> credentials;
   // How long a prepared job's transfer token is accepted.
   absl::Duration token_ttl = absl::Minutes(10);
+  // Follow every job this service creates (the journal).
+  migration::JobObservers observers;
 };
 
 class MigrationServiceImpl final : public v1::MigrationService::Service {

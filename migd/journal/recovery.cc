@@ -1,0 +1,168 @@
+#include "migd/journal/recovery.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "migd/base/log.h"
+#include "migd/base/reason.h"
+#include "migd/migration/device_steps.h"
+
+namespace migd::journal {
+namespace {
+
+using migration::Job;
+using vfio::MigState;
+
+absl::Status Restarted(const std::string& what) {
+  return base::Error(absl::StatusCode::kAborted,
+                     v1::ERROR_REASON_AGENT_RESTARTED, what);
+}
+
+// The devices of `job` this agent has, by index; missing ones are named in
+// `missing`.
+std::vector<device::Device*> DevicesOf(const Job& job,
+                                       migration::DeviceRegistry& registry,
+                                       std::vector<std::string>* missing) {
+  v1::Migration record = job.Snapshot();
+  std::vector<device::Device*> out;
+  for (const v1::DeviceProgress& p : record.devices()) {
+    device::Device* d = registry.Find(p.device());
+    if (d == nullptr) missing->push_back(p.device());
+    out.push_back(d);
+  }
+  return out;
+}
+
+bool Loaded(MigState s) {
+  return s == MigState::kStop || s == MigState::kRunningP2P ||
+         s == MigState::kRunning;
+}
+
+// Source, COMMIT not sent: every device back to RUNNING.
+std::string PutBackSource(Job& job, const std::vector<device::Device*>& devs) {
+  std::vector<std::string> failed;
+  for (size_t i = 0; i < devs.size(); ++i) {
+    if (devs[i] == nullptr) continue;
+    if (absl::Status s = migration::RestoreRunning(&job, i, devs[i]); !s.ok()) {
+      failed.push_back(absl::StrCat(devs[i]->name(), ": ", s.message()));
+    }
+  }
+  return failed.empty() ? "its devices are back to RUNNING"
+                        : absl::StrCat("some devices could not be put back (",
+                                       absl::StrJoin(failed, "; "), ")");
+}
+
+// Destination before COMMIT: every device reset, never an arc.
+std::string ResetDestination(Job& job,
+                             const std::vector<device::Device*>& devs) {
+  std::vector<std::string> failed;
+  for (size_t i = 0; i < devs.size(); ++i) {
+    if (devs[i] == nullptr) continue;
+    if (absl::Status s = migration::ResetDevice(&job, i, devs[i]); !s.ok()) {
+      failed.push_back(absl::StrCat(devs[i]->name(), ": ", s.message()));
+    }
+  }
+  return failed.empty() ? "its devices were reset"
+                        : absl::StrCat("some devices could not be reset (",
+                                       absl::StrJoin(failed, "; "), ")");
+}
+
+// Destination after COMMIT: true when every device was resumed.
+bool ResumeDestination(Job& job, const std::vector<device::Device*>& devs) {
+  for (device::Device* d : devs) {
+    if (d == nullptr) return false;
+    absl::StatusOr<MigState> s = d->GetState();
+    if (!s.ok() || !Loaded(*s)) return false;
+  }
+  for (size_t i = 0; i < devs.size(); ++i) {
+    if (!migration::MoveDevice(&job, i, devs[i], MigState::kRunning).ok()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<RecoveryReport> Recover(
+    Journal& journal, migration::DeviceRegistry& devices,
+    migration::JobTable& jobs, const migration::JobObservers& observers) {
+  absl::StatusOr<std::vector<v1::Migration>> records = journal.LoadAll();
+  if (!records.ok()) return records.status();
+  RecoveryReport report;
+  // Oldest first, so the table lists them newest first.
+  for (auto it = records->rbegin(); it != records->rend(); ++it) {
+    const v1::Migration& record = *it;
+    std::shared_ptr<Job> job = Job::Restore(record, observers);
+    ++report.restored;
+    const v1::Phase phase = record.phase();
+    if (migration::IsTerminal(phase)) {
+      jobs.AddRestored(std::move(job));
+      continue;
+    }
+    ++report.recovered;
+    std::vector<std::string> missing;
+    std::vector<device::Device*> devs = DevicesOf(*job, devices, &missing);
+    const std::string found =
+        absl::StrCat("the agent restarted with this job in ",
+                     migration::PhaseName(phase),
+                     record.committed() ? " after COMMIT" : "");
+    if (!missing.empty()) {
+      job->AddNotice(absl::StrCat(
+          "recovery: device(s) ", absl::StrJoin(missing, ", "),
+          " are not configured on this agent any more; left alone"));
+    }
+    std::string outcome;
+    bool in_doubt = false;
+    if (phase == v1::PHASE_IN_DOUBT) {
+      in_doubt = true;
+      outcome = "still in doubt: devices left as they are";
+    } else if (record.role() == v1::ROLE_SOURCE && !record.committed()) {
+      outcome = PutBackSource(*job, devs);
+    } else if (record.role() == v1::ROLE_SOURCE) {
+      in_doubt = true;
+      outcome =
+          "the destination may run the devices: they stay as they are "
+          "(never resumed here) until the outcome is known";
+    } else if (phase == v1::PHASE_LOADING || phase == v1::PHASE_RESUMING) {
+      if (ResumeDestination(*job, devs)) {
+        outcome = "every device had loaded its state and was resumed";
+      } else {
+        in_doubt = true;
+        outcome =
+            "not every device had loaded its state: devices left as they "
+            "are until the outcome is known";
+      }
+    } else {
+      outcome = ResetDestination(*job, devs);
+    }
+    const std::string notice = absl::StrCat("recovery: ", found, "; ", outcome);
+    base::LogWarning("job ", record.job_id(), ": ", notice);
+    job->AddNotice(notice);
+    if (in_doubt) {
+      ++report.in_doubt;
+      job->SetPhase(v1::PHASE_IN_DOUBT, notice);
+      std::vector<std::string> names;
+      for (device::Device* d : devs) {
+        if (d != nullptr) names.push_back(d->name());
+      }
+      if (absl::StatusOr<std::vector<device::Device*>> claimed =
+              devices.Claim(names, record.job_id());
+          !claimed.ok()) {
+        base::LogError("job ", record.job_id(),
+                       ": cannot hold its devices: ", claimed.status().message());
+      }
+    } else if (record.role() == v1::ROLE_DESTINATION &&
+               (phase == v1::PHASE_LOADING || phase == v1::PHASE_RESUMING)) {
+      job->Finish(absl::OkStatus());
+    } else {
+      job->Finish(Restarted(absl::StrCat(found, "; ", outcome)));
+    }
+    jobs.AddRestored(std::move(job));
+  }
+  return report;
+}
+
+}  // namespace migd::journal

@@ -1,0 +1,64 @@
+// migd/journal/recovery.h
+//
+// What an agent does at start, before it serves, with the jobs its journal
+// says it was running when it stopped (crashed, was killed, lost power). One
+// rule per case, each chosen so that a VM's devices end up running on exactly
+// one side, or stay stopped until that can be known:
+//
+//   journaled job                            | recovery
+//   -----------------------------------------+---------------------------------
+//   ended (SUCCEEDED, FAILED, CANCELLED)      | kept for the API as it was
+//   source, COMMIT not sent                  | devices back to RUNNING (arcs
+//                                            | back, or a reset from ERROR);
+//                                            | FAILED AGENT_RESTARTED. The
+//                                            | destination never got COMMIT,
+//                                            | so it never runs them.
+//   source, COMMIT sent                      | IN_DOUBT: devices left as they
+//                                            | are (never resumed: the
+//                                            | destination may run them),
+//                                            | still held by the job
+//   destination, before COMMIT (PREPARED,    | devices reset (a RESUMING
+//   STOP_COPY, ROLLING_BACK)                 | session is never sent through
+//                                            | an arc); FAILED AGENT_RESTARTED
+//   destination, after COMMIT (LOADING,      | every device loaded (STOP or
+//   RESUMING)                                | later): resumed to RUNNING,
+//                                            | SUCCEEDED. Otherwise IN_DOUBT:
+//                                            | devices left as they are
+//   IN_DOUBT (from an earlier start)         | stays IN_DOUBT
+//
+// Every recovered job gets a notice saying what was found and done, and the
+// outcome is journaled. A device the job names that this agent no longer
+// has is left alone, and the notice says so.
+
+#ifndef MIGD_JOURNAL_RECOVERY_H_
+#define MIGD_JOURNAL_RECOVERY_H_
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "migd/journal/journal.h"
+#include "migd/migration/device_registry.h"
+#include "migd/migration/job_observer.h"
+#include "migd/migration/job_table.h"
+
+namespace migd::journal {
+
+struct RecoveryReport {
+  int restored = 0;     // jobs read back (all of them)
+  int recovered = 0;    // of which were unfinished and were recovered
+  int in_doubt = 0;     // of which are left IN_DOUBT
+};
+
+// Reads every job from `journal`, recovers the unfinished ones on `devices`
+// (claiming the devices of the jobs left IN_DOUBT), and adds them all to
+// `jobs`, followed by `observers` from now on. Fails (the agent must not
+// serve) when the journal cannot be read.
+absl::StatusOr<RecoveryReport> Recover(Journal& journal,
+                                       migration::DeviceRegistry& devices,
+                                       migration::JobTable& jobs,
+                                       const migration::JobObservers& observers);
+
+}  // namespace migd::journal
+
+#endif  // MIGD_JOURNAL_RECOVERY_H_

@@ -1,0 +1,181 @@
+// Recovery at start against a real journal file and emulated devices left in
+// the states a crash leaves them in: one test per rule of recovery.h.
+
+#include "migd/journal/recovery.h"
+
+#include <stdlib.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "migd/device/emulated_device.h"
+#include "migd/journal/journal_observer.h"
+
+namespace migd::journal {
+namespace {
+
+using vfio::MigState;
+
+std::string TestDir() {
+  const char* tmp = getenv("TEST_TMPDIR");
+  const ::testing::TestInfo* info =
+      ::testing::UnitTest::GetInstance()->current_test_info();
+  return absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", info->name());
+}
+
+class RecoveryTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    auto j = Journal::Open(TestDir());
+    ASSERT_TRUE(j.ok()) << j.status();
+    journal_ = *std::move(j);
+  }
+
+  // An emulated device `name` in `state` (walked there through the arcs).
+  device::EmulatedDevice* AddDevice(const std::string& name, MigState state) {
+    device::EmulatedDeviceConfig c;
+    c.name = name;
+    c.state_size = 64 << 10;
+    c.seed = 7;
+    c.flags = vfio::kMigStopCopy | vfio::kMigP2P | vfio::kMigPreCopy;
+    auto d = device::EmulatedDevice::Create(c);
+    EXPECT_TRUE(d.ok()) << d.status();
+    device::EmulatedDevice* raw = d->get();
+    if (state != MigState::kRunning) {
+      auto stream = raw->SetState(state);
+      EXPECT_TRUE(stream.ok()) << stream.status();
+      streams_.push_back(*std::move(stream));
+    }
+    EXPECT_TRUE(registry_.Add(*std::move(d)).ok());
+    return raw;
+  }
+
+  // Journals a job of `role` in `phase` holding device `name`.
+  void Journal(const std::string& id, v1::Role role, v1::Phase phase,
+               const std::string& name, bool committed = false) {
+    v1::Migration m;
+    m.set_job_id(id);
+    m.set_role(role);
+    m.set_phase(phase);
+    m.set_committed(committed);
+    v1::DeviceProgress* p = m.add_devices();
+    p->set_device(name);
+    p->set_peer_device("peer-" + name);
+    ASSERT_TRUE(journal_->Record(m).ok());
+  }
+
+  v1::Migration Recovered(const std::string& id) {
+    auto report = Recover(*journal_, registry_, jobs_, {});
+    EXPECT_TRUE(report.ok()) << report.status();
+    auto job = jobs_.Find(id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? (*job)->Snapshot() : v1::Migration();
+  }
+
+  std::unique_ptr<journal::Journal> journal_;
+  migration::DeviceRegistry registry_;
+  migration::JobTable jobs_;
+  std::vector<std::unique_ptr<device::DataStream>> streams_;
+};
+
+bool HasNotice(const v1::Migration& m, absl::string_view text) {
+  for (const std::string& n : m.notices()) {
+    if (absl::StrContains(n, text)) return true;
+  }
+  return false;
+}
+
+TEST_F(RecoveryTest, AnUncommittedSourcePutsItsDevicesBackToRunning) {
+  device::EmulatedDevice* d = AddDevice("emu0", MigState::kPreCopy);
+  Journal("j", v1::ROLE_SOURCE, v1::PHASE_PRE_COPY, "emu0");
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(d->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(m.phase(), v1::PHASE_FAILED);
+  EXPECT_EQ(m.failure().reason(), v1::ERROR_REASON_AGENT_RESTARTED);
+  EXPECT_TRUE(HasNotice(m, "back to RUNNING")) << m.ShortDebugString();
+  EXPECT_EQ(registry_.Owner("emu0"), "");
+}
+
+TEST_F(RecoveryTest, ACommittedSourceIsInDoubtAndNeverResumesItsDevices) {
+  device::EmulatedDevice* d = AddDevice("emu0", MigState::kStopCopy);
+  Journal("j", v1::ROLE_SOURCE, v1::PHASE_STOP_COPY, "emu0",
+          /*committed=*/true);
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(d->GetState().value(), MigState::kStopCopy);
+  EXPECT_EQ(m.phase(), v1::PHASE_IN_DOUBT);
+  EXPECT_TRUE(HasNotice(m, "never resumed")) << m.ShortDebugString();
+  // The job still holds its device: no other job may take it.
+  EXPECT_EQ(registry_.Owner("emu0"), "j");
+}
+
+TEST_F(RecoveryTest, ADestinationBeforeCommitResetsAResumingDeviceWithoutAnArc) {
+  device::EmulatedDevice* d = AddDevice("dst0", MigState::kResuming);
+  Journal("j", v1::ROLE_DESTINATION, v1::PHASE_STOP_COPY, "dst0");
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(d->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(m.phase(), v1::PHASE_FAILED);
+  EXPECT_EQ(m.failure().reason(), v1::ERROR_REASON_AGENT_RESTARTED);
+  // The only recorded change is the reset's result: RESUMING -> RUNNING in
+  // one step, no arc out of RESUMING (which would pass through STOP).
+  ASSERT_GE(m.state_changes_size(), 1) << m.ShortDebugString();
+  for (const v1::StateChange& c : m.state_changes()) {
+    EXPECT_NE(c.state(), v1::DEVICE_STATE_STOP) << m.ShortDebugString();
+  }
+}
+
+TEST_F(RecoveryTest, ADestinationWhoseDevicesLoadedResumesThem) {
+  device::EmulatedDevice* d = AddDevice("dst0", MigState::kStop);
+  Journal("j", v1::ROLE_DESTINATION, v1::PHASE_RESUMING, "dst0");
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(d->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(m.phase(), v1::PHASE_SUCCEEDED);
+  EXPECT_TRUE(HasNotice(m, "resumed")) << m.ShortDebugString();
+}
+
+TEST_F(RecoveryTest, ADestinationAfterCommitWithADeviceNotLoadedIsInDoubt) {
+  device::EmulatedDevice* d = AddDevice("dst0", MigState::kResuming);
+  Journal("j", v1::ROLE_DESTINATION, v1::PHASE_LOADING, "dst0");
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(d->GetState().value(), MigState::kResuming);
+  EXPECT_EQ(m.phase(), v1::PHASE_IN_DOUBT);
+}
+
+TEST_F(RecoveryTest, EndedJobsAreKeptAsTheyWere) {
+  AddDevice("emu0", MigState::kStop);
+  v1::Migration done;
+  done.set_job_id("old");
+  done.set_role(v1::ROLE_SOURCE);
+  done.set_phase(v1::PHASE_SUCCEEDED);
+  done.add_devices()->set_device("emu0");
+  ASSERT_TRUE(journal_->Record(done).ok());
+  v1::Migration m = Recovered("old");
+  EXPECT_EQ(m.SerializeAsString(), done.SerializeAsString());
+}
+
+TEST_F(RecoveryTest, TheOutcomeIsJournaled) {
+  AddDevice("emu0", MigState::kPreCopy);
+  Journal("j", v1::ROLE_SOURCE, v1::PHASE_PRE_COPY, "emu0");
+  auto observer = std::make_shared<JournalObserver>(journal_.get());
+  auto report = Recover(*journal_, registry_, jobs_, {observer});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->recovered, 1);
+  auto all = journal_->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ(all->at(0).phase(), v1::PHASE_FAILED);
+  EXPECT_EQ(all->at(0).failure().reason(), v1::ERROR_REASON_AGENT_RESTARTED);
+}
+
+TEST_F(RecoveryTest, AMissingDeviceIsLeftAloneAndNamed) {
+  Journal("j", v1::ROLE_SOURCE, v1::PHASE_PRE_COPY, "gone0");
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(m.phase(), v1::PHASE_FAILED);
+  EXPECT_TRUE(HasNotice(m, "gone0")) << m.ShortDebugString();
+}
+
+}  // namespace
+}  // namespace migd::journal
