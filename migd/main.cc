@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -49,6 +50,15 @@ ABSL_FLAG(std::string, tls_policy, "/etc/migd/policy.conf",
 ABSL_FLAG(int64_t, tls_reload_seconds, 60,
           "How often the --tls_cert, --tls_key and --tls_ca files are read "
           "again (a rotated certificate is used for new connections)");
+ABSL_FLAG(std::string, state_dir, "/var/lib/migd",
+          "Directory of the job journal (journal.sqlite3): every job is "
+          "recorded there before each step recovery depends on, and read back "
+          "at start to put unfinished jobs' devices back. One agent per "
+          "directory");
+ABSL_FLAG(int64_t, journal_max_finished_jobs, 1000,
+          "Finished jobs the journal keeps (oldest go first)");
+ABSL_FLAG(std::string, journal_max_finished_age, "168h",
+          "How long the journal keeps a finished job");
 ABSL_FLAG(std::string, transfer_token_ttl, "10m",
           "How long a prepared job's transfer token is accepted; a job whose "
           "source has not attached by then ends and resets its devices");
@@ -76,7 +86,10 @@ ABSL_FLAG(uint32_t, max_data_streams, 64,
 ABSL_FLAG(std::string, test_fault, "",
           "Fault injection for tests: corrupt_chunk:N flips a payload byte "
           "of the Nth chunk after its CRC32C was computed; drop_stream:N "
-          "cancels the last data stream after N chunks");
+          "cancels the last data stream after N chunks; journal_max_pages:N "
+          "lets the journal file grow to N pages at most (SQLite's "
+          "max_page_count, never below its current size), past which a "
+          "record fails as on a full disk");
 
 namespace {
 
@@ -175,6 +188,26 @@ int main(int argc, char** argv) {
     if (!authorizer.ok()) return Fail(authorizer.status());
     options.authorizer = *std::move(authorizer);
   }
+  options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  if (options.state_dir.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--state_dir is empty: the agent keeps its job journal there"));
+  }
+  if (absl::GetFlag(FLAGS_journal_max_finished_jobs) < 0) {
+    return Fail(absl::InvalidArgumentError(
+        "--journal_max_finished_jobs must not be negative"));
+  }
+  options.journal.max_finished_jobs =
+      static_cast<size_t>(absl::GetFlag(FLAGS_journal_max_finished_jobs));
+  {
+    std::string text = absl::GetFlag(FLAGS_journal_max_finished_age);
+    if (!absl::ParseDuration(text, &options.journal.max_finished_age) ||
+        options.journal.max_finished_age <= absl::ZeroDuration()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--journal_max_finished_age \"", text,
+          "\" is not a positive duration (e.g. 168h)")));
+    }
+  }
   {
     absl::Duration ttl;
     std::string text = absl::GetFlag(FLAGS_transfer_token_ttl);
@@ -210,13 +243,21 @@ int main(int argc, char** argv) {
     std::string kind = fault.substr(0, colon);
     if (colon == std::string::npos ||
         !absl::SimpleAtoi(fault.substr(colon + 1), &n) ||
-        (kind != "corrupt_chunk" && kind != "drop_stream")) {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--test_fault \"", fault,
-                       "\": expected corrupt_chunk:N or drop_stream:N")));
+        (kind != "corrupt_chunk" && kind != "drop_stream" &&
+         kind != "journal_max_pages") ||
+        (kind == "journal_max_pages" &&
+         (n == 0 || n > uint64_t{std::numeric_limits<int64_t>::max()}))) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--test_fault \"", fault,
+          "\": expected corrupt_chunk:N, drop_stream:N or "
+          "journal_max_pages:N (N > 0)")));
     }
-    (kind == "corrupt_chunk" ? options.service.corrupt_chunk_sequence
-                             : options.service.drop_stream_after) = n;
+    if (kind == "journal_max_pages") {
+      options.journal.max_page_count = static_cast<int64_t>(n);
+    } else {
+      (kind == "corrupt_chunk" ? options.service.corrupt_chunk_sequence
+                               : options.service.drop_stream_after) = n;
+    }
   }
 
   auto agent = migd::server::Agent::Start(options, *std::move(devices));

@@ -187,6 +187,15 @@ absl::Status AgentProcess::Spawn(const std::string& binary) {
       absl::StrCat("--port_file=", port_file_),
       absl::StrCat("--name=", options_.name),
   };
+  // Every agent keeps its journal apart: two agents on one state dir refuse.
+  if (std::none_of(options_.args.begin(), options_.args.end(),
+                   [](const std::string& a) {
+                     return absl::StartsWith(a, "--state_dir=");
+                   })) {
+    state_dir_ = options_.state_dir.empty() ? absl::StrCat(dir_, "/state")
+                                            : options_.state_dir;
+    args.push_back(absl::StrCat("--state_dir=", state_dir_));
+  }
   if (!options_.devices_config.empty()) {
     std::string config_path = absl::StrCat(dir_, "/devices.conf");
     if (absl::Status s = WriteFile(config_path, options_.devices_config);

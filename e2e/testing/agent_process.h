@@ -82,6 +82,10 @@ struct AgentOptions {
   absl::Duration start_timeout = absl::Seconds(30);
   // Binary to run; MigdBinaryPath() when empty.
   std::string binary;
+  // The agent's --state_dir (its job journal). Empty: "state" in the agent's
+  // own fresh directory. A test that restarts an agent passes the first
+  // one's state_dir() again. Not added when `args` has a --state_dir.
+  std::string state_dir;
 };
 
 class AgentProcess {
@@ -104,6 +108,8 @@ class AgentProcess {
   const std::string& name() const { return options_.name; }
   // The agent's working directory (fresh, under $TEST_TMPDIR).
   const std::string& dir() const { return dir_; }
+  // Its journal directory (--state_dir).
+  const std::string& state_dir() const { return state_dir_; }
   const std::string& log_path() const { return log_path_; }
   pid_t pid() const { return pid_; }
 
@@ -182,6 +188,7 @@ class AgentProcess {
   security::TlsFiles tls_files_;
   std::string dir_;
   std::string port_file_;
+  std::string state_dir_;
   std::string log_path_;
   std::string address_;
   pid_t pid_ = -1;

@@ -8,6 +8,8 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "migd/base/log.h"
+#include "migd/journal/journal_observer.h"
+#include "migd/journal/recovery.h"
 #include "migd/security/tls_files.h"
 #include "migd/transfer/threaded_calls.h"
 
@@ -31,6 +33,23 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
   std::unique_ptr<Agent> agent(new Agent());
   agent->devices_ = std::move(devices);
   agent->jobs_ = std::make_unique<migration::JobTable>();
+  if (!options.state_dir.empty()) {
+    // Before serving: the jobs a previous run left unfinished hold devices
+    // that must be put back first.
+    absl::StatusOr<std::unique_ptr<journal::Journal>> opened =
+        journal::Journal::Open(options.state_dir, options.journal);
+    if (!opened.ok()) return opened.status();
+    agent->journal_ = *std::move(opened);
+    options.service.observers.push_back(
+        std::make_shared<journal::JournalObserver>(agent->journal_.get()));
+    absl::StatusOr<journal::RecoveryReport> report =
+        journal::Recover(*agent->journal_, *agent->devices_, *agent->jobs_,
+                         options.service.observers);
+    if (!report.ok()) return report.status();
+    base::LogInfo("journal ", agent->journal_->path(), ": ", report->restored,
+                  " job(s), ", report->recovered, " recovered at start, ",
+                  report->in_doubt, " in doubt");
+  }
   agent->migration_service_ = std::make_unique<MigrationServiceImpl>(
       agent->devices_.get(), agent->jobs_.get(), options.service);
   agent->transfer_service_ = std::make_unique<TransferServiceImpl>(

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
+#include "migd/journal/journal.h"
 #include "migd/migration/device_registry.h"
 #include "migd/migration/job_table.h"
 #include "migd/security/authorizer.h"
@@ -34,6 +35,11 @@ struct AgentOptions {
   std::shared_ptr<security::Credentials> credentials;
   std::shared_ptr<security::Authorizer> authorizer;
   MigrationServiceOptions service;
+  // Where the journal lives (<state_dir>/journal.sqlite3); the agent refuses
+  // to start when it cannot open it. Empty: no journal (tests of parts that
+  // do not need one), and jobs live in memory only.
+  std::string state_dir;
+  journal::JournalOptions journal;
   absl::Duration transfer_idle_timeout = absl::Seconds(60);
   // Data streams (TransferData calls) served at once, each on a thread of
   // its own; one more is refused with RESOURCE_EXHAUSTED. The default covers
@@ -58,6 +64,7 @@ class Agent {
  private:
   Agent() = default;
 
+  std::unique_ptr<journal::Journal> journal_;
   std::unique_ptr<migration::DeviceRegistry> devices_;
   std::unique_ptr<migration::JobTable> jobs_;
   std::unique_ptr<MigrationServiceImpl> migration_service_;
