@@ -15,6 +15,15 @@ gRPC ceiling (grpc_ceiling: gRPC alone, with migd's transport settings), each
 moving the same number of bytes over as many connections as the job used
 streams. It prints a table of medians.
 
+Each configuration runs on every transport of --transport, interleaved (for
+each repetition: plaintext, then mutual TLS), so both see the same machine:
+plain runs the agents with --insecure and migctl with --insecure; mtls runs
+them with certificates from a development PKI minted once per run with
+tools/pki (source agent-a, destination agent-b, migctl the operator), which
+puts TLS on the control calls and on every data stream. The TCP ceiling stays
+plaintext on both (what the machine moves); the gRPC ceiling uses the row's
+transport (grpc_ceiling --tls_dir for mtls).
+
 Normally run through e2e/bench/run.sh, which builds optimized binaries.
 Python 3 standard library only.
 """
@@ -36,6 +45,12 @@ MIB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 DEFAULT_SIZES = "64MiB,256MiB,1GiB,4GiB"
+TRANSPORTS = ("plain", "mtls")
+# tools/pki's names (see that script): who is who in the mtls runs.
+TRUST_DOMAIN = "spiffe://migd.local"
+SOURCE_CERT, DESTINATION_CERT, MIGCTL_CERT = "agent-a", "agent-b", "operator"
+SOURCE_ID = f"{TRUST_DOMAIN}/agent/{SOURCE_CERT}"
+DESTINATION_ID = f"{TRUST_DOMAIN}/agent/{DESTINATION_CERT}"
 QUICK_SIZES = "64MiB"
 # The emulated device holds its state in memory: the source agent holds one
 # copy, the destination two while it loads (its own content and the staging
@@ -236,14 +251,31 @@ def cpu_list_size(cpus):
 
 
 # ---------------------------------------------------------------- agents
+def tls_files(pki, cert):
+    """(cert, key, CA) paths of tools/pki's certificate `cert` in `pki`."""
+    return (os.path.join(pki, f"{cert}.pem"), os.path.join(pki, f"{cert}.key"),
+            os.path.join(pki, "ca.pem"))
+
+
+def agent_transport_args(pki, cert):
+    """migd's flags: plaintext without a PKI, else mutual TLS as `cert`."""
+    if pki is None:
+        return ["--insecure"]
+    pem, key, ca = tls_files(pki, cert)
+    return [f"--tls_cert={pem}", f"--tls_key={key}", f"--tls_ca={ca}",
+            f"--tls_policy={os.path.join(pki, 'policy.conf')}"]
+
+
 class Agent:
     def __init__(self, name, migd, workdir, device, size, seed, extra_args,
-                 env, cpus=None):
+                 env, cpus=None, transport_args=("--insecure",)):
         self.name = name
         self.port_file = os.path.join(workdir, f"{name}.port")
         self.log_path = os.path.join(workdir, f"{name}.log")
-        cmd = [migd, "--insecure", "--listen=127.0.0.1:0",
+        # Each agent keeps its job journal apart, in the run's directory.
+        cmd = [migd, *transport_args, "--listen=127.0.0.1:0",
                f"--port_file={self.port_file}", f"--name={name}",
+               f"--state_dir={os.path.join(workdir, name + '.state')}",
                f"--emulated_devices={device}",
                f"--emulated_state_size={size}", f"--emulated_seed={seed}"]
         cmd += extra_args
@@ -296,52 +328,72 @@ class Agent:
             return "(no log)"
 
 
-def migctl(args, agent, *cmd, timeout=600):
-    full = [args.migctl, "--insecure", f"--agent={agent}", "--output=json",
-            *cmd]
-    r = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+def migctl(args, transport, agent, *cmd, timeout=600):
+    """Runs migctl against `agent`, as the operator with mtls; its JSON."""
+    if transport == "mtls":
+        pem, key, ca = tls_files(args.pki_dir, MIGCTL_CERT)
+        tls = [f"--tls_cert={pem}", f"--tls_key={key}", f"--tls_ca={ca}"]
+    else:
+        tls = ["--insecure"]
+    full = [args.migctl, *tls, f"--agent={agent}", "--output=json", *cmd]
+    # Only the flags say how to connect: no MIGCTL_* settings or config file
+    # of the caller's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGCTL_")}
+    env["MIGCTL_CONFIG"] = os.devnull
+    r = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
+                       env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(full)} exited {r.returncode}: "
                            f"{r.stderr.strip() or r.stdout.strip()}")
     return r.stdout
 
 
-def digests(args, agent):
-    out = json.loads(migctl(args, agent, "devices"))
+def digests(args, transport, agent):
+    out = json.loads(migctl(args, transport, agent, "devices"))
     return {d["name"]: d.get("state_digest", "")
             for d in out.get("devices", [])}
 
 
 # ---------------------------------------------------------------- one run
-def run_migration(args, size, streams, rep, workdir):
-    """One migration of `size` bytes of state; returns its measurements."""
-    job = f"bench-{size}-{streams}-{rep}"
+def run_migration(args, size, streams, rep, workdir, transport):
+    """One migration of `size` bytes of state over `transport` (plain or
+    mtls); returns its measurements."""
+    job = f"bench-{size}-{streams}-{rep}-{transport}"
     migd_extra, migctl_extra = streams_args(args, streams)
     env = dict(os.environ)
     for kv in args.agent_env:
         k, _, v = kv.partition("=")
         env[k] = v
+    pki = args.pki_dir if transport == "mtls" else None
     src = Agent("source", args.migd, workdir, "emu0", size, 1, migd_extra, env,
-                args.cpus)
+                args.cpus, agent_transport_args(pki, SOURCE_CERT))
     dst = Agent("destination", args.migd, workdir, "dst0", size, 2,
-                migd_extra, env, args.cpus)
+                migd_extra, env, args.cpus,
+                agent_transport_args(pki, DESTINATION_CERT))
+    # With TLS the token is bound to the source's identity, and the source
+    # checks the destination's: both named, so no call goes to learn them.
+    prepare_tls, migrate_tls = [], []
+    if transport == "mtls":
+        prepare_tls = [f"--source_identity={SOURCE_ID}"]
+        migrate_tls = [f"--destination_identity={DESTINATION_ID}"]
     try:
         src.wait_serving()
         dst.wait_serving()
         # Prepared separately, so the destination's RESUMING setup (the
         # emulated device allocates its load buffer) stays out of the numbers.
-        token = json.loads(migctl(args, dst.address, "prepare", f"--job={job}",
-                                  "--devices=emu0:dst0",
-                                  f"--source={src.address}"))["transfer_token"]
+        token = json.loads(migctl(args, transport, dst.address, "prepare",
+                                  f"--job={job}", "--devices=emu0:dst0",
+                                  f"--source={src.address}",
+                                  *prepare_tls))["transfer_token"]
         host0 = host_ticks()
         cpu0 = {a.name: cpu_seconds(a.pid) for a in (src, dst)}
         sampler = ThreadSampler({a.name: a.pid for a in (src, dst)})
         sampler.start()
         t0 = time.monotonic()
         try:
-            migctl(args, src.address, "migrate", f"--job={job}",
+            migctl(args, transport, src.address, "migrate", f"--job={job}",
                    "--devices=emu0:dst0", f"--destination={dst.address}",
-                   f"--token={token}", *migctl_extra,
+                   f"--token={token}", *migrate_tls, *migctl_extra,
                    timeout=600 + size // (10 * MIB))
         finally:
             sampler.stop()
@@ -349,15 +401,15 @@ def run_migration(args, size, streams, rep, workdir):
         cpu1 = {a.name: cpu_seconds(a.pid) for a in (src, dst)}
         host1 = host_ticks()
         hwm = {a.name: status_kib(a.pid, "VmHWM") * 1024 for a in (src, dst)}
-        s = json.loads(migctl(args, src.address, "status", job))
-        d = json.loads(migctl(args, dst.address, "status", job))
+        s = json.loads(migctl(args, transport, src.address, "status", job))
+        d = json.loads(migctl(args, transport, dst.address, "status", job))
         if s.get("phase") != "PHASE_SUCCEEDED":
             raise RuntimeError(f"job {job} ended {s.get('phase')}: "
                                f"{s.get('failure')}")
         verified = None
         if not args.no_verify:
-            a = digests(args, src.address).get("emu0")
-            b = digests(args, dst.address).get("dst0")
+            a = digests(args, transport, src.address).get("emu0")
+            b = digests(args, transport, dst.address).get("dst0")
             verified = bool(a) and a == b
             if not verified:
                 raise RuntimeError(f"job {job}: destination digest {b} != "
@@ -401,6 +453,11 @@ def run_migration(args, size, streams, rep, workdir):
     run_s, wait_s = sampler.run_and_wait()
     return {
         "job": job, "state_bytes": size, "streams": streams, "rep": rep,
+        "transport": transport,
+        # Who each side saw at the other end (empty in plaintext): the
+        # destination the source agent, the source the destination agent.
+        "src_peer_identity": s.get("peer_identity", ""),
+        "dst_peer_identity": d.get("peer_identity", ""),
         "bytes": bytes_done, "stop_copy_bytes": stop_copy_bytes,
         "transfer_s": transfer_s, "gbps": gbps, "migctl_wall_s": wall,
         "src_cpu_s": cpu1["source"] - cpu0["source"],
@@ -439,10 +496,11 @@ def run_migration(args, size, streams, rep, workdir):
     }
 
 
-def run_ceiling(binary, nbytes, connections, cpus=None):
-    """tcp_ceiling or grpc_ceiling (same flags, same JSON) for one run."""
+def run_ceiling(binary, nbytes, connections, cpus=None, extra=()):
+    """tcp_ceiling or grpc_ceiling (same flags, same JSON) for one run;
+    `extra` are the tool's own flags (grpc_ceiling's --tls_dir)."""
     r = subprocess.run(pinned([binary, f"--bytes={nbytes}",
-                               f"--connections={connections}"], cpus),
+                               f"--connections={connections}", *extra], cpus),
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"{os.path.basename(binary)} failed: "
@@ -475,15 +533,20 @@ def fmt_busiest(b):
     return "-" if name is None else f"{name} {share:.0%}"
 
 
+def row_key(r):
+    """(size, streams, transport): what a row of the table is the medians
+    of; sorts plaintext before mutual TLS."""
+    return r["state_bytes"], r["streams"], TRANSPORTS.index(r["transport"])
+
+
 def summarize(runs, ceilings, grpc_ceilings):
-    """Rows of medians, one per (size, streams)."""
+    """Rows of medians, one per (size, streams, transport)."""
     rows = []
-    keys = sorted({(r["state_bytes"], r["streams"]) for r in runs})
+    keys = sorted({row_key(r) for r in runs})
     for key in keys:
-        rs = [r for r in runs if (r["state_bytes"], r["streams"]) == key]
-        cs = [c for c in ceilings if (c["state_bytes"], c["streams"]) == key]
-        gs = [g for g in grpc_ceilings
-              if (g["state_bytes"], g["streams"]) == key]
+        rs = [r for r in runs if row_key(r) == key]
+        cs = [c for c in ceilings if row_key(c) == key]
+        gs = [g for g in grpc_ceilings if row_key(g) == key]
         m = {k: median([r[k] for r in rs]) for k in (
             "gbps", "src_cpu_s_per_gib", "dst_cpu_s_per_gib", "src_peak_rss",
             "dst_peak_rss", "src_rss_excl_state", "dst_rss_excl_state",
@@ -494,7 +557,8 @@ def summarize(runs, ceilings, grpc_ceilings):
                          if c["gbps"]])
         grpc = median([g["gbps"] for g in gs])
         rows.append({
-            "state_bytes": key[0], "streams": key[1], "n": len(rs), **m,
+            "state_bytes": key[0], "streams": key[1],
+            "transport": TRANSPORTS[key[2]], "n": len(rs), **m,
             "ceiling_gbps": ceiling,
             "ratio": m["gbps"] / ceiling if ceiling else None,
             "paired_ratio": paired,
@@ -520,7 +584,7 @@ def summarize(runs, ceilings, grpc_ceilings):
 
 
 def print_table(rows, out=sys.stdout):
-    head = ["state", "streams", "n", "GB/s", "TCP GB/s", "ratio",
+    head = ["state", "streams", "transport", "n", "GB/s", "TCP GB/s", "ratio",
             "gRPC GB/s", "ratio to gRPC",
             "CPU s/GiB src", "dst", "TCP tx", "rx", "agents CPU",
             "CPU wait/run", "busiest thread src", "dst",
@@ -530,7 +594,8 @@ def print_table(rows, out=sys.stdout):
     table = [head]
     for r in rows:
         table.append([
-            human_size(r["state_bytes"]), str(r["streams"]), str(r["n"]),
+            human_size(r["state_bytes"]), str(r["streams"]), r["transport"],
+            str(r["n"]),
             fmt(r["gbps"], ".2f"), fmt(r["ceiling_gbps"], ".2f"),
             fmt(r["ratio"], ".2f"),
             fmt(r["grpc_gbps"], ".2f"), fmt(r["grpc_ratio"], ".2f"),
@@ -551,6 +616,12 @@ def print_table(rows, out=sys.stdout):
             fmt(r["max_steal"], ".0%"),
             fmt(r["max_other_cpu"], ".0%"),
         ])
+    print_markdown(table, out)
+
+
+def print_markdown(table, out):
+    """A Markdown table: the heading row left-aligned, the rest right."""
+    head = table[0]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
           file=out)
@@ -558,6 +629,64 @@ def print_table(rows, out=sys.stdout):
     for row in table[1:]:
         print("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths))
               + " |", file=out)
+
+
+def print_transport_comparison(rows, out=sys.stdout):
+    """mtls next to plain for each (size, streams) that ran on both: migd's
+    and the gRPC ceiling's GB/s and their ratio (mtls / plain), and the
+    agents' CPU seconds per GiB. False when no configuration ran on both."""
+    by = {(r["state_bytes"], r["streams"], r["transport"]): r for r in rows}
+    head = ["state", "streams", "GB/s plain", "mtls", "mtls/plain",
+            "gRPC GB/s plain", "mtls", "mtls/plain",
+            "CPU s/GiB src plain", "mtls", "dst plain", "mtls"]
+    table = [head]
+    for size, streams in sorted({(r["state_bytes"], r["streams"])
+                                 for r in rows}):
+        plain = by.get((size, streams, "plain"))
+        tls = by.get((size, streams, "mtls"))
+        if plain is None or tls is None:
+            continue
+
+        def ratio(key):
+            if not plain[key] or tls[key] is None:
+                return None
+            return tls[key] / plain[key]
+
+        table.append([
+            human_size(size), str(streams),
+            fmt(plain["gbps"], ".2f"), fmt(tls["gbps"], ".2f"),
+            fmt(ratio("gbps"), ".2f"),
+            fmt(plain["grpc_gbps"], ".2f"), fmt(tls["grpc_gbps"], ".2f"),
+            fmt(ratio("grpc_gbps"), ".2f"),
+            fmt(plain["src_cpu_s_per_gib"], ".2f"),
+            fmt(tls["src_cpu_s_per_gib"], ".2f"),
+            fmt(plain["dst_cpu_s_per_gib"], ".2f"),
+            fmt(tls["dst_cpu_s_per_gib"], ".2f"),
+        ])
+    if len(table) == 1:
+        return False
+    print_markdown(table, out)
+    return True
+
+
+def run_one(args, size, n, rep, reps, transport, workroot):
+    """One migration over `transport`, then the TCP ceiling (plaintext) and
+    the gRPC ceiling (the same transport) with its bytes and connections;
+    returns the three results."""
+    log(f"bench: {human_size(size)}, {n} stream(s), {transport}, "
+        f"run {rep + 1}/{reps}")
+    workdir = os.path.join(workroot, f"{size}-{n}-{rep}-{transport}")
+    os.makedirs(workdir)
+    r = run_migration(args, size, n, rep, workdir, transport)
+    c = run_ceiling(args.tcp_ceiling, r["bytes"], n, args.cpus)
+    c.update(state_bytes=size, streams=n, rep=rep, transport=transport)
+    tls = [f"--tls_dir={args.pki_dir}"] if transport == "mtls" else []
+    g = run_ceiling(args.grpc_ceiling, r["bytes"], n, args.cpus, tls)
+    g.update(state_bytes=size, streams=n, rep=rep, transport=transport)
+    log(f"  migd {r['gbps']:.2f} GB/s, TCP {c['gbps']:.2f} GB/s, gRPC "
+        f"{g['gbps']:.2f} GB/s, downtime {r['downtime_s'] * 1e3:.1f} ms, "
+        f"steal {r['steal']:.0%}, other CPU {r['other_cpu']:.0%}")
+    return r, c, g
 
 
 # ---------------------------------------------------------------- main
@@ -573,6 +702,13 @@ def main():
                         f"{QUICK_SIZES})")
     p.add_argument("--streams", default="1,2",
                    help="stream counts, e.g. 1,4 (see --migctl-streams-arg)")
+    p.add_argument("--transport", default=",".join(TRANSPORTS),
+                   help="plain (--insecure), mtls (mutual TLS) or both, run "
+                        "interleaved (default plain,mtls)")
+    p.add_argument("--pki", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+        "pki"), help="tools/pki, which mints the certificates for mtls "
+                     "(default: the repository's)")
     p.add_argument("--reps", type=int, default=None,
                    help="repetitions per configuration (default 3; --quick: 1)")
     p.add_argument("--quick", action="store_true",
@@ -599,6 +735,11 @@ def main():
              (args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
              .split(",")]
     streams = [int(s) for s in args.streams.split(",")]
+    transports = args.transport.split(",")
+    for t in transports:
+        if t not in TRANSPORTS:
+            raise SystemExit(f"bench: bad --transport {t!r} (plain, mtls)")
+    transports = [t for t in TRANSPORTS if t in transports]
     reps = args.reps or (1 if args.quick else 3)
     cpus_used = os.cpu_count()
     if args.cpus:
@@ -610,7 +751,10 @@ def main():
         if t.returncode != 0:
             raise SystemExit(f"bench: --cpus={args.cpus}: "
                              f"{t.stderr.strip()}")
-    for b in (args.migd, args.migctl, args.tcp_ceiling, args.grpc_ceiling):
+    tools = [args.migd, args.migctl, args.tcp_ceiling, args.grpc_ceiling]
+    if "mtls" in transports:
+        tools.append(args.pki)
+    for b in tools:
         if not os.access(b, os.X_OK):
             raise SystemExit(f"bench: {b} is not an executable")
     for n in streams:
@@ -621,7 +765,16 @@ def main():
     runs, ceilings, grpc_ceilings, skipped = [], [], [], []
     json_out = open(args.json_out, "a") if args.json_out else None
     workroot = tempfile.mkdtemp(prefix="migd-bench.")
+    args.pki_dir = None
     try:
+        if "mtls" in transports:
+            # One PKI for the whole run (the agents read it at start).
+            args.pki_dir = os.path.join(workroot, "pki")
+            r = subprocess.run([args.pki, args.pki_dir], capture_output=True,
+                               text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"bench: {args.pki} {args.pki_dir} failed: "
+                                 f"{r.stderr.strip()}")
         for size in sizes:
             need = 3 * size + MEMORY_MARGIN
             if need > mem_available():
@@ -632,32 +785,22 @@ def main():
                 continue
             for n in streams:
                 for rep in range(reps):
-                    log(f"bench: {human_size(size)}, {n} stream(s), "
-                        f"run {rep + 1}/{reps}")
-                    workdir = os.path.join(workroot, f"{size}-{n}-{rep}")
-                    os.makedirs(workdir)
-                    r = run_migration(args, size, n, rep, workdir)
-                    c = run_ceiling(args.tcp_ceiling, r["bytes"], n,
-                                    args.cpus)
-                    c.update(state_bytes=size, streams=n, rep=rep)
-                    g = run_ceiling(args.grpc_ceiling, r["bytes"], n,
-                                    args.cpus)
-                    g.update(state_bytes=size, streams=n, rep=rep)
-                    log(f"  migd {r['gbps']:.2f} GB/s, TCP {c['gbps']:.2f} "
-                        f"GB/s, gRPC {g['gbps']:.2f} GB/s, downtime "
-                        f"{r['downtime_s'] * 1e3:.1f} ms, steal "
-                        f"{r['steal']:.0%}, other CPU {r['other_cpu']:.0%}")
-                    runs.append(r)
-                    ceilings.append(c)
-                    grpc_ceilings.append(g)
-                    if json_out:
-                        ratio = r["gbps"] / c["gbps"] if c["gbps"] else None
-                        grpc_ratio = (r["gbps"] / g["gbps"] if g["gbps"]
-                                      else None)
-                        json_out.write(json.dumps(
-                            {"run": r, "tcp": c, "ratio": ratio, "grpc": g,
-                             "grpc_ratio": grpc_ratio}) + "\n")
-                        json_out.flush()
+                    for transport in transports:
+                        r, c, g = run_one(args, size, n, rep, reps, transport,
+                                          workroot)
+                        runs.append(r)
+                        ceilings.append(c)
+                        grpc_ceilings.append(g)
+                        if json_out:
+                            ratio = (r["gbps"] / c["gbps"] if c["gbps"]
+                                     else None)
+                            grpc_ratio = (r["gbps"] / g["gbps"] if g["gbps"]
+                                          else None)
+                            json_out.write(json.dumps(
+                                {"run": r, "transport": transport, "tcp": c,
+                                 "ratio": ratio, "grpc": g,
+                                 "grpc_ratio": grpc_ratio}) + "\n")
+                            json_out.flush()
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
         if json_out:
@@ -669,8 +812,16 @@ def main():
     print(f"migd transfer benchmark: {cpus_used} CPUs{where}, medians of "
           f"{reps} run(s); GB/s = 1e9 B/s of device state; steal and other "
           f"CPU: worst run (other CPU = share of the machine used by other "
-          f"processes during the migration)")
-    print_table(summarize(runs, ceilings, grpc_ceilings))
+          f"processes during the migration); transport: plain = --insecure, "
+          f"mtls = mutual TLS on the control calls and the data streams (the "
+          f"gRPC ceiling likewise; the TCP ceiling is plaintext on both)")
+    rows = summarize(runs, ceilings, grpc_ceilings)
+    print_table(rows)
+    print()
+    print("mutual TLS against plaintext (medians; mtls/plain: throughput "
+          "ratio):")
+    if not print_transport_comparison(rows):
+        print("(needs --transport=plain,mtls)")
     for msg in skipped:
         print(f"skipped: {msg}")
 

@@ -96,6 +96,8 @@ void PrintResult(const Tool& tool, const Options& o, double wall_s,
 Options ParseOptions(const Tool& tool, int argc, char** argv) {
   tool_name = tool.name;
   const std::string write_key = std::string("--") + tool.write_flag;
+  const std::string text_key =
+      tool.text_flag == nullptr ? "" : std::string("--") + tool.text_flag;
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -111,14 +113,18 @@ Options ParseOptions(const Tool& tool, int argc, char** argv) {
     } else if (key == write_key && ParseSize(value, &n) && n >= 1 &&
                n <= tool.max_write_bytes) {
       o.write_bytes = n;
+    } else if (!text_key.empty() && key == text_key && !value.empty()) {
+      o.text = value;
     } else if (key == "--help" || key == "-h") {
-      std::printf("usage: %s --bytes=SIZE [--connections=N] [%s=SIZE]\n",
-                  tool.name, write_key.c_str());
+      std::printf("usage: %s --bytes=SIZE [--connections=N] [%s=SIZE]%s\n",
+                  tool.name, write_key.c_str(),
+                  text_key.empty() ? "" : (" [" + text_key + "=...]").c_str());
       std::exit(0);
     } else {
       Die("bad argument '" + arg +
           "' (expected --bytes=SIZE>0, --connections=1..64, " + write_key +
-          "=1.." + FormatSize(tool.max_write_bytes) + ")");
+          "=1.." + FormatSize(tool.max_write_bytes) +
+          (text_key.empty() ? "" : ", " + text_key + "=...") + ")");
     }
   }
   return o;

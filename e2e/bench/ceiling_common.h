@@ -32,6 +32,9 @@ struct Tool {
   const char* write_flag;
   // The largest write_bytes the flag accepts.
   uint64_t max_write_bytes;
+  // A flag of the tool's own that takes text, e.g. "tls_dir" (--tls_dir=DIR),
+  // whose value goes to Options::text; nullptr when the tool has none.
+  const char* text_flag = nullptr;
 };
 
 // One run, as the command line sets it.
@@ -39,10 +42,12 @@ struct Options {
   uint64_t bytes = uint64_t{1} << 30;  // --bytes: payload over all connections
   int connections = 1;                 // --connections: 1..64
   size_t write_bytes = size_t{1} << 20;  // Tool::write_flag: payload per write
+  std::string text;  // Tool::text_flag's value; empty when not given
 };
 
-// Parses --bytes=SIZE, --connections=N and --<tool.write_flag>=SIZE (SIZE as
-// "4GiB", "64MiB", "512KiB", "4G", "1000"; N likewise). Prints the usage line
+// Parses --bytes=SIZE, --connections=N, --<tool.write_flag>=SIZE (SIZE as
+// "4GiB", "64MiB", "512KiB", "4G", "1000"; N likewise) and, when the tool has
+// one, --<tool.text_flag>=TEXT (not empty). Prints the usage line
 // and exits 0 on --help or -h; dies on anything else. Also names the tool for
 // Die, so call it first in main.
 Options ParseOptions(const Tool& tool, int argc, char** argv);

@@ -15,7 +15,14 @@
 // first, then times from starting the calls to the last call's status; each
 // side measures its own CPU over that span (getrusage, all threads, gRPC's
 // own included). Both processes use migd's heap settings
-// (base::TuneAllocatorForBulkTransfer). Prints one JSON object:
+// (base::TuneAllocatorForBulkTransfer).
+//
+// Plaintext by default. With --tls_dir=DIR (a PKI minted by tools/pki) the
+// channels carry mutual TLS as migd's data streams do: the receiver serves
+// with DIR/agent-b's certificate and the agent's per-call check
+// (security::Authorizer with DIR/ca.pem and DIR/policy.conf), the sender dials
+// with DIR/agent-a's, both built by migd's security::Credentials. Prints one
+// JSON object:
 //
 //   {"bytes":N,"connections":C,"message_bytes":K,"wall_s":S,"gbps":G,
 //    "sender":{"user_s":U,"sys_s":Y,"cpu_s_per_gib":X},
@@ -23,6 +30,7 @@
 //
 // gbps is 1e9 bytes of payload per second. Usage:
 //   grpc_ceiling --bytes=4GiB [--connections=1] [--message_bytes=1MiB]
+//                [--tls_dir=DIR]
 
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -39,12 +47,15 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "e2e/bench/ceiling_common.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/rpc_method.h"
 #include "grpcpp/impl/rpc_service_method.h"
 #include "grpcpp/support/sync_stream.h"
 #include "migd/base/alloc_tuning.h"
+#include "migd/security/authorizer.h"
 #include "migd/security/credentials.h"
 #include "migd/transfer/threaded_calls.h"
 #include "migd/transfer/transfer_client.h"
@@ -52,7 +63,10 @@
 namespace migd::bench {
 namespace {
 
-constexpr char kMethod[] = "/migd.bench.GrpcCeiling/Stream";
+// Served under the name of migd's data streams: with --tls_dir the agent's
+// policy lets an agent's certificate (role agent) call it, as it lets a
+// source agent call the destination's.
+constexpr char kMethod[] = "/migd.v1.TransferService/TransferData";
 constexpr size_t kHeaderBytes = 16;  // stands in for a chunk's header
 constexpr size_t kPageBytes = 4096;
 
@@ -60,7 +74,45 @@ constexpr Tool kTool = {
     .name = "grpc_ceiling",
     .write_flag = "message_bytes",
     // The largest payload that fits migd's message limit with its header.
-    .max_write_bytes = security::kMaxTransferMessageBytes - kHeaderBytes};
+    .max_write_bytes = security::kMaxTransferMessageBytes - kHeaderBytes,
+    .text_flag = "tls_dir"};
+
+// What the two sides are with --tls_dir: tools/pki's two agents.
+constexpr char kReceiverCert[] = "agent-b";
+constexpr char kSenderCert[] = "agent-a";
+// The agent's default --tls_reload_seconds; nothing rotates during a run.
+constexpr absl::Duration kReloadInterval = absl::Seconds(60);
+
+// Plaintext without --tls_dir; else mutual TLS with `cert` (NAME.pem and
+// NAME.key) and ca.pem from that directory. Call it after the fork: it
+// starts gRPC's certificate watcher.
+std::shared_ptr<security::Credentials> SideCredentials(
+    const Options& o, const std::string& cert) {
+  if (o.text.empty()) return security::Credentials::Insecure();
+  const std::string base = o.text + "/" + cert;
+  absl::StatusOr<std::shared_ptr<security::Credentials>> credentials =
+      security::Credentials::Tls(
+          {base + ".pem", base + ".key", o.text + "/ca.pem"}, kReloadInterval);
+  if (!credentials.ok()) {
+    Die("--tls_dir " + o.text + ": " +
+        std::string(credentials.status().message()));
+  }
+  return *std::move(credentials);
+}
+
+// The receiver's server credentials: plaintext, or TLS with the agent's
+// per-call check of the client's certificate against ca.pem and policy.conf.
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
+    const Options& o, const security::Credentials& credentials) {
+  if (credentials.insecure()) return credentials.ServerCredentials(nullptr);
+  absl::StatusOr<std::shared_ptr<security::Authorizer>> authorizer =
+      security::Authorizer::Load(o.text + "/ca.pem", o.text + "/policy.conf");
+  if (!authorizer.ok()) {
+    Die("--tls_dir " + o.text + ": " +
+        std::string(authorizer.status().message()));
+  }
+  return credentials.ServerCredentials(*std::move(authorizer));
+}
 
 grpc::ByteBuffer CountMessage(uint64_t n) {
   grpc::Slice s(&n, sizeof n);
@@ -131,9 +183,12 @@ class Sink final : public grpc::Service {
 // and once every call is done reports its CPU time to `report_fd`.
 int Receive(const Options& o, int port_fd, int report_fd) {
   Sink sink(o.connections);
+  // Outlives the server: it holds the certificate watcher.
+  const std::shared_ptr<security::Credentials> credentials =
+      SideCredentials(o, kReceiverCert);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+  builder.AddListeningPort("127.0.0.1:0", ServerCredentials(o, *credentials),
                            &port);
   builder.RegisterService(&sink);
   // The server arguments of the agent (Agent::Start).
@@ -181,12 +236,15 @@ Buffer SourceBuffer(size_t bytes) {
 // One channel per connection, built as migd builds its transfer channels, each
 // connected before the clock starts: migd's transfer time, too, starts at its
 // first chunk, after its streams are up.
+// With TLS the receiver's certificate must match the address (its IP SAN
+// 127.0.0.1), as a destination's must when no identity is named.
 std::vector<std::shared_ptr<grpc::Channel>> Connect(
-    const Options& o, const std::string& address) {
+    const Options& o, const security::Credentials& credentials,
+    const std::string& address) {
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < o.connections; ++i) {
-    channels.push_back(security::Credentials::Insecure()->Dial(
-        address, "", security::ChannelUse::kBulk));
+    channels.push_back(
+        credentials.Dial(address, "", security::ChannelUse::kBulk));
     if (!channels.back()->WaitForConnected(std::chrono::system_clock::now() +
                                            std::chrono::seconds(30))) {
       Die("sender: cannot connect to " + address);
@@ -270,8 +328,10 @@ int Main(int argc, char** argv) {
   if (port <= 0) Die("receiver did not start");
 
   const Buffer src = SourceBuffer(o.write_bytes);
+  const std::shared_ptr<security::Credentials> credentials =
+      SideCredentials(o, kSenderCert);
   const std::vector<std::shared_ptr<grpc::Channel>> channels =
-      Connect(o, "127.0.0.1:" + std::to_string(port));
+      Connect(o, *credentials, "127.0.0.1:" + std::to_string(port));
   MeasureSend(kTool, o, receiver, [&] { Send(o, channels, src.get()); });
   return 0;
 }

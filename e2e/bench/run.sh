@@ -7,6 +7,7 @@
 #   e2e/bench/run.sh --quick                  # smoke run: 64 MiB, once
 #   e2e/bench/run.sh                          # 64 MiB .. 4 GiB, 3 runs each
 #   e2e/bench/run.sh --sizes=1GiB --reps=5 --json-out=/tmp/bench.jsonl
+#   e2e/bench/run.sh --transport=mtls         # mutual TLS only (default: plain,mtls)
 #
 # See e2e/bench/README.md.
 set -euo pipefail

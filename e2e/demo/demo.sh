@@ -6,16 +6,21 @@
 # moves, and the destination devices run. The destination's device state is
 # then checked against the source's.
 #
-#   e2e/demo/demo.sh MIGD MIGCTL
+#   e2e/demo/demo.sh MIGD MIGCTL [PKI]
 #
 # MIGD and MIGCTL are the built binaries (tools/demo builds them and calls this;
-# //e2e/demo:demo_test runs it in the test suite). Exits 0 only when the
-# migration succeeded with pre-copy and every destination device holds exactly
-# its source's state. The agents are stopped on every exit path.
+# //e2e/demo:demo_test runs it in the test suite). PKI is tools/pki (default:
+# the one in this script's repository). Everything runs with mutual TLS: the
+# demo mints a development PKI in its temp dir, the source agent serves as
+# agent-a, the destination as agent-b, and migctl calls them with the
+# operator's certificate, from a migctl config file that names both agents.
+# Exits 0 only when the migration succeeded with pre-copy and every
+# destination device holds exactly its source's state. The agents are stopped
+# on every exit path.
 set -euo pipefail
 
-if (($# != 2)); then
-  echo "usage: $0 MIGD MIGCTL" >&2
+if (($# < 2 || $# > 3)); then
+  echo "usage: $0 MIGD MIGCTL [PKI]" >&2
   exit 2
 fi
 
@@ -27,7 +32,8 @@ abspath() {
 }
 MIGD="$(abspath "$1")"
 MIGCTL="$(abspath "$2")"
-for bin in "$MIGD" "$MIGCTL"; do
+PKI="$(abspath "${3:-$(dirname "${BASH_SOURCE[0]}")/../../tools/pki}")"
+for bin in "$MIGD" "$MIGCTL" "$PKI"; do
   if [[ ! -x "$bin" ]]; then
     echo "demo: $bin is not an executable" >&2
     exit 2
@@ -38,8 +44,6 @@ if ! command -v python3 >/dev/null 2>&1; then
   exit 2
 fi
 
-# The agents below run without TLS (--insecure); so does migctl.
-export MIGCTL_INSECURE=1
 readonly JOB="demo-1"
 readonly STATE_SIZE="32MiB"  # the same on both sides: states must fit
 # The same on both sides too: the destination must offer what the source has.
@@ -50,6 +54,10 @@ readonly DIRTY_RATE="4MiB"
 readonly DOWNTIME_LIMIT="300ms"
 readonly SRC_DEVICES=(emu0 emu1 emu2)
 readonly DST_DEVICES=(dst0 dst1 dst2)
+# Who is who: the certificates tools/pki mints for the agents, and their
+# identities (URI SANs).
+readonly TRUST_DOMAIN="spiffe://migd.local"
+declare -A CERT=([source]=agent-a [destination]=agent-b)
 readonly START_DEADLINE_SECONDS=30
 readonly STOP_DEADLINE_SECONDS=10
 
@@ -112,10 +120,14 @@ write_config() {
   } >"$tmp/$name.conf"
 }
 
-# start_agent NAME: starts an agent on a free port with its devices config.
+# start_agent NAME: starts an agent on a free port with its devices config,
+# serving with mutual TLS as ${CERT[NAME]}, under the PKI's policy, with a job
+# journal of its own in the temp dir.
 start_agent() {
-  local name="$1"
-  "$MIGD" --listen=127.0.0.1:0 --port_file="$tmp/$name.port" --insecure \
+  local name="$1" cert="$tmp/pki/${CERT[$1]}"
+  "$MIGD" --listen=127.0.0.1:0 --port_file="$tmp/$name.port" \
+    --tls_cert="$cert.pem" --tls_key="$cert.key" --tls_ca="$tmp/pki/ca.pem" \
+    --tls_policy="$tmp/pki/policy.conf" --state_dir="$tmp/$name.state" \
     --name="$name" --devices_config="$tmp/$name.conf" \
     >"$tmp/$name.log" 2>&1 &
   agent_pid[$name]=$!
@@ -150,16 +162,42 @@ wait_for_port() {
 # workload (so, once running, they keep exactly the state they received).
 write_config source 1 " dirty_rate=$DIRTY_RATE" "${SRC_DEVICES[@]}"
 write_config destination 101 "" "${DST_DEVICES[@]}"
+if ! "$PKI" "$tmp/pki" >/dev/null; then
+  echo "demo: $PKI could not mint the certificates (it needs openssl)" >&2
+  exit 1
+fi
 start_agent source
 start_agent destination
-SRC="127.0.0.1:$(wait_for_port source)"
-DST="127.0.0.1:$(wait_for_port destination)"
+SRC_ADDR="127.0.0.1:$(wait_for_port source)"
+DST_ADDR="127.0.0.1:$(wait_for_port destination)"
+SRC_ID="$TRUST_DOMAIN/agent/${CERT[source]}"
+DST_ID="$TRUST_DOMAIN/agent/${CERT[destination]}"
+# migctl's config file: the operator's certificate, and the two agents by
+# name with the identity each must prove (paths relative to the file).
+cat >"$tmp/migctl.conf" <<EOF
+tls_cert = pki/operator.pem
+tls_key  = pki/operator.key
+tls_ca   = pki/ca.pem
+[agent src]
+address  = $SRC_ADDR
+identity = $SRC_ID
+[agent dst]
+address  = $DST_ADDR
+identity = $DST_ID
+EOF
+export MIGCTL_CONFIG="$tmp/migctl.conf"
+# The caller's migctl settings would override the file's.
+unset MIGCTL_TLS_CERT MIGCTL_TLS_KEY MIGCTL_TLS_CA MIGCTL_INSECURE
+readonly SRC=src DST=dst  # migctl --agent=src, --destination=dst
 
-section "Source agent $SRC (--devices_config)"
+echo "Mutual TLS: source agent $SRC_ID, destination agent $DST_ID," \
+  "migctl $TRUST_DOMAIN/operator"
+
+section "Source agent $SRC_ADDR (--devices_config)"
 sed 's/^/  /' "$tmp/source.conf"
 echo
 "$MIGCTL" --agent="$SRC" devices
-section "Destination agent $DST (--devices_config)"
+section "Destination agent $DST_ADDR (--devices_config)"
 sed 's/^/  /' "$tmp/destination.conf"
 echo
 "$MIGCTL" --agent="$DST" devices

@@ -5,7 +5,11 @@
 #
 # A source and a destination migd on 127.0.0.1, each owning one edu device
 # (bound to edu_vfio_pci, in its own IOMMU group) through a
-# "vfio NAME bdf=..." device line; migctl migrates edu #0 to edu #1. Then:
+# "vfio NAME bdf=..." device line; migctl migrates edu #0 to edu #1. All of it
+# over mutual TLS, with the certificates vm_test.sh packed into /etc/migd/tls:
+# the source agent serves as agent-a, the destination as agent-b, migctl
+# calls them as the operator. Then:
+#   - each side of job vm-1 names the other's certificate identity (peer id);
 #   - edu #1 holds edu #0's registers, internal memory and factorial, and
 #     works (edu_uapi_check prepare/verify around the migration);
 #   - a transfer corrupted on the way fails the job, the destination agent
@@ -28,11 +32,14 @@ EDU0=$1
 EDU1=$2
 T=/tmp/agents
 BIN=/opt
-# The agents run without TLS (--insecure); so does migctl.
-export MIGCTL_INSECURE=1
+TLS=/etc/migd/tls
+TRUST_DOMAIN=spiffe://migd.local
+export MIGCTL_TLS_CERT=$TLS/operator.pem MIGCTL_TLS_KEY=$TLS/operator.key \
+  MIGCTL_TLS_CA=$TLS/ca.pem
 START_DEADLINE=90   # seconds; gRPC start-up is slow under software emulation
 PRECOPY=no
 DMA_REPORT=yes
+TLS_VALID_FROM=""
 [ -f /etc/vmtest.conf ] && . /etc/vmtest.conf
 
 say() { echo "$*"; }
@@ -49,12 +56,20 @@ printf 'vfio edu1 bdf=%s\n' "$EDU1" >"$T/destination.conf"
 SRC_PID=""
 DST_PID=""
 
-# start_agent NAME [extra flags]: starts migd, sets ${NAME}_ADDR when serving.
+# The certificate each agent serves with (and the source dials with).
+cert_of() { if [ "$1" = source ]; then echo agent-a; else echo agent-b; fi; }
+
+# start_agent NAME [extra flags]: starts migd with mutual TLS and a fresh job
+# journal, sets SRC or DST (the address) when serving.
 start_agent() {
   name=$1
   shift
-  rm -f "$T/$name.port"
-  "$BIN/migd" --insecure --listen=127.0.0.1:0 --port_file="$T/$name.port" \
+  rm -rf "$T/$name.port" "$T/$name.state"
+  cert=$TLS/$(cert_of "$name")
+  "$BIN/migd" --tls_cert="$cert.pem" --tls_key="$cert.key" \
+    --tls_ca="$TLS/ca.pem" --tls_policy="$TLS/policy.conf" \
+    --state_dir="$T/$name.state" \
+    --listen=127.0.0.1:0 --port_file="$T/$name.port" \
     --name="$name" --devices_config="$T/$name.conf" "$@" >"$T/$name.log" 2>&1 &
   pid=$!
   waited=0
@@ -114,6 +129,14 @@ if ! "$BIN/edu_uapi_check" prepare "$G0" "$EDU0" "$T/expect"; then
   exit 0
 fi
 
+# The certificates are valid from TLS_VALID_FROM (the host's clock, an hour
+# before minting): a guest clock behind it fails every handshake.
+now=$(date +%s)
+if [ -n "$TLS_VALID_FROM" ] && [ "$now" -lt "$TLS_VALID_FROM" ]; then
+  say "FAIL agents_clock: the guest clock ($(date -u)) is before the certificates' start ($TLS_VALID_FROM, seconds since 1970)"
+  exit 0
+fi
+
 t0=$(uptime_s)
 start_agent source || exit 0
 start_agent destination || { stop_agents; exit 0; }
@@ -128,12 +151,24 @@ rc=$?
 t1=$(uptime_s)
 indent <"$T/migrate.out"
 "$BIN/migctl" --agent="$SRC" status vm-1 >"$T/status.out" 2>&1
+"$BIN/migctl" --agent="$DST" status vm-1 >"$T/dst-status.out" 2>&1
 indent <"$T/status.out"
 if [ $rc = 0 ]; then
   say "PASS agents_migrate: migctl migrate edu0 ($EDU0) -> edu1 ($EDU1) through two migd agents: job vm-1 completed (uptime $t0 -> $t1)"
 else
   say "FAIL agents_migrate: migctl migrate exited with $rc"
   show_logs
+fi
+# Who each side saw at the other end of the transfer: the certificates.
+peer_id() { awk '$1 == "peer" && $2 == "id" { print $3 }' "$1"; }
+src_peer=$(peer_id "$T/status.out")
+dst_peer=$(peer_id "$T/dst-status.out")
+if [ $rc = 0 ] && [ "$src_peer" = "$TRUST_DOMAIN/agent/agent-b" ] &&
+  [ "$dst_peer" = "$TRUST_DOMAIN/agent/agent-a" ]; then
+  say "PASS agents_mtls: job vm-1 ran over mutual TLS: the source agent (agent-a) verified peer id $src_peer, the destination (agent-b) bound the token to peer id $dst_peer; migctl called both as $TRUST_DOMAIN/operator"
+elif [ $rc = 0 ]; then
+  say "FAIL agents_mtls: job vm-1's peer ids are '$src_peer' (source) and '$dst_peer' (destination), want agent-b's and agent-a's"
+  indent <"$T/dst-status.out"
 fi
 grep -iE 'dirty|logging|EOPNOTSUPP' "$T/source.log" | head -n 5 | indent
 stop_agents
@@ -237,7 +272,7 @@ vmm_phase() {
     echo 3000 >"$PARAMS/log_start_delay_ms"
   fi
   token=$("$BIN/migctl" --agent="$DST" prepare --job=vm-4 --devices=edu0:edu1 \
-    --source="$SRC" 2>"$T/prepare4.err")
+    --source_agent="$SRC" 2>"$T/prepare4.err")
   if [ -z "$token" ]; then
     say "FAIL agents_fd_handoff: prepare on the destination failed:"
     indent <"$T/prepare4.err"

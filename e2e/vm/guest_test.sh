@@ -4,10 +4,11 @@
 # Loads kernel/edu_vfio_pci, binds every edu device to it through
 # driver_override, runs edu_uapi_check (the driver through the uAPI, no migd)
 # and, when the agents are enabled, migrates edu #0 to edu #1 with two migd
-# agents on 127.0.0.1 and migctl.
+# agents on 127.0.0.1 and migctl, over mutual TLS (agents_test.sh).
 #
 # Settings come from /etc/vmtest.conf (written by the host harness):
 #   SERIES=6.1|6.12 PRECOPY=yes|no DMA_REPORT=yes|no AGENTS=on|off MEM_KIB=N
+#   TLS_VALID_FROM=SECONDS (when the agents' certificates become valid)
 #
 # Output is for the host harness to parse, one result per line:
 #   PASS <check>: <what was verified>

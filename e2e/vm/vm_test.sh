@@ -5,10 +5,15 @@
 #
 #   vm_test.sh --migd=PATH --migctl=PATH --check=PATH --module-src=DIR
 #              --guest-script=PATH [--agents-script=PATH] [--vmm=PATH]
-#              [--fetch=PATH]
+#              [--pki=PATH] [--fetch=PATH]
 #
 # --vmm is e2e/vm/edu_vmm (the VMM stand-in of the agents phase's dirty-page
-# and fd handoff checks).
+# and fd handoff checks). --pki is tools/pki: the agents phase runs with
+# mutual TLS, with a development PKI minted here on the host and packed into
+# the initramfs (/etc/migd/tls: the CA, agent-a for the source agent, agent-b
+# for the destination, operator for migctl, the policy). The certificates
+# are valid from an hour before minting; the guest's clock comes from QEMU's
+# RTC, the host's time.
 #
 # Environment:
 #   MIGD_VM_CACHE    kernels fetched by tools/vm/fetch (default /var/cache/migd-vm);
@@ -30,7 +35,7 @@ set -uo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
 migd="" migctl="" check="" module_src="" guest_script="" agents_script="" fetch=""
-vmm=""
+vmm="" pki=""
 for arg in "$@"; do
   case "$arg" in
     --migd=*) migd="${arg#*=}" ;;
@@ -40,6 +45,7 @@ for arg in "$@"; do
     --guest-script=*) guest_script="${arg#*=}" ;;
     --agents-script=*) agents_script="${arg#*=}" ;;
     --vmm=*) vmm="${arg#*=}" ;;
+    --pki=*) pki="${arg#*=}" ;;
     --fetch=*) fetch="${arg#*=}" ;;
     *) echo "vm_test: unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -96,7 +102,23 @@ if [[ "$agents" == auto ]]; then
     fi
   fi
 fi
-log "agents phase: $agents"
+
+# The agents' and migctl's certificates: one PKI for every kernel.
+pki_dir="$work/pki"
+tls_valid_from=""
+if [[ "$agents" == on ]]; then
+  rm -rf "$pki_dir"
+  if [[ -z "$pki" ]] || ! command -v openssl >/dev/null ||
+    ! "$pki" "$pki_dir" >/dev/null; then
+    log "FAIL setup: the agents phase needs --pki (tools/pki) and openssl to mint its certificates"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+  # When the certificates become valid (the guest checks its clock against it).
+  tls_valid_from=$(date -d "$(openssl x509 -noout -startdate \
+    -in "$pki_dir/agent-a.pem" | cut -d= -f2)" +%s)
+fi
+log "agents phase: $agents${tls_valid_from:+ (mutual TLS)}"
 
 # ---- per kernel ----
 
@@ -153,6 +175,11 @@ build_initramfs() {
     copy_with_libs "$migctl" "$st"
     cp "$agents_script" "$st/opt/agents_test.sh"
     [[ -n "$vmm" ]] && cp "$vmm" "$st/opt/edu_vmm"
+    mkdir -p "$st/etc/migd/tls"
+    for f in ca.pem policy.conf agent-a.pem agent-a.key agent-b.pem \
+      agent-b.key operator.pem operator.key; do
+      cp "$pki_dir/$f" "$st/etc/migd/tls/" || return 1
+    done
   fi
   cp "$guest_script" "$st/test.sh"
   cp "$conf" "$st/etc/vmtest.conf"
@@ -253,6 +280,7 @@ PRECOPY=$precopy
 DMA_REPORT=$dma_report
 AGENTS=$agents
 MEM_KIB=$mem_kib
+TLS_VALID_FROM=$tls_valid_from
 EOF
   if ! build_initramfs "$kver" "$root" "$dir/module/edu_vfio_pci.ko" "$dir/initrd.gz" "$conf"; then
     log "FAIL $series initramfs: could not build it"
