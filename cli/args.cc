@@ -71,7 +71,19 @@ const std::vector<CommandSpec>& Commands() {
        "      line per bitmap the agent serves, until the job ends (the job\n"
        "      must have been started with --dirty_ranges); run it alongside\n"
        "      migrate, see below"},
-      {"cancel", {}, {}, true, "cancel JOB", "cancel a job in any phase"},
+      {"cancel", {}, {}, true, "cancel JOB",
+       "cancel a job in any phase but IN_DOUBT"},
+      {"resolve",
+       {"outcome"},
+       {},
+       true,
+       "resolve JOB --outcome=source|destination",
+       "decide where the devices of job JOB, IN_DOUBT on this agent, run:\n"
+       "      the job's other agent cannot say (it is gone for good). source:\n"
+       "      a source job resumes its devices, a destination job resets\n"
+       "      them; destination: a source job releases its devices for good,\n"
+       "      a destination job resumes them. Logged with your identity.\n"
+       "      Only when you know the other side does not run the VM"},
       {"list", {}, {}, false, "list", "list the agent's jobs, newest first"},
       {"identity",
        {},
@@ -649,6 +661,13 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
             cmd, absl::StrCat("--dirty_page_size: ", size.status().message()));
       }
       o.dirty_page_size = *size;
+    } else if (name == "outcome") {
+      if (value != "source" && value != "destination") {
+        return UsageError(cmd, absl::StrCat("--outcome must be source or "
+                                            "destination, not '",
+                                            value, "'"));
+      }
+      o.outcome = value;
     } else if (name == "wait") {
       absl::StatusOr<bool> on = ParseBoolValue(name, value);
       if (!on.ok()) return UsageError(cmd, on.status().message());
@@ -852,6 +871,13 @@ std::string HelpText() {
       "--devices=0000:3b:00.1:0000:5e:00.1\n"
       "Interrupting migrate or watch does not stop the job; use `migctl "
       "cancel JOB`.\n"
+      "\nThe end of a migration is a commit: once the source sent COMMIT, "
+      "the\ndestination may run the devices, and the source never resumes "
+      "them on its\nown. When the destination's answer does not arrive, the "
+      "job is IN_DOUBT\n(devices stopped) and the source asks the "
+      "destination until it answers.\nIf it never can (its host is gone), "
+      "`migctl resolve JOB\n--outcome=source|destination` decides; "
+      "`migctl status JOB` says so.\n"
       "\nExit status: 0 success; 1 a request failed or the job did not "
       "succeed;\n"
       "2 a usage error, or a config or TLS file that is missing or wrong "

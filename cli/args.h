@@ -100,11 +100,12 @@ struct Options {
   bool help = false;           // --help, -h or the `help` command
 
   // "devices", "prepare", "migrate", "status", "watch", "dirty-pages",
-  // "cancel", "list" or "identity"; empty only together with `help`.
+  // "cancel", "resolve", "list" or "identity"; empty only together with
+  // `help`.
   std::string command;
 
   // Command flags and arguments (which ones are set depends on `command`).
-  // --job, or the JOB argument of status/watch/dirty-pages/cancel
+  // --job, or the JOB argument of status/watch/dirty-pages/cancel/resolve
   std::string job;
   std::vector<DevicePairArg> devices;
   std::string source;           // prepare --source (for the record)
@@ -120,6 +121,8 @@ struct Options {
   std::vector<IovaRangeArg> dirty_ranges;
   uint64_t dirty_page_size = kDefaultDirtyPageSize;
   bool wait = false;  // dirty-pages --wait
+  // resolve --outcome: "source" or "destination".
+  std::string outcome;
 };
 
 // Parses the arguments after the program name. On a usage error returns

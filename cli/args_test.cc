@@ -476,6 +476,25 @@ TEST(ParseArgs, JobArgumentCommands) {
   EXPECT_EQ(o->job, "j-1");
 }
 
+TEST(ParseArgs, ResolveTakesAJobAndWhereTheDevicesRun) {
+  for (const char* where : {"source", "destination"}) {
+    auto o = ParseArgs({"resolve", "j-1", absl::StrCat("--outcome=", where)});
+    ASSERT_TRUE(o.ok()) << o.status();
+    EXPECT_EQ(o->command, "resolve");
+    EXPECT_EQ(o->job, "j-1");
+    EXPECT_EQ(o->outcome, where);
+  }
+}
+
+TEST(ParseArgs, ResolveWithoutOrWithABadOutcomeIsAUsageError) {
+  EXPECT_EQ(ErrorOf({"resolve", "j-1"}), "resolve: missing --outcome");
+  EXPECT_EQ(ErrorOf({"resolve", "--outcome=source"}), "resolve: missing JOB");
+  EXPECT_EQ(ErrorOf({"resolve", "j-1", "--outcome=both"}),
+            "resolve: --outcome must be source or destination, not 'both'");
+  EXPECT_EQ(ErrorOf({"cancel", "j-1", "--outcome=source"}),
+            "cancel: unknown flag --outcome");
+}
+
 TEST(ParseArgs, InvalidJobId) {
   EXPECT_EQ(ErrorOf({"status", "a b"}),
             "status: 'a b' is not a valid job id ([A-Za-z0-9._-], 1..64 "
@@ -586,8 +605,9 @@ TEST(HelpText, DescribesTheTlsFlagsAndTheirEnvironmentVariables) {
 TEST(HelpText, SaysTheConnectionIsMutualTlsAndListsEveryCommand) {
   std::string help = HelpText();
   EXPECT_NE(help.find("mutual TLS"), std::string::npos);
-  for (const char* c : {"devices", "prepare", "migrate", "status", "watch",
-                        "dirty-pages", "cancel", "list", "identity"}) {
+  for (const char* c :
+       {"devices", "prepare", "migrate", "status", "watch", "dirty-pages",
+        "cancel", "resolve", "list", "identity"}) {
     EXPECT_NE(help.find(absl::StrCat("\n  ", c)), std::string::npos) << c;
   }
 }

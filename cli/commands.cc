@@ -601,6 +601,29 @@ int Cancel(const Options& o, const Env& env, Connector& c) {
   return kExitOk;
 }
 
+// An operator's decision for a job IN_DOUBT on the agent.
+int Resolve(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, o.timeout);
+  migd::v1::ResolveMigrationRequest req;
+  req.set_job_id(o.job);
+  const bool to_source = o.outcome == "source";
+  req.set_resolution(to_source ? migd::v1::RESOLUTION_SOURCE
+                               : migd::v1::RESOLUTION_DESTINATION);
+  migd::v1::Migration m;
+  grpc::Status s = agent->stub->ResolveMigration(&ctx, req, &m);
+  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, agent->endpoint);
+  if (Json(o)) {
+    *env.out << ToJson(m, /*compact=*/false) << "\n";
+  } else {
+    *env.out << "Job " << m.job_id() << " resolved: the devices run on the "
+             << o.outcome << "; the job is " << PhaseName(m.phase()) << "\n";
+  }
+  return kExitOk;
+}
+
 int List(const Options& o, const Env& env, Connector& c) {
   absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
   if (!agent.ok()) return SetupError(env, agent.status());
@@ -734,7 +757,8 @@ int RunCommand(const Options& o, const Env& env) {
       {"devices", &Devices},   {"prepare", &Prepare},
       {"migrate", &Migrate},   {"status", &Status},
       {"watch", &Watch},       {"dirty-pages", &DirtyPages},
-      {"cancel", &Cancel},     {"list", &List},
+      {"cancel", &Cancel},     {"resolve", &Resolve},
+      {"list", &List},
       {"identity", &Identity},
   };
   if (auto it = commands->find(o.command); it != commands->end()) {

@@ -640,6 +640,56 @@ TEST_F(CommandsTest, CancelOfAnEndedJobSaysSo) {
             "cancel\n");
 }
 
+TEST_F(CommandsTest, ResolveSendsTheDecisionAndPrintsWhereTheDevicesRun) {
+  src_.job = Job(migd::v1::PHASE_SUCCEEDED, 100);
+  EXPECT_EQ(Run({"resolve", "j1", "--outcome=destination"}), kExitOk);
+  EXPECT_EQ(out_.str(),
+            "Job j1 resolved: the devices run on the destination; the job "
+            "is SUCCEEDED\n");
+  ASSERT_EQ(src_.resolves.size(), 1u);
+  EXPECT_EQ(src_.resolves[0].job_id(), "j1");
+  EXPECT_EQ(migd::v1::Resolution_Name(src_.resolves[0].resolution()),
+            "RESOLUTION_DESTINATION");
+  out_.str("");
+  src_.job = Job(migd::v1::PHASE_FAILED, 100);
+  EXPECT_EQ(Run({"resolve", "j1", "--outcome=source"}), kExitOk);
+  EXPECT_EQ(migd::v1::Resolution_Name(src_.resolves[1].resolution()),
+            "RESOLUTION_SOURCE");
+  EXPECT_EQ(out_.str(),
+            "Job j1 resolved: the devices run on the source; the job is "
+            "FAILED\n");
+}
+
+TEST_F(CommandsTest, ResolveOfAJobNotInDoubtFailsWithTheAgentsReason) {
+  src_.errors["ResolveMigration"] = {grpc::StatusCode::FAILED_PRECONDITION,
+                                     "job j1 is SUCCEEDED, not IN_DOUBT",
+                                     "ERROR_REASON_NOT_IN_DOUBT"};
+  EXPECT_EQ(Run({"resolve", "j1", "--outcome=source"}), kExitFailure);
+  EXPECT_EQ(Errors(),
+            "migctl: resolve: FAILED_PRECONDITION: job j1 is SUCCEEDED, not "
+            "IN_DOUBT (reason: ERROR_REASON_NOT_IN_DOUBT)\n");
+}
+
+TEST_F(CommandsTest, ResolveWithoutAnOutcomeSendsNothing) {
+  EXPECT_EQ(Run({"resolve", "j1"}), kExitUsage);
+  EXPECT_TRUE(src_.resolves.empty());
+}
+
+TEST_F(CommandsTest, StatusOfAJobInDoubtSaysWhatToDo) {
+  migd::v1::Migration m = Job(migd::v1::PHASE_IN_DOUBT, 10);
+  m.mutable_in_doubt()->set_attempts(3);
+  m.mutable_in_doubt()->set_last_answer("no answer (UNAVAILABLE: refused)");
+  src_.job = m;
+  EXPECT_EQ(Run({"status", "j1"}), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("phase     IN_DOUBT\n"));
+  EXPECT_THAT(out_.str(),
+              HasSubstr("asked     the destination 3 times; last answer: no "
+                        "answer (UNAVAILABLE: refused)\n"));
+  EXPECT_THAT(out_.str(),
+              HasSubstr("migctl resolve j1 --outcome=source       resume the "
+                        "devices here\n"));
+}
+
 TEST_F(CommandsTest, ListPrintsATable) {
   src_.job = Job(migd::v1::PHASE_SUCCEEDED, 100);
   EXPECT_EQ(Run({"list"}), kExitOk);

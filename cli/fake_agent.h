@@ -50,6 +50,7 @@ class FakeAgent final : public migd::v1::MigrationService::Service {
   std::vector<std::string> dirty_watches;  // job ids, one per call
   std::vector<migd::v1::StartMigrationRequest> starts;
   std::vector<std::string> cancels;
+  std::vector<migd::v1::ResolveMigrationRequest> resolves;
 
   grpc::Status ListDevices(grpc::ServerContext* ctx,
                            const migd::v1::ListDevicesRequest*,
@@ -126,6 +127,16 @@ class FakeAgent final : public migd::v1::MigrationService::Service {
     absl::MutexLock lock(&mu_);
     cancels.push_back(req->job_id());
     if (auto e = Fail(ctx, "CancelMigration"); !e.ok()) return e;
+    *resp = job;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ResolveMigration(grpc::ServerContext* ctx,
+                                const migd::v1::ResolveMigrationRequest* req,
+                                migd::v1::Migration* resp) override {
+    absl::MutexLock lock(&mu_);
+    resolves.push_back(*req);
+    if (auto e = Fail(ctx, "ResolveMigration"); !e.ok()) return e;
     *resp = job;
     return grpc::Status::OK;
   }

@@ -287,6 +287,58 @@ std::string NoticesString(const migd::v1::Migration& m) {
   return absl::StrJoin(m.notices(), "\n");
 }
 
+// For a job IN_DOUBT: why, how the outcome is sought, and what a person can
+// do about it, as labelled rows; once it ended, how it was settled.
+void InDoubtRows(const migd::v1::Migration& m,
+                 std::vector<std::pair<std::string, std::string>>* rows) {
+  const migd::v1::InDoubt& d = m.in_doubt();
+  if (m.phase() != migd::v1::PHASE_IN_DOUBT) {
+    if (!d.resolution().empty()) rows->push_back({"resolved", d.resolution()});
+    return;
+  }
+  const bool source = m.role() == migd::v1::ROLE_SOURCE;
+  rows->push_back(
+      {"in doubt",
+       absl::StrCat(source ? "COMMIT went out; whether the destination runs "
+                             "the devices is not known"
+                           : "whether the source still runs the devices is "
+                             "not known",
+                    d.reason().empty() ? "" : absl::StrCat("\n", d.reason()))});
+  if (source) {
+    rows->push_back(
+        {"asked",
+         d.attempts() == 0
+             ? "the destination, not answered yet"
+             : absl::StrCat("the destination ",
+                            Plural(d.attempts(), "time", "times"),
+                            "; last answer: ", d.last_answer())});
+  }
+  const std::string j = m.job_id();
+  rows->push_back(
+      {"to do",
+       source ? absl::StrCat(
+                    "nothing while the destination can still answer: the "
+                    "devices stay\n"
+                    "stopped until it does. If it never can (gone for "
+                    "good), decide:\n"
+                    "  migctl resolve ",
+                    j,
+                    " --outcome=source       resume the devices here\n"
+                    "  migctl resolve ",
+                    j,
+                    " --outcome=destination  they run there; release them")
+              : absl::StrCat(
+                    "the devices stay as they are until an operator "
+                    "decides:\n"
+                    "  migctl resolve ",
+                    j,
+                    " --outcome=destination  resume the devices here\n"
+                    "  migctl resolve ",
+                    j,
+                    " --outcome=source       they run on the source; "
+                    "reset them")});
+}
+
 }  // namespace
 
 std::string HumanBytesPair(uint64_t done, uint64_t total) {
@@ -373,6 +425,7 @@ std::string FormatMigrationDetails(const migd::v1::Migration& m) {
   };
   if (!m.peer_identity().empty())
     rows.push_back({"peer id", m.peer_identity()});
+  InDoubtRows(m, &rows);
   rows.push_back({"progress", ProgressString(m.bytes_done(), m.bytes_total())});
   if (m.has_created())
     rows.push_back({"created", FormatTimestamp(m.created())});

@@ -72,7 +72,9 @@ std::string FormatMigrationsTable(
     const migd::v1::ListMigrationsResponse& response);
 
 // A few lines on one job for `migctl status`: phase, role, peer (and its
-// certificate identity when the job has one), bytes,
+// certificate identity when the job has one); for a job IN_DOUBT why, how
+// often the destination was asked and what it said, and what to do (the
+// `migctl resolve` lines), for one that was, how it was settled; bytes,
 // timings, pre-copy (iterations, the live estimate, pre-copy and stop-copy
 // bytes), downtime with its breakdown, failure, notices, and one line per
 // device (with its pre-copy/stop-copy split and downtime share when known).

@@ -399,6 +399,69 @@ TEST(FormatMigrationDetails, ShowsPreCopyDowntimeNoticesAndDeviceSplits) {
       "3.0 MiB stop-copy, acked  downtime stop-copy 6.0ms, load 14ms\n");
 }
 
+TEST(FormatMigrationDetails, ASourceInDoubtSaysWhyWhatItAskedAndWhatToDo) {
+  migd::v1::Migration m;
+  m.set_job_id("j7");
+  m.set_role(migd::v1::ROLE_SOURCE);
+  m.set_phase(migd::v1::PHASE_IN_DOUBT);
+  m.set_peer("10.0.0.6:7070");
+  m.mutable_in_doubt()->set_reason(
+      "COMMIT went out, the destination's completion did not come: gone");
+  m.mutable_in_doubt()->set_attempts(1);
+  m.mutable_in_doubt()->set_last_answer("UNKNOWN: job j7 is IN_DOUBT here");
+  EXPECT_EQ(
+      FormatMigrationDetails(m),
+      "job       j7\n"
+      "role      SOURCE\n"
+      "phase     IN_DOUBT\n"
+      "peer      10.0.0.6:7070\n"
+      "in doubt  COMMIT went out; whether the destination runs the devices "
+      "is not known\n"
+      "          COMMIT went out, the destination's completion did not come: "
+      "gone\n"
+      "asked     the destination 1 time; last answer: UNKNOWN: job j7 is "
+      "IN_DOUBT here\n"
+      "to do     nothing while the destination can still answer: the devices "
+      "stay\n"
+      "          stopped until it does. If it never can (gone for good), "
+      "decide:\n"
+      "            migctl resolve j7 --outcome=source       resume the devices "
+      "here\n"
+      "            migctl resolve j7 --outcome=destination  they run there; "
+      "release them\n"
+      "progress  0 B\n");
+}
+
+TEST(FormatMigrationDetails, ADestinationInDoubtWaitsForAnOperator) {
+  migd::v1::Migration m;
+  m.set_job_id("j7");
+  m.set_role(migd::v1::ROLE_DESTINATION);
+  m.set_phase(migd::v1::PHASE_IN_DOUBT);
+  std::string text = FormatMigrationDetails(m);
+  EXPECT_NE(text.find("in doubt  whether the source still runs the devices "
+                      "is not known\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("asked"), std::string::npos) << text;
+  EXPECT_NE(text.find("migctl resolve j7 --outcome=destination  resume the "
+                      "devices here\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(FormatMigrationDetails, AResolvedJobSaysHow) {
+  migd::v1::Migration m;
+  m.set_job_id("j7");
+  m.set_role(migd::v1::ROLE_SOURCE);
+  m.set_phase(migd::v1::PHASE_SUCCEEDED);
+  m.mutable_in_doubt()->set_resolution("the destination answered RUNNING_HERE");
+  std::string text = FormatMigrationDetails(m);
+  EXPECT_NE(text.find("resolved  the destination answered RUNNING_HERE\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("to do"), std::string::npos) << text;
+}
+
 TEST(FormatMigrationDetails, LivePreCopySaysItHasNotConvergedYet) {
   migd::v1::Migration m = PrecopiedSourceJob();
   m.set_phase(migd::v1::PHASE_PRE_COPY);

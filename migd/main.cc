@@ -89,7 +89,10 @@ ABSL_FLAG(std::string, test_fault, "",
           "cancels the last data stream after N chunks; journal_max_pages:N "
           "lets the journal file grow to N pages at most (SQLite's "
           "max_page_count, never below its current size), past which a "
-          "record fails as on a full disk");
+          "record fails as on a full disk; exit_on_commit:N makes the agent "
+          "_exit() when its Nth incoming job receives COMMIT, before it "
+          "loads; exit_after_resume:N when its Nth incoming job resumed its "
+          "devices, before the Completion goes out");
 
 namespace {
 
@@ -244,16 +247,24 @@ int main(int argc, char** argv) {
     if (colon == std::string::npos ||
         !absl::SimpleAtoi(fault.substr(colon + 1), &n) ||
         (kind != "corrupt_chunk" && kind != "drop_stream" &&
-         kind != "journal_max_pages") ||
+         kind != "journal_max_pages" && kind != "exit_on_commit" &&
+         kind != "exit_after_resume") ||
         (kind == "journal_max_pages" &&
-         (n == 0 || n > uint64_t{std::numeric_limits<int64_t>::max()}))) {
+         (n == 0 || n > uint64_t{std::numeric_limits<int64_t>::max()})) ||
+        ((kind == "exit_on_commit" || kind == "exit_after_resume") &&
+         n == 0)) {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
           "--test_fault \"", fault,
-          "\": expected corrupt_chunk:N, drop_stream:N or "
-          "journal_max_pages:N (N > 0)")));
+          "\": expected corrupt_chunk:N, drop_stream:N, "
+          "journal_max_pages:N, exit_on_commit:N or exit_after_resume:N "
+          "(N > 0)")));
     }
     if (kind == "journal_max_pages") {
       options.journal.max_page_count = static_cast<int64_t>(n);
+    } else if (kind == "exit_on_commit") {
+      options.transfer_faults.exit_on_commit = n;
+    } else if (kind == "exit_after_resume") {
+      options.transfer_faults.exit_after_resume = n;
     } else {
       (kind == "corrupt_chunk" ? options.service.corrupt_chunk_sequence
                                : options.service.drop_stream_after) = n;

@@ -26,6 +26,10 @@
 //                                            | devices left as they are
 //   IN_DOUBT (from an earlier start)         | stays IN_DOUBT
 //
+// A job left IN_DOUBT is then taken up by the agent (migration/in_doubt.h):
+// a source asks its destination for the outcome until it answers, a
+// destination waits for an operator's decision (ResolveMigration).
+//
 // Every recovered job gets a notice saying what was found and done, and the
 // outcome is journaled. A device the job names that this agent no longer
 // has is left alone, and the notice says so.

@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
+#include "migd/migration/commit.h"
 #include "migd/migration/device_states.h"
 #include "migd/migration/device_steps.h"
 
@@ -571,6 +572,10 @@ void DestinationJob::EndLocked(const absl::Status& cause) {
 
 void DestinationJob::Abort(const absl::Status& cause, int from_stream) {
   absl::MutexLock lock(&mu_);
+  AbortLocked(cause, from_stream);
+}
+
+void DestinationJob::AbortLocked(const absl::Status& cause, int from_stream) {
   if (stage_ == Stage::kDone && job_->terminal()) return;
   stage_ = Stage::kDone;
   absl::Status why = cause;
@@ -602,6 +607,47 @@ void DestinationJob::Cancel() {
   job_->RequestCancel();
   Abort(base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
                     "cancelled by request"));
+}
+
+}  // namespace migd::migration
+
+namespace migd::migration {
+
+absl::StatusOr<v1::GetOutcomeResponse> DestinationJob::AnswerOutcome(
+    const std::string& peer_identity) {
+  if (peer_identity != source_identity_) {
+    return base::Error(
+        absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
+        absl::StrCat("the outcome of job ", job_->id(),
+                     " is for its source ",
+                     source_identity_.empty() ? "(no identity)"
+                                              : source_identity_,
+                     "; asked by ",
+                     peer_identity.empty() ? "(no identity)" : peer_identity));
+  }
+  // Complete holds mu_ from LOADING until the job ended: the phase read
+  // here cannot move on while the answer is made.
+  absl::MutexLock lock(&mu_);
+  const v1::Phase phase = job_->phase();
+  DestinationAnswer a = AnswerFor(phase);
+  v1::GetOutcomeResponse response;
+  response.set_known(true);
+  if (a.abort_first) {
+    const std::string why = absl::StrCat(
+        "the source asked for the outcome in ", PhaseName(phase),
+        ", before any device resumed: aborted so that it never runs them");
+    AbortLocked(base::Error(absl::StatusCode::kAborted,
+                            v1::ERROR_REASON_PEER_UNAVAILABLE, why),
+                /*from_stream=*/-1);
+    response.set_message(absl::StrCat("job ", job_->id(), " ", why));
+  } else {
+    response.set_message(absl::StrCat("job ", job_->id(), " is ",
+                                      PhaseName(phase), " here"));
+  }
+  response.set_outcome(a.outcome);
+  base::LogInfo("job ", job_->id(), ": the source asked for the outcome: ",
+                OutcomeName(a.outcome), " (", response.message(), ")");
+  return response;
 }
 
 }  // namespace migd::migration

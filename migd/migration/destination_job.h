@@ -17,7 +17,10 @@
 // then RUNNING.
 //
 // Any failure, cancel, or loss of the source before completion resets every
-// device (aborting RESUMING needs VFIO_DEVICE_RESET) and releases it.
+// device (aborting RESUMING needs VFIO_DEVICE_RESET) and releases it. The
+// source asks for the outcome (AnswerOutcome) when the completion did not
+// reach it: a job that has not resumed a device is aborted first, so that it
+// never runs the devices of a source that is told it did not.
 //
 // Thread-safe: the transfer session drives it from one thread; Cancel may
 // come from any thread.
@@ -132,11 +135,24 @@ class DestinationJob {
   // one has its session cancelled, and the session thread aborts it.
   void Cancel();
 
+  // TransferService.GetOutcome from `peer_identity`: PERMISSION_DENIED
+  // (BAD_TOKEN) unless it is the identity the job's token is bound to.
+  // Answers from the job's phase (commit.h, AnswerFor), taken under the lock
+  // Complete holds from LOADING to the end: RUNNING_HERE once it resumed
+  // (or is resuming) the devices; NOT_RUN once it failed or was cancelled;
+  // a job that has not resumed a device yet (prepared, attached, before
+  // COMMIT or before Complete took over) is aborted first, its devices
+  // reset, so that NOT_RUN stays true: it will never resume them.
+  absl::StatusOr<v1::GetOutcomeResponse> AnswerOutcome(
+      const std::string& peer_identity);
+
  private:
   DestinationJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
                  std::function<void()> on_done, uint64_t reorder_cap_bytes,
                  absl::Duration wait_timeout, std::string source_identity);
   void ResetAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AbortLocked(const absl::Status& cause, int from_stream)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndLocked(const absl::Status& cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The token, the identity it is bound to, and (for the control stream,
   // which uses the token; data streams join a session already attached) its

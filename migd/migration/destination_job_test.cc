@@ -15,6 +15,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "migd/device/emulated_device.h"
+#include "migd/migration/commit.h"
 #include "migd/transfer/chunk_codec.h"
 
 namespace migd::migration {
@@ -575,6 +576,105 @@ INSTANTIATE_TEST_SUITE_P(
       n.erase(std::remove(n.begin(), n.end(), '_'), n.end());
       return n;
     });
+
+
+// ---- The outcome question (GetOutcome) ----------------------------------
+
+namespace outcome {
+
+// A session from kSource into dst0 that sent every byte of src0's state and
+// its DEVICE_END; `commit` sends COMMIT too.
+class DestinationJobOutcomeTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    source_ = Device("src0", 1);
+    destination_ = Device("dst0", 2);
+    job_ = std::make_shared<Job>("j1", v1::ROLE_DESTINATION, "source",
+                                 std::vector<DevicePair>{{"dst0", "src0"}});
+    auto dj = DestinationJob::Prepare(
+        job_, {destination_.get()}, [this] { ++released_; },
+        uint64_t{16} << 20, absl::Seconds(5), kSource);
+    ASSERT_TRUE(dj.ok()) << dj.status();
+    dj_ = *std::move(dj);
+    ASSERT_NO_FATAL_FAILURE(AttachSession(*dj_, "j1", 1, kSource));
+    stream_ = SaveStream(source_.get());
+    ASSERT_TRUE(dj_->OnChunk(Chunk(stream_, 0, stream_.size(), 0)).ok());
+    ASSERT_TRUE(dj_->OnMarker(Marker(v1::PhaseMarker::STOP_COPY, 0, 0)).ok());
+    ASSERT_TRUE(
+        dj_->OnMarker(Marker(v1::PhaseMarker::DEVICE_END, 1, stream_.size()))
+            .ok());
+  }
+
+  std::string Outcome() {
+    auto a = dj_->AnswerOutcome(kSource);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? OutcomeName(a->outcome()) : "";
+  }
+
+  std::unique_ptr<device::EmulatedDevice> source_, destination_;
+  std::shared_ptr<Job> job_;
+  std::shared_ptr<DestinationJob> dj_;
+  std::string stream_;
+  int released_ = 0;
+};
+
+TEST_F(DestinationJobOutcomeTest, ACompletedJobRunsTheDevicesHere) {
+  ASSERT_TRUE(dj_->OnMarker(Marker(v1::PhaseMarker::COMMIT, 2, 0)).ok());
+  ASSERT_TRUE(dj_->Complete().ok());
+  EXPECT_EQ(Outcome(), "RUNNING_HERE");
+  EXPECT_EQ(job_->phase(), v1::PHASE_SUCCEEDED);
+  EXPECT_EQ(destination_->GetState().value(), vfio::MigState::kRunning);
+}
+
+// Asked before it resumed anything (here: every byte in, COMMIT not yet),
+// the job answers NOT_RUN only once it can never run: it is aborted, its
+// devices reset, and a COMMIT that comes after resumes nothing.
+TEST_F(DestinationJobOutcomeTest, AJobNotResumedIsAbortedBeforeItSaysNotRun) {
+  EXPECT_EQ(Outcome(), "NOT_RUN");
+  v1::Migration m = job_->Snapshot();
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_NE(m.failure().message().find("asked for the outcome"),
+            std::string::npos)
+      << m.failure().message();
+  EXPECT_EQ(released_, 1);
+  EXPECT_NE(*destination_->StateDigest(), *source_->StateDigest());
+  // The COMMIT that was on its way.
+  EXPECT_FALSE(dj_->OnMarker(Marker(v1::PhaseMarker::COMMIT, 2, 0)).ok());
+  EXPECT_FALSE(dj_->Complete().ok());
+  EXPECT_NE(*destination_->StateDigest(), *source_->StateDigest());
+  // Asked again: the same answer, nothing more done.
+  EXPECT_EQ(Outcome(), "NOT_RUN");
+  EXPECT_EQ(released_, 1);
+}
+
+// COMMIT arrived, Complete not started yet: still nothing resumed.
+TEST_F(DestinationJobOutcomeTest, ACommittedJobNotYetCompletingIsAborted) {
+  ASSERT_TRUE(dj_->OnMarker(Marker(v1::PhaseMarker::COMMIT, 2, 0)).ok());
+  EXPECT_EQ(Outcome(), "NOT_RUN");
+  EXPECT_FALSE(dj_->Complete().ok());
+  EXPECT_EQ(job_->phase(), v1::PHASE_FAILED);
+  EXPECT_NE(*destination_->StateDigest(), *source_->StateDigest());
+}
+
+TEST_F(DestinationJobOutcomeTest, AFailedJobNeverRan) {
+  dj_->Abort(absl::UnavailableError("source went away"));
+  EXPECT_EQ(Outcome(), "NOT_RUN");
+  EXPECT_EQ(job_->Snapshot().failure().message(), "source went away");
+}
+
+TEST_F(DestinationJobOutcomeTest, OnlyTheJobsSourceMayAskAndAskingChangesNothing) {
+  auto a = dj_->AnswerOutcome(kOther);
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kPermissionDenied)
+      << a.status();
+  EXPECT_NE(a.status().message().find(kOther), absl::string_view::npos);
+  EXPECT_EQ(job_->phase(), v1::PHASE_STOP_COPY);
+  // The session goes on to its end.
+  ASSERT_TRUE(dj_->OnMarker(Marker(v1::PhaseMarker::COMMIT, 2, 0)).ok());
+  ASSERT_TRUE(dj_->Complete().ok());
+  EXPECT_EQ(*destination_->StateDigest(), *source_->StateDigest());
+}
+
+}  // namespace outcome
 
 }  // namespace
 }  // namespace migd::migration

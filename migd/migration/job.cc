@@ -207,6 +207,13 @@ void Job::SetPeerIdentity(const std::string& identity) {
   record_.set_peer_identity(identity);
 }
 
+void Job::SetInDoubt(const v1::InDoubt& in_doubt,
+                     const std::string& message) {
+  absl::MutexLock lock(&mu_);
+  *record_.mutable_in_doubt() = in_doubt;
+  Changed(message);
+}
+
 void Job::AddNotice(const std::string& notice) {
   absl::MutexLock lock(&mu_);
   record_.add_notices(notice);

@@ -83,6 +83,10 @@ class Job {
   void AddNotice(const std::string& notice);
   // The other agent's certificate identity (empty with --insecure).
   void SetPeerIdentity(const std::string& identity);
+  // What the record says about the job's doubt (Migration.in_doubt): why,
+  // how the outcome is sought, how it was settled. `message` says what
+  // changed.
+  void SetInDoubt(const v1::InDoubt& in_doubt, const std::string& message);
   // Source: COMMIT is about to go out. Marks the record committed and asks
   // the observers to record it (BeforeAct); when one fails, the mark is
   // taken back and COMMIT must not go out (the job fails, rolls back).

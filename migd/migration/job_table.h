@@ -13,12 +13,14 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "migd/migration/destination_job.h"
+#include "migd/migration/in_doubt.h"
 #include "migd/migration/job.h"
 #include "migd/migration/source_job.h"
 
@@ -40,8 +42,13 @@ class JobTable {
   void AddDestination(std::shared_ptr<DestinationJob> job);
   // A job read back from the journal at start (no runner drives it): the API
   // reports it, its id stays taken. Ended jobs, and jobs left IN_DOUBT,
-  // which nothing in this process will end: shutdown does not wait for them.
+  // which only their InDoubt (AddInDoubt) ends: shutdown does not wait for
+  // them.
   void AddRestored(std::shared_ptr<Job> job);
+  // Takes up a restored job left IN_DOUBT (added with AddRestored first):
+  // `in_doubt` ends it, asking on a thread of its own when it asks someone,
+  // or when an operator resolves it.
+  void AddInDoubt(std::shared_ptr<InDoubt> in_doubt);
 
   // kNotFound (JOB_NOT_FOUND) for an unknown id.
   absl::StatusOr<std::shared_ptr<Job>> Find(const std::string& id) const;
@@ -54,13 +61,28 @@ class JobTable {
   // Newest first.
   std::vector<std::shared_ptr<Job>> List() const;
 
-  // CancelMigration: kNotFound for an unknown id; a no-op on an ended job.
+  // CancelMigration: kNotFound for an unknown id; a no-op on an ended job;
+  // kFailedPrecondition (IN_DOUBT) for a job IN_DOUBT, which only Resolve
+  // ends.
   absl::StatusOr<std::shared_ptr<Job>> Cancel(const std::string& id);
 
-  // Cancels every job that has not ended (agent shutdown).
+  // ResolveMigration: an operator's decision (`who`: the caller's identity)
+  // for a job IN_DOUBT (InDoubt::Resolve). kNotFound for an unknown id;
+  // kFailedPrecondition (NOT_IN_DOUBT) for a job in another phase.
+  absl::StatusOr<std::shared_ptr<Job>> Resolve(const std::string& id,
+                                               v1::Resolution resolution,
+                                               const std::string& who);
+
+  // Cancels every job that has not ended and is not IN_DOUBT (agent
+  // shutdown).
   void CancelAll();
 
-  // Waits until every job has ended, at most `timeout`. True when they have.
+  // Agent shutdown: every job IN_DOUBT (or getting there) stops asking its
+  // peer and stays IN_DOUBT for recovery at the next start.
+  void StopResolvers();
+
+  // Waits until every job has ended or is IN_DOUBT, at most `timeout`. True
+  // when they have.
   bool AwaitAllEnded(absl::Duration timeout) const;
 
  private:
@@ -68,6 +90,9 @@ class JobTable {
     std::shared_ptr<Job> job;
     std::unique_ptr<SourceJob> source;
     std::shared_ptr<DestinationJob> destination;
+    // A restored job IN_DOUBT, and the thread asking for its outcome.
+    std::shared_ptr<InDoubt> in_doubt;
+    std::unique_ptr<std::thread> resolver;
     bool restored = false;
     uint64_t order = 0;
   };

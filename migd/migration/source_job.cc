@@ -177,13 +177,23 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
 }
 
 SourceJob::~SourceJob() {
+  StopResolving();
   if (thread_.joinable()) thread_.join();
 }
 
 void SourceJob::Run() {
   absl::Status s = Transfer();
+  const bool in_doubt = !s.ok() && committed_;
   if (s.ok()) {
     Finalize();
+  } else if (in_doubt) {
+    // COMMIT may have reached the destination, which may run the devices
+    // now: no ABORT (it would come too late to mean anything), no rollback.
+    s = CommittedCause(s);
+    base::LogWarning("job ", job_->id(), ": no completion after COMMIT: ",
+                     s.ToString());
+    CancelSession();
+    streams_.clear();
   } else {
     s = Cause(s);
     base::LogWarning("job ", job_->id(), " failed: ", s.ToString());
@@ -213,9 +223,73 @@ void SourceJob::Run() {
   watch_.reset();
   job_->SetPayloadCopies(payload_copies());
   job_->SetCanceller(nullptr);
+  if (in_doubt) {
+    AwaitOutcome(s);
+    return;
+  }
   if (on_done_) on_done_();
   job_->Finish(s);
   base::LogInfo("job ", job_->id(), " ended: ", PhaseName(job_->phase()));
+}
+
+absl::Status SourceJob::CommittedCause(const absl::Status& error) const {
+  if (timed_out_) {
+    return base::Error(
+        absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_TIMEOUT,
+        absl::StrCat("no completion from the destination within ",
+                     absl::FormatDuration(options_.phase_timeout),
+                     " of COMMIT (", error.message(), ")"));
+  }
+  absl::Status cause = base::Annotate(
+      error, "COMMIT went out, the destination's completion did not come");
+  // A cancelled stream after COMMIT is not a cancel of the job (a cancel
+  // changes nothing after COMMIT): the destination went away.
+  if (base::ReasonOf(cause) == v1::ERROR_REASON_CANCELLED) {
+    cause = base::WithReason(cause, v1::ERROR_REASON_PEER_UNAVAILABLE);
+  }
+  return cause;
+}
+
+void SourceJob::AwaitOutcome(const absl::Status& cause) {
+  InDoubtOptions o = options_.outcome;
+  o.dial = options_.dial_control ? options_.dial_control : options_.dial;
+  auto in_doubt = std::make_shared<InDoubt>(
+      job_, devices_, cause, std::string(cause.message()), std::move(o),
+      on_done_);
+  {
+    absl::MutexLock lock(&in_doubt_mu_);
+    in_doubt_ = in_doubt;
+    if (stop_resolving_) in_doubt->Stop();
+  }
+  if (in_doubt->Run()) {
+    base::LogInfo("job ", job_->id(), " ended: ", PhaseName(job_->phase()));
+  } else {
+    base::LogWarning("job ", job_->id(),
+                     ": left IN_DOUBT (the agent stops), devices stopped");
+  }
+}
+
+absl::Status SourceJob::Resolve(v1::Resolution resolution,
+                                const std::string& who) {
+  std::shared_ptr<InDoubt> in_doubt;
+  {
+    absl::MutexLock lock(&in_doubt_mu_);
+    in_doubt = in_doubt_;
+  }
+  if (in_doubt == nullptr) {
+    return base::Error(
+        absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_NOT_IN_DOUBT,
+        absl::StrCat("job ", job_->id(), " is ", PhaseName(job_->phase()),
+                     ", not IN_DOUBT: only a job whose outcome is in doubt "
+                     "is resolved"));
+  }
+  return in_doubt->Resolve(resolution, who);
+}
+
+void SourceJob::StopResolving() {
+  absl::MutexLock lock(&in_doubt_mu_);
+  stop_resolving_ = true;
+  if (in_doubt_ != nullptr) in_doubt_->Stop();
 }
 
 absl::Status SourceJob::Cause(const absl::Status& error) const {
@@ -589,12 +663,20 @@ absl::Status SourceJob::Switchover() {
   }
   // Every byte is on the wire before the destination is told to commit.
   if (absl::Status s = CloseDataStreams(); !s.ok()) return s;
-  // Write-ahead: once COMMIT may have gone out, the destination may run the
-  // devices, and a restarted agent must never resume them here.
-  if (absl::Status s = job_->Commit(); !s.ok()) return s;
-  if (absl::Status s = SendMarker(v1::PhaseMarker::COMMIT, 0, 0); !s.ok()) {
-    return s;
+  // A cancel that came before COMMIT still rolls back; one that comes after
+  // Commit() changes nothing.
+  if (job_->cancel_requested()) {
+    return absl::CancelledError("cancel requested");
   }
+  // Write-ahead: once COMMIT may have gone out, the destination may run the
+  // devices, and neither this job nor a restarted agent resumes them here
+  // without the destination's word.
+  if (absl::Status s = job_->Commit(); !s.ok()) return s;
+  committed_ = true;
+  v1::TransferRequest commit;
+  commit.mutable_marker()->set_kind(v1::PhaseMarker::COMMIT);
+  commit.mutable_marker()->set_sequence(sequence_++);
+  if (absl::Status s = client_->Send(commit); !s.ok()) return s;
   absl::Time transfer_end = absl::Now();
 
   // The destination loads and resumes every device before completing.
@@ -638,8 +720,9 @@ void SourceJob::Interrupt() {
   // notices the request and fails with CANCELLED, which its ABORT marker
   // tells the destination. The streams stay open for that. A request that
   // comes after COMMIT changes nothing: the destination may already run the
-  // devices, so the source waits for its answer. A send blocked on a
-  // destination that stopped reading ends at the phase timeout, as CANCELLED.
+  // devices, so the source waits for its answer (and asks for it when it
+  // does not come: IN_DOUBT). A send blocked on a destination that stopped
+  // reading ends at the phase timeout, as CANCELLED before COMMIT.
   pool_->Cancel(absl::CancelledError("cancel requested"));
   client_->Interrupt();
 }

@@ -13,9 +13,13 @@
 //   COMMIT; the destination loads and runs the devices; STOP_COPY -> STOP
 //   here, off the downtime path.
 //
-// Any failure or cancel before the destination reports completion cancels the
-// session (the destination resets its devices) and puts every source device
-// back to RUNNING, resetting the ones in ERROR.
+// Any failure or cancel before COMMIT cancels the session (the destination
+// resets its devices) and puts every source device back to RUNNING, resetting
+// the ones in ERROR. After COMMIT the destination may run the devices, so the
+// source never resumes them on its own: a cancel changes nothing, and when the
+// completion does not arrive (the stream broke, the phase timed out) the job
+// goes IN_DOUBT with its devices stopped and asks the destination for the
+// outcome until it answers or an operator decides (in_doubt.h, commit.h).
 
 #ifndef MIGD_MIGRATION_SOURCE_JOB_H_
 #define MIGD_MIGRATION_SOURCE_JOB_H_
@@ -36,6 +40,7 @@
 #include "migd/base/watchdog.h"
 #include "migd/device/device.h"
 #include "migd/dirty/tracker.h"
+#include "migd/migration/in_doubt.h"
 #include "migd/migration/job.h"
 #include "migd/migration/policy.h"
 #include "migd/transfer/buffer_pool.h"
@@ -53,6 +58,12 @@ struct SourceJobOptions {
   // data stream get one), with the agent's credentials, checking that the
   // destination is who the request says (see security::Credentials::Dial).
   std::function<std::shared_ptr<grpc::Channel>()> dial;
+  // Opens a connection for GetOutcome, the question a job whose completion
+  // did not arrive asks the destination (security::ChannelUse::kControl);
+  // `dial` when null.
+  std::function<std::shared_ptr<grpc::Channel>()> dial_control;
+  // How often and how long that question is asked (its `dial` is ignored).
+  InDoubtOptions outcome;
   uint32_t chunk_bytes = 1 << 20;
   // Memory for chunks in flight (read from devices, not yet sent by gRPC):
   // reading waits when it is all in use, so agent memory stays bounded
@@ -98,6 +109,15 @@ class SourceJob {
   // User-space copies of chunk payload on this side (0 on the data path).
   uint64_t payload_copies() const;
 
+  // An operator's decision for the job while it is IN_DOUBT (see
+  // InDoubt::Resolve); kFailedPrecondition (NOT_IN_DOUBT) otherwise.
+  absl::Status Resolve(v1::Resolution resolution, const std::string& who);
+
+  // Agent shutdown: a job IN_DOUBT stops asking the destination (now, or as
+  // soon as it gets there) and stays IN_DOUBT, its devices stopped, for
+  // recovery at the next start. The job's thread then ends.
+  void StopResolving();
+
  private:
   SourceJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
             SourceJobOptions options, std::function<void()> on_done);
@@ -131,6 +151,12 @@ class SourceJob {
   absl::Status Cause(const absl::Status& error) const;
   void Rollback();
   void Finalize();
+  // COMMIT may have gone out and the completion did not come: why, as the
+  // job reports it (a timeout, a lost destination).
+  absl::Status CommittedCause(const absl::Status& error) const;
+  // Holds the devices stopped and asks the destination until the job's
+  // outcome is known (or StopResolving); the job ends there.
+  void AwaitOutcome(const absl::Status& cause);
   // Collects the tracker's bitmaps and passes its new notices (a device that
   // turned out unable to report) to the job.
   void CollectDirty(bool final);
@@ -164,6 +190,14 @@ class SourceJob {
 
   std::unique_ptr<base::Watchdog> watch_;
   std::atomic<bool> timed_out_{false};
+  // Job::Commit succeeded: COMMIT may be out, and the devices are never
+  // resumed without the destination's word (or an operator's).
+  bool committed_ = false;
+
+  absl::Mutex in_doubt_mu_;
+  std::shared_ptr<InDoubt> in_doubt_ ABSL_GUARDED_BY(in_doubt_mu_);
+  bool stop_resolving_ ABSL_GUARDED_BY(in_doubt_mu_) = false;
+
   std::thread thread_;
 };
 

@@ -8,6 +8,9 @@
 
 #include <errno.h>
 
+#include <algorithm>
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -39,10 +43,42 @@ constexpr uint64_t kStateBytes = 1 << 20;
 constexpr uint32_t kChunkBytes = 64 << 10;
 constexpr absl::Duration kJobDeadline = absl::Seconds(60);
 
+// What the fake destination does on COMMIT.
+enum class AtCommit {
+  kComplete,     // load, answer Completion
+  kRunThenDrop,  // load and run the device, then drop the call unanswered
+  kDropUnloaded, // drop the call unanswered, the device never loaded
+};
+
 // The destination side of one session, loading device 0 into `device`.
 class FakeDestination final : public v1::TransferService::Service {
  public:
-  explicit FakeDestination(device::Device* device) : device_(device) {}
+  explicit FakeDestination(device::Device* device,
+                           AtCommit at_commit = AtCommit::kComplete)
+      : device_(device), at_commit_(at_commit) {}
+
+  // What GetOutcome answers from now on.
+  void SetOutcome(v1::Outcome outcome) {
+    absl::MutexLock l(&mu_);
+    outcome_ = outcome;
+  }
+  int outcome_calls() const {
+    absl::MutexLock l(&mu_);
+    return outcome_calls_;
+  }
+
+  grpc::Status GetOutcome(grpc::ServerContext*,
+                          const v1::GetOutcomeRequest* request,
+                          v1::GetOutcomeResponse* response) override {
+    absl::MutexLock l(&mu_);
+    ++outcome_calls_;
+    if (request->job_id() != "job-1") {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "which job?");
+    }
+    response->set_outcome(outcome_);
+    response->set_known(true);
+    return grpc::Status::OK;
+  }
 
   grpc::Status Transfer(
       grpc::ServerContext*,
@@ -75,11 +111,21 @@ class FakeDestination final : public v1::TransferService::Service {
           break;
         case v1::PhaseMarker::COMMIT: {
           absl::MutexLock l(&mu_);
+          if (at_commit_ == AtCommit::kDropUnloaded) {
+            return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                "destination went away");
+          }
           load_.reset();
           auto stop = device_->SetState(MigState::kStop);
           if (!stop.ok()) {
             return grpc::Status(grpc::StatusCode::DATA_LOSS,
                                 std::string(stop.status().message()));
+          }
+          if (at_commit_ == AtCommit::kRunThenDrop) {
+            // The devices run here; the Completion never leaves.
+            (void)device_->SetState(MigState::kRunning);
+            return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                "destination went away");
           }
           resp.mutable_completion()->add_devices()->set_device(0);
           stream->Write(resp);
@@ -146,7 +192,10 @@ class FakeDestination final : public v1::TransferService::Service {
   }
 
   device::Device* const device_;
+  const AtCommit at_commit_;
   mutable absl::Mutex mu_;
+  v1::Outcome outcome_ ABSL_GUARDED_BY(mu_) = v1::OUTCOME_UNKNOWN;
+  int outcome_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::unique_ptr<device::DataStream> load_ ABSL_GUARDED_BY(mu_);
   uint64_t loaded_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::PhaseMarker> markers_ ABSL_GUARDED_BY(mu_);
@@ -256,10 +305,11 @@ std::unique_ptr<device::EmulatedDevice> Emulated(
 
 class SourceJobTest : public ::testing::Test {
  protected:
-  // Runs a job migrating `source` (named emu0) into dst0 to its end and
-  // returns its record.
-  v1::Migration Migrate(device::Device* source) {
-    destination_ = std::make_unique<FakeDestination>(dst_.get());
+  // Starts a job migrating `source` (named emu0) into dst0, the destination
+  // doing `at_commit` on COMMIT.
+  std::unique_ptr<SourceJob> Start(device::Device* source,
+                                   AtCommit at_commit = AtCommit::kComplete) {
+    destination_ = std::make_unique<FakeDestination>(dst_.get(), at_commit);
     grpc::ServerBuilder builder;
     builder.RegisterService(destination_.get());
     server_ = builder.BuildAndStart();
@@ -279,19 +329,43 @@ class SourceJobTest : public ::testing::Test {
     // Long enough for any pass, short enough that a job stuck waiting for
     // an acknowledgement that cannot come fails the test quickly.
     options.convergence.switchover_ack_timeout = absl::Seconds(5);
-    auto sj = SourceJob::Start(job_, {source}, options, nullptr);
+    options.outcome.first_retry = absl::Milliseconds(10);
+    options.outcome.max_retry = absl::Milliseconds(50);
+    auto sj = SourceJob::Start(job_, {source}, options,
+                               [this] { ++released_; });
     EXPECT_TRUE(sj.ok()) << sj.status();
-    if (!sj.ok()) return job_->Snapshot();
+    return sj.ok() ? *std::move(sj) : nullptr;
+  }
+
+  // Waits until the job satisfies `done`; false at the deadline.
+  bool WaitFor(const std::function<bool(const v1::Migration&)>& done) {
     uint64_t seen = Job::kNoVersion;
     const absl::Time deadline = absl::Now() + kJobDeadline;
-    while (!job_->terminal() && absl::Now() < deadline) {
+    while (absl::Now() < deadline) {
+      if (done(job_->Snapshot())) return true;
       v1::MigrationEvent event;
-      (void)job_->WaitForChange(&seen, absl::Seconds(1), &event);
+      (void)job_->WaitForChange(&seen, absl::Milliseconds(100), &event);
     }
-    EXPECT_TRUE(job_->terminal()) << "the job did not end in time";
+    return done(job_->Snapshot());
+  }
+
+  // Waits for the job's end, then for its thread.
+  v1::Migration AwaitEnd(std::unique_ptr<SourceJob> sj) {
+    EXPECT_TRUE(WaitFor([](const v1::Migration& m) {
+      return IsTerminal(m.phase());
+    })) << "the job did not end in time";
     if (!job_->terminal()) job_->RequestCancel();
-    sj->reset();  // joins the job's thread
+    if (sj != nullptr) sj->StopResolving();
+    sj.reset();  // joins the job's thread
     return job_->Snapshot();
+  }
+
+  // Runs a job migrating `source` (named emu0) into dst0 to its end and
+  // returns its record.
+  v1::Migration Migrate(device::Device* source) {
+    std::unique_ptr<SourceJob> sj = Start(source);
+    if (sj == nullptr) return job_->Snapshot();
+    return AwaitEnd(std::move(sj));
   }
 
   void TearDown() override {
@@ -302,7 +376,167 @@ class SourceJobTest : public ::testing::Test {
   std::unique_ptr<FakeDestination> destination_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<Job> job_;
+  std::atomic<int> released_{0};
 };
+
+// Every state the record says device `name` passed through, in order.
+std::vector<std::string> StatesOf(const v1::Migration& m,
+                                  const std::string& name) {
+  std::vector<std::string> out;
+  for (const v1::StateChange& c : m.state_changes()) {
+    if (c.device() == name) out.push_back(v1::DeviceState_Name(c.state()));
+  }
+  return out;
+}
+
+bool HasNotice(const v1::Migration& m, absl::string_view text) {
+  for (const std::string& n : m.notices()) {
+    if (absl::StrContains(n, text)) return true;
+  }
+  return false;
+}
+
+constexpr char kRunning[] = "DEVICE_STATE_RUNNING";
+
+bool InDoubtAndAsked(const v1::Migration& m) {
+  return m.phase() == v1::PHASE_IN_DOUBT && m.in_doubt().attempts() > 0;
+}
+
+// The destination ran the devices and went away before its Completion: the
+// source does not roll back (both would run the VM) but holds its devices
+// stopped, IN_DOUBT, until the destination says it runs them; then the job
+// succeeded and its devices stop for good, never having run again.
+TEST_F(SourceJobTest, NoCompletionAfterCommitIsInDoubtUntilTheDestinationRuns) {
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get(), AtCommit::kRunThenDrop);
+  ASSERT_NE(sj, nullptr);
+  ASSERT_TRUE(WaitFor(InDoubtAndAsked)) << job_->Snapshot().DebugString();
+  v1::Migration doubt = job_->Snapshot();
+  EXPECT_TRUE(doubt.committed());
+  EXPECT_EQ(src->GetState().value(), MigState::kStopCopy);
+  EXPECT_EQ(released_, 0) << "devices released while in doubt";
+  EXPECT_TRUE(absl::StrContains(doubt.in_doubt().last_answer(), "UNKNOWN"))
+      << doubt.in_doubt().last_answer();
+  EXPECT_TRUE(absl::StrContains(doubt.in_doubt().advice(), "migctl resolve"));
+
+  destination_->SetOutcome(v1::OUTCOME_RUNNING_HERE);
+  const v1::Migration m = AwaitEnd(std::move(sj));
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << m.failure().message();
+  EXPECT_EQ(src->GetState().value(), MigState::kStop);
+  EXPECT_EQ(dst_->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(dst_->StateDigest().value(), src->StateDigest().value());
+  const std::vector<std::string> states = StatesOf(m, "emu0");
+  EXPECT_EQ(std::count(states.begin(), states.end(), kRunning), 0)
+      << absl::StrJoin(states, " ");
+  EXPECT_TRUE(absl::StrContains(m.in_doubt().resolution(), "RUNNING_HERE"))
+      << m.in_doubt().resolution();
+  EXPECT_EQ(released_, 1);
+}
+
+// The destination went away on COMMIT without loading, and says so: the
+// source resumes its devices and the job fails with why it was in doubt.
+TEST_F(SourceJobTest, NoCompletionAfterCommitResumesOnlyOnNotRun) {
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get(), AtCommit::kDropUnloaded);
+  ASSERT_NE(sj, nullptr);
+  ASSERT_TRUE(WaitFor(InDoubtAndAsked)) << job_->Snapshot().DebugString();
+  EXPECT_EQ(src->GetState().value(), MigState::kStopCopy);
+  {
+    const std::vector<std::string> states = StatesOf(job_->Snapshot(), "emu0");
+    EXPECT_EQ(std::count(states.begin(), states.end(), kRunning), 0)
+        << absl::StrJoin(states, " ");
+  }
+
+  destination_->SetOutcome(v1::OUTCOME_NOT_RUN);
+  const v1::Migration m = AwaitEnd(std::move(sj));
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_EQ(base::ReasonName(m.failure().reason()),
+            base::ReasonName(v1::ERROR_REASON_PEER_UNAVAILABLE))
+      << m.failure().message();
+  EXPECT_TRUE(absl::StrContains(m.failure().message(),
+                                "destination went away"))
+      << m.failure().message();
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  // RUNNING again only at the very end, once the destination said NOT_RUN.
+  const std::vector<std::string> states = StatesOf(m, "emu0");
+  ASSERT_FALSE(states.empty());
+  EXPECT_EQ(states.back(), kRunning);
+  EXPECT_EQ(std::count(states.begin(), states.end(), kRunning), 1)
+      << absl::StrJoin(states, " ");
+  EXPECT_TRUE(absl::StrContains(m.in_doubt().resolution(), "NOT_RUN"))
+      << m.in_doubt().resolution();
+  EXPECT_EQ(released_, 1);
+}
+
+// A destination that never settles it: the source keeps asking, its devices
+// stopped, until an operator decides.
+TEST_F(SourceJobTest, AnOperatorDecidesAJobTheDestinationCannotSettle) {
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get(), AtCommit::kDropUnloaded);
+  ASSERT_NE(sj, nullptr);
+  ASSERT_TRUE(WaitFor([](const v1::Migration& m) {
+    return m.phase() == v1::PHASE_IN_DOUBT && m.in_doubt().attempts() >= 3;
+  })) << job_->Snapshot().DebugString();
+  EXPECT_EQ(src->GetState().value(), MigState::kStopCopy);
+  EXPECT_EQ(job_->Snapshot().phase(), v1::PHASE_IN_DOUBT);
+
+  absl::Status s = sj->Resolve(v1::RESOLUTION_SOURCE, "spiffe://x/operator");
+  ASSERT_TRUE(s.ok()) << s;
+  const v1::Migration m = AwaitEnd(std::move(sj));
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  EXPECT_TRUE(HasNotice(m, "operator spiffe://x/operator chose the source"));
+  EXPECT_TRUE(absl::StrContains(m.in_doubt().resolution(),
+                                "spiffe://x/operator"));
+}
+
+TEST_F(SourceJobTest, AResolutionAfterTheEndIsRefused) {
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get(), AtCommit::kDropUnloaded);
+  ASSERT_NE(sj, nullptr);
+  ASSERT_TRUE(WaitFor(InDoubtAndAsked));
+  ASSERT_TRUE(sj->Resolve(v1::RESOLUTION_DESTINATION, "op").ok());
+  EXPECT_EQ(src->GetState().value(), MigState::kStop);
+  absl::Status again = sj->Resolve(v1::RESOLUTION_SOURCE, "op");
+  EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition) << again;
+  EXPECT_EQ(base::ReasonName(base::ReasonOf(again)),
+            base::ReasonName(v1::ERROR_REASON_NOT_IN_DOUBT));
+  EXPECT_EQ(src->GetState().value(), MigState::kStop);
+  const v1::Migration m = AwaitEnd(std::move(sj));
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED));
+}
+
+// A job that succeeded was never in doubt: nothing to resolve.
+TEST_F(SourceJobTest, AJobNotInDoubtIsNotResolved) {
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get());
+  ASSERT_NE(sj, nullptr);
+  ASSERT_TRUE(WaitFor([](const v1::Migration& m) {
+    return IsTerminal(m.phase());
+  }));
+  absl::Status s = sj->Resolve(v1::RESOLUTION_SOURCE, "op");
+  EXPECT_EQ(base::ReasonName(base::ReasonOf(s)),
+            base::ReasonName(v1::ERROR_REASON_NOT_IN_DOUBT))
+      << s;
+  EXPECT_EQ(AwaitEnd(std::move(sj)).phase(), v1::PHASE_SUCCEEDED);
+  EXPECT_EQ(src->GetState().value(), MigState::kStop);
+  EXPECT_EQ(destination_->outcome_calls(), 0);
+}
+
+// Agent shutdown: the job stops asking and stays IN_DOUBT, its devices
+// stopped and held, for recovery at the next start.
+TEST_F(SourceJobTest, StoppingLeavesTheJobInDoubtWithItsDevicesStopped) {
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get(), AtCommit::kDropUnloaded);
+  ASSERT_NE(sj, nullptr);
+  ASSERT_TRUE(WaitFor(InDoubtAndAsked));
+  sj->StopResolving();
+  sj.reset();  // the job's thread ends
+  EXPECT_EQ(job_->Snapshot().phase(), v1::PHASE_IN_DOUBT);
+  EXPECT_EQ(src->GetState().value(), MigState::kStopCopy);
+  EXPECT_EQ(released_, 0);
+}
 
 // A device that goes away in pre-copy (read() fails with ENODEV) fails the
 // job there, as a device error naming it: not the temporary end of the

@@ -27,8 +27,10 @@ constexpr absl::string_view kReadMethods[] = {
     "ListDevices", "GetMigration", "WatchMigration", "ListMigrations",
     "WatchDirtyPages"};
 constexpr absl::string_view kWriteMethods[] = {
-    "PrepareIncoming", "StartMigration", "CancelMigration"};
-constexpr absl::string_view kTransferMethods[] = {"Transfer", "TransferData"};
+    "PrepareIncoming", "StartMigration", "CancelMigration",
+    "ResolveMigration"};
+constexpr absl::string_view kTransferMethods[] = {"Transfer", "TransferData",
+                                                  "GetOutcome"};
 constexpr absl::string_view kHealthMethods[] = {"Check", "Watch"};
 
 template <size_t N>

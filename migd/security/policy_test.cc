@@ -82,9 +82,9 @@ TEST(PolicyRolesOf, UnknownIdentityHasNoRoles) {
 
 TEST(RolesAllowedFor, OperatorMayCallEveryMigrationServiceMethod) {
   for (const char* m :
-       {"StartMigration", "PrepareIncoming", "CancelMigration", "ListDevices",
-        "GetMigration", "WatchMigration", "ListMigrations",
-        "WatchDirtyPages"}) {
+       {"StartMigration", "PrepareIncoming", "CancelMigration",
+        "ResolveMigration", "ListDevices", "GetMigration", "WatchMigration",
+        "ListMigrations", "WatchDirtyPages"}) {
     EXPECT_NE(RolesAllowedFor(Migration(m)) & kOperator, 0u) << m;
   }
 }
@@ -94,15 +94,22 @@ TEST(RolesAllowedFor, ObserverMayCallOnlyTheReadMethods) {
                         "ListMigrations", "WatchDirtyPages"}) {
     EXPECT_EQ(RolesAllowedFor(Migration(m)), kOperator | kObserver) << m;
   }
-  for (const char* m :
-       {"StartMigration", "PrepareIncoming", "CancelMigration"}) {
+  for (const char* m : {"StartMigration", "PrepareIncoming",
+                        "CancelMigration", "ResolveMigration"}) {
     EXPECT_EQ(RolesAllowedFor(Migration(m)), kOperator) << m;
   }
+}
+
+// Deciding where an in-doubt job's devices run is the operator's alone: not
+// an observer's, and not an agent's (a peer agent asks GetOutcome instead).
+TEST(RolesAllowedFor, OnlyTheOperatorMayResolveAJobInDoubt) {
+  EXPECT_EQ(RolesAllowedFor(Migration("ResolveMigration")), kOperator);
 }
 
 TEST(RolesAllowedFor, TransferServiceIsForAgentsOnly) {
   EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/Transfer"), kAgent);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/TransferData"), kAgent);
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/GetOutcome"), kAgent);
 }
 
 TEST(RolesAllowedFor, AgentMayNotCallMigrationService) {

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "migd/base/reason.h"
 #include "grpcpp/ext/health_check_service_server_builder_option.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -10,6 +11,7 @@
 #include "migd/base/log.h"
 #include "migd/journal/journal_observer.h"
 #include "migd/journal/recovery.h"
+#include "migd/migration/in_doubt.h"
 #include "migd/security/tls_files.h"
 #include "migd/transfer/threaded_calls.h"
 
@@ -53,7 +55,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
   agent->migration_service_ = std::make_unique<MigrationServiceImpl>(
       agent->devices_.get(), agent->jobs_.get(), options.service);
   agent->transfer_service_ = std::make_unique<TransferServiceImpl>(
-      agent->jobs_.get(), options.transfer_idle_timeout);
+      agent->jobs_.get(), options.transfer_idle_timeout,
+      options.transfer_faults);
+  agent->TakeUpInDoubt(options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -110,6 +114,47 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
   return agent;
 }
 
+void Agent::TakeUpInDoubt(const AgentOptions& options) {
+  for (const std::shared_ptr<migration::Job>& job : jobs_->List()) {
+    if (job->phase() != v1::PHASE_IN_DOUBT) continue;
+    const v1::Migration record = job->Snapshot();
+    std::vector<device::Device*> devices;
+    for (const v1::DeviceProgress& d : record.devices()) {
+      devices.push_back(devices_->Find(d.device()));
+    }
+    migration::InDoubtOptions o = options.service.outcome;
+    if (record.role() == v1::ROLE_SOURCE) {
+      // The destination the job migrated to, as the handshake verified it.
+      o.dial = [credentials = options.credentials, address = record.peer(),
+                identity = record.peer_identity()] {
+        return credentials->Dial(address, identity,
+                                 security::ChannelUse::kControl);
+      };
+    }
+    const std::string id = job->id();
+    migration::DeviceRegistry* registry = devices_.get();
+    const std::string reason =
+        record.in_doubt().reason().empty()
+            ? "the agent restarted after COMMIT"
+            : absl::StrCat(record.in_doubt().reason(),
+                           "; then the agent restarted");
+    auto in_doubt = std::make_shared<migration::InDoubt>(
+        job, std::move(devices),
+        base::Error(absl::StatusCode::kAborted,
+                    v1::ERROR_REASON_AGENT_RESTARTED,
+                    absl::StrCat("the agent restarted with the job in doubt "
+                                 "after COMMIT (",
+                                 reason, ")")),
+        reason, std::move(o), [registry, id] { registry->Release(id); });
+    base::LogWarning("job ", id, ": in doubt since before the restart; ",
+                     in_doubt->asks()
+                         ? absl::StrCat("asking the destination ",
+                                        record.peer(), " for the outcome")
+                         : "waiting for an operator's decision");
+    jobs_->AddInDoubt(std::move(in_doubt));
+  }
+}
+
 Agent::~Agent() { Shutdown(); }
 
 void Agent::Shutdown() {
@@ -117,6 +162,9 @@ void Agent::Shutdown() {
   shut_down_ = true;
   base::LogInfo("shutting down: cancelling running jobs");
   jobs_->CancelAll();
+  // A job IN_DOUBT keeps its devices stopped: it stops asking and stays so,
+  // for the next start.
+  jobs_->StopResolvers();
   // Rollbacks and resets run on job and session threads; let them finish
   // before the server stops, so no device is left half-way.
   if (!jobs_->AwaitAllEnded(absl::Seconds(30))) {

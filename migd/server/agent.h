@@ -2,8 +2,12 @@
 //
 // One migd agent: the devices it manages, its jobs, and the gRPC server that
 // serves MigrationService, TransferService and health checking on one address.
-// Shutdown cancels every running job first, so a source's devices go back to
-// RUNNING and a destination's are reset before the process exits.
+// At start, the jobs its journal left IN_DOUBT are taken up again: a source
+// asks its destination for the outcome until it answers (or an operator
+// decides), a destination waits for an operator. Shutdown cancels every
+// running job first, so a source's devices go back to RUNNING and a
+// destination's are reset before the process exits; a job IN_DOUBT stays so,
+// its devices stopped, for the next start.
 
 #ifndef MIGD_SERVER_AGENT_H_
 #define MIGD_SERVER_AGENT_H_
@@ -45,6 +49,8 @@ struct AgentOptions {
   // its own; one more is refused with RESOURCE_EXHAUSTED. The default covers
   // four jobs at the most streams a job may use (transfer::kMaxStreams).
   size_t max_data_streams = 64;
+  // Fault injection for tests (see TransferFaults).
+  TransferFaults transfer_faults;
 };
 
 class Agent {
@@ -63,6 +69,8 @@ class Agent {
 
  private:
   Agent() = default;
+  // Gives every job left IN_DOUBT (by recovery) an InDoubt in the job table.
+  void TakeUpInDoubt(const AgentOptions& options);
 
   std::unique_ptr<journal::Journal> journal_;
   std::unique_ptr<migration::DeviceRegistry> devices_;

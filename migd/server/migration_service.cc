@@ -12,6 +12,7 @@
 #include "migd/dirty/tracker.h"
 #include "migd/migration/destination_job.h"
 #include "migd/migration/source_job.h"
+#include "migd/security/identity.h"
 #include "migd/server/validate.h"
 #include "migd/transfer/framing.h"
 #include "migd/transfer/grpc_status.h"
@@ -189,6 +190,16 @@ grpc::Status MigrationServiceImpl::StartMigration(
                identity = request->destination_identity()] {
     return credentials->Dial(address, identity, security::ChannelUse::kBulk);
   };
+  // The outcome question, if it comes to that, goes to the same agent: the
+  // identity the handshake verified (which the job records) is the one the
+  // request named, or the one the address's host has.
+  opts.dial_control = [credentials = options_.credentials,
+                       address = request->destination(),
+                       identity = request->destination_identity()] {
+    return credentials->Dial(address, identity,
+                             security::ChannelUse::kControl);
+  };
+  opts.outcome = options_.outcome;
   opts.corrupt_chunk_sequence = options_.corrupt_chunk_sequence;
   opts.drop_stream_after = options_.drop_stream_after;
   opts.buffer_cap_bytes = options_.transfer_memory_cap;
@@ -308,6 +319,40 @@ grpc::Status MigrationServiceImpl::CancelMigration(
   auto job = jobs_->Cancel(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status(), context);
   base::LogInfo("job ", request->job_id(), ": cancel requested");
+  *response = (*job)->Snapshot();
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::ResolveMigration(
+    grpc::ServerContext* context, const v1::ResolveMigrationRequest* request,
+    v1::Migration* response) {
+  const std::string& id = request->job_id();
+  if (absl::Status s = ValidateJobId(id); !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  if (request->resolution() != v1::RESOLUTION_SOURCE &&
+      request->resolution() != v1::RESOLUTION_DESTINATION) {
+    return ToGrpcStatus(
+        InvalidRequest("resolution must be RESOLUTION_SOURCE (the devices run "
+                       "on the source) or RESOLUTION_DESTINATION (they run on "
+                       "the destination)"),
+        context);
+  }
+  // Who decided, for the log and the record: the operator's identity, or
+  // where the call came from without TLS.
+  std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
+  std::string who = auth == nullptr ? "" : security::PeerIdentity(*auth);
+  if (who.empty()) who = absl::StrCat("(no identity) at ", context->peer());
+  base::LogWarning("job ", id, ": ", who, " resolves it: the devices run on "
+                   "the ",
+                   request->resolution() == v1::RESOLUTION_SOURCE
+                       ? "source"
+                       : "destination");
+  auto job = jobs_->Resolve(id, request->resolution(), who);
+  if (!job.ok()) {
+    base::LogWarning("job ", id, ": not resolved: ", job.status().ToString());
+    return ToGrpcStatus(job.status(), context);
+  }
   *response = (*job)->Snapshot();
   return grpc::Status::OK;
 }

@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "migd/security/credentials.h"
 #include "migd/migration/device_registry.h"
+#include "migd/migration/in_doubt.h"
 #include "migd/migration/job_observer.h"
 #include "migd/migration/job_table.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
@@ -36,6 +37,9 @@ struct MigrationServiceOptions {
   absl::Duration token_ttl = absl::Minutes(10);
   // Follow every job this service creates (the journal).
   migration::JobObservers observers;
+  // How a source job whose completion did not arrive asks the destination
+  // for the outcome (the dial is made here).
+  migration::InDoubtOptions outcome;
 };
 
 class MigrationServiceImpl final : public v1::MigrationService::Service {
@@ -68,6 +72,11 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
   grpc::Status WatchDirtyPages(
       grpc::ServerContext* context, const v1::WatchDirtyPagesRequest* request,
       grpc::ServerWriter<v1::DirtyPages>* writer) override;
+  // The operator's decision for a job IN_DOUBT, logged with the caller's
+  // identity and noted in the job.
+  grpc::Status ResolveMigration(grpc::ServerContext* context,
+                                const v1::ResolveMigrationRequest* request,
+                                v1::Migration* response) override;
 
  private:
   // Reserves the job id and claims this agent's devices of `pairs` for it;

@@ -1,5 +1,7 @@
 #include "migd/server/transfer_service.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <optional>
 #include <string>
@@ -13,6 +15,7 @@
 #include "migd/base/reason.h"
 #include "migd/base/thread_name.h"
 #include "migd/base/watchdog.h"
+#include "migd/migration/commit.h"
 #include "migd/security/identity.h"
 #include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/framing.h"
@@ -27,6 +30,8 @@ namespace {
 // Chunks checked and waiting for the loader, per data stream.
 constexpr size_t kLoadQueueDepth = 2;
 
+constexpr char kGetOutcomeMethod[] = "/migd.v1.TransferService/GetOutcome";
+
 // The caller's certificate identity; "" without TLS.
 std::string PeerIdentityOf(const grpc::ServerContext& context) {
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
@@ -35,8 +40,9 @@ std::string PeerIdentityOf(const grpc::ServerContext& context) {
 }  // namespace
 
 TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
-                                         absl::Duration idle_timeout)
-    : jobs_(jobs), idle_timeout_(idle_timeout) {
+                                         absl::Duration idle_timeout,
+                                         TransferFaults faults)
+    : jobs_(jobs), idle_timeout_(idle_timeout), faults_(faults) {
   // Registered by hand (the generated service is typed): the handler gets
   // the raw buffers of each request.
   AddMethod(new grpc::internal::RpcServiceMethod(
@@ -52,6 +58,89 @@ TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
       transfer::kTransferDataMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
       nullptr));
   MarkMethodRaw(kDataMethodIndex);
+  // The outcome question, a plain unary call (index 2).
+  AddMethod(new grpc::internal::RpcServiceMethod(
+      kGetOutcomeMethod, grpc::internal::RpcMethod::NORMAL_RPC,
+      new grpc::internal::RpcMethodHandler<
+          TransferServiceImpl, v1::GetOutcomeRequest, v1::GetOutcomeResponse,
+          grpc::protobuf::MessageLite, grpc::protobuf::MessageLite>(
+          [](TransferServiceImpl* service, grpc::ServerContext* context,
+             const v1::GetOutcomeRequest* request,
+             v1::GetOutcomeResponse* response) {
+            return service->GetOutcome(context, request, response);
+          },
+          this)));
+}
+
+grpc::Status TransferServiceImpl::GetOutcome(
+    grpc::ServerContext* context, const v1::GetOutcomeRequest* request,
+    v1::GetOutcomeResponse* response) {
+  const std::string& id = request->job_id();
+  const std::string identity = PeerIdentityOf(*context);
+  if (std::shared_ptr<migration::DestinationJob> job =
+          jobs_->FindDestination(id);
+      job != nullptr) {
+    absl::StatusOr<v1::GetOutcomeResponse> answer = job->AnswerOutcome(identity);
+    if (!answer.ok()) {
+      base::LogWarning("job ", id, ": refused an outcome question from ",
+                       context->peer(), ": ", answer.status().ToString());
+      return ToGrpcStatus(answer.status(), context);
+    }
+    *response = *std::move(answer);
+    return grpc::Status::OK;
+  }
+  absl::StatusOr<std::shared_ptr<migration::Job>> found = jobs_->Find(id);
+  if (!found.ok() || (*found)->role() != v1::ROLE_DESTINATION) {
+    // Never prepared here, pruned from the journal, or the journal is gone:
+    // no telling whether this agent ever ran the devices.
+    response->set_outcome(v1::OUTCOME_UNKNOWN);
+    response->set_known(false);
+    response->set_message(absl::StrCat("no incoming job ", id,
+                                       " on this agent"));
+    base::LogWarning("job ", id, ": the source asked for the outcome of a job "
+                     "this agent does not know: UNKNOWN");
+    return grpc::Status::OK;
+  }
+  // A job restored from the journal: ended, or IN_DOUBT.
+  const v1::Migration record = (*found)->Snapshot();
+  if (record.peer_identity() != identity) {
+    return ToGrpcStatus(
+        base::Error(absl::StatusCode::kPermissionDenied,
+                    v1::ERROR_REASON_BAD_TOKEN,
+                    absl::StrCat("the outcome of job ", id,
+                                 " is for its source ",
+                                 record.peer_identity().empty()
+                                     ? "(no identity)"
+                                     : record.peer_identity(),
+                                 "; asked by ",
+                                 identity.empty() ? "(no identity)" : identity)),
+        context);
+  }
+  migration::DestinationAnswer answer = migration::AnswerFor(record.phase());
+  // Nothing drives a restored job: one that is not settled cannot be
+  // aborted here (recovery leaves none such but IN_DOUBT).
+  response->set_outcome(answer.abort_first ? v1::OUTCOME_UNKNOWN
+                                           : answer.outcome);
+  response->set_known(true);
+  response->set_message(absl::StrCat("job ", id, " is ",
+                                     migration::PhaseName(record.phase()),
+                                     " here (restored from the journal)"));
+  base::LogInfo("job ", id, ": the source asked for the outcome: ",
+                migration::OutcomeName(response->outcome()), " (",
+                response->message(), ")");
+  return grpc::Status::OK;
+}
+
+void TransferServiceImpl::FaultPoint(bool resumed, uint64_t job_number) {
+  const std::optional<uint64_t>& at =
+      resumed ? faults_.exit_after_resume : faults_.exit_on_commit;
+  if (at != job_number) return;
+  base::LogWarning("test fault: exiting ",
+                   resumed ? "after resuming the devices of"
+                           : "on COMMIT of",
+                   " incoming job number ", job_number,
+                   resumed ? ", before its Completion" : ", before loading");
+  _exit(75);
 }
 
 void TransferServiceImpl::RequestData(transfer::ServerStream* stream,
@@ -228,10 +317,13 @@ grpc::Status TransferServiceImpl::Transfer(
     if (!s.ok()) return fail(s);
   }
 
+  const uint64_t job_number = ++commits_;
+  FaultPoint(/*resumed=*/false, job_number);
   absl::StatusOr<v1::Completion> completion = job->Complete();
   if (!completion.ok()) {
     return fail(completion.status());
   }
+  FaultPoint(/*resumed=*/true, job_number);
   job->job()->AddPayloadCopies(copies.copies());
   resp.Clear();
   *resp.mutable_completion() = *completion;

@@ -17,7 +17,10 @@
 #ifndef MIGD_SERVER_TRANSFER_SERVICE_H_
 #define MIGD_SERVER_TRANSFER_SERVICE_H_
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -32,13 +35,33 @@
 
 namespace migd::server {
 
+// Fault injection for tests of the end of a migration: the agent process
+// _exit()s (as a crash would end it) when its Nth incoming job (counted from
+// 1)...
+struct TransferFaults {
+  // ...received COMMIT, before it loads or resumes a device.
+  std::optional<uint64_t> exit_on_commit;
+  // ...resumed its devices, before its Completion goes out.
+  std::optional<uint64_t> exit_after_resume;
+};
+
 class TransferServiceImpl final : public grpc::Service {
  public:
   // A session silent for `idle_timeout` is aborted; a stream whose header has
   // not come within it is ended (DEADLINE_EXCEEDED on a data stream,
   // CANCELLED on the control stream, whose sync API cannot end a call while
   // it reads).
-  TransferServiceImpl(migration::JobTable* jobs, absl::Duration idle_timeout);
+  TransferServiceImpl(migration::JobTable* jobs, absl::Duration idle_timeout,
+                      TransferFaults faults = {});
+
+  // GetOutcome: what became of an incoming job, for its source (the
+  // identity its token is bound to; PERMISSION_DENIED for anyone else). A
+  // job this agent runs answers through DestinationJob::AnswerOutcome; one
+  // restored from the journal from its phase; an unknown id is UNKNOWN
+  // (known = false).
+  grpc::Status GetOutcome(grpc::ServerContext* context,
+                          const v1::GetOutcomeRequest* request,
+                          v1::GetOutcomeResponse* response);
 
   // The control stream (Transfer), on the sync API.
   grpc::Status Transfer(
@@ -65,8 +88,13 @@ class TransferServiceImpl final : public grpc::Service {
                           migration::DestinationJob* job,
                           const v1::SessionHeader& header);
 
+  // Counts incoming jobs that received COMMIT; _exit()s as faults_ says.
+  void FaultPoint(bool resumed, uint64_t job_number);
+
   migration::JobTable* const jobs_;
   const absl::Duration idle_timeout_;
+  const TransferFaults faults_;
+  std::atomic<uint64_t> commits_{0};
 };
 
 }  // namespace migd::server
