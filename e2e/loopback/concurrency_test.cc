@@ -57,6 +57,9 @@ constexpr uint64_t kCapBytes = 16 * kMiB;
 // Beyond the device state and every job's cap: the process, gRPC and TLS
 // (64 connections a side), malloc's slack. A healthy run uses a fraction.
 constexpr uint64_t kOverheadBound = 512 * kMiB;
+// Beyond the device state once every job ended: the process, gRPC's idle
+// connections, malloc's slack; no job's buffers.
+constexpr uint64_t kIdleBound = 256 * kMiB;
 
 // Deadlines: generous for a loaded 2-core machine running 32 jobs; a healthy
 // run takes a fraction of each.
@@ -585,6 +588,12 @@ TEST_F(ConcurrencyTest, ThirtyTwoJobsEndAsTheirFaultsSayAndMemoryStaysBounded) {
   EXPECT_LT(destination_memory.peak,
             destination_state + in_flight + kOverheadBound)
       << "destination peak RSS " << MiB(destination_memory.peak) << " MiB";
+  // Once every job ended, no job's buffers are held any more: what is left
+  // is the device state and the process (a finished job that kept its
+  // buffers would keep up to its cap each: 32 x 16 MiB here).
+  EXPECT_LT(source_memory.current, source_state + kIdleBound)
+      << "source RSS after the jobs " << MiB(source_memory.current)
+      << " MiB: finished jobs still hold buffers";
 }
 
 }  // namespace

@@ -223,6 +223,10 @@ void SourceJob::Run() {
   watch_.reset();
   job_->SetPayloadCopies(payload_copies());
   job_->SetCanceller(nullptr);
+  // The data path is over: the job's buffers go back to the system (any
+  // gRPC still holds go when it drops them), so that an agent holds buffers
+  // for the jobs that run, not for every job it ever ran.
+  pool_.reset();
   if (in_doubt) {
     AwaitOutcome(s);
     return;
@@ -723,14 +727,14 @@ void SourceJob::Interrupt() {
   // devices, so the source waits for its answer (and asks for it when it
   // does not come: IN_DOUBT). A send blocked on a destination that stopped
   // reading ends at the phase timeout, as CANCELLED before COMMIT.
-  pool_->Cancel(absl::CancelledError("cancel requested"));
+  if (pool_ != nullptr) pool_->Cancel(absl::CancelledError("cancel requested"));
   client_->Interrupt();
 }
 
 void SourceJob::CancelSession() {
   client_->Cancel();
   for (const auto& sender : senders_) sender->Cancel();
-  pool_->Cancel();
+  if (pool_ != nullptr) pool_->Cancel();
 }
 
 absl::Status SourceJob::CloseDataStreams() {
