@@ -9,6 +9,12 @@
 # over mutual TLS, with the certificates vm_test.sh packed into /etc/migd/tls:
 # the source agent serves as agent-a, the destination as agent-b, migctl
 # calls them as the operator. Then:
+#   - the destination agent killed (kill -9) with edu #1 in RESUMING, its
+#     load session held (job vm-0 prepared): a fresh open shows what the
+#     driver made of the close (edu_uapi_check state); restarted on its state
+#     dir, the agent fails vm-0 as AGENT_RESTARTED with a recovery notice and
+#     resets edu #1, never through an arc out of RESUMING (no STOP among the
+#     job's state changes); vm-1 below then migrates into it;
 #   - each side of job vm-1 names the other's certificate identity (peer id);
 #   - edu #1 holds edu #0's registers, internal memory and factorial, and
 #     works (edu_uapi_check prepare/verify around the migration);
@@ -18,6 +24,13 @@
 #     driver's fault_corrupt_record: the stream crosses intact, RESUMING ->
 #     STOP fails with EBADMSG) fails the job as STATE_REJECTED, and the
 #     destination device is back in RUNNING;
+#   - the source agent killed (kill -9) with edu #0 in PRE_COPY (on kernels
+#     without PRE_COPY, 6.1: in STOP_COPY), not committed: the destination
+#     agent is frozen (SIGSTOP) once migctl's progress shows the device
+#     there, which holds the source in that state; restarted on its state
+#     dir, the source agent fails the job as AGENT_RESTARTED with a recovery
+#     notice and edu #0 RUNNING, and edu #0 still holds exactly what it held
+#     (edu_uapi_check verify ... agents_kill_source) and works;
 #   - a VMM's device (e2e/vm/edu_vmm owns edu #0: container, group, a DMA
 #     mapping) reaches the source agent as a device fd over a UNIX socket
 #     ("vfio edu0 fd_socket=..."), and migrates from there; meanwhile the VMM
@@ -62,15 +75,29 @@ cert_of() { if [ "$1" = source ]; then echo agent-a; else echo agent-b; fi; }
 # start_agent NAME [extra flags]: starts migd with mutual TLS and a fresh job
 # journal, sets SRC or DST (the address) when serving.
 start_agent() {
+  rm -rf "$T/$1.state"
+  : >"$T/$1.log"
+  launch_agent "$@"
+}
+
+# restart_agent NAME [extra flags]: starts it again on the state dir it had
+# (after a kill -9): it recovers the journal's unfinished jobs before it
+# serves. Its log goes on after the killed agent's.
+restart_agent() {
+  echo "==== restarted on $T/$1.state" >>"$T/$1.log"
+  launch_agent "$@"
+}
+
+launch_agent() {
   name=$1
   shift
-  rm -rf "$T/$name.port" "$T/$name.state"
+  rm -f "$T/$name.port"
   cert=$TLS/$(cert_of "$name")
   "$BIN/migd" --tls_cert="$cert.pem" --tls_key="$cert.key" \
     --tls_ca="$TLS/ca.pem" --tls_policy="$TLS/policy.conf" \
     --state_dir="$T/$name.state" \
     --listen=127.0.0.1:0 --port_file="$T/$name.port" \
-    --name="$name" --devices_config="$T/$name.conf" "$@" >"$T/$name.log" 2>&1 &
+    --name="$name" --devices_config="$T/$name.conf" "$@" >>"$T/$name.log" 2>&1 &
   pid=$!
   waited=0
   while [ ! -s "$T/$name.port" ]; do
@@ -93,25 +120,61 @@ start_agent() {
   return 0
 }
 
+# stop_agent PID...: SIGTERM to all at once (they shut down side by side),
+# SIGKILL to any still there after 10 s.
 stop_agent() {
-  pid=$1
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null
   i=0
-  while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
+  while [ $i -lt 100 ]; do
+    alive=0
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 1 ] || break
     sleep 0.1
     i=$((i + 1))
   done
-  kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
+  kill -KILL "$@" 2>/dev/null
+  for pid in "$@"; do wait "$pid" 2>/dev/null; done
 }
 
 stop_agents() {
-  stop_agent "$SRC_PID"
-  stop_agent "$DST_PID"
+  stop_agent $SRC_PID $DST_PID
   SRC_PID=""
   DST_PID=""
 }
+
+# wait_for PRED SECONDS: polls the shell predicate PRED every 0.1 s.
+wait_for() {
+  i=0
+  while ! eval "$1"; do
+    [ $i -ge $(($2 * 10)) ] && return 1
+    sleep 0.1
+    i=$((i + 1))
+  done
+  return 0
+}
+
+# Fields of `migctl --output=json status` (one field a line): json_field
+# FILE NAME is the first string NAME holds (phase, reason; state: the first
+# device's); recovery_notice FILE the notice recovery left; state_changes
+# FILE the job's device state changes in order ("RESUMING RUNNING").
+json_field() {
+  sed -n "s/^ *\"$2\": \"\([^\"]*\)\".*/\1/p" "$1" | head -n 1
+}
+recovery_notice() {
+  sed -n 's/^ *"\(recovery: [^"]*\)".*/\1/p' "$1" | head -n 1
+}
+state_changes() {
+  awk '/"state_changes": \[\]/ { exit }
+    /"state_changes"/ { on = 1; next }
+    on && /\]/ { exit }
+    on && /"state"/ {
+      s = $0; sub(/.*DEVICE_STATE_/, "", s); sub(/".*/, "", s)
+      printf "%s%s", sep, s; sep = " "
+    }' "$1"
+}
+# device_use FILE NAME: "STATE JOB" of device NAME in `migctl devices`.
+device_use() { awk -v n="$2" '$1 == n { print $3 " " $5 }' "$1"; }
 
 show_logs() {
   for name in source destination; do
@@ -142,7 +205,68 @@ start_agent source || exit 0
 start_agent destination || { stop_agents; exit 0; }
 say "  agents serving after $(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }') s: source $SRC, destination $DST"
 "$BIN/migctl" --agent="$SRC" devices 2>&1 | indent
-"$BIN/migctl" --agent="$DST" devices 2>&1 | indent
+
+# ---- the destination agent killed with its device in RESUMING ----
+
+# Job vm-0 prepared on the destination: edu1 in RESUMING, its load session
+# (the data fd) held by the agent. kill -9; a fresh open of edu1 shows what
+# the driver made of the close; the agent restarted on its state dir must
+# fail vm-0 as AGENT_RESTARTED and reset edu1 (a stale RESUMING is never
+# sent through an arc: no STOP among the job's state changes). Job vm-1 then
+# migrates into the restarted agent and edu1 is verified as always.
+kill_destination() {
+  check=agents_kill_destination_resuming
+  if ! "$BIN/migctl" --agent="$DST" prepare --job=vm-0 --devices=edu0:edu1 \
+    --source_agent="$SRC" >/dev/null 2>"$T/prepare0.err"; then
+    say "FAIL $check: prepare vm-0 on the destination failed:"
+    indent <"$T/prepare0.err"
+    return
+  fi
+  "$BIN/migctl" --agent="$DST" devices >"$T/devices0.out" 2>&1
+  indent <"$T/devices0.out"
+  held=$(device_use "$T/devices0.out" edu1)
+  if [ "$held" != "RESUMING vm-0" ]; then
+    say "FAIL $check: after prepare edu1 is '$held', want RESUMING held by job vm-0"
+    "$BIN/migctl" --agent="$DST" cancel vm-0 >/dev/null 2>&1
+    return
+  fi
+  kill -KILL "$DST_PID"
+  wait "$DST_PID" 2>/dev/null
+  DST_PID=""
+  if ! found=$("$BIN/edu_uapi_check" state "$G1" "$EDU1" 2>&1); then
+    say "FAIL $check: edu1's state after the kill: $found"
+    return
+  fi
+  say "  kill -9 of the destination agent with edu1 in RESUMING (job vm-0); a fresh open of edu1 finds it $found"
+  restart_agent destination || return
+  restarted=" (into the destination agent restarted after kill -9)"
+  "$BIN/migctl" --agent="$DST" --output=json status vm-0 >"$T/status0.json" 2>&1
+  phase=$(json_field "$T/status0.json" phase)
+  reason=$(json_field "$T/status0.json" reason)
+  notice=$(recovery_notice "$T/status0.json")
+  changes=$(state_changes "$T/status0.json")
+  now=$(json_field "$T/status0.json" state)
+  if [ "$phase" != PHASE_FAILED ] || [ "$reason" != ERROR_REASON_AGENT_RESTARTED ]; then
+    say "FAIL $check: after the restart job vm-0 is $phase ($reason), want PHASE_FAILED with ERROR_REASON_AGENT_RESTARTED"
+    indent <"$T/status0.json"
+  elif [ -z "$notice" ]; then
+    say "FAIL $check: job vm-0 has no recovery notice:"
+    indent <"$T/status0.json"
+  elif [ "${changes##* }" != RUNNING ] || case " $changes " in *" STOP "*) true ;; *) false ;; esac; then
+    say "FAIL $check: job vm-0's state changes are [$changes], want the reset to RUNNING last and no STOP (an arc out of RESUMING)"
+  elif [ "$now" != DEVICE_STATE_RUNNING ]; then
+    say "FAIL $check: job vm-0 left edu1 in $now, want DEVICE_STATE_RUNNING"
+  else
+    say "PASS $check: job vm-0 prepared on the destination (edu1 RESUMING, its load session held by the agent), then kill -9: a fresh open finds edu1 $found; restarted on its state dir, the agent failed vm-0 with ERROR_REASON_AGENT_RESTARTED and the notice \"$notice\"; edu1 RUNNING, the job's state changes [$changes]: the reset, no STOP"
+  fi
+}
+
+restarted=""
+kill_destination
+if [ -z "$DST_PID" ]; then
+  # Not restarted: a fresh destination, so that the rest still runs.
+  start_agent destination || { stop_agents; exit 0; }
+fi
 
 t0=$(uptime_s)
 "$BIN/migctl" --agent="$SRC" migrate --job=vm-1 --devices=edu0:edu1 \
@@ -154,7 +278,7 @@ indent <"$T/migrate.out"
 "$BIN/migctl" --agent="$DST" status vm-1 >"$T/dst-status.out" 2>&1
 indent <"$T/status.out"
 if [ $rc = 0 ]; then
-  say "PASS agents_migrate: migctl migrate edu0 ($EDU0) -> edu1 ($EDU1) through two migd agents: job vm-1 completed (uptime $t0 -> $t1)"
+  say "PASS agents_migrate: migctl migrate edu0 ($EDU0) -> edu1 ($EDU1) through two migd agents$restarted: job vm-1 completed (uptime $t0 -> $t1)"
 else
   say "FAIL agents_migrate: migctl migrate exited with $rc"
   show_logs
@@ -199,12 +323,13 @@ else
   say "FAIL agents_corrupt_stream: job vm-2 failed but no corruption cause was reported"
   show_logs
 fi
-stop_agents
+# The destination stays for vm-3: vm-2 ended on both sides (above).
+stop_agent $SRC_PID
+SRC_PID=""
 
 # ---- a state the destination driver rejects ----
 
-start_agent source || exit 0
-start_agent destination || { stop_agents; exit 0; }
+start_agent source || { stop_agents; exit 0; }
 echo 3 >/sys/module/edu_vfio_pci/parameters/fault_corrupt_record
 "$BIN/migctl" --agent="$SRC" migrate --job=vm-3 --devices=edu0:edu1 \
   --destination="$DST" >"$T/migrate3.out" 2>&1
@@ -228,7 +353,107 @@ else
   say "PASS agents_state_rejected: the destination driver refused the loaded state (RESUMING -> STOP: EBADMSG); job vm-3 failed with STATE_REJECTED and the destination agent reset edu1 to RUNNING"
 fi
 echo 0 >/sys/module/edu_vfio_pci/parameters/fault_corrupt_record
+
+# ---- the source agent killed in pre-copy (6.1: in STOP_COPY) ----
+
+# Job vm-5 migrates edu0 to edu1 with the agents of vm-3 (the churn still
+# off: edu0 holds what agents_prepare set). Once edu0 is in PRE_COPY
+# (STOP_COPY where the kernel has no PRE_COPY) the destination agent is
+# frozen (SIGSTOP): the source can then neither end pre-copy (the initial
+# data is never acknowledged) nor commit (the state is never reported
+# loaded), and holds edu0 there, uncommitted, for as long as it takes. Then
+# kill -9 of the source agent and a restart on its state dir: vm-5 must be
+# FAILED AGENT_RESTARTED with edu0 RUNNING. The destination goes on
+# (SIGCONT: its job fails on the lost source), and once both agents are
+# stopped edu0 must hold what agents_prepare set, and work.
+kill_source() {
+  if [ "$PRECOPY" = yes ]; then
+    held=PRE_COPY check=agents_kill_source_precopy
+    why="before it acknowledged the initial data"
+  else
+    held=STOP_COPY check=agents_kill_source_stop_copy
+    why="before it reported the state loaded"
+  fi
+  rm -f "$T/frozen" "$T/migrate5.json"
+  # The destination's threads at the lowest priority: on the guest's one CPU
+  # what freezes it (the source agent, migctl, this shell) runs first.
+  for tid in /proc/"$DST_PID"/task/*; do
+    renice -n 19 -p "${tid##*/}" >/dev/null 2>&1
+  done
+  # migctl's JSON progress, one event a line as it comes: freeze the
+  # destination at the first that shows edu0 in $held.
+  (
+    "$BIN/migctl" --agent="$SRC" --output=json migrate --job=vm-5 \
+      --devices=edu0:edu1 --destination="$DST" 2>"$T/migrate5.err"
+    echo "migctl exited $?" >>"$T/migrate5.err"
+  ) | while IFS= read -r line; do
+    printf '%s\n' "$line" >>"$T/migrate5.json"
+    case "$line" in
+      *"\"state\":\"DEVICE_STATE_$held\""*)
+        [ -e "$T/frozen" ] || { kill -STOP "$DST_PID"; : >"$T/frozen"; } ;;
+    esac
+  done &
+  follow=$!
+  wait_for '[ -e "$T/frozen" ] || ! kill -0 $follow 2>/dev/null' 60
+  if [ ! -e "$T/frozen" ]; then
+    say "FAIL $check: job vm-5 never showed edu0 in $held:"
+    tail -n 3 "$T/migrate5.json" | indent
+    indent <"$T/migrate5.err"
+    kill $follow 2>/dev/null
+    return
+  fi
+  # The source as the destination froze it: in $held, not committed.
+  phase="" state=""
+  i=0
+  while [ $i -lt 20 ]; do
+    "$BIN/migctl" --agent="$SRC" --output=json status vm-5 >"$T/status5a.json" 2>&1
+    phase=$(json_field "$T/status5a.json" phase)
+    state=$(json_field "$T/status5a.json" state)
+    if [ "$phase" = "PHASE_$held" ] && [ "$state" = "DEVICE_STATE_$held" ]; then
+      break
+    fi
+    case "$phase" in PHASE_SUCCEEDED | PHASE_FAILED | PHASE_CANCELLED | PHASE_IN_DOUBT) break ;; esac
+    sleep 0.2
+    i=$((i + 1))
+  done
+  if [ "$phase" != "PHASE_$held" ] || [ "$state" != "DEVICE_STATE_$held" ] ||
+    ! grep -q '"committed": false' "$T/status5a.json"; then
+    say "FAIL $check: with the destination agent frozen job vm-5 is $phase, edu0 $state, want both in $held and not committed"
+    kill -CONT "$DST_PID"
+    return
+  fi
+  say "  at the kill -9 of the source agent: job vm-5 $phase, edu0 $state, not committed, $(json_field "$T/status5a.json" bytes_done) of $(json_field "$T/status5a.json" bytes_total) bytes moved"
+  kill -KILL "$SRC_PID"
+  wait "$SRC_PID" 2>/dev/null
+  SRC_PID=""
+  restart_agent source
+  up=$?
+  kill -CONT "$DST_PID"
+  wait $follow
+  [ $up = 0 ] || return
+  "$BIN/migctl" --agent="$SRC" --output=json status vm-5 >"$T/status5.json" 2>&1
+  phase=$(json_field "$T/status5.json" phase)
+  reason=$(json_field "$T/status5.json" reason)
+  notice=$(recovery_notice "$T/status5.json")
+  changes=$(state_changes "$T/status5.json")
+  now=$(json_field "$T/status5.json" state)
+  if [ "$phase" != PHASE_FAILED ] || [ "$reason" != ERROR_REASON_AGENT_RESTARTED ]; then
+    say "FAIL $check: after the restart job vm-5 is $phase ($reason), want PHASE_FAILED with ERROR_REASON_AGENT_RESTARTED"
+    indent <"$T/status5.json"
+  elif [ -z "$notice" ]; then
+    say "FAIL $check: job vm-5 has no recovery notice:"
+    indent <"$T/status5.json"
+  elif [ "${changes##* }" != RUNNING ] || [ "$now" != DEVICE_STATE_RUNNING ]; then
+    say "FAIL $check: job vm-5 left edu0 in $now (state changes [$changes]), want RUNNING"
+  else
+    say "PASS $check: job vm-5 held with edu0 in $held, not committed (the destination agent frozen by SIGSTOP $why), then kill -9 of the source agent; restarted on its state dir, it failed vm-5 with ERROR_REASON_AGENT_RESTARTED and the notice \"$notice\"; edu0 RUNNING (state changes [$changes])"
+  fi
+}
+
+kill_source
 stop_agents
+# Checked once no agent holds it: what agents_prepare set, and works.
+"$BIN/edu_uapi_check" verify "$G0" "$EDU0" "$T/expect" agents_kill_source
 echo 20 >/sys/module/edu_vfio_pci/parameters/churn_ms
 
 # ---- a VMM's device: fd handoff and DMA dirty pages ----
@@ -236,17 +461,6 @@ echo 20 >/sys/module/edu_vfio_pci/parameters/churn_ms
 # What edu_vmm maps and writes (e2e/vm/edu_vmm.c).
 DIRTY_RANGES=0x200000+1MiB
 PARAMS=/sys/module/edu_vfio_pci/parameters
-
-# wait_for PRED SECONDS: polls the shell predicate PRED every 0.1 s.
-wait_for() {
-  i=0
-  while ! eval "$1"; do
-    [ $i -ge $(($2 * 10)) ] && return 1
-    sleep 0.1
-    i=$((i + 1))
-  done
-  return 0
-}
 
 vmm_phase() {
   rm -f "$T/vmm.sock" "$T/truth" "$T/truth.error"

@@ -5,7 +5,8 @@
  *   edu_uapi_check [--precopy=yes|no] [--dma-report=yes|no]
  *                  GROUP0 BDF0 GROUP1 BDF1
  *   edu_uapi_check prepare GROUP BDF FILE
- *   edu_uapi_check verify GROUP BDF FILE
+ *   edu_uapi_check verify GROUP BDF FILE [NAME]
+ *   edu_uapi_check state GROUP BDF
  *
  * The first form checks the driver: --precopy says whether the kernel has
  * PRE_COPY (6.2+), --dma-report whether DMA_LOGGING_REPORT can work (no on
@@ -18,7 +19,16 @@
  * memory churn must be off) and writes what to expect to FILE; verify, on
  * the destination device after the migration, checks it holds exactly that
  * state and still works. The device is closed in between: the driver keeps
- * the state across the reset that opening and closing do.
+ * the state across the reset that opening and closing do. verify names its
+ * checks NAME_registers, NAME_memory and NAME_device_works (NAME defaults to
+ * "agents", the check after a migration; any other NAME checks a device
+ * against what prepare set on it, e.g. the source after a failed migration).
+ *
+ * state opens the device and prints its migration state as a GET of
+ * MIG_DEVICE_STATE reads it, one word ("RUNNING", "RESUMING", ...), and
+ * nothing else: no region, register or state is touched. What the open
+ * itself does is the driver's (the uAPI lets a reopened device keep its
+ * state; edu_vfio_pci resets to RUNNING on open).
  *
  * Prints one machine-readable line per check, "PASS <name>: <what>" or
  * "FAIL <name>: <why>", and at the end "edu_uapi_check: N passed, N failed".
@@ -1288,39 +1298,52 @@ static int prepare(struct edu *d, const char *path)
 	return 0;
 }
 
-/* verify: d (the destination, after the migration) holds what `path` says. */
-static int verify(struct edu *d, const char *path)
+/*
+ * verify: d holds what `path` says: the destination after a migration when
+ * `prefix` is "agents", else the device prepare was run on. Checks are named
+ * <prefix>_registers, <prefix>_memory and <prefix>_device_works.
+ */
+static int verify(struct edu *d, const char *path, const char *prefix)
 {
+	bool migrated = !strcmp(prefix, "agents");
+	const char *ref = migrated ? "the source's" : "what agents_prepare set";
+	const char *when = migrated ? "after the migration" : "on a fresh open";
+	char n_regs[64], n_mem[64], n_works[64], n_verify[64];
 	struct regs want, got;
 	uint64_t mh, bh, want_mh;
 	uint8_t *m;
 	FILE *f = fopen(path, "r");
 	unsigned st;
 
+	snprintf(n_regs, sizeof(n_regs), "%s_registers", prefix);
+	snprintf(n_mem, sizeof(n_mem), "%s_memory", prefix);
+	snprintf(n_works, sizeof(n_works), "%s_device_works", prefix);
+	snprintf(n_verify, sizeof(n_verify), "%s_verify", prefix);
 	if (!f || fscanf(f, EXPECT_FMT, &want.id, &want.liveness, &want.fact,
 			  &want.status, &want.irq_status, &want.src, &want.dst,
 			  &want.cnt, &want.cmd, &want_mh) != 10) {
-		fail("agents_verify", "cannot read %s", path);
+		fail(n_verify, "cannot read %s", path);
 		return 1;
 	}
 	fclose(f);
 	st = state_of(d);
 	got = read_regs(d);
 	print_regs("expected", &want);
-	print_regs("destination", &got);
+	print_regs(migrated ? "destination" : d->bdf, &got);
 	if (regs_equal(&want, &got) && got.fact == 3628800)
-		pass("agents_registers", "%s: every register equals the source's; the factorial "
-		     "started on the source reads 10! = %u", d->bdf, got.fact);
+		pass(n_regs, "%s: every register equals %s; the factorial started %s "
+		     "reads 10! = %u", d->bdf, ref,
+		     migrated ? "on the source" : "by agents_prepare", got.fact);
 	else
-		fail("agents_registers", "%s: registers differ from the source's", d->bdf);
+		fail(n_regs, "%s: registers differ from %s", d->bdf, ref);
 	m = read_mem(d);
 	mh = m ? fnv(m, d->mem_size) : 0;
 	free(m);
 	if (mh == want_mh)
-		pass("agents_memory", "%s: %" PRIu64 " KiB internal memory equals the source's "
-		     "(hash %016" PRIx64 ")", d->bdf, d->mem_size / 1024, mh);
+		pass(n_mem, "%s: %" PRIu64 " KiB internal memory equals %s "
+		     "(hash %016" PRIx64 ")", d->bdf, d->mem_size / 1024, ref, mh);
 	else
-		fail("agents_memory", "%s: internal memory hash %016" PRIx64 ", source %016" PRIx64,
+		fail(n_mem, "%s: internal memory hash %016" PRIx64 ", want %016" PRIx64,
 		     d->bdf, mh, want_mh);
 	/* Still works: liveness, a factorial, a DMA round trip through the
 	 * device's buffer (edu's buffer itself is not migrated state). */
@@ -1333,13 +1356,37 @@ static int verify(struct edu *d, const char *path)
 	bh = fnv(ram_at(IOVA_BASE + 0x61000), 256);
 	if (st == ST_RUNNING && rd32(d, REG_LIVENESS) == ~0x0badcafeu &&
 	    rd32(d, REG_FACT) == 720 && bh == fnv(ram_at(IOVA_BASE + 0x60000), 256))
-		pass("agents_device_works", "%s: %s after the migration; liveness, 6! = 720 "
-		     "and a DMA round trip work", d->bdf, state_name(st));
+		pass(n_works, "%s: %s %s; liveness, 6! = 720 and a DMA round trip work",
+		     d->bdf, state_name(st), when);
 	else
-		fail("agents_device_works", "%s: state %s, liveness 0x%x, fact %u, DMA %s",
+		fail(n_works, "%s: state %s, liveness 0x%x, fact %u, DMA %s",
 		     d->bdf, state_name(st), rd32(d, REG_LIVENESS), rd32(d, REG_FACT),
 		     bh == fnv(ram_at(IOVA_BASE + 0x60000), 256) ? "ok" : "wrong");
 	return failed ? 1 : 0;
+}
+
+/* state: prints d's migration state, touching nothing else. */
+static int show_state(struct edu *d)
+{
+	unsigned st;
+	int err;
+
+	if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU)) {
+		fail("state", "VFIO_SET_IOMMU: %s", strerror(errno));
+		return 1;
+	}
+	d->fd = ioctl(d->group, VFIO_GROUP_GET_DEVICE_FD, d->bdf);
+	if (d->fd < 0) {
+		fail("state", "VFIO_GROUP_GET_DEVICE_FD %s: %s", d->bdf, strerror(errno));
+		return 1;
+	}
+	err = get_state(d, &st);
+	if (err) {
+		fail("state", "%s: GET MIG_DEVICE_STATE: %s", d->bdf, strerror(err));
+		return 1;
+	}
+	printf("%s\n", state_name(st));
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -1349,15 +1396,21 @@ int main(int argc, char **argv)
 	int npos = 0;
 	double t0 = now_s();
 
-	if (argc == 5 && (!strcmp(argv[1], "prepare") || !strcmp(argv[1], "verify"))) {
+	if ((argc == 5 && !strcmp(argv[1], "prepare")) ||
+	    ((argc == 5 || argc == 6) && !strcmp(argv[1], "verify"))) {
 		int rc;
 
 		if (setup_container() || open_edu(&d0, argv[2], argv[3]) || setup_ram() ||
 		    open_device(&d0))
 			return 1;
-		rc = !strcmp(argv[1], "prepare") ? prepare(&d0, argv[4]) : verify(&d0, argv[4]);
+		rc = !strcmp(argv[1], "prepare")
+			     ? prepare(&d0, argv[4])
+			     : verify(&d0, argv[4], argc == 6 ? argv[5] : "agents");
 		return rc;
 	}
+	if (argc == 4 && !strcmp(argv[1], "state"))
+		return setup_container() || open_edu(&d0, argv[2], argv[3]) ||
+		       show_state(&d0);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--precopy=yes"))
 			want_precopy = true;
@@ -1373,7 +1426,9 @@ int main(int argc, char **argv)
 	if (npos != 4) {
 		fprintf(stderr, "usage: %s [--precopy=yes|no] [--dma-report=yes|no] "
 			"GROUP0 BDF0 GROUP1 BDF1\n"
-			"       %s prepare|verify GROUP BDF FILE\n", argv[0], argv[0]);
+			"       %s prepare GROUP BDF FILE\n"
+			"       %s verify GROUP BDF FILE [NAME]\n"
+			"       %s state GROUP BDF\n", argv[0], argv[0], argv[0], argv[0]);
 		return 2;
 	}
 

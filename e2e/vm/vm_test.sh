@@ -215,20 +215,21 @@ boot() {
     -display none -no-reboot -serial file:"$serial" -monitor none \
     </dev/null >"$serial.qemu" 2>&1 &
   pid=$!
+  # waited counts tenths of a second: the guest's poweroff is seen at once.
   while kill -0 "$pid" 2>/dev/null; do
-    if ((waited >= boot_timeout)); then
+    if ((waited >= boot_timeout * 10)); then
       kill "$pid" 2>/dev/null
       wait "$pid" 2>/dev/null
       echo timeout
       return
     fi
-    if ((waited >= init_timeout)) && ! grep -q '^== INIT START' "$serial" 2>/dev/null; then
+    if ((waited >= init_timeout * 10)) && ! grep -q '^== INIT START' "$serial" 2>/dev/null; then
       kill "$pid" 2>/dev/null
       wait "$pid" 2>/dev/null
       echo noinit
       return
     fi
-    sleep 1
+    sleep 0.1
     waited=$((waited + 1))
   done
   wait "$pid"
