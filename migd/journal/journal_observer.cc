@@ -28,6 +28,7 @@ JournalObserver::Seen JournalObserver::Of(const v1::Migration& record) {
   Seen s;
   s.phase = record.phase();
   s.notices = record.notices_size();
+  s.state_changes = record.state_changes_size();
   s.committed = record.committed();
   s.peer_identity = record.peer_identity();
   return s;
@@ -68,6 +69,7 @@ void JournalObserver::AfterChange(const v1::Migration& record,
     auto it = seen_.find(record.job_id());
     if (it != seen_.end() && it->second.phase == now.phase &&
         it->second.notices == now.notices &&
+        it->second.state_changes == now.state_changes &&
         it->second.committed == now.committed &&
         it->second.peer_identity == now.peer_identity) {
       return;  // progress only

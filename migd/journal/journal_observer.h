@@ -5,9 +5,10 @@
 //     runner acts, and its failure stops the runner (the job fails with
 //     ERROR_REASON_JOURNAL before anything moves);
 //   - the end of a job is recorded durably as it happens;
-//   - other phase changes, notices and the peer's identity are recorded by a
-//     writer thread of the observer's own, latest record per job, so that no
-//     fsync sits inside a phase change on the downtime path (STOP_COPY).
+//   - other phase changes, device state changes, notices and the peer's
+//     identity are recorded by a writer thread of the observer's own, latest
+//     record per job, so that no fsync sits inside a change on the downtime
+//     path (STOP_COPY).
 //     Recovery never depends on them: it acts on the write-ahead points.
 // A record never goes back in time: a queued record older than one written
 // by BeforeAct is dropped. Progress counters are not journaled on their own:
@@ -47,6 +48,7 @@ class JournalObserver final : public migration::JobObserver {
   struct Seen {
     v1::Phase phase = v1::PHASE_UNSPECIFIED;
     int notices = 0;
+    int state_changes = 0;
     bool committed = false;
     std::string peer_identity;
   };

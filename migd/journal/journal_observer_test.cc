@@ -69,6 +69,11 @@ TEST(JournalObserver, PhaseNoticeCommitAndEndAreRecordedProgressIsNot) {
   observer->Flush();
   EXPECT_TRUE(Load(*journal).at(0).committed());
   EXPECT_EQ(Load(*journal).at(0).bytes_done(), 4096u);  // rode along
+  job.SetDeviceState(0, vfio::MigState::kPreCopy);
+  observer->Flush();
+  ASSERT_EQ(Load(*journal).at(0).state_changes_size(), 1);
+  EXPECT_EQ(Load(*journal).at(0).state_changes(0).state(),
+            v1::DEVICE_STATE_PRE_COPY);
   job.AddNotice("device emu0: something to know");
   observer->Flush();
   EXPECT_EQ(Load(*journal).at(0).notices_size(), 1);
