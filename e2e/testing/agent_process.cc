@@ -181,12 +181,14 @@ absl::Status AgentProcess::Spawn(const std::string& binary) {
   dir_ = dir_template;
   port_file_ = absl::StrCat(dir_, "/port");
 
-  std::vector<std::string> args = {
+  std::vector<std::string> args = options_.exec_prefix;
+  const size_t binary_at = args.size();
+  args.insert(args.end(), {
       binary,
-      "--listen=127.0.0.1:0",
+      absl::StrCat("--listen=", options_.listen_host, ":0"),
       absl::StrCat("--port_file=", port_file_),
       absl::StrCat("--name=", options_.name),
-  };
+  });
   // Every agent keeps its journal apart: two agents on one state dir refuse.
   if (std::none_of(options_.args.begin(), options_.args.end(),
                    [](const std::string& a) {
@@ -245,7 +247,7 @@ absl::Status AgentProcess::Spawn(const std::string& binary) {
   argv.push_back(nullptr);
   const pid_t parent = getpid();
   const char* child_dir = dir_.c_str();
-  const char* exec_path = binary.c_str();
+  const char* exec_path = binary_at > 0 ? argv[0] : binary.c_str();
 
   pid_t pid = fork();
   if (pid < 0) {
@@ -357,7 +359,10 @@ absl::Status AgentProcess::WaitUntilServing() {
       // line is complete or the contents did not change since the last poll.
       if (port != 0 &&
           (absl::EndsWith(*contents, "\n") || *contents == previous)) {
-        address_ = absl::StrCat("127.0.0.1:", port);
+        address_ = absl::StrCat(options_.connect_host.empty()
+                                    ? options_.listen_host
+                                    : options_.connect_host,
+                                ":", port);
         channel_ = Dial(**credentials);
         if (channel_->WaitForConnected(absl::ToChronoTime(deadline))) {
           stub_ = migd::v1::MigrationService::NewStub(channel_);

@@ -2,7 +2,8 @@
 //
 // Starts real migd agents as child processes for loopback tests, and the small
 // client helpers those tests share. Each agent runs in its own process group
-// and its own fresh directory, listens on 127.0.0.1 on a port it picks itself
+// and its own fresh directory, listens on 127.0.0.1 (or where AgentOptions
+// says, e.g. in another network namespace) on a port it picks itself
 // and reports through --port_file; the handle waits for that file with a
 // deadline (never a fixed sleep) and stops and reaps the agent when destroyed.
 //
@@ -86,6 +87,18 @@ struct AgentOptions {
   // own fresh directory. A test that restarts an agent passes the first
   // one's state_dir() again. Not added when `args` has a --state_dir.
   std::string state_dir;
+  // Words the agent is started under, before the binary, e.g.
+  // {"/usr/bin/nsenter", "--net=/proc/PID/ns/net", "--"} to run it in another
+  // network namespace. The first is executed (an absolute path) and must
+  // exec the agent in the same process (nsenter without --fork does), so
+  // that pid() and the process group are the agent's. Empty: the binary.
+  std::vector<std::string> exec_prefix;
+  // The host the agent listens on (--listen=HOST:0), e.g. "0.0.0.0" for an
+  // agent reached over several interfaces.
+  std::string listen_host = "127.0.0.1";
+  // The host the harness dials, when not listen_host (e.g. the agent listens
+  // on 0.0.0.0 and is reached at 10.0.1.2). address() names it.
+  std::string connect_host;
 };
 
 class AgentProcess {
@@ -103,7 +116,8 @@ class AgentProcess {
   AgentProcess(const AgentProcess&) = delete;
   AgentProcess& operator=(const AgentProcess&) = delete;
 
-  // "127.0.0.1:PORT", both for MigrationService and TransferService.
+  // "127.0.0.1:PORT" (else connect_host or listen_host, and the port), both
+  // for MigrationService and TransferService.
   const std::string& address() const { return address_; }
   const std::string& name() const { return options_.name; }
   // The agent's working directory (fresh, under $TEST_TMPDIR).

@@ -34,6 +34,11 @@ MIGD_DEBIAN_PACKAGES=(
   gcc
   make
   libelf1
+  # The fault tier (e2e/faults): veth pairs and tbf (iproute2), packet drops
+  # (nftables), agents in network namespaces (nsenter, from util-linux).
+  iproute2
+  nftables
+  util-linux
 )
 
 # Prints the packages of MIGD_DEBIAN_PACKAGES that are not installed, one a line.
