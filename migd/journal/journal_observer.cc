@@ -67,7 +67,12 @@ void JournalObserver::AfterChange(const v1::Migration& record,
   {
     absl::MutexLock lock(&queue_mu_);
     auto it = seen_.find(record.job_id());
-    if (it != seen_.end() && it->second.phase == now.phase &&
+    // A job enters the journal at its first write-ahead point: one refused
+    // before it (a StartMigration that never got going) has nothing to
+    // recover, and a record of it would have recovery act on devices that
+    // are no longer its own.
+    if (it == seen_.end()) return;
+    if (it->second.phase == now.phase &&
         it->second.notices == now.notices &&
         it->second.state_changes == now.state_changes &&
         it->second.committed == now.committed &&

@@ -1,6 +1,9 @@
 // migd/journal/journal_observer.h
 //
-// Keeps the journal in step with the jobs, through the job observer seam:
+// Keeps the journal in step with the jobs, through the job observer seam.
+// A job enters the journal at its first write-ahead point (before any of its
+// devices moves); until then nothing of it is recorded, so a request refused
+// before that leaves nothing for recovery to act on. From then on:
 //   - every write-ahead point (BeforeAct) is recorded, durably, before the
 //     runner acts, and its failure stops the runner (the job fails with
 //     ERROR_REASON_JOURNAL before anything moves);

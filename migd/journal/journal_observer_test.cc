@@ -58,6 +58,7 @@ TEST(JournalObserver, PhaseNoticeCommitAndEndAreRecordedProgressIsNot) {
   auto observer = std::make_shared<JournalObserver>(journal.get());
   migration::Job job("j1", v1::ROLE_SOURCE, "dst:1", {{"emu0", "dst0"}},
                      {observer});
+  ASSERT_TRUE(job.BeforeAct("the devices leave RUNNING").ok());
   job.SetPhase(v1::PHASE_PRE_COPY, "");
   observer->Flush();
   ASSERT_EQ(Load(*journal).at(0).phase(), v1::PHASE_PRE_COPY);
@@ -80,6 +81,18 @@ TEST(JournalObserver, PhaseNoticeCommitAndEndAreRecordedProgressIsNot) {
   // The end is written before Finish returns: no Flush.
   job.Finish(absl::OkStatus());
   EXPECT_EQ(Load(*journal).at(0).phase(), v1::PHASE_SUCCEEDED);
+}
+
+TEST(JournalObserver, AJobEntersTheJournalAtItsFirstWriteAheadPoint) {
+  std::unique_ptr<Journal> journal = OpenJournal(TestDir("first"));
+  ASSERT_NE(journal, nullptr);
+  auto observer = std::make_shared<JournalObserver>(journal.get());
+  migration::Job refused("refused", v1::ROLE_SOURCE, "dst:1",
+                         {{"emu0", "dst0"}}, {observer});
+  refused.SetPhase(v1::PHASE_CONNECTING, "");
+  refused.Finish(absl::DeadlineExceededError("no session"));
+  observer->Flush();
+  EXPECT_TRUE(Load(*journal).empty());
 }
 
 TEST(JournalObserver, AQueuedRecordNeverOverwritesANewerWriteAhead) {

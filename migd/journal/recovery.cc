@@ -103,6 +103,12 @@ absl::StatusOr<RecoveryReport> Recover(
       continue;
     }
     ++report.recovered;
+    // Write-ahead, like any runner: on record (and the journal writable)
+    // before a device is touched.
+    if (absl::Status s = job->BeforeAct("recovery acts on its devices");
+        !s.ok()) {
+      return s;
+    }
     std::vector<std::string> missing;
     std::vector<device::Device*> devs = DevicesOf(*job, devices, &missing);
     const std::string found =

@@ -267,6 +267,7 @@ grpc::Status MigrationServiceImpl::StartMigration(
       id, v1::ROLE_SOURCE, request->destination(), *pairs, options_.observers);
   job->SetPeerIdentity(request->destination_identity());
   migration::DeviceRegistry* devices = devices_;
+  base::LogInfo("job ", id, ": connecting to ", request->destination());
   auto started = migration::SourceJob::Start(
       job, *claimed, std::move(opts), [devices, id] { devices->Release(id); });
   if (!started.ok()) {
