@@ -17,9 +17,6 @@
 // devices (RUNNING), so what is checked after a restart is the records and
 // the devices of the agent that kept running.
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
@@ -35,13 +32,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/device_checks.h"
+#include "e2e/testing/migctl.h"
 #include "e2e/testing/run_pki.h"
+#include "e2e/testing/shell.h"
 #include "e2e/testing/status_macros.h"
 #include "gtest/gtest.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
@@ -62,21 +61,6 @@ std::string PhaseName(v1::Phase phase) { return v1::Phase_Name(phase); }
 std::string ReasonName(v1::ErrorReason reason) {
   return v1::ErrorReason_Name(reason);
 }
-std::string StateName(v1::DeviceState state) {
-  return v1::DeviceState_Name(state);
-}
-
-using DeviceMapT = std::map<std::string, Device>;
-
-std::string Describe(const DeviceMapT& devices) {
-  std::string out;
-  for (const auto& [name, d] : devices) {
-    absl::StrAppend(&out, name, "=", StateName(d.state()), "/job:", d.job_id(),
-                    " ");
-  }
-  return out;
-}
-
 bool HasNotice(const Migration& m, absl::string_view text) {
   for (const std::string& n : m.notices()) {
     if (absl::StrContains(n, text)) return true;
@@ -96,61 +80,6 @@ std::vector<std::string> StatesOf(const Migration& m,
 
 int Count(const std::vector<std::string>& v, absl::string_view s) {
   return static_cast<int>(std::count(v.begin(), v.end(), s));
-}
-
-// migctl, from --migctl_binary=PATH (set from $(rootpath //cli:migctl)),
-// made absolute.
-std::string MigctlPath() {
-  FILE* f = fopen("/proc/self/cmdline", "rb");
-  if (f == nullptr) return "";
-  std::string cmdline;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) cmdline.append(buf, n);
-  fclose(f);
-  for (absl::string_view arg :
-       absl::StrSplit(cmdline, '\0', absl::SkipEmpty())) {
-    if (absl::ConsumePrefix(&arg, "--migctl_binary=")) {
-      std::string path(arg);
-      if (path[0] != '/') {
-        char cwd[4096];
-        if (getcwd(cwd, sizeof(cwd)) != nullptr) {
-          path = absl::StrCat(cwd, "/", path);
-        }
-      }
-      return path;
-    }
-  }
-  return "";
-}
-
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-CommandResult RunShell(const std::string& command) {
-  CommandResult result;
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  if (p == nullptr) return result;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) result.output.append(buf, n);
-  int status = pclose(p);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
 }
 
 absl::StatusOr<std::string> ReadLog(const std::string& path) {
@@ -417,12 +346,7 @@ TEST_F(CommitTest, AnOperatorResolvesAJobWhoseDestinationNeverComesBack) {
   ASSERT_OK_AND_ASSIGN(RunPki * pki, RunPki::Get());
   ASSERT_OK_AND_ASSIGN(security::TlsFiles op, pki->Files("operator"));
   auto run_migctl = [&](const std::string& args) {
-    return RunShell(absl::StrCat(
-        "env -i PATH=/usr/bin:/bin HOME=/nonexistent ", ShellQuote(migctl),
-        " --agent=", source_->address(),
-        " --agent_identity=", ShellQuote(source_->identity()),
-        " --tls_cert=", ShellQuote(op.cert), " --tls_key=", ShellQuote(op.key),
-        " --tls_ca=", ShellQuote(op.ca), " ", args));
+    return RunShell(MigctlCommand(migctl, *source_, op, "/nonexistent", args));
   };
 
   CommandResult status = run_migctl(absl::StrCat("status ", job));

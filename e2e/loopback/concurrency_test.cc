@@ -35,6 +35,7 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/device_checks.h"
 #include "e2e/testing/status_macros.h"
 #include "gtest/gtest.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
@@ -69,9 +70,6 @@ constexpr absl::Duration kAllJobsTimeout = absl::Seconds(75);
 std::string PhaseName(v1::Phase phase) { return v1::Phase_Name(phase); }
 std::string ReasonName(v1::ErrorReason reason) {
   return v1::ErrorReason_Name(reason);
-}
-std::string StateName(v1::DeviceState state) {
-  return v1::DeviceState_Name(state);
 }
 
 absl::Time FromProto(const google::protobuf::Timestamp& t) {
@@ -270,13 +268,6 @@ absl::StatusOr<Memory> MemoryOf(const AgentProcess& agent) {
 uint64_t MiB(uint64_t bytes) { return (bytes + kMiB / 2) / kMiB; }
 
 // ---- Checks ----------------------------------------------------------------
-
-using DeviceMapT = std::map<std::string, Device>;
-
-std::string Describe(const Device& d) {
-  return absl::StrCat(StateName(d.state()), "/", d.state_digest(),
-                      "/job:", d.job_id());
-}
 
 // `name` is in `state`, held by no job, and (when `digest` is not empty)
 // holds that digest.

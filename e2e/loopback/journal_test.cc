@@ -39,6 +39,7 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/device_checks.h"
 #include "e2e/testing/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
@@ -61,9 +62,6 @@ constexpr char kJournalFile[] = "journal.sqlite3";
 std::string PhaseName(v1::Phase phase) { return v1::Phase_Name(phase); }
 std::string ReasonName(v1::ErrorReason reason) {
   return v1::ErrorReason_Name(reason);
-}
-std::string StateName(v1::DeviceState state) {
-  return v1::DeviceState_Name(state);
 }
 // "PRE_COPY" for PHASE_PRE_COPY: how the agent names a phase in its notices.
 std::string ShortPhaseName(v1::Phase phase) {
@@ -122,30 +120,6 @@ std::vector<std::string> NamesOf(const std::vector<EmuSpec>& specs) {
   std::vector<std::string> names;
   for (const EmuSpec& s : specs) names.push_back(s.name);
   return names;
-}
-
-using DeviceMapT = std::map<std::string, Device>;
-
-std::string Describe(const DeviceMapT& devices) {
-  std::string out;
-  for (const auto& [name, device] : devices) {
-    absl::StrAppend(&out, name, "=", StateName(device.state()), "/",
-                    device.state_digest(), "/job:", device.job_id(), " ");
-  }
-  return out;
-}
-
-// Every device in `names` is RUNNING and free (held by no job).
-void ExpectRunningAndFree(absl::string_view agent, const DeviceMapT& devices,
-                          const std::vector<std::string>& names) {
-  for (const std::string& name : names) {
-    SCOPED_TRACE(absl::StrCat(agent, " device ", name));
-    auto it = devices.find(name);
-    ASSERT_NE(it, devices.end()) << Describe(devices);
-    EXPECT_EQ(StateName(it->second.state()),
-              StateName(v1::DEVICE_STATE_RUNNING));
-    EXPECT_EQ(it->second.job_id(), "") << "device still held by a job";
-  }
 }
 
 bool HasNotice(const Migration& m, absl::string_view prefix,
@@ -492,7 +466,8 @@ TEST_F(JournalTest, ASourceKilledInPreCopyEndsItsJobAtRestart) {
       << destination_end.ShortDebugString();
   ASSERT_OK_AND_ASSIGN(DeviceMapT destination_devices,
                        DeviceMap(destination_->stub()));
-  ExpectRunningAndFree("destination", destination_devices, names);
+  ExpectDevices("destination", destination_devices, names,
+                v1::DEVICE_STATE_RUNNING);
 
   AgentProcess* source = Restart(*source_, source_options_, "source.restarted");
   ASSERT_NE(source, nullptr);
@@ -506,7 +481,8 @@ TEST_F(JournalTest, ASourceKilledInPreCopyEndsItsJobAtRestart) {
   EXPECT_TRUE(HasNotice(recovered, "recovery: ", "PRE_COPY"))
       << "notices: " << absl::StrJoin(recovered.notices(), " | ");
   ASSERT_OK_AND_ASSIGN(DeviceMapT source_devices, DeviceMap(source_->stub()));
-  ExpectRunningAndFree("restarted source", source_devices, names);
+  ExpectDevices("restarted source", source_devices, names,
+                v1::DEVICE_STATE_RUNNING);
 
   const std::string again = "job-after-source-restart";
   ASSERT_NO_FATAL_FAILURE(Migrate(SwitchOverAtTheCap(Request(again, names))));
@@ -545,7 +521,7 @@ TEST_F(JournalTest, ADestinationKilledBeforeCommitEndsItsJobAtRestart) {
       << source_end.ShortDebugString();
   EXPECT_FALSE(source_end.committed());
   ASSERT_OK_AND_ASSIGN(DeviceMapT source_devices, DeviceMap(source_->stub()));
-  ExpectRunningAndFree("source", source_devices, names);
+  ExpectDevices("source", source_devices, names, v1::DEVICE_STATE_RUNNING);
 
   AgentProcess* destination =
       Restart(*destination_, destination_options_, "destination.restarted");
@@ -563,7 +539,8 @@ TEST_F(JournalTest, ADestinationKilledBeforeCommitEndsItsJobAtRestart) {
       << "notices: " << absl::StrJoin(recovered.notices(), " | ");
   ASSERT_OK_AND_ASSIGN(DeviceMapT destination_devices,
                        DeviceMap(destination->stub()));
-  ExpectRunningAndFree("restarted destination", destination_devices, names);
+  ExpectDevices("restarted destination", destination_devices, names,
+                v1::DEVICE_STATE_RUNNING);
 }
 
 // ---- A journal that cannot be written -------------------------------------
@@ -622,7 +599,7 @@ TEST_F(FullJournalTest, AJournalThatCannotWriteFailsTheJobBeforeAnythingMoves) {
   ASSERT_NE(destination_, nullptr);
   ASSERT_NO_FATAL_FAILURE(ExpectRecordLargerThanAPage(names, page_size));
   ASSERT_OK_AND_ASSIGN(DeviceMapT before, DeviceMap(destination_->stub()));
-  ExpectRunningAndFree("destination", before, names);
+  ExpectDevices("destination", before, names, v1::DEVICE_STATE_RUNNING);
 
   const std::string job = "job-journal-full";
   v1::PrepareIncomingResponse response;
@@ -641,7 +618,7 @@ TEST_F(FullJournalTest, AJournalThatCannotWriteFailsTheJobBeforeAnythingMoves) {
   // Nothing moved: every device as it was (state, content, no job).
   ASSERT_OK_AND_ASSIGN(DeviceMapT after, DeviceMap(destination_->stub()));
   EXPECT_EQ(Describe(before), Describe(after));
-  ExpectRunningAndFree("destination", after, names);
+  ExpectDevices("destination", after, names, v1::DEVICE_STATE_RUNNING);
 }
 
 TEST_F(FullJournalTest,
@@ -657,7 +634,7 @@ TEST_F(FullJournalTest,
   ASSERT_NE(destination_, nullptr);
   ASSERT_NO_FATAL_FAILURE(ExpectRecordLargerThanAPage(names, page_size));
   ASSERT_OK_AND_ASSIGN(DeviceMapT before, DeviceMap(source_->stub()));
-  ExpectRunningAndFree("source", before, names);
+  ExpectDevices("source", before, names, v1::DEVICE_STATE_RUNNING);
 
   const std::string job = "job-source-journal-full";
   ASSERT_NO_FATAL_FAILURE(Migrate(Request(job, names)));
@@ -680,7 +657,7 @@ TEST_F(FullJournalTest,
 
   ASSERT_OK_AND_ASSIGN(DeviceMapT after, DeviceMap(source_->stub()));
   EXPECT_EQ(Describe(before), Describe(after));
-  ExpectRunningAndFree("source", after, names);
+  ExpectDevices("source", after, names, v1::DEVICE_STATE_RUNNING);
 
   ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
   std::cerr << "destination's job: " << PhaseName(destination_end.phase())
@@ -689,7 +666,8 @@ TEST_F(FullJournalTest,
   EXPECT_NE(PhaseName(destination_end.phase()), PhaseName(v1::PHASE_SUCCEEDED));
   ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
                        DeviceMap(destination_->stub()));
-  ExpectRunningAndFree("destination", destination_after, names);
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
 }
 
 // ---- Journals an agent refuses to start with ------------------------------
@@ -745,7 +723,8 @@ TEST_F(JournalTest, TwoAgentsCannotShareAStateDir) {
   // The first agent goes on serving.
   ASSERT_TRUE(first->Running());
   ASSERT_OK_AND_ASSIGN(DeviceMapT devices_now, DeviceMap(first->stub()));
-  ExpectRunningAndFree("first", devices_now, NamesOf(devices));
+  ExpectDevices("first", devices_now, NamesOf(devices),
+                v1::DEVICE_STATE_RUNNING);
 }
 
 }  // namespace

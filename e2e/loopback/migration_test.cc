@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/device_checks.h"
 #include "e2e/testing/status_macros.h"
 #include "gtest/gtest.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
@@ -48,15 +49,10 @@ constexpr int kSlowDevices = 2;
 constexpr absl::string_view kSlowStateSize = "256MiB";
 constexpr uint32_t kSmallestChunk = 4096;
 
-using DeviceMapT = std::map<std::string, Device>;
 using Pairs = std::vector<std::pair<std::string, std::string>>;
 
 std::string ReasonName(v1::ErrorReason reason) {
   return v1::ErrorReason_Name(reason);
-}
-
-std::string StateName(v1::DeviceState state) {
-  return v1::DeviceState_Name(state);
 }
 
 std::string Lower(absl::string_view s) { return absl::AsciiStrToLower(s); }
@@ -175,33 +171,6 @@ absl::StatusOr<std::vector<Migration>> ListMigrations(AgentProcess& agent) {
   }
   return std::vector<Migration>(response.migrations().begin(),
                                 response.migrations().end());
-}
-
-std::string Describe(const DeviceMapT& devices) {
-  std::string out;
-  for (const auto& [name, device] : devices) {
-    absl::StrAppend(&out, name, "=", StateName(device.state()), "/",
-                    device.state_digest(), "/job:", device.job_id(), " ");
-  }
-  return out;
-}
-
-// Every device in `names` is in `state`, free (no job) and, when `digests` is
-// given, holds the digest it had there.
-void ExpectDevices(absl::string_view agent, const DeviceMapT& devices,
-                   const std::vector<std::string>& names, v1::DeviceState state,
-                   const DeviceMapT* digests = nullptr) {
-  for (const std::string& name : names) {
-    SCOPED_TRACE(absl::StrCat(agent, " device ", name));
-    auto it = devices.find(name);
-    ASSERT_NE(it, devices.end()) << Describe(devices);
-    EXPECT_EQ(StateName(it->second.state()), StateName(state));
-    EXPECT_EQ(it->second.job_id(), "") << "device still held by a job";
-    if (digests != nullptr) {
-      EXPECT_EQ(it->second.state_digest(), digests->at(name).state_digest())
-          << "device state changed";
-    }
-  }
 }
 
 // Same devices, each in the same state, held by the same job, same digest.

@@ -38,6 +38,7 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/device_checks.h"
 #include "e2e/testing/run_pki.h"
 #include "e2e/testing/status_macros.h"
 #include "grpcpp/grpcpp.h"
@@ -67,9 +68,6 @@ constexpr absl::string_view kAllFlags = "STOP_COPY|P2P|PRE_COPY";
 std::string PhaseName(v1::Phase phase) { return v1::Phase_Name(phase); }
 std::string ReasonName(v1::ErrorReason reason) {
   return v1::ErrorReason_Name(reason);
-}
-std::string StateName(v1::DeviceState state) {
-  return v1::DeviceState_Name(state);
 }
 
 // ---- Device configuration --------------------------------------------------
@@ -144,30 +142,6 @@ void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
   const int64_t ns = absl::ToInt64Nanoseconds(d);
   out->set_seconds(ns / 1000000000);
   out->set_nanos(static_cast<int32_t>(ns % 1000000000));
-}
-
-using DeviceMapT = std::map<std::string, Device>;
-
-std::string Describe(const DeviceMapT& devices) {
-  std::string out;
-  for (const auto& [name, device] : devices) {
-    absl::StrAppend(&out, name, "=", StateName(device.state()), "/",
-                    device.state_digest(), "/job:", device.job_id(), " ");
-  }
-  return out;
-}
-
-// Every device in `names` is in `state` and free (held by no job).
-void ExpectStates(absl::string_view agent, const DeviceMapT& devices,
-                  const std::vector<std::string>& names,
-                  v1::DeviceState state) {
-  for (const std::string& name : names) {
-    SCOPED_TRACE(absl::StrCat(agent, " device ", name));
-    auto it = devices.find(name);
-    ASSERT_NE(it, devices.end()) << Describe(devices);
-    EXPECT_EQ(StateName(it->second.state()), StateName(state));
-    EXPECT_EQ(it->second.job_id(), "") << "device still held by a job";
-  }
 }
 
 // The destination holds exactly the source's state, device by device.
@@ -294,9 +268,9 @@ class PrecopyTest : public AgentTest {
     ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
     ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
                          DeviceMap(destination_->stub()));
-    ExpectStates("source", source_after, names, v1::DEVICE_STATE_STOP);
-    ExpectStates("destination", destination_after, names,
-                 v1::DEVICE_STATE_RUNNING);
+    ExpectDevices("source", source_after, names, v1::DEVICE_STATE_STOP);
+    ExpectDevices("destination", destination_after, names,
+                  v1::DEVICE_STATE_RUNNING);
     ExpectSameDigests(source_after, destination_after, names);
   }
 };
@@ -461,9 +435,9 @@ TEST_F(PrecopyTest, WorkloadAboveTheBandwidthFailsAtTheCapWhenStrict) {
   ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
   ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
                        DeviceMap(destination_->stub()));
-  ExpectStates("source", source_after, names, v1::DEVICE_STATE_RUNNING);
-  ExpectStates("destination", destination_after, names,
-               v1::DEVICE_STATE_RUNNING);
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING);
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
 
   // Intact: the same devices migrate in a new job (switching over at the cap
   // this time) and the destination ends with exactly the source's state.
@@ -509,7 +483,7 @@ TEST_F(PrecopyTest, TimeCapEndsPrecopyEvenWhenTheDeviceOutpacesTheTransfer) {
             ReasonName(v1::ERROR_REASON_NOT_CONVERGED))
       << end->failure().message();
   ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
-  ExpectStates("source", source_after, names, v1::DEVICE_STATE_RUNNING);
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING);
 }
 
 // ---- 3. Switchover acknowledgement -----------------------------------------
@@ -683,7 +657,7 @@ TEST_F(PrecopyTest, DestinationThatNeverAcksFailsTheJobAtTheAckTimeout) {
   EXPECT_FALSE(seen.stop_copy) << "the source switched over without the acks";
 
   ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
-  ExpectStates("source", source_after, names, v1::DEVICE_STATE_RUNNING);
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING);
   ExpectSameDigests(source_before, source_after, names);
 }
 

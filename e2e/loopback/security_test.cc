@@ -18,7 +18,6 @@
 
 #include <dirent.h>
 #include <stdio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -45,7 +44,10 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/device_checks.h"
+#include "e2e/testing/migctl.h"
 #include "e2e/testing/run_pki.h"
+#include "e2e/testing/shell.h"
 #include "e2e/testing/status_macros.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
@@ -73,14 +75,9 @@ using ::migd::v1::Migration;
 constexpr absl::Duration kRpcTimeout = absl::Seconds(30);
 constexpr absl::Duration kJobTimeout = absl::Seconds(60);
 
-using DeviceMapT = std::map<std::string, Device>;
-
 std::string PhaseName(v1::Phase phase) { return v1::Phase_Name(phase); }
 std::string ReasonName(v1::ErrorReason reason) {
   return v1::ErrorReason_Name(reason);
-}
-std::string StateName(v1::DeviceState state) {
-  return v1::DeviceState_Name(state);
 }
 std::string CodeName(grpc::StatusCode code) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
@@ -113,33 +110,6 @@ void FillPairs(const std::vector<std::string>& names,
     v1::DevicePair* pair = out->Add();
     pair->set_source_device(name);
     pair->set_destination_device(name);
-  }
-}
-
-std::string Describe(const DeviceMapT& devices) {
-  std::string out;
-  for (const auto& [name, device] : devices) {
-    absl::StrAppend(&out, name, "=", StateName(device.state()), "/",
-                    device.state_digest(), "/job:", device.job_id(), " ");
-  }
-  return out;
-}
-
-// Every device in `names` is in `state` and free; with `digests`, each holds
-// the digest it has there.
-void ExpectDevices(absl::string_view agent, const DeviceMapT& devices,
-                   const std::vector<std::string>& names, v1::DeviceState state,
-                   const DeviceMapT* digests = nullptr) {
-  for (const std::string& name : names) {
-    SCOPED_TRACE(absl::StrCat(agent, " device ", name));
-    auto it = devices.find(name);
-    ASSERT_NE(it, devices.end()) << Describe(devices);
-    EXPECT_EQ(StateName(it->second.state()), StateName(state));
-    EXPECT_EQ(it->second.job_id(), "") << "device still held by a job";
-    if (digests != nullptr) {
-      EXPECT_EQ(it->second.state_digest(), digests->at(name).state_digest())
-          << "device state differs";
-    }
   }
 }
 
@@ -957,55 +927,6 @@ TEST_F(StartupTest, NeitherTlsFlagsNorInsecureNamesTheDefaultCertificate) {
 
 // ---- 9. Secrets never leak -------------------------------------------------
 
-// Runs `command` through /bin/sh with stderr joined to stdout; its output
-// and exit status.
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;
-};
-CommandResult RunShell(const std::string& command) {
-  CommandResult result;
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  if (p == nullptr) return result;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) result.output.append(buf, n);
-  int status = pclose(p);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
-
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
-// migctl, from --migctl_binary=PATH (set from $(rootpath //cli:migctl)).
-std::string MigctlPath() {
-  std::optional<std::string> cmdline = ReadWholeFile("/proc/self/cmdline");
-  if (!cmdline.has_value()) return "";
-  for (absl::string_view arg :
-       absl::StrSplit(*cmdline, '\0', absl::SkipEmpty())) {
-    if (absl::ConsumePrefix(&arg, "--migctl_binary=")) {
-      std::string path(arg);
-      if (path[0] != '/') {
-        char cwd[4096];
-        if (getcwd(cwd, sizeof(cwd)) != nullptr)
-          path = absl::StrCat(cwd, "/", path);
-      }
-      return path;
-    }
-  }
-  return "";
-}
-
 // Every text a test saw or the agents wrote, each with where it came from,
 // to be searched for secrets.
 class Evidence {
@@ -1133,13 +1054,8 @@ TEST_F(SecurityTest, SecretsAppearInNoLogRecordErrorOrMigctlOutput) {
   ASSERT_OK_AND_ASSIGN(security::TlsFiles op, pki_->Files("operator"));
   const std::string home = TestDir("migctl-home");
   auto run_migctl = [&](const AgentProcess& agent, const std::string& args) {
-    const std::string command = absl::StrCat(
-        "env -i PATH=/usr/bin:/bin HOME=", ShellQuote(home), " ",
-        ShellQuote(migctl), " --agent=", agent.address(),
-        " --agent_identity=", ShellQuote(agent.identity()),
-        " --tls_cert=", ShellQuote(op.cert), " --tls_key=", ShellQuote(op.key),
-        " --tls_ca=", ShellQuote(op.ca), " ", args);
-    CommandResult result = RunShell(command);
+    CommandResult result =
+        RunShell(MigctlCommand(migctl, agent, op, home, args));
     evidence.Add("migctl " + args, result.output);
     return result;
   };

@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/device_checks.h"
 #include "e2e/testing/run_pki.h"
 #include "e2e/testing/status_macros.h"
 #include "grpcpp/grpcpp.h"
@@ -72,8 +73,6 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> DialAsSource(
   return (*credentials)
       ->Dial(agent.address(), agent.identity(), security::ChannelUse::kBulk);
 }
-
-using DeviceMapT = std::map<std::string, v1::Device>;
 
 // Names, so that a mismatch prints "ERROR_REASON_..." rather than a number.
 std::string ReasonName(v1::ErrorReason reason) {
