@@ -89,7 +89,10 @@ ABSL_FLAG(std::string, test_fault, "",
           "cancels the last data stream after N chunks; journal_max_pages:N "
           "lets the journal file grow to N pages at most (SQLite's "
           "max_page_count, never below its current size), past which a "
-          "record fails as on a full disk; exit_on_commit:N makes the agent "
+          "record fails as on a full disk; journal_fail_after:N makes the "
+          "journal's Nth record (counted from the agent's start, recovery's "
+          "included) and every later one fail as on a full disk; "
+          "exit_on_commit:N makes the agent "
           "_exit() when its Nth incoming job receives COMMIT, before it "
           "loads; exit_after_resume:N when its Nth incoming job resumed its "
           "devices, before the Completion goes out");
@@ -247,20 +250,24 @@ int main(int argc, char** argv) {
     if (colon == std::string::npos ||
         !absl::SimpleAtoi(fault.substr(colon + 1), &n) ||
         (kind != "corrupt_chunk" && kind != "drop_stream" &&
-         kind != "journal_max_pages" && kind != "exit_on_commit" &&
+         kind != "journal_max_pages" && kind != "journal_fail_after" &&
+         kind != "exit_on_commit" &&
          kind != "exit_after_resume") ||
-        (kind == "journal_max_pages" &&
+        ((kind == "journal_max_pages" || kind == "journal_fail_after") &&
          (n == 0 || n > uint64_t{std::numeric_limits<int64_t>::max()})) ||
         ((kind == "exit_on_commit" || kind == "exit_after_resume") &&
          n == 0)) {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
           "--test_fault \"", fault,
           "\": expected corrupt_chunk:N, drop_stream:N, "
-          "journal_max_pages:N, exit_on_commit:N or exit_after_resume:N "
+          "journal_max_pages:N, journal_fail_after:N, exit_on_commit:N or "
+          "exit_after_resume:N "
           "(N > 0)")));
     }
     if (kind == "journal_max_pages") {
       options.journal.max_page_count = static_cast<int64_t>(n);
+    } else if (kind == "journal_fail_after") {
+      options.journal.fail_after_records = static_cast<int64_t>(n);
     } else if (kind == "exit_on_commit") {
       options.transfer_faults.exit_on_commit = n;
     } else if (kind == "exit_after_resume") {

@@ -185,7 +185,8 @@ absl::Status AgentProcess::Spawn(const std::string& binary) {
   const size_t binary_at = args.size();
   args.insert(args.end(), {
       binary,
-      absl::StrCat("--listen=", options_.listen_host, ":0"),
+      absl::StrCat("--listen=", options_.listen_host, ":",
+                   options_.listen_port),
       absl::StrCat("--port_file=", port_file_),
       absl::StrCat("--name=", options_.name),
   });

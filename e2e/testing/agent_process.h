@@ -93,9 +93,12 @@ struct AgentOptions {
   // exec the agent in the same process (nsenter without --fork does), so
   // that pid() and the process group are the agent's. Empty: the binary.
   std::vector<std::string> exec_prefix;
-  // The host the agent listens on (--listen=HOST:0), e.g. "0.0.0.0" for an
+  // The host the agent listens on (--listen=HOST:PORT), e.g. "0.0.0.0" for an
   // agent reached over several interfaces.
   std::string listen_host = "127.0.0.1";
+  // The port it listens on; 0: one it picks. A fixed port lets an agent
+  // restarted on its state dir be reached where its peers knew it.
+  int listen_port = 0;
   // The host the harness dials, when not listen_host (e.g. the agent listens
   // on 0.0.0.0 and is reached at 10.0.1.2). address() names it.
   std::string connect_host;

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "migd/base/crc32c.h"
 #include "migd/base/log.h"
@@ -261,6 +262,35 @@ bool IsValidEmulatedDeviceName(absl::string_view name) {
   return true;
 }
 
+namespace {
+
+// OK when the device takes `arc` (a knob's, named `knob`) with its flags.
+absl::Status CheckArc(const EmulatedDeviceConfig& config, const MigArc& arc,
+                      absl::string_view knob, const std::string& who) {
+  const std::string name = absl::StrCat(knob, " ", ArcName(arc.from, arc.to));
+  if (!vfio::MigStateFromRaw(static_cast<uint32_t>(arc.from)) ||
+      !vfio::MigStateFromRaw(static_cast<uint32_t>(arc.to)) ||
+      arc.from == arc.to) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(who, name, " is not an arc"));
+  }
+  absl::StatusOr<MigState> next =
+      vfio::NextState(config.flags, arc.from, arc.to);
+  if (!next.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(who, name, " is never taken: ", next.status().message()));
+  }
+  if (*next != arc.to) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(who, name, " is never taken with flags ",
+                     vfio::MigFlagsName(config.flags), ": the device goes ",
+                     ArcName(arc.from, *next), " first"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateEmulatedDeviceConfig(const EmulatedDeviceConfig& config) {
   if (!IsValidEmulatedDeviceName(config.name)) {
     return absl::InvalidArgumentError(
@@ -285,26 +315,21 @@ absl::Status ValidateEmulatedDeviceConfig(const EmulatedDeviceConfig& config) {
         " lack STOP_COPY, which every migratable device must support"));
   }
   if (config.fail_arc.has_value()) {
-    const MigArc& arc = *config.fail_arc;
-    const std::string name =
-        absl::StrCat("fail_arc ", ArcName(arc.from, arc.to));
-    if (!vfio::MigStateFromRaw(static_cast<uint32_t>(arc.from)) ||
-        !vfio::MigStateFromRaw(static_cast<uint32_t>(arc.to)) ||
-        arc.from == arc.to) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(who, name, " is not an arc"));
+    if (absl::Status s = CheckArc(config, *config.fail_arc, "fail_arc", who);
+        !s.ok()) {
+      return s;
     }
-    absl::StatusOr<MigState> next =
-        vfio::NextState(config.flags, arc.from, arc.to);
-    if (!next.ok()) {
+  }
+  if (config.slow_arc.has_value()) {
+    const SlowArc& slow = *config.slow_arc;
+    if (absl::Status s = CheckArc(config, slow.arc, "slow_arc", who); !s.ok()) {
+      return s;
+    }
+    if (slow.duration <= absl::ZeroDuration() || slow.duration > kMaxSlowArc) {
       return absl::InvalidArgumentError(absl::StrCat(
-          who, name, " is never taken: ", next.status().message()));
-    }
-    if (*next != arc.to) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(who, name, " is never taken with flags ",
-                       vfio::MigFlagsName(config.flags), ": the device goes ",
-                       ArcName(arc.from, *next), " first"));
+          who, "slow_arc ", ArcName(slow.arc.from, slow.arc.to), " takes ",
+          absl::FormatDuration(slow.duration), ", not in (0, ",
+          absl::FormatDuration(kMaxSlowArc), "]"));
     }
   }
   if (config.corrupt_stream_at.has_value()) {
@@ -562,6 +587,11 @@ absl::StatusOr<std::unique_ptr<DataStream>> EmulatedDevice::Core::StepLocked(
     MigState next) {
   const MigState cur = state_;
   const std::string arc = ArcName(cur, next);
+  if (config_.slow_arc.has_value() && config_.slow_arc->arc.from == cur &&
+      config_.slow_arc->arc.to == next) {
+    // Busy for the whole arc, as a driver holding its state mutex is.
+    absl::SleepFor(config_.slow_arc->duration);
+  }
   if (config_.fail_arc.has_value() && config_.fail_arc->from == cur &&
       config_.fail_arc->to == next) {
     EndSessionLocked();

@@ -56,6 +56,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "migd/device/device.h"
 #include "migd/vfio/uapi.h"
 
@@ -73,6 +74,15 @@ struct ReadFault {
   uint64_t offset = 0;  // stream offset the reads fail from
   int err = 0;          // the errno the kernel's read() would fail with
 };
+
+// A slow arc (EmulatedDeviceConfig::slow_arc).
+struct SlowArc {
+  MigArc arc;
+  absl::Duration duration;  // how long the arc takes
+};
+
+// The longest EmulatedDeviceConfig::slow_arc duration.
+inline constexpr absl::Duration kMaxSlowArc = absl::Minutes(1);
 
 struct EmulatedDeviceConfig {
   // [A-Za-z0-9._:-]{1,64}.
@@ -103,6 +113,14 @@ struct EmulatedDeviceConfig {
   // errno must be a fault: not ENOMSG (the temporary end of pre-copy data, a
   // ReadResult) nor EINTR/EAGAIN (retried by a reader).
   std::optional<ReadFault> fail_read;
+  // Every time the device takes slow_arc->arc, the arc takes
+  // slow_arc->duration (then succeeds, or fails as it otherwise would), the
+  // way a real driver's RESUMING -> STOP validation or resume may take
+  // seconds. The device is busy meanwhile, as a driver holding its state
+  // mutex is: every other call on it waits for the arc to end. Must be an arc
+  // the device can take with `flags` (as fail_arc), with a duration in
+  // (0, kMaxSlowArc].
+  std::optional<SlowArc> slow_arc;
 
   // Workload (see the file comment), for pre-copy convergence and the
   // dirty-page service.

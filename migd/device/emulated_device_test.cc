@@ -555,6 +555,43 @@ TEST(EmulatedDeviceFaults, FailArcFailsThatArcEveryTimeAndEntersError) {
   EXPECT_TRUE(d->SetState(MigState::kResuming).ok());
 }
 
+TEST(EmulatedDeviceFaults, SlowArcTakesItsDurationAndOnlyThatArc) {
+  EmulatedDeviceConfig c;
+  c.name = "emu1";
+  c.state_size = 4096;
+  c.slow_arc = SlowArc{MigArc{MigState::kRunningP2P, MigState::kStop},
+                       absl::Milliseconds(300)};
+  auto d = MakeDevice(c);
+  absl::Time t0 = absl::Now();
+  ASSERT_TRUE(d->SetState(MigState::kRunningP2P).ok());
+  EXPECT_LT(absl::Now() - t0, absl::Milliseconds(300));
+  t0 = absl::Now();
+  ASSERT_TRUE(d->SetState(MigState::kStop).ok());
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(300));
+  EXPECT_EQ(StateOf(*d), MigState::kStop);
+}
+
+TEST(EmulatedDeviceFaults, SlowArcMustBeTakenAndLastABoundedTime) {
+  EmulatedDeviceConfig c;
+  c.name = "emu1";
+  // With P2P (the default) the device never takes RUNNING -> STOP.
+  c.slow_arc =
+      SlowArc{MigArc{MigState::kRunning, MigState::kStop}, absl::Seconds(1)};
+  absl::Status s = ValidateEmulatedDeviceConfig(c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("slow_arc RUNNING -> STOP"));
+  c.slow_arc = SlowArc{MigArc{MigState::kResuming, MigState::kStop},
+                       absl::ZeroDuration()};
+  s = ValidateEmulatedDeviceConfig(c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("slow_arc RESUMING -> STOP"));
+  c.slow_arc->duration = kMaxSlowArc + absl::Seconds(1);
+  EXPECT_EQ(ValidateEmulatedDeviceConfig(c).code(),
+            absl::StatusCode::kInvalidArgument);
+  c.slow_arc->duration = absl::Seconds(2);
+  EXPECT_TRUE(ValidateEmulatedDeviceConfig(c).ok());
+}
+
 TEST(EmulatedDeviceFaults, CorruptStreamAtFlipsExactlyThatByte) {
   const uint64_t size = 128 * 1024;
   EmulatedDeviceConfig c;

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "migd/vfio/uapi.h"
 
 namespace migd::device {
@@ -80,6 +81,27 @@ absl::StatusOr<MigArc> ParseArc(absl::string_view text) {
         "unknown state \"", from.has_value() ? ends[1] : ends[0], "\""));
   }
   return MigArc{*from, *to};
+}
+
+// FROM>TO@DURATION, e.g. RESUMING>STOP@2s.
+absl::StatusOr<SlowArc> ParseSlowArc(absl::string_view text) {
+  const size_t at = text.find('@');
+  if (at == absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        "want FROM>TO@DURATION, e.g. RESUMING>STOP@2s");
+  }
+  absl::StatusOr<MigArc> arc = ParseArc(text.substr(0, at));
+  if (!arc.ok()) return arc.status();
+  SlowArc slow;
+  slow.arc = *arc;
+  const absl::string_view duration = text.substr(at + 1);
+  if (!absl::ParseDuration(duration, &slow.duration) ||
+      slow.duration <= absl::ZeroDuration() || slow.duration > kMaxSlowArc) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad duration \"", duration, "\" (want e.g. 500ms or 2s, ",
+                     "at most ", absl::FormatDuration(kMaxSlowArc), ")"));
+  }
+  return slow;
 }
 
 // ERRNO@OFFSET, e.g. ENODEV@64K.
@@ -193,6 +215,10 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
       absl::StatusOr<MigArc> v = ParseArc(value);
       if (v.ok()) config.fail_arc = *v;
       status = v.status();
+    } else if (key == "slow_arc") {
+      absl::StatusOr<SlowArc> v = ParseSlowArc(value);
+      if (v.ok()) config.slow_arc = *v;
+      status = v.status();
     } else if (key == "corrupt_stream_at") {
       absl::StatusOr<uint64_t> v = ParseSize(value);
       if (v.ok()) config.corrupt_stream_at = *v;
@@ -230,10 +256,11 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
         status = absl::InvalidArgumentError("want on or off");
       }
     } else {
-      return BadToken(token,
-                      "unknown key (want size, seed, flags, fail_arc, "
-                      "corrupt_stream_at, fail_read, dirty_rate, dma_rate, "
-                      "dma_write_log, dma_logging)");
+      return BadToken(
+          token,
+          "unknown key (want size, seed, flags, fail_arc, "
+          "slow_arc, corrupt_stream_at, fail_read, dirty_rate, dma_rate, "
+          "dma_write_log, dma_logging)");
     }
     if (!status.ok()) return BadToken(token, status.message());
   }

@@ -5,7 +5,8 @@
 // knobs, in one line:
 //
 //   emulated NAME [size=64MiB] [seed=N] [flags=STOP_COPY|P2P|PRE_COPY]
-//                 [fail_arc=STOP>STOP_COPY] [corrupt_stream_at=N]
+//                 [fail_arc=STOP>STOP_COPY] [slow_arc=RESUMING>STOP@2s]
+//                 [corrupt_stream_at=N]
 //                 [fail_read=ENODEV@N]
 //                 [dirty_rate=8MiB] [dma_rate=N] [dma_write_log=/path/file]
 //                 [dma_logging=on|off]
@@ -37,6 +38,8 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view text);
 // at most once) and validates the result as EmulatedDevice::Create would.
 // seed accepts decimal or 0x-prefixed hex; flags names are case-insensitive;
 // fail_arc is FROM>TO with state names as vfio::MigStateName prints them;
+// slow_arc is FROM>TO@DURATION, DURATION as absl::ParseDuration accepts
+// (500ms, 2s), in (0, kMaxSlowArc];
 // fail_read is ERRNO@OFFSET, ERRNO one of ENODEV, EBUSY, EIO
 // (case-insensitive) and OFFSET as ParseSize accepts.
 // kInvalidArgument naming the bad token otherwise. Callers skip blank and

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "migd/device/emulated_device.h"
@@ -133,6 +134,17 @@ INSTANTIATE_TEST_SUITE_P(
         // With P2P (the default) the device never takes RUNNING -> STOP.
         BadLine{"emulated e fail_arc=RUNNING>STOP", "fail_arc RUNNING -> STOP"},
         BadLine{"emulated e fail_arc=RUNNING>PRE_COPY", "PRE_COPY"},
+        BadLine{"emulated e slow_arc=RESUMING>STOP",
+                "\"slow_arc=RESUMING>STOP\""},
+        BadLine{"emulated e slow_arc=RESUMING>NOWHERE@2s", "NOWHERE"},
+        BadLine{"emulated e slow_arc=RESUMING>STOP@soon",
+                "\"slow_arc=RESUMING>STOP@soon\""},
+        BadLine{"emulated e slow_arc=RESUMING>STOP@0s",
+                "\"slow_arc=RESUMING>STOP@0s\""},
+        BadLine{"emulated e slow_arc=RESUMING>STOP@2h",
+                "\"slow_arc=RESUMING>STOP@2h\""},
+        BadLine{"emulated e slow_arc=RUNNING>STOP@1s",
+                "slow_arc RUNNING -> STOP"},
         BadLine{"emulated e size=4K corrupt_stream_at=1M",
                 "corrupt_stream_at 1048576"},
         BadLine{"emulated e fail_read=ENODEV", "\"fail_read=ENODEV\""},
@@ -152,6 +164,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadLine{"emulated e dma_rate=1000001", "dma_rate 1000001"},
         BadLine{"emulated e dma_write_log=", "\"dma_write_log=\""},
         BadLine{"emulated e dma_logging=no", "\"dma_logging=no\""}));
+
+TEST(ParseEmulatedDeviceLine, SlowArcIsAnArcAndADuration) {
+  auto c = ParseEmulatedDeviceLine("emulated e slow_arc=resuming>STOP@1500ms");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->slow_arc.has_value());
+  EXPECT_EQ(c->slow_arc->arc.from, MigState::kResuming);
+  EXPECT_EQ(c->slow_arc->arc.to, MigState::kStop);
+  EXPECT_EQ(c->slow_arc->duration, absl::Milliseconds(1500));
+}
 
 TEST(ParseEmulatedDeviceLine, FailArcIsCheckedAgainstFlagsGivenLater) {
   EXPECT_TRUE(ParseEmulatedDeviceLine(

@@ -487,6 +487,14 @@ ON CONFLICT (job_id) DO UPDATE SET
   const bool terminal = IsTerminal(record.phase());
 
   absl::MutexLock lock(&mu_);
+  ++records_;
+  if (options_.fail_after_records > 0 &&
+      records_ >= options_.fail_after_records) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "journal ", path_, ": ", what, ": database or disk is full (injected: ",
+        "fail_after_records=", options_.fail_after_records, ", this is record ",
+        records_, ")"));
+  }
   sqlite3* db = connection_->db.get();
   absl::StatusOr<StmtPtr> stmt = Prepare(path_, db, kUpsert, what);
   if (!stmt.ok()) return stmt.status();

@@ -61,6 +61,12 @@ struct JournalOptions {
   // pages (PRAGMA max_page_count) and a write that would grow it fails as a
   // full disk does (SQLITE_FULL). 0: no limit.
   int64_t max_page_count = 0;
+  // Fault seam for tests: when > 0, the fail_after_records-th Record call of
+  // this Journal (counting from 1, whether or not earlier ones succeeded) and
+  // every later one fail as on a full disk (kResourceExhausted, nothing
+  // stored), while reads keep working: a disk that fills up at a chosen
+  // point, where max_page_count fills it from the start. 0: no fault.
+  int64_t fail_after_records = 0;
 };
 
 // True for PHASE_SUCCEEDED, PHASE_FAILED and PHASE_CANCELLED.
@@ -124,6 +130,7 @@ class Journal {
   const JournalOptions options_;
   absl::Mutex mu_;
   std::unique_ptr<Connection> connection_ ABSL_GUARDED_BY(mu_);
+  int64_t records_ ABSL_GUARDED_BY(mu_) = 0;  // Record calls so far
 };
 
 }  // namespace migd::journal

@@ -338,6 +338,36 @@ TEST(Journal, FullDiskFailsRecordAndKeepsEarlierRecords) {
       << (*jobs)[0].DebugString();
 }
 
+TEST(Journal, FailAfterRecordsFailsThatRecordAndEveryLaterOne) {
+  const std::string dir = TestDir();
+  const v1::Migration first =
+      Job("first", v1::PHASE_STOP_COPY, absl::Minutes(2));
+  v1::Migration second = first;
+  second.set_phase(v1::PHASE_LOADING);
+  {
+    JournalOptions options;
+    options.fail_after_records = 2;
+    std::unique_ptr<Journal> journal = OpenOrDie(dir, options);
+    ASSERT_NE(journal, nullptr);
+    ASSERT_TRUE(journal->Record(first).ok());
+    for (int i = 0; i < 2; ++i) {
+      absl::Status full = journal->Record(second);
+      EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+      EXPECT_THAT(full.message(), HasSubstr(JournalPath(dir)));
+      EXPECT_THAT(full.message(), HasSubstr("job first"));
+      EXPECT_THAT(full.message(), HasSubstr("full"));
+    }
+    // Reads keep working, and see the record before the fault.
+    absl::StatusOr<std::vector<v1::Migration>> jobs = journal->LoadAll();
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    ASSERT_EQ(jobs->size(), 1u);
+    EXPECT_EQ((*jobs)[0].phase(), v1::PHASE_STOP_COPY);
+  }
+  std::unique_ptr<Journal> journal = OpenOrDie(dir);
+  ASSERT_NE(journal, nullptr);
+  EXPECT_TRUE(journal->Record(second).ok());
+}
+
 TEST(Journal, PruneDropsTheOldestFinishedBeyondTheCount) {
   JournalOptions options;
   options.max_finished_jobs = 2;
