@@ -35,9 +35,15 @@ std::vector<device::Device*> DevicesOf(const Job& job,
   return out;
 }
 
-bool Loaded(MigState s) {
-  return s == MigState::kStop || s == MigState::kRunningP2P ||
-         s == MigState::kRunning;
+// Whether a device found in `s` after a restart holds what the job loaded,
+// and nothing else, in `phase`. In LOADING the job moves no device past STOP:
+// STOP is loaded (validated), anything else was reset or reopened. In
+// RESUMING the job also walks them through RUNNING_P2P; RUNNING cannot be
+// told from a device that was reset (or that a reopen put in RUNNING), so it
+// does not count: such a job stays in doubt for its source or an operator.
+bool Loaded(v1::Phase phase, MigState s) {
+  if (s == MigState::kStop) return true;
+  return phase == v1::PHASE_RESUMING && s == MigState::kRunningP2P;
 }
 
 // Source, COMMIT not sent: every device back to RUNNING.
@@ -70,11 +76,12 @@ std::string ResetDestination(Job& job,
 }
 
 // Destination after COMMIT: true when every device was resumed.
-bool ResumeDestination(Job& job, const std::vector<device::Device*>& devs) {
+bool ResumeDestination(Job& job, v1::Phase phase,
+                       const std::vector<device::Device*>& devs) {
   for (device::Device* d : devs) {
     if (d == nullptr) return false;
     absl::StatusOr<MigState> s = d->GetState();
-    if (!s.ok() || !Loaded(*s)) return false;
+    if (!s.ok() || !Loaded(phase, *s)) return false;
   }
   for (size_t i = 0; i < devs.size(); ++i) {
     if (!migration::MoveDevice(&job, i, devs[i], MigState::kRunning).ok()) {
@@ -133,13 +140,14 @@ absl::StatusOr<RecoveryReport> Recover(
           "the destination may run the devices: they stay as they are "
           "(never resumed here) until the outcome is known";
     } else if (phase == v1::PHASE_LOADING || phase == v1::PHASE_RESUMING) {
-      if (ResumeDestination(*job, devs)) {
+      if (ResumeDestination(*job, phase, devs)) {
         outcome = "every device had loaded its state and was resumed";
       } else {
         in_doubt = true;
         outcome =
-            "not every device had loaded its state: devices left as they "
-            "are until the outcome is known";
+            "not every device is found holding its loaded state (STOP, or "
+            "RUNNING_P2P while resuming): devices left as they are until "
+            "the outcome is known";
       }
     } else {
       outcome = ResetDestination(*job, devs);

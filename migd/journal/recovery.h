@@ -20,10 +20,14 @@
 //   destination, before COMMIT (PREPARED,    | devices reset (a RESUMING
 //   STOP_COPY, ROLLING_BACK)                 | session is never sent through
 //                                            | an arc); FAILED AGENT_RESTARTED
-//   destination, after COMMIT (LOADING,      | every device loaded (STOP or
-//   RESUMING)                                | later): resumed to RUNNING,
-//                                            | SUCCEEDED. Otherwise IN_DOUBT:
-//                                            | devices left as they are
+//   destination, after COMMIT (LOADING,      | every device found loaded
+//   RESUMING)                                | (STOP; in RESUMING also
+//                                            | RUNNING_P2P): resumed to
+//                                            | RUNNING, SUCCEEDED. Otherwise
+//                                            | (RUNNING included: it cannot
+//                                            | be told from a reset device)
+//                                            | IN_DOUBT: devices left as
+//                                            | they are
 //   IN_DOUBT (from an earlier start)         | stays IN_DOUBT
 //
 // A job left IN_DOUBT is then taken up by the agent (migration/in_doubt.h):

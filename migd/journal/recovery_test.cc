@@ -144,6 +144,27 @@ TEST_F(RecoveryTest, ADestinationAfterCommitWithADeviceNotLoadedIsInDoubt) {
   EXPECT_EQ(m.phase(), v1::PHASE_IN_DOUBT);
 }
 
+// A device found RUNNING may have been reset (or put in RUNNING by a reopen)
+// and lost what it loaded: the job cannot claim the VM runs here.
+TEST_F(RecoveryTest, ADestinationWithARunningDeviceAfterCommitIsInDoubt) {
+  for (v1::Phase phase : {v1::PHASE_LOADING, v1::PHASE_RESUMING}) {
+    SCOPED_TRACE(v1::Phase_Name(phase));
+    const std::string name = absl::StrCat("dst-", v1::Phase_Name(phase));
+    AddDevice(name, MigState::kRunning);
+    Journal(name, v1::ROLE_DESTINATION, phase, name);
+    v1::Migration m = Recovered(name);
+    EXPECT_EQ(m.phase(), v1::PHASE_IN_DOUBT) << m.ShortDebugString();
+  }
+}
+
+TEST_F(RecoveryTest, ALoadingDestinationIsNotResumedFromRunningP2P) {
+  device::EmulatedDevice* d = AddDevice("dst0", MigState::kRunningP2P);
+  Journal("j", v1::ROLE_DESTINATION, v1::PHASE_LOADING, "dst0");
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(m.phase(), v1::PHASE_IN_DOUBT);
+  EXPECT_EQ(d->GetState().value(), MigState::kRunningP2P);
+}
+
 TEST_F(RecoveryTest, EndedJobsAreKeptAsTheyWere) {
   AddDevice("emu0", MigState::kStop);
   v1::Migration done;
