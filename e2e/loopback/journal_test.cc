@@ -40,6 +40,7 @@
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
 #include "e2e/testing/device_checks.h"
+#include "e2e/testing/journal_probe.h"
 #include "e2e/testing/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
@@ -160,67 +161,6 @@ absl::Status WriteFile(const std::string& path, absl::string_view bytes) {
   return absl::OkStatus();
 }
 
-// The phase the journal in `state_dir` holds for `job` (nullopt: no record
-// yet), read over a read-only SQLite connection of the test's own. The
-// agent journals the phases recovery does not act on (PRE_COPY, the
-// destination's STOP_COPY) from a writer thread, a moment after the API shows
-// them: a test that kills an agent in such a phase waits for this first.
-absl::StatusOr<std::optional<v1::Phase>> JournaledPhase(
-    absl::string_view state_dir, absl::string_view job) {
-  const std::string path = JournalPath(state_dir);
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
-  struct Close {
-    sqlite3* db;
-    ~Close() { sqlite3_close_v2(db); }
-  } close{db};
-  if (rc != SQLITE_OK) {
-    return absl::InternalError(
-        absl::StrCat("open ", path, ": ", sqlite3_errstr(rc)));
-  }
-  sqlite3_busy_timeout(db, 5000);
-  sqlite3_stmt* stmt = nullptr;
-  rc = sqlite3_prepare_v2(db, "SELECT phase FROM jobs WHERE job_id = ?", -1,
-                          &stmt, nullptr);
-  if (rc != SQLITE_OK) {
-    return absl::InternalError(
-        absl::StrCat("query ", path, ": ", sqlite3_errmsg(db)));
-  }
-  sqlite3_bind_text(stmt, 1, job.data(), static_cast<int>(job.size()),
-                    SQLITE_TRANSIENT);
-  std::optional<v1::Phase> phase;
-  rc = sqlite3_step(stmt);
-  if (rc == SQLITE_ROW) {
-    phase = static_cast<v1::Phase>(sqlite3_column_int(stmt, 0));
-    rc = sqlite3_step(stmt);
-  }
-  const std::string error = sqlite3_errmsg(db);
-  sqlite3_finalize(stmt);
-  if (rc != SQLITE_DONE) {
-    return absl::InternalError(absl::StrCat("query ", path, ": ", error));
-  }
-  return phase;
-}
-
-// Waits until the journal in `state_dir` holds `job` in `phase`.
-absl::Status WaitForJournaledPhase(absl::string_view state_dir,
-                                   absl::string_view job, v1::Phase phase,
-                                   absl::Time deadline) {
-  std::string last = "no record";
-  for (;;) {
-    absl::StatusOr<std::optional<v1::Phase>> now =
-        JournaledPhase(state_dir, job);
-    if (!now.ok()) return now.status();
-    if (*now == phase) return absl::OkStatus();
-    if (now->has_value()) last = PhaseName(**now);
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("journal ", JournalPath(state_dir), ": job ", job,
-                       " is still ", last, ", not ", PhaseName(phase)));
-    }
-    absl::SleepFor(absl::Milliseconds(10));  // polling the condition
-  }
-}
 
 // The journal's size in pages, from its header (page size at offset 16, big
 // endian, 1 meaning 65536) and its length: what it holds once its agent
@@ -353,7 +293,7 @@ class JournalTest : public AgentTest {
     if (!now.ok()) return v1::PHASE_UNSPECIFIED;
     EXPECT_FALSE(IsTerminal(now->phase())) << now->ShortDebugString();
     absl::Status journaled = WaitForJournaledPhase(
-        agent->state_dir(), job, now->phase(), absl::Now() + kJobTimeout);
+        agent->state_dir(), job, {now->phase()}, absl::Now() + kJobTimeout);
     EXPECT_TRUE(journaled.ok()) << journaled;
     std::cerr << "killing " << agent->name() << " with job " << job << " in "
               << PhaseName(now->phase()) << " (source at "
