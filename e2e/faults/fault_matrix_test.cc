@@ -70,6 +70,7 @@
 #include "e2e/faults/tcp_proxy.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/emulated_devices.h"
 #include "e2e/testing/journal_probe.h"
 #include "e2e/testing/status_macros.h"
 #include "grpcpp/grpcpp.h"
@@ -223,43 +224,6 @@ void WriteProducedTable() {
 
 // ---- Devices ---------------------------------------------------------------
 
-struct EmuSpec {
-  std::string name;
-  std::string size;
-  uint64_t seed;
-  std::string knobs = "";  // more of the config line: "slow_arc=..."
-};
-
-std::vector<EmuSpec> Emus(int count, absl::string_view size,
-                          uint64_t seed_base, absl::string_view prefix = "emu") {
-  std::vector<EmuSpec> specs;
-  for (int i = 0; i < count; ++i) {
-    specs.push_back({absl::StrCat(prefix, i), std::string(size),
-                     seed_base + static_cast<uint64_t>(i)});
-  }
-  return specs;
-}
-
-std::vector<EmuSpec> Mirror(std::vector<EmuSpec> specs) {
-  for (EmuSpec& s : specs) s.seed += 1000;
-  return specs;
-}
-
-std::string DevicesConfig(const std::vector<EmuSpec>& specs) {
-  std::string out;
-  for (const EmuSpec& s : specs) {
-    absl::StrAppend(&out, "emulated ", s.name, " size=", s.size,
-                    " seed=", s.seed, " flags=STOP_COPY|P2P|PRE_COPY",
-                    s.knobs.empty() ? "" : " ", s.knobs, "\n");
-  }
-  return out;
-}
-
-std::vector<std::string> NamesOf(const std::vector<EmuSpec>& specs) {
-  std::vector<std::string> names;
-  for (const EmuSpec& s : specs) names.push_back(s.name);
-  return names;
-}
 
 using DeviceMapT = std::map<std::string, Device>;
 using Digests = std::map<std::string, std::string>;
@@ -389,7 +353,7 @@ class FaultMatrixTest : public AgentTest {
                  std::vector<std::string> destination_args = {}) {
     names_ = NamesOf(devices);
     std::vector<EmuSpec> mirrored = Mirror(devices);
-    for (EmuSpec& s : mirrored) s.knobs = std::string(destination_knobs);
+    for (EmuSpec& s : mirrored) s.extra = std::string(destination_knobs);
     std::vector<std::string> dargs = args;
     dargs.insert(dargs.end(), destination_args.begin(), destination_args.end());
     source_options_ = Options("source", topology_->source(),
@@ -949,7 +913,7 @@ TEST_F(FaultMatrixTest, ARefusedStartLeavesNothingToRecover) {
 // Devices whose names make a job's record larger than a journal page (see
 // e2e/loopback/journal_test.cc): 48 names of 60 characters.
 std::vector<EmuSpec> LongNamedDevices() {
-  return Emus(48, "64KiB", 1, absl::StrCat(std::string(57, 'n'), "-"));
+  return Emus(48, "64KiB", 1, "", absl::StrCat(std::string(57, 'n'), "-"));
 }
 
 TEST_F(FaultMatrixTest, DestinationJournalFullAtPrepare) {

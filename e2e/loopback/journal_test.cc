@@ -40,6 +40,7 @@
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
 #include "e2e/testing/device_checks.h"
+#include "e2e/testing/emulated_devices.h"
 #include "e2e/testing/journal_probe.h"
 #include "e2e/testing/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -76,52 +77,6 @@ std::string JournalPath(absl::string_view state_dir) {
 
 // ---- Devices ---------------------------------------------------------------
 
-// One "emulated ..." line of an agent's --devices_config.
-struct EmuSpec {
-  std::string name;
-  std::string size = "16MiB";
-  uint64_t seed = 1;
-  // Further key=value words, e.g. a workload (dirty_rate=...).
-  std::string extra;
-};
-
-// `count` devices "<prefix><i>" of `size`, seeds seed_base + i.
-std::vector<EmuSpec> Emus(int count, absl::string_view size, uint64_t seed_base,
-                          absl::string_view extra = "",
-                          absl::string_view prefix = "emu") {
-  std::vector<EmuSpec> specs;
-  for (int i = 0; i < count; ++i) {
-    specs.push_back({absl::StrCat(prefix, i), std::string(size), seed_base + i,
-                     std::string(extra)});
-  }
-  return specs;
-}
-
-// The destination's counterpart: same names and sizes, other content, no
-// workload.
-std::vector<EmuSpec> Mirror(std::vector<EmuSpec> specs) {
-  for (EmuSpec& s : specs) {
-    s.seed += 1000;
-    s.extra.clear();
-  }
-  return specs;
-}
-
-std::string DevicesConfig(const std::vector<EmuSpec>& specs) {
-  std::string out;
-  for (const EmuSpec& s : specs) {
-    absl::StrAppend(&out, "emulated ", s.name, " size=", s.size,
-                    " seed=", s.seed, " flags=STOP_COPY|P2P|PRE_COPY",
-                    s.extra.empty() ? "" : " ", s.extra, "\n");
-  }
-  return out;
-}
-
-std::vector<std::string> NamesOf(const std::vector<EmuSpec>& specs) {
-  std::vector<std::string> names;
-  for (const EmuSpec& s : specs) names.push_back(s.name);
-  return names;
-}
 
 bool HasNotice(const Migration& m, absl::string_view prefix,
                absl::string_view text) {
