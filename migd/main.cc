@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "grpc/grpc.h"
 #include "migd/base/alloc_tuning.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
@@ -131,6 +132,13 @@ int main(int argc, char** argv) {
       "  migd --insecure --listen=127.0.0.1:7070 --emulated_devices=emu0,emu1\n"
       "Flags may also come from a file: --flagfile=/etc/migd/migd.flags");
   absl::ParseCommandLine(argc, argv);
+  // One reference to the gRPC library for the life of the process, never
+  // given back: otherwise the last gRPC object destroyed after Shutdown runs
+  // grpc_shutdown, which joins gRPC's executor threads, and one may be
+  // polling a connection a network partition holds open for up to ~10 s;
+  // the agent has finished its jobs and stopped serving by then, and its
+  // exit (a systemd stop, a test's SIGTERM) must not wait on that.
+  grpc_init();
 
   migd::base::TuneAllocatorForBulkTransfer();
 #ifdef NDEBUG
