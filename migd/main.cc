@@ -217,18 +217,18 @@ int main(int argc, char** argv) {
     std::string text = absl::GetFlag(FLAGS_journal_max_finished_age);
     if (!absl::ParseDuration(text, &options.journal.max_finished_age) ||
         options.journal.max_finished_age <= absl::ZeroDuration()) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "--journal_max_finished_age \"", text,
-          "\" is not a positive duration (e.g. 168h)")));
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--journal_max_finished_age \"", text,
+                       "\" is not a positive duration (e.g. 168h)")));
     }
   }
   {
     absl::Duration ttl;
     std::string text = absl::GetFlag(FLAGS_transfer_token_ttl);
     if (!absl::ParseDuration(text, &ttl) || ttl <= absl::ZeroDuration()) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "--transfer_token_ttl \"", text,
-          "\" is not a positive duration (e.g. 10m, 90s)")));
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--transfer_token_ttl \"", text,
+                       "\" is not a positive duration (e.g. 10m, 90s)")));
     }
     options.service.token_ttl = ttl;
   }
@@ -259,12 +259,10 @@ int main(int argc, char** argv) {
         !absl::SimpleAtoi(fault.substr(colon + 1), &n) ||
         (kind != "corrupt_chunk" && kind != "drop_stream" &&
          kind != "journal_max_pages" && kind != "journal_fail_after" &&
-         kind != "exit_on_commit" &&
-         kind != "exit_after_resume") ||
+         kind != "exit_on_commit" && kind != "exit_after_resume") ||
         ((kind == "journal_max_pages" || kind == "journal_fail_after") &&
          (n == 0 || n > uint64_t{std::numeric_limits<int64_t>::max()})) ||
-        ((kind == "exit_on_commit" || kind == "exit_after_resume") &&
-         n == 0)) {
+        ((kind == "exit_on_commit" || kind == "exit_after_resume") && n == 0)) {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
           "--test_fault \"", fault,
           "\": expected corrupt_chunk:N, drop_stream:N, "

@@ -167,8 +167,8 @@ absl::StatusOr<std::vector<Row>> DocRows() {
   size_t begin = text.find(kBegin);
   size_t end = text.find(kEnd);
   if (begin == std::string::npos || end == std::string::npos || end < begin) {
-    return absl::NotFoundError(absl::StrCat(path, " has no ", kBegin, " ... ",
-                                            kEnd, " table"));
+    return absl::NotFoundError(
+        absl::StrCat(path, " has no ", kBegin, " ... ", kEnd, " table"));
   }
   std::vector<Row> rows;
   for (absl::string_view line : absl::StrSplit(
@@ -199,8 +199,8 @@ std::vector<Row>& Produced() {
 
 void WriteProducedTable() {
   const char* dir = getenv("TEST_UNDECLARED_OUTPUTS_DIR");
-  std::string path = absl::StrCat(
-      dir != nullptr && *dir != '\0' ? dir : ".", "/fault_matrix.md");
+  std::string path = absl::StrCat(dir != nullptr && *dir != '\0' ? dir : ".",
+                                  "/fault_matrix.md");
   // In the doc's order, then any the doc lacks.
   std::vector<Row> rows = Produced();
   absl::StatusOr<std::vector<Row>> doc = DocRows();
@@ -224,7 +224,6 @@ void WriteProducedTable() {
 
 // ---- Devices ---------------------------------------------------------------
 
-
 using DeviceMapT = std::map<std::string, Device>;
 using Digests = std::map<std::string, std::string>;
 
@@ -247,8 +246,8 @@ struct SideDevices {
 };
 
 SideDevices Describe(const DeviceMapT& devices,
-                     const std::vector<std::string>& names,
-                     const Digests& vm, const Digests& own) {
+                     const std::vector<std::string>& names, const Digests& vm,
+                     const Digests& own) {
   SideDevices out;
   std::vector<std::string> parts;
   bool all_running_vm_free = true;
@@ -266,8 +265,8 @@ SideDevices Describe(const DeviceMapT& devices,
                           : digest == own.at(n) ? "own state"
                                                 : "other state";
     const bool held = !d.job_id().empty();
-    std::string part = absl::StrCat(StateText(d.state()), ", ", content,
-                                    held ? ", held" : "");
+    std::string part =
+        absl::StrCat(StateText(d.state()), ", ", content, held ? ", held" : "");
     if (std::find(parts.begin(), parts.end(), part) == parts.end()) {
       parts.push_back(part);
     }
@@ -284,7 +283,6 @@ SideDevices Describe(const DeviceMapT& devices,
 }
 
 // ---- The journal, as the test reads it --------------------------------------
-
 
 // The journal's size in pages (see e2e/loopback/journal_test.cc).
 absl::StatusOr<int64_t> JournalPages(absl::string_view state_dir,
@@ -398,8 +396,8 @@ class FaultMatrixTest : public AgentTest {
   AgentProcess* Restart(AgentProcess* agent, AgentOptions options,
                         absl::string_view role) {
     options.state_dir = agent->state_dir();
-    AgentProcess* restarted = StartAgent(absl::StrCat(role, ".restarted"),
-                                         std::move(options));
+    AgentProcess* restarted =
+        StartAgent(absl::StrCat(role, ".restarted"), std::move(options));
     EXPECT_NE(restarted, nullptr);
     return restarted;
   }
@@ -428,10 +426,10 @@ class FaultMatrixTest : public AgentTest {
       pair->set_source_device(name);
       pair->set_destination_device(name);
     }
-    request.set_destination(
-        !via.empty() ? via
-                     : absl::StrCat(Topology::kDestinationTransfer, ":",
-                                    Port(*destination_)));
+    request.set_destination(!via.empty()
+                                ? via
+                                : absl::StrCat(Topology::kDestinationTransfer,
+                                               ":", Port(*destination_)));
     request.set_destination_identity(destination_->identity());
     request.set_transfer_token(token);
     request.mutable_policy()->set_max_iterations(5);
@@ -526,9 +524,9 @@ class FaultMatrixTest : public AgentTest {
                               ? row.destination_job
                               : row.source_job;
       if (side == "no job") {
-        side = absl::StrCat("no job (", refusal->rpc, " refused: ",
-                            Short(refusal->result.reason, "ERROR_REASON_"),
-                            ")");
+        side = absl::StrCat(
+            "no job (", refusal->rpc,
+            " refused: ", Short(refusal->result.reason, "ERROR_REASON_"), ")");
       }
       std::cerr << refusal->rpc << ": " << DescribeCall(refusal->result)
                 << "\n";
@@ -553,10 +551,9 @@ class FaultMatrixTest : public AgentTest {
     } else if ((src.hold_vm && source_in_doubt) ||
                (dst.hold_vm && destination_in_doubt)) {
       row.vm_runs_on = "neither";
-      row.verdict = absl::StrCat("ok: held in doubt on ",
-                                 src.hold_vm && source_in_doubt
-                                     ? "the source"
-                                     : "the destination");
+      row.verdict = absl::StrCat(
+          "ok: held in doubt on ",
+          src.hold_vm && source_in_doubt ? "the source" : "the destination");
     } else {
       row.vm_runs_on = "neither";
       row.verdict = "VIOLATION: no side runs or holds the VM";
@@ -628,8 +625,8 @@ TEST_F(FaultMatrixTest, SourceKilledWhileConnecting) {
   // The API shows no job until StartMigration returns (the session is
   // accepted), and the journal none until its first write-ahead point
   // (before a device moves): the agent's log says it is connecting.
-  ASSERT_NO_FATAL_FAILURE(WaitLogged(
-      source_, absl::StrCat("job ", job_, ": connecting to ")));
+  ASSERT_NO_FATAL_FAILURE(
+      WaitLogged(source_, absl::StrCat("job ", job_, ": connecting to ")));
   AgentProcess* killed = source_;
   ASSERT_TRUE(killed->Kill(SIGKILL).ok());
   starter.join();
@@ -751,7 +748,8 @@ TEST_F(FaultMatrixTest, NetworkCutInStopCopy) {
   Finish("stop-copy", "network cut");
 }
 
-// ---- Loss and delay ----------------------------------------------------------
+// ---- Loss and delay
+// ----------------------------------------------------------
 
 // 30% of what the source sends is dropped, from the moment the session is
 // up. Loss both ways, or 3 s timeouts, end the job one run and not the next
@@ -781,7 +779,8 @@ TEST_F(FaultMatrixTest, DelayInPreCopy) {
   Finish("pre-copy", "100 ms delay");
 }
 
-// ---- After COMMIT ------------------------------------------------------------
+// ---- After COMMIT
+// ------------------------------------------------------------
 
 // The transfer through the proxy, the destination's answers delayed 1 s once
 // the session is up: the destination has COMMIT and runs the VM while its
@@ -790,10 +789,10 @@ class AfterCommitTest : public FaultMatrixTest {
  protected:
   void MigrateUntilTheDestinationRuns() {
     ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kSmallState, 1)));
-    ASSERT_OK_AND_ASSIGN(
-        proxy_, TcpProxy::Start(Topology::kTestOnSourceLink,
-                                Topology::kDestinationControl,
-                                std::stoi(Port(*destination_))));
+    ASSERT_OK_AND_ASSIGN(proxy_,
+                         TcpProxy::Start(Topology::kTestOnSourceLink,
+                                         Topology::kDestinationControl,
+                                         std::stoi(Port(*destination_))));
     ASSERT_NO_FATAL_FAILURE(Migrate(
         {}, absl::StrCat(Topology::kTestOnSourceLink, ":", proxy_->port())));
     // From the accepted session on (a delay during the handshakes would
@@ -908,7 +907,8 @@ TEST_F(FaultMatrixTest, ARefusedStartLeavesNothingToRecover) {
       << (after.ok() ? after->ShortDebugString() : after.status().ToString());
 }
 
-// ---- A full journal ------------------------------------------------------------
+// ---- A full journal
+// ------------------------------------------------------------
 
 // Devices whose names make a job's record larger than a journal page (see
 // e2e/loopback/journal_test.cc): 48 names of 60 characters.
@@ -919,15 +919,15 @@ std::vector<EmuSpec> LongNamedDevices() {
 TEST_F(FaultMatrixTest, DestinationJournalFullAtPrepare) {
   const std::vector<EmuSpec> devices = LongNamedDevices();
   names_ = NamesOf(devices);
-  source_options_ = Options("source", topology_->source(),
-                            Topology::kSourceControl, devices);
+  source_options_ =
+      Options("source", topology_->source(), Topology::kSourceControl, devices);
   source_ = StartAgent("source", source_options_);
   ASSERT_NE(source_, nullptr);
   // The destination once, for its journal; then again with a journal that
   // may not grow past what it holds: a full disk.
-  destination_options_ = Options("destination", topology_->destination(),
-                                 Topology::kDestinationControl,
-                                 Mirror(devices));
+  destination_options_ =
+      Options("destination", topology_->destination(),
+              Topology::kDestinationControl, Mirror(devices));
   AgentProcess* first = StartAgent("destination.first", destination_options_);
   ASSERT_NE(first, nullptr);
   ASSERT_TRUE(StopCleanly(*first).ok());
@@ -949,7 +949,8 @@ TEST_F(FaultMatrixTest, DestinationJournalFullAtPrepare) {
   Finish("prepared", "destination journal full", refusal);
 }
 
-// ---- The doc -----------------------------------------------------------------
+// ---- The doc
+// -----------------------------------------------------------------
 
 // Every row of the doc's table is a case of this test, and the other way
 // round (the rows' contents are checked by the cases themselves).

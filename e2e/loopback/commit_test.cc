@@ -132,8 +132,8 @@ class CommitTest : public AgentTest {
     prepare.set_source("commit-test");
     prepare.set_source_identity(source_->identity());
     v1::PrepareIncomingResponse prepared;
-    CallResult r = CallPrepareIncoming(destination_->stub(), prepare,
-                                       &prepared, kRpcTimeout);
+    CallResult r = CallPrepareIncoming(destination_->stub(), prepare, &prepared,
+                                       kRpcTimeout);
     ASSERT_TRUE(r.status.ok()) << "PrepareIncoming: " << DescribeCall(r);
     start.set_destination(destination_->address());
     start.set_destination_identity(destination_->identity());
@@ -170,12 +170,12 @@ class CommitTest : public AgentTest {
   AgentProcess* RestartDestination() {
     AgentOptions options = destination_options_;
     options.state_dir = destination_->state_dir();
-    options.args.erase(
-        std::remove_if(options.args.begin(), options.args.end(),
-                       [](const std::string& a) {
-                         return absl::StartsWith(a, "--test_fault=");
-                       }),
-        options.args.end());
+    options.args.erase(std::remove_if(options.args.begin(), options.args.end(),
+                                      [](const std::string& a) {
+                                        return absl::StartsWith(
+                                            a, "--test_fault=");
+                                      }),
+                       options.args.end());
     const std::string& address = destination_->address();
     options.args.push_back(
         absl::StrCat("--listen=", address));  // the harness's comes first
@@ -192,8 +192,9 @@ class CommitTest : public AgentTest {
       absl::StatusOr<Migration> m = GetMigration(source_->stub(), job);
       if (!m.ok()) return m.status();
       if (IsTerminal(m->phase())) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "the job ended instead of going IN_DOUBT: ", m->ShortDebugString()));
+        return absl::FailedPreconditionError(
+            absl::StrCat("the job ended instead of going IN_DOUBT: ",
+                         m->ShortDebugString()));
       }
       if (m->phase() == v1::PHASE_IN_DOUBT) {
         absl::StatusOr<DeviceMapT> devices = DeviceMap(source_->stub());
@@ -209,9 +210,9 @@ class CommitTest : public AgentTest {
         if (m->in_doubt().attempts() >= attempts) return m;
       }
       if (absl::Now() > deadline) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "not IN_DOUBT with ", attempts, " questions: ",
-            m->ShortDebugString()));
+        return absl::DeadlineExceededError(
+            absl::StrCat("not IN_DOUBT with ", attempts,
+                         " questions: ", m->ShortDebugString()));
       }
       absl::SleepFor(absl::Milliseconds(50));
     }
@@ -301,7 +302,8 @@ TEST_F(CommitTest, DestinationGoneAfterResumingEndsTheJobSucceeded) {
 // restarted destination's recovery resets its devices (COMMIT was never
 // journaled there) and it answers NOT_RUN: the source resumes its devices,
 // and its job fails with the cause it was in doubt for.
-TEST_F(CommitTest, DestinationGoneOnCommitEndsTheJobFailedWithTheSourceRunning) {
+TEST_F(CommitTest,
+       DestinationGoneOnCommitEndsTheJobFailedWithTheSourceRunning) {
   ASSERT_NO_FATAL_FAILURE(StartPair({"--test_fault=exit_on_commit:1"}));
   const std::string job = "job-gone-on-commit";
   ASSERT_NO_FATAL_FAILURE(Migrate(job));
@@ -387,7 +389,8 @@ TEST_F(CommitTest, AnOperatorResolvesAJobWhoseDestinationNeverComesBack) {
   ASSERT_OK_AND_ASSIGN(Migration end, GetMigration(source_->stub(), job));
   EXPECT_EQ(PhaseName(end.phase()), PhaseName(v1::PHASE_FAILED))
       << end.ShortDebugString();
-  const std::string chose = "operator spiffe://migd.local/operator chose the source";
+  const std::string chose =
+      "operator spiffe://migd.local/operator chose the source";
   EXPECT_TRUE(HasNotice(end, chose)) << absl::StrJoin(end.notices(), " | ");
   EXPECT_TRUE(absl::StrContains(end.in_doubt().resolution(), chose))
       << end.in_doubt().resolution();
@@ -395,7 +398,8 @@ TEST_F(CommitTest, AnOperatorResolvesAJobWhoseDestinationNeverComesBack) {
   ExpectSourceDevices(v1::DEVICE_STATE_RUNNING);
   ASSERT_OK_AND_ASSIGN(std::string log, ReadLog(source_->log_path()));
   EXPECT_TRUE(absl::StrContains(
-      log, absl::StrCat("job ", job, ": spiffe://migd.local/operator resolves "
+      log, absl::StrCat("job ", job,
+                        ": spiffe://migd.local/operator resolves "
                         "it: the devices run on the source")))
       << source_->LogTail();
 
@@ -447,17 +451,16 @@ TEST_F(CommitTest, ASourceRestartedInDoubtAsksAgainAtStart) {
   options.state_dir = source_->state_dir();
   AgentProcess* source = StartAgent("source.restarted", std::move(options));
   ASSERT_NE(source, nullptr);
-  ASSERT_OK_AND_ASSIGN(
-      Migration recovered,
-      WaitForPhase(
-          source->stub(), job,
-          [](const Migration& m) {
-            return m.phase() == v1::PHASE_IN_DOUBT &&
-                   m.in_doubt().attempts() > 0;
-          },
-          absl::Now() + kJobTimeout));
-  EXPECT_TRUE(absl::StrContains(recovered.in_doubt().last_answer(),
-                                "no answer"))
+  ASSERT_OK_AND_ASSIGN(Migration recovered,
+                       WaitForPhase(
+                           source->stub(), job,
+                           [](const Migration& m) {
+                             return m.phase() == v1::PHASE_IN_DOUBT &&
+                                    m.in_doubt().attempts() > 0;
+                           },
+                           absl::Now() + kJobTimeout));
+  EXPECT_TRUE(
+      absl::StrContains(recovered.in_doubt().last_answer(), "no answer"))
       << recovered.in_doubt().last_answer();
   ASSERT_OK_AND_ASSIGN(DeviceMapT held, DeviceMap(source->stub()));
   for (const std::string& name : kNames) {
@@ -473,8 +476,7 @@ TEST_F(CommitTest, ASourceRestartedInDoubtAsksAgainAtStart) {
       << end.in_doubt().resolution();
   ASSERT_OK_AND_ASSIGN(DeviceMapT after, DeviceMap(source->stub()));
   for (const std::string& name : kNames) {
-    EXPECT_EQ(StateName(after[name].state()),
-              StateName(v1::DEVICE_STATE_STOP))
+    EXPECT_EQ(StateName(after[name].state()), StateName(v1::DEVICE_STATE_STOP))
         << Describe(after);
     EXPECT_EQ(after[name].job_id(), "") << Describe(after);
   }

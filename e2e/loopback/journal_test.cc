@@ -77,7 +77,6 @@ std::string JournalPath(absl::string_view state_dir) {
 
 // ---- Devices ---------------------------------------------------------------
 
-
 bool HasNotice(const Migration& m, absl::string_view prefix,
                absl::string_view text) {
   for (const std::string& n : m.notices()) {
@@ -115,7 +114,6 @@ absl::Status WriteFile(const std::string& path, absl::string_view bytes) {
   if (!f) return absl::InternalError(absl::StrCat("cannot write ", path));
   return absl::OkStatus();
 }
-
 
 // The journal's size in pages, from its header (page size at offset 16, big
 // endian, 1 meaning 65536) and its length: what it holds once its agent
@@ -206,10 +204,9 @@ class JournalTest : public AgentTest {
       names.push_back(p.source_device());
     }
     v1::PrepareIncomingResponse prepared;
-    CallResult r =
-        CallPrepareIncoming(destination_->stub(),
-                            PrepareRequest(request.job_id(), names), &prepared,
-                            kRpcTimeout);
+    CallResult r = CallPrepareIncoming(destination_->stub(),
+                                       PrepareRequest(request.job_id(), names),
+                                       &prepared, kRpcTimeout);
     ASSERT_TRUE(r.status.ok())
         << "PrepareIncoming " << request.job_id() << ": " << DescribeCall(r);
     request.set_transfer_token(prepared.transfer_token());
@@ -251,9 +248,8 @@ class JournalTest : public AgentTest {
         agent->state_dir(), job, {now->phase()}, absl::Now() + kJobTimeout);
     EXPECT_TRUE(journaled.ok()) << journaled;
     std::cerr << "killing " << agent->name() << " with job " << job << " in "
-              << PhaseName(now->phase()) << " (source at "
-              << m->bytes_done() << " bytes, iteration "
-              << m->precopy().iteration() << ")\n";
+              << PhaseName(now->phase()) << " (source at " << m->bytes_done()
+              << " bytes, iteration " << m->precopy().iteration() << ")\n";
     return journaled.ok() ? now->phase() : v1::PHASE_UNSPECIFIED;
   }
 
@@ -275,7 +271,8 @@ v1::StartMigrationRequest NeverConverging(v1::StartMigrationRequest request) {
 }
 
 // A pre-copy that always ends: switch over at the cap if not converged.
-v1::StartMigrationRequest SwitchOverAtTheCap(v1::StartMigrationRequest request) {
+v1::StartMigrationRequest SwitchOverAtTheCap(
+    v1::StartMigrationRequest request) {
   v1::MigrationPolicy* p = request.mutable_policy();
   p->set_max_iterations(5);
   p->set_on_no_convergence(v1::MigrationPolicy::ON_NO_CONVERGENCE_SWITCH_OVER);
@@ -407,7 +404,8 @@ TEST_F(JournalTest, ADestinationKilledBeforeCommitEndsItsJobAtRestart) {
 
   const std::string job = "job-destination-killed";
   ASSERT_NO_FATAL_FAILURE(Migrate(NeverConverging(Request(job, names))));
-  const v1::Phase killed_in = WaitUntilPrecopyingAndJournaled(job, destination_);
+  const v1::Phase killed_in =
+      WaitUntilPrecopyingAndJournaled(job, destination_);
   ASSERT_NE(killed_in, v1::PHASE_UNSPECIFIED);
   ASSERT_TRUE(destination_->Kill(SIGKILL).ok());
 
@@ -498,10 +496,10 @@ TEST_F(FullJournalTest, AJournalThatCannotWriteFailsTheJobBeforeAnythingMoves) {
 
   const std::string job = "job-journal-full";
   v1::PrepareIncomingResponse response;
-  CallResult r = CallPrepareIncoming(destination_->stub(),
-                                     PrepareRequest(job, names), &response,
-                                     kRpcTimeout);
-  ASSERT_FALSE(r.status.ok()) << "PrepareIncoming succeeded with a full journal";
+  CallResult r = CallPrepareIncoming(
+      destination_->stub(), PrepareRequest(job, names), &response, kRpcTimeout);
+  ASSERT_FALSE(r.status.ok())
+      << "PrepareIncoming succeeded with a full journal";
   EXPECT_EQ(r.reason, ReasonName(v1::ERROR_REASON_JOURNAL)) << DescribeCall(r);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
       << DescribeCall(r);
@@ -524,8 +522,8 @@ TEST_F(FullJournalTest,
   source_ = StartWithAFullJournal(OptionsFor("source", devices), "source",
                                   &page_size);
   ASSERT_NE(source_, nullptr);
-  destination_ = StartAgent("destination",
-                            OptionsFor("destination", Mirror(devices)));
+  destination_ =
+      StartAgent("destination", OptionsFor("destination", Mirror(devices)));
   ASSERT_NE(destination_, nullptr);
   ASSERT_NO_FATAL_FAILURE(ExpectRecordLargerThanAPage(names, page_size));
   ASSERT_OK_AND_ASSIGN(DeviceMapT before, DeviceMap(source_->stub()));

@@ -588,15 +588,13 @@ TEST_F(PrecopyTest, DestinationThatNeverAcksFailsTheJobAtTheAckTimeout) {
   ASSERT_OK_AND_ASSIGN(
       std::shared_ptr<security::Credentials> fake_credentials,
       security::Credentials::Tls(fake_files, absl::Seconds(60)));
-  ASSERT_OK_AND_ASSIGN(
-      std::shared_ptr<security::Authorizer> authorizer,
-      security::Authorizer::Load(pki->ca(), pki->policy()));
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<security::Authorizer> authorizer,
+                       security::Authorizer::Load(pki->ca(), pki->policy()));
   NeverAckingDestination fake;
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0",
-                           fake_credentials->ServerCredentials(authorizer),
-                           &port);
+  builder.AddListeningPort(
+      "127.0.0.1:0", fake_credentials->ServerCredentials(authorizer), &port);
   builder.SetMaxReceiveMessageSize(32 << 20);
   builder.RegisterService(&fake);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

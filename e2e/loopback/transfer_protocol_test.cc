@@ -267,9 +267,8 @@ class TransferLimitsTest : public AgentTest {
  protected:
   void SetUp() override {
     destination_ = StartAgent(
-        "destination",
-        {"--emulated_devices=emu0", "--emulated_state_size=1MiB",
-         "--max_data_streams=1", "--phase_timeout_seconds=1"});
+        "destination", {"--emulated_devices=emu0", "--emulated_state_size=1MiB",
+                        "--max_data_streams=1", "--phase_timeout_seconds=1"});
     ASSERT_NE(destination_, nullptr);
     ASSERT_OK_AND_ASSIGN(channel_, DialAsSource(*destination_));
   }

@@ -184,12 +184,12 @@ absl::Status AgentProcess::Spawn(const std::string& binary) {
   std::vector<std::string> args = options_.exec_prefix;
   const size_t binary_at = args.size();
   args.insert(args.end(), {
-      binary,
-      absl::StrCat("--listen=", options_.listen_host, ":",
-                   options_.listen_port),
-      absl::StrCat("--port_file=", port_file_),
-      absl::StrCat("--name=", options_.name),
-  });
+                              binary,
+                              absl::StrCat("--listen=", options_.listen_host,
+                                           ":", options_.listen_port),
+                              absl::StrCat("--port_file=", port_file_),
+                              absl::StrCat("--name=", options_.name),
+                          });
   // Every agent keeps its journal apart: two agents on one state dir refuse.
   if (std::none_of(options_.args.begin(), options_.args.end(),
                    [](const std::string& a) {
@@ -215,8 +215,8 @@ absl::Status AgentProcess::Spawn(const std::string& binary) {
       break;
     }
     case AgentOptions::Security::kInsecure:
-      if (std::find(options_.args.begin(), options_.args.end(),
-                    "--insecure") == options_.args.end()) {
+      if (std::find(options_.args.begin(), options_.args.end(), "--insecure") ==
+          options_.args.end()) {
         args.push_back("--insecure");
       }
       break;
@@ -360,10 +360,10 @@ absl::Status AgentProcess::WaitUntilServing() {
       // line is complete or the contents did not change since the last poll.
       if (port != 0 &&
           (absl::EndsWith(*contents, "\n") || *contents == previous)) {
-        address_ = absl::StrCat(options_.connect_host.empty()
-                                    ? options_.listen_host
-                                    : options_.connect_host,
-                                ":", port);
+        address_ =
+            absl::StrCat(options_.connect_host.empty() ? options_.listen_host
+                                                       : options_.connect_host,
+                         ":", port);
         channel_ = Dial(**credentials);
         if (channel_->WaitForConnected(absl::ToChronoTime(deadline))) {
           stub_ = migd::v1::MigrationService::NewStub(channel_);

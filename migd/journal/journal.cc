@@ -110,8 +110,8 @@ absl::Status SqliteError(const std::string& path, sqlite3* db, int rc,
 absl::StatusOr<StmtPtr> Prepare(const std::string& path, sqlite3* db,
                                 absl::string_view sql, absl::string_view what) {
   sqlite3_stmt* raw = nullptr;
-  const int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()),
-                                    &raw, nullptr);
+  const int rc = sqlite3_prepare_v2(
+      db, sql.data(), static_cast<int>(sql.size()), &raw, nullptr);
   StmtPtr stmt(raw);
   if (rc != SQLITE_OK) return SqliteError(path, db, rc, what);
   return stmt;
@@ -223,8 +223,8 @@ absl::Status SyncDir(const std::string& dir) {
 // Takes the exclusive lock on <dir>/journal.lock and writes our pid into it.
 absl::StatusOr<Fd> LockStateDir(const std::string& dir) {
   const std::string lock_path = JoinPath(dir, Journal::kLockFileName);
-  Fd fd(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-             0600));
+  Fd fd(
+      open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot open lock file ", lock_path, ": ", Errno(errno)));
@@ -298,13 +298,14 @@ absl::Status QuickCheck(const std::string& path, sqlite3* db) {
   int rc;
   while ((rc = sqlite3_step(stmt->get())) == SQLITE_ROW) {
     const unsigned char* text = sqlite3_column_text(stmt->get(), 0);
-    std::string line = text == nullptr ? "" : reinterpret_cast<const char*>(text);
+    std::string line =
+        text == nullptr ? "" : reinterpret_cast<const char*>(text);
     if (line != "ok") problems.push_back(std::move(line));
   }
   if (rc != SQLITE_DONE) return SqliteError(path, db, rc, "quick_check");
   if (!problems.empty()) {
-    return CorruptError(path,
-                        absl::StrCat("quick_check: ", absl::StrJoin(problems, "; ")));
+    return CorruptError(
+        path, absl::StrCat("quick_check: ", absl::StrJoin(problems, "; ")));
   }
   return absl::OkStatus();
 }
@@ -358,9 +359,9 @@ absl::Status CheckOrCreateSchema(const std::string& path, sqlite3* db) {
     }
     return absl::OkStatus();
   }
-  absl::StatusOr<std::optional<std::string>> version = QueryText(
-      path, db, "SELECT value FROM meta WHERE key = 'schema_version'",
-      "read the schema version");
+  absl::StatusOr<std::optional<std::string>> version =
+      QueryText(path, db, "SELECT value FROM meta WHERE key = 'schema_version'",
+                "read the schema version");
   if (!version.ok()) return version.status();
   int v = 0;
   if (!version->has_value() || !absl::SimpleAtoi(**version, &v) || v < 1) {
@@ -384,7 +385,7 @@ bool IsTerminal(v1::Phase phase) {
 }
 
 struct Journal::Connection {
-  Fd lock;    // Declared first: released after the database is closed.
+  Fd lock;  // Declared first: released after the database is closed.
   DbPtr db;
 };
 
@@ -416,10 +417,9 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
   sqlite3* db = raw;
   if (rc != SQLITE_OK) return SqliteError(path, db, rc, "open");
   sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(
-      db, static_cast<int>(std::clamp<int64_t>(
-              absl::ToInt64Milliseconds(options.busy_timeout), 0,
-              std::numeric_limits<int>::max())));
+  sqlite3_busy_timeout(db, static_cast<int>(std::clamp<int64_t>(
+                               absl::ToInt64Milliseconds(options.busy_timeout),
+                               0, std::numeric_limits<int>::max())));
 
   // Read-only checks first: a file Open refuses is left as it was.
   if (absl::Status ok = QuickCheck(path, db); !ok.ok()) return ok;
@@ -428,12 +428,12 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
       QueryText(path, db, "PRAGMA journal_mode = WAL", "set WAL mode");
   if (!mode.ok()) return mode.status();
   if (mode->value_or("") != "wal") {
-    return absl::FailedPreconditionError(
-        absl::StrCat("journal ", path, ": cannot use WAL mode (journal_mode is ",
-                     mode->value_or("unknown"), ")"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "journal ", path, ": cannot use WAL mode (journal_mode is ",
+        mode->value_or("unknown"), ")"));
   }
-  if (absl::Status s = Exec(path, db, "PRAGMA synchronous = FULL",
-                            "set synchronous=FULL");
+  if (absl::Status s =
+          Exec(path, db, "PRAGMA synchronous = FULL", "set synchronous=FULL");
       !s.ok()) {
     return s;
   }
@@ -543,9 +543,9 @@ absl::StatusOr<std::vector<v1::Migration>> Journal::LoadAll() {
                                               "\" does not parse"));
     }
     if (job.job_id() != job_id) {
-      return CorruptError(path_,
-                          absl::StrCat("the record of job \"", job_id,
-                                       "\" names job \"", job.job_id(), "\""));
+      return CorruptError(
+          path_, absl::StrCat("the record of job \"", job_id, "\" names job \"",
+                              job.job_id(), "\""));
     }
   }
   if (rc != SQLITE_DONE) return SqliteError(path_, db, rc, "load the jobs");
@@ -558,10 +558,9 @@ absl::Status Journal::Prune(absl::Time now) {
   absl::StatusOr<Transaction> txn = Transaction::Begin(path_, db);
   if (!txn.ok()) return txn.status();
 
-  absl::StatusOr<StmtPtr> by_age =
-      Prepare(path_, db,
-              "DELETE FROM jobs WHERE terminal = 1 AND finished_us < ?1",
-              "prune old finished jobs");
+  absl::StatusOr<StmtPtr> by_age = Prepare(
+      path_, db, "DELETE FROM jobs WHERE terminal = 1 AND finished_us < ?1",
+      "prune old finished jobs");
   if (!by_age.ok()) return by_age.status();
   sqlite3_bind_int64(by_age->get(), 1,
                      absl::ToUnixMicros(now - options_.max_finished_age));

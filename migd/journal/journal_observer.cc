@@ -72,8 +72,7 @@ void JournalObserver::AfterChange(const v1::Migration& record,
     // recover, and a record of it would have recovery act on devices that
     // are no longer its own.
     if (it == seen_.end()) return;
-    if (it->second.phase == now.phase &&
-        it->second.notices == now.notices &&
+    if (it->second.phase == now.phase && it->second.notices == now.notices &&
         it->second.state_changes == now.state_changes &&
         it->second.committed == now.committed &&
         it->second.peer_identity == now.peer_identity) {

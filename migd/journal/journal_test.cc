@@ -186,9 +186,11 @@ TEST(Journal, LoadAllIsNewestFirstThenLastInserted) {
   v1::Migration twin_a = Job("twin-a", v1::PHASE_PREPARED, absl::Minutes(5));
   v1::Migration twin_b = twin_a;
   twin_b.set_job_id("twin-b");
-  ASSERT_TRUE(journal->Record(Job("old", v1::PHASE_PREPARED, absl::Hours(1))).ok());
+  ASSERT_TRUE(
+      journal->Record(Job("old", v1::PHASE_PREPARED, absl::Hours(1))).ok());
   ASSERT_TRUE(journal->Record(twin_a).ok());
-  ASSERT_TRUE(journal->Record(Job("new", v1::PHASE_PREPARED, absl::Minutes(1))).ok());
+  ASSERT_TRUE(
+      journal->Record(Job("new", v1::PHASE_PREPARED, absl::Minutes(1))).ok());
   ASSERT_TRUE(journal->Record(twin_b).ok());
   // Re-recording a job keeps its place.
   ASSERT_TRUE(journal->Record(twin_a).ok());
@@ -374,14 +376,34 @@ TEST(Journal, PruneDropsTheOldestFinishedBeyondTheCount) {
   std::unique_ptr<Journal> journal = OpenOrDie(TestDir(), options);
   ASSERT_NE(journal, nullptr);
   // Unfinished jobs older than every finished one.
-  ASSERT_TRUE(journal->Record(Job("prepared", v1::PHASE_PREPARED, absl::Hours(9))).ok());
-  ASSERT_TRUE(journal->Record(Job("rolling-back", v1::PHASE_ROLLING_BACK, absl::Hours(8))).ok());
+  ASSERT_TRUE(
+      journal->Record(Job("prepared", v1::PHASE_PREPARED, absl::Hours(9)))
+          .ok());
+  ASSERT_TRUE(
+      journal
+          ->Record(Job("rolling-back", v1::PHASE_ROLLING_BACK, absl::Hours(8)))
+          .ok());
   // Finished 5, 4, 3, 2, 1 hours ago (created in another order).
-  ASSERT_TRUE(journal->Record(Job("done-5h", v1::PHASE_SUCCEEDED, absl::Hours(6), absl::Hours(5))).ok());
-  ASSERT_TRUE(journal->Record(Job("done-1h", v1::PHASE_CANCELLED, absl::Hours(7), absl::Hours(1))).ok());
-  ASSERT_TRUE(journal->Record(Job("done-3h", v1::PHASE_FAILED, absl::Hours(4), absl::Hours(3))).ok());
-  ASSERT_TRUE(journal->Record(Job("done-2h", v1::PHASE_SUCCEEDED, absl::Hours(3), absl::Hours(2))).ok());
-  ASSERT_TRUE(journal->Record(Job("done-4h", v1::PHASE_FAILED, absl::Hours(5), absl::Hours(4))).ok());
+  ASSERT_TRUE(journal
+                  ->Record(Job("done-5h", v1::PHASE_SUCCEEDED, absl::Hours(6),
+                               absl::Hours(5)))
+                  .ok());
+  ASSERT_TRUE(journal
+                  ->Record(Job("done-1h", v1::PHASE_CANCELLED, absl::Hours(7),
+                               absl::Hours(1)))
+                  .ok());
+  ASSERT_TRUE(journal
+                  ->Record(Job("done-3h", v1::PHASE_FAILED, absl::Hours(4),
+                               absl::Hours(3)))
+                  .ok());
+  ASSERT_TRUE(journal
+                  ->Record(Job("done-2h", v1::PHASE_SUCCEEDED, absl::Hours(3),
+                               absl::Hours(2)))
+                  .ok());
+  ASSERT_TRUE(journal
+                  ->Record(Job("done-4h", v1::PHASE_FAILED, absl::Hours(5),
+                               absl::Hours(4)))
+                  .ok());
 
   ASSERT_TRUE(journal->Prune(absl::Now()).ok());
   absl::StatusOr<std::vector<v1::Migration>> jobs = journal->LoadAll();
@@ -395,9 +417,17 @@ TEST(Journal, PruneDropsFinishedOlderThanTheAge) {
   options.max_finished_age = absl::Hours(1);
   std::unique_ptr<Journal> journal = OpenOrDie(TestDir(), options);
   ASSERT_NE(journal, nullptr);
-  ASSERT_TRUE(journal->Record(Job("stuck", v1::PHASE_STOP_COPY, absl::Hours(24 * 30))).ok());
-  ASSERT_TRUE(journal->Record(Job("old", v1::PHASE_SUCCEEDED, absl::Hours(3), absl::Hours(2))).ok());
-  ASSERT_TRUE(journal->Record(Job("recent", v1::PHASE_FAILED, absl::Hours(3), absl::Minutes(30))).ok());
+  ASSERT_TRUE(
+      journal->Record(Job("stuck", v1::PHASE_STOP_COPY, absl::Hours(24 * 30)))
+          .ok());
+  ASSERT_TRUE(journal
+                  ->Record(Job("old", v1::PHASE_SUCCEEDED, absl::Hours(3),
+                               absl::Hours(2)))
+                  .ok());
+  ASSERT_TRUE(journal
+                  ->Record(Job("recent", v1::PHASE_FAILED, absl::Hours(3),
+                               absl::Minutes(30)))
+                  .ok());
 
   ASSERT_TRUE(journal->Prune(absl::Now()).ok());
   absl::StatusOr<std::vector<v1::Migration>> jobs = journal->LoadAll();
@@ -410,8 +440,14 @@ TEST(Journal, OpenPrunes) {
   {
     std::unique_ptr<Journal> journal = OpenOrDie(dir);
     ASSERT_NE(journal, nullptr);
-    ASSERT_TRUE(journal->Record(Job("ancient", v1::PHASE_SUCCEEDED, absl::Hours(24 * 30), absl::Hours(24 * 29))).ok());
-    ASSERT_TRUE(journal->Record(Job("running", v1::PHASE_PRE_COPY, absl::Hours(24 * 30))).ok());
+    ASSERT_TRUE(journal
+                    ->Record(Job("ancient", v1::PHASE_SUCCEEDED,
+                                 absl::Hours(24 * 30), absl::Hours(24 * 29)))
+                    .ok());
+    ASSERT_TRUE(
+        journal
+            ->Record(Job("running", v1::PHASE_PRE_COPY, absl::Hours(24 * 30)))
+            .ok());
   }
   std::unique_ptr<Journal> journal = OpenOrDie(dir);
   ASSERT_NE(journal, nullptr);
@@ -436,7 +472,8 @@ TEST(Journal, NewerSchemaVersionIsRefused) {
   {
     std::unique_ptr<Journal> journal = OpenOrDie(dir);
     ASSERT_NE(journal, nullptr);
-    ASSERT_TRUE(journal->Record(Job("job", v1::PHASE_PREPARED, absl::Minutes(1))).ok());
+    ASSERT_TRUE(
+        journal->Record(Job("job", v1::PHASE_PREPARED, absl::Minutes(1))).ok());
   }
   RunSql(JournalPath(dir),
          absl::StrCat("UPDATE meta SET value = ", Journal::kSchemaVersion + 1,
@@ -445,9 +482,9 @@ TEST(Journal, NewerSchemaVersionIsRefused) {
   ASSERT_FALSE(journal.ok());
   EXPECT_EQ(journal.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(journal.status().message(), HasSubstr(JournalPath(dir)));
-  EXPECT_THAT(journal.status().message(),
-              HasSubstr(absl::StrCat("schema version ",
-                                     Journal::kSchemaVersion + 1)));
+  EXPECT_THAT(
+      journal.status().message(),
+      HasSubstr(absl::StrCat("schema version ", Journal::kSchemaVersion + 1)));
   EXPECT_THAT(journal.status().message(), HasSubstr("newer migd"));
 }
 

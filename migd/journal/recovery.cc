@@ -118,10 +118,9 @@ absl::StatusOr<RecoveryReport> Recover(
     }
     std::vector<std::string> missing;
     std::vector<device::Device*> devs = DevicesOf(*job, devices, &missing);
-    const std::string found =
-        absl::StrCat("the agent restarted with this job in ",
-                     migration::PhaseName(phase),
-                     record.committed() ? " after COMMIT" : "");
+    const std::string found = absl::StrCat(
+        "the agent restarted with this job in ", migration::PhaseName(phase),
+        record.committed() ? " after COMMIT" : "");
     if (!missing.empty()) {
       job->AddNotice(absl::StrCat(
           "recovery: device(s) ", absl::StrJoin(missing, ", "),
@@ -165,8 +164,8 @@ absl::StatusOr<RecoveryReport> Recover(
       if (absl::StatusOr<std::vector<device::Device*>> claimed =
               devices.Claim(names, record.job_id());
           !claimed.ok()) {
-        base::LogError("job ", record.job_id(),
-                       ": cannot hold its devices: ", claimed.status().message());
+        base::LogError("job ", record.job_id(), ": cannot hold its devices: ",
+                       claimed.status().message());
       }
     } else if (record.role() == v1::ROLE_DESTINATION &&
                (phase == v1::PHASE_LOADING || phase == v1::PHASE_RESUMING)) {

@@ -53,19 +53,18 @@
 namespace migd::journal {
 
 struct RecoveryReport {
-  int restored = 0;     // jobs read back (all of them)
-  int recovered = 0;    // of which were unfinished and were recovered
-  int in_doubt = 0;     // of which are left IN_DOUBT
+  int restored = 0;   // jobs read back (all of them)
+  int recovered = 0;  // of which were unfinished and were recovered
+  int in_doubt = 0;   // of which are left IN_DOUBT
 };
 
 // Reads every job from `journal`, recovers the unfinished ones on `devices`
 // (claiming the devices of the jobs left IN_DOUBT), and adds them all to
 // `jobs`, followed by `observers` from now on. Fails (the agent must not
 // serve) when the journal cannot be read.
-absl::StatusOr<RecoveryReport> Recover(Journal& journal,
-                                       migration::DeviceRegistry& devices,
-                                       migration::JobTable& jobs,
-                                       const migration::JobObservers& observers);
+absl::StatusOr<RecoveryReport> Recover(
+    Journal& journal, migration::DeviceRegistry& devices,
+    migration::JobTable& jobs, const migration::JobObservers& observers);
 
 }  // namespace migd::journal
 

@@ -112,7 +112,8 @@ TEST_F(RecoveryTest, ACommittedSourceIsInDoubtAndNeverResumesItsDevices) {
   EXPECT_EQ(registry_.Owner("emu0"), "j");
 }
 
-TEST_F(RecoveryTest, ADestinationBeforeCommitResetsAResumingDeviceWithoutAnArc) {
+TEST_F(RecoveryTest,
+       ADestinationBeforeCommitResetsAResumingDeviceWithoutAnArc) {
   device::EmulatedDevice* d = AddDevice("dst0", MigState::kResuming);
   Journal("j", v1::ROLE_DESTINATION, v1::PHASE_STOP_COPY, "dst0");
   v1::Migration m = Recovered("j");

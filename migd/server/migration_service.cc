@@ -110,8 +110,8 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
   if (!pairs.ok()) return ToGrpcStatus(pairs.status(), context);
   // The token is bound to the source's identity; without TLS there is none
   // to bind to, and naming one would promise a check that cannot happen.
-  if (absl::Status s = ValidateIdentity(
-          "source_identity", request->source_identity(), secure());
+  if (absl::Status s = ValidateIdentity("source_identity",
+                                        request->source_identity(), secure());
       !s.ok()) {
     return ToGrpcStatus(s, context);
   }
@@ -196,8 +196,7 @@ grpc::Status MigrationServiceImpl::StartMigration(
   opts.dial_control = [credentials = options_.credentials,
                        address = request->destination(),
                        identity = request->destination_identity()] {
-    return credentials->Dial(address, identity,
-                             security::ChannelUse::kControl);
+    return credentials->Dial(address, identity, security::ChannelUse::kControl);
   };
   opts.outcome = options_.outcome;
   opts.corrupt_chunk_sequence = options_.corrupt_chunk_sequence;
@@ -344,7 +343,8 @@ grpc::Status MigrationServiceImpl::ResolveMigration(
   std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
   std::string who = auth == nullptr ? "" : security::PeerIdentity(*auth);
   if (who.empty()) who = absl::StrCat("(no identity) at ", context->peer());
-  base::LogWarning("job ", id, ": ", who, " resolves it: the devices run on "
+  base::LogWarning("job ", id, ": ", who,
+                   " resolves it: the devices run on "
                    "the ",
                    request->resolution() == v1::RESOLUTION_SOURCE
                        ? "source"
