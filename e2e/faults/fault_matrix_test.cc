@@ -875,7 +875,7 @@ TEST_F(FaultMatrixTest, DestinationKilledInResuming) {
 // 6 the first device's STOP (written by the observer's writer: fails, logged),
 // 7 the RESUMING write-ahead point (fails: the devices must not resume). The
 // slow load (1 s a device) keeps 5 and 6 apart.
-TEST_F(FaultMatrixTest, DISABLED_DestinationJournalFullAtResuming) {
+TEST_F(FaultMatrixTest, DestinationJournalFullAtResuming) {
   ASSERT_NO_FATAL_FAILURE(StartPair(
       Emus(2, kSmallState, 1), {}, "slow_arc=RESUMING>STOP@1s",
       {absl::StrCat("--test_fault=journal_fail_after:", kJournalFailAfter)}));

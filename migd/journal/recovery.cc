@@ -60,18 +60,35 @@ std::string PutBackSource(Job& job, const std::vector<device::Device*>& devs) {
                                        absl::StrJoin(failed, "; "), ")");
 }
 
-// Destination before COMMIT: every device reset, never an arc.
+// Destination before COMMIT (as far as the journal knows): every device
+// reset, never an arc; but one found in STOP is left there. LOADING is
+// journaled without waiting, so a device may have loaded the VM's state
+// (RESUMING -> STOP, after COMMIT) in a job the journal still has before
+// COMMIT; a reset may keep that state running while the source, told this
+// job failed, resumes its own. STOP is idle (device_states.h) either way.
 std::string ResetDestination(Job& job,
                              const std::vector<device::Device*>& devs) {
   std::vector<std::string> failed;
+  int stopped = 0;
   for (size_t i = 0; i < devs.size(); ++i) {
     if (devs[i] == nullptr) continue;
+    absl::StatusOr<MigState> state = devs[i]->GetState();
+    if (state.ok() && *state == MigState::kStop) {
+      job.SetDeviceState(i, *state);
+      ++stopped;
+      continue;
+    }
     if (absl::Status s = migration::ResetDevice(&job, i, devs[i]); !s.ok()) {
       failed.push_back(absl::StrCat(devs[i]->name(), ": ", s.message()));
     }
   }
-  return failed.empty() ? "its devices were reset"
-                        : absl::StrCat("some devices could not be reset (",
+  std::string done = stopped == 0
+                         ? "its devices were reset"
+                         : absl::StrCat("its devices were reset, but ", stopped,
+                                        " found in STOP (which may hold the "
+                                        "VM's loaded state) left there");
+  return failed.empty() ? done
+                        : absl::StrCat(done, "; some could not be reset (",
                                        absl::StrJoin(failed, "; "), ")");
 }
 

@@ -19,7 +19,11 @@
 //                                            | still held by the job
 //   destination, before COMMIT (PREPARED,    | devices reset (a RESUMING
 //   STOP_COPY, ROLLING_BACK)                 | session is never sent through
-//                                            | an arc); FAILED AGENT_RESTARTED
+//                                            | an arc), but one in STOP is
+//                                            | left there (it may have loaded
+//                                            | the VM's state: LOADING is
+//                                            | journaled without waiting);
+//                                            | FAILED AGENT_RESTARTED
 //   destination, after COMMIT (LOADING,      | every device found loaded
 //   RESUMING)                                | (STOP; in RESUMING also
 //                                            | RUNNING_P2P): resumed to

@@ -128,6 +128,20 @@ TEST_F(RecoveryTest,
   }
 }
 
+// LOADING is journaled without waiting: a destination the journal has before
+// COMMIT may have loaded the VM's state (RESUMING -> STOP) before the agent
+// died. A reset may keep that state and run it while the source, told the
+// job failed, resumes its own; the device stays in STOP.
+TEST_F(RecoveryTest, ADestinationBeforeCommitLeavesAStoppedDeviceStopped) {
+  device::EmulatedDevice* d = AddDevice("dst0", MigState::kStop);
+  Journal("j", v1::ROLE_DESTINATION, v1::PHASE_STOP_COPY, "dst0");
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(d->GetState().value(), MigState::kStop);
+  EXPECT_EQ(m.phase(), v1::PHASE_FAILED);
+  EXPECT_TRUE(HasNotice(m, "found in STOP")) << m.ShortDebugString();
+  EXPECT_EQ(registry_.Owner("dst0"), "");
+}
+
 TEST_F(RecoveryTest, ADestinationWhoseDevicesLoadedResumesThem) {
   device::EmulatedDevice* d = AddDevice("dst0", MigState::kStop);
   Journal("j", v1::ROLE_DESTINATION, v1::PHASE_RESUMING, "dst0");

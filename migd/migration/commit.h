@@ -20,7 +20,10 @@
 //                           |                  | again (IN_DOUBT)
 //
 // A destination answers from its job's phase; a job that has not resumed a
-// device is first aborted (devices reset), so that NOT_RUN stays true.
+// device is first aborted, so that NOT_RUN stays true. A destination job
+// that ends without running the VM leaves no device running its state: what
+// loaded it stays in STOP (device_steps.h, StandDown), never reset, because
+// a device may keep its state through a reset.
 
 #ifndef MIGD_MIGRATION_COMMIT_H_
 #define MIGD_MIGRATION_COMMIT_H_
@@ -38,7 +41,7 @@ enum class LocalEnd {
   // with its cause), a destination resumes them (the job succeeds).
   kRunHere,
   // The other side's do: a source stops its devices for good (the job
-  // succeeds), a destination resets them (the job fails).
+  // succeeds), a destination stands them down (the job fails).
   kRunThere,
   // Not known: the devices stay as they are, the job IN_DOUBT.
   kStayInDoubt,
@@ -63,7 +66,7 @@ struct DestinationAnswer {
   bool abort_first = false;
 };
 // SUCCEEDED and RESUMING: RUNNING_HERE. FAILED and CANCELLED: NOT_RUN (every
-// way a destination job fails resets its devices). IN_DOUBT: UNKNOWN. Any
+// way a destination job fails resets or stops its devices). IN_DOUBT: UNKNOWN. Any
 // other phase (PREPARED, STOP_COPY, LOADING, ...): NOT_RUN after an abort.
 DestinationAnswer AnswerFor(v1::Phase phase);
 

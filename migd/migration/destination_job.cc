@@ -67,8 +67,8 @@ absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
     absl::Duration wait_timeout, std::string source_identity,
     absl::Duration token_ttl) {
   std::shared_ptr<DestinationJob> dj(new DestinationJob(
-      std::move(job), std::move(devices), std::move(on_done),
-      reorder_cap_bytes, wait_timeout, std::move(source_identity)));
+      std::move(job), std::move(devices), std::move(on_done), reorder_cap_bytes,
+      wait_timeout, std::move(source_identity)));
   absl::StatusOr<std::string> token = NewToken();
   if (!token.ok()) return token.status();
   dj->token_ = *std::move(token);
@@ -98,11 +98,10 @@ absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
       if (!stream.ok()) {
         err = stream.status();
       } else if (*stream == nullptr) {
-        err = base::Error(absl::StatusCode::kInternal,
-                          v1::ERROR_REASON_DEVICE_ERROR,
-                          absl::StrCat("device ", d->name(), ": ",
-                                       vfio::MigStateName(*from),
-                                       " -> RESUMING opened no data stream"));
+        err = base::Error(
+            absl::StatusCode::kInternal, v1::ERROR_REASON_DEVICE_ERROR,
+            absl::StrCat("device ", d->name(), ": ", vfio::MigStateName(*from),
+                         " -> RESUMING opened no data stream"));
       } else {
         dj->streams_.push_back(*std::move(stream));
         continue;
@@ -147,7 +146,7 @@ void DestinationJob::ExpireToken() {
   base::LogWarning("job ", job_->id(), ": ", why.message());
   job_->SetPhase(v1::PHASE_ROLLING_BACK,
                  absl::StrCat("resetting devices: ", why.message()));
-  ResetAllLocked();
+  ReleaseDevicesLocked();
   EndLocked(why);
 }
 
@@ -242,12 +241,11 @@ absl::Status DestinationJob::CheckToken(const v1::SessionHeader& header,
   if (peer_identity != source_identity_) {
     return base::Error(
         absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
-        absl::StrCat("the transfer token of job ", job_->id(),
-                     " is bound to source ",
-                     source_identity_.empty() ? "(no identity)"
-                                              : source_identity_,
-                     "; this session comes from ",
-                     peer_identity.empty() ? "(no identity)" : peer_identity));
+        absl::StrCat(
+            "the transfer token of job ", job_->id(), " is bound to source ",
+            source_identity_.empty() ? "(no identity)" : source_identity_,
+            "; this session comes from ",
+            peer_identity.empty() ? "(no identity)" : peer_identity));
   }
   if (check_expiry && absl::Now() >= token_expires_) {
     return base::Error(
@@ -428,6 +426,7 @@ absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
       downtime_start_ = absl::Now();
     } else if (marker.kind() == v1::PhaseMarker::COMMIT) {
       committed_ = absl::Now();
+      commit_received_ = true;
     }
   }
   switch (marker.kind()) {
@@ -502,8 +501,8 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
   absl::Time resume_start = absl::Now();
   // Write-ahead: once a device may run, a restarted agent must roll forward
   // (resume the rest), never reset what may be the VM's running device.
-  if (absl::Status s = job_->EnterPhase(v1::PHASE_RESUMING,
-                                        "the devices resume");
+  if (absl::Status s =
+          job_->EnterPhase(v1::PHASE_RESUMING, "the devices resume");
       !s.ok()) {
     return s;
   }
@@ -519,14 +518,14 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
       absl::Time t0 = absl::Now();
       auto s = MoveDevice(job_.get(), i, devices_[i], MigState::kRunningP2P);
       resume[i] += absl::Now() - t0;
-      if (!s.ok()) return s.status();
+      if (!s.ok()) return ResumeFailedLocked(i, s.status());
     }
   }
   for (size_t i = 0; i < devices_.size(); ++i) {
     absl::Time t0 = absl::Now();
     auto s = MoveDevice(job_.get(), i, devices_[i], MigState::kRunning);
     resume[i] += absl::Now() - t0;
-    if (!s.ok()) return s.status();
+    if (!s.ok()) return ResumeFailedLocked(i, s.status());
   }
   absl::Time end = absl::Now();
   for (size_t i = 0; i < devices_.size(); ++i) {
@@ -541,7 +540,7 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
   return c;
 }
 
-void DestinationJob::ResetAllLocked() {
+void DestinationJob::ReleaseDevicesLocked() {
   if (reorder_ != nullptr) {
     // Wakes data streams waiting for room, before taking the write lock
     // they may need to make room.
@@ -551,8 +550,46 @@ void DestinationJob::ResetAllLocked() {
   aborted_ = true;
   streams_.clear();
   for (size_t i = 0; i < devices_.size(); ++i) {
-    (void)ResetDevice(job_.get(), i, devices_[i]);
+    // Before COMMIT no device loaded anything (a load takes effect at
+    // RESUMING -> STOP, after COMMIT): a reset ends its session. After, a
+    // device may hold the VM's state, which a reset may keep running.
+    (void)(commit_received_ ? StandDown(job_.get(), i, devices_[i])
+                            : ResetDevice(job_.get(), i, devices_[i]));
   }
+}
+
+absl::Status DestinationJob::ResumeFailedLocked(size_t index,
+                                                const absl::Status& error) {
+  // Some devices may run the VM's state here already: neither resuming the
+  // source nor standing down here is safe without a person's decision.
+  streams_.clear();
+  const std::string reason =
+      absl::StrCat("device ", devices_[index]->name(),
+                   " did not resume after others may have (", error.message(),
+                   "): the VM may run here in part");
+  in_doubt_ = std::make_shared<InDoubt>(job_, devices_, error, reason,
+                                        InDoubtOptions{}, std::move(on_done_));
+  on_done_ = nullptr;
+  job_->SetCanceller(nullptr);
+  stage_ = Stage::kDone;
+  return error;
+}
+
+absl::Status DestinationJob::Resolve(v1::Resolution resolution,
+                                     const std::string& who) {
+  std::shared_ptr<InDoubt> in_doubt;
+  {
+    absl::MutexLock lock(&mu_);
+    in_doubt = in_doubt_;
+  }
+  if (in_doubt == nullptr) {
+    return base::Error(
+        absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_NOT_IN_DOUBT,
+        absl::StrCat("job ", job_->id(), " is ", PhaseName(job_->phase()),
+                     ", not IN_DOUBT: only a job whose outcome is in doubt "
+                     "is resolved"));
+  }
+  return in_doubt->Resolve(resolution, who);
 }
 
 void DestinationJob::EndLocked(const absl::Status& cause) {
@@ -577,6 +614,11 @@ void DestinationJob::Abort(const absl::Status& cause, int from_stream) {
 
 void DestinationJob::AbortLocked(const absl::Status& cause, int from_stream) {
   if (stage_ == Stage::kDone && job_->terminal()) return;
+  if (in_doubt_ != nullptr) {
+    // Complete left it IN_DOUBT: only Resolve ends it. The session ends.
+    CancelStreams(/*except=*/from_stream);
+    return;
+  }
   stage_ = Stage::kDone;
   absl::Status why = cause;
   if (job_->cancel_requested()) {
@@ -586,9 +628,14 @@ void DestinationJob::AbortLocked(const absl::Status& cause, int from_stream) {
   base::LogWarning("job ", job_->id(),
                    ": aborting incoming migration: ", why.ToString());
   CancelStreams(/*except=*/from_stream);  // the session ends with the job
-  job_->SetPhase(v1::PHASE_ROLLING_BACK,
-                 absl::StrCat("resetting devices: ", why.message()));
-  ResetAllLocked();
+  job_->SetPhase(
+      v1::PHASE_ROLLING_BACK,
+      absl::StrCat(commit_received_
+                       ? "stopping devices (what loaded the VM's state stays "
+                         "stopped): "
+                       : "resetting devices: ",
+                   why.message()));
+  ReleaseDevicesLocked();
   EndLocked(why);
 }
 
@@ -618,12 +665,11 @@ absl::StatusOr<v1::GetOutcomeResponse> DestinationJob::AnswerOutcome(
   if (peer_identity != source_identity_) {
     return base::Error(
         absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
-        absl::StrCat("the outcome of job ", job_->id(),
-                     " is for its source ",
-                     source_identity_.empty() ? "(no identity)"
-                                              : source_identity_,
-                     "; asked by ",
-                     peer_identity.empty() ? "(no identity)" : peer_identity));
+        absl::StrCat(
+            "the outcome of job ", job_->id(), " is for its source ",
+            source_identity_.empty() ? "(no identity)" : source_identity_,
+            "; asked by ",
+            peer_identity.empty() ? "(no identity)" : peer_identity));
   }
   // Complete holds mu_ from LOADING until the job ended: the phase read
   // here cannot move on while the answer is made.
@@ -641,12 +687,13 @@ absl::StatusOr<v1::GetOutcomeResponse> DestinationJob::AnswerOutcome(
                 /*from_stream=*/-1);
     response.set_message(absl::StrCat("job ", job_->id(), " ", why));
   } else {
-    response.set_message(absl::StrCat("job ", job_->id(), " is ",
-                                      PhaseName(phase), " here"));
+    response.set_message(
+        absl::StrCat("job ", job_->id(), " is ", PhaseName(phase), " here"));
   }
   response.set_outcome(a.outcome);
-  base::LogInfo("job ", job_->id(), ": the source asked for the outcome: ",
-                OutcomeName(a.outcome), " (", response.message(), ")");
+  base::LogInfo("job ", job_->id(),
+                ": the source asked for the outcome: ", OutcomeName(a.outcome),
+                " (", response.message(), ")");
   return response;
 }
 

@@ -41,6 +41,7 @@
 #include "absl/time/time.h"
 #include "migd/base/watchdog.h"
 #include "migd/device/device.h"
+#include "migd/migration/in_doubt.h"
 #include "migd/migration/job.h"
 #include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/framing.h"
@@ -120,12 +121,25 @@ class DestinationJob {
   // control stream's idle watchdog counts it as the session being alive.
   void SetActivityCallback(std::function<void()> callback);
 
-  // After COMMIT: load and resume every device. Returns the timings.
+  // After COMMIT: load and resume every device. Returns the timings. A
+  // failure before the devices resume (a rejected load, a journal that
+  // cannot record RESUMING) fails the job: Abort stands the devices down
+  // (device_steps.h, StandDown), the loaded ones stay in STOP. A device that
+  // fails to resume once others may run leaves the job IN_DOUBT (neither
+  // side may run the VM without an operator's decision, Resolve), devices
+  // as they are; the error is returned all the same.
   absl::StatusOr<v1::Completion> Complete();
 
-  // The session ended before completion (error, source gone, cancel): resets
-  // every device and ends the job with the cause (a pending cancel request
-  // wins, so a cancelled job reads CANCELLED).
+  // ResolveMigration for a job Complete left IN_DOUBT (InDoubt::Resolve):
+  // the destination resumes every device, or stands them down for the
+  // source. kFailedPrecondition (NOT_IN_DOUBT) for a job that is not.
+  absl::Status Resolve(v1::Resolution resolution, const std::string& who);
+
+  // The session ended before completion (error, source gone, cancel): before
+  // COMMIT resets every device, after COMMIT stands them down (StandDown:
+  // what loaded the VM's state stays stopped, never reset), and ends the job
+  // with the cause (a pending cancel request wins, so a cancelled job reads
+  // CANCELLED). Nothing for a job IN_DOUBT.
   // `from_stream` is the stream whose own thread aborts (0 = control): it
   // ends that stream with the cause itself, so every other stream is
   // cancelled but not that one, and the source reads the real cause there.
@@ -150,7 +164,12 @@ class DestinationJob {
   DestinationJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
                  std::function<void()> on_done, uint64_t reorder_cap_bytes,
                  absl::Duration wait_timeout, std::string source_identity);
-  void ResetAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Before COMMIT resets every device; after, stands them down.
+  void ReleaseDevicesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Device `index` failed to resume (`error`) once others may run: the job
+  // goes IN_DOUBT, devices as they are. Returns `error`.
+  absl::Status ResumeFailedLocked(size_t index, const absl::Status& error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AbortLocked(const absl::Status& cause, int from_stream)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndLocked(const absl::Status& cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -204,6 +223,10 @@ class DestinationJob {
       ABSL_GUARDED_BY(cancel_mu_);
   absl::Time downtime_start_ ABSL_GUARDED_BY(mu_);
   absl::Time committed_ ABSL_GUARDED_BY(mu_);
+  // COMMIT arrived: the devices may load and run the VM's state from now on.
+  bool commit_received_ ABSL_GUARDED_BY(mu_) = false;
+  // Set when a failed resume left the job IN_DOUBT (Complete).
+  std::shared_ptr<InDoubt> in_doubt_ ABSL_GUARDED_BY(mu_);
 
   // Which stream writes: set while one is in Drain, and whether chunks
   // came meanwhile. Taken before write_mu_, never while waiting.

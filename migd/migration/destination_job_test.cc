@@ -314,7 +314,8 @@ class DestinationJobTokenTest : public testing::Test {
   absl::Notification released_;
 };
 
-TEST_F(DestinationJobTokenTest, ASessionFromAnotherIdentityIsRefusedAndChangesNothing) {
+TEST_F(DestinationJobTokenTest,
+       ASessionFromAnotherIdentityIsRefusedAndChangesNothing) {
   ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
   absl::Status s =
       dj_->Attach(ControlHeader("j1", dj_->token(), 1), kOther, [] {});
@@ -577,7 +578,6 @@ INSTANTIATE_TEST_SUITE_P(
       return n;
     });
 
-
 // ---- The outcome question (GetOutcome) ----------------------------------
 
 namespace outcome {
@@ -592,8 +592,8 @@ class DestinationJobOutcomeTest : public testing::Test {
     job_ = std::make_shared<Job>("j1", v1::ROLE_DESTINATION, "source",
                                  std::vector<DevicePair>{{"dst0", "src0"}});
     auto dj = DestinationJob::Prepare(
-        job_, {destination_.get()}, [this] { ++released_; },
-        uint64_t{16} << 20, absl::Seconds(5), kSource);
+        job_, {destination_.get()}, [this] { ++released_; }, uint64_t{16} << 20,
+        absl::Seconds(5), kSource);
     ASSERT_TRUE(dj.ok()) << dj.status();
     dj_ = *std::move(dj);
     ASSERT_NO_FATAL_FAILURE(AttachSession(*dj_, "j1", 1, kSource));
@@ -662,7 +662,8 @@ TEST_F(DestinationJobOutcomeTest, AFailedJobNeverRan) {
   EXPECT_EQ(job_->Snapshot().failure().message(), "source went away");
 }
 
-TEST_F(DestinationJobOutcomeTest, OnlyTheJobsSourceMayAskAndAskingChangesNothing) {
+TEST_F(DestinationJobOutcomeTest,
+       OnlyTheJobsSourceMayAskAndAskingChangesNothing) {
   auto a = dj_->AnswerOutcome(kOther);
   EXPECT_EQ(a.status().code(), absl::StatusCode::kPermissionDenied)
       << a.status();
@@ -675,6 +676,120 @@ TEST_F(DestinationJobOutcomeTest, OnlyTheJobsSourceMayAskAndAskingChangesNothing
 }
 
 }  // namespace outcome
+
+// ---- After COMMIT, a destination that does not run the VM ----------------
+
+// Fails the write-ahead of one phase, as a journal that cannot grow does.
+class FailingObserver : public JobObserver {
+ public:
+  explicit FailingObserver(v1::Phase phase) : phase_(phase) {}
+  absl::Status BeforeAct(const v1::Migration& record,
+                         absl::string_view what) override {
+    if (record.phase() != phase_) return absl::OkStatus();
+    return absl::ResourceExhaustedError(
+        absl::StrCat("journal full before: ", what));
+  }
+  void AfterChange(const v1::Migration&, absl::string_view) override {}
+
+ private:
+  const v1::Phase phase_;
+};
+
+// A session into `dj` that sent every byte of `source`'s state, then COMMIT.
+void SendAllAndCommit(DestinationJob& dj, device::EmulatedDevice* source) {
+  ASSERT_NO_FATAL_FAILURE(AttachSession(dj, "j1", 1, kSource));
+  std::string stream = SaveStream(source);
+  ASSERT_TRUE(dj.OnChunk(Chunk(stream, 0, stream.size(), 0)).ok());
+  ASSERT_TRUE(dj.OnMarker(Marker(v1::PhaseMarker::STOP_COPY, 0, 0)).ok());
+  ASSERT_TRUE(
+      dj.OnMarker(Marker(v1::PhaseMarker::DEVICE_END, 1, stream.size())).ok());
+  ASSERT_TRUE(dj.OnMarker(Marker(v1::PhaseMarker::COMMIT, 2, 0)).ok());
+}
+
+// The RESUMING write-ahead point fails after the device loaded the VM's
+// state: the job fails and says NOT_RUN, so the source resumes its own. The
+// loaded device must not run too: it stays in STOP, never reset (a reset
+// may keep the loaded state and run it: QEMU's edu keeps its memory).
+TEST(DestinationJobStandDown, AJobThatMayNotResumeLeavesTheLoadedStateStopped) {
+  auto source = Device("src0", 1);
+  auto destination = Device("dst0", 2);
+  auto job = std::make_shared<Job>(
+      "j1", v1::ROLE_DESTINATION, "source",
+      std::vector<DevicePair>{{"dst0", "src0"}},
+      JobObservers{std::make_shared<FailingObserver>(v1::PHASE_RESUMING)});
+  int released = 0;
+  auto dj = DestinationJob::Prepare(
+      job, {destination.get()}, [&] { ++released; }, uint64_t{16} << 20,
+      absl::Seconds(5), kSource);
+  ASSERT_TRUE(dj.ok()) << dj.status();
+  ASSERT_NO_FATAL_FAILURE(SendAllAndCommit(**dj, source.get()));
+
+  auto completion = (*dj)->Complete();
+  ASSERT_FALSE(completion.ok());
+  EXPECT_TRUE(absl::StrContains(completion.status().message(), "journal full"))
+      << completion.status();
+  (*dj)->Abort(completion.status(), 0);  // as the control stream does
+
+  EXPECT_EQ(v1::Phase_Name(job->phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_EQ(vfio::MigStateName(destination->GetState().value()),
+            vfio::MigStateName(vfio::MigState::kStop));
+  EXPECT_EQ(*destination->StateDigest(), *source->StateDigest());
+  EXPECT_EQ(released, 1);
+  auto a = (*dj)->AnswerOutcome(kSource);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(OutcomeName(a->outcome()), "NOT_RUN");
+}
+
+// A device that fails to resume (after the RESUMING write-ahead point, when
+// others may run): neither side may run the VM without a decision. The job
+// is IN_DOUBT and says UNKNOWN; an abort of the session changes nothing; an
+// operator who chooses the destination is refused while the device cannot
+// run; one who chooses the source ends it: the device runs nothing here.
+TEST(DestinationJobStandDown, ADeviceThatFailsToResumeLeavesTheJobInDoubt) {
+  auto source = Device("src0", 1);
+  device::EmulatedDeviceConfig c;
+  c.name = "dst0";
+  c.state_size = kStateBytes;
+  c.seed = 2;
+  c.flags = vfio::kMigStopCopy;  // no P2P: STOP -> RUNNING is the resume
+  c.fail_arc = device::MigArc{vfio::MigState::kStop, vfio::MigState::kRunning};
+  auto destination = device::EmulatedDevice::Create(c);
+  ASSERT_TRUE(destination.ok()) << destination.status();
+  auto job = std::make_shared<Job>("j1", v1::ROLE_DESTINATION, "source",
+                                   std::vector<DevicePair>{{"dst0", "src0"}});
+  int released = 0;
+  auto dj = DestinationJob::Prepare(
+      job, {destination->get()}, [&] { ++released; }, uint64_t{16} << 20,
+      absl::Seconds(5), kSource);
+  ASSERT_TRUE(dj.ok()) << dj.status();
+  ASSERT_NO_FATAL_FAILURE(SendAllAndCommit(**dj, source.get()));
+
+  auto completion = (*dj)->Complete();
+  ASSERT_FALSE(completion.ok());
+  (*dj)->Abort(completion.status(), 0);
+  EXPECT_EQ(v1::Phase_Name(job->phase()), v1::Phase_Name(v1::PHASE_IN_DOUBT));
+  EXPECT_TRUE(
+      absl::StrContains(job->Snapshot().in_doubt().reason(), "did not resume"))
+      << job->Snapshot().in_doubt().reason();
+  EXPECT_EQ(released, 0);
+  auto a = (*dj)->AnswerOutcome(kSource);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(OutcomeName(a->outcome()), "UNKNOWN");
+
+  absl::Status here = (*dj)->Resolve(v1::RESOLUTION_DESTINATION, "operator");
+  EXPECT_EQ(here.code(), absl::StatusCode::kFailedPrecondition) << here;
+  EXPECT_EQ(v1::Phase_Name(job->phase()), v1::Phase_Name(v1::PHASE_IN_DOUBT));
+
+  ASSERT_TRUE((*dj)->Resolve(v1::RESOLUTION_SOURCE, "operator").ok());
+  EXPECT_EQ(v1::Phase_Name(job->phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_EQ(released, 1);
+  EXPECT_NE((*destination)->GetState().value(), vfio::MigState::kRunning);
+  a = (*dj)->AnswerOutcome(kSource);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(OutcomeName(a->outcome()), "NOT_RUN");
+  EXPECT_EQ((*dj)->Resolve(v1::RESOLUTION_SOURCE, "operator").code(),
+            absl::StatusCode::kFailedPrecondition);
+}
 
 }  // namespace
 }  // namespace migd::migration

@@ -58,6 +58,29 @@ absl::Status ResetDevice(Job* job, size_t index, device::Device* device) {
   return absl::OkStatus();
 }
 
+absl::Status StandDown(Job* job, size_t index, device::Device* device) {
+  absl::StatusOr<vfio::MigState> state = device->GetState();
+  if (!state.ok()) {
+    RecordState(job, index, device);
+    return DeviceError(state.status());
+  }
+  if (*state == vfio::MigState::kStop || *state == vfio::MigState::kError) {
+    RecordState(job, index, device);
+    return absl::OkStatus();
+  }
+  if (*state == vfio::MigState::kRunning ||
+      *state == vfio::MigState::kRunningP2P) {
+    auto stopped = device->SetState(vfio::MigState::kStop);
+    RecordState(job, index, device);
+    if (!stopped.ok()) {
+      base::LogError("job ", job->id(), ": device ", device->name(),
+                     ": stopping it failed: ", stopped.status().ToString());
+    }
+    return DeviceError(stopped.status());
+  }
+  return ResetDevice(job, index, device);
+}
+
 absl::StatusOr<vfio::MigState> SettleFoundState(Job* job, size_t index,
                                                 device::Device* device,
                                                 DeviceRole role) {
@@ -71,8 +94,7 @@ absl::StatusOr<vfio::MigState> SettleFoundState(Job* job, size_t index,
     case FoundStateAction::kRefuse:
       job->SetDeviceState(index, *found);
       return base::Error(
-          absl::StatusCode::kFailedPrecondition,
-          v1::ERROR_REASON_DEVICE_ERROR,
+          absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_DEVICE_ERROR,
           absl::StrCat("device ", device->name(), " is ",
                        vfio::MigStateName(*found), "; ", rule.why));
     case FoundStateAction::kReset:

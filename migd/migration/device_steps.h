@@ -43,6 +43,20 @@ absl::Status RestoreRunning(Job* job, size_t index, device::Device* device);
 // in RESUMING can only be aborted by a reset).
 absl::Status ResetDevice(Job* job, size_t index, device::Device* device);
 
+// A destination device, after COMMIT, of a job whose devices must not run the
+// VM here (the job failed before resuming, or the source was chosen): leaves
+// no copy of the VM's state running. A device that loaded the state (STOP)
+// stays in STOP; one that runs it (RUNNING, RUNNING_P2P) is stopped (arc to
+// STOP); one in ERROR stays there (it runs nothing; the next job to take it
+// resets it first); one still RESUMING is reset: a load takes effect only at
+// RESUMING -> STOP, so it holds nothing of the VM's. Never a reset of a
+// device that may hold the loaded state: whether a device keeps its state
+// through VFIO_DEVICE_RESET is its driver's (QEMU's edu, and migd's edu
+// variant driver, keep their memory), so a reset could leave the VM's state
+// running on both sides. Returns the error of the move (or reset) that
+// failed.
+absl::Status StandDown(Job* job, size_t index, device::Device* device);
+
 // Before a job's first move: applies the rule for the state device `index` of
 // `job` is found in (device_states.h) for `role`. Returns the state the job
 // goes on from: the one found (RUNNING; for a destination also STOP), or

@@ -43,10 +43,9 @@ std::string ResolutionName(v1::Resolution r) {
 
 }  // namespace
 
-InDoubt::InDoubt(std::shared_ptr<Job> job,
-                 std::vector<device::Device*> devices, absl::Status cause,
-                 const std::string& reason, InDoubtOptions options,
-                 std::function<void()> on_done)
+InDoubt::InDoubt(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
+                 absl::Status cause, const std::string& reason,
+                 InDoubtOptions options, std::function<void()> on_done)
     : job_(std::move(job)),
       devices_(std::move(devices)),
       cause_(std::move(cause)),
@@ -61,7 +60,8 @@ InDoubt::InDoubt(std::shared_ptr<Job> job,
         absl::StrCat("in doubt: ", reason, "; ", info_.advice());
     base::LogWarning("job ", job_->id(), ": ", notice);
     job_->AddNotice(notice);
-    job_->SetPhase(v1::PHASE_IN_DOUBT, absl::StrCat("phase IN_DOUBT: ", reason));
+    job_->SetPhase(v1::PHASE_IN_DOUBT,
+                   absl::StrCat("phase IN_DOUBT: ", reason));
   }
   PublishLocked("in doubt");
 }
@@ -99,22 +99,25 @@ bool InDoubt::Run() {
     absl::MutexLock lock(&mu_);
     call_ = nullptr;
     if (ended_ || stopping_) return ended_;
-    const v1::Outcome said = s.ok() ? response.outcome() : v1::OUTCOME_UNSPECIFIED;
+    const v1::Outcome said =
+        s.ok() ? response.outcome() : v1::OUTCOME_UNSPECIFIED;
     const std::string answer =
-        s.ok() ? absl::StrCat(OutcomeName(said),
-                              response.message().empty() ? "" : ": ",
-                              response.message())
-               : absl::StrCat("no answer (",
-                              absl::StatusCodeToString(
-                                  static_cast<absl::StatusCode>(
-                                      s.error_code())),
-                              ": ", s.error_message(), ")");
+        s.ok()
+            ? absl::StrCat(OutcomeName(said),
+                           response.message().empty() ? "" : ": ",
+                           response.message())
+            : absl::StrCat("no answer (",
+                           absl::StatusCodeToString(
+                               static_cast<absl::StatusCode>(s.error_code())),
+                           ": ", s.error_message(), ")");
     info_.set_attempts(info_.attempts() + 1);
     info_.set_last_answer(answer);
     if (answer != last) {
       // Each new answer once, not every retry of the same one.
-      base::LogInfo("job ", job_->id(), ": asked the destination for the "
-                    "outcome (attempt ", info_.attempts(), "): ", answer);
+      base::LogInfo("job ", job_->id(),
+                    ": asked the destination for the "
+                    "outcome (attempt ",
+                    info_.attempts(), "): ", answer);
       last = answer;
     }
     const LocalEnd end = SourceEnd(/*committed=*/true, said);
@@ -223,8 +226,9 @@ absl::Status InDoubt::EndLocked(LocalEnd end, const std::string& how) {
         auto s = MoveDevice(job_.get(), i, devices_[i], target);
         if (!s.ok()) {
           const std::string notice = absl::StrCat(
-              "resolve (", how, "): the devices cannot be resumed here: ",
-              s.status().message(), "; the job stays in doubt");
+              "resolve (", how,
+              "): the devices cannot be resumed here: ", s.status().message(),
+              "; the job stays in doubt");
           base::LogError("job ", job_->id(), ": ", notice);
           job_->AddNotice(notice);
           return s.status();
@@ -233,13 +237,17 @@ absl::Status InDoubt::EndLocked(LocalEnd end, const std::string& how) {
     }
     done = "the devices run here";
   } else {
+    // A destination's devices may hold the VM's loaded state, which a reset
+    // may keep: they stop instead (StandDown).
     for (size_t i = 0; i < devices_.size(); ++i) {
       if (devices_[i] == nullptr) continue;
-      if (absl::Status s = ResetDevice(job_.get(), i, devices_[i]); !s.ok()) {
+      if (absl::Status s = StandDown(job_.get(), i, devices_[i]); !s.ok()) {
         failed.push_back(std::string(s.message()));
       }
     }
-    done = "the devices run on the source: reset here";
+    done =
+        "the devices run on the source: stopped here (what loaded the VM's "
+        "state stays in STOP, the rest was reset)";
   }
   std::string notice = absl::StrCat("resolved: ", how, "; ", done);
   if (!failed.empty()) {

@@ -159,6 +159,7 @@ absl::StatusOr<std::shared_ptr<Job>> JobTable::Resolve(
   std::shared_ptr<Job> job;
   std::shared_ptr<InDoubt> in_doubt;
   SourceJob* source = nullptr;
+  std::shared_ptr<DestinationJob> destination;
   {
     absl::MutexLock lock(&mu_);
     auto it = jobs_.find(id);
@@ -171,12 +172,15 @@ absl::StatusOr<std::shared_ptr<Job>> JobTable::Resolve(
     in_doubt = it->second.in_doubt;
     // Source jobs live as long as the table.
     source = it->second.source.get();
+    destination = it->second.destination;
   }
   absl::Status s;
   if (in_doubt != nullptr) {
     s = in_doubt->Resolve(resolution, who);
   } else if (source != nullptr) {
     s = source->Resolve(resolution, who);
+  } else if (destination != nullptr) {
+    s = destination->Resolve(resolution, who);
   } else {
     s = base::Error(absl::StatusCode::kFailedPrecondition,
                     v1::ERROR_REASON_NOT_IN_DOUBT,
