@@ -1,0 +1,94 @@
+/* Plugins for the loader's tests, one source built several ways:
+ *   TEST_NAME        the plugin's name (a string literal)
+ *   TEST_ABI         the ABI version its table claims
+ *   TEST_OLD_TABLE   the table ends at `claim`, as a plugin built against
+ *                    the first header would have it
+ *   TEST_NO_ENTRY    exports no entry point
+ *   TEST_SCORE       what claim answers for a device whose backend is
+ *                    "emulated" (0 for any other)
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "migd/plugin.h"
+
+#ifndef TEST_SCORE
+#define TEST_SCORE 100
+#endif
+#ifndef TEST_ABI
+#define TEST_ABI MIGD_PLUGIN_ABI_VERSION
+#endif
+
+static int test_claim(void *context, const struct migd_device_info *device) {
+  (void)context;
+  return strcmp(device->backend, "emulated") == 0 ? TEST_SCORE : 0;
+}
+
+static int test_describe(void *context, const struct migd_device_info *device,
+                         struct migd_bytes *descriptor,
+                         struct migd_text summary, struct migd_text error) {
+  (void)context;
+  (void)error;
+  const char *params = device->parameters ? device->parameters : "";
+  size_t n = strlen(params);
+  descriptor->length = n;
+  if (n > descriptor->capacity) return -ENOSPC;
+  memcpy(descriptor->data, params, n);
+  snprintf(summary.data, summary.capacity, "parameters \"%s\"", params);
+  return 0;
+}
+
+static int test_check(void *context, const struct migd_device_info *device,
+                      const uint8_t *descriptor, size_t length,
+                      struct migd_verdict *verdict, struct migd_text error) {
+  (void)context;
+  (void)error;
+  const char *mine = device->parameters ? device->parameters : "";
+  if (length == strlen(mine) && memcmp(descriptor, mine, length) == 0) {
+    verdict->compatible = 1;
+    return 0;
+  }
+  verdict->compatible = 0;
+  snprintf(verdict->field.data, verdict->field.capacity, "parameters");
+  snprintf(verdict->source_value.data, verdict->source_value.capacity,
+           "%.*s", (int)length, (const char *)descriptor);
+  snprintf(verdict->destination_value.data,
+           verdict->destination_value.capacity, "%s", mine);
+  return 0;
+}
+
+#ifdef TEST_OLD_TABLE
+/* The first members only: what an older header had. */
+struct old_table {
+  uint32_t abi_version;
+  uint32_t struct_size;
+  const char *name;
+  const char *version;
+  const char *description;
+  int (*create)(const struct migd_host *, void **, struct migd_text);
+  void (*destroy)(void *);
+  int (*claim)(void *, const struct migd_device_info *);
+};
+static const struct old_table kTable = {
+    TEST_ABI, sizeof(struct old_table), TEST_NAME, "0.1", "an older plugin",
+    NULL, NULL, test_claim};
+#else
+static const struct migd_plugin kTable = {
+    .abi_version = TEST_ABI,
+    .struct_size = sizeof(struct migd_plugin),
+    .name = TEST_NAME,
+    .version = "0.1",
+    .description = "a plugin for the loader's tests",
+    .claim = test_claim,
+    .describe = test_describe,
+    .check = test_check,
+};
+#endif
+
+#ifndef TEST_NO_ENTRY
+const struct migd_plugin *migd_plugin_entry(void) {
+  return (const struct migd_plugin *)&kTable;
+}
+#endif
