@@ -35,7 +35,6 @@ using vfio::MigState;
 using vfio::MigStateName;
 
 constexpr char kMagic[8] = {'M', 'I', 'G', 'D', 'E', 'M', 'U', '1'};
-constexpr uint32_t kStreamVersion = 1;
 constexpr uint8_t kRecordPage = 1;
 constexpr uint8_t kRecordEnd = 2;
 constexpr size_t kHeaderBytes = 8 + 4 + 8;
@@ -298,6 +297,10 @@ absl::Status ValidateEmulatedDeviceConfig(const EmulatedDeviceConfig& config) {
                      "\" is not [A-Za-z0-9._:-]{1,64}"));
   }
   const std::string who = absl::StrCat("emulated device ", config.name, ": ");
+  if (config.state_format == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(who, "state_format must be > 0"));
+  }
   if (config.state_size == 0 ||
       config.state_size > EmulatedDevice::kMaxStateSize) {
     return absl::InvalidArgumentError(
@@ -861,7 +864,7 @@ bool EmulatedDevice::Core::NextItemLocked(SaveSession& s) {
     s.header_queued = true;
     s.item = SaveSession::Item::kHeader;
     std::memcpy(s.prefix, kMagic, 8);
-    PutU32(&s.prefix[8], kStreamVersion);
+    PutU32(&s.prefix[8], config_.state_format);
     PutU64(&s.prefix[12], config_.state_size);
     s.prefix_len = kHeaderBytes;
     s.payload_len = 0;
@@ -1095,11 +1098,11 @@ absl::Status EmulatedDevice::Core::ParseFixedLocked() {
                 absl::string_view(reinterpret_cast<const char*>(p), 8)),
             "\" (want \"MIGDEMU1\": not an emulated device's stream)"));
       }
-      const uint32_t version = GetU32(p + 8);
-      if (version != kStreamVersion) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unsupported stream version ", version,
-                         " (this device reads version ", kStreamVersion, ")"));
+      const uint32_t format = GetU32(p + 8);
+      if (format != config_.state_format) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "stream of state format ", format, " (this device reads format ",
+            config_.state_format, ")"));
       }
       const uint64_t size = GetU64(p + 12);
       if (size != config_.state_size) {

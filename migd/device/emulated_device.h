@@ -12,7 +12,7 @@
 // tested separately in the VM tier.
 //
 // Stream format (the device's own; opaque to migd; little-endian):
-//   header  "MIGDEMU1" | u32 version (1) | u64 state_size
+//   header  "MIGDEMU1" | u32 format (state_format) | u64 state_size
 //   PAGE    u8 1 | u64 offset | u32 length | length bytes of content
 //   END     u8 2 | u32 CRC32C of the whole content | u64 state_size
 // PAGE records may repeat an offset (a page re-sent after the device dirtied
@@ -91,6 +91,11 @@ struct EmulatedDeviceConfig {
   uint64_t state_size = uint64_t{1} << 20;
   // Selects the content; equal (seed, state_size) give equal content.
   uint64_t seed = 0;
+  // The version of the stream format this device writes and reads, > 0: a
+  // device loads only a stream of its own format (a firmware that changed
+  // its state layout, as real devices do). Plugins compare it before any
+  // state moves.
+  uint32_t state_format = 1;
   // VFIO_MIGRATION_* bits; must include STOP_COPY.
   vfio::MigFlags flags = vfio::kMigStopCopy | vfio::kMigP2P;
 

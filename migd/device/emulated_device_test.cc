@@ -491,6 +491,23 @@ TEST_F(LoadValidation, RejectsAnotherStateSize) {
   EXPECT_EQ(StateOf(*big), MigState::kError);
 }
 
+// A device loads only a stream of its own state format, as a device whose
+// firmware changed its state layout would.
+TEST_F(LoadValidation, RejectsAnotherStateFormat) {
+  EmulatedDeviceConfig c;
+  c.name = "dst";
+  c.state_size = kSize;
+  c.seed = 3;
+  c.state_format = 2;
+  auto newer = EmulatedDevice::Create(c);
+  ASSERT_TRUE(newer.ok()) << newer.status();
+  const LoadResult r = Load(**newer, bytes_);
+  EXPECT_EQ(r.arc.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.arc.message(),
+            "device dst: RESUMING -> STOP: stream of state format 1 (this "
+            "device reads format 2)");
+}
+
 TEST_F(LoadValidation, RejectsAFlippedContentByte) {
   bytes_[20 + 13 + 1000] ^= 0xff;  // header, first PAGE header, content
   ExpectRejected(bytes_, absl::StatusCode::kDataLoss, "CRC32C");

@@ -207,6 +207,13 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
       absl::StatusOr<uint64_t> v = ParseSeed(value);
       if (v.ok()) config.seed = *v;
       status = v.status();
+    } else if (key == "format") {
+      uint32_t v = 0;
+      if (!absl::SimpleAtoi(value, &v) || v == 0) {
+        status = absl::InvalidArgumentError("want a positive integer");
+      } else {
+        config.state_format = v;
+      }
     } else if (key == "flags") {
       absl::StatusOr<vfio::MigFlags> v = ParseFlags(value);
       if (v.ok()) config.flags = *v;
@@ -258,7 +265,7 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
     } else {
       return BadToken(
           token,
-          "unknown key (want size, seed, flags, fail_arc, "
+          "unknown key (want size, seed, format, flags, fail_arc, "
           "slow_arc, corrupt_stream_at, fail_read, dirty_rate, dma_rate, "
           "dma_write_log, dma_logging)");
     }

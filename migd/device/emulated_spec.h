@@ -4,7 +4,8 @@
 // an operator (or a loopback test) can describe a device, including its fault
 // knobs, in one line:
 //
-//   emulated NAME [size=64MiB] [seed=N] [flags=STOP_COPY|P2P|PRE_COPY]
+//   emulated NAME [size=64MiB] [seed=N] [format=N]
+//                 [flags=STOP_COPY|P2P|PRE_COPY]
 //                 [fail_arc=STOP>STOP_COPY] [slow_arc=RESUMING>STOP@2s]
 //                 [corrupt_stream_at=N]
 //                 [fail_read=ENODEV@N]

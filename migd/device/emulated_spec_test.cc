@@ -97,6 +97,13 @@ TEST(ParseEmulatedDeviceLine, DirtyRateIsASizePerSecond) {
   EXPECT_EQ(ParseEmulatedDeviceLine("emulated e dirty_rate=0")->dirty_rate, 0u);
 }
 
+TEST(ParseEmulatedDeviceLine, FormatIsThePositiveStateFormat) {
+  EXPECT_EQ(ParseEmulatedDeviceLine("emulated e")->state_format, 1u);
+  EXPECT_EQ(ParseEmulatedDeviceLine("emulated e format=3")->state_format, 3u);
+  EXPECT_FALSE(ParseEmulatedDeviceLine("emulated e format=0").ok());
+  EXPECT_FALSE(ParseEmulatedDeviceLine("emulated e format=x").ok());
+}
+
 TEST(ParseEmulatedDeviceLine, DecimalSeed) {
   EXPECT_EQ(
       ParseEmulatedDeviceLine("emulated e seed=18446744073709551615")->seed,
