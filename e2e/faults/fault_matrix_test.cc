@@ -101,6 +101,15 @@ constexpr int kPhaseTimeoutSeconds = 3;
 constexpr char kSlowRate[] = "16mbit";
 constexpr char kSlowState[] = "16MiB";
 constexpr char kSmallState[] = "256KiB";
+// Two devices of this fit whole in the source's buffers (16 MiB), and take
+// ~4 s at kSlowRate: the source has queued everything long before it
+// arrives.
+constexpr char kQueuedState[] = "4MiB";
+// How soon the source must notice a cut while it waits for the destination
+// and sends nothing: a few phase timeouts, not the 60 s its wait for the
+// switchover acknowledgement would last.
+constexpr absl::Duration kNoticeCutWithin =
+    absl::Seconds(4 * kPhaseTimeoutSeconds);
 // DestinationJournalFullAtResuming: the destination journal's first failing
 // record (Journal's fail_after_records), counted from its start.
 constexpr int kJournalFailAfter = 6;  // see that test
@@ -736,6 +745,44 @@ TEST_F(FaultMatrixTest, NetworkCutInPreCopy) {
   Finish("pre-copy", "network cut");
 }
 
+// A cut once the source queued all its pre-copy data: its buffers hold the
+// whole state (kQueuedState) and the slow link still carries it, so the
+// source waits for the destination's acknowledgements and sends nothing.
+// Only the keepalive pings on its connections find the partition; the wait
+// for the acknowledgements would end it 60 s later.
+TEST_F(FaultMatrixTest, NetworkCutInPreCopyAllQueued) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kQueuedState, 1)));
+  ASSERT_TRUE(topology_->Shape(kSlowRate).ok());
+  ASSERT_NO_FATAL_FAILURE(Migrate());
+  // The first pass queued every device's initial data and its
+  // INITIAL_DATA_END marker.
+  absl::StatusOr<Migration> queued = WaitForPhase(
+      source_->stub(), job_,
+      [](const Migration& m) {
+        return m.phase() == v1::PHASE_PRE_COPY && m.precopy().iteration() >= 1;
+      },
+      absl::Now() + kSettleTimeout);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  for (const v1::DeviceProgress& d : queued->devices()) {
+    ASSERT_FALSE(d.initial_data_acked())
+        << d.device() << " was acknowledged before the cut: the link is "
+        << "too fast for this case";
+  }
+  ASSERT_TRUE(topology_->Partition().ok());
+  const absl::Time cut = absl::Now();
+  absl::StatusOr<Migration> ended =
+      WaitForEnd(source_->stub(), job_, cut + kNoticeCutWithin);
+  ASSERT_TRUE(ended.ok()) << "the source did not notice the cut within "
+                          << kNoticeCutWithin << ": " << ended.status();
+  std::cerr << "the source's job ended "
+            << absl::FormatDuration(
+                   absl::Trunc(absl::Now() - cut, absl::Milliseconds(100)))
+            << " after the cut\n";
+  ASSERT_NO_FATAL_FAILURE(Settle(destination_));
+  ASSERT_TRUE(topology_->Heal().ok());
+  Finish("pre-copy, all queued", "network cut");
+}
+
 TEST_F(FaultMatrixTest, NetworkCutInStopCopy) {
   ASSERT_NO_FATAL_FAILURE(StartPair(SlowDevices()));
   ASSERT_TRUE(topology_->Shape(kSlowRate).ok());
@@ -968,11 +1015,13 @@ TEST(FaultMatrixDoc, ListsExactlyTheCasesThisTestRuns) {
       "resuming / kill -9 destination",
       "connecting / network cut",
       "pre-copy / network cut",
+      "pre-copy, all queued / network cut",
       "stop-copy / network cut",
       "after commit / network cut",
       "pre-copy / 30% loss to destination",
       "pre-copy / 100 ms delay",
       "prepared / destination journal full",
+      "resuming / destination journal full",
   };
   ASSERT_OK_AND_ASSIGN(std::vector<Row> doc, DocRows());
   std::vector<std::string> keys;

@@ -1020,6 +1020,53 @@ TEST_P(CorruptedDeviceStreamTest, DestinationRejectsIt) {
                 v1::DEVICE_STATE_RUNNING);
 }
 
+// The destination gives up on its own: its source says nothing for longer than
+// the destination's idle timeout (1 s here), while a source device takes 4 s
+// to stop initiating P2P before the stop-copy. The destination cancels the
+// session; the source reports the destination's cause (FAILED, TIMEOUT, in
+// the destination's words), not a cancel nobody asked for.
+TEST_F(MigrationTest, ADestinationThatTimesOutFailsTheSourceWithItsCause) {
+  source_ = StartAgent(
+      "source", {},
+      "emulated emu0 size=4MiB seed=1 slow_arc=RUNNING>RUNNING_P2P@4s\n");
+  ASSERT_NE(source_, nullptr);
+  std::vector<std::string> destination_flags = EmulatedFlags(1, "4MiB", 2);
+  destination_flags.push_back("--phase_timeout_seconds=1");
+  destination_ = StartAgent("destination", destination_flags);
+  ASSERT_NE(destination_, nullptr);
+  const std::vector<std::string> names = EmuNames(1);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  const std::string job = "job-destination-timed-out";
+  ASSERT_NO_FATAL_FAILURE(BeginMigration(job, SameNames(names)));
+  ASSERT_OK_AND_ASSIGN(Migration destination_end, WaitEnd(destination_, job));
+  ASSERT_OK_AND_ASSIGN(Migration source_end, WaitEnd(source_, job));
+
+  for (const Migration* end : {&destination_end, &source_end}) {
+    SCOPED_TRACE(v1::Role_Name(end->role()));
+    EXPECT_EQ(v1::Phase_Name(end->phase()), v1::Phase_Name(v1::PHASE_FAILED))
+        << end->ShortDebugString();
+    EXPECT_EQ(ReasonName(end->failure().reason()),
+              ReasonName(v1::ERROR_REASON_TIMEOUT))
+        << end->failure().message();
+    EXPECT_TRUE(absl::StrContains(end->failure().message(),
+                                  "source sent nothing for 1s"))
+        << end->failure().message();
+  }
+  // The source says whose cause it is.
+  EXPECT_TRUE(absl::StrContains(source_end.failure().message(),
+                                "the destination ended the session"))
+      << source_end.failure().message();
+
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ExpectDevices("source", source_after, names, v1::DEVICE_STATE_RUNNING,
+                &source_before);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  ExpectDevices("destination", destination_after, names,
+                v1::DEVICE_STATE_RUNNING);
+}
+
 TEST_F(MigrationTest, FailedSourceArcIsDeviceErrorAndEveryDeviceRuns) {
   source_ = StartAgent("source", {},
                        "emulated emu0 size=4MiB seed=1\n"

@@ -6,7 +6,9 @@
 // a data stream that stops without its STREAM_END, a STREAM_END that
 // miscounts, a control header on the data method. Each must fail with the
 // reason the source reads back, and a failed destination job must leave its
-// device reset and free. Also the agent's limits on data streams: a stream
+// device reset and free. A destination that gives up on a session (a failed
+// stream, a silent source) tells the source why on the control stream before
+// it cancels the call. Also the agent's limits on data streams: a stream
 // that never sends its header is ended, and streams beyond the cap are
 // refused.
 //
@@ -19,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -98,12 +101,17 @@ v1::TransferRequest Chunk(uint64_t sequence, uint64_t offset,
 class TransferProtocolTest : public AgentTest {
  protected:
   void SetUp() override {
-    destination_ = StartAgent(
-        "destination", {"--emulated_devices=emu0", "--emulated_state_size=1MiB",
-                        "--emulated_seed=2"});
+    std::vector<std::string> args = {"--emulated_devices=emu0",
+                                     "--emulated_state_size=1MiB",
+                                     "--emulated_seed=2"};
+    for (const std::string& arg : ExtraArgs()) args.push_back(arg);
+    destination_ = StartAgent("destination", std::move(args));
     ASSERT_NE(destination_, nullptr);
     ASSERT_OK_AND_ASSIGN(channel_, DialAsSource(*destination_));
   }
+
+  // More flags for the destination agent.
+  virtual std::vector<std::string> ExtraArgs() const { return {}; }
 
   void TearDown() override {
     // An open connection holds up the agent's shutdown, which AgentTest
@@ -225,6 +233,103 @@ TEST_F(TransferProtocolTest,
   EXPECT_EQ(ReasonName(closed), ReasonName(v1::ERROR_REASON_STREAM_CORRUPTED))
       << closed;
   ExpectDestinationFailed(v1::ERROR_REASON_STREAM_CORRUPTED, "STREAM_END");
+}
+
+// The other streams of a session are cancelled when one fails; the control
+// stream says why first, so a source that sees the cancel there (or on
+// another data stream) still reports the failing stream's cause.
+TEST_F(TransferProtocolTest, AFailedDataStreamsCauseReachesTheControlStream) {
+  ASSERT_NO_FATAL_FAILURE(Prepare("job-cause-on-control"));
+  ASSERT_NO_FATAL_FAILURE(OpenSession());
+  absl::Status sent = data_->Send(Chunk(0, 0, "MIGDEMU1"));
+  ASSERT_TRUE(sent.ok()) << sent;
+  v1::TransferRequest end;
+  end.mutable_marker()->set_kind(v1::PhaseMarker::STREAM_END);
+  end.mutable_marker()->set_sequence(1);
+  end.mutable_marker()->set_total_bytes(4096);  // 8 were sent
+  sent = data_->Send(end);
+  ASSERT_TRUE(sent.ok()) << sent;
+  ASSERT_TRUE(control_->AwaitEnd(kRpcTimeout))
+      << "the destination did not end the control stream";
+
+  const absl::Status said = control_->DestinationAbort(kRpcTimeout);
+  EXPECT_EQ(ReasonName(said), ReasonName(v1::ERROR_REASON_STREAM_CORRUPTED))
+      << said;
+  EXPECT_TRUE(absl::StrContains(said.message(), "data stream 1")) << said;
+  // What the source's next message on the control stream returns.
+  v1::TransferRequest marker;
+  marker.mutable_marker()->set_kind(v1::PhaseMarker::STOP_COPY);
+  const absl::Status control = control_->Send(marker);
+  EXPECT_EQ(ReasonName(control), ReasonName(v1::ERROR_REASON_STREAM_CORRUPTED))
+      << control;
+  ExpectDestinationFailed(v1::ERROR_REASON_STREAM_CORRUPTED, "STREAM_END");
+}
+
+// A destination that waits one second for a silent source.
+class TransferIdleTest : public TransferProtocolTest {
+ protected:
+  std::vector<std::string> ExtraArgs() const override {
+    return {"--phase_timeout_seconds=1"};
+  }
+};
+
+// The destination gives up on a source that sent nothing for its idle
+// timeout, and ends the call by cancelling it: the status it would return
+// never reaches the source, so its cause comes first, on the control stream.
+TEST_F(TransferIdleTest, ASilentSourceIsToldTheDestinationTimedOut) {
+  ASSERT_NO_FATAL_FAILURE(Prepare("job-silent-source"));
+  grpc::internal::RpcMethod method(transfer::kTransferMethod,
+                                   grpc::internal::RpcMethod::BIDI_STREAMING,
+                                   channel_);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  std::unique_ptr<
+      grpc::ClientReaderWriter<grpc::ByteBuffer, v1::TransferResponse>>
+      call(grpc::internal::ClientReaderWriterFactory<
+           grpc::ByteBuffer, v1::TransferResponse>::Create(channel_.get(),
+                                                           method, &context));
+  v1::TransferRequest request;
+  *request.mutable_header() = Header(0);
+  ASSERT_TRUE(call->Write(transfer::EncodeRequest(request, nullptr)));
+  v1::TransferResponse response;
+  ASSERT_TRUE(call->Read(&response));
+  ASSERT_TRUE(response.has_accepted()) << response.ShortDebugString();
+
+  // Then nothing is sent, and the next answer is the destination's cause.
+  ASSERT_TRUE(call->Read(&response)) << "the session ended without a cause";
+  ASSERT_TRUE(response.has_aborted()) << response.ShortDebugString();
+  EXPECT_EQ(response.aborted().reason(), ReasonName(v1::ERROR_REASON_TIMEOUT));
+  EXPECT_EQ(response.aborted().code(),
+            static_cast<int>(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_TRUE(absl::StrContains(response.aborted().message(),
+                                "source sent nothing for 1s"))
+      << response.aborted().message();
+  // The call ends cancelled, as it did before the cause was sent.
+  EXPECT_FALSE(call->Read(&response)) << response.ShortDebugString();
+  EXPECT_EQ(call->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  ExpectDestinationFailed(v1::ERROR_REASON_TIMEOUT,
+                          "source sent nothing for 1s");
+}
+
+// The same session through TransferClient, as a source agent runs it: the
+// failure it reports is the destination's, TIMEOUT, not a cancel.
+TEST_F(TransferIdleTest, ASilentSourceReportsTheDestinationsTimeout) {
+  ASSERT_NO_FATAL_FAILURE(Prepare("job-silent-client"));
+  ASSERT_NO_FATAL_FAILURE(OpenSession());
+  ASSERT_TRUE(control_->AwaitEnd(kRpcTimeout))
+      << "the destination did not end the session";
+  v1::TransferRequest marker;
+  marker.mutable_marker()->set_kind(v1::PhaseMarker::STOP_COPY);
+  const absl::Status s = control_->Send(marker);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_EQ(ReasonName(s), ReasonName(v1::ERROR_REASON_TIMEOUT)) << s;
+  EXPECT_TRUE(absl::StrContains(
+      s.message(),
+      "destination: the destination ended the session: source "
+      "sent nothing for 1s"))
+      << s;
+  ExpectDestinationFailed(v1::ERROR_REASON_TIMEOUT,
+                          "source sent nothing for 1s");
 }
 
 // TransferClient picks the method from stream_index, so this call is made by

@@ -152,7 +152,7 @@ void DestinationJob::ExpireToken() {
 
 absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
                                     const std::string& peer_identity,
-                                    std::function<void()> cancel_session) {
+                                    StreamCanceller cancel_session) {
   absl::MutexLock lock(&mu_);
   if (stage_ != Stage::kWaiting) {
     return base::Error(
@@ -225,7 +225,13 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
   }
   AddCanceller(0, std::move(cancel_session));
   DestinationJob* self = this;
-  job_->SetCanceller([self] { self->CancelStreams(); });
+  // CancelMigration: the session ends CANCELLED, which is the truth here.
+  job_->SetCanceller([self] {
+    self->CancelStreams(
+        /*except=*/-1,
+        base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
+                    "cancelled by request"));
+  });
   job_->SetPhase(v1::PHASE_STOP_COPY, "source attached");
   return absl::OkStatus();
 }
@@ -265,7 +271,7 @@ absl::Status DestinationJob::CheckToken(const v1::SessionHeader& header,
 
 absl::Status DestinationJob::AttachData(const v1::SessionHeader& header,
                                         const std::string& peer_identity,
-                                        std::function<void()> cancel_stream) {
+                                        StreamCanceller cancel_stream) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckToken(header, peer_identity, false); !s.ok()) {
     return s;
@@ -290,8 +296,7 @@ absl::Status DestinationJob::AttachData(const v1::SessionHeader& header,
   return absl::OkStatus();
 }
 
-void DestinationJob::AddCanceller(uint32_t stream,
-                                  std::function<void()> cancel) {
+void DestinationJob::AddCanceller(uint32_t stream, StreamCanceller cancel) {
   absl::MutexLock lock(&cancel_mu_);
   cancellers_[stream] = std::move(cancel);
 }
@@ -301,10 +306,10 @@ void DestinationJob::StreamGone(uint32_t index) {
   cancellers_.erase(index);
 }
 
-void DestinationJob::CancelStreams(int except) {
+void DestinationJob::CancelStreams(int except, const absl::Status& why) {
   absl::MutexLock lock(&cancel_mu_);
   for (const auto& [stream, cancel] : cancellers_) {
-    if (static_cast<int>(stream) != except) cancel();
+    if (static_cast<int>(stream) != except) cancel(why);
   }
 }
 
@@ -616,7 +621,7 @@ void DestinationJob::AbortLocked(const absl::Status& cause, int from_stream) {
   if (stage_ == Stage::kDone && job_->terminal()) return;
   if (in_doubt_ != nullptr) {
     // Complete left it IN_DOUBT: only Resolve ends it. The session ends.
-    CancelStreams(/*except=*/from_stream);
+    CancelStreams(/*except=*/from_stream, cause);
     return;
   }
   stage_ = Stage::kDone;
@@ -627,7 +632,8 @@ void DestinationJob::AbortLocked(const absl::Status& cause, int from_stream) {
   }
   base::LogWarning("job ", job_->id(),
                    ": aborting incoming migration: ", why.ToString());
-  CancelStreams(/*except=*/from_stream);  // the session ends with the job
+  // The session ends with the job; the control stream tells the source why.
+  CancelStreams(/*except=*/from_stream, why);
   job_->SetPhase(
       v1::PHASE_ROLLING_BACK,
       absl::StrCat(commit_received_

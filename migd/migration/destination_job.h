@@ -88,17 +88,20 @@ class DestinationJob {
   // longer waiting (attached, ended: a token is used once);
   // INVALID_ARGUMENT (INCOMPATIBLE / PROTOCOL_ERROR) when the devices or
   // protocol do not match. A refused header changes nothing.
-  // `cancel_session` is how a later Cancel reaches the session's blocked
-  // read.
+  // `cancel_session` is how a later Cancel or abort reaches the session's
+  // blocked read; it gets the cause the job ends with (kCancelled with
+  // ERROR_REASON_CANCELLED for CancelMigration), which the control stream
+  // tells the source before it cancels the call.
+  using StreamCanceller = std::function<void(const absl::Status& why)>;
   absl::Status Attach(const v1::SessionHeader& header,
                       const std::string& peer_identity,
-                      std::function<void()> cancel_session);
+                      StreamCanceller cancel_session);
 
   // A data stream (header.stream_index 1..num_streams) of the attached
   // session presents itself: same token, same identity; each index once.
   absl::Status AttachData(const v1::SessionHeader& header,
                           const std::string& peer_identity,
-                          std::function<void()> cancel_stream);
+                          StreamCanceller cancel_stream);
 
   // A chunk that passed its stream's checks: held until it is next in its
   // device's order (waiting while the reorder buffer is full), then written
@@ -182,9 +185,9 @@ class DestinationJob {
   // The token expired: a job still waiting for its source ends (TIMEOUT)
   // and resets its devices.
   void ExpireToken();
-  void AddCanceller(uint32_t stream, std::function<void()> cancel);
-  // Cancels every stream of the session but `except`.
-  void CancelStreams(int except = -1);
+  void AddCanceller(uint32_t stream, StreamCanceller cancel);
+  // Cancels every stream of the session but `except`, telling each `why`.
+  void CancelStreams(int except, const absl::Status& why);
   // Writes every chunk of `device` that is next in order, or has the stream
   // already writing do it.
   absl::Status Drain(uint32_t device);
@@ -219,8 +222,7 @@ class DestinationJob {
   // Cancels the session's streams. Its own lock: Job::RequestCancel calls in
   // with the job's lock held, and mu_ is held while calling into the job.
   absl::Mutex cancel_mu_;
-  std::map<uint32_t, std::function<void()>> cancellers_
-      ABSL_GUARDED_BY(cancel_mu_);
+  std::map<uint32_t, StreamCanceller> cancellers_ ABSL_GUARDED_BY(cancel_mu_);
   absl::Time downtime_start_ ABSL_GUARDED_BY(mu_);
   absl::Time committed_ ABSL_GUARDED_BY(mu_);
   // COMMIT arrived: the devices may load and run the VM's state from now on.

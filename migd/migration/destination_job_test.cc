@@ -4,6 +4,7 @@
 #include "migd/migration/destination_job.h"
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "migd/base/reason.h"
 #include "migd/device/emulated_device.h"
 #include "migd/migration/commit.h"
 #include "migd/transfer/chunk_codec.h"
@@ -22,6 +24,9 @@ namespace migd::migration {
 namespace {
 
 constexpr uint64_t kStateBytes = 64 << 10;
+
+// The stream canceller of a session fed by hand: there is no call to cancel.
+void IgnoreCancel(const absl::Status&) {}
 
 std::unique_ptr<device::EmulatedDevice> Device(const std::string& name,
                                                uint64_t seed) {
@@ -97,11 +102,11 @@ v1::SessionHeader ControlHeader(const std::string& job_id,
 void AttachSession(DestinationJob& dj, const std::string& job_id,
                    uint32_t data_streams, const std::string& identity = "") {
   v1::SessionHeader h = ControlHeader(job_id, dj.token(), data_streams);
-  ASSERT_TRUE(dj.Attach(h, identity, [] {}).ok());
+  ASSERT_TRUE(dj.Attach(h, identity, IgnoreCancel).ok());
   h.clear_devices();
   for (uint32_t k = 1; k <= data_streams; ++k) {
     h.set_stream_index(k);
-    ASSERT_TRUE(dj.AttachData(h, identity, [] {}).ok());
+    ASSERT_TRUE(dj.AttachData(h, identity, IgnoreCancel).ok());
   }
 }
 
@@ -289,6 +294,85 @@ TEST(DestinationJobStreams, AStreamDoesNotWaitWhileAnotherWrites) {
   EXPECT_EQ(*inner->StateDigest(), *source->StateDigest());
 }
 
+// ---- What the streams are told when the job ends ------------------------
+
+// A session of one data stream whose cancellers record the cause each stream
+// was cancelled with: the control stream's handler tells it to the source.
+class DestinationJobCancelTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    destination_ = Device("dst0", 2);
+    job_ = std::make_shared<Job>("j1", v1::ROLE_DESTINATION, "source",
+                                 std::vector<DevicePair>{{"dst0", "src0"}});
+    auto dj = DestinationJob::Prepare(job_, {destination_.get()}, nullptr,
+                                      uint64_t{16} << 20, absl::Seconds(5));
+    ASSERT_TRUE(dj.ok()) << dj.status();
+    dj_ = *std::move(dj);
+    v1::SessionHeader h = ControlHeader("j1", dj_->token(), 1);
+    ASSERT_TRUE(dj_->Attach(h, "", Recorder(0)).ok());
+    h.clear_devices();
+    h.set_stream_index(1);
+    ASSERT_TRUE(dj_->AttachData(h, "", Recorder(1)).ok());
+  }
+
+  DestinationJob::StreamCanceller Recorder(uint32_t stream) {
+    return [this, stream](const absl::Status& why) {
+      absl::MutexLock l(&mu_);
+      told_[stream].push_back(why);
+    };
+  }
+
+  // The causes stream `stream` was cancelled with, in order.
+  std::vector<absl::Status> Told(uint32_t stream) {
+    absl::MutexLock l(&mu_);
+    return told_[stream];
+  }
+
+  std::unique_ptr<device::EmulatedDevice> destination_;
+  std::shared_ptr<Job> job_;
+  std::shared_ptr<DestinationJob> dj_;
+  absl::Mutex mu_;
+  std::map<uint32_t, std::vector<absl::Status>> told_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(DestinationJobCancelTest,
+       AFailedDataStreamsCauseReachesTheControlStream) {
+  const absl::Status cause = base::Error(
+      absl::StatusCode::kDataLoss, v1::ERROR_REASON_STREAM_CORRUPTED,
+      "data stream 1: chunk 3 fails its CRC32C");
+  dj_->Abort(cause, /*from_stream=*/1);
+  const std::vector<absl::Status> control = Told(0);
+  ASSERT_EQ(control.size(), 1u);
+  EXPECT_EQ(control[0], cause) << control[0];
+  EXPECT_EQ(base::ReasonOf(control[0]), v1::ERROR_REASON_STREAM_CORRUPTED);
+  // The failing stream answers with its cause itself.
+  EXPECT_TRUE(Told(1).empty());
+  EXPECT_EQ(job_->Snapshot().failure().reason(),
+            v1::ERROR_REASON_STREAM_CORRUPTED);
+}
+
+TEST_F(DestinationJobCancelTest, TheControlStreamsOwnFailureIsToldTheOthers) {
+  const absl::Status cause =
+      base::Error(absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_TIMEOUT,
+                  "source sent nothing for 3s");
+  dj_->Abort(cause, /*from_stream=*/0);
+  EXPECT_TRUE(Told(0).empty());
+  const std::vector<absl::Status> data = Told(1);
+  ASSERT_EQ(data.size(), 1u);
+  EXPECT_EQ(data[0], cause) << data[0];
+}
+
+// CANCELLED is what an operator's CancelMigration says, and only that.
+TEST_F(DestinationJobCancelTest, CancelMigrationTellsEveryStreamCancelled) {
+  dj_->Cancel();
+  for (uint32_t stream : {0u, 1u}) {
+    const std::vector<absl::Status> told = Told(stream);
+    ASSERT_EQ(told.size(), 1u) << "stream " << stream;
+    EXPECT_EQ(told[0].code(), absl::StatusCode::kCancelled) << told[0];
+    EXPECT_EQ(base::ReasonOf(told[0]), v1::ERROR_REASON_CANCELLED) << told[0];
+  }
+}
+
 // ---- The token's binding: identity, expiry, one use -------------------
 
 constexpr char kSource[] = "spiffe://migd.local/agent/agent-a";
@@ -318,7 +402,7 @@ TEST_F(DestinationJobTokenTest,
        ASessionFromAnotherIdentityIsRefusedAndChangesNothing) {
   ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
   absl::Status s =
-      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kOther, [] {});
+      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kOther, IgnoreCancel);
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
   EXPECT_NE(s.message().find(kOther), absl::string_view::npos) << s;
   EXPECT_EQ(job_->phase(), v1::PHASE_PREPARED);
@@ -330,7 +414,8 @@ TEST_F(DestinationJobTokenTest,
 
 TEST_F(DestinationJobTokenTest, ASessionWithoutIdentityIsRefused) {
   ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
-  absl::Status s = dj_->Attach(ControlHeader("j1", dj_->token(), 1), "", [] {});
+  absl::Status s =
+      dj_->Attach(ControlHeader("j1", dj_->token(), 1), "", IgnoreCancel);
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
   EXPECT_EQ(job_->phase(), v1::PHASE_PREPARED);
 }
@@ -338,21 +423,23 @@ TEST_F(DestinationJobTokenTest, ASessionWithoutIdentityIsRefused) {
 TEST_F(DestinationJobTokenTest, ADataStreamFromAnotherIdentityIsRefused) {
   ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
   ASSERT_TRUE(
-      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, [] {}).ok());
+      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, IgnoreCancel)
+          .ok());
   v1::SessionHeader data = ControlHeader("j1", dj_->token(), 1);
   data.clear_devices();
   data.set_stream_index(1);
-  absl::Status s = dj_->AttachData(data, kOther, [] {});
+  absl::Status s = dj_->AttachData(data, kOther, IgnoreCancel);
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
   // The slot is still free for the real source's stream.
-  EXPECT_TRUE(dj_->AttachData(data, kSource, [] {}).ok());
+  EXPECT_TRUE(dj_->AttachData(data, kSource, IgnoreCancel).ok());
 }
 
 TEST_F(DestinationJobTokenTest, AWrongTokenIsRefused) {
   ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
   std::string wrong = dj_->token();
   wrong.back() = wrong.back() == '0' ? '1' : '0';
-  absl::Status s = dj_->Attach(ControlHeader("j1", wrong, 1), kSource, [] {});
+  absl::Status s =
+      dj_->Attach(ControlHeader("j1", wrong, 1), kSource, IgnoreCancel);
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
   EXPECT_EQ(s.message().find(dj_->token()), absl::string_view::npos);
   EXPECT_EQ(job_->phase(), v1::PHASE_PREPARED);
@@ -362,7 +449,7 @@ TEST_F(DestinationJobTokenTest, ATokenIsUsedOnce) {
   ASSERT_NO_FATAL_FAILURE(Prepare(absl::Minutes(10)));
   ASSERT_NO_FATAL_FAILURE(AttachSession(*dj_, "j1", 1, kSource));
   absl::Status s =
-      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, [] {});
+      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, IgnoreCancel);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
 }
 
@@ -381,7 +468,7 @@ TEST_F(DestinationJobTokenTest, AnUnusedTokenExpiresAndTheJobResetsItsDevices) {
   EXPECT_EQ(record.failure().reason(), v1::ERROR_REASON_TIMEOUT);
   EXPECT_EQ(destination_->GetState().value(), vfio::MigState::kRunning);
   absl::Status s =
-      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, [] {});
+      dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, IgnoreCancel);
   EXPECT_FALSE(s.ok());
 }
 

@@ -4,6 +4,7 @@
 #include <iterator>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
@@ -24,6 +25,22 @@ using vfio::MigState;
 constexpr absl::Duration kQuietBeforeIdle = absl::Milliseconds(50);
 // How long a failing source waits for the destination to take its ABORT.
 constexpr absl::Duration kAbortGrace = absl::Seconds(2);
+
+// Whether gRPC closed the session's connection because the destination
+// stopped answering: a keepalive ping went unanswered ("keepalive watchdog
+// timeout"), or TCP gave up on sent data the destination never acknowledged
+// (ETIMEDOUT, "Connection timed out", from the TCP_USER_TIMEOUT that the
+// keepalive sets; see security::Keepalive). gRPC says so only in words, and
+// not always these: when a write sees the dead socket first, "Broken pipe",
+// which a destination that died and reset its connections causes too, so
+// that one is left as it is.
+constexpr char kStoppedAnswering[] =
+    "the destination stopped answering (a partition, or its host is down)";
+bool StoppedAnswering(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable &&
+         (absl::StrContains(s.message(), "keepalive") ||
+          absl::StrContains(s.message(), "Connection timed out"));
+}
 
 google::protobuf::Duration ToProto(absl::Duration d) {
   return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
@@ -245,7 +262,9 @@ absl::Status SourceJob::CommittedCause(const absl::Status& error) const {
                      " of COMMIT (", error.message(), ")"));
   }
   absl::Status cause = base::Annotate(
-      error, "COMMIT went out, the destination's completion did not come");
+      StoppedAnswering(error) ? base::Annotate(error, kStoppedAnswering)
+                              : error,
+      "COMMIT went out, the destination's completion did not come");
   // A cancelled stream after COMMIT is not a cancel of the job (a cancel
   // changes nothing after COMMIT): the destination went away.
   if (base::ReasonOf(cause) == v1::ERROR_REASON_CANCELLED) {
@@ -299,6 +318,12 @@ void SourceJob::StopResolving() {
 absl::Status SourceJob::Cause(const absl::Status& error) const {
   if (base::ReasonOf(error) == v1::ERROR_REASON_CANCELLED &&
       !job_->cancel_requested()) {
+    // A destination that gives up says why on the control stream before it
+    // cancels the session (a data stream may report the cancel first).
+    if (absl::Status said = client_->DestinationAbort(kAbortGrace);
+        !said.ok()) {
+      return said;
+    }
     // The destination cancels every stream when one fails; the failing data
     // stream carries the real cause.
     for (const auto& sender : senders_) {
@@ -322,6 +347,7 @@ absl::Status SourceJob::Cause(const absl::Status& error) const {
                      absl::FormatDuration(options_.phase_timeout), " (",
                      error.message(), ")"));
   }
+  if (StoppedAnswering(error)) return base::Annotate(error, kStoppedAnswering);
   return error;
 }
 

@@ -73,6 +73,9 @@ struct SourceJobOptions {
   uint32_t streams = 1;
   // A phase making no progress for this long fails the job.
   absl::Duration phase_timeout = absl::Seconds(60);
+  // How long Start waits for the destination to accept each stream's
+  // session (kDeadlineExceeded, TIMEOUT, after it). The agent sets it to
+  // the job's phase_timeout; the default is for other users of the class.
   absl::Duration handshake_timeout = absl::Seconds(10);
   ConvergencePolicy convergence;
   // DMA dirty tracking over these ranges (none when empty).
@@ -147,7 +150,9 @@ class SourceJob {
   void Interrupt();
   // Sends what the data streams hold and closes them.
   absl::Status CloseDataStreams();
-  // Why the job stopped: a cancel or timeout wins over the error it caused.
+  // Why the job stopped: a cancel or timeout wins over the error it caused;
+  // a session the destination cancelled (not asked to by an operator) ends
+  // with the cause the destination gave, not as a cancel.
   absl::Status Cause(const absl::Status& error) const;
   void Rollback();
   void Finalize();

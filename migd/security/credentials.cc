@@ -1,10 +1,12 @@
 #include "migd/security/credentials.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "grpc/grpc.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
 #include "grpcpp/security/tls_credentials_options.h"
@@ -32,12 +34,12 @@ class IdentityVerifier final : public gx::ExternalCertificateVerifier {
     if (std::find(names.begin(), names.end(), expected_) != names.end()) {
       *sync_status = grpc::Status::OK;
     } else {
-      *sync_status = grpc::Status(
-          grpc::StatusCode::UNAUTHENTICATED,
-          absl::StrCat("the server's certificate names ",
-                       names.empty() ? "no identity"
-                                     : absl::StrJoin(names, ", "),
-                       ", not the expected ", expected_));
+      *sync_status =
+          grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                       absl::StrCat("the server's certificate names ",
+                                    names.empty() ? "no identity"
+                                                  : absl::StrJoin(names, ", "),
+                                    ", not the expected ", expected_));
     }
     return true;  // decided synchronously
   }
@@ -57,6 +59,20 @@ void ApplyBulkServerArguments(grpc::ServerBuilder& builder) {
   // A fixed window bounds what gRPC buffers per stream while the
   // destination's reorder buffer makes a stream wait (see Dial).
   builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
+  // A source pings the connection of a job it waits on (Dial's keepalive)
+  // as often as every kMinKeepaliveInterval while this side sends it
+  // nothing: while it waits for an acknowledgement, or for the completion
+  // while this agent loads. gRPC's default policy counts a ping within 5
+  // minutes of the last one, with no data sent in between, as a strike, and
+  // the third strike ends the connection with GOAWAY (too_many_pings),
+  // failing the job. A keepalive ping comes at least its interval after the
+  // previous one was answered, so half the shortest interval leaves room for
+  // timer slack, while a client pinging faster than any source does still
+  // gets its strikes.
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(kMinKeepaliveInterval / 2)));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
 }
 
 std::shared_ptr<Credentials> Credentials::Insecure() {
@@ -116,8 +132,22 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials::ChannelCredentials(
 
 std::shared_ptr<grpc::Channel> Credentials::Dial(
     const std::string& address, const std::string& expected_identity,
-    ChannelUse use) const {
+    ChannelUse use, const Keepalive& keepalive) const {
   grpc::ChannelArguments args;
+  if (keepalive.interval > absl::ZeroDuration()) {
+    // gRPC takes int milliseconds.
+    auto ms = [](absl::Duration d, absl::Duration at_least) {
+      return static_cast<int>(absl::ToInt64Milliseconds(std::clamp(
+          d, at_least, absl::Milliseconds(std::numeric_limits<int>::max()))));
+    };
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+                ms(keepalive.interval, kMinKeepaliveInterval));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                ms(keepalive.timeout, absl::Milliseconds(1)));
+    // The default allows 2 pings, then none until data is sent: a source
+    // waiting for an acknowledgement sends nothing for as long as it waits.
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  }
   if (use == ChannelUse::kBulk) {
     args.SetMaxSendMessageSize(kMaxTransferMessageBytes);
     args.SetMaxReceiveMessageSize(kMaxTransferMessageBytes);
@@ -128,8 +158,8 @@ std::shared_ptr<grpc::Channel> Credentials::Dial(
     // Each job gets its own connection: a stalled job must not slow another.
     args.SetInt("grpc.use_local_subchannel_pool", 1);
   }
-  return grpc::CreateCustomChannel(
-      address, ChannelCredentials(expected_identity), args);
+  return grpc::CreateCustomChannel(address,
+                                   ChannelCredentials(expected_identity), args);
 }
 
 }  // namespace migd::security

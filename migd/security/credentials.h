@@ -46,7 +46,33 @@ enum class ChannelUse {
 // Largest message either side of a transfer accepts (a chunk plus its header).
 inline constexpr int kMaxTransferMessageBytes = 16 << 20;
 
-// The server-side half of kBulk, for a server that also serves transfers.
+// How a channel notices a connection whose peer stopped answering (a
+// partition, a host that is down): a partition fails no call by itself, as
+// TCP retransmits for many minutes and a call that only waits for an answer
+// sends nothing that could fail.
+struct Keepalive {
+  // A connection with calls open from which nothing was read for this long
+  // is pinged (at least kMinKeepaliveInterval). Zero: never (gRPC's
+  // default).
+  absl::Duration interval;
+  // The connection is closed, and its calls fail with UNAVAILABLE, when the
+  // ping is not answered within this long, or when the peer's TCP leaves
+  // sent data unacknowledged for as long (TCP_USER_TIMEOUT, which gRPC sets
+  // to this; it bounds a connect too). A peer that is busy but alive
+  // answers from its gRPC transport whatever its handlers do; but the ping
+  // queues behind the data already sent, so this must be longer than the
+  // link takes to drain what is queued for it.
+  absl::Duration timeout;
+};
+
+// The shortest Keepalive::interval Dial uses (a shorter one is raised to
+// it). The server side of kBulk accepts pings this often, so that a client's
+// own keepalive never costs its connection a GOAWAY.
+inline constexpr absl::Duration kMinKeepaliveInterval = absl::Seconds(1);
+
+// The server-side half of kBulk, for a server that also serves transfers:
+// large messages, the fixed window, and a ping policy that accepts Dial's
+// keepalive pings.
 void ApplyBulkServerArguments(grpc::ServerBuilder& builder);
 
 class Credentials {
@@ -73,18 +99,18 @@ class Credentials {
   std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(
       const std::string& expected_identity) const;
 
-  // A channel to `address` ("host:port") with these credentials and the
-  // tuning of `use`.
+  // A channel to `address` ("host:port") with these credentials, the
+  // tuning of `use`, and `keepalive` (none by default).
   std::shared_ptr<grpc::Channel> Dial(const std::string& address,
                                       const std::string& expected_identity,
-                                      ChannelUse use) const;
+                                      ChannelUse use,
+                                      const Keepalive& keepalive = {}) const;
 
  private:
   Credentials() = default;
 
   TlsFiles files_;
-  std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider>
-      provider_;
+  std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> provider_;
 };
 
 }  // namespace migd::security

@@ -6,15 +6,21 @@
 
 #include <stdio.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
+#include "grpc/grpc.h"
+#include "grpc/support/alloc.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -73,11 +79,12 @@ class AnswerEverything final : public grpc::CallbackGenericService {
 };
 
 // The agent's side: serves `files` (reloaded every second) and authorizes
-// with the CA and policy of `pki`.
+// with the CA and policy of `pki`; with `bulk`, with the agent's
+// ApplyBulkServerArguments too.
 class TestServer {
  public:
   static absl::StatusOr<std::unique_ptr<TestServer>> Start(
-      const TestPki& pki, const TlsFiles& files) {
+      const TestPki& pki, const TlsFiles& files, bool bulk = false) {
     absl::StatusOr<std::shared_ptr<Credentials>> creds =
         Credentials::Tls(files, absl::Seconds(1));
     if (!creds.ok()) return creds.status();
@@ -94,6 +101,7 @@ class TestServer {
             *std::move(trust), *std::move(policy))),
         &s->port_);
     builder.RegisterCallbackGenericService(&s->service_);
+    if (bulk) ApplyBulkServerArguments(builder);
     s->server_ = builder.BuildAndStart();
     if (s->server_ == nullptr || s->port_ == 0) {
       return absl::InternalError("the test server did not start");
@@ -109,6 +117,7 @@ class TestServer {
   std::string Address(const std::string& host = "127.0.0.1") const {
     return host + ":" + std::to_string(port_);
   }
+  int port() const { return port_; }
 
  private:
   TestServer() = default;
@@ -116,6 +125,86 @@ class TestServer {
   AnswerEverything service_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
+};
+
+// The keepalive pings that client connections to 127.0.0.1:`port` sent, as
+// channelz counts them (its JSON, read as text), summed.
+int64_t KeepalivesSentTo(int port) {
+  auto take = [](char* json) {
+    std::string text = json == nullptr ? "" : json;
+    gpr_free(json);
+    return text;
+  };
+  auto ids = [](const std::string& json, const std::string& key) {
+    std::vector<intptr_t> out;
+    const std::string prefix = "\"" + key + "\":\"";
+    for (size_t at = json.find(prefix); at != std::string::npos;
+         at = json.find(prefix, at + 1)) {
+      out.push_back(std::stoll(json.substr(at + prefix.size())));
+    }
+    return out;
+  };
+  int64_t sent = 0;
+  const std::string target = absl::StrCat("127.0.0.1:", port);
+  const std::string channels = take(grpc_channelz_get_top_channels(0));
+  for (intptr_t subchannel : ids(channels, "subchannelId")) {
+    const std::string sub = take(grpc_channelz_get_subchannel(subchannel));
+    if (sub.find(target) == std::string::npos) continue;
+    for (intptr_t socket : ids(sub, "socketId")) {
+      std::vector<intptr_t> n =
+          ids(take(grpc_channelz_get_socket(socket)), "keepAlivesSent");
+      if (!n.empty()) sent += n.front();
+    }
+  }
+  return sent;
+}
+
+// A bidirectional call that sends nothing until told to, so that its
+// connection is idle with a call open.
+class IdleCall final
+    : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  IdleCall(const std::shared_ptr<grpc::Channel>& channel,
+           const std::string& method)
+      : stub_(channel) {
+    context_.set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::seconds(60));
+    stub_.PrepareBidiStreamingCall(&context_, method, grpc::StubOptions(),
+                                   this);
+    // The hold keeps the call's end (OnDone) until Finish has started its
+    // writes, which a call that already ended would not take.
+    AddHold();
+    StartRead(&response_);
+    StartCall();
+  }
+
+  // True once the call ended before Finish (the server's one answer comes
+  // only after the message Finish sends).
+  bool ended() const { return read_done_.HasBeenNotified(); }
+
+  // Sends one message and waits for the call's end; its status.
+  grpc::Status Finish() {
+    StartWrite(&request_);
+    StartWritesDone();
+    RemoveHold();
+    done_.WaitForNotification();  // the call's deadline bounds this
+    return status_;
+  }
+
+  void OnReadDone(bool /*ok*/) override { read_done_.Notify(); }
+  void OnDone(const grpc::Status& status) override {
+    status_ = status;
+    done_.Notify();
+  }
+
+ private:
+  grpc::GenericStub stub_;
+  grpc::ClientContext context_;
+  grpc::ByteBuffer request_ = EmptyMessage();
+  grpc::ByteBuffer response_;
+  grpc::Status status_;
+  absl::Notification read_done_;
+  absl::Notification done_;
 };
 
 struct CallResult {
@@ -251,8 +340,8 @@ TEST_F(CredentialsTest, ClientWithoutCertificateIsUnauthenticated) {
   namespace gx = ::grpc::experimental;
   gx::TlsChannelCredentialsOptions options;
   options.set_certificate_provider(
-      std::make_shared<gx::FileWatcherCertificateProvider>(
-          pki_->Path("ca.pem"), 1));
+      std::make_shared<gx::FileWatcherCertificateProvider>(pki_->Path("ca.pem"),
+                                                           1));
   options.watch_root_certs();  // trusts the server, presents nothing
   options.set_verify_server_certs(true);
   std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
@@ -298,11 +387,11 @@ TEST_F(CredentialsTest, ExpectedIdentityIsAcceptedAtAnIpAddress) {
   std::shared_ptr<Credentials> creds =
       ClientCredentials(pki_->FilesFor("operator"));
   ASSERT_NE(creds, nullptr);
-  grpc::Status s = Call(creds->Dial(server_->Address("127.0.0.1"),
-                                    TestPki::AgentIdentity("agent-a"),
-                                    ChannelUse::kControl),
-                        kListMigrations)
-                       .status;
+  grpc::Status s =
+      Call(creds->Dial(server_->Address("127.0.0.1"),
+                       TestPki::AgentIdentity("agent-a"), ChannelUse::kControl),
+           kListMigrations)
+          .status;
   EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
 }
 
@@ -310,24 +399,23 @@ TEST_F(CredentialsTest, ServerWithoutTheExpectedIdentityIsRefused) {
   std::shared_ptr<Credentials> creds =
       ClientCredentials(pki_->FilesFor("operator"));
   ASSERT_NE(creds, nullptr);
-  grpc::Status s = Call(creds->Dial(server_->Address(),
-                                    TestPki::AgentIdentity("agent-b"),
-                                    ChannelUse::kControl),
-                        kListMigrations)
-                       .status;
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE)
-      << s.error_message();
+  grpc::Status s =
+      Call(creds->Dial(server_->Address(), TestPki::AgentIdentity("agent-b"),
+                       ChannelUse::kControl),
+           kListMigrations)
+          .status;
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
 }
 
 TEST_F(CredentialsTest, ExpectedIdentityStandsInForTheHostName) {
   std::shared_ptr<Credentials> creds =
       ClientCredentials(pki_->FilesFor("operator"));
   ASSERT_NE(creds, nullptr);
-  grpc::Status s = Call(creds->Dial(uri_only_server_->Address("127.0.0.1"),
-                                    TestPki::AgentIdentity("agent-c"),
-                                    ChannelUse::kControl),
-                        kListMigrations)
-                       .status;
+  grpc::Status s =
+      Call(creds->Dial(uri_only_server_->Address("127.0.0.1"),
+                       TestPki::AgentIdentity("agent-c"), ChannelUse::kControl),
+           kListMigrations)
+          .status;
   EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
 }
 
@@ -342,7 +430,8 @@ TEST_F(CredentialsTest, WithoutExpectedIdentityADnsSanMatchingTheHostWillDo) {
   EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
 }
 
-TEST_F(CredentialsTest, WithoutExpectedIdentityAServerNotNamingTheHostIsRefused) {
+TEST_F(CredentialsTest,
+       WithoutExpectedIdentityAServerNotNamingTheHostIsRefused) {
   std::shared_ptr<Credentials> creds =
       ClientCredentials(pki_->FilesFor("operator"));
   ASSERT_NE(creds, nullptr);
@@ -350,8 +439,7 @@ TEST_F(CredentialsTest, WithoutExpectedIdentityAServerNotNamingTheHostIsRefused)
                                     ChannelUse::kControl),
                         kListMigrations)
                        .status;
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE)
-      << s.error_message();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
 }
 
 TEST_F(CredentialsTest, ClientSeesTheServerIdentity) {
@@ -364,11 +452,42 @@ TEST_F(CredentialsTest, BulkChannelCarriesCallsToo) {
   std::shared_ptr<Credentials> creds =
       ClientCredentials(pki_->FilesFor("agent-b"));
   ASSERT_NE(creds, nullptr);
-  grpc::Status s = Call(creds->Dial(server_->Address(),
-                                    TestPki::AgentIdentity("agent-a"),
-                                    ChannelUse::kBulk),
-                        kTransfer)
-                       .status;
+  grpc::Status s =
+      Call(creds->Dial(server_->Address(), TestPki::AgentIdentity("agent-a"),
+                       ChannelUse::kBulk),
+           kTransfer)
+          .status;
+  EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+}
+
+// A source waiting for the destination (an acknowledgement, the completion)
+// keeps a call open and sends nothing while its keepalive pings; gRPC's
+// default server policy would end the connection with GOAWAY
+// (too_many_pings) at the 4th such ping.
+TEST(BulkKeepalive, ServerTakesTheClientsPingsOnAnIdleCall) {
+  absl::StatusOr<TestPki> pki = TestPki::Create("keepalive");
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  absl::StatusOr<std::unique_ptr<TestServer>> server =
+      TestServer::Start(*pki, pki->FilesFor("agent-a"), /*bulk=*/true);
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::shared_ptr<Credentials> creds =
+      ClientCredentials(pki->FilesFor("agent-b"));
+  ASSERT_NE(creds, nullptr);
+  std::shared_ptr<grpc::Channel> channel = creds->Dial(
+      (*server)->Address(), TestPki::AgentIdentity("agent-a"),
+      ChannelUse::kBulk,
+      {.interval = kMinKeepaliveInterval, .timeout = absl::Seconds(10)});
+  IdleCall call(channel, kTransfer);
+  const int port = (*server)->port();
+  // A 5th ping goes out only once the 4th was answered.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  int64_t pings = 0;
+  while (pings < 5 && !call.ended() && absl::Now() < deadline) {
+    pings = std::max(pings, KeepalivesSentTo(port));
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_GE(pings, 5);
+  grpc::Status s = call.Finish();
   EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
 }
 

@@ -69,6 +69,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
       &agent->port_);
   builder.RegisterService(agent->migration_service_.get());
   builder.RegisterService(agent->transfer_service_.get());
+  // Transfers' large messages and fixed window, and a ping policy that takes
+  // the keepalive pings of a source waiting on this agent (a long load, say)
+  // without ending its connection for too many pings.
   security::ApplyBulkServerArguments(builder);
   TransferServiceImpl* transfer = agent->transfer_service_.get();
   agent->data_calls_ = std::make_unique<transfer::ThreadedCalls>(

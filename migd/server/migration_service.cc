@@ -1,5 +1,6 @@
 #include "migd/server/migration_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <tuple>
 #include <utility>
@@ -42,6 +43,24 @@ absl::Status PolicyDuration(bool has, const google::protobuf::Duration& value,
   }
   *out = absl::Nanoseconds(ns);
   return absl::OkStatus();
+}
+
+// The keepalive of a source job's connections to the destination
+// (security::Keepalive). A source that queued everything it has and waits
+// for an acknowledgement or the completion sends nothing, so without pings
+// a partition goes unnoticed until a much longer wait ends (the switchover
+// acknowledgement's, 60 s by default). With them its calls fail within
+// about 5/6 of the phase timeout of the last thing read, sooner than a
+// destination that hears nothing gives up; and a destination may take half
+// the phase timeout to answer a ping (one queued behind the data on a slow
+// link, say) before it is taken for gone. Pings no more often than the
+// server side allows, no less often than every 20 s.
+security::Keepalive TransferKeepalive(absl::Duration phase_timeout) {
+  return {
+      .interval = std::clamp(phase_timeout / 3, security::kMinKeepaliveInterval,
+                             absl::Seconds(20)),
+      .timeout =
+          std::clamp(phase_timeout / 2, absl::Seconds(1), absl::Seconds(30))};
 }
 
 }  // namespace
@@ -185,11 +204,6 @@ grpc::Status MigrationServiceImpl::StartMigration(
   migration::SourceJobOptions opts;
   opts.destination = request->destination();
   opts.token = request->transfer_token();
-  opts.dial = [credentials = options_.credentials,
-               address = request->destination(),
-               identity = request->destination_identity()] {
-    return credentials->Dial(address, identity, security::ChannelUse::kBulk);
-  };
   // The outcome question, if it comes to that, goes to the same agent: the
   // identity the handshake verified (which the job records) is the one the
   // request named, or the one the address's host has.
@@ -226,6 +240,15 @@ grpc::Status MigrationServiceImpl::StartMigration(
       !s.ok()) {
     return ToGrpcStatus(s, context);
   }
+  // The destination accepting the session is a phase like any other.
+  opts.handshake_timeout = opts.phase_timeout;
+  opts.dial = [credentials = options_.credentials,
+               address = request->destination(),
+               identity = request->destination_identity(),
+               keepalive = TransferKeepalive(opts.phase_timeout)] {
+    return credentials->Dial(address, identity, security::ChannelUse::kBulk,
+                             keepalive);
+  };
   migration::ConvergencePolicy& conv = opts.convergence;
   for (auto [has, value, name, out] :
        {std::tuple{policy.has_downtime_limit(), &policy.downtime_limit(),

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/impl/rpc_service_method.h"
 #include "grpcpp/support/method_handler.h"
 #include "migd/base/bounded_queue.h"
@@ -31,6 +32,10 @@ namespace {
 constexpr size_t kLoadQueueDepth = 2;
 
 constexpr char kGetOutcomeMethod[] = "/migd.v1.TransferService/GetOutcome";
+
+// How long telling the source why its session ends may take before the call
+// is cancelled without it (a dead connection, a source that stopped reading).
+constexpr absl::Duration kAbortWriteTimeout = absl::Seconds(1);
 
 // The caller's certificate identity; "" without TLS.
 std::string PeerIdentityOf(const grpc::ServerContext& context) {
@@ -226,8 +231,46 @@ grpc::Status TransferServiceImpl::Transfer(
   // Who is calling: the Authorizer let only an agent identity through; the
   // job checks it is the one its token is bound to.
   const std::string identity = PeerIdentityOf(*context);
-  if (absl::Status s = job->Attach(header, identity,
-                                   [context] { context->TryCancel(); });
+  // COMMIT arrived: the job is the destination's to finish (Complete), and
+  // a silence from here on is no abort of it.
+  std::atomic<bool> committed{false};
+  // Writes on this stream come from this thread (the answers) and from the
+  // job's canceller or the idle watchdog (the abort), one at a time: a sync
+  // stream takes one writer at a time.
+  absl::Mutex write_mu;
+  bool abort_sent = false;  // under write_mu
+  auto write = [&](const v1::TransferResponse& response) {
+    absl::MutexLock lock(&write_mu);
+    return stream->Write(response);
+  };
+  // Ends the session from another thread (the job's canceller, the idle
+  // watchdog): tells the source `why` unless an operator cancelled (the
+  // source then reads CANCELLED, which is the truth), then cancels the call,
+  // which wakes this thread's Read. Once cancelled, the status this handler
+  // returns never reaches the source: the SessionAborted is what it reads.
+  auto end_session = [&](const absl::Status& why) {
+    if (base::ReasonOf(why) != v1::ERROR_REASON_CANCELLED) {
+      // A write to a dead connection blocks, and so does waiting for this
+      // thread's to end: the cancel ends both, so that an abort, which runs
+      // with the job's locks held, never hangs.
+      base::Watchdog bound(kAbortWriteTimeout,
+                           [context] { context->TryCancel(); });
+      absl::MutexLock lock(&write_mu);
+      if (!abort_sent) {
+        abort_sent = true;
+        v1::TransferResponse aborted;
+        aborted.mutable_aborted()->set_reason(
+            base::ReasonName(base::ReasonOf(why)));
+        aborted.mutable_aborted()->set_code(static_cast<int32_t>(why.code()));
+        aborted.mutable_aborted()->set_message(std::string(why.message()));
+        stream->Write(aborted);
+      }
+    }
+    context->TryCancel();
+  };
+  if (absl::Status s = job->Attach(
+          header, identity,
+          [&end_session](const absl::Status& why) { end_session(why); });
       !s.ok()) {
     base::LogWarning("job ", job_id, ": refused a session from ",
                      context->peer(), ": ", s.ToString());
@@ -241,10 +284,19 @@ grpc::Status TransferServiceImpl::Transfer(
     ~Gone() { job->StreamGone(0); }
   } gone{job.get()};
 
+  const absl::Status idle_timeout =
+      base::Error(absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_TIMEOUT,
+                  absl::StrCat("source sent nothing for ",
+                               absl::FormatDuration(idle_timeout_)));
   std::atomic<bool> idle{false};
   base::Watchdog watch(idle_timeout_, [&] {
     idle = true;
-    context->TryCancel();
+    if (committed) {
+      // Complete runs: the job is not aborted, only its answer is lost.
+      context->TryCancel();
+    } else {
+      end_session(idle_timeout);
+    }
   });
   // Data arriving on the data streams keeps the session alive too.
   job->SetActivityCallback([&watch] { watch.Kick(); });
@@ -253,24 +305,18 @@ grpc::Status TransferServiceImpl::Transfer(
     ~Unhook() { job->SetActivityCallback(nullptr); }
   } unhook{job.get()};
   auto fail = [&](absl::Status s) {
-    if (idle) {
-      s = base::Error(absl::StatusCode::kDeadlineExceeded,
-                      v1::ERROR_REASON_TIMEOUT,
-                      absl::StrCat("source sent nothing for ",
-                                   absl::FormatDuration(idle_timeout_)));
-    }
+    if (idle) s = idle_timeout;  // what the watchdog told the source
     job->Abort(s, /*from_stream=*/0);
     return ToGrpcStatus(s, context);
   };
 
   v1::TransferResponse resp;
   resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_1);
-  if (!stream->Write(resp)) {
+  if (!write(resp)) {
     return fail(base::Error(absl::StatusCode::kUnavailable,
                             v1::ERROR_REASON_PEER_UNAVAILABLE,
                             "source went away during the handshake"));
   }
-  bool committed = false;
   while (!committed) {
     if (!stream->Read(&raw)) {
       return fail(base::Error(
@@ -302,7 +348,7 @@ grpc::Status TransferServiceImpl::Transfer(
           // the source may switch over.
           resp.Clear();
           resp.mutable_switchover_ack()->set_device(req.marker().device());
-          if (!stream->Write(resp)) {
+          if (!write(resp)) {
             s = base::Error(absl::StatusCode::kUnavailable,
                             v1::ERROR_REASON_PEER_UNAVAILABLE,
                             "source went away before the acknowledgement");
@@ -327,7 +373,7 @@ grpc::Status TransferServiceImpl::Transfer(
   job->job()->AddPayloadCopies(copies.copies());
   resp.Clear();
   *resp.mutable_completion() = *completion;
-  stream->Write(resp);
+  write(resp);
   base::LogInfo("job ", job_id, ": incoming migration complete");
   return grpc::Status::OK;
 }
@@ -369,8 +415,11 @@ grpc::Status TransferServiceImpl::DataStream(transfer::ServerStream& stream,
                                              const v1::SessionHeader& header) {
   grpc::ServerContext* context = stream.context();
   const uint32_t index = header.stream_index();
-  if (absl::Status s = job->AttachData(header, PeerIdentityOf(*context),
-                                       [context] { context->TryCancel(); });
+  // Cancelled without a word: the control stream tells the source why, and
+  // a failing data stream answers with its own cause.
+  if (absl::Status s = job->AttachData(
+          header, PeerIdentityOf(*context),
+          [context](const absl::Status&) { context->TryCancel(); });
       !s.ok()) {
     base::LogWarning("job ", header.job_id(), ": refused data stream ", index,
                      ": ", s.ToString());

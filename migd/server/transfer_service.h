@@ -4,7 +4,10 @@
 // the prepared job the session header names, lets the job check the token and
 // devices, then feeds it chunks and markers in order and answers with the
 // completion. A session that breaks, stalls or is cancelled aborts the job
-// (its devices are reset).
+// (its devices are reset). When the destination ends the session itself (a
+// stream failed, the source went silent), it tells the source its cause on
+// the control stream (TransferResponse.aborted) before it cancels the call,
+// whose status would otherwise reach the source as a bare CANCELLED.
 //
 // Both methods are served raw: requests arrive as gRPC's own buffers and a
 // chunk's payload is written to the device from them without being gathered

@@ -82,6 +82,11 @@ void TransferClient::ReadLoop() {
       absl::MutexLock lock(&mu_);
       completion_ = resp.completion();
       completion_received_ = absl::Now();
+    } else if (resp.has_aborted()) {
+      // The destination gave up and cancels the call next: the call's
+      // status will only say CANCELLED.
+      absl::MutexLock lock(&mu_);
+      if (!aborted_.has_value()) aborted_ = resp.aborted();
     }
   }
   absl::MutexLock lock(&mu_);
@@ -99,7 +104,16 @@ absl::Status TransferClient::FinishWithError(absl::string_view what) {
     JoinReader();
     grpc::Status s = stream_->Finish();
     final_status_ = FromGrpcStatus(s, context_);
-    if (final_status_.ok()) {
+    std::optional<v1::SessionAborted> aborted;
+    {
+      absl::MutexLock lock(&mu_);
+      aborted = aborted_;
+    }
+    if (!final_status_.ok() && aborted.has_value()) {
+      // The destination said why before it cancelled the call: that is the
+      // cause, not the CANCELLED (or the broken call) that followed.
+      final_status_ = AbortedCause(*aborted);
+    } else if (final_status_.ok()) {
       // The destination closed cleanly where it should not have.
       final_status_ = base::Error(
           absl::StatusCode::kInternal, v1::ERROR_REASON_PROTOCOL_ERROR,
@@ -132,6 +146,21 @@ absl::Status TransferClient::FinishWithError(absl::string_view what) {
     }
   }
   return base::Annotate(final_status_, "destination");
+}
+
+absl::Status TransferClient::AbortedCause(const v1::SessionAborted& aborted) {
+  absl::StatusCode code = static_cast<absl::StatusCode>(aborted.code());
+  if (aborted.code() <= 0 ||
+      aborted.code() > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+    code = absl::StatusCode::kUnknown;  // an abort is never OK
+  }
+  absl::Status cause(code, absl::StrCat("the destination ended the session: ",
+                                        aborted.message()));
+  const v1::ErrorReason reason = base::ReasonFromName(aborted.reason());
+  if (reason != v1::ERROR_REASON_UNSPECIFIED) {
+    cause = base::WithReason(cause, reason);
+  }
+  return cause;
 }
 
 absl::Status TransferClient::Write(const grpc::ByteBuffer& message) {
@@ -231,6 +260,16 @@ void TransferClient::Interrupt() {
 bool TransferClient::AwaitEnd(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   return mu_.AwaitWithTimeout(absl::Condition(&reader_done_), timeout);
+}
+
+absl::Status TransferClient::DestinationAbort(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto said_or_ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return aborted_.has_value() || reader_done_;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&said_or_ended), timeout);
+  if (!aborted_.has_value()) return absl::OkStatus();
+  return base::Annotate(AbortedCause(*aborted_), "destination");
 }
 
 }  // namespace migd::transfer

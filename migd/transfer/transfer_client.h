@@ -5,7 +5,9 @@
 // destination to accept it, then carries chunks and markers, and finally waits
 // for the destination's completion. While the source sends, a reader thread
 // takes the destination's answers (switchover acknowledgements, completion).
-// Any failure carries the destination's own status and reason when it gave one.
+// Any failure carries the destination's own status and reason when it gave one:
+// the status the call ended with, or, when the destination ended the session
+// by cancelling it, the cause it sent just before (TransferResponse.aborted).
 //
 // Chunks go out without being copied: the stream carries raw ByteBuffers, a
 // chunk is its encoded header followed by the pooled buffer the device's data
@@ -106,10 +108,19 @@ class TransferClient {
   // answer to an ABORT marker). True when it did.
   bool AwaitEnd(absl::Duration timeout);
 
+  // The destination's cause when it gave up on the session and said so
+  // before ending it (TransferResponse.aborted), waiting up to `timeout` for
+  // that word or the session's end; OK when the session ended (or is still
+  // up) without it. For a failure seen elsewhere first (a data stream the
+  // destination cancelled): the control stream says why. From any thread.
+  absl::Status DestinationAbort(absl::Duration timeout);
+
  private:
   TransferClient() = default;
   // The call's final status, with the destination's reason.
   absl::Status FinishWithError(absl::string_view what);
+  // The destination's cause as its SessionAborted states it.
+  static absl::Status AbortedCause(const v1::SessionAborted& aborted);
   void ReadLoop();
   void JoinReader();
 
@@ -133,6 +144,8 @@ class TransferClient {
   absl::Time completion_received_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool reader_done_ ABSL_GUARDED_BY(mu_) = false;
   bool interrupted_ ABSL_GUARDED_BY(mu_) = false;
+  // What the destination said when it gave up on the session.
+  std::optional<v1::SessionAborted> aborted_ ABSL_GUARDED_BY(mu_);
   // Set by Cancel(): a CANCELLED status is then ours, not the destination's.
   std::atomic<bool> cancelled_{false};
   absl::Status final_status_;
