@@ -2,6 +2,7 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -57,7 +58,10 @@ DestinationJob::DestinationJob(std::shared_ptr<Job> job,
       on_done_(std::move(on_done)),
       source_identity_(std::move(source_identity)),
       reorder_cap_bytes_(reorder_cap_bytes),
-      wait_timeout_(wait_timeout) {}
+      wait_timeout_(wait_timeout) {
+  absl::MutexLock lock(&mu_);
+  loaded_.assign(devices_.size(), false);
+}
 
 DestinationJob::~DestinationJob() { token_timer_.reset(); }
 
@@ -431,7 +435,6 @@ absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
       downtime_start_ = absl::Now();
     } else if (marker.kind() == v1::PhaseMarker::COMMIT) {
       committed_ = absl::Now();
-      commit_received_ = true;
     }
   }
   switch (marker.kind()) {
@@ -501,6 +504,7 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
     if (!s.ok()) {
       return base::WithReason(s.status(), v1::ERROR_REASON_STATE_REJECTED);
     }
+    loaded_[i] = true;
   }
   streams_.clear();
   absl::Time resume_start = absl::Now();
@@ -555,11 +559,12 @@ void DestinationJob::ReleaseDevicesLocked() {
   aborted_ = true;
   streams_.clear();
   for (size_t i = 0; i < devices_.size(); ++i) {
-    // Before COMMIT no device loaded anything (a load takes effect at
-    // RESUMING -> STOP, after COMMIT): a reset ends its session. After, a
-    // device may hold the VM's state, which a reset may keep running.
-    (void)(commit_received_ ? StandDown(job_.get(), i, devices_[i])
-                            : ResetDevice(job_.get(), i, devices_[i]));
+    // A load takes effect at RESUMING -> STOP (after COMMIT): a device that
+    // has not taken that arc holds nothing of the VM's, and a reset ends its
+    // session (a device whose load was rejected included). One that took it
+    // may hold the VM's state, which a reset may keep running.
+    (void)(loaded_[i] ? StandDown(job_.get(), i, devices_[i])
+                      : ResetDevice(job_.get(), i, devices_[i]));
   }
 }
 
@@ -634,12 +639,13 @@ void DestinationJob::AbortLocked(const absl::Status& cause, int from_stream) {
                    ": aborting incoming migration: ", why.ToString());
   // The session ends with the job; the control stream tells the source why.
   CancelStreams(/*except=*/from_stream, why);
+  const bool any_loaded =
+      std::find(loaded_.begin(), loaded_.end(), true) != loaded_.end();
   job_->SetPhase(
       v1::PHASE_ROLLING_BACK,
-      absl::StrCat(commit_received_
-                       ? "stopping devices (what loaded the VM's state stays "
-                         "stopped): "
-                       : "resetting devices: ",
+      absl::StrCat(any_loaded ? "releasing devices (what loaded the VM's "
+                                "state stays stopped): "
+                              : "resetting devices: ",
                    why.message()));
   ReleaseDevicesLocked();
   EndLocked(why);

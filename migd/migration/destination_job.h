@@ -126,8 +126,9 @@ class DestinationJob {
 
   // After COMMIT: load and resume every device. Returns the timings. A
   // failure before the devices resume (a rejected load, a journal that
-  // cannot record RESUMING) fails the job: Abort stands the devices down
-  // (device_steps.h, StandDown), the loaded ones stay in STOP. A device that
+  // cannot record RESUMING) fails the job: Abort stands the devices that
+  // loaded down (device_steps.h, StandDown: they stay in STOP) and resets
+  // the rest (the rejected one included). A device that
   // fails to resume once others may run leaves the job IN_DOUBT (neither
   // side may run the VM without an operator's decision, Resolve), devices
   // as they are; the error is returned all the same.
@@ -138,9 +139,10 @@ class DestinationJob {
   // source. kFailedPrecondition (NOT_IN_DOUBT) for a job that is not.
   absl::Status Resolve(v1::Resolution resolution, const std::string& who);
 
-  // The session ended before completion (error, source gone, cancel): before
-  // COMMIT resets every device, after COMMIT stands them down (StandDown:
-  // what loaded the VM's state stays stopped, never reset), and ends the job
+  // The session ended before completion (error, source gone, cancel): resets
+  // every device that has not loaded the VM's state (RESUMING -> STOP, only
+  // after COMMIT), stands down the ones that have (StandDown: they stay
+  // stopped, never reset), and ends the job
   // with the cause (a pending cancel request wins, so a cancelled job reads
   // CANCELLED). Nothing for a job IN_DOUBT.
   // `from_stream` is the stream whose own thread aborts (0 = control): it
@@ -167,7 +169,7 @@ class DestinationJob {
   DestinationJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
                  std::function<void()> on_done, uint64_t reorder_cap_bytes,
                  absl::Duration wait_timeout, std::string source_identity);
-  // Before COMMIT resets every device; after, stands them down.
+  // Resets the devices that did not load, stands down those that did.
   void ReleaseDevicesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Device `index` failed to resume (`error`) once others may run: the job
   // goes IN_DOUBT, devices as they are. Returns `error`.
@@ -225,8 +227,9 @@ class DestinationJob {
   std::map<uint32_t, StreamCanceller> cancellers_ ABSL_GUARDED_BY(cancel_mu_);
   absl::Time downtime_start_ ABSL_GUARDED_BY(mu_);
   absl::Time committed_ ABSL_GUARDED_BY(mu_);
-  // COMMIT arrived: the devices may load and run the VM's state from now on.
-  bool commit_received_ ABSL_GUARDED_BY(mu_) = false;
+  // Which devices took RESUMING -> STOP (loaded the VM's state): those are
+  // stood down, never reset, when the job ends without running them.
+  std::vector<bool> loaded_ ABSL_GUARDED_BY(mu_);
   // Set when a failed resume left the job IN_DOUBT (Complete).
   std::shared_ptr<InDoubt> in_doubt_ ABSL_GUARDED_BY(mu_);
 
