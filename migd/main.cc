@@ -26,6 +26,7 @@
 #include "migd/security/credentials.h"
 #include "migd/server/agent.h"
 #include "migd/server/device_config.h"
+#include "migd/server/device_facts.h"
 #include "migd/transfer/framing.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
@@ -51,6 +52,10 @@ ABSL_FLAG(std::string, tls_policy, "/etc/migd/policy.conf",
 ABSL_FLAG(int64_t, tls_reload_seconds, 60,
           "How often the --tls_cert, --tls_key and --tls_ca files are read "
           "again (a rotated certificate is used for new connections)");
+ABSL_FLAG(std::string, plugin_dir, "/usr/lib/migd/plugins",
+          "Directory of vendor plugins (every *.so is loaded; one that does "
+          "not load is logged and skipped). A missing directory loads none: "
+          "every device gets the generic behaviour. Empty: load none");
 ABSL_FLAG(std::string, state_dir, "/var/lib/migd",
           "Directory of the job journal (journal.sqlite3): every job is "
           "recorded there before each step recovery depends on, and read back "
@@ -182,6 +187,8 @@ int main(int argc, char** argv) {
   if (!devices.ok()) return Fail(devices.status());
 
   migd::server::AgentOptions options;
+  options.plugin_dir = absl::GetFlag(FLAGS_plugin_dir);
+  options.device_facts = migd::server::FactsOf(configs, **devices);
   options.listen = absl::GetFlag(FLAGS_listen);
   if (absl::GetFlag(FLAGS_insecure)) {
     options.credentials = migd::security::Credentials::Insecure();

@@ -199,6 +199,13 @@ absl::Status AgentProcess::Spawn(const std::string& binary) {
                                             : options_.state_dir;
     args.push_back(absl::StrCat("--state_dir=", state_dir_));
   }
+  // Only the plugins a test asks for: not whatever this host has installed.
+  if (std::none_of(options_.args.begin(), options_.args.end(),
+                   [](const std::string& a) {
+                     return absl::StartsWith(a, "--plugin_dir=");
+                   })) {
+    args.push_back("--plugin_dir=");
+  }
   if (!options_.devices_config.empty()) {
     std::string config_path = absl::StrCat(dir_, "/devices.conf");
     if (absl::Status s = WriteFile(config_path, options_.devices_config);

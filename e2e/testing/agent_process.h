@@ -57,7 +57,8 @@ struct AgentOptions {
   // unique within the test run (e.g. "<Suite>.<Test>.source").
   std::string name = "agent";
   // Extra flags, e.g. {"--emulated_devices=emu0,emu1"}. --listen, --port_file
-  // and --name are added by the harness, and the TLS flags (see `security`).
+  // and --name are added by the harness, and the TLS flags (see `security`);
+  // --plugin_dir= (no plugins) unless they hold a --plugin_dir.
   std::vector<std::string> args;
   enum class Security {
     // Mutual TLS: the harness adds --tls_cert and --tls_key (copies of the

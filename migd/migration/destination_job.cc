@@ -210,6 +210,15 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
     if (d.state_size_bytes() != 0)
       job_->SetDeviceTotal(i, d.state_size_bytes());
   }
+  if (session_check_) {
+    if (absl::Status s = session_check_(header); !s.ok()) {
+      // The token is good and the devices are the job's: this job's source
+      // can never send a state that loads here. It ends, its devices reset
+      // (nothing was loaded), rather than hold them until the token expires.
+      AbortLocked(s, /*from_stream=*/-1);
+      return s;
+    }
+  }
   transfer::ReorderBufferOptions ro;
   ro.num_devices = devices_.size();
   ro.cap_bytes = reorder_cap_bytes_;
@@ -271,6 +280,12 @@ absl::Status DestinationJob::CheckToken(const v1::SessionHeader& header,
                      " is not supported (this agent speaks 1)"));
   }
   return absl::OkStatus();
+}
+
+void DestinationJob::SetSessionCheck(
+    std::function<absl::Status(const v1::SessionHeader&)> check) {
+  absl::MutexLock lock(&mu_);
+  session_check_ = std::move(check);
 }
 
 absl::Status DestinationJob::AttachData(const v1::SessionHeader& header,

@@ -92,10 +92,21 @@ class DestinationJob {
   // blocked read; it gets the cause the job ends with (kCancelled with
   // ERROR_REASON_CANCELLED for CancelMigration), which the control stream
   // tells the source before it cancels the call.
+  // A header that passes these checks then goes through the session check
+  // (SetSessionCheck): when that refuses it, the job ends with its error
+  // (its devices reset: nothing was loaded), since this job's source can
+  // never send a state that loads here.
   using StreamCanceller = std::function<void(const absl::Status& why)>;
   absl::Status Attach(const v1::SessionHeader& header,
                       const std::string& peer_identity,
                       StreamCanceller cancel_session);
+
+  // What Attach asks of a header whose token and devices are right: whether
+  // the source devices' states can load into this job's devices (the
+  // plugins' compatibility checks, in the server). Set before the job is
+  // registered.
+  void SetSessionCheck(
+      std::function<absl::Status(const v1::SessionHeader&)> check);
 
   // A data stream (header.stream_index 1..num_streams) of the attached
   // session presents itself: same token, same identity; each index once.
@@ -218,6 +229,8 @@ class DestinationJob {
 
   mutable absl::Mutex mu_;
   Stage stage_ ABSL_GUARDED_BY(mu_) = Stage::kWaiting;
+  std::function<absl::Status(const v1::SessionHeader&)> session_check_
+      ABSL_GUARDED_BY(mu_);
   std::unique_ptr<transfer::StreamChecker> checker_ ABSL_GUARDED_BY(mu_);
   uint32_t num_streams_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<bool> data_attached_ ABSL_GUARDED_BY(mu_);

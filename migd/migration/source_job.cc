@@ -118,6 +118,9 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     desc->set_kind(d->kind());
     desc->set_migration_flags(*flags);
     desc->set_state_size_bytes(size.ok() ? *size : 0);
+    if (i < sj->options_.compat.size()) {
+      *desc->mutable_compat() = sj->options_.compat[i];
+    }
     if (size.ok()) state_bytes += *size;
     if (size.ok()) j.SetDeviceTotal(i, *size);
   }
@@ -155,12 +158,12 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
 
   SourceJob* raw = sj.get();
   absl::StatusOr<std::unique_ptr<transfer::TransferClient>> client =
-      transfer::TransferClient::Open(
-          sj->options_.dial(), header,
-          sj->options_.handshake_timeout, [raw](uint32_t device) {
-            if (device < raw->devices_.size())
-              raw->job_->SetDeviceAcked(device);
-          });
+      transfer::TransferClient::Open(sj->options_.dial(), header,
+                                     sj->options_.handshake_timeout,
+                                     [raw](uint32_t device) {
+                                       if (device < raw->devices_.size())
+                                         raw->job_->SetDeviceAcked(device);
+                                     });
   if (!client.ok()) return client.status();
   sj->client_ = *std::move(client);
   // The identity the handshake verified: the one the request named, or the
@@ -207,8 +210,8 @@ void SourceJob::Run() {
     // COMMIT may have reached the destination, which may run the devices
     // now: no ABORT (it would come too late to mean anything), no rollback.
     s = CommittedCause(s);
-    base::LogWarning("job ", job_->id(), ": no completion after COMMIT: ",
-                     s.ToString());
+    base::LogWarning("job ", job_->id(),
+                     ": no completion after COMMIT: ", s.ToString());
     CancelSession();
     streams_.clear();
   } else {
@@ -276,9 +279,9 @@ absl::Status SourceJob::CommittedCause(const absl::Status& error) const {
 void SourceJob::AwaitOutcome(const absl::Status& cause) {
   InDoubtOptions o = options_.outcome;
   o.dial = options_.dial_control ? options_.dial_control : options_.dial;
-  auto in_doubt = std::make_shared<InDoubt>(
-      job_, devices_, cause, std::string(cause.message()), std::move(o),
-      on_done_);
+  auto in_doubt = std::make_shared<InDoubt>(job_, devices_, cause,
+                                            std::string(cause.message()),
+                                            std::move(o), on_done_);
   {
     absl::MutexLock lock(&in_doubt_mu_);
     in_doubt_ = in_doubt;

@@ -46,6 +46,7 @@
 #include "migd/transfer/buffer_pool.h"
 #include "migd/transfer/stream_sender.h"
 #include "migd/transfer/transfer_client.h"
+#include "proto/migd/v1/transfer.pb.h"
 
 namespace migd::migration {
 
@@ -81,6 +82,10 @@ struct SourceJobOptions {
   // DMA dirty tracking over these ranges (none when empty).
   uint64_t dirty_page_size = 4096;
   std::vector<device::IovaRange> dirty_ranges;
+  // Each device's compatibility descriptor (what its plugin says of it),
+  // sent in the session header for the destination's check; by device
+  // index, empty entries (or none) for devices no plugin speaks for.
+  std::vector<v1::CompatDescriptor> compat;
   // Fault injection for tests: flip a payload byte of the chunk with this
   // sequence number after its CRC32C was computed.
   std::optional<uint64_t> corrupt_chunk_sequence;

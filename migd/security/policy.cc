@@ -24,13 +24,15 @@ constexpr absl::string_view kHealthService = "/grpc.health.v1.Health/";
 // this table does not list is refused to everyone, so a method added to a
 // service stays closed until it is given roles here.
 constexpr absl::string_view kReadMethods[] = {
-    "ListDevices", "GetMigration", "WatchMigration", "ListMigrations",
-    "WatchDirtyPages"};
+    "ListDevices",    "GetMigration",    "WatchMigration",
+    "ListMigrations", "WatchDirtyPages", "ListPlugins"};
+// CheckMigration changes no state, but it dials the destination with this
+// agent's identity and moves probe bytes to it: an operator's call.
 constexpr absl::string_view kWriteMethods[] = {
-    "PrepareIncoming", "StartMigration", "CancelMigration",
-    "ResolveMigration"};
-constexpr absl::string_view kTransferMethods[] = {"Transfer", "TransferData",
-                                                  "GetOutcome"};
+    "PrepareIncoming", "StartMigration", "CancelMigration", "ResolveMigration",
+    "CheckMigration"};
+constexpr absl::string_view kTransferMethods[] = {
+    "Transfer", "TransferData", "GetOutcome", "CheckCompatibility"};
 constexpr absl::string_view kHealthMethods[] = {"Check", "Watch"};
 
 template <size_t N>

@@ -84,18 +84,19 @@ TEST(RolesAllowedFor, OperatorMayCallEveryMigrationServiceMethod) {
   for (const char* m :
        {"StartMigration", "PrepareIncoming", "CancelMigration",
         "ResolveMigration", "ListDevices", "GetMigration", "WatchMigration",
-        "ListMigrations", "WatchDirtyPages"}) {
+        "ListMigrations", "WatchDirtyPages", "CheckMigration", "ListPlugins"}) {
     EXPECT_NE(RolesAllowedFor(Migration(m)) & kOperator, 0u) << m;
   }
 }
 
 TEST(RolesAllowedFor, ObserverMayCallOnlyTheReadMethods) {
   for (const char* m : {"ListDevices", "GetMigration", "WatchMigration",
-                        "ListMigrations", "WatchDirtyPages"}) {
+                        "ListMigrations", "WatchDirtyPages", "ListPlugins"}) {
     EXPECT_EQ(RolesAllowedFor(Migration(m)), kOperator | kObserver) << m;
   }
-  for (const char* m : {"StartMigration", "PrepareIncoming",
-                        "CancelMigration", "ResolveMigration"}) {
+  // A dry run dials the destination as this agent and moves probe bytes.
+  for (const char* m : {"StartMigration", "PrepareIncoming", "CancelMigration",
+                        "ResolveMigration", "CheckMigration"}) {
     EXPECT_EQ(RolesAllowedFor(Migration(m)), kOperator) << m;
   }
 }
@@ -110,6 +111,8 @@ TEST(RolesAllowedFor, TransferServiceIsForAgentsOnly) {
   EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/Transfer"), kAgent);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/TransferData"), kAgent);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/GetOutcome"), kAgent);
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/CheckCompatibility"),
+            kAgent);
 }
 
 TEST(RolesAllowedFor, AgentMayNotCallMigrationService) {

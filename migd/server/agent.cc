@@ -3,12 +3,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "migd/base/reason.h"
 #include "grpcpp/ext/health_check_service_server_builder_option.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "migd/base/log.h"
+#include "migd/base/reason.h"
 #include "migd/journal/journal_observer.h"
 #include "migd/journal/recovery.h"
 #include "migd/migration/in_doubt.h"
@@ -52,11 +52,40 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
                   " job(s), ", report->recovered, " recovered at start, ",
                   report->in_doubt, " in doubt");
   }
+  // Plugins: one that does not load is logged and skipped; the agent serves
+  // its devices with the others (or the generic behaviour).
+  auto registry = std::make_unique<plugins::Registry>(
+      [](const std::string& plugin, int level, const std::string& message) {
+        const std::string line = absl::StrCat("plugin ", plugin, ": ", message);
+        if (level >= 2) {
+          base::LogError(line);
+        } else if (level == 1) {
+          base::LogWarning(line);
+        } else {
+          base::LogInfo(line);
+        }
+      });
+  std::vector<plugins::LoadFailure> failures;
+  if (!options.plugin_dir.empty()) {
+    absl::StatusOr<std::vector<plugins::LoadFailure>> loaded =
+        registry->LoadDirectory(options.plugin_dir);
+    if (loaded.ok()) {
+      failures = *std::move(loaded);
+    } else {
+      base::LogError(loaded.status().message(), "; no plugins loaded");
+      failures.push_back(
+          {options.plugin_dir, std::string(loaded.status().message())});
+    }
+  }
+  agent->compatibility_ = std::make_unique<Compatibility>(
+      std::move(registry), std::move(failures), options.plugin_dir,
+      options.device_facts, agent->devices_.get());
+  options.service.compatibility = agent->compatibility_.get();
   agent->migration_service_ = std::make_unique<MigrationServiceImpl>(
       agent->devices_.get(), agent->jobs_.get(), options.service);
   agent->transfer_service_ = std::make_unique<TransferServiceImpl>(
       agent->jobs_.get(), options.transfer_idle_timeout,
-      options.transfer_faults);
+      options.transfer_faults, agent->compatibility_.get());
   agent->TakeUpInDoubt(options);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -90,29 +119,29 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
                      " (address in use or not local?)"));
   }
   agent->data_calls_->Start();
-  const std::string where =
-      absl::StrCat(options.listen.substr(0, options.listen.rfind(':')), ":",
-                   agent->port_);
+  const std::string where = absl::StrCat(
+      options.listen.substr(0, options.listen.rfind(':')), ":", agent->port_);
   if (insecure) {
     base::LogWarning(
         "serving WITHOUT TLS or authentication (--insecure) on ", where,
         ": anyone who can reach this port can read and replace device state");
   } else {
     const std::string& cert = options.credentials->files().cert;
-    absl::StatusOr<std::string> pem = security::ReadSmallFile("--tls_cert", cert);
+    absl::StatusOr<std::string> pem =
+        security::ReadSmallFile("--tls_cert", cert);
     absl::StatusOr<security::CertificateInfo> info =
         pem.ok() ? security::DescribeCertificate(*pem) : pem.status();
     base::LogInfo(
         "serving with mutual TLS on ", where, " as ",
-        info.ok() ? absl::StrCat(info->identity.empty() ? "(no identity)"
-                                                        : info->identity,
-                                 " (certificate ", cert, ", serial ",
-                                 info->serial, ", valid until ",
-                                 absl::FormatTime(absl::RFC3339_sec,
-                                                  info->not_after,
-                                                  absl::UTCTimeZone()),
-                                 ")")
-                  : absl::StrCat("certificate ", cert));
+        info.ok()
+            ? absl::StrCat(
+                  info->identity.empty() ? "(no identity)" : info->identity,
+                  " (certificate ", cert, ", serial ", info->serial,
+                  ", valid until ",
+                  absl::FormatTime(absl::RFC3339_sec, info->not_after,
+                                   absl::UTCTimeZone()),
+                  ")")
+            : absl::StrCat("certificate ", cert));
   }
   return agent;
 }
@@ -136,11 +165,10 @@ void Agent::TakeUpInDoubt(const AgentOptions& options) {
     }
     const std::string id = job->id();
     migration::DeviceRegistry* registry = devices_.get();
-    const std::string reason =
-        record.in_doubt().reason().empty()
-            ? "the agent restarted after COMMIT"
-            : absl::StrCat(record.in_doubt().reason(),
-                           "; then the agent restarted");
+    const std::string reason = record.in_doubt().reason().empty()
+                                   ? "the agent restarted after COMMIT"
+                                   : absl::StrCat(record.in_doubt().reason(),
+                                                  "; then the agent restarted");
     auto in_doubt = std::make_shared<migration::InDoubt>(
         job, std::move(devices),
         base::Error(absl::StatusCode::kAborted,

@@ -14,6 +14,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -21,8 +22,10 @@
 #include "migd/journal/journal.h"
 #include "migd/migration/device_registry.h"
 #include "migd/migration/job_table.h"
+#include "migd/plugins/plugin.h"
 #include "migd/security/authorizer.h"
 #include "migd/security/credentials.h"
+#include "migd/server/compatibility.h"
 #include "migd/server/migration_service.h"
 #include "migd/server/transfer_service.h"
 #include "migd/transfer/threaded_calls.h"
@@ -51,6 +54,11 @@ struct AgentOptions {
   size_t max_data_streams = 64;
   // Fault injection for tests (see TransferFaults).
   TransferFaults transfer_faults;
+  // Where vendor plugins are loaded from (every *.so; a missing directory
+  // loads none), and what the plugins are told of each device (a device
+  // without facts gets its name, backend and flags).
+  std::string plugin_dir;
+  std::vector<plugins::DeviceFacts> device_facts;
 };
 
 class Agent {
@@ -75,6 +83,7 @@ class Agent {
   std::unique_ptr<journal::Journal> journal_;
   std::unique_ptr<migration::DeviceRegistry> devices_;
   std::unique_ptr<migration::JobTable> jobs_;
+  std::unique_ptr<Compatibility> compatibility_;
   std::unique_ptr<MigrationServiceImpl> migration_service_;
   std::unique_ptr<TransferServiceImpl> transfer_service_;
   // The data streams' calls (async API, a thread each).

@@ -156,6 +156,11 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
                      ": prepare failed: ", prepared.status().ToString());
     return ToGrpcStatus(prepared.status(), context);
   }
+  if (const Compatibility* compat = options_.compatibility; compat != nullptr) {
+    (*prepared)->SetSessionCheck([compat](const v1::SessionHeader& header) {
+      return compat->CheckSession(header);
+    });
+  }
   response->set_transfer_token((*prepared)->token());
   *response->mutable_token_expires() = TimeUtil::NanosecondsToTimestamp(
       absl::ToUnixNanos((*prepared)->token_expires()));
@@ -283,6 +288,15 @@ grpc::Status MigrationServiceImpl::StartMigration(
     }
   }
 
+  if (options_.compatibility != nullptr) {
+    // What each device's plugin says of it, for the destination's check.
+    std::vector<std::string> names;
+    for (const migration::DevicePair& p : *pairs) names.push_back(p.local);
+    absl::StatusOr<std::vector<v1::CompatDescriptor>> compat =
+        options_.compatibility->Describe(names);
+    if (!compat.ok()) return ToGrpcStatus(compat.status(), context);
+    opts.compat = *std::move(compat);
+  }
   auto claimed = ReserveAndClaim(id, *pairs);
   if (!claimed.ok()) return ToGrpcStatus(claimed.status(), context);
   auto job = std::make_shared<migration::Job>(
@@ -413,6 +427,62 @@ grpc::Status MigrationServiceImpl::WatchDirtyPages(
       if (!writer->Write(p)) return grpc::Status::OK;
     }
     if (!open) break;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::CheckMigration(
+    grpc::ServerContext* context, const v1::CheckMigrationRequest* request,
+    v1::CheckMigrationResponse* response) {
+  auto pairs = ValidateDevicePairs(request->devices(), true);
+  if (!pairs.ok()) return ToGrpcStatus(pairs.status(), context);
+  if (absl::Status s = ValidateAddress("destination", request->destination());
+      !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  if (absl::Status s = ValidateIdentity("destination_identity",
+                                        request->destination_identity(), false);
+      !s.ok()) {
+    return ToGrpcStatus(s, context);
+  }
+  if (!secure() && !request->destination_identity().empty()) {
+    return ToGrpcStatus(
+        InvalidRequest("destination_identity cannot be checked: this agent "
+                       "runs with --insecure (no certificates, no "
+                       "identities)"),
+        context);
+  }
+  if (options_.compatibility == nullptr) {
+    return ToGrpcStatus(
+        base::Error(absl::StatusCode::kUnimplemented,
+                    v1::ERROR_REASON_INVALID_REQUEST,
+                    "this agent was started without device checks"),
+        context);
+  }
+  std::vector<v1::DevicePair> v1_pairs;
+  for (const migration::DevicePair& p : *pairs) {
+    v1::DevicePair& out = v1_pairs.emplace_back();
+    out.set_source_device(p.local);
+    out.set_destination_device(p.peer);
+  }
+  *response = options_.compatibility->CheckMigration(
+      v1_pairs,
+      [credentials = options_.credentials, address = request->destination(),
+       identity = request->destination_identity()] {
+        return credentials->Dial(address, identity,
+                                 security::ChannelUse::kBulk);
+      });
+  base::LogInfo("checked ", v1_pairs.size(), " device(s) against ",
+                request->destination(), ": ",
+                response->migratable() ? "migratable" : "blocked");
+  return grpc::Status::OK;
+}
+
+grpc::Status MigrationServiceImpl::ListPlugins(
+    grpc::ServerContext* context, const v1::ListPluginsRequest* request,
+    v1::ListPluginsResponse* response) {
+  if (options_.compatibility != nullptr) {
+    *response = options_.compatibility->List();
   }
   return grpc::Status::OK;
 }

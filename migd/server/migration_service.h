@@ -11,11 +11,12 @@
 #include <optional>
 
 #include "absl/time/time.h"
-#include "migd/security/credentials.h"
 #include "migd/migration/device_registry.h"
 #include "migd/migration/in_doubt.h"
 #include "migd/migration/job_observer.h"
 #include "migd/migration/job_table.h"
+#include "migd/security/credentials.h"
+#include "migd/server/compatibility.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 
 namespace migd::server {
@@ -40,6 +41,10 @@ struct MigrationServiceOptions {
   // How a source job whose completion did not arrive asks the destination
   // for the outcome (the dial is made here).
   migration::InDoubtOptions outcome;
+  // The plugins' view of the devices: descriptors a source sends, the check
+  // a prepared destination runs, ListPlugins, CheckMigration. Null: none
+  // (no descriptors sent, no checks but the job's own).
+  const Compatibility* compatibility = nullptr;
 };
 
 class MigrationServiceImpl final : public v1::MigrationService::Service {
@@ -77,6 +82,14 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
   grpc::Status ResolveMigration(grpc::ServerContext* context,
                                 const v1::ResolveMigrationRequest* request,
                                 v1::Migration* response) override;
+  // A dry run of StartMigration (Compatibility::CheckMigration): the
+  // request is validated as StartMigration's is, without a token.
+  grpc::Status CheckMigration(grpc::ServerContext* context,
+                              const v1::CheckMigrationRequest* request,
+                              v1::CheckMigrationResponse* response) override;
+  grpc::Status ListPlugins(grpc::ServerContext* context,
+                           const v1::ListPluginsRequest* request,
+                           v1::ListPluginsResponse* response) override;
 
  private:
   // Reserves the job id and claims this agent's devices of `pairs` for it;

@@ -32,6 +32,8 @@ namespace {
 constexpr size_t kLoadQueueDepth = 2;
 
 constexpr char kGetOutcomeMethod[] = "/migd.v1.TransferService/GetOutcome";
+constexpr char kCheckCompatibilityMethod[] =
+    "/migd.v1.TransferService/CheckCompatibility";
 
 // How long telling the source why its session ends may take before the call
 // is cancelled without it (a dead connection, a source that stopped reading).
@@ -46,8 +48,12 @@ std::string PeerIdentityOf(const grpc::ServerContext& context) {
 
 TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
                                          absl::Duration idle_timeout,
-                                         TransferFaults faults)
-    : jobs_(jobs), idle_timeout_(idle_timeout), faults_(faults) {
+                                         TransferFaults faults,
+                                         const Compatibility* compatibility)
+    : jobs_(jobs),
+      idle_timeout_(idle_timeout),
+      faults_(faults),
+      compatibility_(compatibility) {
   // Registered by hand (the generated service is typed): the handler gets
   // the raw buffers of each request.
   AddMethod(new grpc::internal::RpcServiceMethod(
@@ -75,6 +81,38 @@ TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
             return service->GetOutcome(context, request, response);
           },
           this)));
+  // The destination's half of a dry run (index 3).
+  AddMethod(new grpc::internal::RpcServiceMethod(
+      kCheckCompatibilityMethod, grpc::internal::RpcMethod::NORMAL_RPC,
+      new grpc::internal::RpcMethodHandler<
+          TransferServiceImpl, v1::CheckCompatibilityRequest,
+          v1::CheckCompatibilityResponse, grpc::protobuf::MessageLite,
+          grpc::protobuf::MessageLite>(
+          [](TransferServiceImpl* service, grpc::ServerContext* context,
+             const v1::CheckCompatibilityRequest* request,
+             v1::CheckCompatibilityResponse* response) {
+            return service->CheckCompatibility(context, request, response);
+          },
+          this)));
+}
+
+grpc::Status TransferServiceImpl::CheckCompatibility(
+    grpc::ServerContext* context, const v1::CheckCompatibilityRequest* request,
+    v1::CheckCompatibilityResponse* response) {
+  if (request->devices_size() == 0) return grpc::Status::OK;  // a probe
+  if (compatibility_ != nullptr) {
+    *response = compatibility_->CheckHere(*request);
+  } else {
+    for (const v1::DeviceDescriptor& d : request->devices()) {
+      v1::DeviceCompatibility* r = response->add_devices();
+      r->set_destination_device(d.destination_device());
+      r->set_blocker("device_not_found");
+      r->set_message("this agent checks no devices");
+    }
+  }
+  base::LogInfo("checked ", request->devices_size(),
+                " device(s) for a dry run from ", PeerIdentityOf(*context));
+  return grpc::Status::OK;
 }
 
 grpc::Status TransferServiceImpl::GetOutcome(
@@ -85,7 +123,8 @@ grpc::Status TransferServiceImpl::GetOutcome(
   if (std::shared_ptr<migration::DestinationJob> job =
           jobs_->FindDestination(id);
       job != nullptr) {
-    absl::StatusOr<v1::GetOutcomeResponse> answer = job->AnswerOutcome(identity);
+    absl::StatusOr<v1::GetOutcomeResponse> answer =
+        job->AnswerOutcome(identity);
     if (!answer.ok()) {
       base::LogWarning("job ", id, ": refused an outcome question from ",
                        context->peer(), ": ", answer.status().ToString());
@@ -100,9 +139,10 @@ grpc::Status TransferServiceImpl::GetOutcome(
     // no telling whether this agent ever ran the devices.
     response->set_outcome(v1::OUTCOME_UNKNOWN);
     response->set_known(false);
-    response->set_message(absl::StrCat("no incoming job ", id,
-                                       " on this agent"));
-    base::LogWarning("job ", id, ": the source asked for the outcome of a job "
+    response->set_message(
+        absl::StrCat("no incoming job ", id, " on this agent"));
+    base::LogWarning("job ", id,
+                     ": the source asked for the outcome of a job "
                      "this agent does not know: UNKNOWN");
     return grpc::Status::OK;
   }
@@ -110,15 +150,13 @@ grpc::Status TransferServiceImpl::GetOutcome(
   const v1::Migration record = (*found)->Snapshot();
   if (record.peer_identity() != identity) {
     return ToGrpcStatus(
-        base::Error(absl::StatusCode::kPermissionDenied,
-                    v1::ERROR_REASON_BAD_TOKEN,
-                    absl::StrCat("the outcome of job ", id,
-                                 " is for its source ",
-                                 record.peer_identity().empty()
-                                     ? "(no identity)"
-                                     : record.peer_identity(),
-                                 "; asked by ",
-                                 identity.empty() ? "(no identity)" : identity)),
+        base::Error(
+            absl::StatusCode::kPermissionDenied, v1::ERROR_REASON_BAD_TOKEN,
+            absl::StrCat(
+                "the outcome of job ", id, " is for its source ",
+                record.peer_identity().empty() ? "(no identity)"
+                                               : record.peer_identity(),
+                "; asked by ", identity.empty() ? "(no identity)" : identity)),
         context);
   }
   migration::DestinationAnswer answer = migration::AnswerFor(record.phase());
@@ -141,8 +179,7 @@ void TransferServiceImpl::FaultPoint(bool resumed, uint64_t job_number) {
       resumed ? faults_.exit_after_resume : faults_.exit_on_commit;
   if (at != job_number) return;
   base::LogWarning("test fault: exiting ",
-                   resumed ? "after resuming the devices of"
-                           : "on COMMIT of",
+                   resumed ? "after resuming the devices of" : "on COMMIT of",
                    " incoming job number ", job_number,
                    resumed ? ", before its Completion" : ", before loading");
   _exit(75);

@@ -33,6 +33,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/sync_stream.h"
 #include "migd/migration/job_table.h"
+#include "migd/server/compatibility.h"
 #include "migd/transfer/threaded_calls.h"
 #include "proto/migd/v1/transfer.pb.h"
 
@@ -54,8 +55,17 @@ class TransferServiceImpl final : public grpc::Service {
   // not come within it is ended (DEADLINE_EXCEEDED on a data stream,
   // CANCELLED on the control stream, whose sync API cannot end a call while
   // it reads).
+  // `compatibility` answers CheckCompatibility (null: every device is
+  // reported as not found).
   TransferServiceImpl(migration::JobTable* jobs, absl::Duration idle_timeout,
-                      TransferFaults faults = {});
+                      TransferFaults faults = {},
+                      const Compatibility* compatibility = nullptr);
+
+  // CheckCompatibility: the destination's half of a dry run (see
+  // Compatibility::CheckHere). Changes nothing.
+  grpc::Status CheckCompatibility(grpc::ServerContext* context,
+                                  const v1::CheckCompatibilityRequest* request,
+                                  v1::CheckCompatibilityResponse* response);
 
   // GetOutcome: what became of an incoming job, for its source (the
   // identity its token is bound to; PERMISSION_DENIED for anyone else). A
@@ -97,6 +107,7 @@ class TransferServiceImpl final : public grpc::Service {
   migration::JobTable* const jobs_;
   const absl::Duration idle_timeout_;
   const TransferFaults faults_;
+  const Compatibility* const compatibility_;
   std::atomic<uint64_t> commits_{0};
 };
 
