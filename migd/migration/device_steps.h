@@ -51,9 +51,9 @@ absl::Status ResetDevice(Job* job, size_t index, device::Device* device);
 // resets it first); one still RESUMING is reset: a load takes effect only at
 // RESUMING -> STOP, so it holds nothing of the VM's. Never a reset of a
 // device that may hold the loaded state: whether a device keeps its state
-// through VFIO_DEVICE_RESET is its driver's (QEMU's edu, and migd's edu
-// variant driver, keep their memory), so a reset could leave the VM's state
-// running on both sides. Returns the error of the move (or reset) that
+// through VFIO_DEVICE_RESET is its driver's (the reference variant driver
+// in kernel/ keeps its memory, as the device it drives does), so a reset
+// could leave the VM's state running on both sides. Returns the error of the move (or reset) that
 // failed.
 absl::Status StandDown(Job* job, size_t index, device::Device* device);
 
