@@ -165,7 +165,7 @@ MIGD_CRC32C_PCLMUL __m128i Fold128(__m128i acc, __m128i k, __m128i next) {
 // a Barrett reduction.
 //
 // Always inlined, so that it is compiled as part of its AVX caller: VEX-encoded
-// (no SSE/AVX transitions on Intel), and under the caller's vzeroupper before
+// (no SSE/AVX transition penalties), and under the caller's vzeroupper before
 // returning. As a separate function GCC 12 tail-calls it without one, and the
 // dirty upper register state slows down the caller's legacy SSE code.
 MIGD_CRC32C_PCLMUL inline __attribute__((always_inline)) uint32_t Finish(

@@ -60,7 +60,7 @@ constexpr uint32_t XPowModP(uint64_t e) {
 
 // Multipliers that move a 128-bit block of message `bytes` bytes further
 // along, where it is xored into the block that sits there; the CRC of the
-// message does not change (Intel, "Fast CRC Computation for Generic
+// message does not change (Gopal et al., "Fast CRC Computation for Generic
 // Polynomials Using PCLMULQDQ", reflected variant).
 //
 // A lane's bit k is the coefficient of x^(127-k), so its low qword holds the
