@@ -27,6 +27,8 @@ struct CommandSpec {
   bool takes_job_arg;  // exactly one positional JOB
   const char* synopsis;
   const char* summary;
+  // At most one positional AGENT, instead of --agent.
+  bool takes_agent_arg = false;
 };
 
 const std::vector<CommandSpec>& Commands() {
@@ -60,6 +62,20 @@ const std::vector<CommandSpec>& Commands() {
        "      to the destination's (learned from their certificates, or\n"
        "      --destination_identity); --dirty_ranges has the devices' DMA\n"
        "      writes tracked (dirty-pages)"},
+      {"check",
+       {"devices", "destination"},
+       {"destination_identity"},
+       false,
+       "check --devices=SRC:DST[,SRC:DST...] --destination=NAME|HOST:PORT "
+       "[--destination_identity=ID]",
+       "ask this (source) agent whether the devices can migrate to the\n"
+       "      destination agent, changing nothing on either: per device the\n"
+       "      plugins on both sides and what blocks it (an incompatible\n"
+       "      field with both values, what to do instead), the bandwidth\n"
+       "      measured to the destination and the downtime predicted from\n"
+       "      the devices' stop-copy sizes; the destination's identity as\n"
+       "      migrate learns it. Exit 0 when every device can migrate, 3\n"
+       "      when one is blocked"},
       {"status", {}, {}, true, "status JOB", "show one job"},
       {"watch", {}, {}, true, "watch JOB", "follow a job until it ends"},
       {"dirty-pages",
@@ -71,7 +87,11 @@ const std::vector<CommandSpec>& Commands() {
        "      line per bitmap the agent serves, until the job ends (the job\n"
        "      must have been started with --dirty_ranges); run it alongside\n"
        "      migrate, see below"},
-      {"cancel", {}, {}, true, "cancel JOB",
+      {"cancel",
+       {},
+       {},
+       true,
+       "cancel JOB",
        "cancel a job in any phase but IN_DOUBT"},
       {"resolve",
        {"outcome"},
@@ -85,6 +105,15 @@ const std::vector<CommandSpec>& Commands() {
        "      a destination job resumes them. Logged with your identity.\n"
        "      Only when you know the other side does not run the VM"},
       {"list", {}, {}, false, "list", "list the agent's jobs, newest first"},
+      {"plugins",
+       {},
+       {},
+       false,
+       "plugins [AGENT]",
+       "list the vendor plugins the agent (AGENT, else --agent) loaded and\n"
+       "      the devices each speaks for, then the plugin files that did not\n"
+       "      load and why, and the devices two plugins claim alike",
+       /*takes_agent_arg=*/true},
       {"identity",
        {},
        {},
@@ -692,6 +721,14 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
     o.job = positional.front();
     positional.erase(positional.begin());
   }
+  if (spec->takes_agent_arg && !positional.empty()) {
+    if (seen_flags.count("agent")) {
+      return UsageError(cmd, "give AGENT or --agent, not both");
+    }
+    if (positional.front().empty()) return UsageError(cmd, "empty AGENT");
+    o.agent = positional.front();
+    positional.erase(positional.begin());
+  }
   if (!positional.empty()) {
     return UsageError(
         cmd, absl::StrCat("unexpected argument '", positional[0], "'"));
@@ -881,7 +918,7 @@ std::string HelpText() {
       "\nExit status: 0 success; 1 a request failed or the job did not "
       "succeed;\n"
       "2 a usage error, or a config or TLS file that is missing or wrong "
-      "(nothing\nwas sent).\n");
+      "(nothing\nwas sent); 3 check found a device that cannot migrate.\n");
   return out;
 }
 

@@ -85,8 +85,9 @@ inline constexpr uint64_t kMaxChunkBytes = 8 << 20;
 
 struct Options {
   // Global.
-  // --agent: a config agent's name or HOST:PORT; "" when not given (then the
-  // config's default_agent, else kDefaultAgent).
+  // --agent (or the AGENT argument of plugins): a config agent's name or
+  // HOST:PORT; "" when not given (then the config's default_agent, else
+  // kDefaultAgent).
   std::string agent;
   std::string agent_identity;    // --agent_identity
   std::string config;            // --config
@@ -99,9 +100,9 @@ struct Options {
   bool timeout_given = false;  // --timeout was on the command line
   bool help = false;           // --help, -h or the `help` command
 
-  // "devices", "prepare", "migrate", "status", "watch", "dirty-pages",
-  // "cancel", "resolve", "list" or "identity"; empty only together with
-  // `help`.
+  // "devices", "prepare", "migrate", "check", "status", "watch",
+  // "dirty-pages", "cancel", "resolve", "list", "plugins" or "identity";
+  // empty only together with `help`.
   std::string command;
 
   // Command flags and arguments (which ones are set depends on `command`).
@@ -111,11 +112,12 @@ struct Options {
   std::string source;           // prepare --source (for the record)
   std::string source_identity;  // prepare --source_identity
   std::string source_agent;     // prepare --source_agent
-  // migrate --destination: a config agent's name or HOST:PORT.
+  // migrate and check --destination: a config agent's name or HOST:PORT.
   std::string destination;
-  std::string destination_identity;  // migrate --destination_identity
-  std::string token;                 // migrate --token
-  PolicyArgs policy;                 // migrate's policy flags
+  // migrate and check --destination_identity
+  std::string destination_identity;
+  std::string token;  // migrate --token
+  PolicyArgs policy;  // migrate's policy flags
   // migrate --dirty_ranges (empty: no dirty tracking) and --dirty_page_size
   // (kDefaultDirtyPageSize unless given; only with --dirty_ranges).
   std::vector<IovaRangeArg> dirty_ranges;

@@ -523,6 +523,54 @@ TEST(ParseArgs, FlagErrors) {
             "devices: unexpected argument 'extra'");
 }
 
+TEST(ParseArgs, CheckTakesMigratesDevicesAndDestination) {
+  auto o = ParseArgs({"check", "--devices=emu0:dst0,0000:3b:00.1:emu9",
+                      "--destination", "dst",
+                      "--destination_identity=spiffe://x/agent/b"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "check");
+  std::vector<DevicePairArg> want = {{"emu0", "dst0"},
+                                     {"0000:3b:00.1", "emu9"}};
+  EXPECT_EQ(o->devices, want);
+  EXPECT_EQ(o->destination, "dst");
+  EXPECT_EQ(o->destination_identity, "spiffe://x/agent/b");
+}
+
+TEST(ParseArgs, CheckNeedsDevicesAndADestinationAndNothingOfAJob) {
+  EXPECT_EQ(ErrorOf({"check", "--destination=d:1"}),
+            "check: missing --devices");
+  EXPECT_EQ(ErrorOf({"check", "--devices=a:b"}),
+            "check: missing --destination");
+  EXPECT_EQ(ErrorOf({"check", "--devices=a:b", "--destination=d:1", "--job=j"}),
+            "check: unknown flag --job");
+  EXPECT_EQ(
+      ErrorOf({"check", "--devices=a:b", "--destination=d:1", "--token=t"}),
+      "check: unknown flag --token");
+  EXPECT_EQ(ErrorOf({"check", "--devices=a:b", "--destination=d:1",
+                     "--downtime_limit=1s"}),
+            "check: unknown flag --downtime_limit");
+  EXPECT_EQ(ErrorOf({"check", "--devices=a:b,a:c", "--destination=d:1"}),
+            "check: --devices: source device 'a' listed twice");
+}
+
+TEST(ParseArgs, PluginsTakesAnOptionalAgent) {
+  auto o = ParseArgs({"plugins"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "plugins");
+  EXPECT_EQ(o->agent, "");
+  o = ParseArgs({"plugins", "host6", "--output=json"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->agent, "host6");
+  EXPECT_EQ(o->output, OutputFormat::kJson);
+  o = ParseArgs({"--agent=10.0.0.6:7070", "plugins"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->agent, "10.0.0.6:7070");
+  EXPECT_EQ(ErrorOf({"plugins", "a", "b"}), "plugins: unexpected argument 'b'");
+  EXPECT_EQ(ErrorOf({"--agent=a:1", "plugins", "b"}),
+            "plugins: give AGENT or --agent, not both");
+  EXPECT_EQ(ErrorOf({"list", "a"}), "list: unexpected argument 'a'");
+}
+
 TEST(ParseDevicePairs, PlainNames) {
   auto pairs = ParseDevicePairs("emu0:dst0,emu1:dst1");
   ASSERT_TRUE(pairs.ok()) << pairs.status();
@@ -573,6 +621,25 @@ TEST(UsageLine, NamesTheCommandSynopsis) {
             "[--timeout=DURATION] [TLS FLAGS] COMMAND [ARGS]");
 }
 
+TEST(UsageLine, CheckAndPlugins) {
+  EXPECT_EQ(UsageLine("check"),
+            "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
+            "[--timeout=DURATION] [TLS FLAGS] check "
+            "--devices=SRC:DST[,SRC:DST...] --destination=NAME|HOST:PORT "
+            "[--destination_identity=ID]");
+  EXPECT_EQ(UsageLine("plugins"),
+            "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
+            "[--timeout=DURATION] [TLS FLAGS] plugins [AGENT]");
+}
+
+TEST(HelpText, DocumentsTheExitStatusOfABlockedCheck) {
+  std::string help = HelpText();
+  EXPECT_NE(help.find("3 check found a device that cannot migrate"),
+            std::string::npos);
+  EXPECT_NE(help.find("Exit 0 when every device can migrate, 3"),
+            std::string::npos);
+}
+
 TEST(UsageLine, MigrateMentionsThePolicyFlags) {
   EXPECT_NE(UsageLine("migrate").find("[--token=T] [POLICY FLAGS]"),
             std::string::npos);
@@ -606,8 +673,8 @@ TEST(HelpText, SaysTheConnectionIsMutualTlsAndListsEveryCommand) {
   std::string help = HelpText();
   EXPECT_NE(help.find("mutual TLS"), std::string::npos);
   for (const char* c :
-       {"devices", "prepare", "migrate", "status", "watch", "dirty-pages",
-        "cancel", "resolve", "list", "identity"}) {
+       {"devices", "prepare", "migrate", "check", "status", "watch",
+        "dirty-pages", "cancel", "resolve", "list", "plugins", "identity"}) {
     EXPECT_NE(help.find(absl::StrCat("\n  ", c)), std::string::npos) << c;
   }
 }

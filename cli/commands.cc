@@ -515,6 +515,49 @@ int Migrate(const Options& o, const Env& env, Connector& c) {
   return Follow(o, env, *src, o.job);
 }
 
+// A dry run of migrate: the source agent checks the devices here and on the
+// destination and reports; nothing changes on either side. The destination
+// and its identity are named and learned as migrate does with a token.
+int Check(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> src = c.Open(c.resolver().Agent());
+  if (!src.ok()) return SetupError(env, src.status());
+  absl::StatusOr<Agent> dst = c.Open(c.resolver().Resolve(
+      "--destination", o.destination, o.destination_identity));
+  if (!dst.ok()) return SetupError(env, dst.status());
+  // The identity the source must find in the destination's certificate: the
+  // one named (flag or config), else the one the destination proves to us.
+  std::string destination_identity;
+  if (!dst->endpoint.insecure) {
+    destination_identity = dst->endpoint.identity;
+    if (destination_identity.empty()) {
+      if (int rc = LearnIdentity(o, env, *dst, "destination",
+                                 /*required=*/false, &destination_identity);
+          rc != kExitOk) {
+        return rc;
+      }
+    }
+  }
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, o.timeout);
+  migd::v1::CheckMigrationRequest req;
+  AddPairs(o.devices, req.mutable_devices());
+  req.set_destination(dst->endpoint.address);
+  req.set_destination_identity(destination_identity);
+  migd::v1::CheckMigrationResponse resp;
+  grpc::Status s = src->stub->CheckMigration(&ctx, req, &resp);
+  if (!s.ok()) {
+    return ReportRpcError(
+        env, o.command, s, ctx, src->endpoint,
+        absl::StrCat("CheckMigration on ", src->endpoint.Display()));
+  }
+  if (Json(o)) {
+    *env.out << ToJson(resp, /*compact=*/false) << "\n";
+  } else {
+    *env.out << FormatCheckReport(resp, dst->endpoint.Display());
+  }
+  return resp.migratable() ? kExitOk : kExitBlocked;
+}
+
 int Status(const Options& o, const Env& env, Connector& c) {
   absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
   if (!agent.ok()) return SetupError(env, agent.status());
@@ -641,6 +684,23 @@ int List(const Options& o, const Env& env, Connector& c) {
   return kExitOk;
 }
 
+int Plugins(const Options& o, const Env& env, Connector& c) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, o.timeout);
+  migd::v1::ListPluginsResponse resp;
+  grpc::Status s =
+      agent->stub->ListPlugins(&ctx, migd::v1::ListPluginsRequest(), &resp);
+  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, agent->endpoint);
+  if (Json(o)) {
+    *env.out << ToJson(resp, /*compact=*/false) << "\n";
+  } else {
+    *env.out << FormatPlugins(resp);
+  }
+  return kExitOk;
+}
+
 // Shows who answers at the agent's address: the certificate it presented in
 // the handshake of a cheap call (ListDevices), and this client's own. When
 // the agent refuses the call after the handshake (an identity its policy
@@ -754,12 +814,12 @@ std::string FormatRpcError(const std::string& command,
 int RunCommand(const Options& o, const Env& env) {
   using CommandFn = int (*)(const Options&, const Env&, Connector&);
   static const auto* commands = new std::map<std::string, CommandFn>{
-      {"devices", &Devices},   {"prepare", &Prepare},
-      {"migrate", &Migrate},   {"status", &Status},
-      {"watch", &Watch},       {"dirty-pages", &DirtyPages},
-      {"cancel", &Cancel},     {"resolve", &Resolve},
-      {"list", &List},
-      {"identity", &Identity},
+      {"devices", &Devices},        {"prepare", &Prepare},
+      {"migrate", &Migrate},        {"check", &Check},
+      {"status", &Status},          {"watch", &Watch},
+      {"dirty-pages", &DirtyPages}, {"cancel", &Cancel},
+      {"resolve", &Resolve},        {"list", &List},
+      {"plugins", &Plugins},        {"identity", &Identity},
   };
   if (auto it = commands->find(o.command); it != commands->end()) {
     absl::StatusOr<EndpointResolver> resolver =

@@ -30,6 +30,8 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure =
     1;  // an RPC failed or the job did not succeed
 inline constexpr int kExitUsage = 2;  // also a config or TLS file problem
+// `check` answered: a device cannot migrate (see its report).
+inline constexpr int kExitBlocked = 3;
 
 // Trailing metadata key of the machine-readable error reason.
 inline constexpr char kErrorReasonKey[] = "migd-error-reason";

@@ -18,6 +18,8 @@
 #include "absl/time/time.h"
 #include "cli/fake_agent.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "migd/security/credentials.h"
@@ -866,6 +868,275 @@ TEST_F(CommandsTest, IdentityInPlaintextSaysThereIsNone) {
   EXPECT_EQ(out_.str(),
             "{\n  \"agent\": \"src:1\",\n  \"address\": \"src:1\",\n"
             "  \"tls\": false,\n  \"identity\": \"\"\n}\n");
+}
+
+// A source device `src` checked against destination device `dst`, both
+// spoken for by the emulated plugin, with 4 MiB to move in stop-copy.
+migd::v1::DeviceMigratability Checked(const std::string& src,
+                                      const std::string& dst) {
+  migd::v1::DeviceMigratability d;
+  d.set_source_device(src);
+  d.set_destination_device(dst);
+  d.set_migratable(true);
+  d.set_source_plugin("emulated");
+  d.set_source_summary("emulated device, format 1");
+  d.set_destination_plugin("emulated");
+  d.set_destination_summary("emulated device, format 1");
+  d.set_stop_copy_bytes(4 << 20);
+  return d;
+}
+
+// A check of emu0 -> dst0 and emu1 -> dst1 where emu1's state has format 2,
+// which dst1 (format 1) cannot load, and emu1's plugin says it cannot
+// migrate from this host either.
+migd::v1::CheckMigrationResponse BlockedCheck() {
+  migd::v1::CheckMigrationResponse r;
+  r.set_migratable(false);
+  *r.add_devices() = Checked("emu0", "dst0");
+  migd::v1::DeviceMigratability* d = r.add_devices();
+  *d = Checked("emu1", "dst1");
+  d->set_migratable(false);
+  d->set_source_summary("emulated device, format 2");
+  migd::v1::MigrationBlocker* b = d->add_blockers();
+  b->set_kind(migd::v1::MigrationBlocker::KIND_NO_MIGRATION_SUPPORT);
+  b->set_side("source");
+  b->set_message("emu1 runs a firmware without state save");
+  b->set_remedy("update emu1's firmware to 2.1 or later");
+  b = d->add_blockers();
+  b->set_kind(migd::v1::MigrationBlocker::KIND_INCOMPATIBLE);
+  b->set_side("destination");
+  b->set_message(
+      "device dst1: the state of source device emu1 cannot load "
+      "here");
+  b->set_field("format");
+  b->set_source_value("2");
+  b->set_destination_value("1");
+  r.set_bandwidth_bytes_per_second(300 << 20);
+  r.mutable_predicted_downtime()->set_nanos(26666666);
+  r.set_destination_identity("spiffe://example.org/agent/host6");
+  return r;
+}
+
+TEST_F(CommandsTest, CheckOfMigratableDevicesReportsThemAndExitsZero) {
+  src_.check.set_migratable(true);
+  *src_.check.add_devices() = Checked("emu0", "dst0");
+  *src_.check.add_devices() = Checked("emu1", "dst1");
+  src_.check.set_bandwidth_bytes_per_second(300 << 20);
+  src_.check.mutable_predicted_downtime()->set_nanos(26666666);
+  EXPECT_EQ(
+      Run({"check", "--devices=emu0:dst0,emu1:dst1", "--destination=dst:1"}),
+      kExitOk)
+      << Errors();
+  EXPECT_EQ(out_.str(),
+            "MIGRATABLE: 2 devices to dst:1 (no identity); bandwidth 300.0 "
+            "MiB/s, predicted downtime 26ms\n"
+            "emu0 -> dst0  migratable\n"
+            "  source       emulated: emulated device, format 1\n"
+            "  destination  emulated: emulated device, format 1\n"
+            "  stop-copy    4.0 MiB\n"
+            "emu1 -> dst1  migratable\n"
+            "  source       emulated: emulated device, format 1\n"
+            "  destination  emulated: emulated device, format 1\n"
+            "  stop-copy    4.0 MiB\n");
+  EXPECT_EQ(Errors(), "");
+  ASSERT_EQ(src_.checks.size(), 1u);
+  const migd::v1::CheckMigrationRequest& req = src_.checks[0];
+  EXPECT_EQ(req.destination(), "dst:1");
+  EXPECT_EQ(req.destination_identity(), "");  // plaintext: none to check
+  ASSERT_EQ(req.devices_size(), 2);
+  EXPECT_EQ(req.devices(1).source_device(), "emu1");
+  EXPECT_EQ(req.devices(1).destination_device(), "dst1");
+}
+
+TEST_F(CommandsTest, CheckChangesNothingOnEitherAgent) {
+  src_.check.set_migratable(true);
+  *src_.check.add_devices() = Checked("emu0", "dst0");
+  EXPECT_EQ(Run({"check", "--devices=emu0:dst0", "--destination=dst:1"}),
+            kExitOk);
+  EXPECT_TRUE(dst_.prepares.empty());
+  EXPECT_TRUE(src_.starts.empty());
+  EXPECT_TRUE(dst_.checks.empty());  // the source asks the destination
+  EXPECT_EQ(dst_.list_devices_calls, 0);
+}
+
+TEST_F(CommandsTest, CheckOfABlockedDeviceShowsEachBlockerAndExitsThree) {
+  src_.check = BlockedCheck();
+  EXPECT_EQ(
+      Run({"check", "--devices=emu0:dst0,emu1:dst1", "--destination=dst:1"}),
+      kExitBlocked);
+  EXPECT_EQ(out_.str(),
+            "BLOCKED: 1 of 2 devices cannot migrate to dst:1 (identity "
+            "spiffe://example.org/agent/host6); bandwidth 300.0 MiB/s, "
+            "predicted downtime 26ms\n"
+            "emu0 -> dst0  migratable\n"
+            "  source       emulated: emulated device, format 1\n"
+            "  destination  emulated: emulated device, format 1\n"
+            "  stop-copy    4.0 MiB\n"
+            "emu1 -> dst1  BLOCKED\n"
+            "  source       emulated: emulated device, format 2\n"
+            "  destination  emulated: emulated device, format 1\n"
+            "  stop-copy    4.0 MiB\n"
+            "  blocker      source, no migration support: emu1 runs a "
+            "firmware without state save; remedy: update emu1's firmware to "
+            "2.1 or later\n"
+            "  blocker      destination, incompatible: device dst1: the state "
+            "of source device emu1 cannot load here; format: source 2, "
+            "destination 1\n");
+  EXPECT_EQ(Errors(), "");
+  EXPECT_NE(kExitBlocked, kExitFailure);
+  EXPECT_NE(kExitBlocked, kExitUsage);
+}
+
+TEST_F(CommandsTest, CheckOfAnUnreachableDestinationSaysWhatIsNotKnown) {
+  src_.check.set_migratable(false);
+  migd::v1::DeviceMigratability* d = src_.check.add_devices();
+  *d = Checked("emu0", "dst0");
+  d->set_migratable(false);
+  d->clear_destination_plugin();
+  d->clear_destination_summary();
+  migd::v1::MigrationBlocker* b = d->add_blockers();
+  b->set_kind(migd::v1::MigrationBlocker::KIND_DESTINATION_UNREACHABLE);
+  b->set_side("destination");
+  b->set_message(
+      "the destination did not answer the check: connection "
+      "refused (UNAVAILABLE)");
+  EXPECT_EQ(Run({"check", "--devices=emu0:dst0", "--destination=dst:1"}),
+            kExitBlocked);
+  EXPECT_EQ(OutLines()[0],
+            "BLOCKED: 1 of 1 device cannot migrate to dst:1 (no identity); "
+            "bandwidth not measured, predicted downtime unknown");
+  EXPECT_THAT(out_.str(),
+              HasSubstr("  destination  -\n"
+                        "  stop-copy    4.0 MiB\n"
+                        "  blocker      destination, destination unreachable: "
+                        "the destination did not answer the check: "
+                        "connection refused (UNAVAILABLE)\n"));
+}
+
+TEST_F(CommandsTest, CheckJsonParsesBackToTheResponseAndKeepsTheExitStatus) {
+  src_.check = BlockedCheck();
+  EXPECT_EQ(Run({"check", "--output=json", "--devices=emu0:dst0,emu1:dst1",
+                 "--destination=dst:1"}),
+            kExitBlocked);
+  EXPECT_THAT(out_.str(), HasSubstr("\"destination_value\": \"1\""));
+  EXPECT_THAT(out_.str(), HasSubstr("\"kind\": \"KIND_INCOMPATIBLE\""));
+  // Fields at their defaults are there too, for a script to rely on.
+  EXPECT_THAT(out_.str(), HasSubstr("\"remedy\": \"\""));
+  migd::v1::CheckMigrationResponse parsed;
+  auto status =
+      google::protobuf::util::JsonStringToMessage(out_.str(), &parsed);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
+      parsed, BlockedCheck()))
+      << parsed.DebugString();
+  EXPECT_EQ(Errors(), "");
+}
+
+TEST_F(CommandsTest, CheckThatFailsIsAnRpcErrorNotABlockedReport) {
+  src_.errors["CheckMigration"] = {grpc::StatusCode::INVALID_ARGUMENT,
+                                   "no device emu9 on this agent",
+                                   "ERROR_REASON_INVALID_REQUEST"};
+  EXPECT_EQ(Run({"check", "--devices=emu9:dst0", "--destination=dst:1"}),
+            kExitFailure);
+  EXPECT_EQ(Errors(),
+            "migctl: check: INVALID_ARGUMENT: CheckMigration on src:1: no "
+            "device emu9 on this agent (reason: "
+            "ERROR_REASON_INVALID_REQUEST)\n");
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CommandsTest, CheckWithoutADestinationIsAUsageErrorAndSendsNothing) {
+  EXPECT_EQ(Run({"check", "--devices=emu0:dst0"}), kExitUsage);
+  EXPECT_THAT(Errors(), StartsWith("migctl: check: missing --destination\n"
+                                   "usage: migctl "));
+  EXPECT_TRUE(src_.checks.empty());
+}
+
+// The emulated plugin speaking for two devices, a plugin file that did not
+// load, and a device two plugins claim alike.
+migd::v1::ListPluginsResponse SomePlugins() {
+  migd::v1::ListPluginsResponse r;
+  r.set_plugin_dir("/usr/lib/migd/plugins");
+  migd::v1::PluginInfo* p = r.add_plugins();
+  p->set_name("emulated");
+  p->set_version("1.2.0");
+  p->set_description("migd's emulated devices");
+  p->set_path("/usr/lib/migd/plugins/libemulated.so");
+  p->set_abi_version(1);
+  p->add_devices("emu0");
+  p->add_devices("emu1");
+  p = r.add_plugins();
+  p->set_name("idle");
+  p->set_version("0.1");
+  p->set_path("/usr/lib/migd/plugins/libidle.so");
+  p->set_abi_version(1);
+  migd::v1::PluginLoadFailure* f = r.add_failures();
+  f->set_path("/usr/lib/migd/plugins/libold.so");
+  f->set_reason("ABI 0 is older than this agent's oldest (1)");
+  r.add_conflicts("emu2: plugins emulated and idle claim it at score 10");
+  return r;
+}
+
+TEST_F(CommandsTest, PluginsListsThePluginsThenFailuresAndConflicts) {
+  src_.plugins = SomePlugins();
+  EXPECT_EQ(Run({"plugins"}), kExitOk) << Errors();
+  EXPECT_EQ(out_.str(),
+            "Plugins loaded from /usr/lib/migd/plugins:\n"
+            "NAME      VERSION  ABI  DEVICES     PATH                          "
+            "        DESCRIPTION\n"
+            "emulated  1.2.0    1    emu0, emu1  "
+            "/usr/lib/migd/plugins/libemulated.so  migd's emulated devices\n"
+            "idle      0.1      1    -           "
+            "/usr/lib/migd/plugins/libidle.so      -\n"
+            "Failed to load:\n"
+            "  /usr/lib/migd/plugins/libold.so: ABI 0 is older than this "
+            "agent's oldest (1)\n"
+            "Conflicts:\n"
+            "  emu2: plugins emulated and idle claim it at score 10\n");
+  EXPECT_EQ(Errors(), "");
+}
+
+TEST_F(CommandsTest, PluginsOfAnAgentWithoutAnySaysSo) {
+  src_.plugins.set_plugin_dir("/usr/lib/migd/plugins");
+  EXPECT_EQ(Run({"plugins"}), kExitOk);
+  EXPECT_EQ(out_.str(), "No plugins loaded from /usr/lib/migd/plugins\n");
+}
+
+TEST_F(CommandsTest, PluginsJsonParsesBackToTheResponse) {
+  src_.plugins = SomePlugins();
+  EXPECT_EQ(Run({"plugins", "--output=json"}), kExitOk);
+  migd::v1::ListPluginsResponse parsed;
+  auto status =
+      google::protobuf::util::JsonStringToMessage(out_.str(), &parsed);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  EXPECT_TRUE(
+      google::protobuf::util::MessageDifferencer::Equals(parsed, SomePlugins()))
+      << parsed.DebugString();
+  EXPECT_THAT(out_.str(), HasSubstr("\"abi_version\": 1"));
+}
+
+TEST_F(CommandsTest, PluginsAsksTheAgentNamedByItsArgument) {
+  dst_.plugins = SomePlugins();
+  EXPECT_EQ(Main({"plugins", "dst:1"}, env_), kExitOk) << Errors();
+  EXPECT_EQ(dst_.list_plugins_calls, 1);
+  EXPECT_EQ(src_.list_plugins_calls, 0);
+  EXPECT_THAT(out_.str(), HasSubstr("Conflicts:\n"));
+}
+
+TEST_F(CommandsTest, PluginsWithBothAnArgumentAndAgentIsAUsageError) {
+  EXPECT_EQ(Run({"plugins", "dst:1"}), kExitUsage);
+  EXPECT_THAT(Errors(), StartsWith("migctl: plugins: give AGENT or --agent, "
+                                   "not both\n"));
+  EXPECT_EQ(src_.list_plugins_calls + dst_.list_plugins_calls, 0);
+}
+
+TEST_F(CommandsTest, PluginsErrorIsReported) {
+  src_.errors["ListPlugins"] = {grpc::StatusCode::PERMISSION_DENIED,
+                                "ListPlugins: not for spiffe://x/nobody", ""};
+  EXPECT_EQ(Run({"plugins"}), kExitFailure);
+  EXPECT_EQ(Errors(),
+            "migctl: plugins: PERMISSION_DENIED: ListPlugins: not for "
+            "spiffe://x/nobody\n");
 }
 
 TEST(StatusCodeName, KnownAndUnknownCodes) {

@@ -43,7 +43,12 @@ class FakeAgent final : public migd::v1::MigrationService::Service {
   // PrepareIncoming's answer: the token is "tok-" + the job id.
   google::protobuf::Timestamp token_expires;
 
+  migd::v1::CheckMigrationResponse check;  // CheckMigration's answer
+  migd::v1::ListPluginsResponse plugins;   // ListPlugins's answer
+
   int list_devices_calls = 0;
+  int list_plugins_calls = 0;
+  std::vector<migd::v1::CheckMigrationRequest> checks;
   std::vector<migd::v1::PrepareIncomingRequest> prepares;
   // The identity each PrepareIncoming caller proved ("" without TLS).
   std::vector<std::string> prepare_callers;
@@ -146,6 +151,26 @@ class FakeAgent final : public migd::v1::MigrationService::Service {
                               migd::v1::ListMigrationsResponse* resp) override {
     if (auto e = Fail(ctx, "ListMigrations"); !e.ok()) return e;
     *resp->add_migrations() = job;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status CheckMigration(grpc::ServerContext* ctx,
+                              const migd::v1::CheckMigrationRequest* req,
+                              migd::v1::CheckMigrationResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    checks.push_back(*req);
+    if (auto e = Fail(ctx, "CheckMigration"); !e.ok()) return e;
+    *resp = check;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListPlugins(grpc::ServerContext* ctx,
+                           const migd::v1::ListPluginsRequest*,
+                           migd::v1::ListPluginsResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    ++list_plugins_calls;
+    if (auto e = Fail(ctx, "ListPlugins"); !e.ok()) return e;
+    *resp = plugins;
     return grpc::Status::OK;
   }
 

@@ -306,12 +306,11 @@ void InDoubtRows(const migd::v1::Migration& m,
                     d.reason().empty() ? "" : absl::StrCat("\n", d.reason()))});
   if (source) {
     rows->push_back(
-        {"asked",
-         d.attempts() == 0
-             ? "the destination, not answered yet"
-             : absl::StrCat("the destination ",
-                            Plural(d.attempts(), "time", "times"),
-                            "; last answer: ", d.last_answer())});
+        {"asked", d.attempts() == 0
+                      ? "the destination, not answered yet"
+                      : absl::StrCat("the destination ",
+                                     Plural(d.attempts(), "time", "times"),
+                                     "; last answer: ", d.last_answer())});
   }
   const std::string j = m.job_id();
   rows->push_back(
@@ -325,18 +324,16 @@ void InDoubtRows(const migd::v1::Migration& m,
                     j,
                     " --outcome=source       resume the devices here\n"
                     "  migctl resolve ",
-                    j,
-                    " --outcome=destination  they run there; release them")
-              : absl::StrCat(
-                    "the devices stay as they are until an operator "
-                    "decides:\n"
-                    "  migctl resolve ",
-                    j,
-                    " --outcome=destination  resume the devices here\n"
-                    "  migctl resolve ",
-                    j,
-                    " --outcome=source       they run on the source; "
-                    "reset them")});
+                    j, " --outcome=destination  they run there; release them")
+              : absl::StrCat("the devices stay as they are until an operator "
+                             "decides:\n"
+                             "  migctl resolve ",
+                             j,
+                             " --outcome=destination  resume the devices here\n"
+                             "  migctl resolve ",
+                             j,
+                             " --outcome=source       they run on the source; "
+                             "reset them")});
 }
 
 }  // namespace
@@ -570,6 +567,137 @@ std::string FormatDirtyPages(const migd::v1::DirtyPages& p) {
                       " range=0x", absl::Hex(p.iova()), "+0x",
                       absl::Hex(p.length()), " page_size=", p.page_size(),
                       " dirty=", pages.size(), " pages=", list);
+}
+
+std::string BlockerKindWords(migd::v1::MigrationBlocker::Kind kind) {
+  switch (kind) {
+    case migd::v1::MigrationBlocker::KIND_NO_MIGRATION_SUPPORT:
+      return "no migration support";
+    case migd::v1::MigrationBlocker::KIND_INCOMPATIBLE:
+      return "incompatible";
+    case migd::v1::MigrationBlocker::KIND_DEVICE_BUSY:
+      return "device busy";
+    case migd::v1::MigrationBlocker::KIND_DEVICE_NOT_FOUND:
+      return "no such device";
+    case migd::v1::MigrationBlocker::KIND_P2P_MIX:
+      return "mixed P2P support";
+    case migd::v1::MigrationBlocker::KIND_DESTINATION_UNREACHABLE:
+      return "destination unreachable";
+    case migd::v1::MigrationBlocker::KIND_PLUGIN_CONFLICT:
+      return "plugin conflict";
+    default:
+      return "blocked";
+  }
+}
+
+std::string FormatBlocker(const migd::v1::MigrationBlocker& b) {
+  std::string out = absl::StrCat(b.side().empty() ? "" : b.side() + ", ",
+                                 BlockerKindWords(b.kind()));
+  if (!b.message().empty()) absl::StrAppend(&out, ": ", b.message());
+  if (!b.field().empty()) {
+    absl::StrAppend(&out, "; ", b.field(), ": source ",
+                    OrDash(b.source_value()), ", destination ",
+                    OrDash(b.destination_value()));
+  }
+  if (!b.remedy().empty()) absl::StrAppend(&out, "; remedy: ", b.remedy());
+  return out;
+}
+
+namespace {
+
+// "emulated: emulated device, format 1", the plugin alone without a
+// summary, "no plugin: ..." without a plugin, "-" when nothing is known.
+std::string PluginString(const std::string& plugin,
+                         const std::string& summary) {
+  if (plugin.empty() && summary.empty()) return "-";
+  std::string out = plugin.empty() ? "no plugin" : plugin;
+  if (!summary.empty()) absl::StrAppend(&out, ": ", summary);
+  return out;
+}
+
+}  // namespace
+
+std::string FormatCheckReport(const migd::v1::CheckMigrationResponse& r,
+                              const std::string& destination) {
+  int blocked = 0;
+  for (const auto& d : r.devices()) blocked += d.migratable() ? 0 : 1;
+  const std::string to =
+      absl::StrCat(destination, " (",
+                   r.destination_identity().empty()
+                       ? std::string("no identity")
+                       : absl::StrCat("identity ", r.destination_identity()),
+                   ")");
+  std::string out;
+  if (r.migratable()) {
+    out = absl::StrCat(
+        "MIGRATABLE: ", Plural(r.devices_size(), "device", "devices"), " to ",
+        to);
+  } else if (blocked > 0) {
+    out = absl::StrCat("BLOCKED: ", blocked, " of ",
+                       Plural(r.devices_size(), "device", "devices"),
+                       " cannot migrate to ", to);
+  } else {
+    out = absl::StrCat("BLOCKED: cannot migrate to ", to);
+  }
+  absl::StrAppend(
+      &out, "; bandwidth ",
+      r.bandwidth_bytes_per_second() > 0
+          ? HumanRate(static_cast<double>(r.bandwidth_bytes_per_second()))
+          : std::string("not measured"),
+      ", predicted downtime ",
+      r.has_predicted_downtime()
+          ? HumanDuration(ToAbslDuration(r.predicted_downtime()))
+          : std::string("unknown"),
+      "\n");
+  for (const auto& d : r.devices()) {
+    absl::StrAppend(&out, OrDash(d.source_device()), " -> ",
+                    OrDash(d.destination_device()), "  ",
+                    d.migratable() ? "migratable" : "BLOCKED", "\n");
+    std::vector<std::pair<std::string, std::string>> rows = {
+        {"source", PluginString(d.source_plugin(), d.source_summary())},
+        {"destination",
+         PluginString(d.destination_plugin(), d.destination_summary())},
+        {"stop-copy",
+         d.stop_copy_bytes() > 0 ? HumanBytes(d.stop_copy_bytes()) : "-"},
+    };
+    for (const auto& b : d.blockers()) {
+      rows.push_back({"blocker", FormatBlocker(b)});
+    }
+    absl::StrAppend(&out, FormatLabeled(rows, "  "));
+  }
+  return out;
+}
+
+std::string FormatPlugins(const migd::v1::ListPluginsResponse& r) {
+  const std::string dir = r.plugin_dir().empty()
+                              ? std::string("(no plugin directory)")
+                              : absl::StrCat("from ", r.plugin_dir());
+  std::string out;
+  if (r.plugins_size() == 0) {
+    out = absl::StrCat("No plugins loaded ", dir, "\n");
+  } else {
+    out = absl::StrCat("Plugins loaded ", dir, ":\n");
+    std::vector<std::vector<std::string>> rows = {
+        {"NAME", "VERSION", "ABI", "DEVICES", "PATH", "DESCRIPTION"}};
+    for (const auto& p : r.plugins()) {
+      rows.push_back(
+          {OrDash(p.name()), OrDash(p.version()), absl::StrCat(p.abi_version()),
+           p.devices().empty() ? "-" : absl::StrJoin(p.devices(), ", "),
+           OrDash(p.path()), OrDash(p.description())});
+    }
+    absl::StrAppend(&out, FormatTable(rows));
+  }
+  if (r.failures_size() > 0) {
+    absl::StrAppend(&out, "Failed to load:\n");
+    for (const auto& f : r.failures()) {
+      absl::StrAppend(&out, "  ", f.path(), ": ", OrDash(f.reason()), "\n");
+    }
+  }
+  if (r.conflicts_size() > 0) {
+    absl::StrAppend(&out, "Conflicts:\n");
+    for (const auto& c : r.conflicts()) absl::StrAppend(&out, "  ", c, "\n");
+  }
+  return out;
 }
 
 std::string FormatUtcTime(absl::Time t) {

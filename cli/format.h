@@ -2,7 +2,8 @@
 //
 // How migctl shows things to a person and to a program: human byte, rate and
 // duration strings, short names for the API's enums, the device and job tables,
-// the end-of-job summary, what `identity` found, and JSON of any API message.
+// the end-of-job summary, the migratability report of a dry run, the plugin
+// list, what `identity` found, and JSON of any API message.
 // Pure functions of their inputs, so the output a script parses is pinned by
 // tests.
 
@@ -121,6 +122,32 @@ std::vector<uint64_t> DirtyPageAddresses(const migd::v1::DirtyPages& p);
 // "pages=-" when none is dirty, "pages=all" (and dirty = the pages of the
 // range) when all_dirty is set.
 std::string FormatDirtyPages(const migd::v1::DirtyPages& p);
+
+// What keeps a device from migrating, in words: "no migration support",
+// "incompatible", "device busy", "no such device", "mixed P2P support",
+// "destination unreachable", "plugin conflict"; "blocked" for a kind this
+// build does not know.
+std::string BlockerKindWords(migd::v1::MigrationBlocker::Kind kind);
+
+// One blocker in one line, without the newline: "destination, incompatible:
+// MESSAGE; format: source 2, destination 1; remedy: REMEDY". The field part
+// only when the blocker names a field, the remedy only when there is one.
+std::string FormatBlocker(const migd::v1::MigrationBlocker& b);
+
+// `migctl check`'s report on a dry run toward the destination shown as
+// `destination`: a header line ("MIGRATABLE: 2 devices to dst:1 (identity
+// ID); bandwidth 300.0 MiB/s, predicted downtime 28ms", or "BLOCKED: 1 of 2
+// devices cannot migrate to ..."), then per device "SRC -> DST  migratable"
+// or "... BLOCKED" and indented lines: the plugin and its summary on each
+// side, the stop-copy size, and one FormatBlocker line per blocker.
+std::string FormatCheckReport(const migd::v1::CheckMigrationResponse& r,
+                              const std::string& destination);
+
+// `migctl plugins`: where the plugins were read from, a NAME VERSION ABI
+// DEVICES PATH DESCRIPTION table of the loaded ones, then "Failed to load:"
+// with "  PATH: REASON" lines and "Conflicts:" with one line each (the two
+// sections only when not empty).
+std::string FormatPlugins(const migd::v1::ListPluginsResponse& r);
 
 // What `migctl identity` learned about one agent and this client.
 struct IdentityReport {

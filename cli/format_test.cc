@@ -672,5 +672,76 @@ TEST(FormatMigrationDetails, ThePeersIdentityWhenKnown) {
       << FormatMigrationDetails(m);
 }
 
+TEST(BlockerKindWords, EveryKindInWords) {
+  using B = migd::v1::MigrationBlocker;
+  EXPECT_EQ(BlockerKindWords(B::KIND_NO_MIGRATION_SUPPORT),
+            "no migration support");
+  EXPECT_EQ(BlockerKindWords(B::KIND_INCOMPATIBLE), "incompatible");
+  EXPECT_EQ(BlockerKindWords(B::KIND_DEVICE_BUSY), "device busy");
+  EXPECT_EQ(BlockerKindWords(B::KIND_DEVICE_NOT_FOUND), "no such device");
+  EXPECT_EQ(BlockerKindWords(B::KIND_P2P_MIX), "mixed P2P support");
+  EXPECT_EQ(BlockerKindWords(B::KIND_DESTINATION_UNREACHABLE),
+            "destination unreachable");
+  EXPECT_EQ(BlockerKindWords(B::KIND_PLUGIN_CONFLICT), "plugin conflict");
+  EXPECT_EQ(BlockerKindWords(B::KIND_UNSPECIFIED), "blocked");
+  EXPECT_EQ(BlockerKindWords(static_cast<B::Kind>(99)), "blocked");
+}
+
+TEST(FormatBlocker, FieldAndRemedyOnlyWhenGiven) {
+  migd::v1::MigrationBlocker b;
+  b.set_kind(migd::v1::MigrationBlocker::KIND_DEVICE_BUSY);
+  b.set_side("source");
+  b.set_message("device emu0 belongs to job j7");
+  EXPECT_EQ(FormatBlocker(b),
+            "source, device busy: device emu0 belongs to job j7");
+  b.set_kind(migd::v1::MigrationBlocker::KIND_INCOMPATIBLE);
+  b.set_side("destination");
+  b.set_message("dst0 cannot load it");
+  b.set_field("firmware");
+  b.set_source_value("2.1");
+  b.set_remedy("pick a destination with firmware 2.1");
+  EXPECT_EQ(FormatBlocker(b),
+            "destination, incompatible: dst0 cannot load it; firmware: source "
+            "2.1, destination -; remedy: pick a destination with firmware 2.1");
+}
+
+TEST(FormatCheckReport, ABlockedCheckWithoutBlockedDevicesStillSaysBlocked) {
+  migd::v1::CheckMigrationResponse r;
+  EXPECT_EQ(FormatCheckReport(r, "dst (10.0.0.6:7070)"),
+            "BLOCKED: cannot migrate to dst (10.0.0.6:7070) (no identity); "
+            "bandwidth not measured, predicted downtime unknown\n");
+}
+
+TEST(FormatCheckReport, ADeviceWithoutPluginsOrSize) {
+  migd::v1::CheckMigrationResponse r;
+  migd::v1::DeviceMigratability* d = r.add_devices();
+  d->set_source_device("emu9");
+  d->set_destination_device("dst9");
+  d->set_source_summary("generic VFIO device");
+  migd::v1::MigrationBlocker* b = d->add_blockers();
+  b->set_kind(migd::v1::MigrationBlocker::KIND_DEVICE_NOT_FOUND);
+  b->set_side("destination");
+  b->set_message("no device dst9 on this agent");
+  EXPECT_EQ(FormatCheckReport(r, "dst:1"),
+            "BLOCKED: 1 of 1 device cannot migrate to dst:1 (no identity); "
+            "bandwidth not measured, predicted downtime unknown\n"
+            "emu9 -> dst9  BLOCKED\n"
+            "  source       no plugin: generic VFIO device\n"
+            "  destination  -\n"
+            "  stop-copy    -\n"
+            "  blocker      destination, no such device: no device dst9 on "
+            "this agent\n");
+}
+
+TEST(FormatPlugins, NoPluginDirectory) {
+  migd::v1::ListPluginsResponse r;
+  EXPECT_EQ(FormatPlugins(r), "No plugins loaded (no plugin directory)\n");
+  r.add_failures()->set_path("/p/a.so");
+  EXPECT_EQ(FormatPlugins(r),
+            "No plugins loaded (no plugin directory)\n"
+            "Failed to load:\n"
+            "  /p/a.so: -\n");
+}
+
 }  // namespace
 }  // namespace migd::cli

@@ -296,6 +296,22 @@ TEST_F(TlsTest, MigrateWithATokenAndTheDestinationsIdentityAsksNobody) {
             "spiffe://migd.local/agent/agent-b");
 }
 
+TEST_F(TlsTest, CheckHasTheSourceCheckTheDestinationsIdentity) {
+  src_->fake.check.set_migratable(true);
+  src_->fake.check.add_devices()->set_migratable(true);
+  EXPECT_EQ(
+      Run({"check", "--devices=emu0:dst0", "--destination=" + dst_->address()}),
+      kExitOk)
+      << err_.str();
+  EXPECT_EQ(dst_->fake.list_devices_calls, 1);  // to learn its identity
+  ASSERT_EQ(src_->fake.checks.size(), 1u);
+  EXPECT_EQ(src_->fake.checks[0].destination(), dst_->address());
+  EXPECT_EQ(src_->fake.checks[0].destination_identity(),
+            "spiffe://migd.local/agent/agent-b");
+  EXPECT_TRUE(dst_->fake.prepares.empty());
+  EXPECT_EQ(err_.str(), "");
+}
+
 TEST_F(TlsTest, MigrateToConfigAgentsUsesTheirAddressesAndIdentities) {
   std::string dir = pki_->dir();
   std::string config = dir + "/migctl.conf";
