@@ -18,6 +18,9 @@
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
 #include "e2e/testing/device_checks.h"
+#include "e2e/testing/migctl.h"
+#include "e2e/testing/run_pki.h"
+#include "e2e/testing/shell.h"
 #include "e2e/testing/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
@@ -166,6 +169,39 @@ TEST_F(CompatTest, AnIncompatibleStateFormatIsRefusedBeforeAnyStateMoves) {
                 v1::DEVICE_STATE_RUNNING, &source_before);
   ExpectDevices("destination", destination_after, {"newer", "same"},
                 v1::DEVICE_STATE_RUNNING, &destination_before);
+}
+
+// The operator's dry run: `migctl check` prints the blocker with the field
+// and both values and exits 3 (blocked); the same pair with a compatible
+// destination device exits 0. Nothing changes on either side.
+TEST_F(CompatTest, MigctlCheckReportsTheIncompatibleFieldAndExitsBlocked) {
+  const std::string migctl = MigctlPath();
+  ASSERT_FALSE(migctl.empty()) << "no --migctl_binary";
+  ASSERT_OK_AND_ASSIGN(RunPki * pki, RunPki::Get());
+  ASSERT_OK_AND_ASSIGN(security::TlsFiles op, pki->Files("operator"));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+  auto check = [&](const std::string& devices) {
+    return RunShell(MigctlCommand(
+        migctl, *source_, op, "/nonexistent",
+        absl::StrCat("check --devices=", devices,
+                     " --destination=", destination_->address(),
+                     " --destination_identity=", destination_->identity())));
+  };
+  CommandResult blocked = check("src0:newer");
+  EXPECT_EQ(blocked.exit_code, 3) << blocked.output;
+  EXPECT_TRUE(absl::StrContains(blocked.output, "BLOCKED")) << blocked.output;
+  EXPECT_TRUE(absl::StrContains(blocked.output, "state_format"))
+      << blocked.output;
+  EXPECT_TRUE(absl::StrContains(blocked.output, "source 1, destination 2"))
+      << blocked.output;
+
+  CommandResult ok = check("src0:same");
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_TRUE(absl::StrContains(ok.output, "MIGRATABLE")) << ok.output;
+
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ExpectDevices("source", source_after, {"src0", "src1"},
+                v1::DEVICE_STATE_RUNNING, &source_before);
 }
 
 TEST_F(CompatTest, ADeviceMissingOnTheDestinationIsABlocker) {
