@@ -7,9 +7,12 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -25,8 +28,10 @@
 #include "migd/security/authorizer.h"
 #include "migd/security/credentials.h"
 #include "migd/server/agent.h"
+#include "migd/server/builtin_backends.h"
 #include "migd/server/device_config.h"
 #include "migd/server/device_facts.h"
+#include "migd/server/emulated_backend.h"
 #include "migd/transfer/framing.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
@@ -159,8 +164,11 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
-  // Each device's config line chooses its backend (emulated or kernel VFIO).
-  std::vector<migd::server::DeviceConfig> configs;
+  // Each device's config line chooses its backend by its first word, the
+  // kind the backend is registered under.
+  auto backends = migd::server::BuiltinDeviceBackends();
+  if (!backends.ok()) return Fail(backends.status());
+  std::vector<std::unique_ptr<migd::server::DeviceSpec>> specs;
   if (!absl::GetFlag(FLAGS_emulated_devices).empty()) {
     auto size =
         migd::device::ParseSize(absl::GetFlag(FLAGS_emulated_state_size));
@@ -170,7 +178,7 @@ int main(int argc, char** argv) {
         absl::GetFlag(FLAGS_emulated_devices), *size,
         absl::GetFlag(FLAGS_emulated_seed));
     if (!list.ok()) return Fail(list.status());
-    configs.assign(list->begin(), list->end());
+    specs = *std::move(list);
   }
   if (std::string path = absl::GetFlag(FLAGS_devices_config); !path.empty()) {
     std::ifstream f(path);
@@ -179,16 +187,16 @@ int main(int argc, char** argv) {
           absl::StrCat("cannot read --devices_config ", path)));
     std::stringstream text;
     text << f.rdbuf();
-    auto more = migd::server::ParseDevicesConfig(text.str());
+    auto more = migd::server::ParseDevicesConfig(text.str(), *backends);
     if (!more.ok()) return Fail(migd::base::Annotate(more.status(), path));
-    configs.insert(configs.end(), more->begin(), more->end());
+    for (auto& spec : *more) specs.push_back(std::move(spec));
   }
-  auto devices = migd::server::BuildDevices(configs);
+  auto devices = migd::server::BuildDevices(specs, *backends);
   if (!devices.ok()) return Fail(devices.status());
 
   migd::server::AgentOptions options;
   options.plugin_dir = absl::GetFlag(FLAGS_plugin_dir);
-  options.device_facts = migd::server::FactsOf(configs, **devices);
+  options.device_facts = migd::server::FactsOf(specs, **devices);
   options.listen = absl::GetFlag(FLAGS_listen);
   if (absl::GetFlag(FLAGS_insecure)) {
     options.credentials = migd::security::Credentials::Insecure();
@@ -294,7 +302,7 @@ int main(int argc, char** argv) {
   auto agent = migd::server::Agent::Start(options, *std::move(devices));
   if (!agent.ok()) return Fail(agent.status());
   migd::base::LogInfo("agent ", absl::GetFlag(FLAGS_name), " serving on port ",
-                      (*agent)->port(), " with ", configs.size(), " device(s)");
+                      (*agent)->port(), " with ", specs.size(), " device(s)");
   if (std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
     if (absl::Status s = WritePortFile(path, (*agent)->port()); !s.ok()) {
       return Fail(s);
