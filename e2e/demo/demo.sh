@@ -6,11 +6,13 @@
 # moves, and the destination devices run. The destination's device state is
 # then checked against the source's.
 #
-#   e2e/demo/demo.sh MIGD MIGCTL [PKI]
+#   e2e/demo/demo.sh MIGD MIGCTL [PKI [PLUGIN]]
 #
 # MIGD and MIGCTL are the built binaries (tools/demo builds them and calls this;
 # //e2e/demo:demo_test runs it in the test suite). PKI is tools/pki (default:
-# the one in this script's repository). Everything runs with mutual TLS: the
+# the one in this script's repository). PLUGIN is the emulated devices' vendor
+# plugin (vendor-plugins/emulated): both agents load it, and the demo checks
+# the devices' compatibility (migctl check) before it migrates them. Everything runs with mutual TLS: the
 # demo mints a development PKI in its temp dir, the source agent serves as
 # agent-a, the destination as agent-b, and migctl calls them with the
 # operator's certificate, from a migctl config file that names both agents.
@@ -19,8 +21,8 @@
 # on every exit path.
 set -euo pipefail
 
-if (($# < 2 || $# > 3)); then
-  echo "usage: $0 MIGD MIGCTL [PKI]" >&2
+if (($# < 2 || $# > 4)); then
+  echo "usage: $0 MIGD MIGCTL [PKI [PLUGIN]]" >&2
   exit 2
 fi
 
@@ -33,6 +35,11 @@ abspath() {
 MIGD="$(abspath "$1")"
 MIGCTL="$(abspath "$2")"
 PKI="$(abspath "${3:-$(dirname "${BASH_SOURCE[0]}")/../../tools/pki}")"
+PLUGIN="${4:+$(abspath "$4")}"
+if [[ -n "$PLUGIN" && ! -f "$PLUGIN" ]]; then
+  echo "demo: plugin $PLUGIN does not exist" >&2
+  exit 2
+fi
 for bin in "$MIGD" "$MIGCTL" "$PKI"; do
   if [[ ! -x "$bin" ]]; then
     echo "demo: $bin is not an executable" >&2
@@ -129,6 +136,7 @@ start_agent() {
     --tls_cert="$cert.pem" --tls_key="$cert.key" --tls_ca="$tmp/pki/ca.pem" \
     --tls_policy="$tmp/pki/policy.conf" --state_dir="$tmp/$name.state" \
     --name="$name" --devices_config="$tmp/$name.conf" \
+    --plugin_dir="${PLUGIN:+$tmp/plugins}" \
     >"$tmp/$name.log" 2>&1 &
   agent_pid[$name]=$!
 }
@@ -165,6 +173,10 @@ write_config destination 101 "" "${DST_DEVICES[@]}"
 if ! "$PKI" "$tmp/pki" >/dev/null; then
   echo "demo: $PKI could not mint the certificates (it needs openssl)" >&2
   exit 1
+fi
+if [[ -n "$PLUGIN" ]]; then
+  mkdir -p "$tmp/plugins"
+  cp "$PLUGIN" "$tmp/plugins/"
 fi
 start_agent source
 start_agent destination
@@ -250,6 +262,13 @@ PY
 
 section "Before: destination state vs source state (the source keeps changing)"
 compare_digests before
+
+if [[ -n "$PLUGIN" ]]; then
+  section "Vendor plugins on the source agent"
+  "$MIGCTL" --agent="$SRC" plugins
+  section "Dry run: can $PAIRS migrate? (nothing changes)"
+  "$MIGCTL" --agent="$SRC" check --devices="$PAIRS" --destination="$DST"
+fi
 
 section "Migrating job $JOB: $PAIRS (downtime limit $DOWNTIME_LIMIT)"
 migrate_rc=0
