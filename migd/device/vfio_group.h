@@ -41,16 +41,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "migd/device/unique_fd.h"
+#include "migd/device/vfio_paths.h"
 #include "migd/device/vfio_syscalls.h"
 
 namespace migd::device {
-
-// Where sysfs and /dev are. Tests point them at a temporary tree; config
-// paths ("/dev/vfio/devices/vfio0") are resolved below `dev`.
-struct VfioPaths {
-  std::string sys = "/sys";
-  std::string dev = "/dev";
-};
 
 // A VFIO container (/dev/vfio/vfio) with the type1v2 IOMMU set. Its fd is what
 // a VMM-like user maps DMA through (VFIO_IOMMU_MAP_DMA).

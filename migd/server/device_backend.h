@@ -28,7 +28,7 @@
 #include "absl/time/time.h"
 #include "migd/device/device.h"
 #include "migd/device/fd_handoff.h"
-#include "migd/device/vfio_group.h"
+#include "migd/device/vfio_paths.h"
 #include "migd/plugins/plugin.h"
 
 namespace migd::server {
