@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "migd/device/device.h"
-#include "migd/device/vfio_group.h"
+#include "migd/device/vfio_paths.h"
 #include "migd/migration/device_registry.h"
 #include "migd/plugins/plugin.h"
 #include "migd/server/device_backend.h"
