@@ -10,7 +10,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -37,7 +39,8 @@ std::string ToolPath(const std::string& tool) {
 
 }  // namespace
 
-absl::Status RunCommand(const std::vector<std::string>& argv) {
+absl::Status RunCommand(const std::vector<std::string>& argv,
+                        std::string* output) {
   if (argv.empty()) return absl::InvalidArgumentError("empty command");
   const std::string command = absl::StrJoin(argv, " ");
   std::vector<std::string> words = argv;
@@ -70,12 +73,12 @@ absl::Status RunCommand(const std::vector<std::string>& argv) {
     return absl::InternalError(ErrnoText(absl::StrCat("spawn `", command, "`"),
                                          err));
   }
-  std::string output;
+  std::string printed;
   char buffer[4096];
   for (;;) {
     ssize_t n = read(pipe_fds[0], buffer, sizeof(buffer));
     if (n > 0) {
-      output.append(buffer, static_cast<size_t>(n));
+      printed.append(buffer, static_cast<size_t>(n));
     } else if (n == 0 || errno != EINTR) {
       break;
     }
@@ -89,8 +92,9 @@ absl::Status RunCommand(const std::vector<std::string>& argv) {
         "`", command, "` failed (",
         WIFEXITED(status) ? absl::StrCat("exit ", WEXITSTATUS(status))
                           : absl::StrCat("signal ", WTERMSIG(status)),
-        "): ", output));
+        "): ", printed));
   }
+  if (output != nullptr) *output = std::move(printed);
   return absl::OkStatus();
 }
 
@@ -160,11 +164,12 @@ std::vector<std::string> Netns::EnterCommand() const {
   return {ToolPath("nsenter"), absl::StrCat("--net=", path_), "--"};
 }
 
-absl::Status Netns::Run(const std::vector<std::string>& argv) const {
+absl::Status Netns::Run(const std::vector<std::string>& argv,
+                        std::string* output) const {
   std::vector<std::string> words = EnterCommand();
   words.push_back(ToolPath(argv.at(0)));
   words.insert(words.end(), argv.begin() + 1, argv.end());
-  absl::Status s = RunCommand(words);
+  absl::Status s = RunCommand(words, output);
   if (s.ok()) return s;
   return absl::Status(s.code(),
                       absl::StrCat("in namespace ", name_, ": ", s.message()));
@@ -268,7 +273,31 @@ absl::Status Topology::Rules(absl::string_view in, absl::string_view out) {
 absl::Status Topology::Partition() { return Rules("drop", "drop"); }
 
 absl::Status Topology::LossTowardsDestination(int percent) {
-  return Rules(absl::StrCat("numgen random mod 100 < ", percent, " drop"), "");
+  return Rules(
+      absl::StrCat("numgen random mod 100 < ", percent, " counter drop"), "");
+}
+
+absl::StatusOr<int64_t> Topology::LossDropped() {
+  std::string listing;
+  if (absl::Status s = destination_->Run(
+          {"nft", "list", "chain", "inet", "migd_fault", "in"}, &listing);
+      !s.ok()) {
+    return s;
+  }
+  // "... counter packets N bytes M drop"
+  constexpr absl::string_view kCounter = "counter packets ";
+  absl::string_view rest = listing;
+  const size_t at = rest.find(kCounter);
+  int64_t packets = 0;
+  if (at != absl::string_view::npos) {
+    rest.remove_prefix(at + kCounter.size());
+    rest = rest.substr(0, rest.find(' '));
+  }
+  if (at == absl::string_view::npos || !absl::SimpleAtoi(rest, &packets)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no loss counter in the fault rules: ", listing));
+  }
+  return packets;
 }
 
 absl::Status Topology::Heal() {

@@ -26,6 +26,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,8 +44,10 @@ absl::Status EnterPrivateNetns();
 
 // Runs `argv` (argv[0] a tool name looked up in /usr/sbin, /sbin, /usr/bin,
 // /bin, or an absolute path) and waits for it. kInternal with the command
-// and its output when it fails.
-absl::Status RunCommand(const std::vector<std::string>& argv);
+// and its output when it fails; its output in `*output` (stdout and stderr)
+// when it succeeds and `output` is not null.
+absl::Status RunCommand(const std::vector<std::string>& argv,
+                        std::string* output = nullptr);
 
 // A network namespace held by a child process.
 class Netns {
@@ -64,7 +67,8 @@ class Netns {
   // {"/usr/bin/nsenter", "--net=<path>", "--"} (nsenter execs the command).
   std::vector<std::string> EnterCommand() const;
   // RunCommand inside this namespace.
-  absl::Status Run(const std::vector<std::string>& argv) const;
+  absl::Status Run(const std::vector<std::string>& argv,
+                   std::string* output = nullptr) const;
 
  private:
   Netns(std::string name, pid_t holder);
@@ -98,6 +102,9 @@ class Topology {
   // Drops `percent` of the packets the S-D link carries from S to D, at
   // random; nothing the other way.
   absl::Status LossTowardsDestination(int percent);
+  // How many packets LossTowardsDestination() has dropped so far: proof
+  // that the loss met the transfer. Fails when no loss is in place.
+  absl::StatusOr<int64_t> LossDropped();
   // Removes Partition() or LossTowardsDestination().
   absl::Status Heal();
   // Limits S -> D to `rate` (tc's syntax, e.g. "16mbit") with a tbf qdisc
