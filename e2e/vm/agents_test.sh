@@ -31,6 +31,13 @@
 #     dir, the source agent fails the job as AGENT_RESTARTED with a recovery
 #     notice and edu #0 RUNNING, and edu #0 still holds exactly what it held
 #     (edu_uapi_check verify ... agents_kill_source) and works;
+#   - with the edu plugin loaded (vendor-plugins/edu, --plugin_dir) and
+#     edu1's state_version (sysfs edu_migration/) one above edu0's:
+#     state_version cannot change while an agent holds edu1 (EBUSY); `migctl
+#     check` is blocked (exit 3) naming state_version and both values; job
+#     vm-6 is refused as INCOMPATIBLE with edu0 never out of RUNNING and its
+#     state intact; the versions equal again, check says MIGRATABLE and job
+#     vm-7 migrates;
 #   - a VMM's device (e2e/vm/edu_vmm owns edu #0: container, group, a DMA
 #     mapping) reaches the source agent as a device fd over a UNIX socket
 #     ("vfio edu0 fd_socket=..."), and migrates from there; meanwhile the VMM
@@ -454,6 +461,136 @@ kill_source
 stop_agents
 # Checked once no agent holds it: what agents_prepare set, and works.
 "$BIN/edu_uapi_check" verify "$G0" "$EDU0" "$T/expect" agents_kill_source
+
+# ---- the edu plugin: a destination whose state version differs ----
+
+# The agents load vendor-plugins/edu (--plugin_dir), which compares the
+# driver's per-device edu_migration/state_version and mem_kib. edu1's
+# state_version set one above edu0's (possible only while no one has edu1
+# open): `migctl check` reports the pair blocked (exit 3) naming the field
+# and both values, and job vm-6 is refused as INCOMPATIBLE before any state
+# moves: edu0 never leaves RUNNING and keeps the state edu_uapi_check
+# prepare gave it just before. With
+# the versions equal again, check says MIGRATABLE and job vm-7 migrates.
+PLUGIN_DIR=$BIN/plugins
+ATTR0=/sys/bus/pci/devices/$EDU0/edu_migration
+ATTR1=/sys/bus/pci/devices/$EDU1/edu_migration
+
+# True when `migctl devices` of FILE shows device NAME RUNNING, held by no job.
+device_free_running() { [ "$(device_use "$1" "$2")" = "RUNNING -" ]; }
+
+plugin_phase() {
+  check=agents_plugin_blocked
+  v0=$(cat "$ATTR0/state_version" 2>/dev/null)
+  v1=$(cat "$ATTR1/state_version" 2>/dev/null)
+  m0=$(cat "$ATTR0/mem_kib" 2>/dev/null)
+  m1=$(cat "$ATTR1/mem_kib" 2>/dev/null)
+  if [ -z "$v0" ] || [ -z "$v1" ] || [ -z "$m0" ] || [ "$m0" != "$m1" ]; then
+    say "FAIL $check: edu_migration attributes: edu0 state_version '$v0' mem_kib '$m0', edu1 state_version '$v1' mem_kib '$m1'"
+    return
+  fi
+  if [ ! -e "$PLUGIN_DIR/edu.so" ]; then
+    say "FAIL $check: $PLUGIN_DIR/edu.so missing from the initramfs"
+    return
+  fi
+  # Registers afresh (the checks above ran the device): what vm-6 must keep.
+  if ! "$BIN/edu_uapi_check" prepare "$G0" "$EDU0" "$T/expect"; then
+    say "FAIL $check: could not give edu #0 its state"
+    return
+  fi
+  other=$((v0 + 1))
+  if ! echo "$other" 2>"$T/sv.err" >"$ATTR1/state_version"; then
+    say "FAIL $check: setting edu1's state_version to $other with no one holding it failed: $(cat "$T/sv.err")"
+    return
+  fi
+  start_agent source --plugin_dir="$PLUGIN_DIR" || return
+  start_agent destination --plugin_dir="$PLUGIN_DIR" || return
+  "$BIN/migctl" --agent="$DST" plugins 2>&1 | indent
+
+  # The destination agent holds edu1 open: its state_version is fixed.
+  if echo "$v0" 2>"$T/sv.err" >"$ATTR1/state_version"; then
+    say "FAIL agents_plugin_state_version_busy: edu1's state_version changed while the destination agent holds edu1"
+  elif ! grep -qi 'busy' "$T/sv.err"; then
+    say "FAIL agents_plugin_state_version_busy: writing edu1's state_version while open failed, but not with EBUSY: $(cat "$T/sv.err")"
+  else
+    say "PASS agents_plugin_state_version_busy: edu1's state_version cannot change while the destination agent holds edu1 ($(cat "$T/sv.err"))"
+  fi
+
+  "$BIN/migctl" --agent="$SRC" check --devices=edu0:edu1 \
+    --destination="$DST" >"$T/check6.out" 2>&1
+  rc=$?
+  indent <"$T/check6.out"
+  if [ $rc != 3 ]; then
+    say "FAIL $check: migctl check exited $rc with edu1's state_version $other and edu0's $v0, want 3 (blocked)"
+    show_logs
+  elif ! grep -q 'state_version' "$T/check6.out" ||
+    ! grep -q "source $v0, destination $other" "$T/check6.out"; then
+    say "FAIL $check: migctl check is blocked but does not name state_version with source $v0, destination $other"
+  else
+    say "PASS $check: with edu1's state_version $other and edu0's $v0, migctl check exits 3: $(grep -m 1 'blocker' "$T/check6.out" | sed 's/^ *//')"
+  fi
+
+  check=agents_plugin_refused
+  "$BIN/migctl" --agent="$SRC" migrate --job=vm-6 --devices=edu0:edu1 \
+    --destination="$DST" >"$T/migrate6.out" 2>&1
+  rc=$?
+  "$BIN/migctl" --agent="$SRC" --output=json status vm-6 >"$T/status6.json" 2>&1
+  "$BIN/migctl" --agent="$SRC" devices >"$T/devices6.out" 2>&1
+  indent <"$T/migrate6.out"
+  indent <"$T/devices6.out"
+  changes=$(state_changes "$T/status6.json")
+  if [ $rc = 0 ]; then
+    say "FAIL $check: job vm-6 into a device of another state_version succeeded"
+  elif ! grep -q 'INCOMPATIBLE' "$T/migrate6.out" "$T/status6.json"; then
+    say "FAIL $check: job vm-6 failed (exit $rc) but not as INCOMPATIBLE"
+    show_logs
+  elif [ -n "$(echo "$changes" | tr ' ' '\n' | grep -v '^RUNNING$')" ]; then
+    say "FAIL $check: job vm-6 moved edu0 through [$changes] before it was refused"
+  elif ! device_free_running "$T/devices6.out" edu0; then
+    say "FAIL $check: after the refused job edu0 is '$(device_use "$T/devices6.out" edu0)', want RUNNING held by no job"
+  else
+    say "PASS $check: StartMigration of job vm-6 refused before any state moved ($(grep -m 1 -o '[A-Z_]*INCOMPATIBLE[A-Z_]*' "$T/migrate6.out" "$T/status6.json" | head -n 1 | sed 's/.*://')); edu0 RUNNING, held by no job, its state changes [${changes}]"
+  fi
+  stop_agents
+  # Its state, once no agent holds it: what agents_prepare set.
+  "$BIN/edu_uapi_check" verify "$G0" "$EDU0" "$T/expect" agents_plugin_refused
+
+  check=agents_plugin_migratable
+  if ! echo "$v0" 2>"$T/sv.err" >"$ATTR1/state_version"; then
+    say "FAIL $check: setting edu1's state_version back to $v0 failed: $(cat "$T/sv.err")"
+    return
+  fi
+  start_agent source --plugin_dir="$PLUGIN_DIR" || return
+  start_agent destination --plugin_dir="$PLUGIN_DIR" || return
+  "$BIN/migctl" --agent="$SRC" check --devices=edu0:edu1 \
+    --destination="$DST" >"$T/check7.out" 2>&1
+  rc=$?
+  indent <"$T/check7.out"
+  if [ $rc != 0 ] || ! grep -q '^MIGRATABLE' "$T/check7.out"; then
+    say "FAIL $check: with equal state_versions ($v0) migctl check exited $rc, want 0 and MIGRATABLE"
+    show_logs
+    return
+  elif ! grep -q 'edu: edu state version' "$T/check7.out"; then
+    say "FAIL $check: migctl check's report does not show the edu plugin's summary"
+    return
+  fi
+  say "PASS $check: with equal state_versions ($v0) and $m0 KiB on both, migctl check exits 0: $(head -n 1 "$T/check7.out")"
+  "$BIN/migctl" --agent="$SRC" migrate --job=vm-7 --devices=edu0:edu1 \
+    --destination="$DST" >"$T/migrate7.out" 2>&1
+  rc=$?
+  indent <"$T/migrate7.out"
+  if [ $rc = 0 ]; then
+    say "PASS agents_plugin_migrate: job vm-7 edu0 -> edu1 with the edu plugin on both agents completed"
+  else
+    say "FAIL agents_plugin_migrate: job vm-7 with equal state_versions: migctl migrate exited $rc"
+    show_logs
+  fi
+}
+
+plugin_phase
+stop_agents
+# Whatever happened above, the next phases want the versions equal.
+[ -n "$v0" ] && echo "$v0" >"$ATTR1/state_version" 2>/dev/null
 echo 20 >/sys/module/edu_vfio_pci/parameters/churn_ms
 
 # ---- a VMM's device: fd handoff and DMA dirty pages ----

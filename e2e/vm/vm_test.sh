@@ -5,7 +5,7 @@
 #
 #   vm_test.sh --migd=PATH --migctl=PATH --check=PATH --module-src=DIR
 #              --guest-script=PATH [--agents-script=PATH] [--vmm=PATH]
-#              [--pki=PATH] [--fetch=PATH]
+#              [--pki=PATH] [--fetch=PATH] [--plugin=PATH]
 #
 # --vmm is e2e/vm/edu_vmm (the VMM stand-in of the agents phase's dirty-page
 # and fd handoff checks). --pki is tools/pki: the agents phase runs with
@@ -13,7 +13,8 @@
 # the initramfs (/etc/migd/tls: the CA, agent-a for the source agent, agent-b
 # for the destination, operator for migctl, the policy). The certificates
 # are valid from an hour before minting; the guest's clock comes from QEMU's
-# RTC, the host's time.
+# RTC, the host's time. --plugin is vendor-plugins/edu's edu.so: the agents
+# phase's compatibility checks load it from /opt/plugins (--plugin_dir).
 #
 # Environment:
 #   MIGD_VM_CACHE    kernels fetched by tools/vm/fetch (default /var/cache/migd-vm);
@@ -35,7 +36,7 @@ set -uo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
 migd="" migctl="" check="" module_src="" guest_script="" agents_script="" fetch=""
-vmm="" pki=""
+vmm="" pki="" plugin=""
 for arg in "$@"; do
   case "$arg" in
     --migd=*) migd="${arg#*=}" ;;
@@ -47,6 +48,7 @@ for arg in "$@"; do
     --vmm=*) vmm="${arg#*=}" ;;
     --pki=*) pki="${arg#*=}" ;;
     --fetch=*) fetch="${arg#*=}" ;;
+    --plugin=*) plugin="${arg#*=}" ;;
     *) echo "vm_test: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -175,6 +177,10 @@ build_initramfs() {
     copy_with_libs "$migctl" "$st"
     cp "$agents_script" "$st/opt/agents_test.sh"
     [[ -n "$vmm" ]] && cp "$vmm" "$st/opt/edu_vmm"
+    if [[ -n "$plugin" ]]; then
+      mkdir -p "$st/opt/plugins"
+      cp -L "$plugin" "$st/opt/plugins/edu.so" || return 1
+    fi
     mkdir -p "$st/etc/migd/tls"
     for f in ca.pem policy.conf agent-a.pem agent-a.key agent-b.pem \
       agent-b.key operator.pem operator.key; do

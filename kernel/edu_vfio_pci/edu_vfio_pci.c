@@ -211,6 +211,12 @@ struct edu_vdev {
 	struct vfio_pci_core_device core;
 	void __iomem *bar;
 	bool is_open;
+	/*
+	 * The state stream version this device saves and loads (sysfs
+	 * edu_migration/state_version). Changed under state_mutex, only while
+	 * the device is not open, so a session sees one value throughout.
+	 */
+	u16 state_version;
 
 	/* Migration state; shadows of what edu cannot read back. */
 	struct mutex state_mutex;
@@ -900,7 +906,7 @@ static void edu_seal_record(struct edu_migf *migf, u16 type, u64 offset,
 	u32 crc;
 
 	h->magic = cpu_to_le32(EDU_REC_MAGIC);
-	h->version = cpu_to_le16(EDU_STREAM_VERSION);
+	h->version = cpu_to_le16(READ_ONCE(migf->e->state_version));
 	h->type = cpu_to_le16(type);
 	h->offset = cpu_to_le64(offset);
 	h->mem_size = cpu_to_le64(migf->e->mem_size);
@@ -1192,8 +1198,8 @@ static void edu_load_header(struct edu_migf *migf)
 		why = "data after the END record";
 	else if (le32_to_cpu(h->magic) != EDU_REC_MAGIC)
 		why = "bad magic";
-	else if (le16_to_cpu(h->version) != EDU_STREAM_VERSION)
-		why = "unsupported stream version";
+	else if (le16_to_cpu(h->version) != READ_ONCE(e->state_version))
+		why = "stream version differs from this device's state_version";
 	else if (le64_to_cpu(h->mem_size) != e->mem_size)
 		why = "internal memory size differs from this device's";
 	else if (le16_to_cpu(h->type) == EDU_REC_MEM)
@@ -1733,6 +1739,7 @@ static int edu_init_dev(struct vfio_device *vdev)
 	init_waitqueue_head(&e->save_wq);
 	INIT_DELAYED_WORK(&e->churn_work, edu_churn_fn);
 	e->mig_state = VFIO_DEVICE_STATE_RUNNING;
+	e->state_version = EDU_STREAM_VERSION;
 
 	e->npages = DIV_ROUND_UP((size_t)mem_kib * 1024, EDU_CHUNK);
 	if (!e->npages)
@@ -1807,6 +1814,75 @@ static const struct vfio_device_ops edu_vfio_ops = {
 #endif
 };
 
+/* ---- sysfs: the parameters the migration state depends on ---- */
+
+/*
+ * /sys/bus/pci/devices/BDF/edu_migration/: what a destination must match for
+ * this device's state to load (a vendor plugin compares them before any
+ * state moves). state_version can be changed while no user has the device
+ * open, so that two devices can differ (EBUSY while open).
+ */
+static ssize_t edu_state_version_show(struct device *dev,
+				      struct device_attribute *attr, char *buf)
+{
+	struct edu_vdev *e = edu_from_pdev(to_pci_dev(dev));
+
+	return sysfs_emit(buf, "%u\n", READ_ONCE(e->state_version));
+}
+
+static ssize_t edu_state_version_store(struct device *dev,
+				       struct device_attribute *attr,
+				       const char *buf, size_t count)
+{
+	struct edu_vdev *e = edu_from_pdev(to_pci_dev(dev));
+	u16 v;
+	int ret;
+
+	ret = kstrtou16(buf, 0, &v);
+	if (ret)
+		return ret;
+	if (!v)
+		return -EINVAL;
+	mutex_lock(&e->state_mutex);
+	if (e->is_open)
+		ret = -EBUSY;
+	else
+		WRITE_ONCE(e->state_version, v);
+	edu_state_mutex_unlock(e);
+	if (ret)
+		return ret;
+	dev_info(dev, "state_version set to %u\n", v);
+	return count;
+}
+
+static ssize_t edu_mem_kib_show(struct device *dev,
+				struct device_attribute *attr, char *buf)
+{
+	struct edu_vdev *e = edu_from_pdev(to_pci_dev(dev));
+
+	return sysfs_emit(buf, "%zu\n", e->mem_size / 1024);
+}
+
+static DEVICE_ATTR(state_version, 0644, edu_state_version_show,
+		   edu_state_version_store);
+static DEVICE_ATTR(mem_kib, 0444, edu_mem_kib_show, NULL);
+
+static struct attribute *edu_migration_attrs[] = {
+	&dev_attr_state_version.attr,
+	&dev_attr_mem_kib.attr,
+	NULL,
+};
+
+static const struct attribute_group edu_migration_group = {
+	.name = "edu_migration",
+	.attrs = edu_migration_attrs,
+};
+
+static const struct attribute_group *edu_dev_groups[] = {
+	&edu_migration_group,
+	NULL,
+};
+
 /* ---- PCI driver ---- */
 
 static int edu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
@@ -1823,9 +1899,9 @@ static int edu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		vfio_put_device(&e->core.vdev);
 		return ret;
 	}
-	dev_info(&pdev->dev, "edu_vfio_pci: migration %s%s, DMA logging, %zu KiB internal memory\n",
+	dev_info(&pdev->dev, "edu_vfio_pci: migration %s%s, DMA logging, %zu KiB internal memory, state version %u\n",
 		 "STOP_COPY|P2P", EDU_HAVE_PRE_COPY ? "|PRE_COPY" : "",
-		 e->mem_size / 1024);
+		 e->mem_size / 1024, e->state_version);
 	return 0;
 }
 
@@ -1855,6 +1931,8 @@ static struct pci_driver edu_driver = {
 	.remove = edu_remove,
 	.err_handler = &edu_err_handlers,
 	.driver_managed_dma = true,
+	/* Created after probe, removed before remove: drvdata is set. */
+	.dev_groups = edu_dev_groups,
 };
 module_pci_driver(edu_driver);
 
