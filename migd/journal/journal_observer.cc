@@ -1,15 +1,26 @@
 #include "migd/journal/journal_observer.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/base/thread_name.h"
 
 namespace migd::journal {
+namespace {
 
-JournalObserver::JournalObserver(Journal* journal) : journal_(journal) {
+// The destination's phases after COMMIT, which end in a write of their own.
+bool Held(v1::Phase phase) {
+  return phase == v1::PHASE_LOADING || phase == v1::PHASE_RESUMING;
+}
+
+}  // namespace
+
+JournalObserver::JournalObserver(Journal* journal, absl::Duration downtime_hold)
+    : journal_(journal), downtime_hold_(downtime_hold) {
   writer_ = std::thread([this] {
     base::NameThisThread("journal");
     WriterLoop();
@@ -20,12 +31,21 @@ JournalObserver::~JournalObserver() {
   {
     absl::MutexLock lock(&queue_mu_);
     stopping_ = true;
+    ++changes_;
   }
   writer_.join();
 }
 
-JournalObserver::Seen JournalObserver::Of(const v1::Migration& record) {
+bool JournalObserver::Seen::SameAs(const Seen& other) const {
+  return phase == other.phase && notices == other.notices &&
+         state_changes == other.state_changes && committed == other.committed &&
+         peer_identity == other.peer_identity;
+}
+
+JournalObserver::Seen JournalObserver::Of(const v1::Migration& record,
+                                          uint64_t revision) {
   Seen s;
+  s.revision = revision;
   s.phase = record.phase();
   s.notices = record.notices_size();
   s.state_changes = record.state_changes_size();
@@ -34,24 +54,53 @@ JournalObserver::Seen JournalObserver::Of(const v1::Migration& record) {
   return s;
 }
 
-void JournalObserver::Write(const v1::Migration& record,
-                            absl::string_view why) {
-  if (absl::Status s = journal_->Record(record); !s.ok()) {
-    base::LogError("job ", record.job_id(), ": cannot journal \"", why,
-                   "\": ", s.ToString());
+void JournalObserver::LogFailure(const v1::Migration& record,
+                                 absl::string_view why, const absl::Status& s) {
+  base::LogError("job ", record.job_id(), ": cannot journal \"", why,
+                 "\": ", s.ToString());
+}
+
+absl::Status JournalObserver::Store(const v1::Migration& record,
+                                    uint64_t revision) {
+  absl::Status s = journal_->Record(record);
+  if (s.ok()) {
+    absl::MutexLock lock(&queue_mu_);
+    uint64_t& stored = stored_[record.job_id()];
+    stored = std::max(stored, revision);
   }
+  return s;
 }
 
 absl::Status JournalObserver::BeforeAct(const v1::Migration& record,
+                                        uint64_t revision,
                                         absl::string_view what) {
   absl::MutexLock write(&write_mu_);
+  // A record newer than `record`, queued meanwhile: stored in its place.
+  v1::Migration newer;
+  uint64_t to_store = revision;
   {
-    // Whatever is queued for the job is older than this record.
     absl::MutexLock lock(&queue_mu_);
-    queued_.erase(record.job_id());
-    seen_[record.job_id()] = Of(record);
+    auto stored = stored_.find(record.job_id());
+    if (stored != stored_.end() && stored->second >= revision) {
+      // The writer stored a newer record while this call waited for it.
+      return absl::OkStatus();
+    }
+    auto queued = queued_.find(record.job_id());
+    if (queued != queued_.end()) {
+      if (queued->second.revision > revision) {
+        newer = std::move(queued->second.record);
+        to_store = queued->second.revision;
+      }
+      queued_.erase(queued);
+    }
+    // The job enters the journal at its first write-ahead point.
+    auto [seen, entered] = seen_.try_emplace(record.job_id());
+    if (entered || revision > seen->second.revision) {
+      seen->second = Of(record, revision);
+    }
   }
-  if (absl::Status s = journal_->Record(record); !s.ok()) {
+  if (absl::Status s = Store(to_store == revision ? record : newer, to_store);
+      !s.ok()) {
     return base::Error(
         s.code(), v1::ERROR_REASON_JOURNAL,
         absl::StrCat("cannot journal job ", record.job_id(), " before ", what,
@@ -61,8 +110,9 @@ absl::Status JournalObserver::BeforeAct(const v1::Migration& record,
 }
 
 void JournalObserver::AfterChange(const v1::Migration& record,
+                                  uint64_t revision,
                                   absl::string_view message) {
-  const Seen now = Of(record);
+  const Seen now = Of(record, revision);
   const bool ended = IsTerminal(now.phase);
   {
     absl::MutexLock lock(&queue_mu_);
@@ -72,18 +122,22 @@ void JournalObserver::AfterChange(const v1::Migration& record,
     // recover, and a record of it would have recovery act on devices that
     // are no longer its own.
     if (it == seen_.end()) return;
-    if (it->second.phase == now.phase && it->second.notices == now.notices &&
-        it->second.state_changes == now.state_changes &&
-        it->second.committed == now.committed &&
-        it->second.peer_identity == now.peer_identity) {
-      return;  // progress only
-    }
+    // A write-ahead point took a newer record already.
+    if (revision <= it->second.revision) return;
+    if (it->second.SameAs(now)) return;  // progress only
     if (!ended) {
-      seen_[record.job_id()] = now;
-      queued_[record.job_id()] = record;
+      it->second = now;
+      const absl::Time at = absl::Now();
+      const absl::Time due = Held(now.phase) ? at + downtime_hold_ : at;
+      auto [queued, fresh] = queued_.try_emplace(record.job_id());
+      queued->second.record = record;
+      queued->second.revision = revision;
+      // A record replacing one not yet written is due no later than it.
+      queued->second.due = fresh ? due : std::min(queued->second.due, due);
+      if (queued->second.due < writer_wakes_) ++changes_;
       return;
     }
-    seen_.erase(record.job_id());  // nothing changes after the end
+    seen_.erase(it);  // nothing changes after the end
   }
   // The end is written at once: a restart must not recover a finished job.
   absl::MutexLock write(&write_mu_);
@@ -91,36 +145,60 @@ void JournalObserver::AfterChange(const v1::Migration& record,
     absl::MutexLock lock(&queue_mu_);
     queued_.erase(record.job_id());
   }
-  Write(record, message);
+  if (absl::Status s = journal_->Record(record); !s.ok()) {
+    LogFailure(record, message, s);
+  }
+  absl::MutexLock lock(&queue_mu_);
+  stored_.erase(record.job_id());
+}
+
+JournalObserver::Queue::iterator JournalObserver::DueLocked(absl::Time now,
+                                                            absl::Time* next) {
+  for (auto it = queued_.begin(); it != queued_.end(); ++it) {
+    if (stopping_ || flushing_ > 0 || it->second.due <= now) return it;
+    *next = std::min(*next, it->second.due);
+  }
+  return queued_.end();
 }
 
 void JournalObserver::WriterLoop() {
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-    return !queued_.empty() || stopping_;
-  };
   for (;;) {
-    queue_mu_.LockWhen(absl::Condition(&ready));
-    if (queued_.empty()) {  // stopping, and everything is written
-      queue_mu_.Unlock();
-      return;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      for (;;) {
+        if (stopping_ && queued_.empty()) return;
+        absl::Time next = absl::InfiniteFuture();
+        if (DueLocked(absl::Now(), &next) != queued_.end()) break;
+        const uint64_t changes = changes_;
+        auto changed = [this, changes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(
+                           queue_mu_) { return changes_ != changes; };
+        writer_wakes_ = next;
+        queue_mu_.AwaitWithDeadline(absl::Condition(&changed), next);
+        writer_wakes_ = absl::InfinitePast();
+      }
     }
-    queue_mu_.Unlock();
     // write_mu_ first (the order BeforeAct takes them in); the queue may
-    // have been emptied by a BeforeAct meanwhile.
-    write_mu_.Lock();
-    queue_mu_.Lock();
-    if (queued_.empty()) {
-      queue_mu_.Unlock();
-      write_mu_.Unlock();
-      continue;
+    // have changed meanwhile.
+    absl::MutexLock write(&write_mu_);
+    v1::Migration record;
+    uint64_t revision = 0;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      absl::Time next = absl::InfiniteFuture();
+      auto it = DueLocked(absl::Now(), &next);
+      if (it == queued_.end()) continue;
+      record = std::move(it->second.record);
+      revision = it->second.revision;
+      queued_.erase(it);
+      auto stored = stored_.find(record.job_id());
+      if (stored != stored_.end() && stored->second >= revision) {
+        continue;  // older than what a write-ahead point stored
+      }
+      ++writing_;
     }
-    auto it = queued_.begin();
-    v1::Migration record = std::move(it->second);
-    queued_.erase(it);
-    ++writing_;
-    queue_mu_.Unlock();
-    Write(record, "phase change");
-    write_mu_.Unlock();
+    if (absl::Status s = Store(record, revision); !s.ok()) {
+      LogFailure(record, "phase change", s);
+    }
     absl::MutexLock lock(&queue_mu_);
     --writing_;
   }
@@ -128,10 +206,13 @@ void JournalObserver::WriterLoop() {
 
 void JournalObserver::Flush() {
   absl::MutexLock lock(&queue_mu_);
+  ++flushing_;
+  ++changes_;
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
     return queued_.empty() && writing_ == 0;
   };
   queue_mu_.Await(absl::Condition(&idle));
+  --flushing_;
 }
 
 }  // namespace migd::journal

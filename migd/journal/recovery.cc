@@ -137,7 +137,7 @@ absl::StatusOr<RecoveryReport> Recover(
     std::vector<device::Device*> devs = DevicesOf(*job, devices, &missing);
     const std::string found = absl::StrCat(
         "the agent restarted with this job in ", migration::PhaseName(phase),
-        record.committed() ? " after COMMIT" : "");
+        record.committed() ? ", committed (COMMIT may have gone out)" : "");
     if (!missing.empty()) {
       job->AddNotice(absl::StrCat(
           "recovery: device(s) ", absl::StrJoin(missing, ", "),

@@ -8,15 +8,17 @@
 //   journaled job                            | recovery
 //   -----------------------------------------+---------------------------------
 //   ended (SUCCEEDED, FAILED, CANCELLED)      | kept for the API as it was
-//   source, COMMIT not sent                  | devices back to RUNNING (arcs
+//   source, not committed                    | devices back to RUNNING (arcs
 //                                            | back, or a reset from ERROR);
 //                                            | FAILED AGENT_RESTARTED. The
 //                                            | destination never got COMMIT,
 //                                            | so it never runs them.
-//   source, COMMIT sent                      | IN_DOUBT: devices left as they
-//                                            | are (never resumed: the
-//                                            | destination may run them),
-//                                            | still held by the job
+//   source, committed (the decision is       | IN_DOUBT: devices left as they
+//   recorded during the stop-copy, before    | are (never resumed: the
+//   COMMIT goes out: it may have)            | destination may run them),
+//                                            | still held by the job; a
+//                                            | destination that never got
+//                                            | COMMIT answers NOT_RUN
 //   destination, before COMMIT (PREPARED,    | devices reset (a RESUMING
 //   STOP_COPY, ROLLING_BACK)                 | session is never sent through
 //                                            | an arc), but one in STOP is

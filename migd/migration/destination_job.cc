@@ -525,6 +525,9 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
   absl::Time resume_start = absl::Now();
   // Write-ahead: once a device may run, a restarted agent must roll forward
   // (resume the rest), never reset what may be the VM's running device.
+  // Written after the loads, not during them: the job is RESUMING only once
+  // every device validated its state, and the journal's LOADING record waits
+  // for this one (JournalObserver), so that it costs one fsync here.
   if (absl::Status s =
           job_->EnterPhase(v1::PHASE_RESUMING, "the devices resume");
       !s.ok()) {

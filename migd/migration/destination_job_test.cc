@@ -770,13 +770,14 @@ TEST_F(DestinationJobOutcomeTest,
 class FailingObserver : public JobObserver {
  public:
   explicit FailingObserver(v1::Phase phase) : phase_(phase) {}
-  absl::Status BeforeAct(const v1::Migration& record,
+  absl::Status BeforeAct(const v1::Migration& record, uint64_t,
                          absl::string_view what) override {
     if (record.phase() != phase_) return absl::OkStatus();
     return absl::ResourceExhaustedError(
         absl::StrCat("journal full before: ", what));
   }
-  void AfterChange(const v1::Migration&, absl::string_view) override {}
+  void AfterChange(const v1::Migration& /*record*/, uint64_t /*revision*/,
+                   absl::string_view /*message*/) override {}
 
  private:
   const v1::Phase phase_;

@@ -57,20 +57,38 @@ std::shared_ptr<Job> Job::Restore(const v1::Migration& record,
   for (const v1::DeviceProgress& d : record.devices()) {
     devices.push_back({d.device(), d.peer_device()});
   }
-  auto job = std::make_shared<Job>(record.job_id(), record.role(),
-                                   record.peer(), std::move(devices),
-                                   std::move(observers));
+  auto job =
+      std::make_shared<Job>(record.job_id(), record.role(), record.peer(),
+                            std::move(devices), std::move(observers));
   absl::MutexLock lock(&job->mu_);
   job->record_ = record;
   return job;
 }
 
-absl::Status Job::BeforeAct(absl::string_view what) {
-  absl::MutexLock lock(&mu_);
+absl::Status Job::Act(const v1::Migration& record, uint64_t revision,
+                      absl::string_view what) const {
   for (const std::shared_ptr<JobObserver>& o : observers_) {
-    if (absl::Status s = o->BeforeAct(record_, what); !s.ok()) return s;
+    if (absl::Status s = o->BeforeAct(record, revision, what); !s.ok()) {
+      return s;
+    }
   }
   return absl::OkStatus();
+}
+
+absl::Status Job::BeforeAct(absl::string_view what) {
+  v1::Migration record;
+  uint64_t revision;
+  {
+    absl::MutexLock lock(&mu_);
+    if (IsTerminal(record_.phase())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id_, " ended: nothing acts on it (", what, ")"));
+    }
+    record = record_;
+    revision = revision_;
+  }
+  // Outside the lock: the job keeps changing while the observers write.
+  return Act(record, revision, what);
 }
 
 absl::Status Job::EnterPhase(v1::Phase phase, absl::string_view what) {
@@ -85,10 +103,11 @@ v1::Migration Job::Snapshot() const {
 
 void Job::Changed(const std::string& message) {
   ++version_;
+  ++revision_;
   last_message_ = message;
   last_change_ = absl::Now();
   for (const std::shared_ptr<JobObserver>& o : observers_) {
-    o->AfterChange(record_, message);
+    o->AfterChange(record_, revision_, message);
   }
 }
 
@@ -184,16 +203,50 @@ void Job::SetPrecopy(const v1::PrecopyProgress& precopy) {
 }
 
 absl::Status Job::Commit() {
-  absl::MutexLock lock(&mu_);
-  record_.set_committed(true);
-  for (const std::shared_ptr<JobObserver>& o : observers_) {
-    if (absl::Status s = o->BeforeAct(record_, "COMMIT goes out"); !s.ok()) {
-      record_.set_committed(false);
-      return s;
+  v1::Migration record;
+  uint64_t revision;
+  {
+    absl::MutexLock lock(&mu_);
+    if (IsTerminal(record_.phase())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id_, " ended: it cannot commit"));
     }
+    record_.set_committed(true);
+    Changed("COMMIT decided");
+    record = record_;
+    revision = revision_;
   }
-  Changed("COMMIT");
-  return absl::OkStatus();
+  absl::Status s = Act(record, revision, "COMMIT goes out");
+  if (!s.ok()) {
+    absl::MutexLock lock(&mu_);
+    record_.set_committed(false);
+    Changed(absl::StrCat("COMMIT not sent: ", s.message()));
+  }
+  return s;
+}
+
+absl::Status Job::TakeBackCommit(absl::string_view why) {
+  v1::Migration record;
+  uint64_t revision;
+  {
+    absl::MutexLock lock(&mu_);
+    if (IsTerminal(record_.phase())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id_, " ended: its commit stands as recorded"));
+    }
+    record_.set_committed(false);
+    Changed(absl::StrCat("COMMIT did not go out: ", why));
+    record = record_;
+    revision = revision_;
+  }
+  absl::Status s = Act(record, revision, "the devices resume, COMMIT not sent");
+  if (!s.ok()) {
+    // What is on record stands: the job acts as committed.
+    absl::MutexLock lock(&mu_);
+    record_.set_committed(true);
+    Changed(absl::StrCat("COMMIT could not be taken back: ", s.message()));
+  }
+  return s;
 }
 
 void Job::SetCommitted() {
@@ -205,10 +258,10 @@ void Job::SetCommitted() {
 void Job::SetPeerIdentity(const std::string& identity) {
   absl::MutexLock lock(&mu_);
   record_.set_peer_identity(identity);
+  ++revision_;  // not a change watchers are told of; observers see it next
 }
 
-void Job::SetInDoubt(const v1::InDoubt& in_doubt,
-                     const std::string& message) {
+void Job::SetInDoubt(const v1::InDoubt& in_doubt, const std::string& message) {
   absl::MutexLock lock(&mu_);
   *record_.mutable_in_doubt() = in_doubt;
   Changed(message);

@@ -55,8 +55,12 @@ class Job {
   v1::Migration Snapshot() const;
 
   // Write-ahead: the runner is about to `what` (see JobObserver::BeforeAct).
-  // OK when every observer recorded the job; otherwise the first failure,
-  // and the runner must not act (it fails the job with that cause).
+  // OK when every observer recorded the job as it is now (or newer);
+  // otherwise the first failure, and the runner must not act (it fails the
+  // job with that cause). The observers are called without the job's lock,
+  // so the job may change meanwhile (from other threads). kFailedPrecondition
+  // for a job that ended: nothing acts on it any more. A runner never ends a
+  // job while one of its write-ahead points is under way.
   absl::Status BeforeAct(absl::string_view what);
   // SetPhase, then BeforeAct(what): for a phase whose start is the act.
   absl::Status EnterPhase(v1::Phase phase, absl::string_view what);
@@ -87,10 +91,19 @@ class Job {
   // how the outcome is sought, how it was settled. `message` says what
   // changed.
   void SetInDoubt(const v1::InDoubt& in_doubt, const std::string& message);
-  // Source: COMMIT is about to go out. Marks the record committed and asks
-  // the observers to record it (BeforeAct); when one fails, the mark is
-  // taken back and COMMIT must not go out (the job fails, rolls back).
+  // Source: the job decided to commit (its devices stopped); COMMIT goes out
+  // once this returned OK and the rest of the state is sent. Marks the record
+  // committed and asks the observers to record it (BeforeAct). Meant to run
+  // on a thread of its own while the runner sends the state: the record
+  // keeps changing meanwhile. When an observer fails, the mark is taken
+  // back and COMMIT must not go out (the job fails, rolls back).
   absl::Status Commit();
+  // Source: COMMIT did not go out after all (the job failed after Commit):
+  // takes the mark back and asks the observers to record that (BeforeAct),
+  // before the runner resumes its devices. On failure the mark stays (the
+  // journal may still say committed), and the runner must act as if COMMIT
+  // had gone out.
+  absl::Status TakeBackCommit(absl::string_view why);
   // Marks the record committed without asking (tests, recovery).
   void SetCommitted();
 
@@ -118,6 +131,9 @@ class Job {
 
  private:
   void Changed(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asks every observer to record `record` (at `revision`) before `what`.
+  absl::Status Act(const v1::Migration& record, uint64_t revision,
+                   absl::string_view what) const;
 
   const std::string id_;
   const v1::Role role_;
@@ -127,6 +143,9 @@ class Job {
   mutable absl::Mutex mu_;
   v1::Migration record_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  // Grows with every change of record_ (version_ only with those watchers
+  // are told of): what observers order records by.
+  uint64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_message_ ABSL_GUARDED_BY(mu_);
   absl::Time last_change_ ABSL_GUARDED_BY(mu_);
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;

@@ -87,12 +87,12 @@ TEST(Job, WatcherSeesCurrentStateAtOnceThenWaitsForChange) {
 // Records what a job tells its observers.
 class Recorder : public JobObserver {
  public:
-  absl::Status BeforeAct(const v1::Migration& record,
+  absl::Status BeforeAct(const v1::Migration& record, uint64_t,
                          absl::string_view what) override {
     acts.push_back(absl::StrCat(PhaseName(record.phase()), ": ", what));
     return fail;
   }
-  void AfterChange(const v1::Migration& record,
+  void AfterChange(const v1::Migration& record, uint64_t,
                    absl::string_view message) override {
     changes.push_back(std::string(message));
     last_phase = record.phase();
@@ -118,8 +118,7 @@ TEST(JobObserver, SeesEveryChangeInOrderWithTheRecordAfterIt) {
 TEST(JobObserver, BeforeActCarriesTheRecordAsItIsAboutToAct) {
   auto recorder = std::make_shared<Recorder>();
   Job job("j", v1::ROLE_SOURCE, "peer", {{"a", "b"}}, {recorder});
-  EXPECT_TRUE(
-      job.EnterPhase(v1::PHASE_PRE_COPY, "devices leave RUNNING").ok());
+  EXPECT_TRUE(job.EnterPhase(v1::PHASE_PRE_COPY, "devices leave RUNNING").ok());
   EXPECT_EQ(recorder->acts,
             (std::vector<std::string>{"PRE_COPY: devices leave RUNNING"}));
 }
@@ -153,8 +152,7 @@ TEST(JobRestore, GivesBackTheRecordAndFollowsItFromThere) {
   original.SetPhase(v1::PHASE_PREPARED, "");
   original.AddNotice("n");
   auto recorder = std::make_shared<Recorder>();
-  std::shared_ptr<Job> restored =
-      Job::Restore(original.Snapshot(), {recorder});
+  std::shared_ptr<Job> restored = Job::Restore(original.Snapshot(), {recorder});
   EXPECT_EQ(restored->Snapshot().SerializeAsString(),
             original.Snapshot().SerializeAsString());
   EXPECT_EQ(restored->id(), "j");

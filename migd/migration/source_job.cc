@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <iterator>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 #include "migd/base/log.h"
@@ -61,6 +63,64 @@ class Meter {
  private:
   uint64_t bytes_ = 0;
   absl::Duration time_;
+};
+
+// Records a job's decision to commit (Job::Commit) on a thread of its own,
+// so that the durable write overlaps the stop-copy transfer rather than sit
+// between its last byte and COMMIT, in the downtime. The thread starts
+// before the devices stop (starting one is not free) and waits to be told to
+// record; one never told ends without recording.
+class CommitRecorder {
+ public:
+  explicit CommitRecorder(Job* job)
+      : thread_([this, job] {
+          base::NameThisThread("src-commit");
+          Run(job);
+        }) {}
+  ~CommitRecorder() {
+    {
+      absl::MutexLock lock(&mu_);
+      abandoned_ = true;
+    }
+    thread_.join();
+  }
+  CommitRecorder(const CommitRecorder&) = delete;
+  CommitRecorder& operator=(const CommitRecorder&) = delete;
+
+  // Starts recording.
+  void Record() {
+    absl::MutexLock lock(&mu_);
+    go_ = true;
+  }
+  // Waits until recorded: OK when it is on record and COMMIT may go out.
+  absl::Status Wait() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&done_));
+    return status_;
+  }
+
+ private:
+  void Run(Job* job) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto told = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return go_ || abandoned_;
+      };
+      mu_.Await(absl::Condition(&told));
+      if (!go_) return;
+    }
+    absl::Status s = job->Commit();
+    absl::MutexLock lock(&mu_);
+    status_ = std::move(s);
+    done_ = true;
+  }
+
+  absl::Mutex mu_;
+  bool go_ ABSL_GUARDED_BY(mu_) = false;
+  bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // last: it uses the members above
 };
 
 }  // namespace
@@ -203,7 +263,9 @@ SourceJob::~SourceJob() {
 
 void SourceJob::Run() {
   absl::Status s = Transfer();
-  const bool in_doubt = !s.ok() && committed_;
+  bool in_doubt = !s.ok() && committed_;
+  // Why the job is in doubt, when it is and the cause does not say.
+  std::string doubt;
   if (s.ok()) {
     Finalize();
   } else if (in_doubt) {
@@ -234,7 +296,25 @@ void SourceJob::Run() {
       client_->AwaitEnd(kAbortGrace);
     }
     CancelSession();
-    Rollback();
+    // COMMIT did not go out, but the decision to commit may be on record
+    // (it is recorded during the stop-copy): the record says otherwise
+    // before a device resumes, so that a restart does not hold them in
+    // doubt. When it cannot, the devices stay stopped, as the record says,
+    // and the destination's word decides: it never got COMMIT, so it
+    // answers NOT_RUN, and they resume then.
+    if (absl::Status t = TakeBackCommit(s); !t.ok()) {
+      in_doubt = true;
+      doubt = absl::StrCat(
+          "COMMIT did not go out, but the journal could not record that (",
+          t.message(),
+          "): the devices stay stopped until the destination says it does "
+          "not run them (",
+          s.message(), ")");
+      base::LogError("job ", job_->id(), ": ", doubt);
+      streams_.clear();
+    } else {
+      Rollback();
+    }
   }
   if (tracker_ != nullptr) {
     tracker_->Stop();
@@ -248,7 +328,7 @@ void SourceJob::Run() {
   // for the jobs that run, not for every job it ever ran.
   pool_.reset();
   if (in_doubt) {
-    AwaitOutcome(s);
+    AwaitOutcome(s, doubt);
     return;
   }
   if (on_done_) on_done_();
@@ -276,12 +356,14 @@ absl::Status SourceJob::CommittedCause(const absl::Status& error) const {
   return cause;
 }
 
-void SourceJob::AwaitOutcome(const absl::Status& cause) {
+void SourceJob::AwaitOutcome(const absl::Status& cause,
+                             const std::string& reason) {
   InDoubtOptions o = options_.outcome;
   o.dial = options_.dial_control ? options_.dial_control : options_.dial;
-  auto in_doubt = std::make_shared<InDoubt>(job_, devices_, cause,
-                                            std::string(cause.message()),
-                                            std::move(o), on_done_);
+  auto in_doubt = std::make_shared<InDoubt>(
+      job_, devices_, cause,
+      reason.empty() ? std::string(cause.message()) : reason, std::move(o),
+      on_done_);
   {
     absl::MutexLock lock(&in_doubt_mu_);
     in_doubt_ = in_doubt;
@@ -649,6 +731,13 @@ absl::Status SourceJob::Switchover() {
     if ((*flags & vfio::kMigP2P) == 0) all_p2p = false;
   }
 
+  // Write-ahead, overlapped with the stop-copy transfer: once COMMIT may
+  // have gone out, the destination may run the devices, and neither this job
+  // nor a restarted agent resumes them here without the destination's word.
+  // The decision is recorded once the devices stopped, while the rest of the
+  // state goes out, and COMMIT waits for it. A job that fails before COMMIT
+  // went out takes it back before its devices resume (Run).
+  CommitRecorder decision(job_.get());
   job_->SetPhase(v1::PHASE_STOP_COPY, "");
   absl::Time downtime_start = absl::Now();
   if (all_p2p) {
@@ -675,6 +764,7 @@ absl::Status SourceJob::Switchover() {
   }
   // The devices stopped: nothing is dirtied after this collection.
   CollectDirty(/*final=*/true);
+  decision.Record();
   watch_->Kick();
 
   if (absl::Status s = SendMarker(v1::PhaseMarker::STOP_COPY, 0, 0); !s.ok()) {
@@ -696,15 +786,12 @@ absl::Status SourceJob::Switchover() {
   }
   // Every byte is on the wire before the destination is told to commit.
   if (absl::Status s = CloseDataStreams(); !s.ok()) return s;
+  if (absl::Status s = decision.Wait(); !s.ok()) return s;
   // A cancel that came before COMMIT still rolls back; one that comes after
-  // Commit() changes nothing.
+  // this changes nothing.
   if (job_->cancel_requested()) {
     return absl::CancelledError("cancel requested");
   }
-  // Write-ahead: once COMMIT may have gone out, the destination may run the
-  // devices, and neither this job nor a restarted agent resumes them here
-  // without the destination's word.
-  if (absl::Status s = job_->Commit(); !s.ok()) return s;
   committed_ = true;
   v1::TransferRequest commit;
   commit.mutable_marker()->set_kind(v1::PhaseMarker::COMMIT);
@@ -801,6 +888,11 @@ void SourceJob::Finalize() {
     }
   }
   streams_.clear();
+}
+
+absl::Status SourceJob::TakeBackCommit(const absl::Status& cause) {
+  if (!job_->Snapshot().committed()) return absl::OkStatus();
+  return job_->TakeBackCommit(cause.message());
 }
 
 void SourceJob::Rollback() {

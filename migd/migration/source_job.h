@@ -9,17 +9,20 @@
 //   remaining bytes / bandwidth fit the downtime limit (or a cap is hit).
 //   Switchover (never before every acknowledgement): every device to a P2P
 //   state first (a barrier: no device stops before every device stopped
-//   initiating peer-to-peer DMA), then STOP_COPY; stream each device to EOF;
-//   COMMIT; the destination loads and runs the devices; STOP_COPY -> STOP
-//   here, off the downtime path.
+//   initiating peer-to-peer DMA), then STOP_COPY; stream each device to EOF,
+//   while the decision to commit is recorded (Job::Commit, on a thread of
+//   its own); COMMIT once both are done; the destination loads and runs the
+//   devices; STOP_COPY -> STOP here, off the downtime path.
 //
 // Any failure or cancel before COMMIT cancels the session (the destination
-// resets its devices) and puts every source device back to RUNNING, resetting
-// the ones in ERROR. After COMMIT the destination may run the devices, so the
-// source never resumes them on its own: a cancel changes nothing, and when the
-// completion does not arrive (the stream broke, the phase timed out) the job
-// goes IN_DOUBT with its devices stopped and asks the destination for the
-// outcome until it answers or an operator decides (in_doubt.h, commit.h).
+// resets its devices), takes back the decision to commit if it was recorded
+// (Job::TakeBackCommit, before any device moves), and puts every source
+// device back to RUNNING, resetting the ones in ERROR. After COMMIT the
+// destination may run the devices, so the source never resumes them on its own:
+// a cancel changes nothing, and when the completion does not arrive (the stream
+// broke, the phase timed out) the job goes IN_DOUBT with its devices stopped
+// and asks the destination for the outcome until it answers or an operator
+// decides (in_doubt.h, commit.h).
 
 #ifndef MIGD_MIGRATION_SOURCE_JOB_H_
 #define MIGD_MIGRATION_SOURCE_JOB_H_
@@ -165,8 +168,13 @@ class SourceJob {
   // job reports it (a timeout, a lost destination).
   absl::Status CommittedCause(const absl::Status& error) const;
   // Holds the devices stopped and asks the destination until the job's
-  // outcome is known (or StopResolving); the job ends there.
-  void AwaitOutcome(const absl::Status& cause);
+  // outcome is known (or StopResolving); the job ends there. `reason` says
+  // why it is in doubt (the cause's message when empty).
+  void AwaitOutcome(const absl::Status& cause, const std::string& reason = "");
+  // COMMIT did not go out (the job failed with `cause`): takes back the
+  // decision to commit the record may hold (Job::TakeBackCommit). An error
+  // when the journal could not record it: the record may still say committed.
+  absl::Status TakeBackCommit(const absl::Status& cause);
   // Collects the tracker's bitmaps and passes its new notices (a device that
   // turned out unable to report) to the job.
   void CollectDirty(bool final);
@@ -200,7 +208,8 @@ class SourceJob {
 
   std::unique_ptr<base::Watchdog> watch_;
   std::atomic<bool> timed_out_{false};
-  // Job::Commit succeeded: COMMIT may be out, and the devices are never
+  // COMMIT may be out (Job::Commit recorded the decision during the
+  // stop-copy, and the job went on to send it): the devices are never
   // resumed without the destination's word (or an operator's).
   bool committed_ = false;
 

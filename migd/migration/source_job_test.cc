@@ -45,9 +45,9 @@ constexpr absl::Duration kJobDeadline = absl::Seconds(60);
 
 // What the fake destination does on COMMIT.
 enum class AtCommit {
-  kComplete,     // load, answer Completion
-  kRunThenDrop,  // load and run the device, then drop the call unanswered
-  kDropUnloaded, // drop the call unanswered, the device never loaded
+  kComplete,      // load, answer Completion
+  kRunThenDrop,   // load and run the device, then drop the call unanswered
+  kDropUnloaded,  // drop the call unanswered, the device never loaded
 };
 
 // The destination side of one session, loading device 0 into `device`.
@@ -315,7 +315,7 @@ class SourceJobTest : public ::testing::Test {
     server_ = builder.BuildAndStart();
     job_ = std::make_shared<Job>(
         "job-1", v1::ROLE_SOURCE, "fake-destination",
-        std::vector<DevicePair>{{source->name(), dst_->name()}});
+        std::vector<DevicePair>{{source->name(), dst_->name()}}, observers_);
     SourceJobOptions options;
     options.destination = "in-process";
     options.token = "token";
@@ -331,8 +331,8 @@ class SourceJobTest : public ::testing::Test {
     options.convergence.switchover_ack_timeout = absl::Seconds(5);
     options.outcome.first_retry = absl::Milliseconds(10);
     options.outcome.max_retry = absl::Milliseconds(50);
-    auto sj = SourceJob::Start(job_, {source}, options,
-                               [this] { ++released_; });
+    auto sj =
+        SourceJob::Start(job_, {source}, options, [this] { ++released_; });
     EXPECT_TRUE(sj.ok()) << sj.status();
     return sj.ok() ? *std::move(sj) : nullptr;
   }
@@ -373,6 +373,7 @@ class SourceJobTest : public ::testing::Test {
   }
 
   std::unique_ptr<device::EmulatedDevice> dst_ = Emulated("dst0", 99);
+  JobObservers observers_;  // the job's, from Start on
   std::unique_ptr<FakeDestination> destination_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<Job> job_;
@@ -454,8 +455,7 @@ TEST_F(SourceJobTest, NoCompletionAfterCommitResumesOnlyOnNotRun) {
   EXPECT_EQ(base::ReasonName(m.failure().reason()),
             base::ReasonName(v1::ERROR_REASON_PEER_UNAVAILABLE))
       << m.failure().message();
-  EXPECT_TRUE(absl::StrContains(m.failure().message(),
-                                "destination went away"))
+  EXPECT_TRUE(absl::StrContains(m.failure().message(), "destination went away"))
       << m.failure().message();
   EXPECT_EQ(src->GetState().value(), MigState::kRunning);
   // RUNNING again only at the very end, once the destination said NOT_RUN.
@@ -487,8 +487,8 @@ TEST_F(SourceJobTest, AnOperatorDecidesAJobTheDestinationCannotSettle) {
   EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_FAILED));
   EXPECT_EQ(src->GetState().value(), MigState::kRunning);
   EXPECT_TRUE(HasNotice(m, "operator spiffe://x/operator chose the source"));
-  EXPECT_TRUE(absl::StrContains(m.in_doubt().resolution(),
-                                "spiffe://x/operator"));
+  EXPECT_TRUE(
+      absl::StrContains(m.in_doubt().resolution(), "spiffe://x/operator"));
 }
 
 TEST_F(SourceJobTest, AResolutionAfterTheEndIsRefused) {
@@ -512,9 +512,8 @@ TEST_F(SourceJobTest, AJobNotInDoubtIsNotResolved) {
   auto src = Emulated("emu0", 1);
   std::unique_ptr<SourceJob> sj = Start(src.get());
   ASSERT_NE(sj, nullptr);
-  ASSERT_TRUE(WaitFor([](const v1::Migration& m) {
-    return IsTerminal(m.phase());
-  }));
+  ASSERT_TRUE(
+      WaitFor([](const v1::Migration& m) { return IsTerminal(m.phase()); }));
   absl::Status s = sj->Resolve(v1::RESOLUTION_SOURCE, "op");
   EXPECT_EQ(base::ReasonName(base::ReasonOf(s)),
             base::ReasonName(v1::ERROR_REASON_NOT_IN_DOUBT))
@@ -536,6 +535,160 @@ TEST_F(SourceJobTest, StoppingLeavesTheJobInDoubtWithItsDevicesStopped) {
   EXPECT_EQ(job_->Snapshot().phase(), v1::PHASE_IN_DOUBT);
   EXPECT_EQ(src->GetState().value(), MigState::kStopCopy);
   EXPECT_EQ(released_, 0);
+}
+
+// ---- The decision to commit, recorded during the stop-copy ---------------
+
+// Follows a job as its journal does, noting each write-ahead point, and
+// whether device 0 ever ran again while the last one recorded said the job
+// committed. `on_commit` runs in the write-ahead point of the decision to
+// commit (without the job's lock: it may call the job); `fail` says which
+// write-ahead points fail, as a journal that cannot write.
+class CommitWatcher final : public JobObserver {
+ public:
+  struct Act {
+    std::string what;
+    bool committed = false;
+    v1::DeviceState state = v1::DeviceState();
+  };
+
+  std::function<void()> on_commit;
+  std::function<bool(absl::string_view what)> fail;
+
+  absl::Status BeforeAct(const v1::Migration& record, uint64_t,
+                         absl::string_view what) override {
+    const bool failing = fail && fail(what);
+    {
+      absl::MutexLock l(&mu_);
+      acts_.push_back(
+          {std::string(what), record.committed(), record.devices(0).state()});
+      if (!failing) recorded_committed_ = record.committed();
+    }
+    if (failing) return absl::ResourceExhaustedError("journal full");
+    if (record.committed() && on_commit) on_commit();
+    return absl::OkStatus();
+  }
+  void AfterChange(const v1::Migration& record, uint64_t,
+                   absl::string_view) override {
+    absl::MutexLock l(&mu_);
+    const v1::DeviceState state = record.devices(0).state();
+    stopped_ = stopped_ || state == v1::DEVICE_STATE_STOP_COPY;
+    if (stopped_ && state == v1::DEVICE_STATE_RUNNING && recorded_committed_) {
+      resumed_while_committed_ = true;
+    }
+  }
+
+  std::vector<Act> acts() const {
+    absl::MutexLock l(&mu_);
+    return acts_;
+  }
+  bool resumed_while_committed() const {
+    absl::MutexLock l(&mu_);
+    return resumed_while_committed_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<Act> acts_ ABSL_GUARDED_BY(mu_);
+  bool recorded_committed_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool resumed_while_committed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+constexpr char kCommitAct[] = "COMMIT goes out";
+
+// The decision to commit is recorded once the devices stopped, while the
+// state goes out, and COMMIT waits for it: a job that succeeds recorded it
+// with its devices in STOP_COPY, before COMMIT.
+TEST_F(SourceJobTest, TheDecisionToCommitIsRecordedWithTheDevicesStopped) {
+  auto watcher = std::make_shared<CommitWatcher>();
+  observers_ = {watcher};
+  auto src = Emulated("emu0", 1);
+  const v1::Migration m = Migrate(src.get());
+  ASSERT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << m.failure().message();
+  EXPECT_TRUE(m.committed());
+  const std::vector<CommitWatcher::Act> acts = watcher->acts();
+  ASSERT_EQ(acts.size(), 2u);  // the devices leave RUNNING; COMMIT
+  EXPECT_EQ(acts[1].what, kCommitAct);
+  EXPECT_TRUE(acts[1].committed);
+  EXPECT_EQ(v1::DeviceState_Name(acts[1].state),
+            v1::DeviceState_Name(v1::DEVICE_STATE_STOP_COPY));
+  EXPECT_TRUE(destination_->Saw(v1::PhaseMarker::COMMIT));
+}
+
+// The job fails after its decision to commit was recorded but before COMMIT
+// went out (a cancel comes in while the decision is recorded): it rolls back,
+// and the record says it did not commit before the device runs again, so
+// that a restart would not hold it in doubt.
+TEST_F(SourceJobTest, ARollbackAfterTheDecisionToCommitTakesItBackFirst) {
+  auto watcher = std::make_shared<CommitWatcher>();
+  watcher->on_commit = [this] { job_->RequestCancel(); };
+  observers_ = {watcher};
+  auto src = Emulated("emu0", 1);
+  const v1::Migration m = Migrate(src.get());
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_CANCELLED))
+      << m.failure().message();
+  EXPECT_FALSE(m.committed());
+  EXPECT_FALSE(destination_->Saw(v1::PhaseMarker::COMMIT));
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  EXPECT_FALSE(watcher->resumed_while_committed())
+      << "the device ran again while the record said the job committed";
+  const std::vector<CommitWatcher::Act> acts = watcher->acts();
+  ASSERT_EQ(acts.size(), 3u);
+  EXPECT_EQ(acts[1].what, kCommitAct);
+  EXPECT_TRUE(acts[1].committed);
+  EXPECT_FALSE(acts[2].committed) << acts[2].what;
+  EXPECT_EQ(v1::DeviceState_Name(acts[2].state),
+            v1::DeviceState_Name(v1::DEVICE_STATE_STOP_COPY))
+      << "taken back after the device moved";
+  EXPECT_EQ(released_, 1);
+}
+
+// The decision to commit cannot be recorded: COMMIT does not go out, the job
+// fails with why and its device runs again.
+TEST_F(SourceJobTest, ADecisionToCommitThatCannotBeRecordedRollsBack) {
+  auto watcher = std::make_shared<CommitWatcher>();
+  watcher->fail = [](absl::string_view what) { return what == kCommitAct; };
+  observers_ = {watcher};
+  auto src = Emulated("emu0", 1);
+  const v1::Migration m = Migrate(src.get());
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_TRUE(absl::StrContains(m.failure().message(), "journal full"))
+      << m.failure().message();
+  EXPECT_FALSE(m.committed());
+  EXPECT_FALSE(destination_->Saw(v1::PhaseMarker::COMMIT));
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  EXPECT_FALSE(watcher->resumed_while_committed());
+}
+
+// The decision to commit was recorded, COMMIT did not go out, and taking it
+// back cannot be recorded: the device stays stopped, as the record says,
+// until the destination (which never got COMMIT) says it does not run it.
+TEST_F(SourceJobTest, ACommitThatCannotBeTakenBackWaitsForTheDestination) {
+  auto watcher = std::make_shared<CommitWatcher>();
+  watcher->on_commit = [this] { job_->RequestCancel(); };
+  watcher->fail = [](absl::string_view what) {
+    return absl::StrContains(what, "COMMIT not sent");
+  };
+  observers_ = {watcher};
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get());
+  ASSERT_NE(sj, nullptr);
+  ASSERT_TRUE(WaitFor(InDoubtAndAsked)) << job_->Snapshot().DebugString();
+  EXPECT_EQ(src->GetState().value(), MigState::kStopCopy);
+  EXPECT_TRUE(job_->Snapshot().committed());
+  EXPECT_TRUE(absl::StrContains(job_->Snapshot().in_doubt().reason(),
+                                "could not record"))
+      << job_->Snapshot().in_doubt().reason();
+  EXPECT_FALSE(destination_->Saw(v1::PhaseMarker::COMMIT));
+
+  destination_->SetOutcome(v1::OUTCOME_NOT_RUN);
+  const v1::Migration m = AwaitEnd(std::move(sj));
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_CANCELLED))
+      << m.failure().message();
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(released_, 1);
 }
 
 // A device that goes away in pre-copy (read() fails with ENODEV) fails the

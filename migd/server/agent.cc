@@ -166,15 +166,15 @@ void Agent::TakeUpInDoubt(const AgentOptions& options) {
     const std::string id = job->id();
     migration::DeviceRegistry* registry = devices_.get();
     const std::string reason = record.in_doubt().reason().empty()
-                                   ? "the agent restarted after COMMIT"
+                                   ? "the agent restarted after the job "
+                                     "decided to commit"
                                    : absl::StrCat(record.in_doubt().reason(),
                                                   "; then the agent restarted");
     auto in_doubt = std::make_shared<migration::InDoubt>(
         job, std::move(devices),
         base::Error(absl::StatusCode::kAborted,
                     v1::ERROR_REASON_AGENT_RESTARTED,
-                    absl::StrCat("the agent restarted with the job in doubt "
-                                 "after COMMIT (",
+                    absl::StrCat("the agent restarted with the job in doubt (",
                                  reason, ")")),
         reason, std::move(o), [registry, id] { registry->Release(id); });
     base::LogWarning("job ", id, ": in doubt since before the restart; ",
