@@ -26,6 +26,7 @@ static int test_claim(void *context, const struct migd_device_info *device) {
   return strcmp(device->backend, "emulated") == 0 ? TEST_SCORE : 0;
 }
 
+#ifndef TEST_OLD_TABLE
 static int test_describe(void *context, const struct migd_device_info *device,
                          struct migd_bytes *descriptor,
                          struct migd_text summary, struct migd_text error) {
@@ -59,6 +60,8 @@ static int test_check(void *context, const struct migd_device_info *device,
   return 0;
 }
 
+#endif
+
 #ifdef TEST_OLD_TABLE
 /* The first members only: what an older header had. */
 struct old_table {
@@ -71,11 +74,12 @@ struct old_table {
   void (*destroy)(void *);
   int (*claim)(void *, const struct migd_device_info *);
 };
-static const struct old_table kTable = {
+/* Unused (and so marked) in the variant without an entry point. */
+__attribute__((unused)) static const struct old_table kTable = {
     TEST_ABI, sizeof(struct old_table), TEST_NAME, "0.1", "an older plugin",
     NULL, NULL, test_claim};
 #else
-static const struct migd_plugin kTable = {
+__attribute__((unused)) static const struct migd_plugin kTable = {
     .abi_version = TEST_ABI,
     .struct_size = sizeof(struct migd_plugin),
     .name = TEST_NAME,
