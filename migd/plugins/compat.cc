@@ -4,12 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "migd/base/reason.h"
+#include "migd/vfio/uapi.h"
 
 namespace migd::plugins {
 namespace {
-
-// VFIO_MIGRATION_STOP_COPY.
-constexpr uint64_t kStopCopy = 1;
 
 std::string PluginText(const std::string& name) {
   return name.empty() ? "(none)" : name;
@@ -55,7 +53,7 @@ absl::StatusOr<std::optional<Incompatibility>> CheckDestination(
   if (source.kind() != device.facts.backend) {
     return Incompatibility{"kind", source.kind(), device.facts.backend, ""};
   }
-  if ((migration_flags & kStopCopy) == 0) {
+  if ((migration_flags & vfio::kMigStopCopy) == 0) {
     return Incompatibility{"stop_copy", "yes",
                            "no (the device's driver cannot load a state)", ""};
   }
