@@ -64,14 +64,14 @@ absl::Status RunCommand(const std::vector<std::string>& argv,
   for (std::string& w : words) cargv.push_back(w.data());
   cargv.push_back(nullptr);
   pid_t pid = -1;
-  const int err = posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(),
-                              environ);
+  const int err =
+      posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   close(pipe_fds[1]);
   if (err != 0) {
     close(pipe_fds[0]);
-    return absl::InternalError(ErrnoText(absl::StrCat("spawn `", command, "`"),
-                                         err));
+    return absl::InternalError(
+        ErrnoText(absl::StrCat("spawn `", command, "`"), err));
   }
   std::string printed;
   char buffer[4096];
@@ -211,8 +211,8 @@ absl::StatusOr<std::unique_ptr<Topology>> Topology::Create() {
     }
     return absl::OkStatus();
   };
-  if (absl::Status s = link(nullptr, "t-s", kTestOnSourceLink, S, "s-t",
-                            kSourceControl);
+  if (absl::Status s =
+          link(nullptr, "t-s", kTestOnSourceLink, S, "s-t", kSourceControl);
       !s.ok()) {
     return s;
   }
@@ -260,9 +260,8 @@ absl::Status Topology::Rules(absl::string_view in, absl::string_view out) {
                          : std::string(path);
   int fd = mkstemp(file.data());
   if (fd < 0) return absl::InternalError(ErrnoText("mkstemp", errno));
-  const bool written =
-      write(fd, ruleset.data(), ruleset.size()) ==
-      static_cast<ssize_t>(ruleset.size());
+  const bool written = write(fd, ruleset.data(), ruleset.size()) ==
+                       static_cast<ssize_t>(ruleset.size());
   close(fd);
   if (!written) return absl::InternalError(absl::StrCat("write ", file));
   absl::Status s = destination_->Run({"nft", "-f", file});

@@ -14,8 +14,10 @@
 // the transfer. Faults act on the S-D link only, from inside D (nft rules on
 // D's end) or S (a tbf qdisc on S's end), with the link up.
 //
+// clang-format off
 //   T 10.77.1.1 "t-s" <-> "s-t" 10.77.1.2 S 10.77.3.1 "s-d" <-> "d-s" 10.77.3.2 D
 //   T 10.77.2.1 "t-d" <---------------------------------------> "d-t" 10.77.2.2 D
+// clang-format on
 //
 // Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN), iproute2 (ip, tc), nftables
 // (nft) and util-linux (nsenter); errors say which command failed and what
