@@ -150,6 +150,9 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
       options_.transfer_memory_cap, options_.default_phase_timeout,
       request->source_identity(), options_.token_ttl);
   if (!prepared.ok()) {
+    // The job ends for its observers (metrics count the refusal; the
+    // journal records an end only of a job it has seen), then is dropped.
+    job->Finish(prepared.status());
     devices_->Release(id);
     jobs_->Unreserve(id);
     base::LogWarning("job ", id,
@@ -307,6 +310,7 @@ grpc::Status MigrationServiceImpl::StartMigration(
   auto started = migration::SourceJob::Start(
       job, *claimed, std::move(opts), [devices, id] { devices->Release(id); });
   if (!started.ok()) {
+    job->Finish(started.status());  // for its observers, as above
     devices_->Release(id);
     jobs_->Unreserve(id);
     base::LogWarning("job ", id,
