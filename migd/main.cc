@@ -25,6 +25,7 @@
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/device/emulated_spec.h"
+#include "migd/metrics/server.h"
 #include "migd/security/authorizer.h"
 #include "migd/security/credentials.h"
 #include "migd/server/agent.h"
@@ -39,6 +40,17 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
           "port 0 picks one)");
 ABSL_FLAG(std::string, port_file, "",
           "Write the port actually listened on to this file once serving");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. "
+          "127.0.0.1:9464; port 0 picks one). Plain HTTP without "
+          "authentication, so a loopback address unless "
+          "--metrics_allow_remote. Empty: no metrics endpoint");
+ABSL_FLAG(bool, metrics_allow_remote, false,
+          "Let --metrics_listen name a non-loopback address (the endpoint "
+          "has no TLS or authentication: keep it behind a firewall)");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "Write the metrics port actually listened on to this file once "
+          "serving");
 ABSL_FLAG(bool, insecure, false,
           "Serve and dial without TLS or authentication: anyone who can reach "
           "the port can read and replace device state. Only on a trusted "
@@ -198,6 +210,14 @@ int main(int argc, char** argv) {
   options.plugin_dir = absl::GetFlag(FLAGS_plugin_dir);
   options.device_facts = migd::server::FactsOf(specs, **devices);
   options.listen = absl::GetFlag(FLAGS_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!options.metrics_listen.empty()) {
+    if (absl::Status s = migd::metrics::ValidateMetricsListen(
+            options.metrics_listen, absl::GetFlag(FLAGS_metrics_allow_remote));
+        !s.ok()) {
+      return Fail(s);
+    }
+  }
   if (absl::GetFlag(FLAGS_insecure)) {
     options.credentials = migd::security::Credentials::Insecure();
   } else {
@@ -305,6 +325,13 @@ int main(int argc, char** argv) {
                       (*agent)->port(), " with ", specs.size(), " device(s)");
   if (std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
     if (absl::Status s = WritePortFile(path, (*agent)->port()); !s.ok()) {
+      return Fail(s);
+    }
+  }
+  if (std::string path = absl::GetFlag(FLAGS_metrics_port_file);
+      !path.empty() && (*agent)->metrics_port() != 0) {
+    if (absl::Status s = WritePortFile(path, (*agent)->metrics_port());
+        !s.ok()) {
       return Fail(s);
     }
   }

@@ -11,6 +11,8 @@
 #include "migd/base/reason.h"
 #include "migd/journal/journal_observer.h"
 #include "migd/journal/recovery.h"
+#include "migd/metrics/device_states.h"
+#include "migd/metrics/job_metrics.h"
 #include "migd/migration/in_doubt.h"
 #include "migd/security/tls_files.h"
 #include "migd/transfer/threaded_calls.h"
@@ -35,6 +37,13 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
   std::unique_ptr<Agent> agent(new Agent());
   agent->devices_ = std::move(devices);
   agent->jobs_ = std::make_unique<migration::JobTable>();
+  if (!options.metrics_listen.empty()) {
+    // First among the observers: recovery's changes below are counted too.
+    agent->metrics_registry_ = std::make_shared<prometheus::Registry>();
+    options.service.observers.insert(
+        options.service.observers.begin(),
+        std::make_shared<metrics::JobMetrics>(*agent->metrics_registry_));
+  }
   if (!options.state_dir.empty()) {
     // Before serving: the jobs a previous run left unfinished hold devices
     // that must be put back first.
@@ -119,6 +128,34 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
                      " (address in use or not local?)"));
   }
   agent->data_calls_->Start();
+  if (agent->metrics_registry_ != nullptr) {
+    migration::DeviceRegistry* registry = agent->devices_.get();
+    auto device_states = std::make_shared<metrics::DeviceStates>([registry] {
+      std::vector<metrics::DeviceSample> samples;
+      for (const std::string& name : registry->Names()) {
+        metrics::DeviceSample sample;
+        if (device::Device* d = registry->Find(name); d != nullptr) {
+          if (auto state = d->GetState(); state.ok()) {
+            sample.state_known = true;
+            sample.state = static_cast<v1::DeviceState>(*state);
+          }
+        }
+        sample.claimed = !registry->Owner(name).empty();
+        samples.push_back(sample);
+      }
+      return samples;
+    });
+    absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics =
+        metrics::MetricsServer::Start(
+            options.metrics_listen,
+            {agent->metrics_registry_, std::move(device_states)});
+    if (!metrics.ok()) return metrics.status();
+    agent->metrics_server_ = *std::move(metrics);
+    base::LogInfo(
+        "serving Prometheus metrics at http://",
+        options.metrics_listen.substr(0, options.metrics_listen.rfind(':')),
+        ":", agent->metrics_server_->port(), "/metrics");
+  }
   const std::string where = absl::StrCat(
       options.listen.substr(0, options.listen.rfind(':')), ":", agent->port_);
   if (insecure) {
@@ -188,6 +225,10 @@ void Agent::TakeUpInDoubt(const AgentOptions& options) {
 
 Agent::~Agent() { Shutdown(); }
 
+int Agent::metrics_port() const {
+  return metrics_server_ == nullptr ? 0 : metrics_server_->port();
+}
+
 void Agent::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
@@ -207,6 +248,7 @@ void Agent::Shutdown() {
   // The server cancelled the data streams still open; their threads end.
   if (data_calls_ != nullptr) data_calls_->Shutdown();
   jobs_.reset();  // joins source jobs after their rollback
+  metrics_server_.reset();
   base::LogInfo("shut down");
 }
 

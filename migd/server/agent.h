@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "migd/journal/journal.h"
+#include "migd/metrics/server.h"
 #include "migd/migration/device_registry.h"
 #include "migd/migration/job_table.h"
 #include "migd/plugins/plugin.h"
@@ -29,6 +30,7 @@
 #include "migd/server/migration_service.h"
 #include "migd/server/transfer_service.h"
 #include "migd/transfer/threaded_calls.h"
+#include "prometheus/registry.h"
 
 namespace migd::server {
 
@@ -59,6 +61,10 @@ struct AgentOptions {
   // without facts gets its name, backend and flags).
   std::string plugin_dir;
   std::vector<plugins::DeviceFacts> device_facts;
+  // Where Prometheus scrapes /metrics ("127.0.0.1:9464"; port 0 picks a free
+  // port, see Agent::metrics_port()); empty: no metrics endpoint. Checked
+  // with metrics::ValidateMetricsListen by the caller.
+  std::string metrics_listen;
 };
 
 class Agent {
@@ -71,6 +77,8 @@ class Agent {
 
   // The port the server listens on.
   int port() const { return port_; }
+  // The port /metrics is served on; 0 without metrics_listen.
+  int metrics_port() const;
 
   // Cancels every running job, waits for their rollbacks, stops serving.
   void Shutdown();
@@ -82,6 +90,9 @@ class Agent {
 
   std::unique_ptr<journal::Journal> journal_;
   std::unique_ptr<migration::DeviceRegistry> devices_;
+  // Jobs' metrics (fed as an observer) and the endpoint; the endpoint stops
+  // first (it reads devices_).
+  std::shared_ptr<prometheus::Registry> metrics_registry_;
   std::unique_ptr<migration::JobTable> jobs_;
   std::unique_ptr<Compatibility> compatibility_;
   std::unique_ptr<MigrationServiceImpl> migration_service_;
@@ -89,6 +100,7 @@ class Agent {
   // The data streams' calls (async API, a thread each).
   std::unique_ptr<transfer::ThreadedCalls> data_calls_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<metrics::MetricsServer> metrics_server_;
   int port_ = 0;
   bool shut_down_ = false;
 };

@@ -22,6 +22,8 @@ MIGD_DEBIAN_PACKAGES=(
   openssl
   libsqlite3-dev
   libvirt-dev
+  # devlink over generic netlink (vendor-plugins/mlx5).
+  libmnl-dev
   python3
   # The VM tier (e2e/vm, tools/vm): QEMU, the guest's busybox initramfs,
   # module builds against Debian's kernel headers.
@@ -39,6 +41,8 @@ MIGD_DEBIAN_PACKAGES=(
   iproute2
   nftables
   util-linux
+  # Metrics (migd/metrics): prometheus-cpp's registry and exposer.
+  prometheus-cpp-dev
 )
 
 # Prints the packages of MIGD_DEBIAN_PACKAGES that are not installed, one a line.
@@ -82,4 +86,41 @@ migd_install_deps() {
     echo "deps: apt-get install ${missing[*]} failed" >&2
     return 1
   }
+}
+
+# The Prometheus server the metrics test scrapes the agents with. Not
+# installed as a package (that would start a system service on :9090): the
+# package is downloaded and unpacked into a cache (its server is one static
+# binary), and MIGD_PROMETHEUS is set to it. A prometheus already installed
+# is used as it is.
+migd_fetch_prometheus() {
+  if [[ -n "${MIGD_PROMETHEUS:-}" && -x "$MIGD_PROMETHEUS" ]]; then
+    return 0
+  fi
+  if command -v prometheus >/dev/null 2>&1; then
+    MIGD_PROMETHEUS="$(command -v prometheus)"
+    export MIGD_PROMETHEUS
+    return 0
+  fi
+  local cache="${MIGD_CACHE:-/var/cache/migd-test}/prometheus"
+  if [[ ! -x "$cache/usr/bin/prometheus" ]]; then
+    local -a sudo=()
+    [[ $EUID -ne 0 ]] && command -v sudo >/dev/null 2>&1 && sudo=(sudo)
+    echo "deps: fetching prometheus into $cache" >&2
+    "${sudo[@]}" mkdir -p "$cache/debs" || return 1
+    (cd "$cache/debs" && "${sudo[@]}" apt-get download -q \
+      -o APT::Sandbox::User=root prometheus >&2) ||
+      { "${sudo[@]}" apt-get update -qq && (cd "$cache/debs" &&
+        "${sudo[@]}" apt-get download -q -o APT::Sandbox::User=root \
+          prometheus >&2); } || {
+      echo "deps: apt-get download prometheus failed" >&2
+      return 1
+    }
+    local deb
+    deb="$(ls -t "$cache"/debs/prometheus_*.deb | head -n1)"
+    "${sudo[@]}" dpkg -x "$deb" "$cache" || return 1
+    "${sudo[@]}" rm -f "$cache"/debs/prometheus_*.deb
+  fi
+  MIGD_PROMETHEUS="$cache/usr/bin/prometheus"
+  export MIGD_PROMETHEUS
 }
