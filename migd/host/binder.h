@@ -1,0 +1,115 @@
+// migd/host/binder.h
+//
+// Moves a device onto a VFIO driver and back, through the kernel's
+// driver_override (never new_id: new_id makes a driver claim every unbound
+// device with that ID, at once, in no order anyone chose):
+//
+//   1. driver_override := the VFIO driver (only that driver may now bind);
+//   2. <dev>/driver/unbind := <device>, when it is on a driver;
+//   3. /sys/bus/<bus>/drivers_probe := <device> (the kernel probes it
+//      synchronously: when the write returns, the probe is over);
+//   4. verify <dev>/driver names the VFIO driver, and that the IOMMU group
+//      is still viable.
+//
+// Before step 1 nothing is written: the device must exist, must not be in
+// use (on a VFIO driver whose group another process holds: unbinding it
+// would block in the kernel until that process lets go), its IOMMU group
+// must be viable (iommu_group.h) not counting the device itself, and the
+// driver must be registered, its module loaded first when it is not.
+//
+// Any failure from step 1 on is rolled back in reverse, from whatever state
+// the device is in: unbind from the driver it landed on (if any, and not its
+// original), restore the original driver_override ("\n" clears it when it
+// was "(null)"), re-probe so that it returns to its original driver (when it
+// had one), and verify. The error names the step that failed, what the
+// kernel said, and how the rollback went; kInternal when the rollback
+// failed too (the message then says where the device was left).
+//
+// A module Bind loaded stays loaded when a later step fails: unloading it
+// could take other devices with it, and a VFIO variant driver binds nothing
+// by itself (its ID table is override-only).
+//
+// PCI devices are named by address ("0000:03:00.1"); platform devices by
+// their sysfs name ("fff51000.ethernet"), with the same steps on
+// /sys/bus/platform and its vfio-platform driver. No platform driver offers
+// VFIO migration today; platform binding is here so that the same agent can
+// hand such a device to a VM, not migrate it.
+
+#ifndef MIGD_HOST_BINDER_H_
+#define MIGD_HOST_BINDER_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "migd/host/iommu_group.h"
+#include "migd/host/modules.h"
+#include "migd/host/sysfs.h"
+
+namespace migd::host {
+
+enum class Bus { kPci, kPlatform };
+
+// "pci", "platform": the name under /sys/bus.
+absl::string_view BusName(Bus bus);
+
+// Where a device is: its driver and its driver_override.
+struct Binding {
+  std::optional<std::string> driver;    // nullopt: on no driver
+  std::optional<std::string> override;  // nullopt: "(null)", none
+  bool operator==(const Binding&) const = default;
+};
+
+// What Bind did, for Unbind to undo.
+struct BindRecord {
+  Bus bus = Bus::kPci;
+  std::string device;    // normalized: "0000:03:00.1", "fff51000.ethernet"
+  std::string driver;    // the driver Bind put it on: "mlx5_vfio_pci"
+  Binding original;      // where it was before
+  bool changed = false;  // false: it was on `driver` already; nothing done
+};
+
+class Binder {
+ public:
+  // `modules` and `usage` are not owned and must outlive the binder.
+  Binder(Sysfs sysfs, ModuleLoader& modules, GroupUsage& usage);
+
+  // Binds `device` on `bus` to the driver `module` registers (module names
+  // as in modules.h; "vfio-pci" and "vfio_pci" are the same module), as
+  // described above. OK with changed = false when it is on that driver
+  // already. Errors, each naming the device:
+  //   kInvalidArgument: `device` or `module` malformed;
+  //   kNotFound: no such device, or no such module (modprobe's words);
+  //   kFailedPrecondition: in use, no IOMMU group, group not viable,
+  //     or the module registers no driver on the bus; nothing written;
+  //   the failing step's code (rolled back) or kInternal (rollback failed)
+  //     from step 1 on.
+  absl::StatusOr<BindRecord> Bind(Bus bus, absl::string_view device,
+                                  absl::string_view module);
+
+  // Returns the device `record` names to where it was before Bind (its
+  // original driver and driver_override), rolling back as Bind does on a
+  // failure. OK at once when it is there already. kFailedPrecondition,
+  // nothing written, when it is no longer on record.driver (someone else
+  // moved it) or it is in use.
+  absl::Status Unbind(const BindRecord& record);
+
+  // Leaves `device` on no driver with no driver_override (a later probe
+  // gives it its default driver). OK at once when it is so already;
+  // kFailedPrecondition when it is in use; rolled back on failure.
+  absl::Status UnbindToNoDriver(Bus bus, absl::string_view device);
+
+  // Where `device` is now. kNotFound when it does not exist.
+  absl::StatusOr<Binding> Current(Bus bus, absl::string_view device) const;
+
+ private:
+  Sysfs sysfs_;
+  ModuleLoader& modules_;
+  GroupUsage& usage_;
+};
+
+}  // namespace migd::host
+
+#endif  // MIGD_HOST_BINDER_H_

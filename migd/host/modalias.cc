@@ -1,0 +1,159 @@
+// migd/host/modalias.cc
+
+#include "migd/host/modalias.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "migd/host/names.h"
+#include "migd/host/scoped_fd.h"
+
+namespace migd::host {
+namespace {
+
+constexpr absl::string_view kVfioPciPrefix = "vfio_pci:";
+
+// What the reader is willing to hold: Debian's modules.alias is ~1.5 MB.
+constexpr size_t kMaxAliasFile = 64 << 20;
+
+int Wildcards(absl::string_view pattern) {
+  return static_cast<int>(std::count(pattern.begin(), pattern.end(), '*'));
+}
+
+std::string Plural(int n, absl::string_view word) {
+  return absl::StrCat(n, " ", word, n == 1 ? "" : "s");
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<VfioPciAlias>> ParseVfioPciAliases(
+    absl::string_view text, absl::string_view source) {
+  std::vector<VfioPciAlias> out;
+  int number = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++number;
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<absl::string_view> words =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (words[0] != "alias") continue;
+    if (words.size() != 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ":", number, ": \"", absl::CHexEscape(line),
+                       "\" is not \"alias PATTERN MODULE\""));
+    }
+    if (!absl::StartsWith(words[1], kVfioPciPrefix)) continue;
+    out.push_back({std::string(words[1]), std::string(words[2])});
+  }
+  return out;
+}
+
+std::string ModulesAliasPath(absl::string_view root,
+                             absl::string_view release) {
+  std::string rel(release);
+  if (rel.empty()) {
+    struct utsname u;
+    if (::uname(&u) == 0) rel = u.release;
+  }
+  while (!root.empty() && root.back() == '/') root.remove_suffix(1);
+  return absl::StrCat(root, "/lib/modules/", rel, "/modules.alias");
+}
+
+absl::StatusOr<std::vector<VfioPciAlias>> LoadVfioPciAliases(
+    absl::string_view root, absl::string_view release) {
+  const std::string path = ModulesAliasPath(root, release);
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(absl::StrCat(
+          path, " does not exist (has depmod run for this kernel?)"));
+    }
+    return absl::ErrnoToStatus(errno, "read " + path);
+  }
+  std::string text;
+  std::array<char, 64 << 10> buf;
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::ErrnoToStatus(errno, "read " + path);
+    if (n == 0) break;
+    text.append(buf.data(), static_cast<size_t>(n));
+    if (text.size() > kMaxAliasFile) {
+      return absl::OutOfRangeError(absl::StrCat("read ", path, ": longer than ",
+                                                kMaxAliasFile, " bytes"));
+    }
+  }
+  return ParseVfioPciAliases(text, path);
+}
+
+absl::StatusOr<VfioModuleChoice> ChooseVfioPciModule(
+    absl::string_view device, absl::string_view modalias,
+    const std::vector<VfioPciAlias>& aliases,
+    absl::string_view explicit_module) {
+  if (!explicit_module.empty()) {
+    absl::StatusOr<std::string> module = CanonicalModuleName(explicit_module);
+    if (!module.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device ", device,
+          ": the explicit driver choice: ", module.status().message()));
+    }
+    return VfioModuleChoice{*module,
+                            absl::StrCat("chosen explicitly: ", *module)};
+  }
+  absl::string_view rest = modalias;
+  if (!absl::ConsumePrefix(&rest, "pci:")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device ", device, ": modalias \"",
+                     absl::CHexEscape(modalias), "\" is not a pci: modalias"));
+  }
+  const std::string subject = absl::StrCat(kVfioPciPrefix, rest);
+
+  const VfioPciAlias* best = nullptr;
+  const VfioPciAlias* rival = nullptr;  // a different module, as specific
+  for (const VfioPciAlias& a : aliases) {
+    if (::fnmatch(a.pattern.c_str(), subject.c_str(), 0) != 0) continue;
+    if (best == nullptr || Wildcards(a.pattern) < Wildcards(best->pattern)) {
+      best = &a;
+      rival = nullptr;
+    } else if (Wildcards(a.pattern) == Wildcards(best->pattern) &&
+               CanonicalModuleName(a.module).value_or(a.module) !=
+                   CanonicalModuleName(best->module).value_or(best->module) &&
+               rival == nullptr) {
+      rival = &a;
+    }
+  }
+  if (best == nullptr) {
+    return VfioModuleChoice{"vfio_pci", "no vfio_pci alias matches: vfio-pci"};
+  }
+  const int n = Wildcards(best->pattern);
+  if (rival != nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", device, " (", modalias, "): modules ",
+                     best->module, " (", best->pattern, ") and ", rival->module,
+                     " (", rival->pattern, ") match equally (",
+                     Plural(n, "wildcard"), "); choose the driver explicitly"));
+  }
+  absl::StatusOr<std::string> module = CanonicalModuleName(best->module);
+  if (!module.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device ", device, ": alias ", best->pattern, ": ",
+                     module.status().message()));
+  }
+  return VfioModuleChoice{
+      *module, absl::StrCat("alias ", best->pattern, " of ", best->module,
+                            " matches (", Plural(n, "wildcard"), ")")};
+}
+
+}  // namespace migd::host

@@ -1,0 +1,85 @@
+// migd/host/modalias.h
+//
+// Which VFIO driver module a PCI device gets: its own variant driver when a
+// module says it drives the device, else plain vfio-pci. VFIO variant
+// drivers declare the devices they drive with "vfio_pci:" aliases, which
+// depmod collects into <root>/lib/modules/<release>/modules.alias (one file
+// for the whole tree, updates/ and extra/ included):
+//
+//   alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci
+//   alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci
+//
+// A device's own sysfs `modalias` reads
+// "pci:v000015B3d0000101Esv000015B3sd00000080bc02sc00i00"; with "pci:"
+// replaced by "vfio_pci:" it is matched against each pattern with
+// fnmatch(3). The most specific match wins, the one with the fewest '*'
+// (libvirt 10.0's rule; Debian 12's libvirt 9.0 cannot choose).
+//
+// The result is a module name (underscores, as modules.alias, modprobe and
+// /sys/module spell it), not a driver name: the name a driver registers
+// under /sys/bus/pci/drivers/ is the driver's own choice ("vfio-pci" for
+// module vfio_pci) and is known once the module is loaded (modules.h,
+// DriverOfModule).
+
+#ifndef MIGD_HOST_MODALIAS_H_
+#define MIGD_HOST_MODALIAS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace migd::host {
+
+// One "alias vfio_pci:... MODULE" line of modules.alias.
+struct VfioPciAlias {
+  std::string pattern;  // "vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i*"
+  std::string module;   // "mlx5_vfio_pci"
+};
+
+// The "vfio_pci:" aliases in modules.alias text, in file order. Blank lines,
+// '#' comments and other aliases are skipped. kInvalidArgument naming
+// `source` and the line number for an "alias" line that is not "alias
+// PATTERN MODULE".
+absl::StatusOr<std::vector<VfioPciAlias>> ParseVfioPciAliases(
+    absl::string_view text, absl::string_view source);
+
+// "<root>/lib/modules/<release>/modules.alias"; an empty `release` is the
+// running kernel's (uname -r).
+std::string ModulesAliasPath(absl::string_view root,
+                             absl::string_view release = "");
+
+// Reads and parses ModulesAliasPath(root, release). kNotFound naming the
+// path when it does not exist (depmod has not run for that kernel).
+absl::StatusOr<std::vector<VfioPciAlias>> LoadVfioPciAliases(
+    absl::string_view root, absl::string_view release = "");
+
+// The module a device gets, and why in words.
+struct VfioModuleChoice {
+  std::string module;  // canonical: "mlx5_vfio_pci", "vfio_pci"
+  // "alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* of mlx5_vfio_pci
+  // matches (5 wildcards)", "no vfio_pci alias matches: vfio-pci",
+  // "chosen explicitly: mlx5_vfio_pci".
+  std::string reason;
+};
+
+// Chooses the module for `device` (its name, for messages) whose sysfs
+// modalias is `modalias`:
+//   - `explicit_module` when not empty (a module or driver name; '-' becomes
+//     '_'): an operator's choice overrides the aliases;
+//   - else the module of the matching alias with the fewest '*'; one module
+//     matching through several aliases is one candidate;
+//   - else "vfio_pci".
+// kInvalidArgument when `modalias` is not a "pci:" modalias or
+// `explicit_module` is not a module name; kFailedPrecondition naming both
+// modules, their patterns and the device when two different modules match
+// with the same fewest wildcards (choose one explicitly).
+absl::StatusOr<VfioModuleChoice> ChooseVfioPciModule(
+    absl::string_view device, absl::string_view modalias,
+    const std::vector<VfioPciAlias>& aliases,
+    absl::string_view explicit_module = "");
+
+}  // namespace migd::host
+
+#endif  // MIGD_HOST_MODALIAS_H_

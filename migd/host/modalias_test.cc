@@ -1,0 +1,172 @@
+// migd/host/modalias_test.cc
+
+#include "migd/host/modalias.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace migd::host {
+namespace {
+
+// An mlx5 ConnectX-5 VF.
+constexpr char kMlx5Vf[] =
+    "pci:v000015B3d0000101Esv000015B3sd00000080bc02sc00i00";
+
+// What depmod writes, trimmed: other aliases, a comment, vfio_pci's
+// catch-all, variant drivers.
+constexpr char kAliases[] = R"(# Aliases extracted from modules themselves.
+alias pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_core
+alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci
+alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci
+alias vfio_pci:v000015B3d0000101Fsv*sd*bc*sc*i* mlx5_vfio_pci
+alias vfio_pci:v000019E5d0000A22Esv*sd*bc*sc*i* hisi_acc_vfio_pci
+alias fs-vfat vfat
+
+)";
+
+std::vector<VfioPciAlias> Aliases(const std::string& text = kAliases) {
+  absl::StatusOr<std::vector<VfioPciAlias>> a =
+      ParseVfioPciAliases(text, "modules.alias");
+  EXPECT_TRUE(a.ok()) << a.status();
+  return a.value_or(std::vector<VfioPciAlias>{});
+}
+
+TEST(ParseVfioPciAliases, KeepsOnlyVfioPciAliasesInOrder) {
+  std::vector<VfioPciAlias> a = Aliases();
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_EQ(a[0].pattern, "vfio_pci:v*d*sv*sd*bc*sc*i*");
+  EXPECT_EQ(a[0].module, "vfio_pci");
+  EXPECT_EQ(a[1].module, "mlx5_vfio_pci");
+  EXPECT_EQ(a[3].module, "hisi_acc_vfio_pci");
+}
+
+TEST(ParseVfioPciAliases, AMalformedAliasLineNamesTheFileAndLine) {
+  absl::StatusOr<std::vector<VfioPciAlias>> a = ParseVfioPciAliases(
+      "alias vfio_pci:v*d* vfio_pci\nalias vfio_pci:broken\n", "x.alias");
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(a.status().message(), "x.alias:2"))
+      << a.status();
+}
+
+TEST(ChooseVfioPciModule, TheMostSpecificAliasWins) {
+  absl::StatusOr<VfioModuleChoice> c =
+      ChooseVfioPciModule("0000:03:00.1", kMlx5Vf, Aliases());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "mlx5_vfio_pci");
+  EXPECT_EQ(c->reason,
+            "alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* of mlx5_vfio_pci "
+            "matches (5 wildcards)");
+}
+
+TEST(ChooseVfioPciModule, VfioPcisOwnCatchAllLosesToAnyVariant) {
+  // The order in the file does not matter, only the wildcards.
+  std::vector<VfioPciAlias> a = Aliases();
+  std::reverse(a.begin(), a.end());
+  EXPECT_EQ(ChooseVfioPciModule("d", kMlx5Vf, a)->module, "mlx5_vfio_pci");
+}
+
+TEST(ChooseVfioPciModule, NoVariantMeansVfioPcisCatchAll) {
+  absl::StatusOr<VfioModuleChoice> c = ChooseVfioPciModule(
+      "0000:00:04.0", "pci:v00001234d000011E8sv00001AF4sd00001100bc00sc00i00",
+      Aliases());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "vfio_pci");
+  EXPECT_EQ(c->reason,
+            "alias vfio_pci:v*d*sv*sd*bc*sc*i* of vfio_pci matches (7 "
+            "wildcards)");
+}
+
+TEST(ChooseVfioPciModule, NothingMatchingMeansPlainVfioPci) {
+  absl::StatusOr<VfioModuleChoice> c =
+      ChooseVfioPciModule("0000:00:04.0", kMlx5Vf, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "vfio_pci");
+  EXPECT_EQ(c->reason, "no vfio_pci alias matches: vfio-pci");
+}
+
+TEST(ChooseVfioPciModule, TwoModulesAsSpecificAreAnErrorNamingBoth) {
+  std::vector<VfioPciAlias> a = Aliases();
+  a.push_back({"vfio_pci:v000015B3d*sv*sd*bc*sc*i*", "less_vfio_pci"});
+  a.push_back({"vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i*", "rival_vfio_pci"});
+  absl::StatusOr<VfioModuleChoice> c =
+      ChooseVfioPciModule("0000:03:00.1", kMlx5Vf, a);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+  for (const char* word :
+       {"0000:03:00.1", "mlx5_vfio_pci", "rival_vfio_pci", "5 wildcards"}) {
+    EXPECT_TRUE(absl::StrContains(c.status().message(), word))
+        << word << ": " << c.status();
+  }
+}
+
+TEST(ChooseVfioPciModule, OneModuleMatchingTwiceIsNoTie) {
+  std::vector<VfioPciAlias> a = Aliases();
+  // Three aliases of one module (one spelled with dashes), 4 wildcards each.
+  a.push_back(
+      {"vfio_pci:v000015B3d0000101Esv000015B3sd*bc*sc*i*", "mlx5_vfio_pci"});
+  a.push_back(
+      {"vfio_pci:v*d0000101Esv000015B3sd00000080bc*sc*i*", "mlx5-vfio-pci"});
+  absl::StatusOr<VfioModuleChoice> c = ChooseVfioPciModule("d", kMlx5Vf, a);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "mlx5_vfio_pci");
+}
+
+TEST(ChooseVfioPciModule, QuestionMarksAndBracketsMatchAsFnmatchDoes) {
+  std::vector<VfioPciAlias> a = Aliases();
+  a.push_back({"vfio_pci:v000015B3d0000101[EF]sv*sd*bc??sc00i*", "bracket"});
+  absl::StatusOr<VfioModuleChoice> c = ChooseVfioPciModule("d", kMlx5Vf, a);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "bracket");  // 3 wildcards beat 5
+}
+
+TEST(ChooseVfioPciModule, AnExplicitChoiceOverrides) {
+  absl::StatusOr<VfioModuleChoice> c =
+      ChooseVfioPciModule("d", kMlx5Vf, Aliases(), "vfio-pci");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "vfio_pci");
+  EXPECT_EQ(c->reason, "chosen explicitly: vfio_pci");
+  EXPECT_EQ(
+      ChooseVfioPciModule("d", kMlx5Vf, Aliases(), "../evil").status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ChooseVfioPciModule, RefusesAModaliasOfAnotherBus) {
+  absl::StatusOr<VfioModuleChoice> c =
+      ChooseVfioPciModule("d", "of:NethernetT(null)", Aliases());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(LoadVfioPciAliases, ReadsTheReleasesFileBelowTheRoot) {
+  const std::string root = absl::StrCat(getenv("TEST_TMPDIR"), "/aliasroot");
+  const std::string dir = root + "/lib/modules/6.1.0-test";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/modules.alias") << kAliases;
+  EXPECT_EQ(ModulesAliasPath(root, "6.1.0-test"), dir + "/modules.alias");
+  absl::StatusOr<std::vector<VfioPciAlias>> a =
+      LoadVfioPciAliases(root, "6.1.0-test");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->size(), 4u);
+
+  absl::StatusOr<std::vector<VfioPciAlias>> missing =
+      LoadVfioPciAliases(root, "9.9.9");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(missing.status().message(),
+                                root + "/lib/modules/9.9.9/modules.alias"));
+}
+
+TEST(ModulesAliasPath, DefaultsToTheRunningKernel) {
+  EXPECT_TRUE(absl::StartsWith(ModulesAliasPath(""), "/lib/modules/"));
+  EXPECT_FALSE(absl::StrContains(ModulesAliasPath(""), "//"));
+}
+
+}  // namespace
+}  // namespace migd::host
