@@ -25,13 +25,6 @@ constexpr absl::string_view kCdevPrefix = "/dev/vfio/devices/vfio";
 // sizeof(sockaddr_un::sun_path) is 108, one byte for the terminating NUL.
 constexpr size_t kMaxSocketPath = 107;
 
-bool AllHex(absl::string_view s) {
-  for (char c : s) {
-    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
-  }
-  return !s.empty();
-}
-
 // The token as it may appear in an error: a vf_token value is a secret.
 std::string Shown(absl::string_view token) {
   if (absl::ConsumePrefix(&token, "vf_token=")) {
@@ -69,49 +62,6 @@ bool IsValidVfioDeviceName(absl::string_view name) {
     if (!ok) return false;
   }
   return true;
-}
-
-absl::StatusOr<std::string> NormalizePciAddress(absl::string_view text) {
-  const auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("PCI address \"", text,
-                     "\" is not DOMAIN:BUS:DEV.FN "
-                     "(e.g. 0000:00:04.0): ",
-                     why));
-  };
-  std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
-  if (parts.size() != 3) return bad("want two ':'");
-  std::vector<absl::string_view> dev_fn = absl::StrSplit(parts[2], '.');
-  if (dev_fn.size() != 2) return bad("want one '.' before the function");
-  const absl::string_view domain = parts[0], bus = parts[1], dev = dev_fn[0],
-                          fn = dev_fn[1];
-  if (domain.size() < 4 || domain.size() > 8 || !AllHex(domain)) {
-    return bad("the domain is 4 to 8 hex digits");
-  }
-  if (bus.size() != 2 || !AllHex(bus)) return bad("the bus is 2 hex digits");
-  uint32_t dev_num = 0;
-  if (dev.size() != 2 || !AllHex(dev) || !absl::SimpleHexAtoi(dev, &dev_num) ||
-      dev_num > 0x1f) {
-    return bad("the device is 2 hex digits, at most 1f");
-  }
-  if (fn.size() != 1 || fn[0] < '0' || fn[0] > '7') {
-    return bad("the function is one digit 0-7");
-  }
-  return absl::AsciiStrToLower(text);
-}
-
-absl::StatusOr<std::string> NormalizeUuid(absl::string_view text) {
-  static constexpr size_t kGroups[] = {8, 4, 4, 4, 12};
-  std::vector<absl::string_view> parts = absl::StrSplit(text, '-');
-  bool ok = parts.size() == 5;
-  for (size_t i = 0; ok && i < 5; ++i) {
-    ok = parts[i].size() == kGroups[i] && AllHex(parts[i]);
-  }
-  if (!ok) {
-    return absl::InvalidArgumentError(
-        "not a UUID (want 8-4-4-4-12 hex digits)");
-  }
-  return absl::AsciiStrToLower(text);
 }
 
 absl::StatusOr<std::array<uint8_t, 16>> UuidBytes(absl::string_view text) {

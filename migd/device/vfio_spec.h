@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "migd/host/names.h"
 
 namespace migd::device {
 
@@ -47,15 +48,10 @@ absl::string_view VfioSourceKey(VfioDeviceConfig::Source source);
 // True when `name` matches [A-Za-z0-9._:-]{1,64}.
 bool IsValidVfioDeviceName(absl::string_view name);
 
-// "0000:00:04.0" from a PCI address "DOMAIN:BUS:DEVICE.FUNCTION": domain 4 to
-// 8 hex digits (sysfs prints at least 4), bus 2, device 2 (<= 0x1f), function
-// 1 (0-7); either case in, lowercase out (the kernel's device names are
-// lowercase). kInvalidArgument otherwise.
-absl::StatusOr<std::string> NormalizePciAddress(absl::string_view text);
-
-// A UUID in 8-4-4-4-12 hex form, lowercased. kInvalidArgument otherwise
-// (the message never repeats `text`: it may be a secret).
-absl::StatusOr<std::string> NormalizeUuid(absl::string_view text);
+// PCI addresses ("0000:00:04.0") and UUIDs are checked by the host's rules
+// (migd/host/names.h): the same names reach sysfs from there.
+using host::NormalizePciAddress;
+using host::NormalizeUuid;
 
 // The 16 bytes of a UUID in text order (the kernel's uuid_t), for
 // VFIO_DEVICE_BIND_FLAG_TOKEN. kInvalidArgument as NormalizeUuid.
