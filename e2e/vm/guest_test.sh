@@ -2,13 +2,17 @@
 # Runs inside the QEMU guest as /test.sh (busybox sh), from /init.
 #
 # Loads kernel/edu_vfio_pci, binds every edu device to it through
-# driver_override, runs edu_uapi_check (the driver through the uAPI, no migd)
-# and, when the agents are enabled, migrates edu #0 to edu #1 with two migd
-# agents on 127.0.0.1 and migctl, over mutual TLS (agents_test.sh).
+# driver_override, runs edu_uapi_check (the driver through the uAPI, no migd),
+# loads mlx5_core and the mlx5_vfio_pci the host built (kernel/mlx5) next to
+# it, loads netdevsim and runs the devlink checks against it
+# (devlink_test.sh), and, when the agents are enabled, migrates edu #0 to
+# edu #1 with two migd agents on 127.0.0.1 and migctl, over mutual TLS
+# (agents_test.sh).
 #
 # Settings come from /etc/vmtest.conf (written by the host harness):
 #   SERIES=6.1|6.12 PRECOPY=yes|no DMA_REPORT=yes|no AGENTS=on|off MEM_KIB=N
 #   TLS_VALID_FROM=SECONDS (when the agents' certificates become valid)
+#   MLX5=yes|no NETDEVSIM=yes|no (whether the host built those modules)
 #
 # Output is for the host harness to parse, one result per line:
 #   PASS <check>: <what was verified>
@@ -20,6 +24,8 @@ PRECOPY=no
 DMA_REPORT=yes
 AGENTS=off
 MEM_KIB=4096
+MLX5=no
+NETDEVSIM=no
 [ -f /etc/vmtest.conf ] && . /etc/vmtest.conf
 
 say() { echo "$*"; }
@@ -103,6 +109,74 @@ say "== edu_uapi_check (uptime $(cut -d' ' -f1 /proc/uptime))"
 rc=$?
 [ $rc = 0 ] || say "edu_uapi_check exited with $rc"
 dmesg | grep -E 'edu_vfio_pci|vfio' | tail -n 30 | sed 's/^/dmesg: /'
+
+# ---- mlx5_vfio_pci next to mlx5_core; netdevsim and devlink ----
+#
+# No ConnectX device in this guest: mlx5_core only loads (its PCI driver
+# registers and waits), and mlx5_vfio_pci, built on the host from Debian's
+# linux-source by kernel/mlx5/install and installed under updates/, must be
+# named by its vfio_pci: alias in modules.alias and load on top of it. No
+# migration: that needs the hardware.
+
+# The modules that hold module $1, space-separated.
+holders() {
+  for h in "/sys/module/$1/holders"/*; do
+    [ -e "$h" ] && printf '%s ' "${h##*/}"
+  done
+}
+# "registered" when PCI driver $1 is.
+pci_driver() { [ -d "/sys/bus/pci/drivers/$1" ] && echo registered || echo "not registered"; }
+
+say "== mlx5 and netdevsim (uptime $(cut -d' ' -f1 /proc/uptime))"
+KVER=$(uname -r)
+if modprobe mlx5_core && [ -d /sys/module/mlx5_core ]; then
+  say "PASS mlx5_core_load: Debian's mlx5_core loaded (no ConnectX device; PCI driver $(pci_driver mlx5_core))"
+else
+  fail "mlx5_core_load: modprobe mlx5_core failed"
+  dmesg | tail -n 10 | sed 's/^/dmesg: /'
+fi
+if [ "$MLX5" = yes ]; then
+  # Every alias of a ConnectX VF (15b3:101e) under vfio-pci.
+  aliases=$(grep -i 'vfio_pci:v000015B3d0000101E' "/lib/modules/$KVER/modules.alias")
+  case "$aliases" in
+    *" mlx5_vfio_pci"* | *" mlx5-vfio-pci"*)
+      say "PASS mlx5_alias: modules.alias: $(echo "$aliases" | tr '\n' ';' | sed 's/;$//')" ;;
+    *) fail "mlx5_alias: no vfio_pci:v000015B3d0000101E alias of mlx5_vfio_pci in /lib/modules/$KVER/modules.alias (found: ${aliases:-nothing})" ;;
+  esac
+  if modprobe mlx5_vfio_pci && [ -d /sys/module/mlx5_vfio_pci ]; then
+    # It uses mlx5_core's exports: mlx5_core must count it as a holder.
+    if [ -e /sys/module/mlx5_core/holders/mlx5_vfio_pci ]; then
+      say "PASS mlx5_vfio_pci_load: $(modinfo mlx5_vfio_pci | sed -n 's/^filename: *//p') loaded next to mlx5_core (mlx5_core holders: $(holders mlx5_core)refcnt $(cat /sys/module/mlx5_core/refcnt); vfio_pci_core holders: $(holders vfio_pci_core)PCI driver $(pci_driver mlx5_vfio_pci))"
+    else
+      fail "mlx5_vfio_pci_load: loaded, but not a holder of mlx5_core (its holders: $(holders mlx5_core))"
+    fi
+    lsmod | grep -E '^(mlx5|vfio)' | sed 's/^/lsmod: /'
+  else
+    fail "mlx5_vfio_pci_load: modprobe mlx5_vfio_pci failed"
+    dmesg | tail -n 10 | sed 's/^/dmesg: /'
+  fi
+else
+  say "SKIP mlx5_alias: the host did not build mlx5_vfio_pci (its mlx5_build line says why)"
+  say "SKIP mlx5_vfio_pci_load: the host did not build mlx5_vfio_pci"
+fi
+
+if [ "$NETDEVSIM" = yes ]; then
+  if modprobe psample && modprobe netdevsim && [ -e /sys/bus/netdevsim/new_device ]; then
+    say "PASS netdevsim_load: psample and netdevsim loaded, /sys/bus/netdevsim/new_device there"
+    if [ -f /opt/devlink_test.sh ]; then
+      /bin/sh /opt/devlink_test.sh
+    else
+      say "SKIP devlink: /opt/devlink_test.sh is not in the initramfs (vm_test.sh --devlink-script)"
+    fi
+  else
+    fail "netdevsim_load: modprobe psample / netdevsim failed"
+    dmesg | tail -n 10 | sed 's/^/dmesg: /'
+  fi
+else
+  say "SKIP netdevsim_load: the host did not build netdevsim (its netdevsim_build line says why)"
+  say "SKIP devlink: needs netdevsim"
+fi
+say "== mlx5 and netdevsim done (uptime $(cut -d' ' -f1 /proc/uptime))"
 
 # ---- two agents migrate edu #0 to edu #1 ----
 

@@ -6,6 +6,7 @@
 #   vm_test.sh --migd=PATH --migctl=PATH --check=PATH --module-src=DIR
 #              --guest-script=PATH [--agents-script=PATH] [--vmm=PATH]
 #              [--pki=PATH] [--fetch=PATH] [--plugin=PATH]
+#              [--mlx5-src=DIR] [--devlink-tool=PATH] [--devlink-script=PATH]
 #
 # --vmm is e2e/vm/edu_vmm (the VMM stand-in of the agents phase's dirty-page
 # and fd handoff checks). --pki is tools/pki: the agents phase runs with
@@ -15,6 +16,16 @@
 # are valid from an hour before minting; the guest's clock comes from QEMU's
 # RTC, the host's time. --plugin is vendor-plugins/edu's edu.so: the agents
 # phase's compatibility checks load it from /opt/plugins (--plugin_dir).
+#
+# --mlx5-src is kernel/mlx5: its install script builds mlx5_vfio_pci from
+# Debian's linux-source of each kernel (the tarball tools/vm/fetch keeps in
+# the cache) against that kernel's headers, installs it under updates/ and
+# checks that its vfio_pci alias resolves to it; netdevsim (test-only: the
+# devlink checks' device) is built from the same tarball. The guest loads
+# mlx5_core (no ConnectX device: it only loads), checks modules.alias and
+# loads mlx5_vfio_pci next to it, then loads netdevsim and runs
+# --devlink-script (/opt/devlink_test.sh) with --devlink-tool
+# (vendor-plugins/mlx5's migd-devlink, /opt/migd-devlink).
 #
 # Environment:
 #   MIGD_VM_CACHE    kernels fetched by tools/vm/fetch (default /var/cache/migd-vm);
@@ -26,7 +37,7 @@
 #   MIGD_VM_KERNELS  not read: tools/test sets it to the kernels' versions so
 #                    that a new kernel runs the test again instead of a cached result
 #
-# For each kernel: builds the module against that kernel's headers, packs a
+# For each kernel: builds the modules against that kernel's headers, packs a
 # busybox initramfs, boots, and prints every PASS/FAIL/SKIP line of the guest
 # prefixed with the kernel series. A boot is retried only when the guest
 # never reached /init (the known early-boot flakes); a failed check is never
@@ -36,7 +47,7 @@ set -uo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
 migd="" migctl="" check="" module_src="" guest_script="" agents_script="" fetch=""
-vmm="" pki="" plugin=""
+vmm="" pki="" plugin="" mlx5_src="" devlink_tool="" devlink_script=""
 for arg in "$@"; do
   case "$arg" in
     --migd=*) migd="${arg#*=}" ;;
@@ -49,6 +60,9 @@ for arg in "$@"; do
     --pki=*) pki="${arg#*=}" ;;
     --fetch=*) fetch="${arg#*=}" ;;
     --plugin=*) plugin="${arg#*=}" ;;
+    --mlx5-src=*) mlx5_src="${arg#*=}" ;;
+    --devlink-tool=*) devlink_tool="${arg#*=}" ;;
+    --devlink-script=*) devlink_script="${arg#*=}" ;;
     *) echo "vm_test: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -70,7 +84,7 @@ mkdir -p "$work" "$outdir"
 
 log() { echo "vm: $*"; }
 
-for tool in qemu-system-x86_64 busybox cpio depmod modprobe make gcc; do
+for tool in qemu-system-x86_64 busybox cpio depmod modprobe make gcc xz strip; do
   if ! command -v "$tool" >/dev/null; then
     log "FAIL setup: $tool not found (tools/lib/deps.sh installs it)"
     echo "0 passed, 1 failed"
@@ -124,10 +138,11 @@ log "agents phase: $agents${tls_valid_from:+ (mutual TLS)}"
 
 # ---- per kernel ----
 
-# Copies binary $1 and the shared libraries it needs into staging dir $2.
+# Copies binary $1 and the shared libraries it needs into staging dir $2, as
+# /opt/<its name>, or /opt/$3.
 copy_with_libs() {
-  local bin="$1" st="$2" lib
-  cp -L "$bin" "$st/opt/"
+  local bin="$1" st="$2" name="${3:-${1##*/}}" lib
+  cp -L "$bin" "$st/opt/$name" || return 1
   while read -r lib; do
     [[ -n "$lib" && -f "$lib" ]] || continue
     mkdir -p "$st$(dirname "$lib")"
@@ -145,16 +160,48 @@ build_module() {
     CONFIG_DEBUG_INFO_BTF_MODULES= modules >"$dir/build.log" 2>&1
 }
 
+# Builds netdevsim (which Debian's kernels leave out) from the kernel's own
+# source tarball $3 into $4/netdevsim.ko, without debug info.
+build_netdevsim() {
+  local kver="$1" root="$2" tarball="$3" dir="$4" top
+  rm -rf "$dir"
+  mkdir -p "$dir/src"
+  top="${tarball##*/}"
+  top="${top%.tar.xz}"
+  {
+    xz -dc -T0 "$tarball" | tar -x -C "$dir/src" --strip-components=4 \
+      "$top/drivers/net/netdevsim" &&
+      make -j"$(nproc)" -C "$root/usr/src/linux-headers-$kver" M="$dir/src" \
+        CONFIG_NETDEVSIM=m CONFIG_DEBUG_INFO_BTF_MODULES= modules &&
+      strip --strip-debug -o "$dir/netdevsim.ko" "$dir/src/netdevsim.ko"
+  } >"$dir/build.log" 2>&1
+}
+
+# mlx5_vfio_pci through kernel/mlx5/install, as an operator would: from the
+# source tarball $3, installed into the root $4 (lib/modules/KVER/updates/),
+# where the script checks that the ConnectX VF alias resolves to it.
+build_mlx5() {
+  local kver="$1" root="$2" tarball="$3" dir="$4"
+  rm -rf "$dir"
+  mkdir -p "$dir/root"
+  bash "$mlx5_src/install" --kver="$kver" --kdir="$root/usr/src/linux-headers-$kver" \
+    --source="$tarball" --root="$dir/root" >"$dir/install.log" 2>&1
+}
+
 build_initramfs() {
-  local kver="$1" root="$2" ko="$3" out="$4" conf="$5" st f rel m a
+  local kver="$1" root="$2" ko="$3" out="$4" conf="$5" mlx5_ko="$6" nsim_ko="$7"
+  local st f rel m a mods
   st="$work/$kver/initramfs"
   rm -rf "$st"
-  mkdir -p "$st"/{bin,sbin,proc,sys,dev,tmp,run,opt,etc,root,lib/modules/"$kver"/extra}
+  mkdir -p "$st"/{bin,sbin,proc,sys,dev,tmp,run,opt,etc,root,lib/modules/"$kver"/{extra,updates}}
   cp "$(command -v busybox)" "$st/bin/busybox"
   for a in $("$st/bin/busybox" --list); do
     [[ "$a" == busybox ]] || ln -sf busybox "$st/bin/$a"
   done
-  for m in vfio vfio_iommu_type1 vfio-pci-core; do
+  # The edu driver's, mlx5_core's (loaded in the guest even without
+  # mlx5_vfio_pci: no ConnectX device, it only loads), netdevsim's.
+  mods=(vfio vfio_iommu_type1 vfio-pci-core mlx5_core psample)
+  for m in "${mods[@]}"; do
     modprobe -d "$root" -S "$kver" --show-depends "$m" 2>/dev/null |
       awk '$1 == "insmod" { print $2 }'
   done | sort -u | while read -r f; do
@@ -168,10 +215,18 @@ build_initramfs() {
     esac
   done
   cp "$ko" "$st/lib/modules/$kver/extra/"
+  [[ -z "$mlx5_ko" ]] || cp "$mlx5_ko" "$st/lib/modules/$kver/updates/"
+  [[ -z "$nsim_ko" ]] || cp "$nsim_ko" "$st/lib/modules/$kver/extra/"
   cp "$root/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} \
     "$st/lib/modules/$kver/" 2>/dev/null
   depmod -b "$st" "$kver" || return 1
   cp "$check" "$st/opt/edu_uapi_check"
+  if [[ -n "$devlink_tool" ]]; then
+    copy_with_libs "$devlink_tool" "$st" migd-devlink || return 1
+  fi
+  if [[ -n "$devlink_script" ]]; then
+    cp "$devlink_script" "$st/opt/devlink_test.sh" || return 1
+  fi
   if [[ "$agents" == on ]]; then
     copy_with_libs "$migd" "$st"
     copy_with_libs "$migctl" "$st"
@@ -269,6 +324,48 @@ while read -r series kver pkgver; do
   log "PASS $series module_build: edu_vfio_pci.ko built against linux-headers-$kver ($(($(date +%s) - t0)) s)"
   total_pass=$((total_pass + 1))
 
+  # mlx5_vfio_pci and netdevsim from Debian's source of this kernel, built
+  # side by side (each extraction reads the whole tarball). A kernel without
+  # them still boots for the edu checks; the guest then skips theirs.
+  mlx5_ko="" nsim_ko=""
+  tarball="$root/usr/src/linux-source-$series.tar.xz"
+  if [[ ! -f "$tarball" ]]; then
+    for c in mlx5_build netdevsim_build; do
+      log "FAIL $series $c: no $tarball in the cache (tools/vm/fetch could not fetch linux-source-$series=$pkgver)"
+      total_fail=$((total_fail + 1))
+    done
+  else
+    t0=$SECONDS
+    (
+      build_netdevsim "$kver" "$root" "$tarball" "$dir/netdevsim"
+      rc=$?
+      echo $((SECONDS - t0)) >"$dir/netdevsim.secs"
+      exit $rc
+    ) &
+    nsim_pid=$!
+    if [[ -z "$mlx5_src" ]]; then
+      log "SKIP $series mlx5_build: no --mlx5-src"
+    elif build_mlx5 "$kver" "$root" "$tarball" "$dir/mlx5"; then
+      mlx5_ko="$dir/mlx5/root/lib/modules/$kver/updates/mlx5-vfio-pci.ko"
+      log "PASS $series mlx5_build: kernel/mlx5/install built mlx5-vfio-pci.ko from linux-source-$series ($pkgver) against linux-headers-$kver, installed it under updates/ and its vfio_pci alias resolves to it ($((SECONDS - t0)) s):"
+      sed 's/^/vm:   /' "$dir/mlx5/install.log"
+      total_pass=$((total_pass + 1))
+    else
+      log "FAIL $series mlx5_build: kernel/mlx5/install failed for $kver:"
+      tail -n 30 "$dir/mlx5/install.log" | sed 's/^/vm:   /'
+      total_fail=$((total_fail + 1))
+    fi
+    if wait "$nsim_pid"; then
+      nsim_ko="$dir/netdevsim/netdevsim.ko"
+      log "PASS $series netdevsim_build: netdevsim.ko built from linux-source-$series against linux-headers-$kver ($(cat "$dir/netdevsim.secs") s)"
+      total_pass=$((total_pass + 1))
+    else
+      log "FAIL $series netdevsim_build: netdevsim does not build from $tarball against $kver:"
+      tail -n 30 "$dir/netdevsim/build.log" | sed 's/^/vm:   /'
+      total_fail=$((total_fail + 1))
+    fi
+  fi
+
   # What the guest must find: PRE_COPY from 6.2 on; DMA_LOGGING_REPORT needs
   # the IOVA-bitmap helpers, in vfio.ko before 6.7 and built only with
   # CONFIG_IOMMUFD_DRIVER after (Debian's 6.12 has it off).
@@ -288,13 +385,16 @@ DMA_REPORT=$dma_report
 AGENTS=$agents
 MEM_KIB=$mem_kib
 TLS_VALID_FROM=$tls_valid_from
+MLX5=$([[ -n "$mlx5_ko" ]] && echo yes || echo no)
+NETDEVSIM=$([[ -n "$nsim_ko" ]] && echo yes || echo no)
 EOF
-  if ! build_initramfs "$kver" "$root" "$dir/module/edu_vfio_pci.ko" "$dir/initrd.gz" "$conf"; then
+  if ! build_initramfs "$kver" "$root" "$dir/module/edu_vfio_pci.ko" "$dir/initrd.gz" "$conf" \
+    "$mlx5_ko" "$nsim_ko"; then
     log "FAIL $series initramfs: could not build it"
     total_fail=$((total_fail + 1))
     continue
   fi
-  log "initramfs $(du -h "$dir/initrd.gz" | cut -f1)"
+  log "initramfs $(du -h "$dir/initrd.gz" | cut -f1) ($(stat -c %s "$dir/initrd.gz") bytes)"
 
   serial=""
   for attempt in 1 2 3; do
