@@ -5,6 +5,11 @@
 // destination refused as incompatible (its reason), no job left in flight,
 // and each agent's devices by state.
 //
+// The same Prometheus answers the operator's dashboard (deploy/grafana/
+// migd.json, --dashboard): every query of every panel, its variables
+// substituted, must be valid PromQL, name only the families and labels the
+// agents export, and the panels that migrations feed must show data.
+//
 // The Prometheus server is Debian's (tools/test fetches it: see
 // tools/lib/deps.sh); its path comes from $MIGD_PROMETHEUS, else PATH.
 
@@ -17,18 +22,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
+#include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "e2e/testing/agent_process.h"
@@ -48,6 +60,12 @@ constexpr absl::Duration kRpcTimeout = absl::Seconds(60);
 
 // --emulated_plugin=PATH: the emulated devices' plugin (state formats).
 std::string& PluginPath() {
+  static auto* path = new std::string();
+  return *path;
+}
+
+// --dashboard=PATH: the Grafana dashboard whose queries are checked.
+std::string& DashboardPath() {
   static auto* path = new std::string();
   return *path;
 }
@@ -203,8 +221,18 @@ class PrometheusServer {
     if (!google::protobuf::util::JsonStringToMessage(r.body, &json).ok()) {
       return absl::InternalError(absl::StrCat("not JSON: ", r.body));
     }
-    std::vector<Sample> samples;
+    if (json.fields().count("status") == 0 ||
+        json.fields().at("status").string_value() != "success" ||
+        json.fields().count("data") == 0) {
+      return absl::InternalError(absl::StrCat("query ", promql, ": ", r.body));
+    }
     const auto& data = json.fields().at("data").struct_value();
+    if (data.fields().count("resultType") == 0 ||
+        data.fields().at("resultType").string_value() != "vector") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("query ", promql, ": not an instant vector: ", r.body));
+    }
+    std::vector<Sample> samples;
     for (const auto& entry : data.fields().at("result").list_value().values()) {
       Sample s;
       for (const auto& [k, v] :
@@ -277,6 +305,19 @@ class PrometheusServer {
 class MetricsTest : public AgentTest {
  protected:
   void SetUp() override {
+    StartAgentsAndPrometheus(
+        "emulated src0 size=256KiB seed=1 format=1\n"
+        "emulated src1 size=256KiB seed=2 format=1\n",
+        "emulated dst0 size=256KiB seed=3 format=1\n"
+        "emulated newer size=256KiB seed=4 format=2\n");
+  }
+
+  // A source agent with `source_devices` (a devices config), a destination
+  // with `destination_devices`, both serving /metrics and the emulated
+  // plugin, and a Prometheus scraping both (label agent="source" and
+  // "destination").
+  void StartAgentsAndPrometheus(const std::string& source_devices,
+                                const std::string& destination_devices) {
     const std::string binary = PrometheusBinary();
     ASSERT_FALSE(binary.empty())
         << "no Prometheus server: run tools/test (it fetches one), or set "
@@ -290,16 +331,14 @@ class MetricsTest : public AgentTest {
         "source",
         {absl::StrCat("--plugin_dir=", plugins), "--metrics_listen=127.0.0.1:0",
          absl::StrCat("--metrics_port_file=", TestTmp(), "/source.metrics")},
-        "emulated src0 size=256KiB seed=1 format=1\n"
-        "emulated src1 size=256KiB seed=2 format=1\n");
+        source_devices);
     ASSERT_NE(source_, nullptr);
     destination_ = StartAgent(
         "destination",
         {absl::StrCat("--plugin_dir=", plugins), "--metrics_listen=127.0.0.1:0",
          absl::StrCat("--metrics_port_file=", TestTmp(),
                       "/destination.metrics")},
-        "emulated dst0 size=256KiB seed=3 format=1\n"
-        "emulated newer size=256KiB seed=4 format=2\n");
+        destination_devices);
     ASSERT_NE(destination_, nullptr);
     std::map<std::string, std::string> targets;
     for (const char* agent : {"source", "destination"}) {
@@ -313,9 +352,9 @@ class MetricsTest : public AgentTest {
 
   // PrepareIncoming + StartMigration of one device pair; the job's end on
   // the source, or the StartMigration refusal.
-  absl::StatusOr<v1::Migration> Migrate(const std::string& job,
-                                        const std::string& from,
-                                        const std::string& to) {
+  absl::StatusOr<v1::Migration> Migrate(
+      const std::string& job, const std::string& from, const std::string& to,
+      const v1::MigrationPolicy& policy = v1::MigrationPolicy()) {
     v1::PrepareIncomingRequest prepare;
     prepare.set_job_id(job);
     v1::DevicePair* p = prepare.add_devices();
@@ -332,6 +371,7 @@ class MetricsTest : public AgentTest {
     start.set_destination(destination_->address());
     start.set_destination_identity(destination_->identity());
     start.set_transfer_token(prepared.transfer_token());
+    *start.mutable_policy() = policy;
     v1::Migration started;
     r = CallStartMigration(source_->stub(), start, &started, kRpcTimeout);
     if (!r.status.ok()) return absl::FailedPreconditionError(DescribeCall(r));
@@ -435,6 +475,250 @@ TEST_F(MetricsTest, PrometheusSeesMigrationsTheirBytesDowntimeAndDevices) {
   }
 }
 
+// ---- The operator's dashboard ----------------------------------------------
+
+// One query of a dashboard panel.
+struct PanelQuery {
+  std::string panel;  // the panel's title
+  std::string ref_id;
+  std::string expr;
+};
+
+void CollectQueries(const google::protobuf::ListValue& panels,
+                    std::vector<PanelQuery>* out) {
+  for (const google::protobuf::Value& panel : panels.values()) {
+    const auto& fields = panel.struct_value().fields();
+    const auto title = fields.find("title");
+    const std::string name =
+        title == fields.end() ? "(untitled)" : title->second.string_value();
+    if (const auto nested = fields.find("panels"); nested != fields.end()) {
+      CollectQueries(nested->second.list_value(), out);
+    }
+    const auto targets = fields.find("targets");
+    if (targets == fields.end()) continue;
+    for (const google::protobuf::Value& target :
+         targets->second.list_value().values()) {
+      const auto& t = target.struct_value().fields();
+      const auto expr = t.find("expr");
+      const auto ref = t.find("refId");
+      out->push_back({name, ref == t.end() ? "?" : ref->second.string_value(),
+                      expr == t.end() ? "" : expr->second.string_value()});
+    }
+  }
+}
+
+// Every query of every panel of the Grafana dashboard at `path`.
+absl::StatusOr<std::vector<PanelQuery>> DashboardQueries(
+    const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  const std::string text((std::istreambuf_iterator<char>(f)),
+                         std::istreambuf_iterator<char>());
+  google::protobuf::Struct json;
+  if (!google::protobuf::util::JsonStringToMessage(text, &json).ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not JSON"));
+  }
+  const auto panels = json.fields().find("panels");
+  if (panels == json.fields().end()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no panels"));
+  }
+  std::vector<PanelQuery> queries;
+  CollectQueries(panels->second.list_value(), &queries);
+  return queries;
+}
+
+// The query Grafana sends with every agent selected, a one-minute rate
+// window, a five-minute range and the default downtime limit.
+// kInvalidArgument when a variable is left that this does not know.
+absl::StatusOr<std::string> Substitute(const std::string& expr) {
+  std::string out = expr;
+  // One at a time: $__rate_interval and $__range share a prefix.
+  for (const auto& [variable, value] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"$__rate_interval", "1m"},
+           {"$__range", "5m"},
+           {"${downtime_limit}", "0.3"},
+           {"$downtime_limit", "0.3"},
+           {"$instance", ".*"}}) {
+    out = absl::StrReplaceAll(out, {{variable, value}});
+  }
+  if (absl::StrContains(out, "$")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a dashboard variable the test does not know in: ", expr));
+  }
+  return out;
+}
+
+// The migd metric names `expr` reads.
+std::set<std::string> MetricNames(const std::string& expr) {
+  static const std::regex kName("\\bmigd_[a-z0-9_]+");
+  std::set<std::string> names;
+  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), kName);
+       it != std::sregex_iterator(); ++it) {
+    names.insert(it->str());
+  }
+  return names;
+}
+
+// The labels `expr` selects a migd metric by: (metric, label) pairs.
+std::vector<std::pair<std::string, std::string>> SelectorLabels(
+    const std::string& expr) {
+  static const std::regex kSelector("(migd_[a-z0-9_]+)\\{([^}]*)\\}");
+  static const std::regex kMatcher("([A-Za-z_][A-Za-z0-9_]*)\\s*(=~|!~|!=|=)");
+  std::vector<std::pair<std::string, std::string>> labels;
+  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), kSelector);
+       it != std::sregex_iterator(); ++it) {
+    const std::string metric = (*it)[1].str();
+    const std::string matchers = (*it)[2].str();
+    for (auto m =
+             std::sregex_iterator(matchers.begin(), matchers.end(), kMatcher);
+         m != std::sregex_iterator(); ++m) {
+      labels.emplace_back(metric, (*m)[1].str());
+    }
+  }
+  return labels;
+}
+
+// The labels `expr` aggregates by (or without).
+std::set<std::string> GroupingLabels(const std::string& expr) {
+  static const std::regex kBy("\\b(?:by|without)\\s*\\(([^)]*)\\)");
+  std::set<std::string> labels;
+  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), kBy);
+       it != std::sregex_iterator(); ++it) {
+    for (absl::string_view label :
+         absl::StrSplit((*it)[1].str(), ',', absl::SkipWhitespace())) {
+      labels.insert(std::string(absl::StripAsciiWhitespace(label)));
+    }
+  }
+  return labels;
+}
+
+// Devices that pre-copy while their state keeps changing (64 MiB/s), so
+// that every family shows: pre-copy bytes and iterations, the dirty rate,
+// a notice (a job that switches over without converging).
+class DashboardTest : public MetricsTest {
+ protected:
+  void SetUp() override {
+    constexpr absl::string_view kLive =
+        "size=1MiB format=1 flags=STOP_COPY|P2P|PRE_COPY dirty_rate=64MiB";
+    StartAgentsAndPrometheus(
+        absl::StrCat("emulated src0 seed=1 ", kLive, "\n",
+                     "emulated src1 seed=2 ", kLive, "\n"),
+        absl::StrCat("emulated dst0 seed=3 ", kLive, "\n",
+                     "emulated newer seed=4 size=1MiB format=2 "
+                     "flags=STOP_COPY|P2P|PRE_COPY\n"));
+  }
+};
+
+TEST_F(DashboardTest,
+       EveryPanelQueryRunsOnExportedFamiliesAndFedPanelsShowData) {
+  ASSERT_FALSE(DashboardPath().empty()) << "no --dashboard=PATH";
+  ASSERT_OK_AND_ASSIGN(std::vector<PanelQuery> queries,
+                       DashboardQueries(DashboardPath()));
+  ASSERT_FALSE(queries.empty()) << DashboardPath() << " has no queries";
+  ASSERT_OK(prometheus_
+                ->Await("count(up{job=\"migd\"} == 1)",
+                        [](double v) { return v == 2; })
+                .status());
+
+  // A job pre-copy cannot converge for (1 KiB/s assumed, a 10 ms limit):
+  // it switches over at its one iteration, with a notice.
+  v1::MigrationPolicy capped;
+  capped.set_bandwidth_bytes_per_second(1024);
+  capped.mutable_downtime_limit()->set_nanos(10'000'000);
+  capped.set_max_iterations(1);
+  ASSERT_OK_AND_ASSIGN(v1::Migration first,
+                       Migrate("job-capped", "src0", "dst0", capped));
+  ASSERT_EQ(v1::Phase_Name(first.phase()), "PHASE_SUCCEEDED")
+      << first.DebugString();
+  ASSERT_FALSE(Migrate("job-refused", "src1", "newer").ok());
+  // Prometheus holds the first counts before the second job adds to them,
+  // so that rates over the window are above zero.
+  ASSERT_OK(prometheus_
+                ->Await("migd_migrations_total{agent=\"source\","
+                        "outcome=\"succeeded\"}",
+                        [](double v) { return v == 1; })
+                .status());
+  ASSERT_OK_AND_ASSIGN(v1::Migration second, Migrate("job-2", "src1", "dst0"));
+  ASSERT_EQ(v1::Phase_Name(second.phase()), "PHASE_SUCCEEDED")
+      << second.DebugString();
+  ASSERT_OK(prometheus_
+                ->Await("migd_migrations_total{agent=\"source\","
+                        "outcome=\"succeeded\"}",
+                        [](double v) { return v == 2; })
+                .status());
+
+  // The families and labels the agents export, as Prometheus stores them.
+  ASSERT_OK_AND_ASSIGN(std::vector<PrometheusServer::Sample> series,
+                       prometheus_->Query("{__name__=~\"migd_.+\"}"));
+  std::map<std::string, std::set<std::string>> labels_of;
+  for (const PrometheusServer::Sample& s : series) {
+    std::set<std::string>& labels = labels_of[s.labels.at("__name__")];
+    for (const auto& [label, value] : s.labels) labels.insert(label);
+  }
+
+  for (const PanelQuery& q : queries) {
+    SCOPED_TRACE(
+        absl::StrCat("panel \"", q.panel, "\" query ", q.ref_id, ": ", q.expr));
+    ASSERT_FALSE(q.expr.empty());
+    ASSERT_OK_AND_ASSIGN(const std::string promql, Substitute(q.expr));
+    // Valid PromQL: Prometheus answers it with status "success".
+    EXPECT_OK(prometheus_->Query(promql).status());
+    std::set<std::string> known_labels;
+    for (const std::string& metric : MetricNames(q.expr)) {
+      const auto it = labels_of.find(metric);
+      if (it == labels_of.end()) {
+        ADD_FAILURE() << metric << " is not a family the agents export";
+        continue;
+      }
+      known_labels.insert(it->second.begin(), it->second.end());
+    }
+    for (const auto& [metric, label] : SelectorLabels(q.expr)) {
+      const auto it = labels_of.find(metric);
+      EXPECT_TRUE(it != labels_of.end() && it->second.count(label) != 0)
+          << metric << " has no label " << label;
+    }
+    if (!known_labels.empty()) {
+      for (const std::string& label : GroupingLabels(q.expr)) {
+        EXPECT_EQ(known_labels.count(label), 1u)
+            << "aggregates by " << label << ", which "
+            << absl::StrJoin(MetricNames(q.expr), ", ") << " lack";
+      }
+    }
+  }
+
+  // The panels these migrations feed show data: every query a series, and
+  // the first one a value above zero where the migrations make one (the
+  // devices; counters that grew after a scrape: two successes, the first
+  // scraped before the second). A counter that appeared once (one refusal,
+  // one notice) has not grown within the window.
+  const std::map<std::string, bool> fed = {
+      {"Migrations by outcome", true},
+      {"Failures by reason", false},
+      {"Downtime quantiles", true},
+      {"Downtime parts", true},
+      {"Throughput per migration", true},
+      {"Bytes moved: pre-copy vs stop-copy", true},
+      {"Devices by state", true},
+      {"Job notices", false}};
+  const std::function<bool(double)> positive = [](double v) {
+    return std::isfinite(v) && v > 0;
+  };
+  const std::function<bool(double)> any = [](double) { return true; };
+  for (const auto& [panel, above_zero] : fed) {
+    SCOPED_TRACE(panel);
+    bool first = true;
+    for (const PanelQuery& q : queries) {
+      if (q.panel != panel) continue;
+      ASSERT_OK_AND_ASSIGN(const std::string promql, Substitute(q.expr));
+      EXPECT_OK(prometheus_->Await(promql, first && above_zero ? positive : any)
+                    .status());
+      first = false;
+    }
+    EXPECT_FALSE(first) << "the dashboard has no panel \"" << panel << "\"";
+  }
+}
+
 }  // namespace
 }  // namespace migd::e2e
 
@@ -444,6 +728,8 @@ int main(int argc, char** argv) {
     absl::string_view arg = argv[i];
     if (absl::ConsumePrefix(&arg, "--emulated_plugin=")) {
       migd::e2e::PluginPath() = std::string(arg);
+    } else if (absl::ConsumePrefix(&arg, "--dashboard=")) {
+      migd::e2e::DashboardPath() = std::string(arg);
     }
   }
   return RUN_ALL_TESTS();

@@ -43,6 +43,11 @@ MIGD_DEBIAN_PACKAGES=(
   util-linux
   # Metrics (migd/metrics): prometheus-cpp's registry and exposer.
   prometheus-cpp-dev
+  # The Debian package (tools/package, //deploy:package_test): its Depends
+  # from dpkg-shlibdeps (which brings binutils' readelf and objdump).
+  dpkg-dev
+  # //deploy:kubernetes_test parses the DaemonSet's YAML.
+  python3-yaml
 )
 
 # Prints the packages of MIGD_DEBIAN_PACKAGES that are not installed, one a line.
