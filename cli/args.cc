@@ -29,7 +29,13 @@ struct CommandSpec {
   const char* summary;
   // At most one positional AGENT, instead of --agent.
   bool takes_agent_arg = false;
+  // Required positional arguments, by name (host commands): Options::args.
+  std::vector<std::string> args = {};
 };
+
+// The host commands are "host WORD": `migctl host status ADDRESS`.
+constexpr absl::string_view kHostWords =
+    "status, bind, unbind, vfs, mdev-types, mdev-create, mdev-remove";
 
 const std::vector<CommandSpec>& Commands() {
   static const auto* commands = new std::vector<CommandSpec>{
@@ -121,6 +127,70 @@ const std::vector<CommandSpec>& Commands() {
        "identity",
        "show who answers: the identity, subject, serial number and validity\n"
        "      of the agent's certificate, and this client's own"},
+      {"host status",
+       {},
+       {},
+       false,
+       "host status ADDRESS",
+       "what the agent's host says of PCI device ADDRESS (0000:03:00.1):\n"
+       "      its driver (a `driver: NAME` line), the VFIO driver migd would\n"
+       "      bind it to and why, its IOMMU group, whether it is in use or\n"
+       "      bound by migd, SR-IOV and mdev facts",
+       false,
+       {"ADDRESS"}},
+      {"host bind",
+       {},
+       {"driver"},
+       false,
+       "host bind ADDRESS [--driver=MODULE]",
+       "bind the device to a VFIO driver: MODULE (vfio_pci,\n"
+       "      mlx5_vfio_pci, ...), else migd's choice from modules.alias;\n"
+       "      the agent records its original driver first, for unbind",
+       false,
+       {"ADDRESS"}},
+      {"host unbind",
+       {},
+       {"to_no_driver"},
+       false,
+       "host unbind ADDRESS [--to_no_driver]",
+       "return a device migd bound to the driver it had before;\n"
+       "      --to_no_driver leaves any device on no driver instead",
+       false,
+       {"ADDRESS"}},
+      {"host vfs",
+       {},
+       {},
+       false,
+       "host vfs PF COUNT",
+       "give SR-IOV PF COUNT VFs (0 removes them; a change destroys and\n"
+       "      recreates every VF)",
+       false,
+       {"PF", "COUNT"}},
+      {"host mdev-types",
+       {},
+       {},
+       false,
+       "host mdev-types PARENT",
+       "the mdev types PARENT offers, and its instances",
+       false,
+       {"PARENT"}},
+      {"host mdev-create",
+       {},
+       {"uuid"},
+       false,
+       "host mdev-create PARENT TYPE [--uuid=UUID]",
+       "create an mdev instance of TYPE on PARENT and print its UUID\n"
+       "      (a fresh one unless --uuid)",
+       false,
+       {"PARENT", "TYPE"}},
+      {"host mdev-remove",
+       {},
+       {},
+       false,
+       "host mdev-remove UUID",
+       "remove an mdev instance",
+       false,
+       {"UUID"}},
   };
   return *commands;
 }
@@ -142,7 +212,7 @@ bool IsGlobalFlag(absl::string_view name) {
 // works, but `--name VALUE` does not take the next argument.
 bool IsBoolFlag(absl::string_view name) {
   return name == "allow_mixed_p2p" || name == "no_precopy" || name == "wait" ||
-         name == "insecure";
+         name == "insecure" || name == "to_no_driver";
 }
 
 // Parses a bool flag's value ("true" or "false").
@@ -552,13 +622,29 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
   std::string devices_text;
   std::string dirty_ranges_text;
   bool only_positional = false;
+  bool host = false;  // "host" seen, its command word not yet
 
   for (size_t i = 0; i < args.size(); ++i) {
     absl::string_view arg = args[i];
     if (only_positional || arg.size() < 2 || arg[0] != '-') {
+      if (spec == nullptr && !o.help && host) {
+        spec = FindCommand(absl::StrCat("host ", arg));
+        if (spec == nullptr) {
+          return UsageError("host", absl::StrCat("unknown host command '", arg,
+                                                 "' (", kHostWords, ")"));
+        }
+        o.command = spec->name;
+        if (command_out != nullptr) *command_out = o.command;
+        continue;
+      }
       if (spec == nullptr && !o.help && o.command.empty()) {
         if (arg == "help") {
           o.help = true;
+          continue;
+        }
+        if (arg == "host") {
+          host = true;
+          if (command_out != nullptr) *command_out = "host";
           continue;
         }
         spec = FindCommand(arg);
@@ -701,6 +787,14 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
       absl::StatusOr<bool> on = ParseBoolValue(name, value);
       if (!on.ok()) return UsageError(cmd, on.status().message());
       o.wait = *on;
+    } else if (name == "to_no_driver") {
+      absl::StatusOr<bool> on = ParseBoolValue(name, value);
+      if (!on.ok()) return UsageError(cmd, on.status().message());
+      o.to_no_driver = *on;
+    } else if (name == "driver") {
+      o.driver = value;
+    } else if (name == "uuid") {
+      o.uuid = value;
     } else if (IsPolicyFlag(name)) {
       if (absl::Status s = ParsePolicyFlag(name, value, &o.policy); !s.ok()) {
         return UsageError(cmd, s.message());
@@ -709,8 +803,27 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
   }
 
   if (o.help) return o;
+  if (spec == nullptr && host) {
+    return UsageError(
+        "host", absl::StrCat("missing the host command (", kHostWords, ")"));
+  }
   if (spec == nullptr) return UsageError("", "missing command");
   const std::string cmd = o.command;
+  for (const std::string& name : spec->args) {
+    if (positional.empty()) return UsageError(cmd, "missing " + name);
+    if (positional.front().empty()) return UsageError(cmd, "empty " + name);
+    o.args.push_back(positional.front());
+    positional.erase(positional.begin());
+  }
+  if (cmd == "host vfs") {
+    uint64_t n = 0;
+    if (!ParseDigits(o.args[1], &n) ||
+        n > std::numeric_limits<uint32_t>::max()) {
+      return UsageError(cmd, absl::StrCat("COUNT '", o.args[1],
+                                          "' is not a whole number of VFs"));
+    }
+    o.vf_count = static_cast<uint32_t>(n);
+  }
   for (const auto& f : spec->required) {
     if (!seen_flags.count(f)) {
       return UsageError(cmd, absl::StrCat("missing --", f));
@@ -766,19 +879,25 @@ std::string UsageLine(absl::string_view command) {
       "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
       "[--timeout=DURATION] [TLS FLAGS] ";
   const CommandSpec* spec = FindCommand(command);
+  if (spec == nullptr && command == "host") {
+    return absl::StrCat(kGlobal, "host ",
+                        "status|bind|unbind|vfs|mdev-types|mdev-create|"
+                        "mdev-remove ARGS");
+  }
   if (spec == nullptr) return absl::StrCat(kGlobal, "COMMAND [ARGS]");
   return absl::StrCat(kGlobal, spec->synopsis);
 }
 
 std::string HelpText() {
-  std::string out = absl::StrCat(UsageLine(""), "\n\n",
-                                 "Talks to a migd agent's control API "
-                                 "(migd.v1.MigrationService) over gRPC with "
-                                 "mutual TLS:\nmigctl proves who it is with "
-                                 "its certificate, and the agent with its own,"
-                                 "\nchecked against the CA bundle (see TLS "
-                                 "below). --insecure is plaintext.\n\n"
-                                 "Commands:\n");
+  std::string out =
+      absl::StrCat(UsageLine(""), "\n\n",
+                   "Talks to a migd agent's control API "
+                   "(migd.v1.MigrationService,\nand HostService for "
+                   "`host`) over gRPC with mutual TLS: migctl proves who\n"
+                   "it is with its certificate, and the agent with its "
+                   "own, checked against\nthe CA bundle (see TLS below). "
+                   "--insecure is plaintext.\n\n"
+                   "Commands:\n");
   for (const auto& c : Commands()) {
     absl::StrAppend(&out, "  ", c.synopsis, "\n      ", c.summary, "\n");
   }
@@ -915,6 +1034,14 @@ std::string HelpText() {
       "destination until it answers.\nIf it never can (its host is gone), "
       "`migctl resolve JOB\n--outcome=source|destination` decides; "
       "`migctl status JOB` says so.\n"
+      "\nThe host commands change the agent's host (operator role; status "
+      "and\nmdev-types also for observers). `host status` prints one "
+      "\"key: value\" per\nline (driver: NAME, driver: (none) on no "
+      "driver), for scripts too:\n"
+      "  migctl host bind 0000:03:00.1 && migctl host status 0000:03:00.1 "
+      "|\n      sed -n 's/^driver: //p'\n"
+      "A bind is recorded on the agent first, so that `host unbind` returns "
+      "the\ndevice to its original driver, even after the agent restarted.\n"
       "\nExit status: 0 success; 1 a request failed or the job did not "
       "succeed;\n"
       "2 a usage error, or a config or TLS file that is missing or wrong "

@@ -101,8 +101,10 @@ struct Options {
   bool help = false;           // --help, -h or the `help` command
 
   // "devices", "prepare", "migrate", "check", "status", "watch",
-  // "dirty-pages", "cancel", "resolve", "list", "plugins" or "identity";
-  // empty only together with `help`.
+  // "dirty-pages", "cancel", "resolve", "list", "plugins", "identity", or a
+  // host command: "host status", "host bind", "host unbind", "host vfs",
+  // "host mdev-types", "host mdev-create", "host mdev-remove"; empty only
+  // together with `help`.
   std::string command;
 
   // Command flags and arguments (which ones are set depends on `command`).
@@ -125,6 +127,15 @@ struct Options {
   bool wait = false;  // dirty-pages --wait
   // resolve --outcome: "source" or "destination".
   std::string outcome;
+
+  // The host commands' positional arguments, in order: ADDRESS (status,
+  // bind, unbind), PF COUNT (vfs), PARENT (mdev-types), PARENT TYPE
+  // (mdev-create), UUID (mdev-remove). Checked by the agent, except COUNT.
+  std::vector<std::string> args;
+  uint32_t vf_count = 0;      // host vfs COUNT
+  std::string driver;         // host bind --driver (a module name)
+  bool to_no_driver = false;  // host unbind --to_no_driver
+  std::string uuid;           // host mdev-create --uuid
 };
 
 // Parses the arguments after the program name. On a usage error returns

@@ -571,6 +571,53 @@ TEST(ParseArgs, PluginsTakesAnOptionalAgent) {
   EXPECT_EQ(ErrorOf({"list", "a"}), "list: unexpected argument 'a'");
 }
 
+TEST(ParseArgs, HostCommandsTakeTheirArgumentsAndFlags) {
+  auto o = ParseArgs({"host", "status", "0000:03:00.1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "host status");
+  EXPECT_EQ(o->args, std::vector<std::string>{"0000:03:00.1"});
+
+  o = ParseArgs({"--output=json", "host", "bind", "0000:03:00.1", "--driver",
+                 "mlx5_vfio_pci"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "host bind");
+  EXPECT_EQ(o->driver, "mlx5_vfio_pci");
+  EXPECT_EQ(o->output, OutputFormat::kJson);
+
+  o = ParseArgs({"host", "unbind", "--to_no_driver", "0000:03:00.1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->to_no_driver);
+  EXPECT_EQ(o->args, std::vector<std::string>{"0000:03:00.1"});
+
+  o = ParseArgs({"host", "vfs", "0000:07:00.0", "0"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->vf_count, 0u);
+
+  o = ParseArgs({"host", "mdev-create", "mbochs", "mbochs-small",
+                 "--uuid=0b2a4d1e-1111-4222-8333-444455556666"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->args, (std::vector<std::string>{"mbochs", "mbochs-small"}));
+  EXPECT_EQ(o->uuid, "0b2a4d1e-1111-4222-8333-444455556666");
+}
+
+TEST(ParseArgs, HostUsageErrors) {
+  EXPECT_EQ(ErrorOf({"host"}),
+            "host: missing the host command (status, bind, unbind, vfs, "
+            "mdev-types, mdev-create, mdev-remove)");
+  EXPECT_EQ(ErrorOf({"host", "rebind", "x"}),
+            "host: unknown host command 'rebind' (status, bind, unbind, vfs, "
+            "mdev-types, mdev-create, mdev-remove)");
+  EXPECT_EQ(ErrorOf({"host", "bind"}), "host bind: missing ADDRESS");
+  EXPECT_EQ(ErrorOf({"host", "vfs", "0000:07:00.0", "4294967296"}),
+            "host vfs: COUNT '4294967296' is not a whole number of VFs");
+  EXPECT_EQ(ErrorOf({"host", "unbind", "a", "--driver=vfio_pci"}),
+            "host unbind: unknown flag --driver");
+  EXPECT_EQ(ErrorOf({"host", "--driver=vfio_pci", "bind", "a"}),
+            "--driver must come after the command");
+  EXPECT_EQ(ErrorOf({"host", "mdev-remove", "a", "b"}),
+            "host mdev-remove: unexpected argument 'b'");
+}
+
 TEST(ParseDevicePairs, PlainNames) {
   auto pairs = ParseDevicePairs("emu0:dst0,emu1:dst1");
   ASSERT_TRUE(pairs.ok()) << pairs.status();
@@ -632,6 +679,17 @@ TEST(UsageLine, CheckAndPlugins) {
             "[--timeout=DURATION] [TLS FLAGS] plugins [AGENT]");
 }
 
+TEST(UsageLine, HostCommands) {
+  EXPECT_EQ(UsageLine("host bind"),
+            "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
+            "[--timeout=DURATION] [TLS FLAGS] host bind ADDRESS "
+            "[--driver=MODULE]");
+  EXPECT_EQ(UsageLine("host"),
+            "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
+            "[--timeout=DURATION] [TLS FLAGS] host "
+            "status|bind|unbind|vfs|mdev-types|mdev-create|mdev-remove ARGS");
+}
+
 TEST(HelpText, DocumentsTheExitStatusOfABlockedCheck) {
   std::string help = HelpText();
   EXPECT_NE(help.find("3 check found a device that cannot migrate"),
@@ -674,7 +732,9 @@ TEST(HelpText, SaysTheConnectionIsMutualTlsAndListsEveryCommand) {
   EXPECT_NE(help.find("mutual TLS"), std::string::npos);
   for (const char* c :
        {"devices", "prepare", "migrate", "check", "status", "watch",
-        "dirty-pages", "cancel", "resolve", "list", "plugins", "identity"}) {
+        "dirty-pages", "cancel", "resolve", "list", "plugins", "identity",
+        "host status", "host bind", "host unbind", "host vfs",
+        "host mdev-types", "host mdev-create", "host mdev-remove"}) {
     EXPECT_NE(help.find(absl::StrCat("\n  ", c)), std::string::npos) << c;
   }
 }

@@ -1,6 +1,7 @@
 #include "cli/commands.h"
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -27,6 +28,8 @@
 #include "migd/security/identity.h"
 #include "migd/security/redact.h"
 #include "migd/security/tls_files.h"
+#include "proto/migd/v1/host.grpc.pb.h"
+#include "proto/migd/v1/host.pb.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 #include "proto/migd/v1/migration.pb.h"
 
@@ -42,6 +45,7 @@ constexpr absl::Duration kCredentialsReload = absl::Minutes(1);
 // One agent a command talks to.
 struct Agent {
   Endpoint endpoint;
+  std::shared_ptr<grpc::ChannelInterface> channel;
   std::unique_ptr<MigrationService::Stub> stub;
 };
 
@@ -82,8 +86,9 @@ class Connector {
       credentials = it->second;
     }
     Agent agent;
-    agent.stub = MigrationService::NewStub(
-        env_.dial(*credentials, endpoint->address, endpoint->identity));
+    agent.channel =
+        env_.dial(*credentials, endpoint->address, endpoint->identity);
+    agent.stub = MigrationService::NewStub(agent.channel);
     agent.endpoint = *std::move(endpoint);
     return agent;
   }
@@ -758,6 +763,107 @@ int Identity(const Options& o, const Env& env, Connector& c) {
   return kExitOk;
 }
 
+// ---- host commands (migd.v1.HostService) ----
+
+// Runs one unary HostService call on the agent and prints its answer:
+// JSON of the response, or `text(response)`. Exit 1 on an RPC error.
+template <typename Request, typename Response>
+int HostCall(const Options& o, const Env& env, Connector& c,
+             grpc::Status (migd::v1::HostService::Stub::*method)(
+                 grpc::ClientContext*, const Request&, Response*),
+             const Request& request,
+             const std::function<std::string(const Response&)>& text) {
+  absl::StatusOr<Agent> agent = c.Open(c.resolver().Agent());
+  if (!agent.ok()) return SetupError(env, agent.status());
+  std::unique_ptr<migd::v1::HostService::Stub> stub =
+      migd::v1::HostService::NewStub(agent->channel);
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, o.timeout);
+  Response response;
+  grpc::Status s = ((*stub).*method)(&ctx, request, &response);
+  if (!s.ok()) return ReportRpcError(env, o.command, s, ctx, agent->endpoint);
+  if (Json(o)) {
+    *env.out << ToJson(response, /*compact=*/false) << "\n";
+  } else {
+    *env.out << text(response);
+  }
+  return kExitOk;
+}
+
+// What a change did, then the device as it is now.
+std::string ChangeText(const migd::v1::HostDevice& d) {
+  return absl::StrCat(d.address(), ": ", d.outcome(), "\n",
+                      FormatHostDevice(d));
+}
+
+int HostStatus(const Options& o, const Env& env, Connector& c) {
+  migd::v1::GetHostDeviceRequest req;
+  req.set_address(o.args[0]);
+  return HostCall<migd::v1::GetHostDeviceRequest, migd::v1::HostDevice>(
+      o, env, c, &migd::v1::HostService::Stub::GetHostDevice, req,
+      &FormatHostDevice);
+}
+
+int HostBind(const Options& o, const Env& env, Connector& c) {
+  migd::v1::BindDeviceRequest req;
+  req.set_address(o.args[0]);
+  req.set_driver(o.driver);
+  return HostCall<migd::v1::BindDeviceRequest, migd::v1::HostDevice>(
+      o, env, c, &migd::v1::HostService::Stub::BindDevice, req, &ChangeText);
+}
+
+int HostUnbind(const Options& o, const Env& env, Connector& c) {
+  migd::v1::UnbindDeviceRequest req;
+  req.set_address(o.args[0]);
+  req.set_to_no_driver(o.to_no_driver);
+  return HostCall<migd::v1::UnbindDeviceRequest, migd::v1::HostDevice>(
+      o, env, c, &migd::v1::HostService::Stub::UnbindDevice, req, &ChangeText);
+}
+
+int HostVfs(const Options& o, const Env& env, Connector& c) {
+  migd::v1::SetVfCountRequest req;
+  req.set_pf_address(o.args[0]);
+  req.set_count(o.vf_count);
+  return HostCall<migd::v1::SetVfCountRequest, migd::v1::HostDevice>(
+      o, env, c, &migd::v1::HostService::Stub::SetVfCount, req, &ChangeText);
+}
+
+int HostMdevTypes(const Options& o, const Env& env, Connector& c) {
+  migd::v1::ListMdevTypesRequest req;
+  req.set_parent(o.args[0]);
+  return HostCall<migd::v1::ListMdevTypesRequest,
+                  migd::v1::ListMdevTypesResponse>(
+      o, env, c, &migd::v1::HostService::Stub::ListMdevTypes, req,
+      &FormatMdevTypes);
+}
+
+// Prints only the new UUID on stdout (a script's $(...)), and what was made
+// on stderr, as prepare does with its token.
+int HostMdevCreate(const Options& o, const Env& env, Connector& c) {
+  migd::v1::CreateMdevRequest req;
+  req.set_parent(o.args[0]);
+  req.set_type(o.args[1]);
+  req.set_uuid(o.uuid);
+  return HostCall<migd::v1::CreateMdevRequest, migd::v1::Mdev>(
+      o, env, c, &migd::v1::HostService::Stub::CreateMdev, req,
+      [&](const migd::v1::Mdev& m) {
+        *env.err << "migctl: " << o.command << ": created mdev " << m.uuid()
+                 << " of type " << m.type() << " on " << m.parent() << "\n";
+        return absl::StrCat(m.uuid(), "\n");
+      });
+}
+
+int HostMdevRemove(const Options& o, const Env& env, Connector& c) {
+  migd::v1::RemoveMdevRequest req;
+  req.set_uuid(o.args[0]);
+  return HostCall<migd::v1::RemoveMdevRequest, migd::v1::Mdev>(
+      o, env, c, &migd::v1::HostService::Stub::RemoveMdev, req,
+      [](const migd::v1::Mdev& m) {
+        return absl::StrCat("Removed mdev ", m.uuid(), " (type ", m.type(),
+                            " on ", m.parent(), ")\n");
+      });
+}
+
 }  // namespace
 
 std::string StatusCodeName(grpc::StatusCode code) {
@@ -814,12 +920,25 @@ std::string FormatRpcError(const std::string& command,
 int RunCommand(const Options& o, const Env& env) {
   using CommandFn = int (*)(const Options&, const Env&, Connector&);
   static const auto* commands = new std::map<std::string, CommandFn>{
-      {"devices", &Devices},        {"prepare", &Prepare},
-      {"migrate", &Migrate},        {"check", &Check},
-      {"status", &Status},          {"watch", &Watch},
-      {"dirty-pages", &DirtyPages}, {"cancel", &Cancel},
-      {"resolve", &Resolve},        {"list", &List},
-      {"plugins", &Plugins},        {"identity", &Identity},
+      {"devices", &Devices},
+      {"prepare", &Prepare},
+      {"migrate", &Migrate},
+      {"check", &Check},
+      {"status", &Status},
+      {"watch", &Watch},
+      {"dirty-pages", &DirtyPages},
+      {"cancel", &Cancel},
+      {"resolve", &Resolve},
+      {"list", &List},
+      {"plugins", &Plugins},
+      {"identity", &Identity},
+      {"host status", &HostStatus},
+      {"host bind", &HostBind},
+      {"host unbind", &HostUnbind},
+      {"host vfs", &HostVfs},
+      {"host mdev-types", &HostMdevTypes},
+      {"host mdev-create", &HostMdevCreate},
+      {"host mdev-remove", &HostMdevRemove},
   };
   if (auto it = commands->find(o.command); it != commands->end()) {
     absl::StatusOr<EndpointResolver> resolver =

@@ -1,6 +1,7 @@
 // cli/commands.h
 //
-// migctl's commands over migd.v1.MigrationService. Everything the program does
+// migctl's commands over migd.v1.MigrationService (and migd.v1.HostService
+// for `migctl host ...`). Everything the program does
 // goes through an Env (output streams, how to reach an agent, the environment
 // variables, the terminal), so a test can run a whole command line against an
 // in-process fake agent and look at what was printed and the exit status.

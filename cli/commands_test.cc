@@ -14,6 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cli/fake_agent.h"
@@ -74,7 +75,10 @@ std::string WriteTempFile(const std::string& name, const std::string& text) {
 class CommandsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    src_server_ = grpc::ServerBuilder().RegisterService(&src_).BuildAndStart();
+    src_server_ = grpc::ServerBuilder()
+                      .RegisterService(&src_)
+                      .RegisterService(&src_host_)
+                      .BuildAndStart();
     dst_server_ = grpc::ServerBuilder().RegisterService(&dst_).BuildAndStart();
     ASSERT_NE(src_server_, nullptr);
     ASSERT_NE(dst_server_, nullptr);
@@ -122,6 +126,7 @@ class CommandsTest : public ::testing::Test {
   }
 
   FakeAgent src_, dst_;
+  FakeHostAgent src_host_;  // src's HostService
   std::unique_ptr<grpc::Server> src_server_, dst_server_;
   std::ostringstream out_, err_;
   std::map<std::string, std::string> vars_;  // the environment
@@ -1137,6 +1142,168 @@ TEST_F(CommandsTest, PluginsErrorIsReported) {
   EXPECT_EQ(Errors(),
             "migctl: plugins: PERMISSION_DENIED: ListPlugins: not for "
             "spiffe://x/nobody\n");
+}
+
+// ---- migctl host ----
+
+migd::v1::HostDevice SomeHostDevice() {
+  migd::v1::HostDevice d;
+  d.set_bus("pci");
+  d.set_address("0000:03:00.1");
+  d.set_vendor_id(0x15b3);
+  d.set_device_id(0x101e);
+  d.set_driver("mlx5_core");
+  d.set_chosen_module("mlx5_vfio_pci");
+  d.set_choice_reason("alias ... of mlx5_vfio_pci matches (5 wildcards)");
+  d.set_iommu_group(12);
+  d.set_group_viable(true);
+  return d;
+}
+
+TEST_F(CommandsTest, HostStatusPrintsOneKeyValueLinePerFact) {
+  src_host_.device = SomeHostDevice();
+  EXPECT_EQ(Run({"host", "status", "0000:03:00.1"}), kExitOk) << Errors();
+  ASSERT_EQ(src_host_.gets.size(), 1u);
+  EXPECT_EQ(src_host_.gets[0].address(), "0000:03:00.1");
+  EXPECT_THAT(out_.str(), StartsWith("address: 0000:03:00.1\nbus: pci\n"));
+  // What a guest script greps for.
+  EXPECT_THAT(out_.str(), HasSubstr("\ndriver: mlx5_core\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("\nvfio_module: mlx5_vfio_pci\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("\niommu_group: 12\n"));
+  EXPECT_EQ(Errors(), "");
+}
+
+TEST_F(CommandsTest, HostStatusJsonParsesBackToTheDevice) {
+  src_host_.device = SomeHostDevice();
+  EXPECT_EQ(Run({"--output=json", "host", "status", "0000:03:00.1"}), kExitOk);
+  migd::v1::HostDevice parsed;
+  auto status =
+      google::protobuf::util::JsonStringToMessage(out_.str(), &parsed);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(
+      parsed, SomeHostDevice()))
+      << parsed.DebugString();
+  EXPECT_THAT(out_.str(), HasSubstr("\"driver\": \"mlx5_core\""));
+}
+
+TEST_F(CommandsTest, HostBindSendsTheDriverAndPrintsWhatItDid) {
+  src_host_.device = SomeHostDevice();
+  src_host_.device.set_driver("vfio-pci");
+  src_host_.outcome = "bound to vfio-pci (was on mlx5_core)";
+  EXPECT_EQ(Run({"host", "bind", "0000:03:00.1", "--driver=vfio-pci"}), kExitOk)
+      << Errors();
+  ASSERT_EQ(src_host_.binds.size(), 1u);
+  EXPECT_EQ(src_host_.binds[0].address(), "0000:03:00.1");
+  EXPECT_EQ(src_host_.binds[0].driver(), "vfio-pci");
+  EXPECT_THAT(out_.str(), StartsWith("0000:03:00.1: bound to vfio-pci (was on "
+                                     "mlx5_core)\naddress: 0000:03:00.1\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("\ndriver: vfio-pci\n"));
+}
+
+TEST_F(CommandsTest, HostBindWithoutADriverLeavesTheChoiceToTheAgent) {
+  EXPECT_EQ(Run({"host", "bind", "0000:03:00.1"}), kExitOk) << Errors();
+  ASSERT_EQ(src_host_.binds.size(), 1u);
+  EXPECT_EQ(src_host_.binds[0].driver(), "");
+}
+
+TEST_F(CommandsTest, HostUnbindSendsToNoDriverOnlyWhenAsked) {
+  EXPECT_EQ(Run({"host", "unbind", "0000:03:00.1"}), kExitOk) << Errors();
+  EXPECT_EQ(Run({"host", "unbind", "--to_no_driver", "0000:03:00.1"}), kExitOk)
+      << Errors();
+  ASSERT_EQ(src_host_.unbinds.size(), 2u);
+  EXPECT_FALSE(src_host_.unbinds[0].to_no_driver());
+  EXPECT_TRUE(src_host_.unbinds[1].to_no_driver());
+  EXPECT_EQ(src_host_.unbinds[1].address(), "0000:03:00.1");
+}
+
+TEST_F(CommandsTest, HostVfsSendsTheCount) {
+  src_host_.outcome = "VFs: 0 -> 4";
+  EXPECT_EQ(Run({"host", "vfs", "0000:07:00.0", "4"}), kExitOk) << Errors();
+  ASSERT_EQ(src_host_.vf_counts.size(), 1u);
+  EXPECT_EQ(src_host_.vf_counts[0].pf_address(), "0000:07:00.0");
+  EXPECT_EQ(src_host_.vf_counts[0].count(), 4u);
+  EXPECT_THAT(out_.str(), StartsWith("0000:07:00.0: VFs: 0 -> 4\n"));
+}
+
+TEST_F(CommandsTest, HostRefusalShowsCodeMessageReasonAndExitsOne) {
+  src_host_.errors["BindDevice"] = {
+      grpc::StatusCode::FAILED_PRECONDITION,
+      "bind pci device 0000:06:00.0 refused: it is this agent's device vf0, "
+      "held by job job-7",
+      "ERROR_REASON_DEVICE_BUSY"};
+  EXPECT_EQ(Run({"host", "bind", "0000:06:00.0"}), kExitFailure);
+  EXPECT_EQ(Errors(),
+            "migctl: host bind: FAILED_PRECONDITION: bind pci device "
+            "0000:06:00.0 refused: it is this agent's device vf0, held by job "
+            "job-7 (reason: ERROR_REASON_DEVICE_BUSY)\n");
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CommandsTest, HostMdevCreatePrintsOnlyTheUuidOnStdout) {
+  EXPECT_EQ(Run({"host", "mdev-create", "mbochs", "mbochs-small"}), kExitOk)
+      << Errors();
+  EXPECT_EQ(out_.str(), "0b2a4d1e-1111-4222-8333-444455556666\n");
+  EXPECT_EQ(Errors(),
+            "migctl: host mdev-create: created mdev "
+            "0b2a4d1e-1111-4222-8333-444455556666 of type mbochs-small on "
+            "mbochs\n");
+  ASSERT_EQ(src_host_.creates.size(), 1u);
+  EXPECT_EQ(src_host_.creates[0].uuid(), "");
+
+  out_.str("");
+  EXPECT_EQ(Run({"host", "mdev-create", "mbochs", "mbochs-small",
+                 "--uuid=11111111-2222-4333-8444-555555555555"}),
+            kExitOk);
+  EXPECT_EQ(src_host_.creates[1].uuid(),
+            "11111111-2222-4333-8444-555555555555");
+  EXPECT_EQ(out_.str(), "11111111-2222-4333-8444-555555555555\n");
+}
+
+TEST_F(CommandsTest, HostMdevTypesAndRemove) {
+  auto* t = src_host_.mdev_types.add_types();
+  t->set_id("mbochs-small");
+  t->set_name("small");
+  t->set_available_instances(2);
+  t->set_device_api("vfio-pci");
+  EXPECT_EQ(Run({"host", "mdev-types", "mbochs"}), kExitOk) << Errors();
+  EXPECT_EQ(out_.str(),
+            "parent: mbochs\n"
+            "TYPE          AVAILABLE  API       NAME\n"
+            "mbochs-small  2          vfio-pci  small\n"
+            "instances: none\n");
+  out_.str("");
+  EXPECT_EQ(
+      Run({"host", "mdev-remove", "0b2a4d1e-1111-4222-8333-444455556666"}),
+      kExitOk)
+      << Errors();
+  EXPECT_EQ(out_.str(),
+            "Removed mdev 0b2a4d1e-1111-4222-8333-444455556666 (type "
+            "mbochs-small on mbochs)\n");
+}
+
+TEST_F(CommandsTest, HostUsageErrorsExitTwoAndSendNothing) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"host"}, "migctl: host: missing the host command (status, bind, "},
+      {{"host", "frob"}, "migctl: host: unknown host command 'frob'"},
+      {{"host", "status"}, "migctl: host status: missing ADDRESS\n"},
+      {{"host", "vfs", "0000:07:00.0"}, "migctl: host vfs: missing COUNT\n"},
+      {{"host", "vfs", "0000:07:00.0", "-1"}, "migctl: host vfs: "},
+      {{"host", "vfs", "0000:07:00.0", "four"},
+       "migctl: host vfs: COUNT 'four' is not a whole number of VFs\n"},
+      {{"host", "status", "0000:03:00.1", "extra"},
+       "migctl: host status: unexpected argument 'extra'\n"},
+      {{"host", "status", "0000:03:00.1", "--driver=x"},
+       "migctl: host status: unknown flag --driver\n"},
+      {{"host", "mdev-create", "mbochs"},
+       "migctl: host mdev-create: missing TYPE\n"}};
+  for (const auto& [args, error] : cases) {
+    err_.str("");
+    EXPECT_EQ(Run(args), kExitUsage) << absl::StrJoin(args, " ");
+    EXPECT_THAT(Errors(), StartsWith(error)) << absl::StrJoin(args, " ");
+  }
+  EXPECT_TRUE(src_host_.gets.empty());
+  EXPECT_TRUE(src_host_.vf_counts.empty());
+  EXPECT_TRUE(src_host_.creates.empty());
 }
 
 TEST(StatusCodeName, KnownAndUnknownCodes) {

@@ -1,7 +1,8 @@
 // cli/fake_agent.h
 //
-// A migd.v1.MigrationService for migctl's tests: a test sets up its answers
-// (and errors, by RPC name) and looks at the requests it got. Serve it
+// A migd.v1.MigrationService (FakeAgent) and a migd.v1.HostService
+// (FakeHostAgent) for migctl's tests: a test sets up their answers (and
+// errors, by RPC name) and looks at the requests they got. Serve them
 // in-process, or on a port with real credentials.
 
 #ifndef MIGD_CLI_FAKE_AGENT_H_
@@ -15,6 +16,7 @@
 #include "cli/commands.h"
 #include "grpcpp/grpcpp.h"
 #include "migd/security/identity.h"
+#include "proto/migd/v1/host.grpc.pb.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 #include "proto/migd/v1/migration.pb.h"
 
@@ -175,6 +177,115 @@ class FakeAgent final : public migd::v1::MigrationService::Service {
   }
 
  private:
+  grpc::Status Fail(grpc::ServerContext* ctx, const std::string& rpc) {
+    auto it = errors.find(rpc);
+    if (it == errors.end()) return grpc::Status::OK;
+    if (!it->second.reason.empty()) {
+      ctx->AddTrailingMetadata(kErrorReasonKey, it->second.reason);
+    }
+    return grpc::Status(it->second.code, it->second.message);
+  }
+
+  absl::Mutex mu_;
+};
+
+// A HostService whose answers a test sets up: every device call answers
+// `device` (its address set from the request), with `outcome` for the
+// changes; the requests are kept.
+class FakeHostAgent final : public migd::v1::HostService::Service {
+ public:
+  struct Error {
+    grpc::StatusCode code;
+    std::string message;
+    std::string reason;
+  };
+
+  migd::v1::HostDevice device;
+  std::string outcome;  // BindDevice, UnbindDevice, SetVfCount
+  migd::v1::ListMdevTypesResponse mdev_types;
+  std::string mdev_uuid = "0b2a4d1e-1111-4222-8333-444455556666";
+  std::map<std::string, Error> errors;  // by RPC name
+
+  std::vector<migd::v1::GetHostDeviceRequest> gets;
+  std::vector<migd::v1::BindDeviceRequest> binds;
+  std::vector<migd::v1::UnbindDeviceRequest> unbinds;
+  std::vector<migd::v1::SetVfCountRequest> vf_counts;
+  std::vector<migd::v1::ListMdevTypesRequest> type_lists;
+  std::vector<migd::v1::CreateMdevRequest> creates;
+  std::vector<migd::v1::RemoveMdevRequest> removes;
+
+  grpc::Status GetHostDevice(grpc::ServerContext* ctx,
+                             const migd::v1::GetHostDeviceRequest* req,
+                             migd::v1::HostDevice* resp) override {
+    absl::MutexLock lock(&mu_);
+    gets.push_back(*req);
+    return Answer(ctx, "GetHostDevice", req->address(), "", resp);
+  }
+  grpc::Status BindDevice(grpc::ServerContext* ctx,
+                          const migd::v1::BindDeviceRequest* req,
+                          migd::v1::HostDevice* resp) override {
+    absl::MutexLock lock(&mu_);
+    binds.push_back(*req);
+    return Answer(ctx, "BindDevice", req->address(), outcome, resp);
+  }
+  grpc::Status UnbindDevice(grpc::ServerContext* ctx,
+                            const migd::v1::UnbindDeviceRequest* req,
+                            migd::v1::HostDevice* resp) override {
+    absl::MutexLock lock(&mu_);
+    unbinds.push_back(*req);
+    return Answer(ctx, "UnbindDevice", req->address(), outcome, resp);
+  }
+  grpc::Status SetVfCount(grpc::ServerContext* ctx,
+                          const migd::v1::SetVfCountRequest* req,
+                          migd::v1::HostDevice* resp) override {
+    absl::MutexLock lock(&mu_);
+    vf_counts.push_back(*req);
+    return Answer(ctx, "SetVfCount", req->pf_address(), outcome, resp);
+  }
+  grpc::Status ListMdevTypes(grpc::ServerContext* ctx,
+                             const migd::v1::ListMdevTypesRequest* req,
+                             migd::v1::ListMdevTypesResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    type_lists.push_back(*req);
+    if (auto e = Fail(ctx, "ListMdevTypes"); !e.ok()) return e;
+    *resp = mdev_types;
+    resp->set_parent(req->parent());
+    return grpc::Status::OK;
+  }
+  grpc::Status CreateMdev(grpc::ServerContext* ctx,
+                          const migd::v1::CreateMdevRequest* req,
+                          migd::v1::Mdev* resp) override {
+    absl::MutexLock lock(&mu_);
+    creates.push_back(*req);
+    if (auto e = Fail(ctx, "CreateMdev"); !e.ok()) return e;
+    resp->set_uuid(req->uuid().empty() ? mdev_uuid : req->uuid());
+    resp->set_parent(req->parent());
+    resp->set_type(req->type());
+    return grpc::Status::OK;
+  }
+  grpc::Status RemoveMdev(grpc::ServerContext* ctx,
+                          const migd::v1::RemoveMdevRequest* req,
+                          migd::v1::Mdev* resp) override {
+    absl::MutexLock lock(&mu_);
+    removes.push_back(*req);
+    if (auto e = Fail(ctx, "RemoveMdev"); !e.ok()) return e;
+    resp->set_uuid(req->uuid());
+    resp->set_parent("mbochs");
+    resp->set_type("mbochs-small");
+    return grpc::Status::OK;
+  }
+
+ private:
+  grpc::Status Answer(grpc::ServerContext* ctx, const std::string& rpc,
+                      const std::string& address, const std::string& what,
+                      migd::v1::HostDevice* resp) {
+    if (auto e = Fail(ctx, rpc); !e.ok()) return e;
+    *resp = device;
+    resp->set_address(address);
+    resp->set_outcome(what);
+    return grpc::Status::OK;
+  }
+
   grpc::Status Fail(grpc::ServerContext* ctx, const std::string& rpc) {
     auto it = errors.find(rpc);
     if (it == errors.end()) return grpc::Status::OK;

@@ -700,6 +700,95 @@ std::string FormatPlugins(const migd::v1::ListPluginsResponse& r) {
   return out;
 }
 
+std::string FormatHostDevice(const migd::v1::HostDevice& d) {
+  std::string out;
+  const auto line = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(&out, key, ": ", value, "\n");
+  };
+  const auto or_none = [](const std::string& s) {
+    return s.empty() ? std::string("(none)") : s;
+  };
+  line("address", d.address());
+  line("bus", d.bus());
+  line("ids", absl::StrFormat("%04x:%04x", d.vendor_id(), d.device_id()));
+  line("subsystem", absl::StrFormat("%04x:%04x", d.subsystem_vendor_id(),
+                                    d.subsystem_device_id()));
+  line("class", absl::StrFormat("0x%06x", d.class_code()));
+  line("driver", or_none(d.driver()));
+  line("driver_override", or_none(d.driver_override()));
+  line("modalias", or_none(d.modalias()));
+  if (d.choice_error().empty()) {
+    line("vfio_module", or_none(d.chosen_module()));
+    line("vfio_driver",
+         d.chosen_driver().empty() ? "(not loaded)" : d.chosen_driver());
+    line("vfio_choice", d.choice_reason());
+  } else {
+    line("vfio_choice_error", d.choice_error());
+  }
+  line("iommu_group",
+       d.iommu_group() < 0 ? "(none)" : absl::StrCat(d.iommu_group()));
+  line("group_viable", d.group_viable()
+                           ? "yes"
+                           : absl::StrCat("no: ", d.group_not_viable_reason()));
+  line("in_use", d.in_use() ? "yes" : "no");
+  if (d.bound_by_migd()) {
+    const migd::v1::MigdBinding& b = d.migd_binding();
+    line("bound_by_migd",
+         absl::StrCat("yes: to ", b.driver(), "; unbind returns it to ",
+                      or_none(b.original_driver()), " with driver_override ",
+                      or_none(b.original_driver_override())));
+  } else {
+    line("bound_by_migd", "no");
+  }
+  if (!d.agent_device().empty()) {
+    line("agent_device", d.agent_device());
+    line("job", or_none(d.job_id()));
+  }
+  if (d.has_sriov_pf()) {
+    line("sriov_totalvfs", absl::StrCat(d.sriov_pf().total_vfs()));
+    line("sriov_numvfs", absl::StrCat(d.sriov_pf().num_vfs()));
+    for (const auto& vf : d.sriov_pf().vfs()) {
+      line("vf", absl::StrCat(vf.index(), " ", vf.address()));
+    }
+  }
+  if (d.has_sriov_vf()) {
+    line("physfn",
+         absl::StrCat(d.sriov_vf().pf_address(), " vf ", d.sriov_vf().index()));
+  }
+  for (const auto& t : d.mdev_types()) {
+    line("mdev_type",
+         absl::StrCat(t.id(), " available=", t.available_instances(), " api=",
+                      OrDash(t.device_api()), " name=", OrDash(t.name())));
+  }
+  for (const auto& m : d.mdevs()) {
+    line("mdev", absl::StrCat(m.uuid(), " ", m.type()));
+  }
+  for (const auto& n : d.notices()) line("notice", n);
+  return out;
+}
+
+std::string FormatMdevTypes(const migd::v1::ListMdevTypesResponse& r) {
+  std::string out = absl::StrCat("parent: ", r.parent(), "\n");
+  std::vector<std::vector<std::string>> rows = {
+      {"TYPE", "AVAILABLE", "API", "NAME"}};
+  for (const auto& t : r.types()) {
+    rows.push_back({t.id(), absl::StrCat(t.available_instances()),
+                    OrDash(t.device_api()), OrDash(t.name())});
+  }
+  absl::StrAppend(&out, FormatTable(rows));
+  if (r.instances_size() == 0) {
+    absl::StrAppend(&out, "instances: none\n");
+  } else {
+    absl::StrAppend(&out, "instances:\n");
+    std::vector<std::vector<std::string>> instances = {{"UUID", "TYPE"}};
+    for (const auto& m : r.instances()) {
+      instances.push_back({m.uuid(), m.type()});
+    }
+    absl::StrAppend(&out, FormatTable(instances));
+  }
+  return out;
+}
+
 std::string FormatUtcTime(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
 }

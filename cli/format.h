@@ -19,6 +19,7 @@
 #include "google/protobuf/message.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "migd/security/tls_files.h"
+#include "proto/migd/v1/host.pb.h"
 #include "proto/migd/v1/migration.pb.h"
 
 namespace migd::cli {
@@ -148,6 +149,27 @@ std::string FormatCheckReport(const migd::v1::CheckMigrationResponse& r,
 // with "  PATH: REASON" lines and "Conflicts:" with one line each (the two
 // sections only when not empty).
 std::string FormatPlugins(const migd::v1::ListPluginsResponse& r);
+
+// `migctl host status` (and what bind, unbind and vfs print after their
+// outcome line): one "key: value" line per fact, in this order, so a script
+// can pick one with sed:
+//   address, bus, ids ("15b3:101e"), subsystem, class ("0x020000"),
+//   driver and driver_override ("(none)" when none), modalias,
+//   vfio_module, vfio_driver ("(not loaded)" until its module is) and
+//   vfio_choice, or vfio_choice_error when migd cannot choose,
+//   iommu_group ("(none)"), group_viable ("yes", or "no: WHY"), in_use,
+//   bound_by_migd ("no", or "yes: to D; unbind returns it to O with
+//   driver_override V"),
+//   agent_device and job (when the agent manages the device),
+//   sriov_totalvfs, sriov_numvfs and "vf: N ADDRESS" per VF (a PF),
+//   physfn ("ADDRESS vf N", a VF),
+//   "mdev_type: ID available=N api=API name=NAME" and "mdev: UUID TYPE"
+//   (an mdev parent), "notice: ..." per notice.
+std::string FormatHostDevice(const migd::v1::HostDevice& d);
+
+// `migctl host mdev-types`: "parent: P", a TYPE AVAILABLE API NAME table,
+// then "instances:" with a UUID TYPE table, or "instances: none".
+std::string FormatMdevTypes(const migd::v1::ListMdevTypesResponse& r);
 
 // What `migctl identity` learned about one agent and this client.
 struct IdentityReport {

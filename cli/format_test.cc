@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "proto/migd/v1/host.pb.h"
 #include "proto/migd/v1/migration.pb.h"
 
 namespace migd::cli {
@@ -741,6 +742,100 @@ TEST(FormatPlugins, NoPluginDirectory) {
             "No plugins loaded (no plugin directory)\n"
             "Failed to load:\n"
             "  /p/a.so: -\n");
+}
+
+TEST(FormatHostDevice, APfBoundByMigdWithItsVfs) {
+  migd::v1::HostDevice d;
+  d.set_bus("pci");
+  d.set_address("0000:07:00.0");
+  d.set_vendor_id(0x15b3);
+  d.set_device_id(0x1017);
+  d.set_subsystem_vendor_id(0x15b3);
+  d.set_subsystem_device_id(0x0080);
+  d.set_class_code(0x020000);
+  d.set_driver("vfio-pci");
+  d.set_driver_override("vfio-pci");
+  d.set_modalias("pci:v000015B3d00001017sv000015B3sd00000080bc02sc00i00");
+  d.set_chosen_module("vfio_pci");
+  d.set_chosen_driver("vfio-pci");
+  d.set_choice_reason("no vfio_pci alias matches: vfio-pci");
+  d.set_iommu_group(50);
+  d.set_group_viable(true);
+  d.set_bound_by_migd(true);
+  d.mutable_migd_binding()->set_driver("vfio-pci");
+  d.mutable_migd_binding()->set_original_driver("mlx5_core");
+  d.mutable_sriov_pf()->set_total_vfs(2);
+  d.mutable_sriov_pf()->set_num_vfs(1);
+  auto* vf = d.mutable_sriov_pf()->add_vfs();
+  vf->set_index(0);
+  vf->set_address("0000:07:00.2");
+  d.set_agent_device("pf0");
+  d.add_notices("in use: cannot tell");
+  EXPECT_EQ(FormatHostDevice(d),
+            "address: 0000:07:00.0\n"
+            "bus: pci\n"
+            "ids: 15b3:1017\n"
+            "subsystem: 15b3:0080\n"
+            "class: 0x020000\n"
+            "driver: vfio-pci\n"
+            "driver_override: vfio-pci\n"
+            "modalias: pci:v000015B3d00001017sv000015B3sd00000080bc02sc00i00\n"
+            "vfio_module: vfio_pci\n"
+            "vfio_driver: vfio-pci\n"
+            "vfio_choice: no vfio_pci alias matches: vfio-pci\n"
+            "iommu_group: 50\n"
+            "group_viable: yes\n"
+            "in_use: no\n"
+            "bound_by_migd: yes: to vfio-pci; unbind returns it to mlx5_core "
+            "with driver_override (none)\n"
+            "agent_device: pf0\n"
+            "job: (none)\n"
+            "sriov_totalvfs: 2\n"
+            "sriov_numvfs: 1\n"
+            "vf: 0 0000:07:00.2\n"
+            "notice: in use: cannot tell\n");
+}
+
+TEST(FormatHostDevice, NoDriverNoGroupAndNoChoice) {
+  migd::v1::HostDevice d;
+  d.set_bus("pci");
+  d.set_address("0000:09:00.0");
+  d.set_choice_error("two modules match alike");
+  d.set_iommu_group(-1);
+  d.set_group_not_viable_reason("in no IOMMU group");
+  d.mutable_sriov_vf()->set_pf_address("0000:07:00.0");
+  d.mutable_sriov_vf()->set_index(3);
+  d.add_mdev_types()->set_id("mbochs-small");
+  const std::string text = FormatHostDevice(d);
+  for (const char* line :
+       {"\ndriver: (none)\n", "\ndriver_override: (none)\n",
+        "\nvfio_choice_error: two modules match alike\n",
+        "\niommu_group: (none)\n", "\ngroup_viable: no: in no IOMMU group\n",
+        "\nbound_by_migd: no\n", "\nphysfn: 0000:07:00.0 vf 3\n",
+        "\nmdev_type: mbochs-small available=0 api=- name=-\n"}) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << text;
+  }
+  EXPECT_EQ(text.find("vfio_module"), std::string::npos) << text;
+}
+
+TEST(FormatMdevTypes, TypesThenInstances) {
+  migd::v1::ListMdevTypesResponse r;
+  r.set_parent("mbochs");
+  auto* t = r.add_types();
+  t->set_id("mbochs-medium");
+  t->set_available_instances(0);
+  t->set_device_api("vfio-pci");
+  t->set_name("medium");
+  auto* m = r.add_instances();
+  m->set_uuid("0b2a4d1e-1111-4222-8333-444455556666");
+  m->set_type("mbochs-medium");
+  EXPECT_EQ(FormatMdevTypes(r),
+            "parent: mbochs\n"
+            "TYPE           AVAILABLE  API       NAME\n"
+            "mbochs-medium  0          vfio-pci  medium\n"
+            "instances:\n"
+            "UUID                                  TYPE\n"
+            "0b2a4d1e-1111-4222-8333-444455556666  mbochs-medium\n");
 }
 
 }  // namespace

@@ -78,6 +78,12 @@ ABSL_FLAG(std::string, state_dir, "/var/lib/migd",
           "recorded there before each step recovery depends on, and read back "
           "at start to put unfinished jobs' devices back. One agent per "
           "directory");
+ABSL_FLAG(std::string, sysfs_root, "",
+          "Root under which the host service (HostService, `migctl host`) "
+          "reads and writes sysfs, /lib/modules and /dev/vfio. Empty: the "
+          "real / (the default, and the only setting for a host). Only tests "
+          "set it, to a fake tree: writes there reach no kernel, so binds "
+          "cannot succeed");
 ABSL_FLAG(int64_t, journal_max_finished_jobs, 1000,
           "Finished jobs the journal keeps (oldest go first)");
 ABSL_FLAG(std::string, journal_max_finished_age, "168h",
@@ -237,6 +243,7 @@ int main(int argc, char** argv) {
     if (!authorizer.ok()) return Fail(authorizer.status());
     options.authorizer = *std::move(authorizer);
   }
+  options.sysfs_root = absl::GetFlag(FLAGS_sysfs_root);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
   if (options.state_dir.empty()) {
     return Fail(absl::InvalidArgumentError(

@@ -288,7 +288,13 @@ absl::Status Binder::Unbind(const BindRecord& record) {
   if (*now == record.original) return absl::OkStatus();
   const std::string what =
       absl::StrCat("return to ", Describe(record.original));
-  if (now->driver != record.driver) {
+  // Where migd's own bind or unbind leaves the device when cut short (a
+  // crash between steps): on record.driver, on no driver, or still on its
+  // original driver with driver_override naming record.driver.
+  const bool left_by_migd =
+      now->driver == record.driver || !now->driver.has_value() ||
+      (now->driver == record.original.driver && now->override == record.driver);
+  if (!left_by_migd) {
     return absl::FailedPreconditionError(absl::StrCat(
         d->who, ": ", what, " refused: it is ", Describe(*now), ", not on ",
         record.driver,

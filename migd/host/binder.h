@@ -91,9 +91,11 @@ class Binder {
 
   // Returns the device `record` names to where it was before Bind (its
   // original driver and driver_override), rolling back as Bind does on a
-  // failure. OK at once when it is there already. kFailedPrecondition,
-  // nothing written, when it is no longer on record.driver (someone else
-  // moved it) or it is in use.
+  // failure. OK at once when it is there already. Also from where a Bind or
+  // Unbind cut short between its steps (a crash) leaves it: on no driver,
+  // or on its original driver with driver_override naming record.driver.
+  // kFailedPrecondition, nothing written, when it is on another driver
+  // (someone else moved it) or it is in use.
   absl::Status Unbind(const BindRecord& record);
 
   // Leaves `device` on no driver with no driver_override (a later probe

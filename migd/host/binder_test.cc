@@ -308,11 +308,43 @@ TEST_F(BinderTest, UnbindRefusesADeviceSomeoneElseMoved) {
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_TRUE(
       kernel_.sysfs().Write(absl::StrCat(kDir, "/driver/unbind"), kVf).ok());
+  kernel_.BindNow("pci", kVf, "e1000e");  // another driver than either
   kernel_.ClearWrites();
   absl::Status s = binder_.Unbind(*r);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(s.message(), "someone else moved it")) << s;
   EXPECT_TRUE(kernel_.writes().empty());
+}
+
+// A bind cut short by a crash after its driver_override write: the device is
+// still on its original driver, with the override naming migd's driver.
+TEST_F(BinderTest, UnbindFinishesABindCutShortAfterTheOverride) {
+  const auto before = kernel_.Snapshot();
+  const BindRecord record{Bus::kPci, kVf, "vfio-pci",
+                          Binding{"mlx5_core", std::nullopt}, true};
+  ASSERT_TRUE(kernel_.sysfs()
+                  .Write(absl::StrCat(kDir, "/driver_override"), "vfio-pci")
+                  .ok());
+  kernel_.ClearWrites();
+  ASSERT_TRUE(binder_.Unbind(record).ok());
+  EXPECT_EQ(kernel_.writes(), (Writes{OverrideTo("\\n"), Probe()}));
+  EXPECT_EQ(kernel_.Snapshot(), before);
+}
+
+// ... and after its unbind: the device is on no driver.
+TEST_F(BinderTest, UnbindFinishesABindCutShortAfterTheUnbind) {
+  const auto before = kernel_.Snapshot();
+  const BindRecord record{Bus::kPci, kVf, "vfio-pci",
+                          Binding{"mlx5_core", std::nullopt}, true};
+  ASSERT_TRUE(kernel_.sysfs()
+                  .Write(absl::StrCat(kDir, "/driver_override"), "vfio-pci")
+                  .ok());
+  ASSERT_TRUE(
+      kernel_.sysfs().Write(absl::StrCat(kDir, "/driver/unbind"), kVf).ok());
+  kernel_.ClearWrites();
+  ASSERT_TRUE(binder_.Unbind(record).ok());
+  EXPECT_EQ(kernel_.writes(), (Writes{OverrideTo("\\n"), Probe()}));
+  EXPECT_EQ(kernel_.Snapshot(), before);
 }
 
 TEST_F(BinderTest, AFailedUnbindRollsBackOntoTheVfioDriver) {

@@ -18,6 +18,7 @@ constexpr Role kRoles[] = {Role::kOperator, Role::kObserver, Role::kAgent};
 
 constexpr absl::string_view kMigrationService = "/migd.v1.MigrationService/";
 constexpr absl::string_view kTransferService = "/migd.v1.TransferService/";
+constexpr absl::string_view kHostService = "/migd.v1.HostService/";
 constexpr absl::string_view kHealthService = "/grpc.health.v1.Health/";
 
 // The methods of proto/migd/v1/*.proto and grpc.health.v1, by name: a method
@@ -34,6 +35,12 @@ constexpr absl::string_view kWriteMethods[] = {
 constexpr absl::string_view kTransferMethods[] = {
     "Transfer", "TransferData", "GetOutcome", "CheckCompatibility"};
 constexpr absl::string_view kHealthMethods[] = {"Check", "Watch"};
+// The host: reading is for operators and observers; changing a driver, a VF
+// count or an mdev is the operator's alone.
+constexpr absl::string_view kHostReadMethods[] = {"GetHostDevice",
+                                                  "ListMdevTypes"};
+constexpr absl::string_view kHostWriteMethods[] = {
+    "BindDevice", "UnbindDevice", "SetVfCount", "CreateMdev", "RemoveMdev"};
 
 template <size_t N>
 bool OneOf(absl::string_view method, const absl::string_view (&names)[N]) {
@@ -76,6 +83,12 @@ RoleSet RolesAllowedFor(absl::string_view method) {
   }
   if (absl::ConsumePrefix(&method, kTransferService)) {
     return OneOf(method, kTransferMethods) ? Bit(Role::kAgent) : 0;
+  }
+  if (absl::ConsumePrefix(&method, kHostService)) {
+    if (OneOf(method, kHostReadMethods)) {
+      return Bit(Role::kOperator) | Bit(Role::kObserver);
+    }
+    return OneOf(method, kHostWriteMethods) ? Bit(Role::kOperator) : 0;
   }
   if (absl::ConsumePrefix(&method, kHealthService)) {
     return OneOf(method, kHealthMethods) ? kAnyRole : 0;

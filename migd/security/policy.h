@@ -9,10 +9,13 @@
 //   spiffe://example.org/dashboards          observer
 //
 // and each role to the methods it may call:
-//   operator  every migd.v1.MigrationService method
+//   operator  every migd.v1.MigrationService and migd.v1.HostService method
 //   observer  ListDevices, GetMigration, WatchMigration, ListMigrations,
-//             WatchDirtyPages (reads only)
+//             WatchDirtyPages, ListPlugins of MigrationService and
+//             GetHostDevice, ListMdevTypes of HostService (reads only)
 //   agent     migd.v1.TransferService (another migd moving device state here)
+// The operator alone may change the host: HostService's BindDevice,
+// UnbindDevice, SetVfCount, CreateMdev, RemoveMdev.
 // Any identity the policy knows may call grpc.health.v1.Health. A method the
 // table does not list is refused to everyone.
 
@@ -41,8 +44,9 @@ absl::string_view RoleName(Role role);
 // "operator,agent"; "none" when empty.
 std::string RoleSetName(RoleSet roles);
 
-// The roles allowed to call `method` ("/migd.v1.MigrationService/StartMigration"),
-// as a set; 0 when nobody may. Health checking answers kAnyRole.
+// The roles allowed to call `method`
+// ("/migd.v1.MigrationService/StartMigration"), as a set; 0 when nobody may.
+// Health checking answers kAnyRole.
 inline constexpr RoleSet kAnyRole = ~RoleSet{0};
 RoleSet RolesAllowedFor(absl::string_view method);
 

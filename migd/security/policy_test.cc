@@ -115,6 +115,43 @@ TEST(RolesAllowedFor, TransferServiceIsForAgentsOnly) {
             kAgent);
 }
 
+std::string Host(const std::string& method) {
+  return "/migd.v1.HostService/" + method;
+}
+
+// The full method names the authorizer sees for HostService.
+TEST(RolesAllowedFor, OperatorAndObserverMayReadTheHost) {
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/GetHostDevice"),
+            kOperator | kObserver);
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/ListMdevTypes"),
+            kOperator | kObserver);
+}
+
+TEST(RolesAllowedFor, OnlyTheOperatorMayChangeTheHost) {
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/BindDevice"), kOperator);
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/UnbindDevice"), kOperator);
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/SetVfCount"), kOperator);
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/CreateMdev"), kOperator);
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/RemoveMdev"), kOperator);
+}
+
+TEST(RolesAllowedFor, AgentMayCallNothingOfHostService) {
+  for (const char* m :
+       {"GetHostDevice", "ListMdevTypes", "BindDevice", "UnbindDevice",
+        "SetVfCount", "CreateMdev", "RemoveMdev"}) {
+    EXPECT_EQ(RolesAllowedFor(Host(m)) & kAgent, 0u) << m;
+  }
+}
+
+TEST(RolesAllowedFor, UnlistedHostServiceMethodIsRefusedToEveryone) {
+  EXPECT_EQ(RolesAllowedFor(Host("NewId")), 0u);
+  EXPECT_EQ(RolesAllowedFor(Host("BindDeviceX")), 0u);
+  EXPECT_EQ(RolesAllowedFor(Host("")), 0u);
+  // The service name is matched whole, in its package.
+  EXPECT_EQ(RolesAllowedFor("/migd.v2.HostService/BindDevice"), 0u);
+  EXPECT_EQ(RolesAllowedFor("/HostService/BindDevice"), 0u);
+}
+
 TEST(RolesAllowedFor, AgentMayNotCallMigrationService) {
   EXPECT_EQ(RolesAllowedFor(Migration("ListDevices")) & kAgent, 0u);
   EXPECT_EQ(RolesAllowedFor(Migration("StartMigration")) & kAgent, 0u);

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/health_check_service_server_builder_option.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -9,6 +10,7 @@
 #include "grpcpp/server_builder.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
+#include "migd/host/names.h"
 #include "migd/journal/journal_observer.h"
 #include "migd/journal/recovery.h"
 #include "migd/metrics/device_states.h"
@@ -60,6 +62,16 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
     base::LogInfo("journal ", agent->journal_->path(), ": ", report->restored,
                   " job(s), ", report->recovered, " recovered at start, ",
                   report->in_doubt, " in doubt");
+    // What migd bound, so that it can return devices to their drivers; a
+    // file that does not read back stops the agent, naming its line.
+    absl::StatusOr<std::unique_ptr<host::BindingStore>> bindings =
+        host::BindingStore::Open(options.state_dir);
+    if (!bindings.ok()) return bindings.status();
+    agent->host_bindings_ = *std::move(bindings);
+    if (size_t n = agent->host_bindings_->List().size(); n > 0) {
+      base::LogInfo("host bindings ", agent->host_bindings_->path(), ": ", n,
+                    " device(s) bound by migd");
+    }
   }
   // Plugins: one that does not load is logged and skipped; the agent serves
   // its devices with the others (or the generic behaviour).
@@ -96,6 +108,32 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
       agent->jobs_.get(), options.transfer_idle_timeout,
       options.transfer_faults, agent->compatibility_.get());
   agent->TakeUpInDoubt(options);
+  {
+    HostServiceOptions host_options;
+    host_options.sysfs_root = options.sysfs_root;
+    agent->modules_ = std::make_unique<host::ModprobeLoader>();
+    agent->group_usage_ =
+        std::make_unique<host::DevVfioGroupUsage>(options.sysfs_root);
+    host_options.modules = agent->modules_.get();
+    host_options.usage = agent->group_usage_.get();
+    host_options.bindings = agent->host_bindings_.get();
+    host_options.devices = agent->devices_.get();
+    // The agent's devices by their host names, to refuse changing one a
+    // job holds.
+    for (const plugins::DeviceFacts& f : options.device_facts) {
+      if (!f.pci_address.empty()) {
+        host_options.device_names[f.pci_address] = f.name;
+      } else if (absl::StrContains(f.sysfs_path, "/bus/mdev/devices/")) {
+        const std::string uuid =
+            f.sysfs_path.substr(f.sysfs_path.rfind('/') + 1);
+        if (absl::StatusOr<std::string> u = host::NormalizeUuid(uuid); u.ok()) {
+          host_options.device_names[*u] = f.name;
+        }
+      }
+    }
+    agent->host_service_ =
+        std::make_unique<HostServiceImpl>(std::move(host_options));
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -107,6 +145,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
       &agent->port_);
   builder.RegisterService(agent->migration_service_.get());
   builder.RegisterService(agent->transfer_service_.get());
+  builder.RegisterService(agent->host_service_.get());
   // Transfers' large messages and fixed window, and a ping policy that takes
   // the keepalive pings of a source waiting on this agent (a long load, say)
   // without ending its connection for too many pings.

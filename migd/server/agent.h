@@ -1,7 +1,8 @@
 // migd/server/agent.h
 //
 // One migd agent: the devices it manages, its jobs, and the gRPC server that
-// serves MigrationService, TransferService and health checking on one address.
+// serves MigrationService, TransferService, HostService and health checking
+// on one address (the authorizer decides per call who may call what).
 // At start, the jobs its journal left IN_DOUBT are taken up again: a source
 // asks its destination for the outcome until it answers (or an operator
 // decides), a destination waits for an operator. Shutdown cancels every
@@ -19,6 +20,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
+#include "migd/host/binding_store.h"
+#include "migd/host/iommu_group.h"
+#include "migd/host/modules.h"
 #include "migd/journal/journal.h"
 #include "migd/metrics/server.h"
 #include "migd/migration/device_registry.h"
@@ -27,6 +31,7 @@
 #include "migd/security/authorizer.h"
 #include "migd/security/credentials.h"
 #include "migd/server/compatibility.h"
+#include "migd/server/host_service.h"
 #include "migd/server/migration_service.h"
 #include "migd/server/transfer_service.h"
 #include "migd/transfer/threaded_calls.h"
@@ -65,6 +70,12 @@ struct AgentOptions {
   // port, see Agent::metrics_port()); empty: no metrics endpoint. Checked
   // with metrics::ValidateMetricsListen by the caller.
   std::string metrics_listen;
+  // The root HostService reads and writes sysfs (and /lib/modules, /dev)
+  // under: "" for the host's own; a fake tree in tests, where writes are
+  // plain file writes that no kernel answers, so binds cannot succeed there.
+  // What it bound is recorded in <state_dir>/host-bindings (none without a
+  // state_dir: then it refuses to bind).
+  std::string sysfs_root;
 };
 
 class Agent {
@@ -97,6 +108,11 @@ class Agent {
   std::unique_ptr<Compatibility> compatibility_;
   std::unique_ptr<MigrationServiceImpl> migration_service_;
   std::unique_ptr<TransferServiceImpl> transfer_service_;
+  // The host as HostService sees and changes it.
+  std::unique_ptr<host::ModprobeLoader> modules_;
+  std::unique_ptr<host::DevVfioGroupUsage> group_usage_;
+  std::unique_ptr<host::BindingStore> host_bindings_;
+  std::unique_ptr<HostServiceImpl> host_service_;
   // The data streams' calls (async API, a thread each).
   std::unique_ptr<transfer::ThreadedCalls> data_calls_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,0 +1,144 @@
+// migd/server/host_service.h
+//
+// migd.v1.HostService: the host library (migd/host) over gRPC. Tells what
+// sysfs says of a PCI device and what migd would do with it; binds devices
+// to VFIO drivers and back, recording each bind durably first
+// (host::BindingStore) so that an unbind after a restart returns the device
+// to its original driver; sets SR-IOV VF counts; lists, creates and removes
+// mdev instances.
+//
+// Order of a bind: every refusal is decided before anything changes (the
+// device exists; no job of this agent holds it; no user holds its IOMMU
+// group; the group is viable; migd did not bind it elsewhere; the driver is
+// chosen; its module is loaded, which moves no device); then the record
+// (the driver, the original driver and driver_override) is stored, then the
+// binder moves the device, rolling back on failure, and the record is
+// removed again when the bind failed. host/binding_store.h says what a crash
+// at each step leaves. An unbind moves the device back first and removes the
+// record after.
+//
+// Host changes are serialized per device (and an SR-IOV change with the
+// PF's VFs, an mdev creation per parent): two binds of one device never
+// interleave, different devices change at once.
+//
+// Errors: the host library's absl::Status gets a migd.v1.ErrorReason here
+// (INVALID_REQUEST, DEVICE_NOT_FOUND, DEVICE_BUSY, HOST_PRECONDITION,
+// JOURNAL, DEVICE_ERROR for a kernel write refused after the first write,
+// INTERNAL) and goes out through transfer::ToGrpcStatus (the code, the
+// message, the "migd-error-reason" trailer).
+
+#ifndef MIGD_SERVER_HOST_SERVICE_H_
+#define MIGD_SERVER_HOST_SERVICE_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "migd/host/binder.h"
+#include "migd/host/binding_store.h"
+#include "migd/host/iommu_group.h"
+#include "migd/host/modules.h"
+#include "migd/host/sysfs.h"
+#include "migd/migration/device_registry.h"
+#include "proto/migd/v1/host.grpc.pb.h"
+
+namespace migd::server {
+
+struct HostServiceOptions {
+  // The sysfs root (host::Sysfs): "" for the host's own /sys, /lib/modules
+  // and /dev; a fake tree in tests.
+  std::string sysfs_root;
+  // Where sysfs writes go; null for the kernel's. Tests give a fake kernel
+  // (host/fake_kernel.h): writes to a fake tree change nothing otherwise.
+  host::SysfsWriter* writer = nullptr;
+  // Not owned; must outlive the service. `bindings` may be null (an agent
+  // without a state directory): then BindDevice and UnbindDevice of a bound
+  // device are refused, since a bind could not be undone after a restart.
+  host::ModuleLoader* modules = nullptr;
+  host::GroupUsage* usage = nullptr;
+  host::BindingStore* bindings = nullptr;
+  // The agent's devices, to refuse changing one a job holds (null: none).
+  const migration::DeviceRegistry* devices = nullptr;
+  // The host name of each of the agent's devices: a normalized PCI address
+  // or an mdev UUID -> the agent's device name.
+  std::map<std::string, std::string> device_names;
+  // The kernel whose modules.alias decides the driver choice ("": the
+  // running one's, uname -r).
+  std::string kernel_release;
+};
+
+class HostServiceImpl final : public v1::HostService::Service {
+ public:
+  explicit HostServiceImpl(HostServiceOptions options);
+  ~HostServiceImpl() override;
+
+  grpc::Status GetHostDevice(grpc::ServerContext* context,
+                             const v1::GetHostDeviceRequest* request,
+                             v1::HostDevice* response) override;
+  grpc::Status BindDevice(grpc::ServerContext* context,
+                          const v1::BindDeviceRequest* request,
+                          v1::HostDevice* response) override;
+  grpc::Status UnbindDevice(grpc::ServerContext* context,
+                            const v1::UnbindDeviceRequest* request,
+                            v1::HostDevice* response) override;
+  grpc::Status SetVfCount(grpc::ServerContext* context,
+                          const v1::SetVfCountRequest* request,
+                          v1::HostDevice* response) override;
+  grpc::Status ListMdevTypes(grpc::ServerContext* context,
+                             const v1::ListMdevTypesRequest* request,
+                             v1::ListMdevTypesResponse* response) override;
+  grpc::Status CreateMdev(grpc::ServerContext* context,
+                          const v1::CreateMdevRequest* request,
+                          v1::Mdev* response) override;
+  grpc::Status RemoveMdev(grpc::ServerContext* context,
+                          const v1::RemoveMdevRequest* request,
+                          v1::Mdev* response) override;
+
+  // The same operations as absl::Status with the reason attached, for
+  // in-process callers and tests.
+  absl::StatusOr<v1::HostDevice> Get(const std::string& address);
+  absl::StatusOr<v1::HostDevice> Bind(const std::string& address,
+                                      const std::string& driver);
+  absl::StatusOr<v1::HostDevice> Unbind(const std::string& address,
+                                        bool to_no_driver);
+  absl::StatusOr<v1::HostDevice> SetVfs(const std::string& pf_address,
+                                        uint32_t count);
+  absl::StatusOr<v1::ListMdevTypesResponse> MdevTypes(
+      const std::string& parent);
+  absl::StatusOr<v1::Mdev> CreateMdevInstance(const std::string& parent,
+                                              const std::string& type,
+                                              const std::string& uuid);
+  absl::StatusOr<v1::Mdev> RemoveMdevInstance(const std::string& uuid);
+
+ private:
+  class Locks;
+  class CountingWriter;
+
+  // The device's facts (GetHostDevice), `bdf` normalized and existing.
+  v1::HostDevice Describe(const host::Sysfs& sysfs, const std::string& bdf);
+  // DEVICE_BUSY naming the job when a job of this agent holds the device
+  // `host_name` (a PCI address or mdev UUID); `what` names the refused
+  // operation.
+  absl::Status RefuseClaimed(const std::string& host_name,
+                             const std::string& what) const;
+  // DEVICE_BUSY when the PCI device at `bdf` is on a VFIO driver and a
+  // process holds its IOMMU group.
+  absl::Status RefuseInUse(const host::Sysfs& sysfs, const std::string& bdf,
+                           const std::string& what);
+
+  // Where this service's writes go: options_.writer, else the kernel's.
+  host::SysfsWriter* writer();
+
+  const HostServiceOptions options_;
+  host::KernelSysfsWriter kernel_writer_;
+  std::unique_ptr<Locks> locks_;
+};
+
+}  // namespace migd::server
+
+#endif  // MIGD_SERVER_HOST_SERVICE_H_

@@ -1,0 +1,614 @@
+// migd/server/host_service_test.cc
+//
+// HostServiceImpl served in process over gRPC, on a fake sysfs tree whose
+// writes a fake kernel answers (migd/host/fake_kernel.h; the fake kernel is
+// also the module loader, and FakeGroupUsage says which IOMMU groups a VMM
+// holds). The binding store is a real file in a state directory of the
+// test's own, so a "restart" is a new service over the same directory.
+// Each refusal is checked for its gRPC code, its migd-error-reason and the
+// words a person needs, and for leaving the host as it was.
+
+#include "migd/server/host_service.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "migd/device/emulated_device.h"
+#include "migd/host/binding_store.h"
+#include "migd/host/fake_kernel.h"
+#include "migd/migration/device_registry.h"
+#include "proto/migd/v1/host.grpc.pb.h"
+
+namespace migd::server {
+namespace {
+
+using host::testing::FakeDriver;
+using host::testing::FakeGroupUsage;
+using host::testing::FakeKernel;
+using host::testing::FakePciDevice;
+using Writes = std::vector<std::string>;
+
+constexpr char kVf[] = "0000:03:00.1";         // mlx5 VF, group 12
+constexpr char kNotViable[] = "0000:05:00.0";  // group 20 with a host NIC
+constexpr char kClaimed[] = "0000:06:00.0";    // the agent's vf0, job-7's
+constexpr char kInUse[] = "0000:08:00.0";      // on vfio-pci, group 40 held
+constexpr char kPf[] = "0000:07:00.0";         // SR-IOV PF, 2 VFs at most
+constexpr char kVirtio[] = "0000:09:00.0";     // two variant drivers match
+
+// What a call returned: status, the reason trailer, the answer.
+template <typename Response>
+struct Result {
+  grpc::Status status;
+  std::string reason;
+  Response response;
+};
+
+template <typename Response>
+std::string Describe(const Result<Response>& r) {
+  return absl::StrCat("code ", r.status.error_code(), " reason ", r.reason,
+                      ": ", r.status.error_message());
+}
+
+// Expects a refusal with `code`, `reason` and every word of `words` in the
+// message.
+template <typename Response>
+void ExpectRefused(const Result<Response>& r, grpc::StatusCode code,
+                   const std::string& reason,
+                   const std::vector<std::string>& words) {
+  EXPECT_EQ(r.status.error_code(), code) << Describe(r);
+  EXPECT_EQ(r.reason, reason) << Describe(r);
+  for (const std::string& w : words) {
+    EXPECT_TRUE(absl::StrContains(r.status.error_message(), w))
+        << "missing \"" << w << "\": " << Describe(r);
+  }
+}
+
+std::string MakeStateDir() {
+  const char* base = getenv("TEST_TMPDIR");
+  std::string pattern =
+      absl::StrCat(base != nullptr ? base : "/tmp", "/stateXXXXXX");
+  EXPECT_NE(mkdtemp(pattern.data()), nullptr);
+  return pattern;
+}
+
+class HostServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kernel_.AddDriver({"pci", "vfio-pci", "vfio_pci", {}, "vfio_pci_core"});
+    kernel_.AddDriver({"pci", "mlx5_core", "mlx5_core", {"15b3:101e"}, ""});
+    kernel_.AddDriver({"pci", "e1000e", "e1000e", {"8086:10d3"}, ""});
+    kernel_.AddDriver({"pci", "virtio-pci", "virtio_pci", {"1af4:1041"}, ""});
+    kernel_.AddLoadableModule(
+        {"pci", "mlx5_vfio_pci", "mlx5_vfio_pci", {}, "vfio_pci_core"});
+    // depmod's output for the kernel the service is told of ("test").
+    kernel_.WriteFile(
+        "/lib/modules/test/modules.alias",
+        "alias pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_core\n"
+        "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\n"
+        "alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci\n"
+        "alias vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_vfio_pci\n"
+        "alias vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i* other_vfio_pci\n");
+    AddPci(kVf, 0x15b3, 0x101e, 12, "mlx5_core");
+    AddPci(kNotViable, 0x8086, 0x10d3, 20, std::nullopt);
+    AddPci("0000:05:00.1", 0x8086, 0x10d3, 20, "e1000e");
+    AddPci(kClaimed, 0x15b3, 0x101e, 30, "mlx5_core");
+    AddPci(kInUse, 0x15b3, 0x101e, 40, "vfio-pci");
+    AddPci(kPf, 0x15b3, 0x1017, 50, "mlx5_core");
+    kernel_.AddSriov(kPf, {"0000:07:00.2", "0000:07:00.3"}, 0x101e, 51);
+    AddPci(kVirtio, 0x1af4, 0x1041, 60, "virtio-pci");
+    kernel_.AddMdevParent("/sys/devices/virtual/mbochs/mbochs", "mbochs",
+                          {{"mbochs-medium", "medium", 1, "vfio-pci"},
+                           {"mbochs-small", "small", 2, "vfio-pci"}});
+    usage_.busy = {40};
+
+    device::EmulatedDeviceConfig vf0;
+    vf0.name = "vf0";
+    vf0.state_size = 4096;
+    absl::StatusOr<std::unique_ptr<device::EmulatedDevice>> made =
+        device::EmulatedDevice::Create(vf0);
+    ASSERT_TRUE(made.ok()) << made.status();
+    ASSERT_TRUE(registry_.Add(*std::move(made)).ok());
+    ASSERT_TRUE(registry_.Claim({"vf0"}, "job-7").ok());
+
+    state_dir_ = MakeStateDir();
+    Start();
+    kernel_.ClearWrites();
+  }
+
+  void TearDown() override {
+    Stop();
+    std::error_code ec;
+    std::filesystem::remove_all(state_dir_, ec);
+  }
+
+  void AddPci(const std::string& bdf, uint16_t vendor, uint16_t device,
+              int group, std::optional<std::string> driver) {
+    FakePciDevice d;
+    d.bdf = bdf;
+    d.vendor = vendor;
+    d.device = device;
+    d.group = group;
+    d.driver = std::move(driver);
+    kernel_.AddPciDevice(d);
+  }
+
+  // A service over the state directory (reading what an earlier one
+  // recorded), served in process.
+  void Start() {
+    absl::StatusOr<std::unique_ptr<host::BindingStore>> store =
+        host::BindingStore::Open(state_dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    HostServiceOptions o;
+    o.sysfs_root = kernel_.root();
+    o.writer = &kernel_;
+    o.modules = &kernel_;
+    o.usage = &usage_;
+    o.bindings = store_.get();
+    o.devices = &registry_;
+    o.device_names = {{kClaimed, "vf0"}};
+    o.kernel_release = "test";
+    service_ = std::make_unique<HostServiceImpl>(std::move(o));
+    server_ =
+        grpc::ServerBuilder().RegisterService(service_.get()).BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::HostService::NewStub(
+        server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+
+  void Stop() {
+    stub_.reset();
+    if (server_ != nullptr) server_->Shutdown();
+    server_.reset();
+    service_.reset();
+    store_.reset();
+  }
+
+  template <typename Request, typename Response>
+  Result<Response> Call(grpc::Status (v1::HostService::Stub::*method)(
+                            grpc::ClientContext*, const Request&, Response*),
+                        const Request& request) {
+    grpc::ClientContext ctx;
+    Result<Response> r;
+    r.status = ((*stub_).*method)(&ctx, request, &r.response);
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    if (auto it = trailers.find("migd-error-reason"); it != trailers.end()) {
+      r.reason = std::string(it->second.data(), it->second.size());
+    }
+    return r;
+  }
+
+  Result<v1::HostDevice> Get(const std::string& address) {
+    v1::GetHostDeviceRequest req;
+    req.set_address(address);
+    return Call(&v1::HostService::Stub::GetHostDevice, req);
+  }
+  Result<v1::HostDevice> Bind(const std::string& address,
+                              const std::string& driver = "") {
+    v1::BindDeviceRequest req;
+    req.set_address(address);
+    req.set_driver(driver);
+    return Call(&v1::HostService::Stub::BindDevice, req);
+  }
+  Result<v1::HostDevice> Unbind(const std::string& address,
+                                bool to_no_driver = false) {
+    v1::UnbindDeviceRequest req;
+    req.set_address(address);
+    req.set_to_no_driver(to_no_driver);
+    return Call(&v1::HostService::Stub::UnbindDevice, req);
+  }
+  Result<v1::HostDevice> SetVfs(const std::string& pf, uint32_t count) {
+    v1::SetVfCountRequest req;
+    req.set_pf_address(pf);
+    req.set_count(count);
+    return Call(&v1::HostService::Stub::SetVfCount, req);
+  }
+
+  // The device's driver as the fake tree says.
+  std::string DriverOf(const std::string& bdf) {
+    Result<v1::HostDevice> r = Get(bdf);
+    EXPECT_TRUE(r.status.ok()) << Describe(r);
+    return r.response.driver();
+  }
+
+  FakeKernel kernel_;
+  FakeGroupUsage usage_;
+  migration::DeviceRegistry registry_;
+  std::string state_dir_;
+  std::unique_ptr<host::BindingStore> store_;
+  std::unique_ptr<HostServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::HostService::Stub> stub_;
+};
+
+TEST_F(HostServiceTest, StatusShowsIdsDriverChoiceAndGroup) {
+  Result<v1::HostDevice> r = Get("0000:03:00.1");
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  const v1::HostDevice& d = r.response;
+  EXPECT_EQ(d.bus(), "pci");
+  EXPECT_EQ(d.address(), kVf);
+  EXPECT_EQ(d.vendor_id(), 0x15b3u);
+  EXPECT_EQ(d.device_id(), 0x101eu);
+  EXPECT_EQ(d.class_code(), 0x020000u);
+  EXPECT_EQ(d.driver(), "mlx5_core");
+  EXPECT_EQ(d.driver_override(), "");
+  EXPECT_TRUE(absl::StartsWith(d.modalias(), "pci:v000015B3d0000101E"))
+      << d.modalias();
+  // The most specific alias wins; its module is not loaded yet.
+  EXPECT_EQ(d.chosen_module(), "mlx5_vfio_pci");
+  EXPECT_EQ(d.chosen_driver(), "");
+  EXPECT_TRUE(absl::StrContains(d.choice_reason(), "mlx5_vfio_pci"))
+      << d.choice_reason();
+  EXPECT_EQ(d.choice_error(), "");
+  EXPECT_EQ(d.iommu_group(), 12);
+  EXPECT_TRUE(d.group_viable());
+  EXPECT_FALSE(d.in_use());
+  EXPECT_FALSE(d.bound_by_migd());
+  EXPECT_FALSE(d.has_sriov_pf());
+  EXPECT_FALSE(d.has_sriov_vf());
+  EXPECT_EQ(d.outcome(), "");
+  EXPECT_TRUE(d.notices().empty()) << d.DebugString();
+  EXPECT_TRUE(kernel_.writes().empty());
+}
+
+TEST_F(HostServiceTest, StatusSaysWhyAGroupIsNotViableAndWhoHoldsADevice) {
+  Result<v1::HostDevice> r = Get(kNotViable);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_FALSE(r.response.group_viable());
+  EXPECT_TRUE(absl::StrContains(r.response.group_not_viable_reason(),
+                                "0000:05:00.1 is bound to e1000e"))
+      << r.response.group_not_viable_reason();
+
+  r = Get(kInUse);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_TRUE(r.response.in_use());
+  EXPECT_EQ(r.response.chosen_driver(), "");  // mlx5_vfio_pci, not loaded
+
+  r = Get(kClaimed);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.agent_device(), "vf0");
+  EXPECT_EQ(r.response.job_id(), "job-7");
+}
+
+TEST_F(HostServiceTest, StatusOfAnAmbiguousChoiceSaysSo) {
+  Result<v1::HostDevice> r = Get(kVirtio);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.chosen_module(), "");
+  for (const char* w : {"virtio_vfio_pci", "other_vfio_pci"}) {
+    EXPECT_TRUE(absl::StrContains(r.response.choice_error(), w))
+        << r.response.choice_error();
+  }
+}
+
+TEST_F(HostServiceTest, BindChoosesFromModulesAliasAndRecordsTheOriginal) {
+  Result<v1::HostDevice> r = Bind(kVf);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  const v1::HostDevice& d = r.response;
+  EXPECT_EQ(d.driver(), "mlx5_vfio_pci");
+  EXPECT_EQ(d.driver_override(), "mlx5_vfio_pci");
+  EXPECT_EQ(d.chosen_driver(), "mlx5_vfio_pci");
+  EXPECT_TRUE(d.bound_by_migd());
+  EXPECT_EQ(d.migd_binding().driver(), "mlx5_vfio_pci");
+  EXPECT_EQ(d.migd_binding().original_driver(), "mlx5_core");
+  EXPECT_EQ(d.migd_binding().original_driver_override(), "");
+  EXPECT_TRUE(absl::StrContains(d.outcome(), "bound to mlx5_vfio_pci"))
+      << d.outcome();
+  EXPECT_EQ(kernel_.loads(), Writes{"mlx5_vfio_pci"});
+  // driver_override, unbind, probe: never new_id.
+  EXPECT_EQ(kernel_.writes().size(), 3u)
+      << absl::StrJoin(kernel_.writes(), "\n");
+  for (const std::string& w : kernel_.writes()) {
+    EXPECT_FALSE(absl::StrContains(w, "new_id")) << w;
+  }
+  std::optional<host::BindRecord> rec = store_->Find(host::Bus::kPci, kVf);
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->original.driver, "mlx5_core");
+}
+
+TEST_F(HostServiceTest, TheRecordIsDurableBeforeTheDeviceMoves) {
+  bool recorded_at_bind = false;
+  kernel_.OnBind([&](const std::string&, const std::string& device,
+                     const std::string& driver) {
+    if (device != kVf || driver != "vfio-pci") return;
+    absl::StatusOr<std::unique_ptr<host::BindingStore>> on_disk =
+        host::BindingStore::Open(state_dir_);
+    ASSERT_TRUE(on_disk.ok()) << on_disk.status();
+    recorded_at_bind = (*on_disk)->Find(host::Bus::kPci, kVf).has_value();
+  });
+  ASSERT_TRUE(Bind(kVf, "vfio-pci").status.ok());
+  EXPECT_TRUE(recorded_at_bind);
+}
+
+TEST_F(HostServiceTest, AFailedBindRollsBackAndForgetsItsRecord) {
+  kernel_.FailProbe("vfio-pci", ENODEV);
+  Result<v1::HostDevice> r = Bind(kVf, "vfio-pci");
+  // A kernel step failed (ENODEV): the reason says it was the device's.
+  ExpectRefused(r, grpc::StatusCode::NOT_FOUND, "ERROR_REASON_DEVICE_ERROR",
+                {kVf, "probe", "rolled back"});
+  EXPECT_EQ(DriverOf(kVf), "mlx5_core");
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kVf).has_value());
+  Stop();
+  Start();
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kVf).has_value());
+}
+
+TEST_F(HostServiceTest, AMalformedAddressIsInvalidNamingIt) {
+  for (const char* bad : {"0000:03:00.9", "03:00.1", "../../etc"}) {
+    ExpectRefused(Bind(bad), grpc::StatusCode::INVALID_ARGUMENT,
+                  "ERROR_REASON_INVALID_REQUEST", {bad});
+    ExpectRefused(Get(bad), grpc::StatusCode::INVALID_ARGUMENT,
+                  "ERROR_REASON_INVALID_REQUEST", {bad});
+  }
+  ExpectRefused(Bind(kVf, "vfio pci"), grpc::StatusCode::INVALID_ARGUMENT,
+                "ERROR_REASON_INVALID_REQUEST", {"vfio pci"});
+  EXPECT_TRUE(kernel_.writes().empty());
+}
+
+TEST_F(HostServiceTest, AMissingDeviceIsNotFound) {
+  for (auto r : {Get("0000:0a:00.0"), Bind("0000:0a:00.0"),
+                 Unbind("0000:0a:00.0", true), SetVfs("0000:0a:00.0", 1)}) {
+    ExpectRefused(r, grpc::StatusCode::NOT_FOUND,
+                  "ERROR_REASON_DEVICE_NOT_FOUND",
+                  {"0000:0a:00.0", "does not exist"});
+  }
+  EXPECT_TRUE(kernel_.writes().empty());
+}
+
+TEST_F(HostServiceTest, ADeviceAJobHoldsIsBusyNamingTheJob) {
+  const auto before = kernel_.Snapshot();
+  ExpectRefused(Bind(kClaimed, "vfio-pci"),
+                grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY", {kClaimed, "vf0", "job-7"});
+  ExpectRefused(Unbind(kClaimed, true), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY", {kClaimed, "job-7"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_EQ(kernel_.Snapshot(), before);
+}
+
+TEST_F(HostServiceTest, ADeviceInUseIsBusy) {
+  const auto before = kernel_.Snapshot();
+  ExpectRefused(Bind(kInUse, "mlx5_vfio_pci"),
+                grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY", {kInUse, "in use", "group 40"});
+  ExpectRefused(Unbind(kInUse, true), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY", {kInUse, "in use"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_TRUE(kernel_.loads().empty());
+  EXPECT_EQ(kernel_.Snapshot(), before);
+}
+
+TEST_F(HostServiceTest, AGroupThatIsNotViableIsRefusedBeforeAnything) {
+  const auto before = kernel_.Snapshot();
+  ExpectRefused(Bind(kNotViable, "mlx5_vfio_pci"),
+                grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_HOST_PRECONDITION",
+                {kNotViable, "not viable", "0000:05:00.1", "e1000e"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_TRUE(kernel_.loads().empty());  // no module loaded for nothing
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kNotViable).has_value());
+  EXPECT_EQ(kernel_.Snapshot(), before);
+}
+
+TEST_F(HostServiceTest, AnAmbiguousChoiceIsRefusedUnlessADriverIsNamed) {
+  ExpectRefused(Bind(kVirtio), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_HOST_PRECONDITION",
+                {kVirtio, "virtio_vfio_pci", "other_vfio_pci"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  Result<v1::HostDevice> r = Bind(kVirtio, "vfio-pci");
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.driver(), "vfio-pci");
+}
+
+TEST_F(HostServiceTest, AModuleThatDoesNotExistTouchesNothing) {
+  ExpectRefused(Bind(kVf, "nosuch_vfio_pci"), grpc::StatusCode::NOT_FOUND,
+                "ERROR_REASON_HOST_PRECONDITION",
+                {kVf, "nosuch_vfio_pci", "not touched"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kVf).has_value());
+}
+
+TEST_F(HostServiceTest, BindIsIdempotentAndRefusesAnotherDriver) {
+  ASSERT_TRUE(Bind(kVf, "vfio-pci").status.ok());
+  kernel_.ClearWrites();
+  Result<v1::HostDevice> again = Bind(kVf, "vfio_pci");
+  ASSERT_TRUE(again.status.ok()) << Describe(again);
+  EXPECT_TRUE(absl::StartsWith(again.response.outcome(), "nothing to do"))
+      << again.response.outcome();
+  ExpectRefused(Bind(kVf, "mlx5_vfio_pci"),
+                grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY",
+                {kVf, "migd bound it to vfio-pci", "unbind it first"});
+  ExpectRefused(Bind(kVf), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY", {"unbind it first"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_EQ(DriverOf(kVf), "vfio-pci");
+}
+
+TEST_F(HostServiceTest, UnbindAfterARestartReturnsTheDeviceToItsDriver) {
+  ASSERT_TRUE(Bind(kVf, "vfio-pci").status.ok());
+  Stop();  // the agent goes away; the record stays on disk
+  Start();
+  Result<v1::HostDevice> status = Get(kVf);
+  ASSERT_TRUE(status.status.ok());
+  EXPECT_TRUE(status.response.bound_by_migd());
+  EXPECT_EQ(status.response.migd_binding().original_driver(), "mlx5_core");
+
+  Result<v1::HostDevice> r = Unbind(kVf);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.driver(), "mlx5_core");
+  EXPECT_EQ(r.response.driver_override(), "");
+  EXPECT_FALSE(r.response.bound_by_migd());
+  EXPECT_TRUE(absl::StrContains(r.response.outcome(), "returned to mlx5_core"))
+      << r.response.outcome();
+  Stop();
+  Start();
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kVf).has_value());
+}
+
+// A crash between the record and the end of the bind (here: after the
+// driver_override and the unbind) leaves the record; after the restart an
+// unbind brings the device back to its original driver.
+TEST_F(HostServiceTest, UnbindAfterACrashMidBindReturnsTheDevice) {
+  const host::Sysfs sysfs = kernel_.sysfs();
+  const std::string dir = absl::StrCat("/sys/bus/pci/devices/", kVf);
+  ASSERT_TRUE(store_
+                  ->Put({host::Bus::kPci, kVf, "vfio-pci",
+                         host::Binding{"mlx5_core", std::nullopt}, true})
+                  .ok());
+  ASSERT_TRUE(sysfs.Write(dir + "/driver_override", "vfio-pci").ok());
+  ASSERT_TRUE(sysfs.Write(dir + "/driver/unbind", kVf).ok());
+  Stop();
+  Start();
+  Result<v1::HostDevice> status = Get(kVf);
+  ASSERT_TRUE(status.status.ok());
+  EXPECT_EQ(status.response.driver(), "");
+  ASSERT_EQ(status.response.notices_size(), 1) << status.response.DebugString();
+  EXPECT_TRUE(absl::StrContains(status.response.notices(0), "cut short"));
+
+  Result<v1::HostDevice> r = Unbind(kVf);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.driver(), "mlx5_core");
+  EXPECT_EQ(r.response.driver_override(), "");
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kVf).has_value());
+}
+
+TEST_F(HostServiceTest, UnbindOfADeviceMigdDidNotBindNeedsToNoDriver) {
+  ExpectRefused(Unbind(kVf), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_HOST_PRECONDITION",
+                {kVf, "migd did not bind it", "--to_no_driver"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  Result<v1::HostDevice> r = Unbind(kVf, /*to_no_driver=*/true);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.driver(), "");
+  EXPECT_TRUE(absl::StrContains(r.response.outcome(), "no driver"))
+      << r.response.outcome();
+}
+
+TEST_F(HostServiceTest, TwoBindsOfOneDeviceDoNotInterleave) {
+  std::vector<Result<v1::HostDevice>> results(2);
+  std::thread a([&] { results[0] = Bind(kVf, "vfio-pci"); });
+  std::thread b([&] { results[1] = Bind(kVf, "vfio-pci"); });
+  a.join();
+  b.join();
+  for (const auto& r : results) EXPECT_TRUE(r.status.ok()) << Describe(r);
+  // One moved it, the other found it there.
+  const std::string dir = absl::StrCat("/sys/bus/pci/devices/", kVf);
+  EXPECT_EQ(kernel_.writes(),
+            (Writes{absl::StrCat(dir, "/driver_override := vfio-pci"),
+                    absl::StrCat(dir, "/driver/unbind := ", kVf),
+                    absl::StrCat("/sys/bus/pci/drivers_probe := ", kVf)}));
+  EXPECT_EQ(DriverOf(kVf), "vfio-pci");
+}
+
+TEST_F(HostServiceTest, SetVfCountCreatesVfsAndReportsBothEnds) {
+  Result<v1::HostDevice> r = SetVfs(kPf, 2);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  ASSERT_TRUE(r.response.has_sriov_pf()) << r.response.DebugString();
+  EXPECT_EQ(r.response.sriov_pf().total_vfs(), 2u);
+  EXPECT_EQ(r.response.sriov_pf().num_vfs(), 2u);
+  ASSERT_EQ(r.response.sriov_pf().vfs_size(), 2);
+  EXPECT_EQ(r.response.sriov_pf().vfs(1).address(), "0000:07:00.3");
+  EXPECT_EQ(r.response.outcome(), "VFs: 0 -> 2");
+  Result<v1::HostDevice> vf = Get("0000:07:00.3");
+  ASSERT_TRUE(vf.status.ok()) << Describe(vf);
+  EXPECT_EQ(vf.response.sriov_vf().pf_address(), kPf);
+  EXPECT_EQ(vf.response.sriov_vf().index(), 1u);
+}
+
+TEST_F(HostServiceTest, SetVfCountRefusals) {
+  ExpectRefused(SetVfs(kVf, 1), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_HOST_PRECONDITION", {kVf, "no SR-IOV"});
+  ExpectRefused(SetVfs(kPf, 3), grpc::StatusCode::INVALID_ARGUMENT,
+                "ERROR_REASON_INVALID_REQUEST", {kPf, "3 VFs", "0 to 2"});
+  EXPECT_TRUE(kernel_.writes().empty());
+
+  // A VF migd bound would be destroyed: unbind it first.
+  ASSERT_TRUE(SetVfs(kPf, 2).status.ok());
+  ASSERT_TRUE(Bind("0000:07:00.2", "vfio-pci").status.ok());
+  kernel_.ClearWrites();
+  ExpectRefused(SetVfs(kPf, 1), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY",
+                {"0000:07:00.2", "unbind it first"});
+  EXPECT_TRUE(kernel_.writes().empty());
+}
+
+TEST_F(HostServiceTest, MdevTypesCreateAndRemove) {
+  v1::ListMdevTypesRequest list;
+  list.set_parent("mbochs");
+  auto types = Call(&v1::HostService::Stub::ListMdevTypes, list);
+  ASSERT_TRUE(types.status.ok()) << Describe(types);
+  ASSERT_EQ(types.response.types_size(), 2);
+  EXPECT_EQ(types.response.types(1).id(), "mbochs-small");
+  EXPECT_EQ(types.response.types(1).available_instances(), 2u);
+
+  v1::CreateMdevRequest create;
+  create.set_parent("mbochs");
+  create.set_type("mbochs-small");
+  create.set_uuid("0B2A4D1E-1111-4222-8333-444455556666");
+  auto made = Call(&v1::HostService::Stub::CreateMdev, create);
+  ASSERT_TRUE(made.status.ok()) << Describe(made);
+  EXPECT_EQ(made.response.uuid(), "0b2a4d1e-1111-4222-8333-444455556666");
+  types = Call(&v1::HostService::Stub::ListMdevTypes, list);
+  ASSERT_EQ(types.response.instances_size(), 1);
+  EXPECT_EQ(types.response.instances(0).type(), "mbochs-small");
+
+  ExpectRefused(Call(&v1::HostService::Stub::CreateMdev, create),
+                grpc::StatusCode::ALREADY_EXISTS, "ERROR_REASON_DEVICE_BUSY",
+                {"UUID"});
+
+  v1::RemoveMdevRequest remove;
+  remove.set_uuid(made.response.uuid());
+  auto removed = Call(&v1::HostService::Stub::RemoveMdev, remove);
+  ASSERT_TRUE(removed.status.ok()) << Describe(removed);
+  EXPECT_EQ(removed.response.parent(), "mbochs");
+  EXPECT_EQ(removed.response.type(), "mbochs-small");
+  ExpectRefused(Call(&v1::HostService::Stub::RemoveMdev, remove),
+                grpc::StatusCode::NOT_FOUND, "ERROR_REASON_DEVICE_NOT_FOUND",
+                {made.response.uuid()});
+}
+
+TEST_F(HostServiceTest, AnUnknownMdevTypeNamesTheTypesThereAre) {
+  v1::CreateMdevRequest create;
+  create.set_parent("mbochs");
+  create.set_type("mbochs-huge");
+  ExpectRefused(Call(&v1::HostService::Stub::CreateMdev, create),
+                grpc::StatusCode::NOT_FOUND, "ERROR_REASON_HOST_PRECONDITION",
+                {"mbochs-huge", "mbochs-medium, mbochs-small"});
+  create.set_parent("nosuch");
+  ExpectRefused(Call(&v1::HostService::Stub::CreateMdev, create),
+                grpc::StatusCode::NOT_FOUND, "ERROR_REASON_DEVICE_NOT_FOUND",
+                {"nosuch"});
+  EXPECT_TRUE(kernel_.writes().empty());
+}
+
+TEST_F(HostServiceTest, WithoutABindingStoreBindIsRefused) {
+  Stop();
+  HostServiceOptions o;
+  o.sysfs_root = kernel_.root();
+  o.writer = &kernel_;
+  o.modules = &kernel_;
+  o.usage = &usage_;
+  o.kernel_release = "test";
+  HostServiceImpl service(std::move(o));
+  absl::StatusOr<v1::HostDevice> r = service.Bind(kVf, "vfio-pci");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "state directory"))
+      << r.status();
+  EXPECT_TRUE(kernel_.writes().empty());
+  Start();  // for TearDown
+}
+
+}  // namespace
+}  // namespace migd::server
