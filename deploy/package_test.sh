@@ -9,13 +9,14 @@
 # the packaged flag file. A local change to the conffile survives a
 # reinstall, and a purge removes it.
 #
-# Usage: package_test.sh PACKAGE_SCRIPT MIGD MIGCTL PLUGIN.so...
+# Usage: package_test.sh PACKAGE_SCRIPT MIGD MIGCTL MIGD_DEVLINK PLUGIN.so...
 set -euo pipefail
 
 package="$1"
 migd="$2"
 migctl="$3"
-shift 3
+devlink="$4"
+shift 4
 plugins=("$@")
 
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
@@ -33,6 +34,7 @@ bin="$tmp/bin"
 mkdir -p "$bin/plugins"
 cp "$migd" "$bin/migd"
 cp "$migctl" "$bin/migctl"
+cp "$devlink" "$bin/migd-devlink"
 for so in "${plugins[@]}"; do
   cp "$so" "$bin/plugins/"
 done
@@ -55,6 +57,7 @@ want=(
   ./lib/systemd/system/migd.service
   ./usr/bin/migctl
   ./usr/bin/migd
+  ./usr/bin/migd-devlink
   ./usr/lib/modules-load.d/migd.conf
   ./usr/share/doc/migd/README.md
   ./usr/share/doc/migd/copyright
@@ -126,7 +129,7 @@ done
 # package of each: dpkg knows a file by one of its names, with or without
 # /usr (merged /usr), the link's or the file's.
 declare -A needed=()
-for elf in "$migd" "$migctl" "${plugins[@]}"; do
+for elf in "$migd" "$migctl" "$devlink" "${plugins[@]}"; do
   declare -A found=()
   while read -r soname path; do
     found["$soname"]="$path"
@@ -192,6 +195,11 @@ done
 "$root/usr/bin/migctl" --help >"$tmp/migctl-help" 2>&1 ||
   fail "migctl --help exited $?"
 grep -q '^usage: migctl' "$tmp/migctl-help" || fail "migctl --help: no usage"
+# migd-devlink without arguments: its usage, exit 2 (it runs: libmnl found).
+rc=0
+"$root/usr/bin/migd-devlink" >"$tmp/devlink-usage" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q 'set-migratable' "$tmp/devlink-usage" ||
+  fail "migd-devlink without arguments exited $rc: $(cat "$tmp/devlink-usage")"
 
 # The installed agent with the installed flag file (its paths moved into the
 # test's directory, plaintext to need no certificates), its plugins from the

@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
       "  migd --listen=10.0.0.5:7070 --tls_cert=agent.pem --tls_key=agent.key "
       "--tls_ca=ca.pem --tls_policy=policy.conf --devices_config=devices.conf\n"
       "  migd --insecure --listen=127.0.0.1:7070 --emulated_devices=emu0,emu1\n"
-      "Flags may also come from a file: --flagfile=/etc/migd/migd.flags");
+      "Flags may also come from a file: --flagfile=/etc/migd/migd.conf");
   absl::ParseCommandLine(argc, argv);
   // One reference to the gRPC library for the life of the process, never
   // given back: otherwise the last gRPC object destroyed after Shutdown runs

@@ -66,7 +66,7 @@ struct Binding {
 struct BindRecord {
   Bus bus = Bus::kPci;
   std::string device;    // normalized: "0000:03:00.1", "fff51000.ethernet"
-  std::string driver;    // the driver Bind put it on: "mlx5_vfio_pci"
+  std::string driver;    // the driver Bind put it on: "acme_vfio_pci"
   Binding original;      // where it was before
   bool changed = false;  // false: it was on `driver` already; nothing done
 };

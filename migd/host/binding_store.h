@@ -5,7 +5,7 @@
 // small text file, <state_dir>/host-bindings, one line per device:
 //
 //   # migd host bindings v1
-//   pci 0000:03:00.1 driver=vfio-pci original_driver=mlx5_core
+//   pci 0000:03:00.1 driver=vfio-pci original_driver=acme_core
 //   original_override=
 //
 // (an empty value: none). Every change rewrites the whole file: a temporary

@@ -8,7 +8,7 @@
 // every driver whose module uses vfio_pci_core or vfio_platform_base (it is
 // listed in /sys/module/vfio_pci_core/holders/ or
 // /sys/module/vfio_platform_base/holders/): the variant drivers
-// (mlx5_vfio_pci, hisi_acc_vfio_pci, ...) are built on the core.
+// (every <vendor>_vfio_pci) are built on the core.
 //
 // A group is viable when each of its devices is on no driver, on a VFIO
 // driver, or on pci-stub or pcieport: since 5.19 the kernel lets a group go

@@ -6,11 +6,11 @@
 // depmod collects into <root>/lib/modules/<release>/modules.alias (one file
 // for the whole tree, updates/ and extra/ included):
 //
-//   alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci
+//   alias vfio_pci:v00001AC3d00000101sv*sd*bc*sc*i* acme_vfio_pci
 //   alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci
 //
 // A device's own sysfs `modalias` reads
-// "pci:v000015B3d0000101Esv000015B3sd00000080bc02sc00i00"; with "pci:"
+// "pci:v00001AC3d00000101sv00001AC3sd00000080bc02sc00i00"; with "pci:"
 // replaced by "vfio_pci:" it is matched against each pattern with
 // fnmatch(3). The most specific match wins, the one with the fewest '*'
 // (libvirt 10.0's rule; Debian 12's libvirt 9.0 cannot choose).
@@ -34,8 +34,8 @@ namespace migd::host {
 
 // One "alias vfio_pci:... MODULE" line of modules.alias.
 struct VfioPciAlias {
-  std::string pattern;  // "vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i*"
-  std::string module;   // "mlx5_vfio_pci"
+  std::string pattern;  // "vfio_pci:v00001AC3d00000101sv*sd*bc*sc*i*"
+  std::string module;   // "acme_vfio_pci"
 };
 
 // The "vfio_pci:" aliases in modules.alias text, in file order. Blank lines,
@@ -57,10 +57,10 @@ absl::StatusOr<std::vector<VfioPciAlias>> LoadVfioPciAliases(
 
 // The module a device gets, and why in words.
 struct VfioModuleChoice {
-  std::string module;  // canonical: "mlx5_vfio_pci", "vfio_pci"
-  // "alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* of mlx5_vfio_pci
+  std::string module;  // canonical: "acme_vfio_pci", "vfio_pci"
+  // "alias vfio_pci:v00001AC3d00000101sv*sd*bc*sc*i* of acme_vfio_pci
   // matches (5 wildcards)", "no vfio_pci alias matches: vfio-pci",
-  // "chosen explicitly: mlx5_vfio_pci".
+  // "chosen explicitly: acme_vfio_pci".
   std::string reason;
 };
 

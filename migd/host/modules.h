@@ -3,11 +3,11 @@
 // Kernel modules and the drivers they register. Two names, kept apart:
 //
 //   - a module name is what modprobe, modules.alias and /sys/module use:
-//     underscores only ("vfio_pci", "mlx5_vfio_pci"; names.h,
+//     underscores only ("vfio_pci", "acme_vfio_pci"; names.h,
 //     CanonicalModuleName, turns '-' into '_' as modprobe does);
 //   - a driver name is the directory under /sys/bus/<bus>/drivers/, chosen
 //     by the driver's source: "vfio-pci" for module vfio_pci,
-//     "mlx5_vfio_pci" for mlx5_vfio_pci, "vfio-platform" for vfio_platform.
+//     "acme_vfio_pci" for acme_vfio_pci, "vfio-platform" for vfio_platform.
 //
 // The one is found from the other only once the module is loaded (or built
 // in): the kernel links /sys/module/<module>/drivers/<bus>:<driver> to each

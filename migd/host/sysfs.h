@@ -66,7 +66,7 @@ class Sysfs {
   std::string Path(absl::string_view path) const;
 
   // The attribute's content with leading and trailing whitespace removed
-  // ("0x15b3\n" -> "0x15b3"). kNotFound when it does not exist; the errno
+  // ("0x1ac3\n" -> "0x1ac3"). kNotFound when it does not exist; the errno
   // status naming the path otherwise.
   absl::StatusOr<std::string> Read(absl::string_view path) const;
 

@@ -67,7 +67,7 @@ absl::Status HostPrecondition(absl::StatusCode code, absl::string_view msg) {
   return base::Error(code, v1::ERROR_REASON_HOST_PRECONDITION, msg);
 }
 
-// A hex id as sysfs writes it ("0x15b3"); 0 when it cannot be read.
+// A hex id as sysfs writes it ("0x1ac3"); 0 when it cannot be read.
 uint32_t ReadHex(const host::Sysfs& sysfs, const std::string& path) {
   absl::StatusOr<std::string> text = sysfs.Read(path);
   if (!text.ok()) return 0;

@@ -27,7 +27,7 @@ std::string ReadLine(const std::string& path) {
   return std::string(absl::StripAsciiWhitespace(line));
 }
 
-// A sysfs id file ("0x15b3"); 0 when unreadable.
+// A sysfs id file ("0x1ac3"); 0 when unreadable.
 uint16_t ReadId(const std::string& path) {
   uint32_t v = 0;
   std::string text = ReadLine(path);
