@@ -1,18 +1,27 @@
 #!/bin/sh
 # Runs inside the QEMU guest as /test.sh (busybox sh), from /init.
 #
-# Loads kernel/edu_vfio_pci, binds every edu device to it through
-# driver_override, runs edu_uapi_check (the driver through the uAPI, no migd),
-# loads mlx5_core and the mlx5_vfio_pci the host built (kernel/mlx5) next to
-# it, loads netdevsim and runs the devlink checks against it
-# (devlink_test.sh), and, when the agents are enabled, migrates edu #0 to
-# edu #1 with two migd agents on 127.0.0.1 and migctl, over mutual TLS
-# (agents_test.sh).
+# When the agents are enabled, first runs the host phase (host_test.sh): a
+# migd agent's HostService, through `migctl host`, binds edu #0 to
+# edu_vfio_pci (loading it) and back, gives QEMU's NVMe PF VFs and binds one
+# to vfio-pci, and creates mdev instances of mbochs. It runs before anything
+# here loads edu_vfio_pci or binds an edu device, so that the agent's
+# modprobe loads the module and the edu devices are on no driver, as QEMU
+# left them (nothing else claims 1234:11e8); it leaves them so. Then loads
+# kernel/edu_vfio_pci (already loaded by the host phase: a no-op; its
+# mem_kib comes from /etc/modprobe.d either way), binds every edu device to
+# it through driver_override, runs edu_uapi_check (the driver through the
+# uAPI, no migd), loads mlx5_core and the mlx5_vfio_pci the host built
+# (kernel/mlx5) next to it, loads netdevsim and runs the devlink checks
+# against it (devlink_test.sh), and, when the agents are enabled, migrates
+# edu #0 to edu #1 with two migd agents on 127.0.0.1 and migctl, over
+# mutual TLS (agents_test.sh).
 #
 # Settings come from /etc/vmtest.conf (written by the host harness):
 #   SERIES=6.1|6.12 PRECOPY=yes|no DMA_REPORT=yes|no AGENTS=on|off MEM_KIB=N
 #   TLS_VALID_FROM=SECONDS (when the agents' certificates become valid)
-#   MLX5=yes|no NETDEVSIM=yes|no (whether the host built those modules)
+#   MLX5=yes|no NETDEVSIM=yes|no MBOCHS=yes|no (whether the host built
+#   those modules)
 #
 # Output is for the host harness to parse, one result per line:
 #   PASS <check>: <what was verified>
@@ -57,6 +66,20 @@ if [ $# -lt 2 ]; then
 fi
 EDU0=$1
 EDU1=$2
+
+# ---- the host phase: migd's HostService on a real kernel ----
+
+if [ "$AGENTS" = on ]; then
+  if [ -f /opt/host_test.sh ]; then
+    say "== host (uptime $(cut -d' ' -f1 /proc/uptime))"
+    /bin/sh /opt/host_test.sh "$EDU0"
+    say "== host done (uptime $(cut -d' ' -f1 /proc/uptime))"
+  else
+    say "SKIP host: /opt/host_test.sh is not in the initramfs (vm_test.sh --host-script)"
+  fi
+else
+  say "SKIP host: needs the agents (MIGD_VM_AGENTS=off, or a migd without vfio device lines)"
+fi
 
 if ! load_driver; then
   fail "module_load: modprobe edu_vfio_pci failed"
