@@ -35,7 +35,8 @@ struct CommandSpec {
 
 // The host commands are "host WORD": `migctl host status ADDRESS`.
 constexpr absl::string_view kHostWords =
-    "status, bind, unbind, vfs, mdev-types, mdev-create, mdev-remove";
+    "status, bind, unbind, vfs, mdev-types, mdev-create, mdev-remove, "
+    "allocate, release, allocations";
 
 const std::vector<CommandSpec>& Commands() {
   static const auto* commands = new std::vector<CommandSpec>{
@@ -191,6 +192,33 @@ const std::vector<CommandSpec>& Commands() {
        "remove an mdev instance",
        false,
        {"UUID"}},
+      {"host allocate",
+       {},
+       {"driver"},
+       false,
+       "host allocate OWNER KEY=CLASS [KEY=CLASS...] [--driver=MODULE]",
+       "allocate a free device of each CLASS (pci:VVVV:DDDD[:SVVV:SDDD],\n"
+       "      mdev:TYPE, mdev:TYPE@PARENT) for OWNER (a domain UUID, a job\n"
+       "      id), bound to its VFIO driver (MODULE, else migd's choice) or\n"
+       "      created; all or nothing; again for the same OWNER and KEYs\n"
+       "      gives the same devices",
+       false,
+       {"OWNER"}},
+      {"host release",
+       {},
+       {},
+       false,
+       "host release OWNER",
+       "release everything OWNER holds: PCI devices back to their\n"
+       "      original driver, mdev instances removed",
+       false,
+       {"OWNER"}},
+      {"host allocations",
+       {},
+       {},
+       false,
+       "host allocations [OWNER]",
+       "the devices allocated (to OWNER, or to anyone)"},
   };
   return *commands;
 }
@@ -613,6 +641,43 @@ absl::StatusOr<std::vector<DevicePairArg>> ParseDevicePairs(
   return pairs;
 }
 
+absl::StatusOr<AllocateArg> ParseAllocateArg(absl::string_view text) {
+  const size_t eq = text.find('=');
+  if (eq == absl::string_view::npos || eq == 0 || eq + 1 == text.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", text,
+        "' is not KEY=CLASS (CLASS: pci:VVVV:DDDD[:SVVV:SDDD], mdev:TYPE or "
+        "mdev:TYPE@PARENT)"));
+  }
+  AllocateArg a;
+  a.key = std::string(text.substr(0, eq));
+  absl::string_view cls = text.substr(eq + 1);
+  if (absl::ConsumePrefix(&cls, "pci:") && !cls.empty()) {
+    a.pci_ids = std::string(cls);
+    return a;
+  }
+  if (absl::ConsumePrefix(&cls, "mdev:") && !cls.empty()) {
+    const size_t at = cls.find('@');
+    a.mdev_type = std::string(cls.substr(0, at));
+    if (at != absl::string_view::npos) {
+      a.mdev_parent = std::string(cls.substr(at + 1));
+      if (a.mdev_parent.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", text, "': the PARENT after @ is empty"));
+      }
+    }
+    if (a.mdev_type.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", text, "': the mdev TYPE is empty"));
+    }
+    return a;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", text,
+                   "': CLASS must be pci:VVVV:DDDD[:SVVV:SDDD], mdev:TYPE or "
+                   "mdev:TYPE@PARENT"));
+}
+
 absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
                                   std::string* command_out) {
   Options o;
@@ -824,6 +889,20 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
     }
     o.vf_count = static_cast<uint32_t>(n);
   }
+  if (cmd == "host allocate") {
+    if (positional.empty()) return UsageError(cmd, "missing KEY=CLASS");
+    for (const std::string& p : positional) {
+      absl::StatusOr<AllocateArg> a = ParseAllocateArg(p);
+      if (!a.ok()) return UsageError(cmd, a.status().message());
+      o.allocate.push_back(*std::move(a));
+    }
+    positional.clear();
+  }
+  if (cmd == "host allocations" && !positional.empty()) {
+    if (positional.front().empty()) return UsageError(cmd, "empty OWNER");
+    o.args.push_back(positional.front());
+    positional.erase(positional.begin());
+  }
   for (const auto& f : spec->required) {
     if (!seen_flags.count(f)) {
       return UsageError(cmd, absl::StrCat("missing --", f));
@@ -882,7 +961,7 @@ std::string UsageLine(absl::string_view command) {
   if (spec == nullptr && command == "host") {
     return absl::StrCat(kGlobal, "host ",
                         "status|bind|unbind|vfs|mdev-types|mdev-create|"
-                        "mdev-remove ARGS");
+                        "mdev-remove|allocate|release|allocations ARGS");
   }
   if (spec == nullptr) return absl::StrCat(kGlobal, "COMMAND [ARGS]");
   return absl::StrCat(kGlobal, spec->synopsis);

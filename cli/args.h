@@ -36,6 +36,21 @@ struct DevicePairArg {
   }
 };
 
+// One KEY=CLASS of `host allocate`: CLASS is pci:IDS, mdev:TYPE or
+// mdev:TYPE@PARENT.
+struct AllocateArg {
+  std::string key;
+  std::string pci_ids;
+  std::string mdev_type;
+  std::string mdev_parent;
+
+  bool operator==(const AllocateArg&) const = default;
+};
+
+// "KEY=pci:15b3:101e", "KEY=mdev:mbochs-small@mbochs"; kInvalidArgument
+// saying what is wrong. The ids and names themselves the agent checks.
+absl::StatusOr<AllocateArg> ParseAllocateArg(absl::string_view text);
+
 // migrate's migration policy flags. Unset values leave the agent's default
 // (see migd.v1.MigrationPolicy).
 struct PolicyArgs {
@@ -103,8 +118,9 @@ struct Options {
   // "devices", "prepare", "migrate", "check", "status", "watch",
   // "dirty-pages", "cancel", "resolve", "list", "plugins", "identity", or a
   // host command: "host status", "host bind", "host unbind", "host vfs",
-  // "host mdev-types", "host mdev-create", "host mdev-remove"; empty only
-  // together with `help`.
+  // "host mdev-types", "host mdev-create", "host mdev-remove", "host
+  // allocate", "host release", "host allocations"; empty only together
+  // with `help`.
   std::string command;
 
   // Command flags and arguments (which ones are set depends on `command`).
@@ -130,10 +146,12 @@ struct Options {
 
   // The host commands' positional arguments, in order: ADDRESS (status,
   // bind, unbind), PF COUNT (vfs), PARENT (mdev-types), PARENT TYPE
-  // (mdev-create), UUID (mdev-remove). Checked by the agent, except COUNT.
+  // (mdev-create), UUID (mdev-remove), OWNER (allocate, release; optional
+  // for allocations). Checked by the agent, except COUNT.
   std::vector<std::string> args;
-  uint32_t vf_count = 0;      // host vfs COUNT
-  std::string driver;         // host bind --driver (a module name)
+  std::vector<AllocateArg> allocate;  // host allocate KEY=CLASS...
+  uint32_t vf_count = 0;              // host vfs COUNT
+  std::string driver;         // host bind, allocate --driver (a module name)
   bool to_no_driver = false;  // host unbind --to_no_driver
   std::string uuid;           // host mdev-create --uuid
 };

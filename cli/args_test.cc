@@ -603,10 +603,12 @@ TEST(ParseArgs, HostCommandsTakeTheirArgumentsAndFlags) {
 TEST(ParseArgs, HostUsageErrors) {
   EXPECT_EQ(ErrorOf({"host"}),
             "host: missing the host command (status, bind, unbind, vfs, "
-            "mdev-types, mdev-create, mdev-remove)");
+            "mdev-types, mdev-create, mdev-remove, allocate, release, "
+            "allocations)");
   EXPECT_EQ(ErrorOf({"host", "rebind", "x"}),
             "host: unknown host command 'rebind' (status, bind, unbind, vfs, "
-            "mdev-types, mdev-create, mdev-remove)");
+            "mdev-types, mdev-create, mdev-remove, allocate, release, "
+            "allocations)");
   EXPECT_EQ(ErrorOf({"host", "bind"}), "host bind: missing ADDRESS");
   EXPECT_EQ(ErrorOf({"host", "vfs", "0000:07:00.0", "4294967296"}),
             "host vfs: COUNT '4294967296' is not a whole number of VFs");
@@ -687,7 +689,49 @@ TEST(UsageLine, HostCommands) {
   EXPECT_EQ(UsageLine("host"),
             "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
             "[--timeout=DURATION] [TLS FLAGS] host "
-            "status|bind|unbind|vfs|mdev-types|mdev-create|mdev-remove ARGS");
+            "status|bind|unbind|vfs|mdev-types|mdev-create|mdev-remove|"
+            "allocate|release|allocations ARGS");
+}
+
+TEST(ParseArgs, HostAllocateTakesAnOwnerAndKeyClassPairs) {
+  auto o = ParseArgs({"host", "allocate", "dom-1", "0000:3b:02.0=pci:15b3:101e",
+                      "k2=mdev:mbochs-small", "k3=mdev:mbochs-small@mbochs",
+                      "--driver=vfio_pci"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "host allocate");
+  EXPECT_EQ(o->args, std::vector<std::string>{"dom-1"});
+  EXPECT_EQ(o->driver, "vfio_pci");
+  ASSERT_EQ(o->allocate.size(), 3u);
+  EXPECT_EQ(o->allocate[0], (AllocateArg{"0000:3b:02.0", "15b3:101e", "", ""}));
+  EXPECT_EQ(o->allocate[1], (AllocateArg{"k2", "", "mbochs-small", ""}));
+  EXPECT_EQ(o->allocate[2], (AllocateArg{"k3", "", "mbochs-small", "mbochs"}));
+
+  o = ParseArgs({"host", "release", "dom-1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->args, std::vector<std::string>{"dom-1"});
+  o = ParseArgs({"host", "allocations"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->args.empty());
+  o = ParseArgs({"host", "allocations", "dom-1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->args, std::vector<std::string>{"dom-1"});
+}
+
+TEST(ParseArgs, HostAllocateUsageErrors) {
+  EXPECT_EQ(ErrorOf({"host", "allocate"}), "host allocate: missing OWNER");
+  EXPECT_EQ(ErrorOf({"host", "allocate", "dom-1"}),
+            "host allocate: missing KEY=CLASS");
+  EXPECT_EQ(ErrorOf({"host", "allocate", "dom-1", "k"}),
+            "host allocate: 'k' is not KEY=CLASS (CLASS: "
+            "pci:VVVV:DDDD[:SVVV:SDDD], mdev:TYPE or mdev:TYPE@PARENT)");
+  EXPECT_EQ(ErrorOf({"host", "allocate", "dom-1", "k=usb:1"}),
+            "host allocate: 'k=usb:1': CLASS must be "
+            "pci:VVVV:DDDD[:SVVV:SDDD], mdev:TYPE or mdev:TYPE@PARENT");
+  EXPECT_EQ(ErrorOf({"host", "allocate", "dom-1", "k=mdev:t@"}),
+            "host allocate: 'k=mdev:t@': the PARENT after @ is empty");
+  EXPECT_EQ(ErrorOf({"host", "release"}), "host release: missing OWNER");
+  EXPECT_EQ(ErrorOf({"host", "allocations", "a", "b"}),
+            "host allocations: unexpected argument 'b'");
 }
 
 TEST(HelpText, DocumentsTheExitStatusOfABlockedCheck) {
@@ -730,11 +774,17 @@ TEST(HelpText, DescribesTheTlsFlagsAndTheirEnvironmentVariables) {
 TEST(HelpText, SaysTheConnectionIsMutualTlsAndListsEveryCommand) {
   std::string help = HelpText();
   EXPECT_NE(help.find("mutual TLS"), std::string::npos);
-  for (const char* c :
-       {"devices", "prepare", "migrate", "check", "status", "watch",
-        "dirty-pages", "cancel", "resolve", "list", "plugins", "identity",
-        "host status", "host bind", "host unbind", "host vfs",
-        "host mdev-types", "host mdev-create", "host mdev-remove"}) {
+  for (const char* c : {"devices",          "prepare",
+                        "migrate",          "check",
+                        "status",           "watch",
+                        "dirty-pages",      "cancel",
+                        "resolve",          "list",
+                        "plugins",          "identity",
+                        "host status",      "host bind",
+                        "host unbind",      "host vfs",
+                        "host mdev-types",  "host mdev-create",
+                        "host mdev-remove", "host allocate",
+                        "host release",     "host allocations"}) {
     EXPECT_NE(help.find(absl::StrCat("\n  ", c)), std::string::npos) << c;
   }
 }

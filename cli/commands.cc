@@ -864,6 +864,49 @@ int HostMdevRemove(const Options& o, const Env& env, Connector& c) {
       });
 }
 
+int HostAllocate(const Options& o, const Env& env, Connector& c) {
+  migd::v1::AllocateDevicesRequest req;
+  req.set_owner(o.args[0]);
+  for (const AllocateArg& a : o.allocate) {
+    migd::v1::DeviceRequest* d = req.add_devices();
+    d->set_key(a.key);
+    d->mutable_device_class()->set_pci_ids(a.pci_ids);
+    d->mutable_device_class()->set_mdev_type(a.mdev_type);
+    d->mutable_device_class()->set_mdev_parent(a.mdev_parent);
+    if (!a.pci_ids.empty()) d->set_driver(o.driver);
+  }
+  return HostCall<migd::v1::AllocateDevicesRequest,
+                  migd::v1::AllocateDevicesResponse>(
+      o, env, c, &migd::v1::HostService::Stub::AllocateDevices, req,
+      [](const migd::v1::AllocateDevicesResponse& r) {
+        return FormatAllocations(r.devices(), "nothing allocated");
+      });
+}
+
+int HostRelease(const Options& o, const Env& env, Connector& c) {
+  migd::v1::ReleaseDevicesRequest req;
+  req.set_owner(o.args[0]);
+  return HostCall<migd::v1::ReleaseDevicesRequest,
+                  migd::v1::ReleaseDevicesResponse>(
+      o, env, c, &migd::v1::HostService::Stub::ReleaseDevices, req,
+      [&](const migd::v1::ReleaseDevicesResponse& r) {
+        return absl::StrCat(
+            "Released ", r.released_size(), " device(s) of ", o.args[0], "\n",
+            r.released_size() == 0 ? "" : FormatAllocations(r.released(), ""));
+      });
+}
+
+int HostAllocations(const Options& o, const Env& env, Connector& c) {
+  migd::v1::ListAllocationsRequest req;
+  if (!o.args.empty()) req.set_owner(o.args[0]);
+  return HostCall<migd::v1::ListAllocationsRequest,
+                  migd::v1::ListAllocationsResponse>(
+      o, env, c, &migd::v1::HostService::Stub::ListAllocations, req,
+      [](const migd::v1::ListAllocationsResponse& r) {
+        return FormatAllocations(r.devices(), "no allocations");
+      });
+}
+
 }  // namespace
 
 std::string StatusCodeName(grpc::StatusCode code) {
@@ -939,6 +982,9 @@ int RunCommand(const Options& o, const Env& env) {
       {"host mdev-types", &HostMdevTypes},
       {"host mdev-create", &HostMdevCreate},
       {"host mdev-remove", &HostMdevRemove},
+      {"host allocate", &HostAllocate},
+      {"host release", &HostRelease},
+      {"host allocations", &HostAllocations},
   };
   if (auto it = commands->find(o.command); it != commands->end()) {
     absl::StatusOr<EndpointResolver> resolver =

@@ -1306,6 +1306,83 @@ TEST_F(CommandsTest, HostUsageErrorsExitTwoAndSendNothing) {
   EXPECT_TRUE(src_host_.creates.empty());
 }
 
+TEST_F(CommandsTest, HostAllocateSendsTheClassesAndPrintsWhatWasPicked) {
+  EXPECT_EQ(Run({"host", "allocate", "dom-1", "0000:3b:02.0=pci:15b3:101e",
+                 "k2=mdev:mbochs-small@mbochs", "--driver=mlx5_vfio_pci"}),
+            kExitOk)
+      << Errors();
+  ASSERT_EQ(src_host_.allocates.size(), 1u);
+  const migd::v1::AllocateDevicesRequest& req = src_host_.allocates[0];
+  EXPECT_EQ(req.owner(), "dom-1");
+  ASSERT_EQ(req.devices_size(), 2);
+  EXPECT_EQ(req.devices(0).key(), "0000:3b:02.0");
+  EXPECT_EQ(req.devices(0).device_class().pci_ids(), "15b3:101e");
+  EXPECT_EQ(req.devices(0).driver(), "mlx5_vfio_pci");
+  EXPECT_EQ(req.devices(1).device_class().mdev_type(), "mbochs-small");
+  EXPECT_EQ(req.devices(1).device_class().mdev_parent(), "mbochs");
+  EXPECT_EQ(req.devices(1).driver(), "");
+  EXPECT_EQ(out_.str(),
+            "OWNER  KEY           DEVICE                                "
+            "DRIVER\n"
+            "dom-1  0000:3b:02.0  0000:5e:01.1                          "
+            "mlx5_vfio_pci\n"
+            "dom-1  k2            20000000-0000-4000-8000-000000000000  "
+            "mdev mbochs-small on mbochs\n");
+}
+
+TEST_F(CommandsTest, HostAllocateJsonIsTheResponse) {
+  EXPECT_EQ(
+      Run({"--output=json", "host", "allocate", "dom-1", "k=pci:15b3:101e"}),
+      kExitOk)
+      << Errors();
+  EXPECT_THAT(out_.str(), HasSubstr("\"address\": \"0000:5e:01.1\""));
+  EXPECT_THAT(out_.str(), HasSubstr("\"owner\": \"dom-1\""));
+}
+
+TEST_F(CommandsTest, HostAllocateRefusalExitsOneWithTheReason) {
+  src_host_.errors["AllocateDevices"] = {
+      grpc::StatusCode::FAILED_PRECONDITION,
+      "allocate for dom-2: device request 0 (key k, class 15b3:101e) failed: "
+      "no free device of class 15b3:101e: 1 candidate, all held "
+      "(0000:5e:01.1 by dom-1 (key k))",
+      "ERROR_REASON_DEVICE_BUSY"};
+  EXPECT_EQ(Run({"host", "allocate", "dom-2", "k=pci:15b3:101e"}),
+            kExitFailure);
+  EXPECT_THAT(Errors(), HasSubstr("0000:5e:01.1 by dom-1 (key k)"));
+  EXPECT_THAT(Errors(), HasSubstr("(reason: ERROR_REASON_DEVICE_BUSY)"));
+  EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CommandsTest, HostReleaseAndAllocations) {
+  migd::v1::AllocatedDevice a;
+  a.set_owner("dom-1");
+  a.set_key("k");
+  a.set_address("0000:5e:01.3");
+  a.set_driver("vfio-pci");
+  src_host_.allocations = {a};
+  EXPECT_EQ(Run({"host", "allocations"}), kExitOk) << Errors();
+  EXPECT_EQ(out_.str(),
+            "OWNER  KEY  DEVICE        DRIVER\n"
+            "dom-1  k    0000:5e:01.3  vfio-pci\n");
+  ASSERT_EQ(src_host_.allocation_lists.size(), 1u);
+  EXPECT_EQ(src_host_.allocation_lists[0].owner(), "");
+  out_.str("");
+  EXPECT_EQ(Run({"host", "allocations", "dom-2"}), kExitOk) << Errors();
+  EXPECT_EQ(out_.str(), "no allocations\n");
+  EXPECT_EQ(src_host_.allocation_lists[1].owner(), "dom-2");
+  out_.str("");
+  EXPECT_EQ(Run({"host", "release", "dom-1"}), kExitOk) << Errors();
+  EXPECT_EQ(out_.str(),
+            "Released 1 device(s) of dom-1\n"
+            "OWNER  KEY  DEVICE        DRIVER\n"
+            "dom-1  k    0000:5e:01.3  vfio-pci\n");
+  ASSERT_EQ(src_host_.releases.size(), 1u);
+  EXPECT_EQ(src_host_.releases[0].owner(), "dom-1");
+  out_.str("");
+  EXPECT_EQ(Run({"--output=json", "host", "release", "dom-9"}), kExitOk);
+  EXPECT_EQ(out_.str(), "{\n \"released\": []\n}\n");
+}
+
 TEST(StatusCodeName, KnownAndUnknownCodes) {
   EXPECT_EQ(StatusCodeName(grpc::StatusCode::UNAVAILABLE), "UNAVAILABLE");
   EXPECT_EQ(StatusCodeName(static_cast<grpc::StatusCode>(42)), "CODE_42");

@@ -213,6 +213,11 @@ class FakeHostAgent final : public migd::v1::HostService::Service {
   std::vector<migd::v1::ListMdevTypesRequest> type_lists;
   std::vector<migd::v1::CreateMdevRequest> creates;
   std::vector<migd::v1::RemoveMdevRequest> removes;
+  std::vector<migd::v1::AllocateDevicesRequest> allocates;
+  std::vector<migd::v1::ReleaseDevicesRequest> releases;
+  std::vector<migd::v1::ListAllocationsRequest> allocation_lists;
+  // What ListAllocations and ReleaseDevices answer.
+  std::vector<migd::v1::AllocatedDevice> allocations;
 
   grpc::Status GetHostDevice(grpc::ServerContext* ctx,
                              const migd::v1::GetHostDeviceRequest* req,
@@ -272,6 +277,58 @@ class FakeHostAgent final : public migd::v1::HostService::Service {
     resp->set_uuid(req->uuid());
     resp->set_parent("mbochs");
     resp->set_type("mbochs-small");
+    return grpc::Status::OK;
+  }
+
+  // Answers each request in order: a PCI class with 0000:5e:01.<i> on
+  // vfio-pci, an mdev class with UUID <i>0000000-0000-4000-8000-000000000000.
+  grpc::Status AllocateDevices(
+      grpc::ServerContext* ctx, const migd::v1::AllocateDevicesRequest* req,
+      migd::v1::AllocateDevicesResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    allocates.push_back(*req);
+    if (auto e = Fail(ctx, "AllocateDevices"); !e.ok()) return e;
+    for (int i = 0; i < req->devices_size(); ++i) {
+      const migd::v1::DeviceRequest& d = req->devices(i);
+      migd::v1::AllocatedDevice* a = resp->add_devices();
+      a->set_key(d.key());
+      a->set_owner(req->owner());
+      if (!d.device_class().pci_ids().empty()) {
+        a->set_address(absl::StrCat("0000:5e:01.", i + 1));
+        a->set_driver(d.driver().empty() ? "vfio-pci" : d.driver());
+      } else {
+        a->set_mdev_uuid(
+            absl::StrCat(i + 1, "0000000-0000-4000-8000-000000000000"));
+        a->set_mdev_parent(d.device_class().mdev_parent().empty()
+                               ? "mbochs"
+                               : d.device_class().mdev_parent());
+        a->set_mdev_type(d.device_class().mdev_type());
+      }
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status ReleaseDevices(grpc::ServerContext* ctx,
+                              const migd::v1::ReleaseDevicesRequest* req,
+                              migd::v1::ReleaseDevicesResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    releases.push_back(*req);
+    if (auto e = Fail(ctx, "ReleaseDevices"); !e.ok()) return e;
+    for (const migd::v1::AllocatedDevice& a : allocations) {
+      if (a.owner() == req->owner()) *resp->add_released() = a;
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status ListAllocations(
+      grpc::ServerContext* ctx, const migd::v1::ListAllocationsRequest* req,
+      migd::v1::ListAllocationsResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    allocation_lists.push_back(*req);
+    if (auto e = Fail(ctx, "ListAllocations"); !e.ok()) return e;
+    for (const migd::v1::AllocatedDevice& a : allocations) {
+      if (req->owner().empty() || a.owner() == req->owner()) {
+        *resp->add_devices() = a;
+      }
+    }
     return grpc::Status::OK;
   }
 

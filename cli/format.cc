@@ -789,6 +789,24 @@ std::string FormatMdevTypes(const migd::v1::ListMdevTypesResponse& r) {
   return out;
 }
 
+std::string FormatAllocations(
+    const google::protobuf::RepeatedPtrField<migd::v1::AllocatedDevice>& d,
+    absl::string_view none) {
+  if (d.empty()) return absl::StrCat(none, "\n");
+  std::vector<std::vector<std::string>> rows = {
+      {"OWNER", "KEY", "DEVICE", "DRIVER"}};
+  for (const migd::v1::AllocatedDevice& a : d) {
+    if (a.mdev_uuid().empty()) {
+      rows.push_back({a.owner(), a.key(), a.address(), OrDash(a.driver())});
+    } else {
+      rows.push_back(
+          {a.owner(), a.key(), a.mdev_uuid(),
+           absl::StrCat("mdev ", a.mdev_type(), " on ", a.mdev_parent())});
+    }
+  }
+  return FormatTable(rows);
+}
+
 std::string FormatUtcTime(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
 }

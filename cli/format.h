@@ -171,6 +171,14 @@ std::string FormatHostDevice(const migd::v1::HostDevice& d);
 // then "instances:" with a UUID TYPE table, or "instances: none".
 std::string FormatMdevTypes(const migd::v1::ListMdevTypesResponse& r);
 
+// `migctl host allocate`, `release`, `allocations`: an OWNER KEY DEVICE
+// DRIVER table, one row per device (DEVICE: the PCI address or the mdev
+// UUID; DRIVER: the PCI driver, or "mdev TYPE on PARENT"); `none` (e.g.
+// "no allocations") alone on its line when there are none.
+std::string FormatAllocations(
+    const google::protobuf::RepeatedPtrField<migd::v1::AllocatedDevice>& d,
+    absl::string_view none);
+
 // What `migctl identity` learned about one agent and this client.
 struct IdentityReport {
   std::string name;               // as the command line named the agent

@@ -158,5 +158,42 @@ TEST_F(HostTest, ACorruptRecordOfBindingsStopsTheAgentFromStarting) {
       << said;
 }
 
+TEST_F(HostTest, ACorruptRecordOfAllocationsStopsTheAgentFromStarting) {
+  ASSERT_TRUE(StopCleanly(*agent_).ok());
+  const std::string file = agent_->state_dir() + "/host-allocations";
+  std::ofstream(file)
+      << "# migd host allocations v1\n"
+      << "pci owner=dom-1 key=k address=0000:03:00.1 driver=vfio-pci "
+         "bound=sometimes\n";
+  AgentOptions again = NextAgentOptions("restarted");
+  again.args = {absl::StrCat("--sysfs_root=", kernel_.root()),
+                "--emulated_devices=emu0"};
+  again.state_dir = agent_->state_dir();
+  absl::StatusOr<std::unique_ptr<AgentProcess>> restarted =
+      AgentProcess::Start(again);
+  ASSERT_FALSE(restarted.ok()) << "the agent started on corrupt allocations";
+  const std::string said(restarted.status().message());
+  EXPECT_TRUE(absl::StrContains(said, file + ":2") &&
+              absl::StrContains(said, "is corrupt"))
+      << said;
+}
+
+// ListAllocations is the observer's too; AllocateDevices and ReleaseDevices
+// the operator's alone.
+TEST_F(HostTest, OnlyTheOperatorAllocatesAndReleases) {
+  CommandResult r = Migctl("observer", "host allocations");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "no allocations\n");
+  r = Migctl("observer", "host allocate dom-1 k=pci:15b3:101e");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "PERMISSION_DENIED")) << r.output;
+  r = Migctl("observer", "host release dom-1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "PERMISSION_DENIED")) << r.output;
+  r = Migctl("operator", "host release dom-1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "Released 0 device(s) of dom-1\n");
+}
+
 }  // namespace
 }  // namespace migd::e2e

@@ -2,12 +2,6 @@
 
 #include "migd/host/binding_store.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -15,7 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "migd/host/names.h"
-#include "migd/host/scoped_fd.h"
+#include "migd/host/state_file.h"
 
 namespace migd::host {
 namespace {
@@ -23,15 +17,6 @@ namespace {
 constexpr absl::string_view kHeader = "# migd host bindings v1";
 constexpr absl::string_view kKeys[] = {"driver", "original_driver",
                                        "original_override"};
-
-std::string JoinPath(const std::string& dir, absl::string_view name) {
-  if (!dir.empty() && dir.back() == '/') return absl::StrCat(dir, name);
-  return absl::StrCat(dir, "/", name);
-}
-
-absl::Status ErrnoError(int err, absl::string_view what) {
-  return absl::ErrnoToStatus(err, what);
-}
 
 // A name that may stand in a line: one sysfs entry (no space, '=' or
 // newline can be in one).
@@ -72,17 +57,6 @@ absl::Status CheckRecord(const BindRecord& r) {
     }
   }
   return absl::OkStatus();
-}
-
-// write(2) all of `data`, retrying short writes and EINTR.
-bool WriteAll(int fd, absl::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
 }
 
 }  // namespace
@@ -136,44 +110,13 @@ absl::StatusOr<BindRecord> ParseBindingLine(absl::string_view line) {
 
 absl::StatusOr<std::unique_ptr<BindingStore>> BindingStore::Open(
     const std::string& dir) {
-  std::string path = JoinPath(dir, kFileName);
+  std::string path = StatePath(dir, kFileName);
   std::unique_ptr<BindingStore> store(new BindingStore(dir, path));
-  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fd.valid()) {
-    const int err = errno;
-    if (err == ENOENT) {
-      struct stat st;
-      if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "host bindings: ", dir, " is not a directory (the state dir)"));
-      }
-      return store;
-    }
-    if (err == ELOOP) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "host bindings ", path, " is a symlink, not a regular file"));
-    }
-    return ErrnoError(err, absl::StrCat("host bindings: open ", path));
-  }
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) {
-    return ErrnoError(errno, absl::StrCat("host bindings: stat ", path));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("host bindings ", path, " is not a regular file"));
-  }
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      return ErrnoError(errno, absl::StrCat("host bindings: read ", path));
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
+  absl::StatusOr<std::optional<std::string>> read =
+      ReadStateFile("host bindings", dir, path);
+  if (!read.ok()) return read.status();
+  if (!read->has_value()) return store;
+  const std::string& text = **read;
   const auto corrupt = [&](int line_no, absl::string_view what) {
     return absl::DataLossError(absl::StrCat(
         "host bindings ", path, ":", line_no, " is corrupt (", what,
@@ -254,32 +197,7 @@ absl::Status BindingStore::WriteFile(
   for (const auto& [key, r] : records) {
     absl::StrAppend(&text, FormatBindingLine(r), "\n");
   }
-  const std::string tmp = path_ + ".tmp";
-  const auto fail = [&](absl::string_view what) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return ErrnoError(err, absl::StrCat("host bindings: ", what));
-  };
-  // A temporary file left by a crash is stale: replace it.
-  ScopedFd fd(::open(tmp.c_str(),
-                     O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                     0600));
-  if (!fd.valid()) return fail(absl::StrCat("create ", tmp));
-  if (::fchmod(fd.get(), 0600) != 0) return fail(absl::StrCat("chmod ", tmp));
-  if (!WriteAll(fd.get(), text)) return fail(absl::StrCat("write ", tmp));
-  if (::fsync(fd.get()) != 0) return fail(absl::StrCat("fsync ", tmp));
-  if (::close(fd.release()) != 0) return fail(absl::StrCat("close ", tmp));
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
-    return fail(absl::StrCat("rename ", tmp, " to ", path_));
-  }
-  // The rename is durable once the directory is.
-  ScopedFd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir.valid() || ::fsync(dir.get()) != 0) {
-    const int err = errno;
-    return ErrnoError(err, absl::StrCat("host bindings: fsync of ", dir_,
-                                        " after writing ", path_));
-  }
-  return absl::OkStatus();
+  return WriteStateFile("host bindings", dir_, path_, text);
 }
 
 }  // namespace migd::host

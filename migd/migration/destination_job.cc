@@ -520,6 +520,7 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
       return base::WithReason(s.status(), v1::ERROR_REASON_STATE_REJECTED);
     }
     loaded_[i] = true;
+    loaded_any_ = true;
   }
   streams_.clear();
   absl::Time resume_start = absl::Now();

@@ -28,6 +28,7 @@
 #ifndef MIGD_MIGRATION_DESTINATION_JOB_H_
 #define MIGD_MIGRATION_DESTINATION_JOB_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -145,6 +146,11 @@ class DestinationJob {
   // as they are; the error is returned all the same.
   absl::StatusOr<v1::Completion> Complete();
 
+  // True once any device took RESUMING -> STOP: it holds the VM's state
+  // (and may run it), so nothing may reset or give it away without a
+  // person's word. Safe to call from the job's own end callback.
+  bool loaded_any() const { return loaded_any_.load(); }
+
   // ResolveMigration for a job Complete left IN_DOUBT (InDoubt::Resolve):
   // the destination resumes every device, or stands them down for the
   // source. kFailedPrecondition (NOT_IN_DOUBT) for a job that is not.
@@ -243,6 +249,7 @@ class DestinationJob {
   // Which devices took RESUMING -> STOP (loaded the VM's state): those are
   // stood down, never reset, when the job ends without running them.
   std::vector<bool> loaded_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> loaded_any_{false};
   // Set when a failed resume left the job IN_DOUBT (Complete).
   std::shared_ptr<InDoubt> in_doubt_ ABSL_GUARDED_BY(mu_);
 

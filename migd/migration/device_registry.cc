@@ -15,7 +15,8 @@ absl::Status DeviceRegistry::Add(std::unique_ptr<device::Device> device) {
     return absl::AlreadyExistsError(
         absl::StrCat("device ", name, " is configured twice"));
   }
-  devices_[name] = Entry{std::move(device), ""};
+  devices_[name] =
+      Entry{std::shared_ptr<device::Device>(std::move(device)), ""};
   return absl::OkStatus();
 }
 
@@ -30,6 +31,13 @@ device::Device* DeviceRegistry::Find(const std::string& name) const {
   absl::MutexLock lock(&mu_);
   auto it = devices_.find(name);
   return it == devices_.end() ? nullptr : it->second.device.get();
+}
+
+std::shared_ptr<device::Device> DeviceRegistry::Hold(
+    const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = devices_.find(name);
+  return it == devices_.end() ? nullptr : it->second.device;
 }
 
 std::string DeviceRegistry::Owner(const std::string& name) const {
@@ -71,6 +79,26 @@ void DeviceRegistry::Release(const std::string& job) {
   for (auto& [name, entry] : devices_) {
     if (entry.owner == job) entry.owner.clear();
   }
+}
+
+absl::Status DeviceRegistry::Remove(const std::string& name) {
+  std::shared_ptr<device::Device> device;  // closed after the lock
+  absl::MutexLock lock(&mu_);
+  auto it = devices_.find(name);
+  if (it == devices_.end()) {
+    return base::Error(
+        absl::StatusCode::kNotFound, v1::ERROR_REASON_DEVICE_NOT_FOUND,
+        absl::StrCat("no device named \"", name, "\" on this agent"));
+  }
+  if (!it->second.owner.empty()) {
+    return base::Error(absl::StatusCode::kFailedPrecondition,
+                       v1::ERROR_REASON_DEVICE_BUSY,
+                       absl::StrCat("device ", name, " belongs to job ",
+                                    it->second.owner, ": not removed"));
+  }
+  device = std::move(it->second.device);
+  devices_.erase(it);
+  return absl::OkStatus();
 }
 
 }  // namespace migd::migration

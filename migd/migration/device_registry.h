@@ -4,8 +4,10 @@
 // most one job at a time; claiming is all-or-nothing so two jobs never end up
 // with half of each other's devices.
 //
-// Thread-safe. Devices are never removed, so returned pointers stay valid for
-// the registry's lifetime.
+// Thread-safe. A device is removed only by Remove (a device the agent added
+// for one job, e.g. one PrepareIncoming allocated), which refuses a claimed
+// device; a pointer from Find stays valid until its device is removed, one
+// from Hold as long as it is held.
 
 #ifndef MIGD_MIGRATION_DEVICE_REGISTRY_H_
 #define MIGD_MIGRATION_DEVICE_REGISTRY_H_
@@ -33,6 +35,10 @@ class DeviceRegistry {
   // nullptr when unknown.
   device::Device* Find(const std::string& name) const;
 
+  // The device, kept open while the caller holds it even when it is
+  // removed meanwhile; nullptr when unknown.
+  std::shared_ptr<device::Device> Hold(const std::string& name) const;
+
   // Job holding `name`, empty when free or unknown.
   std::string Owner(const std::string& name) const;
 
@@ -46,9 +52,14 @@ class DeviceRegistry {
   // Releases every device `job` holds.
   void Release(const std::string& job);
 
+  // Takes device `name` out of the registry and closes it (at once, or
+  // when the last Hold lets go). kNotFound (DEVICE_NOT_FOUND) when unknown;
+  // kFailedPrecondition (DEVICE_BUSY) naming the job when one holds it.
+  absl::Status Remove(const std::string& name);
+
  private:
   struct Entry {
-    std::unique_ptr<device::Device> device;
+    std::shared_ptr<device::Device> device;
     std::string owner;
   };
   mutable absl::Mutex mu_;

@@ -45,6 +45,7 @@ Job::Job(std::string id, v1::Role role, std::string peer,
   for (DevicePair& d : devices) {
     v1::DeviceProgress* p = record_.add_devices();
     p->set_device(std::move(d.local));
+    p->set_host_address(std::move(d.host_address));
     p->set_peer_device(std::move(d.peer));
   }
   *record_.mutable_created() = ToProto(absl::Now());

@@ -29,6 +29,9 @@ namespace migd::migration {
 struct DevicePair {
   std::string local;  // this agent's device
   std::string peer;   // the other agent's device
+  // The local device on this host, when known: a PCI address or an mdev
+  // UUID (DeviceProgress.host_address).
+  std::string host_address = {};
 };
 
 // "STOP_COPY" for PHASE_STOP_COPY: the name people read.

@@ -36,11 +36,13 @@ constexpr absl::string_view kTransferMethods[] = {
     "Transfer", "TransferData", "GetOutcome", "CheckCompatibility"};
 constexpr absl::string_view kHealthMethods[] = {"Check", "Watch"};
 // The host: reading is for operators and observers; changing a driver, a VF
-// count or an mdev is the operator's alone.
-constexpr absl::string_view kHostReadMethods[] = {"GetHostDevice",
-                                                  "ListMdevTypes"};
+// count or an mdev, and allocating or releasing devices, is the operator's
+// alone.
+constexpr absl::string_view kHostReadMethods[] = {
+    "GetHostDevice", "ListMdevTypes", "ListAllocations"};
 constexpr absl::string_view kHostWriteMethods[] = {
-    "BindDevice", "UnbindDevice", "SetVfCount", "CreateMdev", "RemoveMdev"};
+    "BindDevice", "UnbindDevice",    "SetVfCount",    "CreateMdev",
+    "RemoveMdev", "AllocateDevices", "ReleaseDevices"};
 
 template <size_t N>
 bool OneOf(absl::string_view method, const absl::string_view (&names)[N]) {

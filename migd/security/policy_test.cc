@@ -135,10 +135,20 @@ TEST(RolesAllowedFor, OnlyTheOperatorMayChangeTheHost) {
   EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/RemoveMdev"), kOperator);
 }
 
+TEST(RolesAllowedFor, OperatorAndObserverMayListAllocations) {
+  EXPECT_EQ(RolesAllowedFor(Host("ListAllocations")), kOperator | kObserver);
+}
+
+TEST(RolesAllowedFor, OnlyTheOperatorMayAllocateAndReleaseDevices) {
+  EXPECT_EQ(RolesAllowedFor(Host("AllocateDevices")), kOperator);
+  EXPECT_EQ(RolesAllowedFor(Host("ReleaseDevices")), kOperator);
+}
+
 TEST(RolesAllowedFor, AgentMayCallNothingOfHostService) {
   for (const char* m :
        {"GetHostDevice", "ListMdevTypes", "BindDevice", "UnbindDevice",
-        "SetVfCount", "CreateMdev", "RemoveMdev"}) {
+        "SetVfCount", "CreateMdev", "RemoveMdev", "AllocateDevices",
+        "ReleaseDevices", "ListAllocations"}) {
     EXPECT_EQ(RolesAllowedFor(Host(m)) & kAgent, 0u) << m;
   }
 }

@@ -10,6 +10,7 @@
 #include "grpcpp/server_builder.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
+#include "migd/host/allocator.h"
 #include "migd/host/names.h"
 #include "migd/journal/journal_observer.h"
 #include "migd/journal/recovery.h"
@@ -17,6 +18,7 @@
 #include "migd/metrics/job_metrics.h"
 #include "migd/migration/in_doubt.h"
 #include "migd/security/tls_files.h"
+#include "migd/server/vfio_backend.h"
 #include "migd/transfer/threaded_calls.h"
 
 namespace migd::server {
@@ -72,6 +74,16 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
       base::LogInfo("host bindings ", agent->host_bindings_->path(), ": ", n,
                     " device(s) bound by migd");
     }
+    // What migd allocated, so that ReleaseDevices still returns it; a file
+    // that does not read back stops the agent, naming its line.
+    absl::StatusOr<std::unique_ptr<host::AllocationStore>> allocations =
+        host::AllocationStore::Open(options.state_dir);
+    if (!allocations.ok()) return allocations.status();
+    agent->host_allocations_ = *std::move(allocations);
+    if (size_t n = agent->host_allocations_->List().size(); n > 0) {
+      base::LogInfo("host allocations ", agent->host_allocations_->path(), ": ",
+                    n, " device(s) allocated");
+    }
   }
   // Plugins: one that does not load is logged and skipped; the agent serves
   // its devices with the others (or the generic behaviour).
@@ -102,6 +114,49 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
       std::move(registry), std::move(failures), options.plugin_dir,
       options.device_facts, agent->devices_.get());
   options.service.compatibility = agent->compatibility_.get();
+  // PrepareIncoming by class: the configured devices' ids and host
+  // addresses, and the host allocator for a PCI class none of them
+  // satisfies (HostService, created below; without a state directory it
+  // refuses).
+  for (const plugins::DeviceFacts& f : options.device_facts) {
+    MigrationServiceOptions::HostFacts h;
+    if (!f.pci_address.empty()) {
+      h.host_address = f.pci_address;
+      h.pci_ids =
+          host::FormatPciIds({f.vendor_id, f.device_id, f.subsystem_vendor_id,
+                              f.subsystem_device_id});
+    } else if (absl::StrContains(f.sysfs_path, "/bus/mdev/devices/")) {
+      h.host_address = f.sysfs_path.substr(f.sysfs_path.rfind('/') + 1);
+    }
+    options.service.host_facts[f.name] = h;
+  }
+  Agent* self = agent.get();
+  options.service.allocate_pci =
+      [self](const std::string& job, const std::string& key,
+             const std::string& pci_ids) -> absl::StatusOr<std::string> {
+    v1::AllocateDevicesRequest req;
+    req.set_owner(job);
+    v1::DeviceRequest* d = req.add_devices();
+    d->set_key(key);
+    d->mutable_device_class()->set_pci_ids(pci_ids);
+    absl::StatusOr<v1::AllocateDevicesResponse> r =
+        self->host_service_->Allocate(req);
+    if (!r.ok()) return r.status();
+    return r->devices(0).address();
+  };
+  options.service.release_allocations =
+      [self](const std::string& job) -> absl::Status {
+    return self->host_service_->Release(job).status();
+  };
+  options.service.open_pci = [](const std::string& name, const std::string& bdf)
+      -> absl::StatusOr<std::unique_ptr<device::Device>> {
+    // As the config line "vfio NAME bdf=ADDR" is opened.
+    VfioBackend backend;
+    absl::StatusOr<std::unique_ptr<DeviceSpec>> spec =
+        backend.Parse(absl::StrCat("vfio ", name, " bdf=", bdf));
+    if (!spec.ok()) return spec.status();
+    return backend.NewOpener(BuildOptions{})->Open(**spec);
+  };
   agent->migration_service_ = std::make_unique<MigrationServiceImpl>(
       agent->devices_.get(), agent->jobs_.get(), options.service);
   agent->transfer_service_ = std::make_unique<TransferServiceImpl>(
@@ -117,6 +172,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
     host_options.modules = agent->modules_.get();
     host_options.usage = agent->group_usage_.get();
     host_options.bindings = agent->host_bindings_.get();
+    host_options.allocations = agent->host_allocations_.get();
     host_options.devices = agent->devices_.get();
     // The agent's devices by their host names, to refuse changing one a
     // job holds.

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
+#include "migd/host/allocation_store.h"
 #include "migd/host/binding_store.h"
 #include "migd/host/iommu_group.h"
 #include "migd/host/modules.h"
@@ -112,6 +113,7 @@ class Agent {
   std::unique_ptr<host::ModprobeLoader> modules_;
   std::unique_ptr<host::DevVfioGroupUsage> group_usage_;
   std::unique_ptr<host::BindingStore> host_bindings_;
+  std::unique_ptr<host::AllocationStore> host_allocations_;
   std::unique_ptr<HostServiceImpl> host_service_;
   // The data streams' calls (async API, a thread each).
   std::unique_ptr<transfer::ThreadedCalls> data_calls_;

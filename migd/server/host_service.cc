@@ -8,6 +8,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -100,6 +101,32 @@ void FillMdev(const host::MdevInstance& m, v1::Mdev* out) {
   out->set_type(m.type);
 }
 
+void FillAllocated(const host::Allocation& a, v1::AllocatedDevice* out) {
+  out->set_key(a.key);
+  out->set_owner(a.owner);
+  if (a.kind == host::Allocation::Kind::kPci) {
+    out->set_address(a.address);
+    out->set_driver(a.driver);
+  } else {
+    out->set_mdev_uuid(a.mdev_uuid);
+    out->set_mdev_parent(a.mdev_parent);
+    out->set_mdev_type(a.mdev_type);
+  }
+}
+
+// The reason of a status from the allocator: the service's own (its bind,
+// unbind, mdev operations) when it has one, else by the allocator's cause
+// and the code.
+absl::Status AllocationError(const absl::Status& s) {
+  if (s.ok() || base::HasReason(s)) return s;
+  const std::string cause = host::AllocatorCause(s);
+  if (cause == "busy") {
+    return base::WithReason(s, v1::ERROR_REASON_DEVICE_BUSY);
+  }
+  if (cause == "store") return base::WithReason(s, v1::ERROR_REASON_JOURNAL);
+  return HostError(s, 0);
+}
+
 // The caller's identity, for the log of a change.
 std::string Caller(const grpc::ServerContext& context) {
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
@@ -182,10 +209,78 @@ class HostServiceImpl::CountingWriter final : public host::SysfsWriter {
   int writes_ = 0;
 };
 
+// The allocator's hands: this service's own operations, so that an
+// allocation binds, unbinds and makes mdevs with the same checks, records
+// and per-device locks as BindDevice and the others.
+class HostServiceImpl::Actions final : public host::HostActions {
+ public:
+  explicit Actions(HostServiceImpl* service) : service_(service) {}
+
+  absl::StatusOr<Bound> BindPci(const std::string& bdf,
+                                const std::string& module) override {
+    absl::StatusOr<v1::HostDevice> out = service_->DoBind(bdf, module);
+    if (!out.ok()) return out.status();
+    // DoBind says "nothing to do" when the device was on the driver.
+    return Bound{out->driver(),
+                 !absl::StartsWith(out->outcome(), "nothing to do")};
+  }
+
+  absl::Status UnbindPci(const std::string& bdf) override {
+    if (service_->options_.bindings == nullptr ||
+        !service_->options_.bindings->Find(Bus::kPci, bdf).has_value()) {
+      return absl::OkStatus();  // migd did not move it: nothing to undo
+    }
+    return service_->DoUnbind(bdf, false).status();
+  }
+
+  absl::Status CreateMdev(const std::string& parent, const std::string& type,
+                          const std::string& uuid) override {
+    return service_->CreateMdevInstance(parent, type, uuid).status();
+  }
+
+  absl::Status RemoveMdev(const std::string& uuid) override {
+    absl::Status s = service_->DoRemoveMdev(uuid).status();
+    return absl::IsNotFound(s) ? absl::OkStatus() : s;
+  }
+
+ private:
+  HostServiceImpl* const service_;
+};
+
 HostServiceImpl::HostServiceImpl(HostServiceOptions options)
-    : options_(std::move(options)), locks_(std::make_unique<Locks>()) {}
+    : options_(std::move(options)),
+      locks_(std::make_unique<Locks>()),
+      actions_(std::make_unique<Actions>(this)) {
+  if (options_.allocations != nullptr && options_.usage != nullptr) {
+    host::AllocatorOptions a;
+    a.claimed_by = [this](const std::string& host_name) {
+      if (options_.devices == nullptr) return std::string();
+      auto it = options_.device_names.find(host_name);
+      return it == options_.device_names.end()
+                 ? std::string()
+                 : options_.devices->Owner(it->second);
+    };
+    a.bindings = options_.bindings;
+    a.kernel_release = options_.kernel_release;
+    allocator_ = std::make_unique<host::Allocator>(
+        host::Sysfs(options_.sysfs_root), *options_.usage, *actions_,
+        *options_.allocations, std::move(a));
+  }
+}
 
 HostServiceImpl::~HostServiceImpl() = default;
+
+absl::Status HostServiceImpl::RefuseAllocated(const std::string& host_name,
+                                              const std::string& what) const {
+  if (allocator_ == nullptr) return absl::OkStatus();
+  std::optional<host::Allocation> a = allocator_->Holding(host_name);
+  if (!a.has_value()) return absl::OkStatus();
+  return base::Error(
+      absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_DEVICE_BUSY,
+      absl::StrCat(what, " refused: it is allocated to ", a->owner, " (key ",
+                   a->key, "); release it first (migctl host release ",
+                   a->owner, "); nothing was changed"));
+}
 
 host::SysfsWriter* HostServiceImpl::writer() {
   return options_.writer != nullptr ? options_.writer : &kernel_writer_;
@@ -419,6 +514,19 @@ absl::StatusOr<v1::HostDevice> HostServiceImpl::Get(
 
 absl::StatusOr<v1::HostDevice> HostServiceImpl::Bind(
     const std::string& address, const std::string& driver) {
+  if (absl::StatusOr<std::string> bdf = host::NormalizePciAddress(address);
+      bdf.ok()) {
+    if (absl::Status s =
+            RefuseAllocated(*bdf, absl::StrCat("bind pci device ", *bdf));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return DoBind(address, driver);
+}
+
+absl::StatusOr<v1::HostDevice> HostServiceImpl::DoBind(
+    const std::string& address, const std::string& driver) {
   absl::StatusOr<std::string> normalized = host::NormalizePciAddress(address);
   if (!normalized.ok()) {
     return base::InvalidRequest(normalized.status().message());
@@ -600,6 +708,19 @@ absl::StatusOr<v1::HostDevice> HostServiceImpl::Bind(
 }
 
 absl::StatusOr<v1::HostDevice> HostServiceImpl::Unbind(
+    const std::string& address, bool to_no_driver) {
+  if (absl::StatusOr<std::string> bdf = host::NormalizePciAddress(address);
+      bdf.ok()) {
+    if (absl::Status s =
+            RefuseAllocated(*bdf, absl::StrCat("unbind pci device ", *bdf));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return DoUnbind(address, to_no_driver);
+}
+
+absl::StatusOr<v1::HostDevice> HostServiceImpl::DoUnbind(
     const std::string& address, bool to_no_driver) {
   absl::StatusOr<std::string> normalized = host::NormalizePciAddress(address);
   if (!normalized.ok()) {
@@ -784,6 +905,18 @@ absl::StatusOr<v1::Mdev> HostServiceImpl::CreateMdevInstance(
 
 absl::StatusOr<v1::Mdev> HostServiceImpl::RemoveMdevInstance(
     const std::string& uuid) {
+  if (absl::StatusOr<std::string> id = host::NormalizeUuid(uuid); id.ok()) {
+    if (absl::Status s =
+            RefuseAllocated(*id, absl::StrCat("remove mdev ", *id));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return DoRemoveMdev(uuid);
+}
+
+absl::StatusOr<v1::Mdev> HostServiceImpl::DoRemoveMdev(
+    const std::string& uuid) {
   absl::StatusOr<std::string> id = host::NormalizeUuid(uuid);
   if (!id.ok()) {
     return base::InvalidRequest(
@@ -898,6 +1031,106 @@ grpc::Status HostServiceImpl::RemoveMdev(grpc::ServerContext* context,
                   " of type ", r->type(), " on ", r->parent());
   }
   return Answer(context, "remove an mdev", std::move(r), response);
+}
+
+absl::StatusOr<v1::AllocateDevicesResponse> HostServiceImpl::Allocate(
+    const v1::AllocateDevicesRequest& request) {
+  if (allocator_ == nullptr) {
+    return HostPrecondition(
+        absl::StatusCode::kFailedPrecondition,
+        absl::StrCat("allocate for ", request.owner(),
+                     " refused: this agent has no state directory to record "
+                     "allocations in (without the record the devices could "
+                     "not be released after a restart)"));
+  }
+  std::vector<host::DeviceRequest> requests;
+  for (const v1::DeviceRequest& r : request.devices()) {
+    host::DeviceRequest& out = requests.emplace_back();
+    out.key = r.key();
+    out.device_class.pci_ids = r.device_class().pci_ids();
+    out.device_class.mdev_type = r.device_class().mdev_type();
+    out.device_class.mdev_parent = r.device_class().mdev_parent();
+    out.driver = r.driver();
+    if (!r.device_class().agent_kind().empty()) {
+      return base::InvalidRequest(absl::StrCat(
+          "device request key ", r.key(),
+          ": agent_kind is for PrepareIncoming (the agent's configured "
+          "devices), not for allocation"));
+    }
+  }
+  absl::StatusOr<std::vector<host::Allocation>> made =
+      allocator_->Allocate(request.owner(), requests);
+  if (!made.ok()) return AllocationError(made.status());
+  v1::AllocateDevicesResponse out;
+  for (const host::Allocation& a : *made) FillAllocated(a, out.add_devices());
+  return out;
+}
+
+absl::StatusOr<v1::ReleaseDevicesResponse> HostServiceImpl::Release(
+    const std::string& owner) {
+  v1::ReleaseDevicesResponse out;
+  if (allocator_ == nullptr) {
+    if (absl::Status s = host::ValidateAllocationName("owner", owner);
+        !s.ok()) {
+      return base::InvalidRequest(s.message());
+    }
+    return out;  // nothing can have been allocated
+  }
+  absl::StatusOr<std::vector<host::Allocation>> released =
+      allocator_->Release(owner);
+  if (!released.ok()) return AllocationError(released.status());
+  for (const host::Allocation& a : *released) {
+    FillAllocated(a, out.add_released());
+  }
+  return out;
+}
+
+v1::ListAllocationsResponse HostServiceImpl::Allocations(
+    const std::string& owner) const {
+  v1::ListAllocationsResponse out;
+  if (allocator_ == nullptr) return out;
+  for (const host::Allocation& a : allocator_->List(owner)) {
+    FillAllocated(a, out.add_devices());
+  }
+  return out;
+}
+
+grpc::Status HostServiceImpl::AllocateDevices(
+    grpc::ServerContext* context, const v1::AllocateDevicesRequest* request,
+    v1::AllocateDevicesResponse* response) {
+  absl::StatusOr<v1::AllocateDevicesResponse> r = Allocate(*request);
+  if (r.ok()) {
+    for (const v1::AllocatedDevice& d : r->devices()) {
+      base::LogInfo(
+          "host: ", Caller(*context), ": allocated to ", d.owner(), " key ",
+          d.key(), ": ",
+          d.address().empty()
+              ? absl::StrCat("mdev ", d.mdev_uuid(), " of type ", d.mdev_type(),
+                             " on ", d.mdev_parent())
+              : absl::StrCat("pci device ", d.address(), " on ", d.driver()));
+    }
+  }
+  return Answer(context, absl::StrCat("allocate for ", request->owner()),
+                std::move(r), response);
+}
+
+grpc::Status HostServiceImpl::ReleaseDevices(
+    grpc::ServerContext* context, const v1::ReleaseDevicesRequest* request,
+    v1::ReleaseDevicesResponse* response) {
+  absl::StatusOr<v1::ReleaseDevicesResponse> r = Release(request->owner());
+  if (r.ok()) {
+    base::LogInfo("host: ", Caller(*context), ": released ", r->released_size(),
+                  " device(s) of ", request->owner());
+  }
+  return Answer(context, absl::StrCat("release for ", request->owner()),
+                std::move(r), response);
+}
+
+grpc::Status HostServiceImpl::ListAllocations(
+    grpc::ServerContext* context, const v1::ListAllocationsRequest* request,
+    v1::ListAllocationsResponse* response) {
+  *response = Allocations(request->owner());
+  return grpc::Status::OK;
 }
 
 }  // namespace migd::server

@@ -21,6 +21,13 @@
 // PF's VFs, an mdev creation per parent): two binds of one device never
 // interleave, different devices change at once.
 //
+// Allocation (AllocateDevices, ReleaseDevices, ListAllocations): the host
+// library's host::Allocator picks the devices and records them
+// (<state_dir>/host-allocations); it moves them through this service's own
+// bind, unbind and mdev operations (the same checks, records and locks as
+// BindDevice and the others). A device an allocation holds is refused to
+// BindDevice, UnbindDevice and RemoveMdev (DEVICE_BUSY naming the owner).
+//
 // Errors: the host library's absl::Status gets a migd.v1.ErrorReason here
 // (INVALID_REQUEST, DEVICE_NOT_FOUND, DEVICE_BUSY, HOST_PRECONDITION,
 // JOURNAL, DEVICE_ERROR for a kernel write refused after the first write,
@@ -39,6 +46,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "migd/host/allocation_store.h"
+#include "migd/host/allocator.h"
 #include "migd/host/binder.h"
 #include "migd/host/binding_store.h"
 #include "migd/host/iommu_group.h"
@@ -62,6 +71,9 @@ struct HostServiceOptions {
   host::ModuleLoader* modules = nullptr;
   host::GroupUsage* usage = nullptr;
   host::BindingStore* bindings = nullptr;
+  // The allocations (next to `bindings`); null without a state directory:
+  // then AllocateDevices is refused and ListAllocations lists nothing.
+  host::AllocationStore* allocations = nullptr;
   // The agent's devices, to refuse changing one a job holds (null: none).
   const migration::DeviceRegistry* devices = nullptr;
   // The host name of each of the agent's devices: a normalized PCI address
@@ -98,6 +110,15 @@ class HostServiceImpl final : public v1::HostService::Service {
   grpc::Status RemoveMdev(grpc::ServerContext* context,
                           const v1::RemoveMdevRequest* request,
                           v1::Mdev* response) override;
+  grpc::Status AllocateDevices(grpc::ServerContext* context,
+                               const v1::AllocateDevicesRequest* request,
+                               v1::AllocateDevicesResponse* response) override;
+  grpc::Status ReleaseDevices(grpc::ServerContext* context,
+                              const v1::ReleaseDevicesRequest* request,
+                              v1::ReleaseDevicesResponse* response) override;
+  grpc::Status ListAllocations(grpc::ServerContext* context,
+                               const v1::ListAllocationsRequest* request,
+                               v1::ListAllocationsResponse* response) override;
 
   // The same operations as absl::Status with the reason attached, for
   // in-process callers and tests.
@@ -114,10 +135,26 @@ class HostServiceImpl final : public v1::HostService::Service {
                                               const std::string& type,
                                               const std::string& uuid);
   absl::StatusOr<v1::Mdev> RemoveMdevInstance(const std::string& uuid);
+  absl::StatusOr<v1::AllocateDevicesResponse> Allocate(
+      const v1::AllocateDevicesRequest& request);
+  absl::StatusOr<v1::ReleaseDevicesResponse> Release(const std::string& owner);
+  v1::ListAllocationsResponse Allocations(const std::string& owner) const;
 
  private:
   class Locks;
   class CountingWriter;
+  class Actions;
+
+  // Bind, Unbind and RemoveMdevInstance without the refusal of a device an
+  // allocation holds: what the allocator itself does.
+  absl::StatusOr<v1::HostDevice> DoBind(const std::string& address,
+                                        const std::string& driver);
+  absl::StatusOr<v1::HostDevice> DoUnbind(const std::string& address,
+                                          bool to_no_driver);
+  absl::StatusOr<v1::Mdev> DoRemoveMdev(const std::string& uuid);
+  // DEVICE_BUSY naming the owner when an allocation holds `host_name`.
+  absl::Status RefuseAllocated(const std::string& host_name,
+                               const std::string& what) const;
 
   // The device's facts (GetHostDevice), `bdf` normalized and existing.
   v1::HostDevice Describe(const host::Sysfs& sysfs, const std::string& bdf);
@@ -137,6 +174,8 @@ class HostServiceImpl final : public v1::HostService::Service {
   const HostServiceOptions options_;
   host::KernelSysfsWriter kernel_writer_;
   std::unique_ptr<Locks> locks_;
+  std::unique_ptr<Actions> actions_;
+  std::unique_ptr<host::Allocator> allocator_;  // null without allocations
 };
 
 }  // namespace migd::server

@@ -150,12 +150,17 @@ class HostServiceTest : public ::testing::Test {
         host::BindingStore::Open(state_dir_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
+    absl::StatusOr<std::unique_ptr<host::AllocationStore>> allocations =
+        host::AllocationStore::Open(state_dir_);
+    ASSERT_TRUE(allocations.ok()) << allocations.status();
+    allocations_ = *std::move(allocations);
     HostServiceOptions o;
     o.sysfs_root = kernel_.root();
     o.writer = &kernel_;
     o.modules = &kernel_;
     o.usage = &usage_;
     o.bindings = store_.get();
+    o.allocations = allocations_.get();
     o.devices = &registry_;
     o.device_names = {{kClaimed, "vf0"}};
     o.kernel_release = "test";
@@ -173,6 +178,7 @@ class HostServiceTest : public ::testing::Test {
     server_.reset();
     service_.reset();
     store_.reset();
+    allocations_.reset();
   }
 
   template <typename Request, typename Response>
@@ -215,6 +221,30 @@ class HostServiceTest : public ::testing::Test {
     return Call(&v1::HostService::Stub::SetVfCount, req);
   }
 
+  Result<v1::AllocateDevicesResponse> Allocate(
+      const std::string& owner,
+      const std::vector<std::pair<std::string, v1::DeviceClass>>& devices) {
+    v1::AllocateDevicesRequest req;
+    req.set_owner(owner);
+    for (const auto& [key, cls] : devices) {
+      v1::DeviceRequest* d = req.add_devices();
+      d->set_key(key);
+      *d->mutable_device_class() = cls;
+    }
+    return Call(&v1::HostService::Stub::AllocateDevices, req);
+  }
+  Result<v1::ReleaseDevicesResponse> Release(const std::string& owner) {
+    v1::ReleaseDevicesRequest req;
+    req.set_owner(owner);
+    return Call(&v1::HostService::Stub::ReleaseDevices, req);
+  }
+  Result<v1::ListAllocationsResponse> Allocations(
+      const std::string& owner = "") {
+    v1::ListAllocationsRequest req;
+    req.set_owner(owner);
+    return Call(&v1::HostService::Stub::ListAllocations, req);
+  }
+
   // The device's driver as the fake tree says.
   std::string DriverOf(const std::string& bdf) {
     Result<v1::HostDevice> r = Get(bdf);
@@ -227,6 +257,7 @@ class HostServiceTest : public ::testing::Test {
   migration::DeviceRegistry registry_;
   std::string state_dir_;
   std::unique_ptr<host::BindingStore> store_;
+  std::unique_ptr<host::AllocationStore> allocations_;
   std::unique_ptr<HostServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::HostService::Stub> stub_;
@@ -592,6 +623,151 @@ TEST_F(HostServiceTest, AnUnknownMdevTypeNamesTheTypesThereAre) {
   EXPECT_TRUE(kernel_.writes().empty());
 }
 
+v1::DeviceClass PciClass(const std::string& ids) {
+  v1::DeviceClass c;
+  c.set_pci_ids(ids);
+  return c;
+}
+
+v1::DeviceClass MdevClass(const std::string& type,
+                          const std::string& parent = "") {
+  v1::DeviceClass c;
+  c.set_mdev_type(type);
+  c.set_mdev_parent(parent);
+  return c;
+}
+
+// Of the 15b3:101e devices only kVf is free: kClaimed is job-7's, kInUse's
+// group is held.
+TEST_F(HostServiceTest, AllocateBindsTheFreeDeviceOfTheClassAndSaysWhich) {
+  auto r = Allocate("dom-1", {{"0000:3b:02.0", PciClass("15b3:101e")}});
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  ASSERT_EQ(r.response.devices_size(), 1);
+  const v1::AllocatedDevice& d = r.response.devices(0);
+  EXPECT_EQ(d.key(), "0000:3b:02.0");
+  EXPECT_EQ(d.owner(), "dom-1");
+  EXPECT_EQ(d.address(), kVf);
+  EXPECT_EQ(d.driver(), "mlx5_vfio_pci");  // modules.alias's choice
+  EXPECT_EQ(DriverOf(kVf), "mlx5_vfio_pci");
+  Result<v1::HostDevice> status = Get(kVf);
+  EXPECT_TRUE(status.response.bound_by_migd());
+  EXPECT_EQ(status.response.migd_binding().original_driver(), "mlx5_core");
+
+  auto listed = Allocations();
+  ASSERT_TRUE(listed.status.ok());
+  ASSERT_EQ(listed.response.devices_size(), 1);
+  EXPECT_EQ(listed.response.devices(0).address(), kVf);
+  EXPECT_EQ(Allocations("dom-2").response.devices_size(), 0);
+}
+
+TEST_F(HostServiceTest, AllocateWithNothingFreeIsBusyNamingEveryCandidate) {
+  ASSERT_TRUE(Allocate("dom-1", {{"a", PciClass("15b3:101e")}}).status.ok());
+  kernel_.ClearWrites();
+  ExpectRefused(Allocate("dom-2", {{"a", PciClass("15b3:101e")}}),
+                grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY",
+                {"device request 0 (key a, class 15b3:101e)",
+                 "no free device of class 15b3:101e: 3 candidates, all held",
+                 "0000:03:00.1 by dom-1 (key a)", "0000:06:00.0 by job job-7",
+                 "0000:08:00.0 in use"});
+  ExpectRefused(Allocate("dom-2", {{"a", PciClass("dead:beef")}}),
+                grpc::StatusCode::NOT_FOUND, "ERROR_REASON_DEVICE_NOT_FOUND",
+                {"no PCI device of class dead:beef"});
+  ExpectRefused(Allocate("", {{"a", PciClass("15b3:101e")}}),
+                grpc::StatusCode::INVALID_ARGUMENT,
+                "ERROR_REASON_INVALID_REQUEST", {"owner"});
+  ExpectRefused(Allocate("dom-2", {{"a", PciClass("15b3")}}),
+                grpc::StatusCode::INVALID_ARGUMENT,
+                "ERROR_REASON_INVALID_REQUEST", {"pci_ids \"15b3\""});
+  EXPECT_TRUE(kernel_.writes().empty());
+}
+
+TEST_F(HostServiceTest, AllocateIsAllOrNothing) {
+  ExpectRefused(Allocate("dom-1", {{"a", PciClass("15b3:101e")},
+                                   {"b", MdevClass("mbochs-huge", "mbochs")}}),
+                grpc::StatusCode::NOT_FOUND, "ERROR_REASON_DEVICE_NOT_FOUND",
+                {"device request 1 (key b", "a -> 0000:03:00.1 released",
+                 "mbochs-medium, mbochs-small"});
+  EXPECT_EQ(DriverOf(kVf), "mlx5_core");
+  EXPECT_EQ(Allocations().response.devices_size(), 0);
+  EXPECT_TRUE(store_->List().empty());
+}
+
+TEST_F(HostServiceTest, AllocateAgainReturnsTheSameDevices) {
+  const std::vector<std::pair<std::string, v1::DeviceClass>> req = {
+      {"a", PciClass("15b3:101e")}, {"m", MdevClass("mbochs-small")}};
+  auto first = Allocate("dom-1", req);
+  ASSERT_TRUE(first.status.ok()) << Describe(first);
+  EXPECT_EQ(first.response.devices(1).mdev_parent(), "mbochs");
+  EXPECT_EQ(first.response.devices(1).mdev_type(), "mbochs-small");
+  EXPECT_FALSE(first.response.devices(1).mdev_uuid().empty());
+  kernel_.ClearWrites();
+  auto again = Allocate("dom-1", req);
+  ASSERT_TRUE(again.status.ok()) << Describe(again);
+  EXPECT_EQ(again.response.SerializeAsString(),
+            first.response.SerializeAsString());
+  EXPECT_TRUE(kernel_.writes().empty());
+}
+
+TEST_F(HostServiceTest, AnAllocatedDeviceIsRefusedToBindUnbindAndRemove) {
+  auto r = Allocate("dom-1", {{"a", PciClass("15b3:101e")},
+                              {"m", MdevClass("mbochs-small")}});
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  ExpectRefused(Unbind(kVf), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY",
+                {"allocated to dom-1 (key a)", "migctl host release dom-1"});
+  ExpectRefused(Bind(kVf, "vfio_pci"), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY", {"allocated to dom-1"});
+  v1::RemoveMdevRequest remove;
+  remove.set_uuid(r.response.devices(1).mdev_uuid());
+  ExpectRefused(Call(&v1::HostService::Stub::RemoveMdev, remove),
+                grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_BUSY", {"allocated to dom-1 (key m)"});
+}
+
+TEST_F(HostServiceTest, ReleaseAfterARestartReturnsEveryDevice) {
+  auto r = Allocate("dom-1", {{"a", PciClass("15b3:101e")},
+                              {"m", MdevClass("mbochs-small", "mbochs")}});
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  Stop();  // the agent goes away; both records stay on disk
+  Start();
+  ASSERT_EQ(Allocations("dom-1").response.devices_size(), 2);
+  auto released = Release("dom-1");
+  ASSERT_TRUE(released.status.ok()) << Describe(released);
+  ASSERT_EQ(released.response.released_size(), 2);
+  EXPECT_EQ(released.response.released(0).key(), "m");  // in reverse
+  EXPECT_EQ(released.response.released(1).address(), kVf);
+  EXPECT_EQ(DriverOf(kVf), "mlx5_core");
+  EXPECT_FALSE(Get(kVf).response.bound_by_migd());
+  v1::ListMdevTypesRequest list;
+  list.set_parent("mbochs");
+  EXPECT_EQ(Call(&v1::HostService::Stub::ListMdevTypes, list)
+                .response.instances_size(),
+            0);
+  EXPECT_EQ(Allocations().response.devices_size(), 0);
+  // Releasing again has nothing to do.
+  released = Release("dom-1");
+  ASSERT_TRUE(released.status.ok()) << Describe(released);
+  EXPECT_EQ(released.response.released_size(), 0);
+}
+
+TEST_F(HostServiceTest, TwoAllocationsRacingForTheLastDeviceOneGetsIt) {
+  Result<v1::AllocateDevicesResponse> a, b;
+  std::thread t1([&] {
+    a = Allocate("dom-a", {{"k", PciClass("15b3:101e")}});
+  });
+  std::thread t2([&] {
+    b = Allocate("dom-b", {{"k", PciClass("15b3:101e")}});
+  });
+  t1.join();
+  t2.join();
+  EXPECT_NE(a.status.ok(), b.status.ok())
+      << Describe(a) << " / " << Describe(b);
+  const Result<v1::AllocateDevicesResponse>& lost = a.status.ok() ? b : a;
+  EXPECT_EQ(lost.reason, "ERROR_REASON_DEVICE_BUSY") << Describe(lost);
+  EXPECT_EQ(Allocations().response.devices_size(), 1);
+}
+
 TEST_F(HostServiceTest, WithoutABindingStoreBindIsRefused) {
   Stop();
   HostServiceOptions o;
@@ -606,6 +782,14 @@ TEST_F(HostServiceTest, WithoutABindingStoreBindIsRefused) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(r.status().message(), "state directory"))
       << r.status();
+  v1::AllocateDevicesRequest req;
+  req.set_owner("dom-1");
+  req.add_devices()->mutable_device_class()->set_pci_ids("15b3:101e");
+  absl::StatusOr<v1::AllocateDevicesResponse> a = service.Allocate(req);
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(a.status().message(), "state directory"))
+      << a.status();
+  EXPECT_EQ(service.Allocations("").devices_size(), 0);
   EXPECT_TRUE(kernel_.writes().empty());
   Start();  // for TearDown
 }

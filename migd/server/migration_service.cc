@@ -1,16 +1,20 @@
 #include "migd/server/migration_service.h"
 
 #include <algorithm>
+#include <map>
 #include <memory>
+#include <set>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/dirty/tracker.h"
+#include "migd/host/allocator.h"
 #include "migd/migration/destination_job.h"
 #include "migd/migration/source_job.h"
 #include "migd/security/identity.h"
@@ -63,6 +67,58 @@ security::Keepalive TransferKeepalive(absl::Duration phase_timeout) {
           std::clamp(phase_timeout / 2, absl::Seconds(1), absl::Seconds(30))};
 }
 
+// "pci_ids=15b3:101e agent_kind=emulated": a class as a request gave it.
+std::string DescribeDestinationClass(const v1::DeviceClass& c) {
+  std::vector<std::string> parts;
+  if (!c.pci_ids().empty()) parts.push_back("pci_ids=" + c.pci_ids());
+  if (!c.agent_kind().empty()) parts.push_back("agent_kind=" + c.agent_kind());
+  if (!c.mdev_type().empty()) parts.push_back("mdev_type=" + c.mdev_type());
+  if (!c.mdev_parent().empty()) {
+    parts.push_back("mdev_parent=" + c.mdev_parent());
+  }
+  return parts.empty() ? "(empty)" : absl::StrJoin(parts, " ");
+}
+
+// Whether a device whose ids are `have` ("vvvv:dddd:svvv:sddd") is of
+// class `want`.
+bool IdsMatch(const std::string& have, const host::PciIds& want) {
+  absl::StatusOr<host::PciIds> ids = host::ParsePciIds(have);
+  if (!ids.ok() || ids->vendor != want.vendor || ids->device != want.device) {
+    return false;
+  }
+  return !want.subsystem_vendor.has_value() ||
+         (ids->subsystem_vendor == want.subsystem_vendor &&
+          ids->subsystem_device == want.subsystem_device);
+}
+
+// Closes and removes the devices `added` (a PrepareIncoming allocated them
+// for `job`), then releases the job's allocations; logs what fails.
+// Idempotent: a device already gone is skipped.
+void DropAllocated(
+    migration::DeviceRegistry* devices,
+    const std::function<absl::Status(const std::string&)>& release,
+    const std::string& job, const std::map<std::string, std::string>& added) {
+  if (added.empty()) return;
+  for (const auto& [name, address] : added) {
+    // Closes the device (once a ListDevices holding it lets go).
+    if (absl::Status s = devices->Remove(name);
+        !s.ok() && !absl::IsNotFound(s)) {
+      base::LogError("job ", job, ": allocated device ", name, " (", address,
+                     ") not removed: ", s.message());
+    }
+  }
+  if (release) {
+    if (absl::Status s = release(job); !s.ok()) {
+      base::LogError("job ", job,
+                     ": releasing its allocated devices failed: ", s.message(),
+                     " (migctl host release ", job, ")");
+    } else {
+      base::LogInfo("job ", job, ": released ", added.size(),
+                    " allocated device(s)");
+    }
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -98,7 +154,9 @@ grpc::Status MigrationServiceImpl::ListDevices(
     grpc::ServerContext* context, const v1::ListDevicesRequest* request,
     v1::ListDevicesResponse* response) {
   for (const std::string& name : devices_->Names()) {
-    device::Device* d = devices_->Find(name);
+    // Held: an allocated device removed meanwhile stays open until done.
+    std::shared_ptr<device::Device> d = devices_->Hold(name);
+    if (d == nullptr) continue;
     v1::Device* out = response->add_devices();
     out->set_name(name);
     out->set_kind(d->kind());
@@ -118,6 +176,134 @@ grpc::Status MigrationServiceImpl::ListDevices(
   return grpc::Status::OK;
 }
 
+void MigrationServiceImpl::FillHostAddresses(
+    std::vector<migration::DevicePair>& pairs,
+    const std::map<std::string, std::string>& extra) const {
+  for (migration::DevicePair& p : pairs) {
+    if (auto it = extra.find(p.local); it != extra.end()) {
+      p.host_address = it->second;
+    } else if (auto f = options_.host_facts.find(p.local);
+               f != options_.host_facts.end()) {
+      p.host_address = f->second.host_address;
+    }
+  }
+}
+
+absl::Status MigrationServiceImpl::PickByClass(
+    const std::string& job,
+    google::protobuf::RepeatedPtrField<v1::DevicePair>* pairs,
+    std::map<std::string, std::string>* added) {
+  std::set<std::string> taken;  // named by this request, or picked
+  for (const v1::DevicePair& p : *pairs) {
+    if (!p.destination_device().empty()) taken.insert(p.destination_device());
+  }
+  int n = 0;
+  for (int i = 0; i < pairs->size(); ++i) {
+    v1::DevicePair& p = (*pairs)[i];
+    if (!p.has_destination_class()) continue;
+    const v1::DeviceClass& c = p.destination_class();
+    const std::string what =
+        absl::StrCat("devices[", i, "] (source ", p.source_device(),
+                     "): destination_class ", DescribeDestinationClass(c));
+    if (p.source_device().empty()) {
+      return InvalidRequest(absl::StrCat(what, ": source_device is empty"));
+    }
+    if (!c.mdev_type().empty() || !c.mdev_parent().empty()) {
+      return InvalidRequest(
+          absl::StrCat(what,
+                       ": an mdev class is for HostService.AllocateDevices; "
+                       "PrepareIncoming picks by pci_ids or agent_kind"));
+    }
+    if (c.pci_ids().empty() && c.agent_kind().empty()) {
+      return InvalidRequest(absl::StrCat(what, ": name pci_ids or agent_kind"));
+    }
+    std::optional<host::PciIds> ids;
+    if (!c.pci_ids().empty()) {
+      absl::StatusOr<host::PciIds> parsed = host::ParsePciIds(c.pci_ids());
+      if (!parsed.ok()) {
+        return InvalidRequest(
+            absl::StrCat(what, ": ", parsed.status().message()));
+      }
+      ids = *parsed;
+    }
+    // (a) one of the agent's configured devices, free.
+    std::vector<std::string> held;
+    std::string pick;
+    for (const std::string& name : devices_->Names()) {
+      device::Device* d = devices_->Find(name);
+      if (d == nullptr) continue;
+      if (!c.agent_kind().empty() && d->kind() != c.agent_kind()) continue;
+      if (ids.has_value()) {
+        auto f = options_.host_facts.find(name);
+        if (f == options_.host_facts.end() ||
+            !IdsMatch(f->second.pci_ids, *ids)) {
+          continue;
+        }
+      }
+      if (taken.count(name) > 0) {
+        held.push_back(absl::StrCat(name, " (named by this request)"));
+        continue;
+      }
+      if (std::string owner = devices_->Owner(name); !owner.empty()) {
+        held.push_back(absl::StrCat(name, " by job ", owner));
+        continue;
+      }
+      pick = name;
+      break;
+    }
+    if (!pick.empty()) {
+      p.set_destination_device(pick);
+      taken.insert(pick);
+      continue;
+    }
+    // (b) a PCI device of the class the host allocator picks.
+    if (ids.has_value() &&
+        (c.agent_kind().empty() || c.agent_kind() == "vfio") &&
+        options_.allocate_pci && options_.open_pci) {
+      const std::string why =
+          held.empty()
+              ? std::string("none of this agent's devices matches")
+              : absl::StrCat("this agent's matching devices are all held (",
+                             absl::StrJoin(held, ", "), ")");
+      absl::StatusOr<std::string> address = options_.allocate_pci(
+          job, p.source_device(), host::FormatPciIds(*ids));
+      if (!address.ok()) {
+        return base::Annotate(
+            address.status(),
+            absl::StrCat(what, ": ", why, "; allocating one failed:"));
+      }
+      const std::string name = absl::StrCat("alloc-", job, "-", n++);
+      (*added)[name] = *address;
+      absl::StatusOr<std::unique_ptr<device::Device>> opened =
+          options_.open_pci(name, *address);
+      if (!opened.ok()) {
+        return base::Annotate(opened.status(),
+                              absl::StrCat(what, ": allocated ", *address,
+                                           ", but opening it failed:"));
+      }
+      if (absl::Status s = devices_->Add(*std::move(opened)); !s.ok()) {
+        return base::Annotate(s, absl::StrCat(what, ":"));
+      }
+      base::LogInfo("job ", job, ": ", what, ": allocated ", *address,
+                    " as device ", name, " (", why, ")");
+      p.set_destination_device(name);
+      taken.insert(name);
+      continue;
+    }
+    if (held.empty()) {
+      return base::Error(
+          absl::StatusCode::kNotFound, v1::ERROR_REASON_DEVICE_NOT_FOUND,
+          absl::StrCat(what, ": no device of this agent is of the class"));
+    }
+    return base::Error(
+        absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_DEVICE_BUSY,
+        absl::StrCat(what, ": no free device of the class: ", held.size(),
+                     " candidate", held.size() == 1 ? "" : "s", ", all held (",
+                     absl::StrJoin(held, ", "), ")"));
+  }
+  return absl::OkStatus();
+}
+
 grpc::Status MigrationServiceImpl::PrepareIncoming(
     grpc::ServerContext* context, const v1::PrepareIncomingRequest* request,
     v1::PrepareIncomingResponse* response) {
@@ -125,8 +311,23 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
   if (absl::Status s = ValidateJobId(id); !s.ok()) {
     return ToGrpcStatus(s, context);
   }
-  auto pairs = ValidateDevicePairs(request->devices(), false);
-  if (!pairs.ok()) return ToGrpcStatus(pairs.status(), context);
+  if (request->devices().empty()) {
+    return ToGrpcStatus(InvalidRequest("devices is empty"), context);
+  }
+  bool by_class = false;
+  for (int i = 0; i < request->devices_size(); ++i) {
+    const v1::DevicePair& p = request->devices(i);
+    if (!p.has_destination_class()) continue;
+    if (!p.destination_device().empty()) {
+      return ToGrpcStatus(
+          InvalidRequest(absl::StrCat(
+              "devices[", i,
+              "]: destination_device and destination_class are both set; "
+              "give one")),
+          context);
+    }
+    by_class = true;
+  }
   // The token is bound to the source's identity; without TLS there is none
   // to bind to, and naming one would promise a check that cannot happen.
   if (absl::Status s = ValidateIdentity("source_identity",
@@ -140,13 +341,71 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
                        "with --insecure (no certificates, no identities)"),
         context);
   }
-  auto claimed = ReserveAndClaim(id, *pairs);
-  if (!claimed.ok()) return ToGrpcStatus(claimed.status(), context);
+  // Devices picked by class are allocated, opened and added for this job:
+  // closed, removed and released when it ends or the prepare fails.
+  std::map<std::string, std::string> added;
+  const auto drop = [devices = devices_, release = options_.release_allocations,
+                     id](const std::map<std::string, std::string>& names) {
+    DropAllocated(devices, release, id, names);
+  };
+  std::vector<migration::DevicePair> pairs;
+  absl::StatusOr<std::vector<device::Device*>> claimed;
+  {
+    // Picking by class and claiming are one step: two prepares never pick
+    // the same free device.
+    absl::MutexLock lock(&pick_mu_);
+    if (absl::Status s = jobs_->Reserve(id); !s.ok()) {
+      return ToGrpcStatus(s, context);
+    }
+    const auto fail = [&](const absl::Status& s) {
+      drop(added);
+      jobs_->Unreserve(id);
+      if (by_class) {
+        base::LogWarning("job ", id,
+                         ": prepare by class failed: ", s.ToString());
+      }
+      return ToGrpcStatus(s, context);
+    };
+    google::protobuf::RepeatedPtrField<v1::DevicePair> resolved =
+        request->devices();
+    if (by_class) {
+      if (absl::Status s = PickByClass(id, &resolved, &added); !s.ok()) {
+        return fail(s);
+      }
+    }
+    absl::StatusOr<std::vector<migration::DevicePair>> validated =
+        ValidateDevicePairs(resolved, false);
+    if (!validated.ok()) return fail(validated.status());
+    pairs = *std::move(validated);
+    FillHostAddresses(pairs, added);
+    std::vector<std::string> names;
+    for (const migration::DevicePair& p : pairs) names.push_back(p.local);
+    claimed = devices_->Claim(names, id);
+    if (!claimed.ok()) return fail(claimed.status());
+  }
   auto job = std::make_shared<migration::Job>(
-      id, v1::ROLE_DESTINATION, request->source(), *pairs, options_.observers);
+      id, v1::ROLE_DESTINATION, request->source(), pairs, options_.observers);
   migration::DeviceRegistry* devices = devices_;
+  // Set once the job exists: its end callback asks it whether a device
+  // loaded the VM's state.
+  auto self = std::make_shared<std::weak_ptr<migration::DestinationJob>>();
   auto prepared = migration::DestinationJob::Prepare(
-      job, *claimed, [devices, id] { devices->Release(id); },
+      job, *claimed,
+      [devices, id, drop, added, self] {
+        devices->Release(id);
+        // A device that loaded the VM's state runs the VM (the job
+        // succeeded), or holds the only copy of it until someone decides:
+        // it stays open and allocated until the owner releases it.
+        if (std::shared_ptr<migration::DestinationJob> dj = self->lock();
+            dj != nullptr && dj->loaded_any() && !added.empty()) {
+          base::LogInfo("job ", id, ": keeping its ", added.size(),
+                        " allocated device(s), which hold the VM's state "
+                        "(migctl host release ",
+                        id, " gives them back)");
+          return;
+        }
+        drop(added);
+      },
       options_.transfer_memory_cap, options_.default_phase_timeout,
       request->source_identity(), options_.token_ttl);
   if (!prepared.ok()) {
@@ -154,6 +413,7 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
     // journal records an end only of a job it has seen), then is dropped.
     job->Finish(prepared.status());
     devices_->Release(id);
+    drop(added);
     jobs_->Unreserve(id);
     base::LogWarning("job ", id,
                      ": prepare failed: ", prepared.status().ToString());
@@ -164,13 +424,14 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
       return compat->CheckSession(header);
     });
   }
+  *self = *prepared;
   response->set_transfer_token((*prepared)->token());
   *response->mutable_token_expires() = TimeUtil::NanosecondsToTimestamp(
       absl::ToUnixNanos((*prepared)->token_expires()));
   jobs_->AddDestination(*std::move(prepared));
   *response->mutable_migration() = job->Snapshot();
   base::LogInfo(
-      "job ", id, ": prepared ", pairs->size(), " incoming device(s) from ",
+      "job ", id, ": prepared ", pairs.size(), " incoming device(s) from ",
       request->source().empty() ? "(unnamed source)" : request->source(),
       secure() ? absl::StrCat(", token bound to ", request->source_identity())
                : "");
@@ -300,6 +561,7 @@ grpc::Status MigrationServiceImpl::StartMigration(
     if (!compat.ok()) return ToGrpcStatus(compat.status(), context);
     opts.compat = *std::move(compat);
   }
+  FillHostAddresses(*pairs);
   auto claimed = ReserveAndClaim(id, *pairs);
   if (!claimed.ok()) return ToGrpcStatus(claimed.status(), context);
   auto job = std::make_shared<migration::Job>(

@@ -8,9 +8,19 @@
 #ifndef MIGD_SERVER_MIGRATION_SERVICE_H_
 #define MIGD_SERVER_MIGRATION_SERVICE_H_
 
+#include <functional>
+#include <map>
+#include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "migd/device/device.h"
 #include "migd/migration/device_registry.h"
 #include "migd/migration/in_doubt.h"
 #include "migd/migration/job_observer.h"
@@ -45,6 +55,29 @@ struct MigrationServiceOptions {
   // a prepared destination runs, ListPlugins, CheckMigration. Null: none
   // (no descriptors sent, no checks but the job's own).
   const Compatibility* compatibility = nullptr;
+
+  // What the agent knows of each configured device on its host, by name:
+  // its PCI ids ("15b3:101e:15b3:0080", for a PrepareIncoming by class) and
+  // its host address (a PCI address or mdev UUID, for
+  // DeviceProgress.host_address). Devices missing here have neither.
+  struct HostFacts {
+    std::string pci_ids;
+    std::string host_address;
+  };
+  std::map<std::string, HostFacts> host_facts;
+  // A PrepareIncoming by PCI class that none of the configured devices
+  // satisfies allocates one (HostService's allocator, owner = the job id,
+  // key = the source device) and opens it as a "vfio NAME bdf=ADDR" line
+  // would. Null: no allocation.
+  std::function<absl::StatusOr<std::string>(const std::string& job,
+                                            const std::string& key,
+                                            const std::string& pci_ids)>
+      allocate_pci;
+  // Releases everything job `job` was allocated.
+  std::function<absl::Status(const std::string& job)> release_allocations;
+  std::function<absl::StatusOr<std::unique_ptr<device::Device>>(
+      const std::string& name, const std::string& bdf)>
+      open_pci;
 };
 
 class MigrationServiceImpl final : public v1::MigrationService::Service {
@@ -92,6 +125,21 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
                            v1::ListPluginsResponse* response) override;
 
  private:
+  // The destination devices of PrepareIncoming's pairs that name a class,
+  // picked (and, for an allocated device, opened and added to the
+  // registry, its name appended to `added`), in `pairs`' destination_device.
+  // The caller holds the job id reserved and pick_mu_.
+  // `added`: the allocated devices' names -> their PCI addresses.
+  absl::Status PickByClass(
+      const std::string& job,
+      google::protobuf::RepeatedPtrField<v1::DevicePair>* pairs,
+      std::map<std::string, std::string>* added)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(pick_mu_);
+  // Sets each pair's host_address from options_.host_facts (and `extra`).
+  void FillHostAddresses(
+      std::vector<migration::DevicePair>& pairs,
+      const std::map<std::string, std::string>& extra = {}) const;
+
   // Reserves the job id and claims this agent's devices of `pairs` for it;
   // on error neither stays taken.
   absl::StatusOr<std::vector<device::Device*>> ReserveAndClaim(
@@ -102,6 +150,9 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
   migration::DeviceRegistry* const devices_;
   migration::JobTable* const jobs_;
   const MigrationServiceOptions options_;
+  // Serializes picking devices by class, so that two PrepareIncomings do
+  // not pick the same free device.
+  absl::Mutex pick_mu_;
 };
 
 }  // namespace migd::server

@@ -103,6 +103,12 @@ absl::StatusOr<std::vector<migration::DevicePair>> ValidateDevicePairs(
   std::vector<migration::DevicePair> out;
   for (int i = 0; i < pairs.size(); ++i) {
     const v1::DevicePair& p = pairs[i];
+    if (local_is_source && p.has_destination_class()) {
+      return InvalidRequest(absl::StrCat(
+          "devices[", i,
+          "]: destination_class is for PrepareIncoming (the destination "
+          "picks the device; name the device it picked here)"));
+    }
     if (p.source_device().empty() || p.destination_device().empty()) {
       return InvalidRequest(
           absl::StrCat("devices[", i,

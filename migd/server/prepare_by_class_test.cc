@@ -1,0 +1,280 @@
+// migd/server/prepare_by_class_test.cc
+//
+// PrepareIncoming naming a destination_class, in process over gRPC: picking
+// one of the agent's configured devices by kind, and (b) allocating a PCI
+// device through a real HostServiceImpl on a fake sysfs tree
+// (migd/host/fake_kernel.h). The open of the allocated VFIO device is the
+// one step a fake tree cannot answer: open_pci here hands back an emulated
+// device of that name (what it stands in for, a real open, is the VM
+// tier's). Checked: the pick and its name in the Migration record,
+// host_address, the bind, and that the device is closed, removed and
+// released when the job ends or the prepare fails.
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "migd/device/emulated_device.h"
+#include "migd/host/allocation_store.h"
+#include "migd/host/binding_store.h"
+#include "migd/host/fake_kernel.h"
+#include "migd/migration/device_registry.h"
+#include "migd/migration/job_table.h"
+#include "migd/server/host_service.h"
+#include "migd/server/migration_service.h"
+#include "proto/migd/v1/migration.grpc.pb.h"
+
+namespace migd::server {
+namespace {
+
+using host::testing::FakeGroupUsage;
+using host::testing::FakeKernel;
+using host::testing::FakePciDevice;
+
+constexpr char kVf[] = "0000:5e:01.1";  // 15b3:101e on mlx5_core, group 11
+
+std::unique_ptr<device::Device> Emulated(const std::string& name) {
+  device::EmulatedDeviceConfig c;
+  c.name = name;
+  c.state_size = 4096;
+  absl::StatusOr<std::unique_ptr<device::EmulatedDevice>> d =
+      device::EmulatedDevice::Create(c);
+  EXPECT_TRUE(d.ok()) << d.status();
+  return *std::move(d);
+}
+
+class PrepareByClassTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kernel_.AddDriver({"pci", "vfio-pci", "vfio_pci", {}, "vfio_pci_core"});
+    kernel_.AddDriver({"pci", "mlx5_core", "mlx5_core", {"15b3:101e"}, ""});
+    kernel_.WriteFile("/lib/modules/test/modules.alias",
+                      "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\n");
+    FakePciDevice vf;
+    vf.bdf = kVf;
+    vf.group = 11;
+    vf.driver = "mlx5_core";
+    kernel_.AddPciDevice(vf);
+
+    const char* base = getenv("TEST_TMPDIR");
+    dir_ = absl::StrCat(base != nullptr ? base : "/tmp", "/byclassXXXXXX");
+    ASSERT_NE(mkdtemp(dir_.data()), nullptr);
+    bindings_ = *host::BindingStore::Open(dir_);
+    allocations_ = *host::AllocationStore::Open(dir_);
+    HostServiceOptions h;
+    h.sysfs_root = kernel_.root();
+    h.writer = &kernel_;
+    h.modules = &kernel_;
+    h.usage = &usage_;
+    h.bindings = bindings_.get();
+    h.allocations = allocations_.get();
+    h.devices = &registry_;
+    h.kernel_release = "test";
+    host_ = std::make_unique<HostServiceImpl>(std::move(h));
+
+    ASSERT_TRUE(registry_.Add(Emulated("dst0")).ok());
+    ASSERT_TRUE(registry_.Add(Emulated("dst1")).ok());
+
+    MigrationServiceOptions o;
+    o.allocate_pci =
+        [this](const std::string& job, const std::string& key,
+               const std::string& ids) -> absl::StatusOr<std::string> {
+      v1::AllocateDevicesRequest req;
+      req.set_owner(job);
+      v1::DeviceRequest* d = req.add_devices();
+      d->set_key(key);
+      d->mutable_device_class()->set_pci_ids(ids);
+      absl::StatusOr<v1::AllocateDevicesResponse> r = host_->Allocate(req);
+      if (!r.ok()) return r.status();
+      return r->devices(0).address();
+    };
+    o.release_allocations = [this](const std::string& job) {
+      return host_->Release(job).status();
+    };
+    o.open_pci = [this](const std::string& name, const std::string& bdf)
+        -> absl::StatusOr<std::unique_ptr<device::Device>> {
+      opened_.push_back(bdf);
+      if (!open_error_.ok()) return open_error_;
+      return Emulated(name);
+    };
+    service_ = std::make_unique<MigrationServiceImpl>(&registry_, &jobs_,
+                                                      std::move(o));
+    server_ =
+        grpc::ServerBuilder().RegisterService(service_.get()).BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::MigrationService::NewStub(
+        server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+
+  void TearDown() override {
+    jobs_.CancelAll();
+    stub_.reset();
+    server_->Shutdown();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  struct Result {
+    grpc::Status status;
+    std::string reason;
+    v1::PrepareIncomingResponse response;
+  };
+
+  Result Prepare(const std::string& job, const v1::DeviceClass& cls,
+                 const std::string& destination_device = "") {
+    v1::PrepareIncomingRequest req;
+    req.set_job_id(job);
+    v1::DevicePair* p = req.add_devices();
+    p->set_source_device("src0");
+    p->set_destination_device(destination_device);
+    *p->mutable_destination_class() = cls;
+    grpc::ClientContext ctx;
+    Result r;
+    r.status = stub_->PrepareIncoming(&ctx, req, &r.response);
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    if (auto it = trailers.find("migd-error-reason"); it != trailers.end()) {
+      r.reason = std::string(it->second.data(), it->second.size());
+    }
+    return r;
+  }
+
+  void Cancel(const std::string& job) {
+    v1::CancelMigrationRequest req;
+    req.set_job_id(job);
+    grpc::ClientContext ctx;
+    v1::Migration m;
+    ASSERT_TRUE(stub_->CancelMigration(&ctx, req, &m).ok());
+  }
+
+  // Waits (with a deadline) until the registry no longer has `name`.
+  bool WaitGone(const std::string& name) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (registry_.Find(name) != nullptr) {
+      if (absl::Now() > deadline) return false;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return true;
+  }
+
+  std::string DriverOf(const std::string& bdf) {
+    absl::StatusOr<std::string> d =
+        kernel_.sysfs().LinkName("/sys/bus/pci/devices/" + bdf + "/driver");
+    return d.ok() ? *d : "(none)";
+  }
+
+  FakeKernel kernel_;
+  FakeGroupUsage usage_;
+  std::string dir_;
+  std::unique_ptr<host::BindingStore> bindings_;
+  std::unique_ptr<host::AllocationStore> allocations_;
+  std::unique_ptr<HostServiceImpl> host_;
+  migration::DeviceRegistry registry_;
+  migration::JobTable jobs_;
+  std::vector<std::string> opened_;
+  absl::Status open_error_;
+  std::unique_ptr<MigrationServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::MigrationService::Stub> stub_;
+};
+
+v1::DeviceClass Kind(const std::string& kind) {
+  v1::DeviceClass c;
+  c.set_agent_kind(kind);
+  return c;
+}
+
+v1::DeviceClass Ids(const std::string& ids) {
+  v1::DeviceClass c;
+  c.set_pci_ids(ids);
+  return c;
+}
+
+TEST_F(PrepareByClassTest, AgentKindPicksFreeConfiguredDevicesInTurn) {
+  Result a = Prepare("j1", Kind("emulated"));
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  EXPECT_EQ(a.response.migration().devices(0).device(), "dst0");
+  EXPECT_EQ(a.response.migration().devices(0).host_address(), "");
+  Result b = Prepare("j2", Kind("emulated"));
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  EXPECT_EQ(b.response.migration().devices(0).device(), "dst1");
+  Result c = Prepare("j3", Kind("emulated"));
+  EXPECT_EQ(c.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(c.reason, "ERROR_REASON_DEVICE_BUSY");
+  EXPECT_TRUE(absl::StrContains(c.status.error_message(),
+                                "2 candidates, all held (dst0 by job j1, "
+                                "dst1 by job j2)"))
+      << c.status.error_message();
+  EXPECT_TRUE(kernel_.writes().empty());
+  Result none = Prepare("j4", Kind("vfio"));
+  EXPECT_EQ(none.status.error_code(), grpc::StatusCode::NOT_FOUND)
+      << none.status.error_message();
+}
+
+TEST_F(PrepareByClassTest, ADeviceAndAClassAtOnceIsInvalid) {
+  Result r = Prepare("j1", Kind("emulated"), "dst0");
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(),
+                                "destination_device and destination_class"))
+      << r.status.error_message();
+  r = Prepare("j1", v1::DeviceClass());
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(PrepareByClassTest, APciClassNoConfiguredDeviceHasIsAllocated) {
+  Result r = Prepare("j1", Ids("15b3:101e"));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  const v1::DeviceProgress& d = r.response.migration().devices(0);
+  EXPECT_EQ(d.device(), "alloc-j1-0");
+  EXPECT_EQ(d.host_address(), kVf);
+  EXPECT_EQ(opened_, std::vector<std::string>{kVf});
+  EXPECT_EQ(DriverOf(kVf), "vfio-pci");
+  EXPECT_EQ(registry_.Owner("alloc-j1-0"), "j1");
+  ASSERT_EQ(allocations_->List("j1").size(), 1u);
+  EXPECT_EQ(allocations_->List("j1")[0].key, "src0");
+
+  // The job ends (here: cancelled): the device is closed, removed and
+  // released, back on its driver.
+  Cancel("j1");
+  ASSERT_TRUE(WaitGone("alloc-j1-0"));
+  EXPECT_TRUE(allocations_->List().empty());
+  EXPECT_EQ(DriverOf(kVf), "mlx5_core");
+  EXPECT_TRUE(bindings_->List().empty());
+}
+
+TEST_F(PrepareByClassTest, AFailedOpenReleasesTheAllocation) {
+  open_error_ = absl::NotFoundError("no /dev/vfio/11");
+  Result r = Prepare("j1", Ids("15b3:101e"));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(),
+                                "allocated 0000:5e:01.1, but opening it "
+                                "failed"))
+      << r.status.error_message();
+  EXPECT_EQ(registry_.Find("alloc-j1-0"), nullptr);
+  EXPECT_TRUE(allocations_->List().empty());
+  EXPECT_EQ(DriverOf(kVf), "mlx5_core");
+  // Nothing stays taken: the job id and the device are free again.
+  open_error_ = absl::OkStatus();
+  Result again = Prepare("j1", Ids("15b3:101e"));
+  EXPECT_TRUE(again.status.ok()) << again.status.error_message();
+}
+
+TEST_F(PrepareByClassTest, NothingToAllocateIsBusyNamingTheHolders) {
+  ASSERT_TRUE(Prepare("j1", Ids("15b3:101e")).status.ok());
+  Result r = Prepare("j2", Ids("15b3:101e"));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(r.reason, "ERROR_REASON_DEVICE_BUSY");
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(),
+                                "0000:5e:01.1 by j1 (key src0)"))
+      << r.status.error_message();
+}
+
+}  // namespace
+}  // namespace migd::server
