@@ -9,14 +9,15 @@
 # the packaged flag file. A local change to the conffile survives a
 # reinstall, and a purge removes it.
 #
-# Usage: package_test.sh PACKAGE_SCRIPT MIGD MIGCTL MIGD_DEVLINK PLUGIN.so...
+# Usage: package_test.sh PACKAGE_SCRIPT MIGD MIGCTL MIGD_DEVLINK HOOK PLUGIN.so...
 set -euo pipefail
 
 package="$1"
 migd="$2"
 migctl="$3"
 devlink="$4"
-shift 4
+hook="$5"
+shift 5
 plugins=("$@")
 
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
@@ -35,6 +36,7 @@ mkdir -p "$bin/plugins"
 cp "$migd" "$bin/migd"
 cp "$migctl" "$bin/migctl"
 cp "$devlink" "$bin/migd-devlink"
+cp "$hook" "$bin/migd-libvirt-hook"
 for so in "${plugins[@]}"; do
   cp "$so" "$bin/plugins/"
 done
@@ -53,14 +55,18 @@ echo "package: $deb, $(stat -c %s "$deb") bytes, $((SECONDS - start)) s"
 
 # ---- Contents: exactly these files (directories aside).
 want=(
+  ./etc/libvirt/hooks/qemu.d/migd
+  ./etc/migd/libvirt-hook.conf
   ./etc/migd/migd.conf
   ./lib/systemd/system/migd.service
   ./usr/bin/migctl
   ./usr/bin/migd
   ./usr/bin/migd-devlink
+  ./usr/lib/migd/migd-libvirt-hook
   ./usr/lib/modules-load.d/migd.conf
   ./usr/share/doc/migd/README.md
   ./usr/share/doc/migd/copyright
+  ./usr/share/doc/migd/libvirt.md
   ./usr/share/doc/migd/operations.md
   ./usr/share/migd/grafana/migd.json
   ./usr/share/migd/kubernetes/migd-daemonset.yaml
@@ -79,6 +85,9 @@ if grep -vE ' root/root ' <<<"$listing"; then
 fi
 grep -qE '^-rwxr-xr-x .* \./usr/bin/migd$' <<<"$listing" ||
   fail "/usr/bin/migd is not 0755"
+# libvirt runs every executable of qemu.d: the hook is a link to the binary.
+grep -qE '^lrwxrwxrwx .* \./etc/libvirt/hooks/qemu\.d/migd -> /usr/lib/migd/migd-libvirt-hook$' \
+  <<<"$listing" || fail "/etc/libvirt/hooks/qemu.d/migd is not a link to the hook"
 
 # ---- Control fields, conffile, scripts
 field() { dpkg-deb -f "$deb" "$1"; }
@@ -92,7 +101,8 @@ done
 control="$tmp/control"
 mkdir -p "$control"
 dpkg-deb -e "$deb" "$control"
-[[ "$(cat "$control/conffiles")" == /etc/migd/migd.conf ]] ||
+[[ "$(cat "$control/conffiles")" == "/etc/migd/migd.conf
+/etc/migd/libvirt-hook.conf" ]] ||
   fail "conffiles: $(cat "$control/conffiles")"
 for script in postinst prerm postrm; do
   [[ -x "$control/$script" ]] || fail "no executable DEBIAN/$script"
@@ -129,7 +139,7 @@ done
 # package of each: dpkg knows a file by one of its names, with or without
 # /usr (merged /usr), the link's or the file's.
 declare -A needed=()
-for elf in "$migd" "$migctl" "$devlink" "${plugins[@]}"; do
+for elf in "$migd" "$migctl" "$devlink" "$hook" "${plugins[@]}"; do
   declare -A found=()
   while read -r soname path; do
     found["$soname"]="$path"
@@ -195,6 +205,17 @@ done
 "$root/usr/bin/migctl" --help >"$tmp/migctl-help" 2>&1 ||
   fail "migctl --help exited $?"
 grep -q '^usage: migctl' "$tmp/migctl-help" || fail "migctl --help: no usage"
+# The hook libvirt finds (an absolute link, so run it at its target inside
+# the root), reading the packaged configuration (every line a flag it
+# knows, else it stops before the usage) and without its arguments: usage,
+# exit 2.
+[[ "$(readlink "$root/etc/libvirt/hooks/qemu.d/migd")" == /usr/lib/migd/migd-libvirt-hook ]] ||
+  fail "installed qemu.d/migd links to $(readlink "$root/etc/libvirt/hooks/qemu.d/migd")"
+rc=0
+MIGD_HOOK_CONFIG="$root/etc/migd/libvirt-hook.conf" \
+  "$root/usr/lib/migd/migd-libvirt-hook" </dev/null >"$tmp/hook-usage" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q 'usage: migd-libvirt-hook' "$tmp/hook-usage" ||
+  fail "the installed hook without arguments exited $rc: $(cat "$tmp/hook-usage")"
 # migd-devlink without arguments: its usage, exit 2 (it runs: libmnl found).
 rc=0
 "$root/usr/bin/migd-devlink" >"$tmp/devlink-usage" 2>&1 || rc=$?
