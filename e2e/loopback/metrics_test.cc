@@ -23,12 +23,14 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <regex>
 #include <set>
 #include <string>
@@ -45,9 +47,11 @@
 #include "absl/time/clock.h"
 #include "e2e/testing/agent_process.h"
 #include "e2e/testing/agent_test.h"
+#include "e2e/testing/shell.h"
 #include "e2e/testing/status_macros.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 
@@ -348,6 +352,7 @@ class MetricsTest : public AgentTest {
       targets[agent] = absl::StrCat("127.0.0.1:", port);
     }
     ASSERT_OK_AND_ASSIGN(prometheus_, PrometheusServer::Start(binary, targets));
+    targets_ = targets;
   }
 
   // PrepareIncoming + StartMigration of one device pair; the job's end on
@@ -379,6 +384,7 @@ class MetricsTest : public AgentTest {
   }
 
   std::unique_ptr<PrometheusServer> prometheus_;
+  std::map<std::string, std::string> targets_;  // agent -> its /metrics
 };
 
 TEST_F(MetricsTest, PrometheusSeesMigrationsTheirBytesDowntimeAndDevices) {
@@ -473,6 +479,56 @@ TEST_F(MetricsTest, PrometheusSeesMigrationsTheirBytesDowntimeAndDevices) {
                     [](double v) { return v == 0; })
             .status());
   }
+
+  // What each agent serves passes Prometheus's own linter.
+  const std::string promtool =
+      std::filesystem::path(PrometheusBinary()).parent_path() / "promtool";
+  ASSERT_EQ(access(promtool.c_str(), X_OK), 0) << "no " << promtool;
+  for (const auto& [agent, address] : targets_) {
+    const int port = std::stoi(address.substr(address.rfind(':') + 1));
+    HttpResponse scrape = HttpGet(port, "/metrics");
+    ASSERT_EQ(scrape.code, 200) << agent;
+    const std::string file = absl::StrCat(TestTmp(), "/", agent, ".prom");
+    std::ofstream(file) << scrape.body;
+    CommandResult lint = RunShell(absl::StrCat(
+        ShellQuote(promtool), " check metrics <", ShellQuote(file)));
+    EXPECT_EQ(lint.exit_code, 0) << agent << ": " << lint.output;
+    EXPECT_EQ(lint.output, "") << agent;
+  }
+
+  // The gRPC health service answers SERVING (grpc.health.v1, on the agent's
+  // own port, through mutual TLS): HealthCheckRequest{} is no bytes, and
+  // HealthCheckResponse{status: SERVING} is field 1 = 1.
+  grpc::GenericStub health(source_->channel());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  grpc::ByteBuffer request, response;
+  grpc::Slice empty;
+  request = grpc::ByteBuffer(&empty, 1);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool answered = false;
+  grpc::Status status;
+  health.UnaryCall(&context, "/grpc.health.v1.Health/Check",
+                   grpc::StubOptions(), &request, &response,
+                   [&](grpc::Status s) {
+                     std::lock_guard<std::mutex> lock(mu);
+                     status = std::move(s);
+                     answered = true;
+                     cv.notify_one();
+                   });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return answered; });
+  }
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2)) << "not SERVING";
 }
 
 // ---- The operator's dashboard ----------------------------------------------
