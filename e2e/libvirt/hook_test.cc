@@ -11,11 +11,16 @@
 // device the agent allocated (all at once), and the metadata with it;
 // `prepare begin` keeps them on their driver; `release end` gives them back,
 // once; a domain asking for more devices than the host has is refused with
-// the reason on stderr and nothing left allocated; a definition without
-// migd metadata passes unchanged; one libvirt's parser refuses is refused.
+// the reason on stderr and nothing left allocated, and so is one whose agent
+// does not answer; a definition without migd metadata passes unchanged (and
+// operations the hook has nothing to do for pass); one libvirt's parser
+// refuses is refused. The definitions are libvirt's own: defined on the
+// library's test driver and read back, as libvirtd hands them to a hook.
 
+#include <libvirt/libvirt.h>
 #include <sys/utsname.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -53,10 +58,33 @@ std::string Tmp() {
 
 constexpr char kUuid[] = "5f2a3c1e-0b7d-4c8e-9a4f-1d2e3f405060";
 
+// The definition as libvirt itself writes it: `xml` defined on the
+// library's test driver and read back (inactive), as libvirtd hands a hook
+// its domain's XML.
+std::string AsLibvirtWritesIt(const std::string& xml) {
+  virConnectPtr conn = virConnectOpen("test:///default");
+  if (conn == nullptr) return "";
+  std::string out;
+  if (virDomainPtr d = virDomainDefineXML(conn, xml.c_str()); d != nullptr) {
+    if (char* text = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE)) {
+      out = text;
+      free(text);
+    }
+    virDomainUndefine(d);
+    virDomainFree(d);
+  }
+  virConnectClose(conn);
+  return out;
+}
+
 // A domain with `sources` as PCI hostdevs, each named by migd's metadata
-// (class pci:15b3:101e on vfio_pci) when `metadata`.
+// (class pci:15b3:101e on vfio_pci) when `metadata`, as libvirt writes it.
 std::string Domain(const std::vector<std::string>& sources,
-                   bool metadata = true) {
+                   bool metadata = true);
+
+// The same, as written here (libvirt's test driver may refuse it).
+std::string HandWritten(const std::vector<std::string>& sources,
+                        bool metadata = true) {
   std::string devices, entries;
   for (const std::string& s : sources) {
     unsigned d = 0, b = 0, sl = 0, f = 0;
@@ -81,6 +109,10 @@ std::string Domain(const std::vector<std::string>& sources,
       "  <os><type arch='x86_64' machine='q35'>hvm</type></os>\n"
       "  <devices>\n",
       devices, "  </devices>\n</domain>\n");
+}
+
+std::string Domain(const std::vector<std::string>& sources, bool metadata) {
+  return AsLibvirtWritesIt(HandWritten(sources, metadata));
 }
 
 class HookTest : public AgentTest {
@@ -152,6 +184,9 @@ class HookTest : public AgentTest {
 };
 
 TEST_F(HookTest, MigrateBeginPointsTheDefinitionAtTheDevicesItAllocated) {
+  ASSERT_TRUE(absl::StrContains(Domain({"0000:3b:02.0"}), "migd:device"))
+      << "libvirt's test driver dropped migd's metadata: "
+      << Domain({"0000:3b:02.0"});
   std::string out, err;
   // The source host's addresses; the second is where one of this host's
   // VFs is, which must not confuse the rewrite.
@@ -214,6 +249,23 @@ TEST_F(HookTest, MoreDevicesThanTheHostHasIsRefusedAndNothingStaysAllocated) {
   EXPECT_EQ(kernel_.Snapshot(), before_);
 }
 
+TEST_F(HookTest, AnAgentThatDoesNotAnswerRefusesTheMigrationNamingIt) {
+  // A port nothing listens on.
+  std::string config = ReadFile(config_);
+  const std::string agent = absl::StrCat("--agent=", agent_->address());
+  config.replace(config.find(agent), agent.size(), "--agent=127.0.0.1:1");
+  config += "--timeout_seconds=3\n";
+  std::ofstream(config_) << config;
+  std::string out, err;
+  EXPECT_EQ(Hook("migrate", "begin", Domain({"0000:3b:02.0"}), &out, &err), 1);
+  EXPECT_EQ(out, "");
+  EXPECT_TRUE(absl::StartsWith(err, "migd: domain vm1: cannot allocate"))
+      << err;
+  EXPECT_TRUE(absl::StrContains(err, "agent 127.0.0.1:1: AllocateDevices"))
+      << err;
+  EXPECT_EQ(kernel_.Snapshot(), before_);
+}
+
 TEST_F(HookTest, ADefinitionWithoutMigdMetadataPassesUnchanged) {
   std::string out, err;
   EXPECT_EQ(
@@ -227,7 +279,7 @@ TEST_F(HookTest, ADefinitionWithoutMigdMetadataPassesUnchanged) {
 }
 
 TEST_F(HookTest, ADefinitionLibvirtRefusesIsRefusedNamingLibvirtsReason) {
-  std::string bad = Domain({"0000:3b:02.0"});
+  std::string bad = HandWritten({"0000:3b:02.0"});
   bad.replace(bad.find("<memory"), 0, "<vcpu>many</vcpu>\n  ");
   std::string out, err;
   EXPECT_EQ(Hook("migrate", "begin", bad, &out, &err), 1);
