@@ -228,6 +228,7 @@ absl::Status ParseDeviceClass(absl::string_view text, DeviceRequest* request) {
 HookResult RunHook(const HookCall& call, Agent& agent,
                    const std::function<void(const std::string&)>& log) {
   const std::string op = absl::StrCat(call.operation, " ", call.sub_operation);
+  log(absl::StrCat("domain ", call.domain, ": ", op, " ", call.extra));
   if (op == "migrate begin") return MigrateBegin(call, agent, log);
   if (op == "prepare begin") return PrepareBegin(call, agent, log);
   if (op == "stopped end" || op == "release end") {

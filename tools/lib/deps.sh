@@ -22,6 +22,10 @@ MIGD_DEBIAN_PACKAGES=(
   openssl
   libsqlite3-dev
   libvirt-dev
+  # A real libvirtd calling the libvirt hook (e2e/libvirt): the daemon and
+  # its QEMU driver only, which install no service.
+  libvirt-daemon
+  libvirt-daemon-driver-qemu
   # devlink over generic netlink (vendor-plugins/mlx5).
   libmnl-dev
   python3
