@@ -148,6 +148,22 @@ absl::StatusOr<HostActions::Bound> RecordedHostActions::BindPci(
         ChooseVfioPciModule(bdf, *modalias, *aliases);
     if (!choice.ok()) return choice.status();
     module = choice->module;
+  } else {
+    // A named variant driver must know the device (CheckModuleFits); no
+    // modules.alias: nothing to check against.
+    absl::StatusOr<std::vector<VfioPciAlias>> aliases =
+        LoadVfioPciAliases(sysfs_.root(), kernel_release_);
+    if (!aliases.ok() && !absl::IsNotFound(aliases.status())) {
+      return aliases.status();
+    }
+    if (aliases.ok()) {
+      absl::StatusOr<std::string> modalias =
+          sysfs_.Read(PciDir(bdf) + "/modalias");
+      if (!modalias.ok()) return modalias.status();
+      absl::StatusOr<std::string> fits =
+          CheckModuleFits(bdf, *modalias, *aliases, module);
+      if (!fits.ok()) return fits.status();
+    }
   }
   absl::StatusOr<Binding> current = binder.Current(Bus::kPci, bdf);
   if (!current.ok()) return current.status();
@@ -351,6 +367,7 @@ absl::StatusOr<Allocation> Allocator::AllocatePci(const std::string& owner,
   };
   std::vector<Free> free;
   std::vector<std::string> taken;  // "0000:5e:01.1 by dom-1 (key ...)"
+  size_t unfit = 0;  // of `taken`: not driven by the driver the request names
   for (const std::string& bdf : all.ok() ? *all : std::vector<std::string>{}) {
     if (!Matches(sysfs_, bdf, ids)) continue;
     const std::string dir = PciDir(bdf);
@@ -416,6 +433,28 @@ absl::StatusOr<Allocation> Allocator::AllocatePci(const std::string& owner,
         continue;
       }
       module = choice->module;
+    } else {
+      // The driver the request names must drive the device (a variant
+      // driver's vfio_pci aliases match it): else it is no candidate.
+      if (!aliases.has_value()) {
+        aliases = LoadVfioPciAliases(sysfs_.root(), options_.kernel_release);
+      }
+      if (aliases->ok()) {
+        absl::StatusOr<std::string> modalias = sysfs_.Read(dir + "/modalias");
+        absl::StatusOr<std::string> fits =
+            modalias.ok() ? CheckModuleFits(bdf, *modalias, **aliases, module)
+                          : absl::StatusOr<std::string>(modalias.status());
+        if (!fits.ok()) {
+          take(absl::StrCat("not for driver ", module, " (",
+                            fits.status().message(), ")"));
+          ++unfit;
+          continue;
+        }
+      } else if (!absl::IsNotFound(aliases->status())) {
+        take(absl::StrCat("not checked against driver ", module, " (",
+                          aliases->status().message(), ")"));
+        continue;
+      }
     }
     Free f{bdf, module, false, ""};
     if (absl::StatusOr<std::string> d = DriverOfModule(sysfs_, module, "pci");
@@ -430,6 +469,12 @@ absl::StatusOr<Allocation> Allocator::AllocatePci(const std::string& owner,
     if (taken.empty()) {
       return absl::NotFoundError(
           absl::StrCat("no PCI device of class ", cls, " on this host"));
+    }
+    if (unfit == taken.size()) {
+      // Not busy: the request names a driver none of them is for.
+      return absl::FailedPreconditionError(
+          absl::StrCat("no device of class ", cls, " is for driver ",
+                       request.driver, ": ", absl::StrJoin(taken, ", ")));
     }
     return Busy(absl::StrCat("no free device of class ", cls, ": ",
                              taken.size(), " candidate",

@@ -225,6 +225,40 @@ TEST_F(AllocatorTest, ADeviceInUseOrInAGroupNotViableIsNotFree) {
       << got.status();
 }
 
+TEST_F(AllocatorTest, ANamedVariantDriverTakesOnlyDevicesItsAliasesMatch) {
+  // edu_vfio_pci drives QEMU's edu device (1234:11e8), not an mlx5 VF.
+  kernel_.AddLoadableModule(
+      {"pci", "edu_vfio_pci", "edu_vfio_pci", {}, "vfio_pci_core"});
+  kernel_.WriteFile("/lib/modules/test/modules.alias",
+                    "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\n"
+                    "alias vfio_pci:v00001234d000011E8sv*sd*bc*sc*i* "
+                    "edu_vfio_pci\n");
+  absl::StatusOr<std::vector<Allocation>> got = allocator_->Allocate(
+      "dom-x", {Pci("a", "15b3:101e:15b3:0080", "edu_vfio_pci")});
+  ASSERT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition)
+      << got.status();
+  EXPECT_EQ(AllocatorCause(got.status()), "") << "not busy: " << got.status();
+  const std::string msg(got.status().message());
+  for (const char* w :
+       {"no device of class 15b3:101e:15b3:0080 is for driver edu_vfio_pci",
+        "vfio_pci:v00001234d000011E8sv*sd*bc*sc*i*", "ids 15b3:101e", kVf1,
+        kVf3}) {
+    EXPECT_TRUE(absl::StrContains(msg, w))
+        << "missing \"" << w << "\": " << msg;
+  }
+  EXPECT_TRUE(allocator_->List().empty());
+  EXPECT_EQ(DriverOf(kVf1), "mlx5_core");
+  EXPECT_TRUE(kernel_.writes().empty());
+
+  // RecordedHostActions refuses such a bind too, and moves nothing.
+  absl::StatusOr<HostActions::Bound> bound =
+      actions_->BindPci(kVf1, "edu_vfio_pci");
+  EXPECT_EQ(bound.status().code(), absl::StatusCode::kFailedPrecondition)
+      << bound.status();
+  EXPECT_EQ(DriverOf(kVf1), "mlx5_core");
+  EXPECT_FALSE(bindings_->Find(Bus::kPci, kVf1).has_value());
+}
+
 TEST_F(AllocatorTest, NoDeviceOfTheClassIsNotFound) {
   absl::StatusOr<std::vector<Allocation>> got =
       allocator_->Allocate("dom-1", {Pci("a", "8086:10d3")});

@@ -15,6 +15,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "migd/host/names.h"
@@ -34,6 +35,25 @@ int Wildcards(absl::string_view pattern) {
 
 std::string Plural(int n, absl::string_view word) {
   return absl::StrCat(n, " ", word, n == 1 ? "" : "s");
+}
+
+// "1ac3:0101" from "pci:v00001AC3d00000101sv...", lowercase; empty when
+// the modalias does not start that way.
+std::string IdsOf(absl::string_view modalias) {
+  absl::string_view rest = modalias;
+  if (!absl::ConsumePrefix(&rest, "pci:v") || rest.size() < 17 ||
+      rest[8] != 'd') {
+    return "";
+  }
+  const absl::string_view vendor = rest.substr(0, 8);
+  const absl::string_view device = rest.substr(9, 8);
+  for (absl::string_view hex : {vendor, device}) {
+    for (char c : hex) {
+      if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return "";
+    }
+  }
+  return absl::AsciiStrToLower(
+      absl::StrCat(vendor.substr(4), ":", device.substr(4)));
 }
 
 }  // namespace
@@ -154,6 +174,43 @@ absl::StatusOr<VfioModuleChoice> ChooseVfioPciModule(
   return VfioModuleChoice{
       *module, absl::StrCat("alias ", best->pattern, " of ", best->module,
                             " matches (", Plural(n, "wildcard"), ")")};
+}
+
+absl::StatusOr<std::string> CheckModuleFits(
+    absl::string_view device, absl::string_view modalias,
+    const std::vector<VfioPciAlias>& aliases, absl::string_view module) {
+  absl::StatusOr<std::string> name = CanonicalModuleName(module);
+  if (!name.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "device ", device, ": driver ", module, ": ", name.status().message()));
+  }
+  absl::string_view rest = modalias;
+  if (!absl::ConsumePrefix(&rest, "pci:")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device ", device, ": modalias \"",
+                     absl::CHexEscape(modalias), "\" is not a pci: modalias"));
+  }
+  const std::string subject = absl::StrCat(kVfioPciPrefix, rest);
+  std::vector<std::string> own;  // the module's patterns, in file order
+  for (const VfioPciAlias& a : aliases) {
+    if (CanonicalModuleName(a.module).value_or(a.module) != *name) continue;
+    if (::fnmatch(a.pattern.c_str(), subject.c_str(), 0) == 0) {
+      return absl::StrCat("alias ", a.pattern, " of ", a.module, " matches");
+    }
+    own.push_back(a.pattern);
+  }
+  if (own.empty()) {
+    return absl::StrCat("module ", *name,
+                        " has no vfio_pci alias: not checked against the "
+                        "device");
+  }
+  const std::string ids = IdsOf(modalias);
+  return absl::FailedPreconditionError(absl::StrCat(
+      "module ", *name, " drives only the devices its vfio_pci aliases match (",
+      absl::StrJoin(own, ", "), "), and device ", device, " (",
+      ids.empty() ? "" : absl::StrCat("ids ", ids, ", "), "modalias ", modalias,
+      ") matches none of them: a variant driver would drive a "
+      "device it does not know"));
 }
 
 }  // namespace migd::host

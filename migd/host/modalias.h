@@ -80,6 +80,26 @@ absl::StatusOr<VfioModuleChoice> ChooseVfioPciModule(
     const std::vector<VfioPciAlias>& aliases,
     absl::string_view explicit_module = "");
 
+// Whether `module` (a module or driver name; '-' becomes '_') may drive the
+// device `device` (its name, for messages) whose sysfs modalias is
+// `modalias`, by `aliases` (modules.alias): the check of a driver the
+// operator names, which ChooseVfioPciModule takes on trust.
+//   - A module with "vfio_pci:" aliases (a variant driver) drives only the
+//     devices one of them matches, matched as ChooseVfioPciModule matches
+//     ("pci:" made "vfio_pci:", fnmatch(3)). vfio_pci's own catch-all alias
+//     (vfio_pci:v*d*sv*sd*bc*sc*i*) matches every device.
+//   - A module with no "vfio_pci:" alias at all (pci-stub, a variant driver
+//     depmod knows no aliases of) is not checked: it fits.
+// Returns why it fits, in words ("alias vfio_pci:v00001AC3d00000101sv*sd*bc*
+// sc*i* of acme_vfio_pci matches", "module pci_stub has no vfio_pci alias:
+// not checked against the device"). kFailedPrecondition naming the module,
+// its aliases, the device, its ids and modalias when none of its aliases
+// matches; kInvalidArgument when `modalias` is not a "pci:" modalias or
+// `module` is not a module name.
+absl::StatusOr<std::string> CheckModuleFits(
+    absl::string_view device, absl::string_view modalias,
+    const std::vector<VfioPciAlias>& aliases, absl::string_view module);
+
 }  // namespace migd::host
 
 #endif  // MIGD_HOST_MODALIAS_H_

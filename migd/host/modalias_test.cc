@@ -145,6 +145,55 @@ TEST(ChooseVfioPciModule, RefusesAModaliasOfAnotherBus) {
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// An NVMe VF as QEMU's nvme device makes it.
+constexpr char kNvmeVf[] =
+    "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02";
+
+TEST(CheckModuleFits, AVariantDriverFitsADeviceItsAliasMatches) {
+  absl::StatusOr<std::string> why =
+      CheckModuleFits("0000:03:00.1", kMlx5Vf, Aliases(), "mlx5-vfio-pci");
+  ASSERT_TRUE(why.ok()) << why.status();
+  EXPECT_EQ(*why,
+            "alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* of mlx5_vfio_pci "
+            "matches");
+}
+
+TEST(CheckModuleFits, AVariantDriverRefusesADeviceNoneOfItsAliasesMatch) {
+  absl::StatusOr<std::string> why =
+      CheckModuleFits("0000:03:00.1", kNvmeVf, Aliases(), "mlx5_vfio_pci");
+  ASSERT_FALSE(why.ok());
+  EXPECT_EQ(why.status().code(), absl::StatusCode::kFailedPrecondition);
+  for (const char* w :
+       {"module mlx5_vfio_pci", "vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i*",
+        "vfio_pci:v000015B3d0000101Fsv*sd*bc*sc*i*", "device 0000:03:00.1",
+        "ids 1b36:0010", kNvmeVf, "matches none"}) {
+    EXPECT_TRUE(absl::StrContains(why.status().message(), w))
+        << "missing \"" << w << "\": " << why.status();
+  }
+}
+
+TEST(CheckModuleFits, VfioPcisCatchAllFitsEveryDevice) {
+  absl::StatusOr<std::string> why =
+      CheckModuleFits("0000:03:00.1", kNvmeVf, Aliases(), "vfio-pci");
+  ASSERT_TRUE(why.ok()) << why.status();
+  EXPECT_TRUE(absl::StrContains(*why, "vfio_pci:v*d*sv*sd*bc*sc*i*")) << *why;
+}
+
+TEST(CheckModuleFits, AModuleWithoutVfioPciAliasesIsNotChecked) {
+  absl::StatusOr<std::string> why =
+      CheckModuleFits("0000:03:00.1", kNvmeVf, Aliases(), "pci_stub");
+  ASSERT_TRUE(why.ok()) << why.status();
+  EXPECT_TRUE(absl::StrContains(*why, "no vfio_pci alias")) << *why;
+}
+
+TEST(CheckModuleFits, RefusesAModaliasOfAnotherBusAndABadModuleName) {
+  EXPECT_EQ(
+      CheckModuleFits("x", "usb:v1d2", Aliases(), "vfio_pci").status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckModuleFits("x", kNvmeVf, Aliases(), "../evil").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(LoadVfioPciAliases, ReadsTheReleasesFileBelowTheRoot) {
   const std::string root = absl::StrCat(getenv("TEST_TMPDIR"), "/aliasroot");
   const std::string dir = root + "/lib/modules/6.1.0-test";

@@ -586,6 +586,34 @@ absl::StatusOr<v1::HostDevice> HostServiceImpl::DoBind(
                        "; nothing was changed"));
     }
     module = choice->module;
+  } else {
+    // A named variant driver must know the device: one of its vfio_pci
+    // aliases matches it (host/modalias.h). Without modules.alias there is
+    // nothing to check against: the operator's word stands.
+    absl::StatusOr<std::vector<host::VfioPciAlias>> aliases =
+        host::LoadVfioPciAliases(sysfs.root(), options_.kernel_release);
+    if (!aliases.ok() && !absl::IsNotFound(aliases.status())) {
+      return HostPrecondition(
+          aliases.status().code(),
+          absl::StrCat(what, " to module ", module,
+                       " refused: cannot check that it drives the device: ",
+                       aliases.status().message(), "; nothing was changed"));
+    }
+    if (aliases.ok()) {
+      absl::StatusOr<std::string> modalias =
+          sysfs.Read(PciDir(bdf) + "/modalias");
+      if (!modalias.ok()) return HostError(modalias.status(), counter.writes());
+      absl::StatusOr<std::string> fits =
+          host::CheckModuleFits(bdf, *modalias, *aliases, module);
+      if (!fits.ok()) {
+        return HostPrecondition(
+            absl::StatusCode::kFailedPrecondition,
+            absl::StrCat(what, " to module ", module,
+                         " refused: ", fits.status().message(),
+                         "; name a driver that drives it, or none (migd's "
+                         "choice); nothing was changed"));
+      }
+    }
   }
 
   const std::optional<host::BindRecord> record =
@@ -805,6 +833,18 @@ absl::StatusOr<v1::HostDevice> HostServiceImpl::SetVfs(
   const host::Sysfs sysfs(options_.sysfs_root, &counter);
   if (absl::StatusOr<std::string> e = ExistingPci(sysfs, bdf); !e.ok()) {
     return e.status();
+  }
+  // The request against the device first: a count the PF cannot have (or
+  // a PF without SR-IOV) is refused as such, whatever its VFs are.
+  absl::StatusOr<int> total = host::TotalVfs(sysfs, bdf);
+  if (!total.ok()) {
+    return HostError(Prefixed(what + " refused", total.status()),
+                     counter.writes());
+  }
+  if (static_cast<int>(count) > *total) {
+    return base::InvalidRequest(absl::StrCat(
+        what, " refused: asks for ", count, " VFs; the device supports 0 to ",
+        *total, " (sriov_totalvfs); nothing was changed"));
   }
   if (absl::Status s = RefuseClaimed(bdf, what); !s.ok()) return s;
   absl::StatusOr<int> current = host::NumVfs(sysfs, bdf);

@@ -420,8 +420,12 @@ TEST_F(HostServiceTest, ADeviceInUseIsBusy) {
 }
 
 TEST_F(HostServiceTest, AGroupThatIsNotViableIsRefusedBeforeAnything) {
+  // A module not loaded yet that fits the device (it has no vfio_pci alias
+  // to match: mlx5_vfio_pci's would refuse the Intel NIC before its group).
+  kernel_.AddLoadableModule(
+      {"pci", "plain_vfio_pci", "plain_vfio_pci", {}, "vfio_pci_core"});
   const auto before = kernel_.Snapshot();
-  ExpectRefused(Bind(kNotViable, "mlx5_vfio_pci"),
+  ExpectRefused(Bind(kNotViable, "plain_vfio_pci"),
                 grpc::StatusCode::FAILED_PRECONDITION,
                 "ERROR_REASON_HOST_PRECONDITION",
                 {kNotViable, "not viable", "0000:05:00.1", "e1000e"});
@@ -447,6 +451,44 @@ TEST_F(HostServiceTest, AModuleThatDoesNotExistTouchesNothing) {
                 {kVf, "nosuch_vfio_pci", "not touched"});
   EXPECT_TRUE(kernel_.writes().empty());
   EXPECT_FALSE(store_->Find(host::Bus::kPci, kVf).has_value());
+}
+
+TEST_F(HostServiceTest, ANamedVariantDriverMustMatchTheDevice) {
+  // mlx5_vfio_pci's aliases are for 15b3:101e and 15b3:101f; the virtio
+  // device is 1af4:1041.
+  ExpectRefused(Bind(kVirtio, "mlx5_vfio_pci"),
+                grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_HOST_PRECONDITION",
+                {kVirtio, "module mlx5_vfio_pci",
+                 "vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i*", "ids 1af4:1041",
+                 "nothing was changed"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kVirtio).has_value());
+  EXPECT_EQ(DriverOf(kVirtio), "virtio-pci");
+  EXPECT_TRUE(kernel_.loads().empty()) << "a module loaded for nothing";
+}
+
+TEST_F(HostServiceTest, ANamedModuleWithoutVfioPciAliasesIsNotChecked) {
+  kernel_.AddLoadableModule(
+      {"pci", "plain_vfio_pci", "plain_vfio_pci", {}, "vfio_pci_core"});
+  Result<v1::HostDevice> r = Bind(kVirtio, "plain_vfio_pci");
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(DriverOf(kVirtio), "plain_vfio_pci");
+}
+
+TEST_F(HostServiceTest, AllocateWithANamedDriverSkipsDevicesItDoesNotDrive) {
+  v1::AllocateDevicesRequest req;
+  req.set_owner("dom-1");
+  v1::DeviceRequest* d = req.add_devices();
+  d->set_key("k");
+  d->mutable_device_class()->set_pci_ids("1af4:1041");
+  d->set_driver("mlx5_vfio_pci");
+  ExpectRefused(Call(&v1::HostService::Stub::AllocateDevices, req),
+                grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_HOST_PRECONDITION",
+                {"is for driver mlx5_vfio_pci", kVirtio, "ids 1af4:1041"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_EQ(DriverOf(kVirtio), "virtio-pci");
 }
 
 TEST_F(HostServiceTest, BindIsIdempotentAndRefusesAnotherDriver) {
@@ -572,6 +614,19 @@ TEST_F(HostServiceTest, SetVfCountRefusals) {
                 "ERROR_REASON_DEVICE_BUSY",
                 {"0000:07:00.2", "unbind it first"});
   EXPECT_TRUE(kernel_.writes().empty());
+}
+
+TEST_F(HostServiceTest, ACountAboveTotalVfsIsInvalidEvenWithABoundVf) {
+  // The count is checked against sriov_totalvfs before the VFs the change
+  // would destroy: a VF migd bound does not hide that the request is wrong.
+  ASSERT_TRUE(SetVfs(kPf, 2).status.ok());
+  ASSERT_TRUE(Bind("0000:07:00.2", "vfio-pci").status.ok());
+  kernel_.ClearWrites();
+  ExpectRefused(SetVfs(kPf, 3), grpc::StatusCode::INVALID_ARGUMENT,
+                "ERROR_REASON_INVALID_REQUEST",
+                {kPf, "asks for 3 VFs", "the device supports 0 to 2"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_EQ(DriverOf("0000:07:00.2"), "vfio-pci");
 }
 
 TEST_F(HostServiceTest, MdevTypesCreateAndRemove) {
