@@ -131,7 +131,7 @@ namespace {
 using migd::base::LogError;
 
 int Fail(const absl::Status& s) {
-  LogError(s.ToString());
+  LogError(migd::base::StatusText(s));
   return 1;
 }
 

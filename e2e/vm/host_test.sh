@@ -22,10 +22,11 @@
 #     catch-all alias matches); `host bind VF` loads vfio_pci and binds the
 #     VF; a process holding the VF's group (/dev/vfio/N open, as a VMM would)
 #     shows as in_use and makes an unbind refuse (DEVICE_BUSY); an agent
-#     given the VF as a device ("vfio nvf0 bdf=VF") opens it and then, the
-#     VF having no migration (vfio-pci: GET MIGRATION fails with ENOTTY),
-#     refuses to start, naming the device and why (what migd does today,
-#     pinned); `host unbind VF`, `host vfs PF 0`;
+#     given the VF as a device ("vfio nvf0 bdf=VF") opens it and serves:
+#     the VF has no migration (vfio-pci: GET MIGRATION fails with ENOTTY),
+#     so it is listed without migration flags and a prepare of it is
+#     refused, naming the device and its driver; `host unbind VF`,
+#     `host vfs PF 0`;
 #   - refusals that change nothing: more VFs than sriov_totalvfs (naming
 #     both numbers), VFs on a device without SR-IOV, a malformed address,
 #     a device that does not exist, a module that does not exist (modprobe
@@ -430,30 +431,34 @@ vf_phase() {
   kill "$holder" 2>/dev/null
   wait "$holder" 2>/dev/null
 
-  # An agent given the VF: it opens the group and the device, then asks
-  # for the migration feature, which vfio-pci lacks (ENOTTY). What it does
-  # with that device is pinned here: it refuses to start, naming the device
-  # and why; no agent serves a device it cannot migrate.
+  # An agent given the VF: it opens the group and the device, asks for the
+  # migration feature, which vfio-pci lacks (ENOTTY), and serves it as a
+  # device that cannot migrate: listed without migration flags, and any
+  # migration of it refused up front, naming the device and its driver.
   check=host_vf_agent_open
   printf 'vfio nvf0 bdf=%s\n' "$VF0" >"$T/vf.conf"
   rm -rf "$T/vf.state"
   : >"$T/vf.log"
-  if launch vf agent-b --state_dir="$T/vf.state" --devices_config="$T/vf.conf"; then
-    "$BIN/migctl" --agent="$ADDR" devices >"$T/vf_devices.out" 2>&1
-    fail "$check: an agent with \"vfio nvf0 bdf=$VF0\" (a VF without migration) serves; migctl devices says:"
-    indent <"$T/vf_devices.out"
-    stop "$PID"
+  if ! launch vf agent-b --state_dir="$T/vf.state" --devices_config="$T/vf.conf"; then
+    fail "$check: an agent with \"vfio nvf0 bdf=$VF0\" (a VF without migration) did not serve (exit $EXIT):"
+    tail -n 10 "$T/vf.log" | indent
   else
-    why=$(grep -m 1 'nvf0' "$T/vf.log")
-    if [ "$EXIT" = timeout ] || [ "$EXIT" = 0 ]; then
-      fail "$check: the agent with nvf0 ended with $EXIT:"
-      tail -n 10 "$T/vf.log" | indent
-    elif ! echo "$why" | grep -q "GET MIGRATION" || ! echo "$why" | grep -q 'not a migratable VFIO device'; then
-      fail "$check: the agent with nvf0 exited $EXIT, but not on the migration feature after opening the device:"
-      tail -n 10 "$T/vf.log" | indent
+    "$BIN/migctl" --agent="$ADDR" devices >"$T/vf_devices.out" 2>&1
+    row=$(grep '^nvf0 ' "$T/vf_devices.out")
+    "$BIN/migctl" --agent="$ADDR" prepare --job=nv1 --devices=src0:nvf0 \
+      --source_identity=spiffe://migd.local/agent/agent-a \
+      >"$T/vf_prepare.out" 2>&1
+    prepare_rc=$?
+    if [ -z "$row" ] || echo "$row" | grep -q 'STOP_COPY'; then
+      fail "$check: the agent serves, but migctl devices does not list nvf0 without migration flags:"
+      indent <"$T/vf_devices.out"
+    elif [ $prepare_rc != 1 ] || ! grep -q 'offers no VFIO migration' "$T/vf_prepare.out"; then
+      fail "$check: a prepare of nvf0 exited $prepare_rc (want 1, 'offers no VFIO migration'):"
+      indent <"$T/vf_prepare.out"
     else
-      pass "$check: an agent with \"vfio nvf0 bdf=$VF0\" opened the VF (group $G0, device fd) and exits $EXIT before serving, on the migration feature: \"$(echo "$why" | sed 's/^.*\(device nvf0\)/\1/')\""
+      pass "$check: an agent with \"vfio nvf0 bdf=$VF0\" opened the VF (group $G0) and serves it without migration: \"$(echo "$row" | tr -s ' ')\"; a prepare of it is refused: \"$(tr '\n' ' ' <"$T/vf_prepare.out" | sed 's/  */ /g; s/ $//')\""
     fi
+    stop "$PID"
   fi
 
   check=host_bind_no_module

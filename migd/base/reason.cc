@@ -79,4 +79,14 @@ absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   return out;
 }
 
+std::string StatusText(const absl::Status& status) {
+  if (status.ok()) return "OK";
+  std::string out = absl::StrCat(absl::StatusCodeToString(status.code()), ": ",
+                                 status.message());
+  if (HasReason(status)) {
+    absl::StrAppend(&out, " (reason: ", ReasonName(ReasonOf(status)), ")");
+  }
+  return out;
+}
+
 }  // namespace migd::base

@@ -53,6 +53,13 @@ ErrorReason ReasonFromName(absl::string_view name);
 // code and the reason.
 absl::Status Annotate(const absl::Status& status, absl::string_view context);
 
+// A status for a log line or a person: "FAILED_PRECONDITION: <message>",
+// with " (reason: ERROR_REASON_...)" when a reason was attached. Never the
+// payloads (absl::Status::ToString() appends them, e.g.
+// "[type.googleapis.com/migd.device.Errno='25']"): they are for programs.
+// "OK" for an OK status.
+std::string StatusText(const absl::Status& status);
+
 }  // namespace migd::base
 
 #endif  // MIGD_BASE_REASON_H_

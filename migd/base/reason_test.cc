@@ -1,5 +1,6 @@
 #include "migd/base/reason.h"
 
+#include "absl/strings/cord.h"
 #include "gtest/gtest.h"
 
 namespace migd::base {
@@ -39,6 +40,17 @@ TEST(Reason, NamesRoundTrip) {
   EXPECT_EQ(ReasonFromName("ERROR_REASON_NOT_PREPARED"),
             v1::ERROR_REASON_NOT_PREPARED);
   EXPECT_EQ(ReasonFromName("bogus"), v1::ERROR_REASON_UNSPECIFIED);
+}
+
+TEST(StatusText, IsTheCodeAndMessageAndReasonWithoutPayloads) {
+  absl::Status s = Error(absl::StatusCode::kFailedPrecondition,
+                         v1::ERROR_REASON_DEVICE_ERROR, "device nvf0: no");
+  s.SetPayload("type.googleapis.com/migd.device.Errno", absl::Cord("25"));
+  EXPECT_EQ(StatusText(s),
+            "FAILED_PRECONDITION: device nvf0: no (reason: "
+            "ERROR_REASON_DEVICE_ERROR)");
+  EXPECT_EQ(StatusText(absl::NotFoundError("gone")), "NOT_FOUND: gone");
+  EXPECT_EQ(StatusText(absl::OkStatus()), "OK");
 }
 
 TEST(Reason, OkStaysOk) {

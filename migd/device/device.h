@@ -151,6 +151,12 @@ class Device {
   // that can compute one; kUnimplemented otherwise. Used to prove a destination
   // holds exactly the source's state.
   virtual absl::StatusOr<std::string> StateDigest() = 0;
+
+  // OK when the device can take part in a migration at all; else
+  // kFailedPrecondition naming the device and saying why (a kernel device
+  // whose driver offers no VFIO migration: its flags are 0). Migrations
+  // check it before they claim the device. The default: OK.
+  virtual absl::Status CheckMigratable() { return absl::OkStatus(); }
 };
 
 inline std::string ReadResultText(const ReadResult& result) {

@@ -61,7 +61,8 @@ size_t MaxDmaRanges() {
 
 absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Create(
     std::string name, std::string address, UniqueFd fd,
-    std::shared_ptr<const void> keepalive, VfioSyscalls syscalls) {
+    std::shared_ptr<const void> keepalive, VfioSyscalls syscalls,
+    std::string driver) {
   const std::string who = Who(name, address);
   if (!fd.valid()) {
     return absl::InvalidArgumentError(
@@ -80,15 +81,20 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Create(
   } while (r != 0 && errno == EINTR);
   if (r != 0) {
     const int err = errno;
-    absl::Status s =
-        VfioErrnoError(who, "GET MIGRATION", VfioOp::kGetFeature, err);
     if (err == ENOTTY || err == EOPNOTSUPP) {
-      return AppendToMessage(
-          s,
-          " (not a migratable VFIO device: bind it to a variant driver that "
-          "implements the VFIO migration uAPI v2)");
+      // No migration in this driver: the device is still the agent's (to
+      // list, and to refuse migrations of, saying why).
+      absl::Status why = absl::FailedPreconditionError(absl::StrCat(
+          "device ", who, ": its driver ",
+          driver.empty() ? "" : absl::StrCat(driver, " "),
+          "offers no VFIO migration (VFIO_DEVICE_FEATURE_MIGRATION: ",
+          err == ENOTTY ? "ENOTTY" : "EOPNOTSUPP",
+          "); bind a variant driver that does"));
+      return std::unique_ptr<VfioDevice>(new VfioDevice(
+          std::move(name), std::move(address), std::move(fd),
+          std::move(keepalive), std::move(syscalls), 0, std::move(why)));
     }
-    return s;
+    return VfioErrnoError(who, "GET MIGRATION", VfioOp::kGetFeature, err);
   }
   std::memcpy(&mig, feature->data, sizeof(mig));
   if ((mig.flags & vfio::kMigStopCopy) == 0) {
@@ -96,14 +102,15 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Create(
         "device ", who, ": migration flags ", vfio::MigFlagsName(mig.flags),
         " lack STOP_COPY, which the uAPI requires"));
   }
-  return std::unique_ptr<VfioDevice>(
-      new VfioDevice(std::move(name), std::move(address), std::move(fd),
-                     std::move(keepalive), std::move(syscalls), mig.flags));
+  return std::unique_ptr<VfioDevice>(new VfioDevice(
+      std::move(name), std::move(address), std::move(fd), std::move(keepalive),
+      std::move(syscalls), mig.flags, absl::OkStatus()));
 }
 
 VfioDevice::VfioDevice(std::string name, std::string address, UniqueFd fd,
                        std::shared_ptr<const void> keepalive,
-                       VfioSyscalls syscalls, vfio::MigFlags flags)
+                       VfioSyscalls syscalls, vfio::MigFlags flags,
+                       absl::Status no_migration)
     : name_(std::move(name)),
       address_(std::move(address)),
       who_(Who(name_, address_)),
@@ -111,6 +118,7 @@ VfioDevice::VfioDevice(std::string name, std::string address, UniqueFd fd,
       fd_(std::move(fd)),
       sys_(std::move(syscalls)),
       flags_(flags),
+      no_migration_(std::move(no_migration)),
       sessions_(std::make_shared<VfioSessionTracker>()) {}
 
 VfioDevice::~VfioDevice() { sessions_->End("the device was closed"); }
@@ -148,6 +156,9 @@ absl::StatusOr<MigState> VfioDevice::GetState() {
 }
 
 absl::StatusOr<MigState> VfioDevice::GetStateLocked() {
+  // Without migration there is no migration state to read (the kernel
+  // would answer ENOTTY).
+  if (!no_migration_.ok()) return no_migration_;
   struct vfio_device_feature_mig_state mig = {};
   mig.data_fd = -1;
   if (FeatureNoEintr(
@@ -188,6 +199,7 @@ absl::StatusOr<UniqueFd> VfioDevice::SetArcLocked(MigState from, MigState to) {
 absl::StatusOr<std::unique_ptr<DataStream>> VfioDevice::SetState(
     MigState target) {
   absl::MutexLock l(&mu_);
+  if (!no_migration_.ok()) return no_migration_;
   if (!vfio::MigStateFromRaw(static_cast<uint32_t>(target)).has_value()) {
     return absl::InvalidArgumentError(
         absl::StrCat("device ", who_, ": no such migration state ",
@@ -255,6 +267,7 @@ absl::StatusOr<std::unique_ptr<DataStream>> VfioDevice::SetState(
 }
 
 absl::StatusOr<uint64_t> VfioDevice::GetStopCopySize() {
+  if (!no_migration_.ok()) return no_migration_;
   absl::MutexLock l(&mu_);
   struct vfio_device_feature_mig_data_size size = {};
   if (FeatureNoEintr(

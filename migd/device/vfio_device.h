@@ -45,13 +45,22 @@ class VfioDevice final : public Device {
   // holds whatever must stay open while the fd is (its group and container, or
   // its iommufd); it is released after the fd is closed.
   //
-  // Reads VFIO_DEVICE_FEATURE_MIGRATION once: kUnimplemented when the device
-  // (or the fd) has no migration support, kFailedPrecondition when the flags
-  // lack STOP_COPY.
+  // `driver` is the driver the device is bound to as sysfs names it
+  // ("vfio-pci"), for messages; empty when not known.
+  //
+  // Reads VFIO_DEVICE_FEATURE_MIGRATION once. A device whose driver offers
+  // no migration (ENOTTY or EOPNOTSUPP: plain vfio-pci on a device without a
+  // variant driver) opens all the same, with flags 0: it is listed, and
+  // CheckMigratable, GetState, SetState and GetStopCopySize answer
+  // kFailedPrecondition saying so (no ioctl) -- "device nvf0 (0000:03:00.1):
+  // its driver vfio-pci offers no VFIO migration
+  // (VFIO_DEVICE_FEATURE_MIGRATION: ENOTTY); bind a variant driver that
+  // does". Other errors of that ioctl fail the open; so do flags that lack
+  // STOP_COPY (kFailedPrecondition: the uAPI requires it).
   static absl::StatusOr<std::unique_ptr<VfioDevice>> Create(
       std::string name, std::string address, UniqueFd fd,
       std::shared_ptr<const void> keepalive = nullptr,
-      VfioSyscalls syscalls = VfioSyscalls::Real());
+      VfioSyscalls syscalls = VfioSyscalls::Real(), std::string driver = "");
 
   // Ends any data session (its stream fails afterwards) and closes the fd.
   ~VfioDevice() override;
@@ -65,8 +74,11 @@ class VfioDevice final : public Device {
   // Device.
   const std::string& name() const override { return name_; }
   std::string kind() const override { return "vfio"; }
-  // The flags read at Create (they never change for a bound driver).
+  // The flags read at Create (they never change for a bound driver); 0 for
+  // a device without migration.
   absl::StatusOr<vfio::MigFlags> GetFlags() override;
+  // kFailedPrecondition when the driver offers no VFIO migration (above).
+  absl::Status CheckMigratable() override { return no_migration_; }
   absl::StatusOr<vfio::MigState> GetState() override;
   // One SET per planned arc. A refused target (the planner's
   // kFailedPrecondition) issues no ioctl. On a failed arc: the code of
@@ -114,7 +126,7 @@ class VfioDevice final : public Device {
  private:
   VfioDevice(std::string name, std::string address, UniqueFd fd,
              std::shared_ptr<const void> keepalive, VfioSyscalls syscalls,
-             vfio::MigFlags flags);
+             vfio::MigFlags flags, absl::Status no_migration);
 
   // VFIO_DEVICE_FEATURE with `flags` and `size` bytes of `data` (copied in
   // and back out). Returns 0, or -1 with errno set.
@@ -136,6 +148,8 @@ class VfioDevice final : public Device {
   const UniqueFd fd_;
   const VfioSyscalls sys_;
   const vfio::MigFlags flags_;
+  // OK, or why the device cannot migrate (its flags are then 0).
+  const absl::Status no_migration_;
   const std::shared_ptr<VfioSessionTracker> sessions_;
 
   mutable absl::Mutex mu_;

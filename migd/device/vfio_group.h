@@ -102,6 +102,8 @@ class VfioOpener {
   VfioOpener(const VfioOpener&) = delete;
   VfioOpener& operator=(const VfioOpener&) = delete;
 
+  const VfioPaths& paths() const { return paths_; }
+
   // The PCI device at `bdf` (NormalizePciAddress) through its group. With
   // `vf_token` (a UUID), asks for "<bdf> vf_token=<uuid>", as a VF of a PF
   // owned by a userspace driver requires. Errors (kNotFound, kUnavailable,

@@ -2,12 +2,42 @@
 
 #include "migd/device/vfio_open.h"
 
+#include <limits.h>
+#include <unistd.h>
+
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "migd/device/vfio_errors.h"
 
 namespace migd::device {
+namespace {
+
+// The driver sysfs says a PCI device or an mdev is bound to ("vfio-pci"),
+// for messages; empty when not known (a cdev, a handed-over fd, no link).
+std::string DriverOf(const VfioDeviceConfig& config, const VfioPaths& paths) {
+  using Source = VfioDeviceConfig::Source;
+  std::string link;
+  if (config.source == Source::kPci) {
+    link =
+        absl::StrCat(paths.sys, "/bus/pci/devices/", config.address, "/driver");
+  } else if (config.source == Source::kMdev) {
+    link = absl::StrCat(paths.sys, "/bus/mdev/devices/", config.address,
+                        "/driver");
+  } else {
+    return "";
+  }
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  const absl::string_view target(buf, static_cast<size_t>(n));
+  const size_t slash = target.rfind('/');
+  return std::string(
+      slash == absl::string_view::npos ? target : target.substr(slash + 1));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<VfioDevice>> OpenVfioDevice(
     const VfioDeviceConfig& config, VfioOpener& opener,
@@ -45,7 +75,9 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> OpenVfioDevice(
                          absl::StrCat("vfio device ", config.name, ": "));
   }
   return VfioDevice::Create(config.name, std::move(fd->address),
-                            std::move(fd->fd), std::move(fd->keepalive));
+                            std::move(fd->fd), std::move(fd->keepalive),
+                            VfioSyscalls::Real(),
+                            DriverOf(config, opener.paths()));
 }
 
 }  // namespace migd::device

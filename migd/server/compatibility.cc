@@ -170,6 +170,11 @@ v1::CheckCompatibilityResponse Compatibility::CheckHere(
       r->set_message(absl::StrCat("device ", name, " belongs to job ", owner));
       continue;
     }
+    if (absl::Status why = device->CheckMigratable(); !why.ok()) {
+      r->set_blocker("no_migration_support");
+      r->set_message(std::string(why.message()));
+      continue;
+    }
     absl::StatusOr<vfio::MigState> state = device->GetState();
     if (state.ok()) {
       migration::FoundStateRule rule = migration::RuleForFoundState(
@@ -243,7 +248,10 @@ v1::CheckMigrationResponse Compatibility::CheckMigration(
     }
     absl::StatusOr<vfio::MigFlags> flags = device->GetFlags();
     const uint64_t f = flags.ok() ? *flags : 0;
-    if ((f & vfio::kMigStopCopy) == 0) {
+    if (absl::Status why = device->CheckMigratable(); !why.ok()) {
+      Block(*d, v1::MigrationBlocker::KIND_NO_MIGRATION_SUPPORT, "source",
+            std::string(why.message()));
+    } else if ((f & vfio::kMigStopCopy) == 0) {
       Block(*d, v1::MigrationBlocker::KIND_NO_MIGRATION_SUPPORT, "source",
             absl::StrCat("the driver of device ", p.source_device(),
                          b->facts.driver.empty()
@@ -354,6 +362,8 @@ v1::CheckMigrationResponse Compatibility::CheckMigration(
         kind = v1::MigrationBlocker::KIND_DEVICE_BUSY;
       } else if (c.blocker() == "plugin_conflict") {
         kind = v1::MigrationBlocker::KIND_PLUGIN_CONFLICT;
+      } else if (c.blocker() == "no_migration_support") {
+        kind = v1::MigrationBlocker::KIND_NO_MIGRATION_SUPPORT;
       }
       Block(d, kind, "destination", c.message());
       v1::MigrationBlocker& b = *d.mutable_blockers(d.blockers_size() - 1);

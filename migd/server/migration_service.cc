@@ -94,6 +94,24 @@ bool IdsMatch(const std::string& have, const host::PciIds& want) {
 // Closes and removes the devices `added` (a PrepareIncoming allocated them
 // for `job`), then releases the job's allocations; logs what fails.
 // Idempotent: a device already gone is skipped.
+// FAILED_PRECONDITION (DEVICE_ERROR) naming the first of `names` that can
+// take part in no migration (a kernel device whose driver offers no VFIO
+// migration), before a job claims it; devices not found are the claim's to
+// name. DEVICE_ERROR, not INCOMPATIBLE: the device itself cannot migrate,
+// whatever the other side has; the remedy is on this host (another driver).
+absl::Status RefuseUnmigratable(migration::DeviceRegistry& devices,
+                                const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
+    device::Device* d = devices.Find(name);
+    if (d == nullptr) continue;
+    if (absl::Status s = d->CheckMigratable(); !s.ok()) {
+      return base::Error(absl::StatusCode::kFailedPrecondition,
+                         v1::ERROR_REASON_DEVICE_ERROR, s.message());
+    }
+  }
+  return absl::OkStatus();
+}
+
 void DropAllocated(
     migration::DeviceRegistry* devices,
     const std::function<absl::Status(const std::string&)>& release,
@@ -248,6 +266,10 @@ absl::Status MigrationServiceImpl::PickByClass(
         held.push_back(absl::StrCat(name, " by job ", owner));
         continue;
       }
+      if (!d->CheckMigratable().ok()) {
+        held.push_back(absl::StrCat(name, " (its driver offers no migration)"));
+        continue;
+      }
       pick = name;
       break;
     }
@@ -362,7 +384,7 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
       jobs_->Unreserve(id);
       if (by_class) {
         base::LogWarning("job ", id,
-                         ": prepare by class failed: ", s.ToString());
+                         ": prepare by class failed: ", base::StatusText(s));
       }
       return ToGrpcStatus(s, context);
     };
@@ -380,6 +402,9 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
     FillHostAddresses(pairs, added);
     std::vector<std::string> names;
     for (const migration::DevicePair& p : pairs) names.push_back(p.local);
+    if (absl::Status s = RefuseUnmigratable(*devices_, names); !s.ok()) {
+      return fail(s);
+    }
     claimed = devices_->Claim(names, id);
     if (!claimed.ok()) return fail(claimed.status());
   }
@@ -416,7 +441,7 @@ grpc::Status MigrationServiceImpl::PrepareIncoming(
     drop(added);
     jobs_->Unreserve(id);
     base::LogWarning("job ", id,
-                     ": prepare failed: ", prepared.status().ToString());
+                     ": prepare failed: ", base::StatusText(prepared.status()));
     return ToGrpcStatus(prepared.status(), context);
   }
   if (const Compatibility* compat = options_.compatibility; compat != nullptr) {
@@ -552,6 +577,13 @@ grpc::Status MigrationServiceImpl::StartMigration(
     }
   }
 
+  {
+    std::vector<std::string> names;
+    for (const migration::DevicePair& p : *pairs) names.push_back(p.local);
+    if (absl::Status s = RefuseUnmigratable(*devices_, names); !s.ok()) {
+      return ToGrpcStatus(s, context);
+    }
+  }
   if (options_.compatibility != nullptr) {
     // What each device's plugin says of it, for the destination's check.
     std::vector<std::string> names;
@@ -576,7 +608,7 @@ grpc::Status MigrationServiceImpl::StartMigration(
     devices_->Release(id);
     jobs_->Unreserve(id);
     base::LogWarning("job ", id,
-                     ": not started: ", started.status().ToString());
+                     ": not started: ", base::StatusText(started.status()));
     return ToGrpcStatus(started.status(), context);
   }
   jobs_->AddSource(*std::move(started));
@@ -654,7 +686,8 @@ grpc::Status MigrationServiceImpl::ResolveMigration(
                        : "destination");
   auto job = jobs_->Resolve(id, request->resolution(), who);
   if (!job.ok()) {
-    base::LogWarning("job ", id, ": not resolved: ", job.status().ToString());
+    base::LogWarning("job ", id,
+                     ": not resolved: ", base::StatusText(job.status()));
     return ToGrpcStatus(job.status(), context);
   }
   *response = (*job)->Snapshot();

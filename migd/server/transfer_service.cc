@@ -127,7 +127,8 @@ grpc::Status TransferServiceImpl::GetOutcome(
         job->AnswerOutcome(identity);
     if (!answer.ok()) {
       base::LogWarning("job ", id, ": refused an outcome question from ",
-                       context->peer(), ": ", answer.status().ToString());
+                       context->peer(), ": ",
+                       base::StatusText(answer.status()));
       return ToGrpcStatus(answer.status(), context);
     }
     *response = *std::move(answer);
@@ -259,7 +260,7 @@ grpc::Status TransferServiceImpl::Transfer(
       FindSession(raw, /*data=*/false, &header);
   if (!found.ok()) {
     base::LogWarning("refused a session from ", context->peer(), ": ",
-                     found.status().ToString());
+                     base::StatusText(found.status()));
     return ToGrpcStatus(found.status(), context);
   }
   std::shared_ptr<migration::DestinationJob> job = *std::move(found);
@@ -310,7 +311,7 @@ grpc::Status TransferServiceImpl::Transfer(
           [&end_session](const absl::Status& why) { end_session(why); });
       !s.ok()) {
     base::LogWarning("job ", job_id, ": refused a session from ",
-                     context->peer(), ": ", s.ToString());
+                     context->peer(), ": ", base::StatusText(s));
     return ToGrpcStatus(s, context);
   }
   base::LogInfo("job ", job_id, ": source attached from ", context->peer(),
@@ -440,7 +441,7 @@ void TransferServiceImpl::ServeData(transfer::ServerStream& stream) {
       FindSession(raw, /*data=*/true, &header);
   if (!job.ok()) {
     base::LogWarning("refused a data stream from ", context->peer(), ": ",
-                     job.status().ToString());
+                     base::StatusText(job.status()));
     stream.Finish(ToGrpcStatus(job.status(), context));
     return;
   }
@@ -459,7 +460,7 @@ grpc::Status TransferServiceImpl::DataStream(transfer::ServerStream& stream,
           [context](const absl::Status&) { context->TryCancel(); });
       !s.ok()) {
     base::LogWarning("job ", header.job_id(), ": refused data stream ", index,
-                     ": ", s.ToString());
+                     ": ", base::StatusText(s));
     return ToGrpcStatus(s, context);
   }
   // The canceller handed to AttachData points into this call.

@@ -79,6 +79,10 @@ class VfioDeviceOpener final : public DeviceOpener {
         device::VfioSourceKey(c.source), "=", c.address,
         c.vf_token.has_value() ? ", with a VF token" : "",
         "), migration flags ", flags.ok() ? vfio::MigFlagsName(*flags) : "?");
+    if (absl::Status why = (*opened)->CheckMigratable(); !why.ok()) {
+      // Served all the same (listed; migrations of it are refused).
+      base::LogWarning(why.message(), "; it cannot be migrated");
+    }
     return std::unique_ptr<device::Device>(*std::move(opened));
   }
 
