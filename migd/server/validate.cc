@@ -53,11 +53,12 @@ absl::Status ValidateJobId(absl::string_view job_id) {
 absl::Status ValidateIdentity(absl::string_view field,
                               absl::string_view identity, bool required) {
   if (identity.empty()) {
-    return required ? InvalidRequest(absl::StrCat(
-                          field,
-                          " is empty (the identity, a URI or DNS subject "
-                          "alternative name, of the other agent's certificate)"))
-                    : absl::OkStatus();
+    return required
+               ? InvalidRequest(absl::StrCat(
+                     field,
+                     " is empty (the identity, a URI or DNS subject "
+                     "alternative name, of the other agent's certificate)"))
+               : absl::OkStatus();
   }
   if (identity.size() > 512) {
     return InvalidRequest(absl::StrCat(field, " is longer than 512 bytes"));
