@@ -35,7 +35,8 @@ struct CommandSpec {
 
 // The host commands are "host WORD": `migctl host status ADDRESS`.
 constexpr absl::string_view kHostWords =
-    "status, bind, unbind, vfs, mdev-types, mdev-create, mdev-remove, "
+    "status, bind, unbind, vfs, vf-token, mdev-types, mdev-create, "
+    "mdev-remove, "
     "allocate, release, allocations";
 
 const std::vector<CommandSpec>& Commands() {
@@ -167,6 +168,16 @@ const std::vector<CommandSpec>& Commands() {
        "      recreates every VF)",
        false,
        {"PF", "COUNT"}},
+      {"host vf-token",
+       {},
+       {},
+       false,
+       "host vf-token PF",
+       "make the agent the owner of the VF token of PF (on vfio-pci with\n"
+       "      enable_sriov=1): a random token, stored and set; its VFs' opens\n"
+       "      present it. Prints the token's id, never the token",
+       false,
+       {"PF"}},
       {"host mdev-types",
        {},
        {},
@@ -960,7 +971,8 @@ std::string UsageLine(absl::string_view command) {
   const CommandSpec* spec = FindCommand(command);
   if (spec == nullptr && command == "host") {
     return absl::StrCat(kGlobal, "host ",
-                        "status|bind|unbind|vfs|mdev-types|mdev-create|"
+                        "status|bind|unbind|vfs|vf-token|mdev-types|"
+                        "mdev-create|"
                         "mdev-remove|allocate|release|allocations ARGS");
   }
   if (spec == nullptr) return absl::StrCat(kGlobal, "COMMAND [ARGS]");

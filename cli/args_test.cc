@@ -600,15 +600,25 @@ TEST(ParseArgs, HostCommandsTakeTheirArgumentsAndFlags) {
   EXPECT_EQ(o->uuid, "0b2a4d1e-1111-4222-8333-444455556666");
 }
 
+TEST(ParseArgs, HostVfTokenTakesThePf) {
+  absl::StatusOr<Options> o = ParseArgs({"host", "vf-token", "0000:07:00.0"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->command, "host vf-token");
+  EXPECT_EQ(o->args, std::vector<std::string>{"0000:07:00.0"});
+  EXPECT_EQ(ErrorOf({"host", "vf-token"}), "host vf-token: missing PF");
+}
+
 TEST(ParseArgs, HostUsageErrors) {
-  EXPECT_EQ(ErrorOf({"host"}),
-            "host: missing the host command (status, bind, unbind, vfs, "
-            "mdev-types, mdev-create, mdev-remove, allocate, release, "
-            "allocations)");
-  EXPECT_EQ(ErrorOf({"host", "rebind", "x"}),
-            "host: unknown host command 'rebind' (status, bind, unbind, vfs, "
-            "mdev-types, mdev-create, mdev-remove, allocate, release, "
-            "allocations)");
+  EXPECT_EQ(
+      ErrorOf({"host"}),
+      "host: missing the host command (status, bind, unbind, vfs, "
+      "vf-token, mdev-types, mdev-create, mdev-remove, allocate, release, "
+      "allocations)");
+  EXPECT_EQ(
+      ErrorOf({"host", "rebind", "x"}),
+      "host: unknown host command 'rebind' (status, bind, unbind, vfs, "
+      "vf-token, mdev-types, mdev-create, mdev-remove, allocate, release, "
+      "allocations)");
   EXPECT_EQ(ErrorOf({"host", "bind"}), "host bind: missing ADDRESS");
   EXPECT_EQ(ErrorOf({"host", "vfs", "0000:07:00.0", "4294967296"}),
             "host vfs: COUNT '4294967296' is not a whole number of VFs");
@@ -689,7 +699,8 @@ TEST(UsageLine, HostCommands) {
   EXPECT_EQ(UsageLine("host"),
             "usage: migctl [--agent=NAME|HOST:PORT] [--output=text|json] "
             "[--timeout=DURATION] [TLS FLAGS] host "
-            "status|bind|unbind|vfs|mdev-types|mdev-create|mdev-remove|"
+            "status|bind|unbind|vfs|vf-token|mdev-types|mdev-create|"
+            "mdev-remove|"
             "allocate|release|allocations ARGS");
 }
 

@@ -828,6 +828,17 @@ int HostVfs(const Options& o, const Env& env, Connector& c) {
       o, env, c, &migd::v1::HostService::Stub::SetVfCount, req, &ChangeText);
 }
 
+int HostVfToken(const Options& o, const Env& env, Connector& c) {
+  migd::v1::SetVfTokenRequest req;
+  req.set_pf_address(o.args[0]);
+  return HostCall<migd::v1::SetVfTokenRequest, migd::v1::VfTokenResponse>(
+      o, env, c, &migd::v1::HostService::Stub::SetVfToken, req,
+      [](const migd::v1::VfTokenResponse& r) {
+        return absl::StrCat(r.pf_address(), ": ", r.outcome(),
+                            "\ntoken_id: ", r.token_id(), "\n");
+      });
+}
+
 int HostMdevTypes(const Options& o, const Env& env, Connector& c) {
   migd::v1::ListMdevTypesRequest req;
   req.set_parent(o.args[0]);
@@ -979,6 +990,7 @@ int RunCommand(const Options& o, const Env& env) {
       {"host bind", &HostBind},
       {"host unbind", &HostUnbind},
       {"host vfs", &HostVfs},
+      {"host vf-token", &HostVfToken},
       {"host mdev-types", &HostMdevTypes},
       {"host mdev-create", &HostMdevCreate},
       {"host mdev-remove", &HostMdevRemove},

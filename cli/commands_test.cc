@@ -1225,6 +1225,33 @@ TEST_F(CommandsTest, HostVfsSendsTheCount) {
   EXPECT_THAT(out_.str(), StartsWith("0000:07:00.0: VFs: 0 -> 4\n"));
 }
 
+TEST_F(CommandsTest, HostVfTokenSendsThePfAndPrintsTheTokenIdOnly) {
+  src_host_.outcome = "this agent owns the PF's VF token";
+  EXPECT_EQ(Run({"host", "vf-token", "0000:07:00.0"}), kExitOk) << Errors();
+  ASSERT_EQ(src_host_.vf_tokens.size(), 1u);
+  EXPECT_EQ(src_host_.vf_tokens[0].pf_address(), "0000:07:00.0");
+  EXPECT_EQ(out_.str(),
+            "0000:07:00.0: this agent owns the PF's VF token\n"
+            "token_id: 1a2b3c4d\n");
+}
+
+TEST_F(CommandsTest, HostVfTokenJsonUsesProtoFieldNames) {
+  EXPECT_EQ(Run({"--output=json", "host", "vf-token", "0000:07:00.0"}), kExitOk)
+      << Errors();
+  EXPECT_THAT(out_.str(), HasSubstr("\"token_id\": \"1a2b3c4d\""));
+  EXPECT_THAT(out_.str(), HasSubstr("\"pf_address\": \"0000:07:00.0\""));
+}
+
+TEST_F(CommandsTest, HostVfTokenRefusalExitsOne) {
+  src_host_.errors["SetVfToken"] = {
+      grpc::StatusCode::FAILED_PRECONDITION,
+      "set the VF token of PF 0000:07:00.0 refused: it is on nvme, not "
+      "vfio-pci",
+      "ERROR_REASON_HOST_PRECONDITION"};
+  EXPECT_EQ(Run({"host", "vf-token", "0000:07:00.0"}), kExitFailure);
+  EXPECT_THAT(Errors(), HasSubstr("not vfio-pci"));
+}
+
 TEST_F(CommandsTest, HostRefusalShowsCodeMessageReasonAndExitsOne) {
   src_host_.errors["BindDevice"] = {
       grpc::StatusCode::FAILED_PRECONDITION,

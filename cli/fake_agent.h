@@ -210,6 +210,7 @@ class FakeHostAgent final : public migd::v1::HostService::Service {
   std::vector<migd::v1::BindDeviceRequest> binds;
   std::vector<migd::v1::UnbindDeviceRequest> unbinds;
   std::vector<migd::v1::SetVfCountRequest> vf_counts;
+  std::vector<migd::v1::SetVfTokenRequest> vf_tokens;
   std::vector<migd::v1::ListMdevTypesRequest> type_lists;
   std::vector<migd::v1::CreateMdevRequest> creates;
   std::vector<migd::v1::RemoveMdevRequest> removes;
@@ -246,6 +247,17 @@ class FakeHostAgent final : public migd::v1::HostService::Service {
     absl::MutexLock lock(&mu_);
     vf_counts.push_back(*req);
     return Answer(ctx, "SetVfCount", req->pf_address(), outcome, resp);
+  }
+  grpc::Status SetVfToken(grpc::ServerContext* ctx,
+                          const migd::v1::SetVfTokenRequest* req,
+                          migd::v1::VfTokenResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    vf_tokens.push_back(*req);
+    if (auto e = Fail(ctx, "SetVfToken"); !e.ok()) return e;
+    resp->set_pf_address(req->pf_address());
+    resp->set_token_id("1a2b3c4d");
+    resp->set_outcome(outcome);
+    return grpc::Status::OK;
   }
   grpc::Status ListMdevTypes(grpc::ServerContext* ctx,
                              const migd::v1::ListMdevTypesRequest* req,

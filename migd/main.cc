@@ -33,6 +33,7 @@
 #include "migd/server/device_config.h"
 #include "migd/server/device_facts.h"
 #include "migd/server/emulated_backend.h"
+#include "migd/server/vf_tokens.h"
 #include "migd/transfer/framing.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
@@ -209,7 +210,21 @@ int main(int argc, char** argv) {
     if (!more.ok()) return Fail(migd::base::Annotate(more.status(), path));
     for (auto& spec : *more) specs.push_back(std::move(spec));
   }
-  auto devices = migd::server::BuildDevices(specs, *backends);
+  // The VF tokens this agent owns: set again on their PFs before the VFs
+  // open (a VF line without vf_token= presents its PF's stored token).
+  std::unique_ptr<migd::server::VfTokens> vf_tokens;
+  migd::server::BuildOptions build;
+  if (std::string dir = absl::GetFlag(FLAGS_state_dir); !dir.empty()) {
+    vf_tokens = std::make_unique<migd::server::VfTokens>(dir);
+    for (const absl::Status& s : vf_tokens->Restore()) {
+      migd::base::LogWarning(s.message());
+    }
+    migd::server::VfTokens* tokens = vf_tokens.get();
+    build.vf_token_for = [tokens](const std::string& pf) {
+      return tokens->TokenFor(pf);
+    };
+  }
+  auto devices = migd::server::BuildDevices(specs, *backends, build);
   if (!devices.ok()) return Fail(devices.status());
 
   migd::server::AgentOptions options;
@@ -245,6 +260,7 @@ int main(int argc, char** argv) {
   }
   options.sysfs_root = absl::GetFlag(FLAGS_sysfs_root);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.vf_tokens = vf_tokens.get();
   if (options.state_dir.empty()) {
     return Fail(absl::InvalidArgumentError(
         "--state_dir is empty: the agent keeps its job journal there"));

@@ -44,6 +44,16 @@
 #     removes it; an unknown type fails naming the types there are, an
 #     unknown parent fails as not found.
 #
+#   - the VF token of a PF on vfio-pci (vfio_pci enable_sriov=1, from
+#     vm_test.sh's /etc/modprobe.d): the NVMe PF bound to vfio_pci by the
+#     agent, `host vf-token PF` (the token file 0600 in a 0700 directory,
+#     the token in no log), `host vfs PF 1` (autoprobe on for it: vfio-pci
+#     gives its VFs driver_override vfio-pci), the agent restarted with
+#     "vfio nvf0 bdf=VF" sets the stored token again and opens the VF with
+#     it; an agent without the token fails to open the VF, saying the PF
+#     owner's token is needed; then 0 VFs and `host unbind PF` (back on
+#     nvme, the token file gone).
+#
 # Host set-up done here without the agent, because it is not what the
 # agent does: modprobe vfio_iommu_type1 (the agent opening the VF needs an
 # IOMMU backend), nvme and mbochs (a PF's own driver, an mdev parent), and
@@ -582,6 +592,108 @@ if [ -z "$NVME_PF" ]; then
   fail "host_nvme_pf_status: no NVMe controller with SR-IOV (1b36:0010, sriov_totalvfs) in the guest (vm_test.sh's QEMU command line has one)"
 else
   vf_phase
+fi
+# ---- the VF token of the NVMe PF on vfio-pci ----
+
+vf_token_phase() {
+  PF=$NVME_PF
+  check=host_vf_token
+  mc bind_pf host bind "$PF" --driver=vfio_pci
+  if [ $RC != 0 ] || [ "$(driver_of "$PF")" != vfio-pci ]; then
+    fail "$check: migctl host bind $PF --driver=vfio_pci exited $RC; $PF on $(driver_of "$PF")"
+    show bind_pf
+    return
+  fi
+  sriov=$(cat /sys/module/vfio_pci/parameters/enable_sriov 2>/dev/null)
+  mc vftoken host vf-token "$PF"
+  tf=$STATE/vf-tokens/$PF
+  token=$(cat "$tf" 2>/dev/null)
+  id=$(field vftoken token_id)
+  if [ $RC != 0 ] || [ -z "$token" ] || [ -z "$id" ]; then
+    fail "$check: migctl host vf-token $PF exited $RC (vfio_pci enable_sriov '$sriov'); token file $([ -s "$tf" ] && echo written || echo missing)"
+    show vftoken
+  elif [ "$(stat -c %a "$tf")" != 600 ] || [ "$(stat -c %a "$STATE/vf-tokens")" != 700 ]; then
+    fail "$check: $tf has mode $(stat -c %a "$tf") (want 600), its directory $(stat -c %a "$STATE/vf-tokens") (want 700)"
+  elif grep -qF "$token" "$T/host.log" "$T/vftoken.out" "$T/vftoken.err"; then
+    fail "$check: the token appears in the agent's log or migctl's answer"
+  else
+    pass "$check: migctl host bind $PF --driver=vfio_pci, host vf-token $PF: \"$(head -n 1 "$T/vftoken.out")\", token_id $id; $tf mode 600 (directory 700); the token in neither the agent's log nor migctl's answer"
+  fi
+
+  check=host_vf_token_open
+  echo 1 >"$SYS/$PF/sriov_drivers_autoprobe"
+  mc vfs1 host vfs "$PF" 1
+  V=$(basename "$(readlink "$SYS/$PF/virtfn0")")
+  if [ $RC != 0 ] || [ -z "$V" ] || ! wait_for '[ "$(driver_of "$V")" = vfio-pci ]' 10; then
+    fail "$check: migctl host vfs $PF 1 exited $RC; VF '$V' on $(driver_of "$V") with driver_override $(override_of "$V")"
+    show vfs1
+    echo 0 >"$SYS/$PF/sriov_drivers_autoprobe"
+    return
+  fi
+  # The host agent again, with the VF: it sets the stored token on the PF
+  # and opens the VF with it.
+  stop "$AGENT_PID"
+  printf 'vfio nvf0 bdf=%s\n' "$V" >"$T/vft.conf"
+  if ! launch host agent-a --state_dir="$STATE" --devices_config="$T/vft.conf"; then
+    fail "$check: the agent with \"vfio nvf0 bdf=$V\" did not serve (exit $EXIT):"
+    tail -n 10 "$T/host.log" | indent
+  else
+    AGENT_PID=$PID
+    AGENT=$ADDR
+    mc vft_devices devices
+    row=$(grep '^nvf0 ' "$T/vft_devices.out")
+    if [ -z "$row" ] || echo "$row" | grep -q 'STOP_COPY'; then
+      fail "$check: migctl devices does not list nvf0 without migration flags:"
+      show vft_devices
+    elif ! grep -q "nvf0: kernel VFIO device $V .*stored VF token" "$T/host.log"; then
+      fail "$check: the agent's log does not say nvf0 was opened with its PF's stored VF token"
+    else
+      pass "$check: host vfs $PF 1 made $V (on vfio-pci by vfio-pci's driver_override); the agent restarted with \"vfio nvf0 bdf=$V\" set the stored token on $PF again and opened the VF with it: \"$(echo "$row" | tr -s ' ')\""
+    fi
+  fi
+  stop "$AGENT_PID"
+  AGENT_PID=""
+
+  check=host_vf_token_missing
+  printf 'vfio nvf0 bdf=%s\n' "$V" >"$T/vfnt.conf"
+  rm -rf "$T/vfnt.state"
+  : >"$T/vfnt.log"
+  if launch vfnt agent-b --state_dir="$T/vfnt.state" --devices_config="$T/vfnt.conf"; then
+    fail "$check: an agent without the token opened $V and serves"
+    stop "$PID"
+  elif ! grep -qF "VF $V belongs to PF $PF, which vfio-pci drives with SR-IOV enabled: opening it needs the PF owner's VF token (migctl host vf-token $PF makes this agent the owner, or give vf_token= on the device line)" "$T/vfnt.log"; then
+    fail "$check: an agent without the token exited $EXIT, but not with the clear error:"
+    tail -n 5 "$T/vfnt.log" | indent
+  else
+    pass "$check: an agent without the token (another state dir) exits $EXIT: \"$(grep -F "belongs to PF" "$T/vfnt.log" | head -n 1)\""
+  fi
+
+  start_host_agent || return
+  check=host_vf_token_release
+  mc vfs0t host vfs "$PF" 0
+  vfs_rc=$RC
+  echo 0 >"$SYS/$PF/sriov_drivers_autoprobe"
+  mc unbind_pf host unbind "$PF"
+  if [ $vfs_rc != 0 ] || [ "$(cat "$SYS/$PF/sriov_numvfs")" != 0 ]; then
+    fail "$check: migctl host vfs $PF 0 exited $vfs_rc"
+    show vfs0t
+  elif [ $RC != 0 ] || ! wait_for '[ "$(driver_of "$PF")" = nvme ]' 20; then
+    fail "$check: migctl host unbind $PF exited $RC; $PF on $(driver_of "$PF")"
+    show unbind_pf
+  elif [ -e "$tf" ]; then
+    fail "$check: $tf is still there after the PF left vfio-pci"
+  elif grep -qF "$token" "$T"/*.log; then
+    fail "$check: the token appears in an agent's log"
+  else
+    pass "$check: host vfs $PF 0, host unbind $PF: \"$(head -n 1 "$T/unbind_pf.out")\"; $PF on nvme, the token file gone; the token in no agent's log"
+  fi
+}
+
+if [ -n "$NVME_PF" ] && [ "$(driver_of "$NVME_PF")" = nvme ] &&
+  [ "$(cat "$SYS/$NVME_PF/sriov_numvfs")" = 0 ]; then
+  vf_token_phase
+else
+  fail "host_vf_token: the NVMe PF is not on nvme with 0 VFs after the SR-IOV checks"
 fi
 if [ -z "$EMPTY_PORT" ]; then
   fail "host_bind_rollback: no pcie-root-port with nothing behind it in the guest (vm_test.sh's QEMU command line has one)"

@@ -272,6 +272,8 @@ build_initramfs() {
   ln -s ../bin/busybox "$st/sbin/modprobe"
   mkdir -p "$st/etc/modprobe.d"
   echo "options edu_vfio_pci mem_kib=$mem_kib" >"$st/etc/modprobe.d/edu_vfio_pci.conf"
+  # A PF on vfio-pci may create VFs (host_test.sh's VF token section).
+  echo "options vfio_pci enable_sriov=1" >"$st/etc/modprobe.d/vfio_pci.conf"
   cp "$check" "$st/opt/edu_uapi_check"
   if [[ -n "$devlink_tool" ]]; then
     copy_with_libs "$devlink_tool" "$st" migd-devlink || return 1

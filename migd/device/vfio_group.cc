@@ -409,6 +409,49 @@ absl::StatusOr<VfioDeviceFd> VfioOpener::OpenCdev(
   return out;
 }
 
+absl::Status SetPciVfToken(int device_fd, const std::string& address,
+                           absl::string_view token,
+                           const VfioSyscalls& syscalls) {
+  absl::StatusOr<std::array<uint8_t, 16>> bytes = UuidBytes(token);
+  if (!bytes.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device ", address, ": the VF token is not a UUID"));
+  }
+  // struct vfio_device_feature followed by the uuid_t.
+  alignas(struct vfio_device_feature)
+      std::array<uint8_t, sizeof(struct vfio_device_feature) + 16>
+          buf{};
+  struct Wipe {
+    std::array<uint8_t, sizeof(struct vfio_device_feature) + 16>* b;
+    std::array<uint8_t, 16>* t;
+    ~Wipe() {
+      explicit_bzero(b->data(), b->size());
+      explicit_bzero(t->data(), t->size());
+    }
+  } wipe{&buf, &*bytes};
+  struct vfio_device_feature header = {};
+  header.argsz = static_cast<uint32_t>(buf.size());
+  header.flags = VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PCI_VF_TOKEN;
+  memcpy(buf.data(), &header, sizeof(header));
+  memcpy(buf.data() + sizeof(header), bytes->data(), bytes->size());
+  int r;
+  do {
+    r = syscalls.ioctl(device_fd, VFIO_DEVICE_FEATURE, buf.data());
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    const int err = errno;
+    if (err == ENOTTY) {
+      return absl::UnimplementedError(absl::StrCat(
+          "device ", address,
+          ": VFIO_DEVICE_FEATURE(PCI_VF_TOKEN) refused (ENOTTY): it is not "
+          "an SR-IOV PF on vfio-pci"));
+    }
+    return VfioErrnoError(address, "VFIO_DEVICE_FEATURE(SET PCI_VF_TOKEN)",
+                          VfioOp::kOpen, err);
+  }
+  return absl::OkStatus();
+}
+
 size_t VfioOpener::open_groups() const {
   absl::MutexLock l(&mu_);
   size_t n = 0;

@@ -162,6 +162,19 @@ class VfioOpener {
   std::weak_ptr<VfioIommufd> iommufd_ ABSL_GUARDED_BY(mu_);
 };
 
+// Sets the VF token of the SR-IOV PF whose VFIO device fd is `device_fd`
+// (`address` names it in errors): VFIO_DEVICE_FEATURE with
+// VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PCI_VF_TOKEN and the 16
+// bytes of `token` (a UUID). Every later open of one of the PF's VFs must
+// present it. The kernel keeps it while the PF stays bound to vfio-pci (its
+// fd closing does not clear it), but whoever opens the PF next may set
+// another. kInvalidArgument for a malformed token (never echoed);
+// kUnimplemented when the device is no vfio-pci PF (ENOTTY); the errno
+// status otherwise. The buffer that carried the token is wiped.
+absl::Status SetPciVfToken(int device_fd, const std::string& address,
+                           absl::string_view token,
+                           const VfioSyscalls& syscalls);
+
 }  // namespace migd::device
 
 #endif  // MIGD_DEVICE_VFIO_GROUP_H_

@@ -29,6 +29,7 @@
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "migd/device/vfio_kernel_uapi.h"
+#include "migd/device/vfio_open.h"
 #include "migd/device/vfio_spec.h"
 
 namespace migd::device {
@@ -339,6 +340,78 @@ TEST(VfioOpener, TheVfTokenGoesToTheKernelAndNowhereElse) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_TRUE(absl::StrContains(missing.status().message(), "vf_token="))
       << missing.status();
+}
+
+TEST(SetPciVfToken, SendsTheSetFeatureWithTheTokensSixteenBytes) {
+  std::vector<uint8_t> sent;
+  unsigned long request = 0;
+  int fd_seen = -1;
+  VfioSyscalls sys = VfioSyscalls::Real();
+  sys.ioctl = [&](int fd, unsigned long req, void* arg) {
+    fd_seen = fd;
+    request = req;
+    const auto* header = static_cast<const struct vfio_device_feature*>(arg);
+    const auto* bytes = static_cast<const uint8_t*>(arg);
+    sent.assign(bytes, bytes + header->argsz);
+    return 0;
+  };
+  ASSERT_TRUE(SetPciVfToken(9, "0000:03:00.0", kToken, sys).ok());
+  EXPECT_EQ(fd_seen, 9);
+  EXPECT_EQ(request, static_cast<unsigned long>(VFIO_DEVICE_FEATURE));
+  ASSERT_EQ(sent.size(), sizeof(struct vfio_device_feature) + 16);
+  struct vfio_device_feature header;
+  std::memcpy(&header, sent.data(), sizeof(header));
+  EXPECT_EQ(header.argsz, sizeof(struct vfio_device_feature) + 16);
+  EXPECT_EQ(header.flags,
+            static_cast<uint32_t>(VFIO_DEVICE_FEATURE_SET |
+                                  VFIO_DEVICE_FEATURE_PCI_VF_TOKEN));
+  absl::StatusOr<std::array<uint8_t, 16>> want = UuidBytes(kToken);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(std::vector<uint8_t>(sent.begin() + sizeof(header), sent.end()),
+            std::vector<uint8_t>(want->begin(), want->end()));
+}
+
+TEST(SetPciVfToken, ADeviceThatIsNoVfioPciPfIsUnimplementedAndTheTokenUnsaid) {
+  VfioSyscalls sys = VfioSyscalls::Real();
+  sys.ioctl = [](int, unsigned long, void*) {
+    errno = ENOTTY;
+    return -1;
+  };
+  absl::Status s = SetPciVfToken(9, "0000:03:00.0", kToken, sys);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(absl::StrContains(s.message(), "0000:03:00.0")) << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), kToken)) << s;
+}
+
+TEST(OpenVfioDevice, AVfOfAPfOnVfioPciWithoutTheTokenSaysWhatItNeeds) {
+  FakeTree tree;
+  tree.AddContainerNode();
+  tree.AddPci("0000:03:00.0", 6);
+  tree.AddPci("0000:03:00.1", 7);
+  tree.AddGroupNode(7);
+  ASSERT_EQ(
+      symlink(
+          "../0000:03:00.0",
+          (tree.paths().sys + "/bus/pci/devices/0000:03:00.1/physfn").c_str()),
+      0);
+  FakeVfio kernel;
+  kernel.required_token = kToken;
+  VfioOpener opener(tree.paths(), kernel.Syscalls());
+  VfioDeviceConfig config;
+  config.name = "nvf0";
+  config.address = "0000:03:00.1";
+  absl::StatusOr<std::unique_ptr<VfioDevice>> d =
+      OpenVfioDevice(config, opener);
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(absl::StrContains(
+      d.status().message(),
+      "vfio device nvf0: VF 0000:03:00.1 belongs to PF 0000:03:00.0, which "
+      "vfio-pci drives with SR-IOV enabled: opening it needs the PF owner's "
+      "VF token (migctl host vf-token 0000:03:00.0 makes this agent the "
+      "owner, or give vf_token= on the device line)"))
+      << d.status();
+  EXPECT_EQ(PfOfVf("0000:03:00.1", tree.paths()), "0000:03:00.0");
+  EXPECT_EQ(PfOfVf("0000:03:00.0", tree.paths()), std::nullopt);
 }
 
 TEST(VfioOpener, AnMdevIsAskedForByItsUuid) {

@@ -8,6 +8,8 @@
 #define MIGD_DEVICE_VFIO_OPEN_H_
 
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -22,10 +24,17 @@ namespace migd::device {
 // through `opener`, which shares groups and containers across the devices it
 // opens. fd_socket devices wait at most `handoff_timeout` for the VMM's
 // message; their address is the name the VMM sent. Errors name the device
-// (its config name and its address).
+// (its config name and its address); when a VF's open fails and its PF is on
+// vfio-pci, the error says that the PF owner's VF token is needed and how to
+// get it.
 absl::StatusOr<std::unique_ptr<VfioDevice>> OpenVfioDevice(
     const VfioDeviceConfig& config, VfioOpener& opener,
     absl::Duration handoff_timeout = kDefaultHandoffTimeout);
+
+// The PF of the PCI device `bdf` (its sysfs `physfn` link below
+// `paths.sys`), normalized; nullopt when it is no VF.
+std::optional<std::string> PfOfVf(const std::string& bdf,
+                                  const VfioPaths& paths);
 
 }  // namespace migd::device
 

@@ -41,8 +41,8 @@ constexpr absl::string_view kHealthMethods[] = {"Check", "Watch"};
 constexpr absl::string_view kHostReadMethods[] = {
     "GetHostDevice", "ListMdevTypes", "ListAllocations"};
 constexpr absl::string_view kHostWriteMethods[] = {
-    "BindDevice", "UnbindDevice",    "SetVfCount",    "CreateMdev",
-    "RemoveMdev", "AllocateDevices", "ReleaseDevices"};
+    "BindDevice", "UnbindDevice",    "SetVfCount",     "CreateMdev",
+    "RemoveMdev", "AllocateDevices", "ReleaseDevices", "SetVfToken"};
 
 template <size_t N>
 bool OneOf(absl::string_view method, const absl::string_view (&names)[N]) {

@@ -131,6 +131,7 @@ TEST(RolesAllowedFor, OnlyTheOperatorMayChangeTheHost) {
   EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/BindDevice"), kOperator);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/UnbindDevice"), kOperator);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/SetVfCount"), kOperator);
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/SetVfToken"), kOperator);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/CreateMdev"), kOperator);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.HostService/RemoveMdev"), kOperator);
 }
@@ -148,7 +149,7 @@ TEST(RolesAllowedFor, AgentMayCallNothingOfHostService) {
   for (const char* m :
        {"GetHostDevice", "ListMdevTypes", "BindDevice", "UnbindDevice",
         "SetVfCount", "CreateMdev", "RemoveMdev", "AllocateDevices",
-        "ReleaseDevices", "ListAllocations"}) {
+        "ReleaseDevices", "ListAllocations", "SetVfToken"}) {
     EXPECT_EQ(RolesAllowedFor(Host(m)) & kAgent, 0u) << m;
   }
 }

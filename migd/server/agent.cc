@@ -148,14 +148,22 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
       [self](const std::string& job) -> absl::Status {
     return self->host_service_->Release(job).status();
   };
-  options.service.open_pci = [](const std::string& name, const std::string& bdf)
+  VfTokens* const vf_tokens = options.vf_tokens;
+  options.service.open_pci = [vf_tokens](const std::string& name,
+                                         const std::string& bdf)
       -> absl::StatusOr<std::unique_ptr<device::Device>> {
     // As the config line "vfio NAME bdf=ADDR" is opened.
     VfioBackend backend;
     absl::StatusOr<std::unique_ptr<DeviceSpec>> spec =
         backend.Parse(absl::StrCat("vfio ", name, " bdf=", bdf));
     if (!spec.ok()) return spec.status();
-    return backend.NewOpener(BuildOptions{})->Open(**spec);
+    BuildOptions build;
+    if (vf_tokens != nullptr) {
+      build.vf_token_for = [vf_tokens](const std::string& pf) {
+        return vf_tokens->TokenFor(pf);
+      };
+    }
+    return backend.NewOpener(build)->Open(**spec);
   };
   agent->migration_service_ = std::make_unique<MigrationServiceImpl>(
       agent->devices_.get(), agent->jobs_.get(), options.service);
@@ -174,6 +182,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
     host_options.bindings = agent->host_bindings_.get();
     host_options.allocations = agent->host_allocations_.get();
     host_options.devices = agent->devices_.get();
+    host_options.vf_tokens = options.vf_tokens;
     // The agent's devices by their host names, to refuse changing one a
     // job holds.
     for (const plugins::DeviceFacts& f : options.device_facts) {

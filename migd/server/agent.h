@@ -35,6 +35,7 @@
 #include "migd/server/host_service.h"
 #include "migd/server/migration_service.h"
 #include "migd/server/transfer_service.h"
+#include "migd/server/vf_tokens.h"
 #include "migd/transfer/threaded_calls.h"
 #include "prometheus/registry.h"
 
@@ -77,6 +78,9 @@ struct AgentOptions {
   // What it bound is recorded in <state_dir>/host-bindings (none without a
   // state_dir: then it refuses to bind).
   std::string sysfs_root;
+  // The VF tokens this agent owns (server/vf_tokens.h; not owned, outlives
+  // the agent); null: none (SetVfToken refused).
+  VfTokens* vf_tokens = nullptr;
 };
 
 class Agent {

@@ -64,6 +64,10 @@ struct BuildOptions {
   device::VfioPaths vfio_paths;
   // How long a device handed over by a VMM waits for its VMM's message.
   absl::Duration handoff_timeout = device::kDefaultHandoffTimeout;
+  // The VF token this agent stored for a PF (a normalized PCI address), a
+  // secret; nullopt when none (server/vf_tokens.h). A VF opened by bdf=
+  // without vf_token= presents its PF's. Unset: none.
+  std::function<std::optional<std::string>(const std::string& pf)> vf_token_for;
 };
 
 // Opens the devices of one build. Not thread-safe: a build is one thread.

@@ -2,12 +2,15 @@
 
 #include "migd/server/host_service.h"
 
+#include <string.h>
+
 #include <algorithm>
 #include <limits>
 #include <optional>
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -783,6 +786,15 @@ absl::StatusOr<v1::HostDevice> HostServiceImpl::DoUnbind(
                      "to_no_driver (migctl host unbind --to_no_driver ",
                      bdf, "); nothing was changed"));
   }
+  // The PF this agent holds for its VF token leaves vfio-pci, and the
+  // kernel's token with it: let go of both first.
+  if (options_.vf_tokens != nullptr && options_.vf_tokens->Holds(bdf)) {
+    if (absl::Status s = options_.vf_tokens->Release(bdf); !s.ok()) {
+      return base::Error(s.code(), v1::ERROR_REASON_JOURNAL,
+                         absl::StrCat(what, " refused: ", s.message(),
+                                      "; nothing was changed"));
+    }
+  }
   if (absl::Status s = RefuseInUse(sysfs, bdf, what); !s.ok()) return s;
 
   std::string outcome;
@@ -890,6 +902,80 @@ absl::StatusOr<v1::HostDevice> HostServiceImpl::SetVfs(
       *current == static_cast<int>(count)
           ? absl::StrCat("nothing to do: it has ", count, " VFs already")
           : absl::StrCat("VFs: ", *current, " -> ", count));
+  return out;
+}
+
+absl::StatusOr<v1::VfTokenResponse> HostServiceImpl::OwnVfToken(
+    const std::string& pf_address) {
+  absl::StatusOr<std::string> normalized =
+      host::NormalizePciAddress(pf_address);
+  if (!normalized.ok()) {
+    return base::InvalidRequest(normalized.status().message());
+  }
+  const std::string bdf = *normalized;
+  const std::string what = absl::StrCat("set the VF token of PF ", bdf);
+  std::unique_ptr<Locks::Held> held = locks_->Acquire({"pci:" + bdf});
+  const host::Sysfs sysfs(options_.sysfs_root, writer());
+  if (absl::StatusOr<std::string> e = ExistingPci(sysfs, bdf); !e.ok()) {
+    return e.status();
+  }
+  if (options_.vf_tokens == nullptr) {
+    return HostPrecondition(
+        absl::StatusCode::kFailedPrecondition,
+        absl::StrCat(what,
+                     " refused: this agent has no state directory to keep "
+                     "the token in; nothing was changed"));
+  }
+  if (absl::Status s = RefuseClaimed(bdf, what); !s.ok()) return s;
+  const std::string dir = PciDir(bdf);
+  absl::StatusOr<std::optional<std::string>> driver =
+      host::BoundDriver(sysfs, dir);
+  if (!driver.ok()) return HostError(driver.status(), 0);
+  if (!driver->has_value() || **driver != "vfio-pci") {
+    return HostPrecondition(
+        absl::StatusCode::kFailedPrecondition,
+        absl::StrCat(what, " refused: it is on ", Show(*driver),
+                     ", not vfio-pci; only a PF that vfio-pci drives has a VF "
+                     "token (migctl host bind ",
+                     bdf, " --driver=vfio_pci); nothing was changed"));
+  }
+  absl::StatusOr<std::string> sriov =
+      sysfs.Read("/sys/module/vfio_pci/parameters/enable_sriov");
+  if (!sriov.ok() || absl::StripAsciiWhitespace(*sriov) != "Y") {
+    return HostPrecondition(
+        absl::StatusCode::kFailedPrecondition,
+        absl::StrCat(
+            what, " refused: vfio_pci is loaded without enable_sriov=1 (",
+            sysfs.Path("/sys/module/vfio_pci/parameters/enable_sriov"),
+            sriov.ok()
+                ? absl::StrCat(" reads ", absl::StripAsciiWhitespace(*sriov))
+                : " is missing",
+            "), so its VFs need no token; load it with "
+            "enable_sriov=1 (options vfio_pci enable_sriov=1 in "
+            "/etc/modprobe.d); nothing was changed"));
+  }
+  if (absl::StatusOr<int> total = host::TotalVfs(sysfs, bdf); !total.ok()) {
+    return HostError(Prefixed(what + " refused", total.status()), 0);
+  }
+  v1::VfTokenResponse out;
+  out.set_pf_address(bdf);
+  if (options_.vf_tokens->Holds(bdf)) {
+    if (std::optional<std::string> token = options_.vf_tokens->TokenFor(bdf)) {
+      out.set_token_id(VfTokens::TokenId(*token));
+      explicit_bzero(token->data(), token->size());
+      out.set_outcome("nothing to do: this agent owns the PF's VF token");
+      return out;
+    }
+  }
+  if (absl::Status s = RefuseInUse(sysfs, bdf, what); !s.ok()) return s;
+  absl::StatusOr<std::string> id = options_.vf_tokens->Own(bdf);
+  if (!id.ok()) {
+    return HostError(Prefixed(what + " failed", id.status()), 0);
+  }
+  out.set_token_id(*id);
+  out.set_outcome(absl::StrCat("this agent owns the PF's VF token (id ", *id,
+                               ", stored in ", options_.vf_tokens->dir(),
+                               ") and holds the PF open"));
   return out;
 }
 
@@ -1036,6 +1122,19 @@ grpc::Status HostServiceImpl::SetVfCount(grpc::ServerContext* context,
       context,
       absl::StrCat("set ", request->count(), " VFs on ", request->pf_address()),
       std::move(r), response);
+}
+
+grpc::Status HostServiceImpl::SetVfToken(grpc::ServerContext* context,
+                                         const v1::SetVfTokenRequest* request,
+                                         v1::VfTokenResponse* response) {
+  absl::StatusOr<v1::VfTokenResponse> r = OwnVfToken(request->pf_address());
+  if (r.ok()) {
+    base::LogInfo("host: ", Caller(*context), ": PF ", r->pf_address(), ": ",
+                  r->outcome());
+  }
+  return Answer(context,
+                absl::StrCat("set the VF token of ", request->pf_address()),
+                std::move(r), response);
 }
 
 grpc::Status HostServiceImpl::ListMdevTypes(

@@ -54,6 +54,7 @@
 #include "migd/host/modules.h"
 #include "migd/host/sysfs.h"
 #include "migd/migration/device_registry.h"
+#include "migd/server/vf_tokens.h"
 #include "proto/migd/v1/host.grpc.pb.h"
 
 namespace migd::server {
@@ -82,6 +83,10 @@ struct HostServiceOptions {
   // The kernel whose modules.alias decides the driver choice ("": the
   // running one's, uname -r).
   std::string kernel_release;
+  // The VF tokens this agent owns (not owned; null without a state
+  // directory: then SetVfToken is refused). An unbind of a PF whose token it
+  // owns closes the PF and forgets the token first.
+  VfTokens* vf_tokens = nullptr;
 };
 
 class HostServiceImpl final : public v1::HostService::Service {
@@ -101,6 +106,9 @@ class HostServiceImpl final : public v1::HostService::Service {
   grpc::Status SetVfCount(grpc::ServerContext* context,
                           const v1::SetVfCountRequest* request,
                           v1::HostDevice* response) override;
+  grpc::Status SetVfToken(grpc::ServerContext* context,
+                          const v1::SetVfTokenRequest* request,
+                          v1::VfTokenResponse* response) override;
   grpc::Status ListMdevTypes(grpc::ServerContext* context,
                              const v1::ListMdevTypesRequest* request,
                              v1::ListMdevTypesResponse* response) override;
@@ -129,6 +137,7 @@ class HostServiceImpl final : public v1::HostService::Service {
                                         bool to_no_driver);
   absl::StatusOr<v1::HostDevice> SetVfs(const std::string& pf_address,
                                         uint32_t count);
+  absl::StatusOr<v1::VfTokenResponse> OwnVfToken(const std::string& pf_address);
   absl::StatusOr<v1::ListMdevTypesResponse> MdevTypes(
       const std::string& parent);
   absl::StatusOr<v1::Mdev> CreateMdevInstance(const std::string& parent,

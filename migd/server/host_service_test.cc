@@ -164,6 +164,10 @@ class HostServiceTest : public ::testing::Test {
     o.devices = &registry_;
     o.device_names = {{kClaimed, "vf0"}};
     o.kernel_release = "test";
+    vf_tokens_ = std::make_unique<VfTokens>(
+        state_dir_,
+        device::VfioPaths{kernel_.root() + "/sys", kernel_.root() + "/dev"});
+    o.vf_tokens = vf_tokens_.get();
     service_ = std::make_unique<HostServiceImpl>(std::move(o));
     server_ =
         grpc::ServerBuilder().RegisterService(service_.get()).BuildAndStart();
@@ -221,6 +225,12 @@ class HostServiceTest : public ::testing::Test {
     return Call(&v1::HostService::Stub::SetVfCount, req);
   }
 
+  Result<v1::VfTokenResponse> SetVfToken(const std::string& pf) {
+    v1::SetVfTokenRequest req;
+    req.set_pf_address(pf);
+    return Call(&v1::HostService::Stub::SetVfToken, req);
+  }
+
   Result<v1::AllocateDevicesResponse> Allocate(
       const std::string& owner,
       const std::vector<std::pair<std::string, v1::DeviceClass>>& devices) {
@@ -258,6 +268,7 @@ class HostServiceTest : public ::testing::Test {
   std::string state_dir_;
   std::unique_ptr<host::BindingStore> store_;
   std::unique_ptr<host::AllocationStore> allocations_;
+  std::unique_ptr<VfTokens> vf_tokens_;
   std::unique_ptr<HostServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::HostService::Stub> stub_;
@@ -417,6 +428,56 @@ TEST_F(HostServiceTest, ADeviceInUseIsBusy) {
   EXPECT_TRUE(kernel_.writes().empty());
   EXPECT_TRUE(kernel_.loads().empty());
   EXPECT_EQ(kernel_.Snapshot(), before);
+}
+
+TEST_F(HostServiceTest, AVfTokenForAPfNotOnVfioPciIsRefused) {
+  Result<v1::VfTokenResponse> r = SetVfToken(kPf);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(r.reason, "ERROR_REASON_HOST_PRECONDITION");
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(), "mlx5_core"))
+      << r.status.error_message();
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(), "not vfio-pci"))
+      << r.status.error_message();
+  EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/vf-tokens/" + kPf));
+}
+
+TEST_F(HostServiceTest, AVfTokenForAPfAJobHoldsIsBusy) {
+  Result<v1::VfTokenResponse> r = SetVfToken(kClaimed);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(r.reason, "ERROR_REASON_DEVICE_BUSY");
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(), "job-7"))
+      << r.status.error_message();
+}
+
+TEST_F(HostServiceTest, AVfTokenNeedsVfioPciWithEnableSriovAndAFreePf) {
+  const std::string pf = "0000:0c:00.0";
+  AddPci(pf, 0x15b3, 0x1017, 80, "vfio-pci");
+  kernel_.AddSriov(pf, {"0000:0c:00.1"}, 0x101e, 81);
+  Result<v1::VfTokenResponse> r = SetVfToken(pf);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(r.reason, "ERROR_REASON_HOST_PRECONDITION");
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(), "enable_sriov"))
+      << r.status.error_message();
+
+  kernel_.WriteFile("/sys/module/vfio_pci/parameters/enable_sriov", "N\n");
+  r = SetVfToken(pf);
+  EXPECT_EQ(r.reason, "ERROR_REASON_HOST_PRECONDITION");
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(), "reads N"))
+      << r.status.error_message();
+
+  kernel_.WriteFile("/sys/module/vfio_pci/parameters/enable_sriov", "Y\n");
+  usage_.busy.insert(80);
+  r = SetVfToken(pf);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(r.reason, "ERROR_REASON_DEVICE_BUSY");
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(), "in use"))
+      << r.status.error_message();
+  EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/vf-tokens/" + pf));
+}
+
+TEST(VfTokenId, IsTheFirstEightHexDigitsOfTheSha256) {
+  // sha256("abc") = ba7816bf...
+  EXPECT_EQ(VfTokens::TokenId("abc"), "ba7816bf");
 }
 
 TEST_F(HostServiceTest, AGroupThatIsNotViableIsRefusedBeforeAnything) {

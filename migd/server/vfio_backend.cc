@@ -1,6 +1,7 @@
 #include "migd/server/vfio_backend.h"
 
 #include <limits.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -60,7 +61,8 @@ class VfioDeviceOpener final : public DeviceOpener {
  public:
   explicit VfioDeviceOpener(const BuildOptions& options)
       : opener_(options.vfio_paths),
-        handoff_timeout_(options.handoff_timeout) {}
+        handoff_timeout_(options.handoff_timeout),
+        vf_token_for_(options.vf_token_for) {}
 
   absl::StatusOr<std::unique_ptr<device::Device>> Open(
       const DeviceSpec& spec) override {
@@ -71,13 +73,36 @@ class VfioDeviceOpener final : public DeviceOpener {
                        "\" device given to the vfio backend"));
     }
     const device::VfioDeviceConfig& c = v->config();
-    auto opened = device::OpenVfioDevice(c, opener_, handoff_timeout_);
+    // A VF of a PF this agent owns presents the PF's stored token unless the
+    // line gives one.
+    std::optional<device::VfioDeviceConfig> with_token;
+    if (c.source == Source::kPci && !c.vf_token.has_value() && vf_token_for_) {
+      if (std::optional<std::string> pf =
+              device::PfOfVf(c.address, opener_.paths())) {
+        if (std::optional<std::string> token = vf_token_for_(*pf)) {
+          with_token = c;
+          with_token->vf_token = std::move(token);
+        }
+      }
+    }
+    struct Wipe {
+      std::optional<device::VfioDeviceConfig>* c;
+      ~Wipe() {
+        if (c->has_value() && (*c)->vf_token.has_value()) {
+          explicit_bzero((*c)->vf_token->data(), (*c)->vf_token->size());
+        }
+      }
+    } wipe{&with_token};
+    auto opened = device::OpenVfioDevice(
+        with_token.has_value() ? *with_token : c, opener_, handoff_timeout_);
     if (!opened.ok()) return opened.status();
     absl::StatusOr<vfio::MigFlags> flags = (*opened)->GetFlags();
     base::LogInfo(
         "device ", c.name, ": kernel VFIO device ", (*opened)->address(), " (",
         device::VfioSourceKey(c.source), "=", c.address,
-        c.vf_token.has_value() ? ", with a VF token" : "",
+        c.vf_token.has_value()   ? ", with a VF token"
+        : with_token.has_value() ? ", with its PF's stored VF token"
+                                 : "",
         "), migration flags ", flags.ok() ? vfio::MigFlagsName(*flags) : "?");
     if (absl::Status why = (*opened)->CheckMigratable(); !why.ok()) {
       // Served all the same (listed; migrations of it are refused).
@@ -91,6 +116,8 @@ class VfioDeviceOpener final : public DeviceOpener {
   // devices keep what they use open after it goes.
   device::VfioOpener opener_;
   const absl::Duration handoff_timeout_;
+  const std::function<std::optional<std::string>(const std::string&)>
+      vf_token_for_;
 };
 
 }  // namespace
