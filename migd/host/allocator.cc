@@ -56,7 +56,7 @@ bool ParseHex16(absl::string_view text, uint16_t* out) {
   return true;
 }
 
-// A hex id as sysfs writes it ("0x15b3"); nullopt when it cannot be read.
+// A hex id as sysfs writes it ("0x1ac3"); nullopt when it cannot be read.
 std::optional<uint16_t> ReadId(const Sysfs& sysfs, const std::string& path) {
   absl::StatusOr<std::string> text = sysfs.Read(path);
   if (!text.ok()) return std::nullopt;

@@ -5,7 +5,7 @@
 // again: the host side of HostService's AllocateDevices, ReleaseDevices and
 // ListAllocations, and of a PrepareIncoming that names a device class.
 //
-// A class is a PCI device by ids ("15b3:101e", "15b3:101e:15b3:0080", hex,
+// A class is a PCI device by ids ("1ac3:0101", "1ac3:0101:1ac3:0080", hex,
 // either case) or an mdev type, on a named parent or the first (by name)
 // that has an instance available.
 //
@@ -68,7 +68,7 @@ struct PciIds {
 // kInvalidArgument naming the text otherwise.
 absl::StatusOr<PciIds> ParsePciIds(absl::string_view text);
 
-// "15b3:101e", "15b3:101e:15b3:0080" (lowercase).
+// "1ac3:0101", "1ac3:0101:1ac3:0080" (lowercase).
 std::string FormatPciIds(const PciIds& ids);
 
 struct DeviceClass {
@@ -77,7 +77,7 @@ struct DeviceClass {
   std::string mdev_parent;  // optionally with this
 };
 
-// "15b3:101e", "mdev mbochs-small", "mdev mbochs-small on mbochs".
+// "1ac3:0101", "mdev mbochs-small", "mdev mbochs-small on mbochs".
 std::string DescribeClass(const DeviceClass& c);
 
 struct DeviceRequest {

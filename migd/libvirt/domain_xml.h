@@ -7,9 +7,9 @@
 //
 //   <metadata>
 //     <migd:devices xmlns:migd="https://migd.dev/libvirt/1">
-//       <migd:device source="0000:3b:02.0" class="pci:15b3:101e"/>
+//       <migd:device source="0000:3b:02.0" class="pci:1ac3:0101"/>
 //       <migd:device source="c2177883-f1bb-47f0-914d-32a22e3a8804"
-//                    class="mdev:nvidia-35" driver=""/>
+//                    class="mdev:acme-2g" driver=""/>
 //     </migd:devices>
 //   </metadata>
 //
@@ -57,7 +57,7 @@ struct Hostdev {
 // One <migd:device> of the metadata.
 struct MigdDevice {
   std::string source;
-  std::string device_class;  // "pci:15b3:101e", "mdev:mbochs-small@mbochs"
+  std::string device_class;  // "pci:1ac3:0101", "mdev:mbochs-small@mbochs"
   std::string driver;
 };
 

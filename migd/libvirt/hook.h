@@ -50,7 +50,7 @@ namespace migd::libvirt {
 // definition (echoed back), the class as the metadata spells it, parsed.
 struct DeviceRequest {
   std::string key;
-  std::string pci_ids;      // "15b3:101e"
+  std::string pci_ids;      // "1ac3:0101"
   std::string mdev_type;    // "mbochs-small"
   std::string mdev_parent;  // "mbochs", or empty
   std::string driver;       // a module, or empty: the agent's choice
@@ -97,7 +97,7 @@ struct HookResult {
   std::string error;   // stderr, when the hook refuses
 };
 
-// "pci:15b3:101e", "pci:15b3:101e:15b3:0080", "mdev:TYPE", "mdev:TYPE@PARENT"
+// "pci:1ac3:0101", "pci:1ac3:0101:1ac3:0080", "mdev:TYPE", "mdev:TYPE@PARENT"
 // into `request`'s class fields. kInvalidArgument naming the text otherwise.
 absl::Status ParseDeviceClass(absl::string_view text, DeviceRequest* request);
 

@@ -67,7 +67,7 @@ security::Keepalive TransferKeepalive(absl::Duration phase_timeout) {
           std::clamp(phase_timeout / 2, absl::Seconds(1), absl::Seconds(30))};
 }
 
-// "pci_ids=15b3:101e agent_kind=emulated": a class as a request gave it.
+// "pci_ids=1ac3:0101 agent_kind=emulated": a class as a request gave it.
 std::string DescribeDestinationClass(const v1::DeviceClass& c) {
   std::vector<std::string> parts;
   if (!c.pci_ids().empty()) parts.push_back("pci_ids=" + c.pci_ids());

@@ -57,7 +57,7 @@ struct MigrationServiceOptions {
   const Compatibility* compatibility = nullptr;
 
   // What the agent knows of each configured device on its host, by name:
-  // its PCI ids ("15b3:101e:15b3:0080", for a PrepareIncoming by class) and
+  // its PCI ids ("1ac3:0101:1ac3:0080", for a PrepareIncoming by class) and
   // its host address (a PCI address or mdev UUID, for
   // DeviceProgress.host_address). Devices missing here have neither.
   struct HostFacts {
