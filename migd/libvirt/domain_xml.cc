@@ -11,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "migd/host/names.h"
 
 namespace migd::libvirt {
 namespace {
@@ -85,14 +86,8 @@ absl::StatusOr<std::string> PciAddressOf(const xmlNode* address) {
   return absl::StrFormat("%04x:%02x:%02x.%x", domain, bus, slot, function);
 }
 
-bool IsUuid(absl::string_view s) {
-  if (s.size() != 36) return false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !absl::ascii_isxdigit(s[i])) return false;
-  }
-  return true;
-}
+// The 8-4-4-4-12 form the host's names accept (migd/host/names.h).
+bool IsUuid(absl::string_view s) { return host::NormalizeUuid(s).ok(); }
 
 // The <source><address> of a subsystem hostdev of type pci or mdev;
 // nullptr for any other hostdev.

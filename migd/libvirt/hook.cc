@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "migd/host/names.h"
 #include "migd/libvirt/domain_xml.h"
 #include "migd/libvirt/libvirt_check.h"
 
@@ -25,15 +26,9 @@ bool AllHex(absl::string_view s, size_t n) {
   return true;
 }
 
+// A module name as modprobe spells it (migd/host/names.h).
 bool ModuleName(absl::string_view s) {
-  if (s.empty() || s.size() > 55) return false;
-  for (char c : s) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' &&
-        c != '-') {
-      return false;
-    }
-  }
-  return true;
+  return host::CanonicalModuleName(s).ok();
 }
 
 HookResult Refuse(const std::string& domain, absl::string_view what,
