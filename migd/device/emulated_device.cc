@@ -24,7 +24,7 @@
 #include "migd/base/crc32c.h"
 #include "migd/base/log.h"
 #include "migd/base/thread_name.h"
-#include "migd/device/unique_fd.h"
+#include "migd/base/unique_fd.h"
 #include "migd/device/vfio_errors.h"
 #include "migd/vfio/planner.h"
 
@@ -390,7 +390,7 @@ uint64_t EmulatedDevice::FullStreamSize(uint64_t state_size) {
 class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
  public:
   Core(const EmulatedDeviceConfig& config, std::vector<uint8_t> content,
-       UniqueFd dma_write_log)
+       base::UniqueFd dma_write_log)
       : config_(config),
         who_(absl::StrCat("device ", config.name, ": ")),
         dma_write_log_(std::move(dma_write_log)),
@@ -492,8 +492,8 @@ class EmulatedDevice::Core : public std::enable_shared_from_this<Core> {
   void DmaWorkloadLocked(uint64_t writes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const EmulatedDeviceConfig config_;
-  const std::string who_;         // "device NAME: ", the prefix of every error
-  const UniqueFd dma_write_log_;  // fd -1 when not configured
+  const std::string who_;  // "device NAME: ", the prefix of every error
+  const base::UniqueFd dma_write_log_;  // fd -1 when not configured
 
   absl::Mutex mu_;
   MigState state_ ABSL_GUARDED_BY(mu_) = MigState::kRunning;
@@ -1371,7 +1371,7 @@ absl::Status EmulatedDevice::Core::ReportDmaLogging(
 absl::StatusOr<std::unique_ptr<EmulatedDevice>> EmulatedDevice::Create(
     EmulatedDeviceConfig config) {
   if (absl::Status s = ValidateEmulatedDeviceConfig(config); !s.ok()) return s;
-  UniqueFd log;
+  base::UniqueFd log;
   if (!config.dma_write_log.empty()) {
     const int fd =
         ::open(config.dma_write_log.c_str(),
@@ -1383,7 +1383,7 @@ absl::StatusOr<std::unique_ptr<EmulatedDevice>> EmulatedDevice::Create(
                             ": cannot create dma_write_log \"",
                             absl::CEscape(config.dma_write_log), "\""));
     }
-    log = UniqueFd(fd);
+    log = base::UniqueFd(fd);
   }
   auto core = std::make_shared<Core>(
       config, GenerateContent(config.seed, config.state_size), std::move(log));

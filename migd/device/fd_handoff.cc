@@ -127,7 +127,7 @@ absl::StatusOr<HandedOverFd> ReceiveFd(int socket, absl::Duration timeout) {
   std::array<uint8_t, kHandoffHeaderBytes + kMaxHandoffNameLength + 1> buf{};
   size_t have = 0;
   size_t need = kHandoffHeaderBytes;
-  UniqueFd fd;
+  base::UniqueFd fd;
   int extra_fds = 0;
   bool truncated_control = false;
 
@@ -237,7 +237,7 @@ absl::StatusOr<HandedOverFd> FetchFd(absl::string_view socket_path,
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
 
-  UniqueFd sock;
+  base::UniqueFd sock;
   int err = 0;
   // SOCK_STREAM first; a SOCK_SEQPACKET listener answers EPROTOTYPE.
   for (int type : {SOCK_STREAM, SOCK_SEQPACKET}) {

@@ -25,7 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "migd/device/unique_fd.h"
+#include "migd/base/unique_fd.h"
 
 namespace migd::device {
 
@@ -38,7 +38,7 @@ bool IsValidHandoffName(absl::string_view name);
 
 struct HandedOverFd {
   std::string name;
-  UniqueFd fd;
+  base::UniqueFd fd;
 };
 
 // Sends one handoff message naming `name` with `fd` attached on the connected

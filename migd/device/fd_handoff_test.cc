@@ -142,8 +142,8 @@ std::string MakeFile(TempDir& dir) {
   return path;
 }
 
-UniqueFd Connect(const std::string& path) {
-  UniqueFd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+base::UniqueFd Connect(const std::string& path) {
+  base::UniqueFd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   struct sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
   memcpy(addr.sun_path, path.c_str(), path.size() + 1);
@@ -178,7 +178,7 @@ TEST(FdHandoff, AnotherProcessHandsOverTheSameOpenFile) {
   Helper helper(sock_path, file, "0000:00:04.0", 5);
   ASSERT_TRUE(helper.WaitReady());
 
-  UniqueFd sock = Connect(sock_path);
+  base::UniqueFd sock = Connect(sock_path);
   absl::StatusOr<HandedOverFd> got = ReceiveFd(sock.get(), absl::Seconds(10));
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->name, "0000:00:04.0");
@@ -240,14 +240,14 @@ TEST(FdHandoff, FetchFdRefusesABadPath) {
 }
 
 struct Pair {
-  UniqueFd a;
-  UniqueFd b;
+  base::UniqueFd a;
+  base::UniqueFd b;
 };
 
 Pair SocketPair() {
   int fds[2];
   EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-  return Pair{UniqueFd(fds[0]), UniqueFd(fds[1])};
+  return Pair{base::UniqueFd(fds[0]), base::UniqueFd(fds[1])};
 }
 
 // Sends raw bytes with `nfds` copies of stdin's fd attached.

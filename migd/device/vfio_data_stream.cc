@@ -51,7 +51,7 @@ bool VfioSessionTracker::HasLive() const {
 // ---- VfioDataStream. ----
 
 VfioDataStream::VfioDataStream(
-    std::string device, Direction direction, UniqueFd fd,
+    std::string device, Direction direction, base::UniqueFd fd,
     std::shared_ptr<const VfioSessionTracker> sessions, uint64_t session,
     VfioSyscalls syscalls)
     : device_(std::move(device)),

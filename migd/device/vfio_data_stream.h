@@ -30,8 +30,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "migd/base/unique_fd.h"
 #include "migd/device/device.h"
-#include "migd/device/unique_fd.h"
 #include "migd/device/vfio_syscalls.h"
 
 namespace migd::device {
@@ -63,7 +63,7 @@ class VfioDataStream final : public DataStream {
 
   // `device` names the device in errors. `fd` is the data fd; `session` its
   // id in `sessions`.
-  VfioDataStream(std::string device, Direction direction, UniqueFd fd,
+  VfioDataStream(std::string device, Direction direction, base::UniqueFd fd,
                  std::shared_ptr<const VfioSessionTracker> sessions,
                  uint64_t session,
                  VfioSyscalls syscalls = VfioSyscalls::Real());
@@ -95,7 +95,7 @@ class VfioDataStream final : public DataStream {
 
   const std::string device_;
   const Direction direction_;
-  const UniqueFd fd_;
+  const base::UniqueFd fd_;
   const std::shared_ptr<const VfioSessionTracker> sessions_;
   const uint64_t session_;
   const VfioSyscalls sys_;

@@ -32,14 +32,14 @@ namespace {
 using Direction = VfioDataStream::Direction;
 
 struct Pipe {
-  UniqueFd read_end;
-  UniqueFd write_end;
+  base::UniqueFd read_end;
+  base::UniqueFd write_end;
 };
 
 Pipe MakePipe(int flags = 0) {
   int fds[2];
   EXPECT_EQ(pipe2(fds, O_CLOEXEC | flags), 0) << strerror(errno);
-  return Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
+  return Pipe{base::UniqueFd(fds[0]), base::UniqueFd(fds[1])};
 }
 
 // Real system calls, counting the errnos they return.
@@ -77,7 +77,7 @@ struct StreamAndSession {
   std::unique_ptr<VfioDataStream> stream;
 };
 
-StreamAndSession MakeStream(Direction direction, UniqueFd fd,
+StreamAndSession MakeStream(Direction direction, base::UniqueFd fd,
                             VfioSyscalls sys = VfioSyscalls::Real()) {
   StreamAndSession out;
   out.sessions = std::make_shared<VfioSessionTracker>();

@@ -60,7 +60,7 @@ size_t MaxDmaRanges() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Create(
-    std::string name, std::string address, UniqueFd fd,
+    std::string name, std::string address, base::UniqueFd fd,
     std::shared_ptr<const void> keepalive, VfioSyscalls syscalls,
     std::string driver) {
   const std::string who = Who(name, address);
@@ -107,7 +107,7 @@ absl::StatusOr<std::unique_ptr<VfioDevice>> VfioDevice::Create(
       std::move(syscalls), mig.flags, absl::OkStatus()));
 }
 
-VfioDevice::VfioDevice(std::string name, std::string address, UniqueFd fd,
+VfioDevice::VfioDevice(std::string name, std::string address, base::UniqueFd fd,
                        std::shared_ptr<const void> keepalive,
                        VfioSyscalls syscalls, vfio::MigFlags flags,
                        absl::Status no_migration)
@@ -177,14 +177,15 @@ absl::StatusOr<MigState> VfioDevice::GetStateLocked() {
   return *state;
 }
 
-absl::StatusOr<UniqueFd> VfioDevice::SetArcLocked(MigState from, MigState to) {
+absl::StatusOr<base::UniqueFd> VfioDevice::SetArcLocked(MigState from,
+                                                        MigState to) {
   for (;;) {
     struct vfio_device_feature_mig_state mig = {};
     mig.device_state = static_cast<__u32>(to);
     mig.data_fd = -1;
     if (Feature(VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
                 &mig, sizeof(mig)) == 0) {
-      return UniqueFd(mig.data_fd);
+      return base::UniqueFd(mig.data_fd);
     }
     const int err = errno;
     if (err == EINTR) {
@@ -223,7 +224,7 @@ absl::StatusOr<std::unique_ptr<DataStream>> VfioDevice::SetState(
   MigState cur = *start;
   std::unique_ptr<DataStream> stream;
   for (MigState next : *arcs) {
-    absl::StatusOr<UniqueFd> fd = SetArcLocked(cur, next);
+    absl::StatusOr<base::UniqueFd> fd = SetArcLocked(cur, next);
     if (!fd.ok()) {
       absl::StatusOr<MigState> now = GetStateLocked();
       std::string where;

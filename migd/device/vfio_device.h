@@ -28,8 +28,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "migd/base/unique_fd.h"
 #include "migd/device/device.h"
-#include "migd/device/unique_fd.h"
 #include "migd/device/vfio_data_stream.h"
 #include "migd/device/vfio_syscalls.h"
 #include "migd/vfio/uapi.h"
@@ -58,7 +58,7 @@ class VfioDevice final : public Device {
   // does". Other errors of that ioctl fail the open; so do flags that lack
   // STOP_COPY (kFailedPrecondition: the uAPI requires it).
   static absl::StatusOr<std::unique_ptr<VfioDevice>> Create(
-      std::string name, std::string address, UniqueFd fd,
+      std::string name, std::string address, base::UniqueFd fd,
       std::shared_ptr<const void> keepalive = nullptr,
       VfioSyscalls syscalls = VfioSyscalls::Real(), std::string driver = "");
 
@@ -124,7 +124,7 @@ class VfioDevice final : public Device {
   uint64_t dma_logging_page_size() const;
 
  private:
-  VfioDevice(std::string name, std::string address, UniqueFd fd,
+  VfioDevice(std::string name, std::string address, base::UniqueFd fd,
              std::shared_ptr<const void> keepalive, VfioSyscalls syscalls,
              vfio::MigFlags flags, absl::Status no_migration);
 
@@ -137,7 +137,8 @@ class VfioDevice final : public Device {
   absl::StatusOr<vfio::MigState> GetStateLocked()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One SET arc; the data fd the kernel returned (invalid when none).
-  absl::StatusOr<UniqueFd> SetArcLocked(vfio::MigState from, vfio::MigState to)
+  absl::StatusOr<base::UniqueFd> SetArcLocked(vfio::MigState from,
+                                              vfio::MigState to)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string name_;
@@ -145,7 +146,7 @@ class VfioDevice final : public Device {
   const std::string who_;  // how errors name the device
   // Declared before fd_ so it is released after the fd is closed.
   const std::shared_ptr<const void> keepalive_;
-  const UniqueFd fd_;
+  const base::UniqueFd fd_;
   const VfioSyscalls sys_;
   const vfio::MigFlags flags_;
   // OK, or why the device cannot migrate (its flags are then 0).

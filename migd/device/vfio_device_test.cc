@@ -54,7 +54,7 @@ class FakeKernel {
 
   // The device fd to hand to VfioDevice::Create (a real fd, so closing it is
   // real too).
-  UniqueFd TakeDeviceFd() { return UniqueFd(device_fd_); }
+  base::UniqueFd TakeDeviceFd() { return base::UniqueFd(device_fd_); }
 
   VfioSyscalls Syscalls() {
     VfioSyscalls s = VfioSyscalls::Real();
@@ -94,7 +94,7 @@ class FakeKernel {
   int resets = 0;
   uint64_t log_page_size = 0;
   std::vector<IovaRange> log_ranges;
-  UniqueFd load_reader;  // the driver's side of a RESUMING data fd
+  base::UniqueFd load_reader;  // the driver's side of a RESUMING data fd
 
  private:
   static constexpr uint32_t kGet = VFIO_DEVICE_FEATURE_GET;
@@ -280,7 +280,7 @@ class FakeKernel {
 
   const vfio::MigFlags flags_;
   int device_fd_ = -1;
-  UniqueFd save_writer_;
+  base::UniqueFd save_writer_;
 };
 
 std::unique_ptr<VfioDevice> MakeDevice(FakeKernel& kernel) {

@@ -58,8 +58,8 @@ std::string DriverOf(const std::string& sysfs_dir) {
   return absl::StrCat("driver ", Basename(*link));
 }
 
-UniqueFd OpenRw(const std::string& path) {
-  return UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+base::UniqueFd OpenRw(const std::string& path) {
+  return base::UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
 }
 
 }  // namespace
@@ -103,7 +103,7 @@ absl::StatusOr<int> VfioOpener::IommuGroupOf(
 absl::StatusOr<std::shared_ptr<VfioContainer>> VfioOpener::NewContainer(
     const std::string& address) const {
   const std::string path = paths_.dev + "/vfio/vfio";
-  UniqueFd fd = OpenRw(path);
+  base::UniqueFd fd = OpenRw(path);
   if (!fd.valid()) {
     const int err = errno;
     absl::Status s = VfioErrnoError(address, absl::StrCat("open ", path),
@@ -143,7 +143,7 @@ absl::StatusOr<std::shared_ptr<VfioGroup>> VfioOpener::GroupLocked(
     if (std::shared_ptr<VfioGroup> g = it->second.lock()) return g;
   }
   const std::string path = absl::StrCat(paths_.dev, "/vfio/", number);
-  UniqueFd fd = OpenRw(path);
+  base::UniqueFd fd = OpenRw(path);
   if (!fd.valid()) {
     const int err = errno;
     absl::Status s = VfioErrnoError(address, absl::StrCat("open ", path),
@@ -257,7 +257,7 @@ absl::StatusOr<VfioDeviceFd> VfioOpener::OpenInGroup(
     return s;
   }
   VfioDeviceFd out;
-  out.fd = UniqueFd(fd);
+  out.fd = base::UniqueFd(fd);
   out.address = address;
   out.keepalive = *std::move(group);
   return out;
@@ -312,7 +312,7 @@ absl::StatusOr<std::shared_ptr<VfioIommufd>> VfioOpener::IommufdLocked(
     const std::string& address) {
   if (std::shared_ptr<VfioIommufd> p = iommufd_.lock()) return p;
   const std::string path = paths_.dev + "/iommu";
-  UniqueFd fd = OpenRw(path);
+  base::UniqueFd fd = OpenRw(path);
   if (!fd.valid()) {
     return VfioErrnoError(address, absl::StrCat("open ", path), VfioOp::kOpen,
                           errno);
@@ -354,7 +354,7 @@ absl::StatusOr<VfioDeviceFd> VfioOpener::OpenCdev(
   // "/dev/vfio/devices/vfioN" below paths_.dev.
   const std::string local =
       paths_.dev + std::string(path.substr(std::string("/dev").size()));
-  UniqueFd fd = OpenRw(local);
+  base::UniqueFd fd = OpenRw(local);
   if (!fd.valid()) {
     const int err = errno;
     absl::Status s = VfioErrnoError(address, absl::StrCat("open ", local),

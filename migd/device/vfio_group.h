@@ -40,7 +40,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "migd/device/unique_fd.h"
+#include "migd/base/unique_fd.h"
 #include "migd/device/vfio_paths.h"
 #include "migd/device/vfio_syscalls.h"
 
@@ -50,17 +50,18 @@ namespace migd::device {
 // a VMM-like user maps DMA through (VFIO_IOMMU_MAP_DMA).
 class VfioContainer {
  public:
-  explicit VfioContainer(UniqueFd fd) : fd_(std::move(fd)) {}
+  explicit VfioContainer(base::UniqueFd fd) : fd_(std::move(fd)) {}
   int fd() const { return fd_.get(); }
 
  private:
-  const UniqueFd fd_;
+  const base::UniqueFd fd_;
 };
 
 // An open VFIO group (/dev/vfio/<N>) attached to a container.
 class VfioGroup {
  public:
-  VfioGroup(int number, UniqueFd fd, std::shared_ptr<VfioContainer> container)
+  VfioGroup(int number, base::UniqueFd fd,
+            std::shared_ptr<VfioContainer> container)
       : number_(number), container_(std::move(container)), fd_(std::move(fd)) {}
   int number() const { return number_; }
   int fd() const { return fd_.get(); }
@@ -70,26 +71,26 @@ class VfioGroup {
   const int number_;
   // Declared before fd_: the group is closed (leaving the container) first.
   const std::shared_ptr<VfioContainer> container_;
-  const UniqueFd fd_;
+  const base::UniqueFd fd_;
 };
 
 // /dev/iommu with one IO address space that every cdev device attaches to.
 class VfioIommufd {
  public:
-  VfioIommufd(UniqueFd fd, uint32_t ioas_id)
+  VfioIommufd(base::UniqueFd fd, uint32_t ioas_id)
       : fd_(std::move(fd)), ioas_id_(ioas_id) {}
   int fd() const { return fd_.get(); }
   uint32_t ioas_id() const { return ioas_id_; }
 
  private:
-  const UniqueFd fd_;
+  const base::UniqueFd fd_;
   const uint32_t ioas_id_;
 };
 
 // An open VFIO device fd, the address errors name it by, and what must stay
 // open as long as the fd is.
 struct VfioDeviceFd {
-  UniqueFd fd;
+  base::UniqueFd fd;
   std::string address;
   std::shared_ptr<const void> keepalive;
 };

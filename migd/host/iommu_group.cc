@@ -11,7 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "migd/host/scoped_fd.h"
+#include "migd/base/unique_fd.h"
 
 namespace migd::host {
 namespace {
@@ -121,7 +121,7 @@ DevVfioGroupUsage::DevVfioGroupUsage(std::string root)
 
 absl::StatusOr<bool> DevVfioGroupUsage::InUse(int group) {
   const std::string path = absl::StrCat(root_, "/dev/vfio/", group);
-  ScopedFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (fd.valid()) return false;
   const int err = errno;
   if (err == EBUSY) return true;

@@ -18,8 +18,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "migd/base/unique_fd.h"
 #include "migd/host/names.h"
-#include "migd/host/scoped_fd.h"
 
 namespace migd::host {
 namespace {
@@ -94,7 +94,7 @@ std::string ModulesAliasPath(absl::string_view root,
 absl::StatusOr<std::vector<VfioPciAlias>> LoadVfioPciAliases(
     absl::string_view root, absl::string_view release) {
   const std::string path = ModulesAliasPath(root, release);
-  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
     if (errno == ENOENT) {
       return absl::NotFoundError(absl::StrCat(

@@ -18,8 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "migd/base/unique_fd.h"
 #include "migd/host/names.h"
-#include "migd/host/scoped_fd.h"
 
 namespace migd::host {
 namespace {
@@ -46,8 +46,8 @@ absl::Status ModprobeLoader::Load(const std::string& module) {
     return absl::InternalError(
         absl::StrCat("cannot run ", what, ": pipe2: ", strerror(errno)));
   }
-  ScopedFd read_end(pipe_fds[0]);
-  ScopedFd write_end(pipe_fds[1]);
+  base::UniqueFd read_end(pipe_fds[0]);
+  base::UniqueFd write_end(pipe_fds[1]);
 
   // Everything the child uses is built before fork: between fork and exec a
   // child of a threaded process may only make async-signal-safe calls.
@@ -55,7 +55,7 @@ absl::Status ModprobeLoader::Load(const std::string& module) {
   std::array<char*, 4> argv = {arg0.data(), dashes.data(), arg2.data(),
                                nullptr};
   const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  ScopedFd stdin_fd(devnull);
+  base::UniqueFd stdin_fd(devnull);
 
   const pid_t pid = ::fork();
   if (pid < 0) {

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
-#include "migd/host/scoped_fd.h"
+#include "migd/base/unique_fd.h"
 
 namespace migd::host {
 namespace {
@@ -33,7 +33,7 @@ std::string StatePath(const std::string& dir, absl::string_view name) {
 
 absl::StatusOr<std::optional<std::string>> ReadStateFile(
     absl::string_view what, const std::string& dir, const std::string& path) {
-  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd.valid()) {
     const int err = errno;
     if (err == ENOENT) {
@@ -81,9 +81,9 @@ absl::Status WriteStateFile(absl::string_view what, const std::string& dir,
     return absl::ErrnoToStatus(err, absl::StrCat(what, ": ", step));
   };
   // A temporary file left by a crash is stale: replace it.
-  ScopedFd fd(::open(tmp.c_str(),
-                     O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                     0600));
+  base::UniqueFd fd(
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+             0600));
   if (!fd.valid()) return fail(absl::StrCat("create ", tmp));
   if (::fchmod(fd.get(), 0600) != 0) return fail(absl::StrCat("chmod ", tmp));
   if (!WriteAll(fd.get(), text)) return fail(absl::StrCat("write ", tmp));
@@ -93,7 +93,7 @@ absl::Status WriteStateFile(absl::string_view what, const std::string& dir,
     return fail(absl::StrCat("rename ", tmp, " to ", path));
   }
   // The rename is durable once the directory is.
-  ScopedFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  base::UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!d.valid() || ::fsync(d.get()) != 0) {
     const int err = errno;
     return absl::ErrnoToStatus(

@@ -15,7 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "migd/host/scoped_fd.h"
+#include "migd/base/unique_fd.h"
 
 namespace migd::host {
 namespace {
@@ -42,7 +42,7 @@ absl::Status SysfsWriteError(const std::string& path, absl::string_view value,
 
 absl::Status KernelSysfsWriter::Write(const std::string& path,
                                       absl::string_view value) {
-  ScopedFd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+  base::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
   if (!fd.valid()) return SysfsWriteError(path, value, errno);
   ssize_t n;
   do {
@@ -70,7 +70,7 @@ std::string Sysfs::Path(absl::string_view path) const {
 
 absl::StatusOr<std::string> Sysfs::Read(absl::string_view path) const {
   const std::string full = Path(path);
-  ScopedFd fd(::open(full.c_str(), O_RDONLY | O_CLOEXEC));
+  base::UniqueFd fd(::open(full.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return absl::ErrnoToStatus(errno, "read " + full);
   std::string out;
   std::array<char, 4096> buf;

@@ -42,7 +42,7 @@ std::unique_ptr<device::Device> WithoutMigration() {
   absl::StatusOr<std::unique_ptr<device::VfioDevice>> d =
       device::VfioDevice::Create(
           "nvf0", "0000:03:00.1",
-          device::UniqueFd(open("/dev/null", O_RDWR | O_CLOEXEC)), nullptr, sys,
+          base::UniqueFd(open("/dev/null", O_RDWR | O_CLOEXEC)), nullptr, sys,
           "vfio-pci");
   EXPECT_TRUE(d.ok()) << d.status();
   return d.ok() ? *std::move(d) : nullptr;

@@ -1,10 +1,10 @@
-// migd/device/unique_fd.cc
+// migd/base/unique_fd.cc
 
-#include "migd/device/unique_fd.h"
+#include "migd/base/unique_fd.h"
 
 #include <unistd.h>
 
-namespace migd::device {
+namespace migd::base {
 
 void UniqueFd::reset(int fd) {
   const int old = fd_;
@@ -12,4 +12,4 @@ void UniqueFd::reset(int fd) {
   if (old >= 0 && old != fd_) ::close(old);
 }
 
-}  // namespace migd::device
+}  // namespace migd::base

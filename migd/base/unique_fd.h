@@ -1,12 +1,14 @@
-// migd/device/unique_fd.h
+// migd/base/unique_fd.h
 //
 // An owned file descriptor: closes itself when it goes out of scope, so no path
-// that returns early leaks a device, group, container or data fd. Move-only.
+// that returns early leaks it (a VFIO device, group, container or data fd, a
+// sysfs attribute, a pipe). Move-only. In migd/base so that migd/device and
+// migd/host share one.
 
-#ifndef MIGD_DEVICE_UNIQUE_FD_H_
-#define MIGD_DEVICE_UNIQUE_FD_H_
+#ifndef MIGD_BASE_UNIQUE_FD_H_
+#define MIGD_BASE_UNIQUE_FD_H_
 
-namespace migd::device {
+namespace migd::base {
 
 class UniqueFd {
  public:
@@ -42,6 +44,6 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-}  // namespace migd::device
+}  // namespace migd::base
 
-#endif  // MIGD_DEVICE_UNIQUE_FD_H_
+#endif  // MIGD_BASE_UNIQUE_FD_H_

@@ -1,6 +1,6 @@
-// migd/device/unique_fd_test.cc
+// migd/base/unique_fd_test.cc
 
-#include "migd/device/unique_fd.h"
+#include "migd/base/unique_fd.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 
 #include "gtest/gtest.h"
 
-namespace migd::device {
+namespace migd::base {
 namespace {
 
 bool IsOpen(int fd) { return fcntl(fd, F_GETFD) != -1; }
@@ -69,4 +69,4 @@ TEST(UniqueFd, NegativeMeansEmpty) {
 }
 
 }  // namespace
-}  // namespace migd::device
+}  // namespace migd::base
