@@ -5,13 +5,11 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "migd/host/mdev.h"
 #include "migd/host/modalias.h"
@@ -45,17 +43,6 @@ std::string PciDir(absl::string_view bdf) {
   return absl::StrCat("/sys/bus/pci/devices/", bdf);
 }
 
-bool ParseHex16(absl::string_view text, uint16_t* out) {
-  if (text.size() != 4) return false;
-  for (char c : text) {
-    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
-  }
-  uint32_t v = 0;
-  if (!absl::SimpleHexAtoi(text, &v)) return false;
-  *out = static_cast<uint16_t>(v);
-  return true;
-}
-
 // A hex id as sysfs writes it ("0x1ac3"); nullopt when it cannot be read.
 std::optional<uint16_t> ReadId(const Sysfs& sysfs, const std::string& path) {
   absl::StatusOr<std::string> text = sysfs.Read(path);
@@ -83,39 +70,6 @@ std::string Held(const Allocation& a) {
 }
 
 }  // namespace
-
-absl::StatusOr<PciIds> ParsePciIds(absl::string_view text) {
-  std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
-  PciIds ids;
-  uint16_t sv = 0, sd = 0;
-  const bool ok = (parts.size() == 2 || parts.size() == 4) &&
-                  ParseHex16(parts[0], &ids.vendor) &&
-                  ParseHex16(parts[1], &ids.device) &&
-                  (parts.size() == 2 ||
-                   (ParseHex16(parts[2], &sv) && ParseHex16(parts[3], &sd)));
-  if (!ok) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "pci_ids \"", absl::CHexEscape(text),
-        "\" is not VVVV:DDDD or VVVV:DDDD:SVVV:SDDD (4 hex digits each)"));
-  }
-  if (parts.size() == 4) {
-    ids.subsystem_vendor = sv;
-    ids.subsystem_device = sd;
-  }
-  return ids;
-}
-
-std::string FormatPciIds(const PciIds& ids) {
-  const auto hex = [](uint16_t v) {
-    return absl::StrCat(absl::Hex(v, absl::kZeroPad4));
-  };
-  std::string out = absl::StrCat(hex(ids.vendor), ":", hex(ids.device));
-  if (ids.subsystem_vendor.has_value()) {
-    absl::StrAppend(&out, ":", hex(*ids.subsystem_vendor), ":",
-                    hex(*ids.subsystem_device));
-  }
-  return out;
-}
 
 std::string DescribeClass(const DeviceClass& c) {
   if (!c.pci_ids.empty()) {

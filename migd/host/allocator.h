@@ -36,7 +36,6 @@
 #ifndef MIGD_HOST_ALLOCATOR_H_
 #define MIGD_HOST_ALLOCATOR_H_
 
-#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -52,24 +51,10 @@
 #include "migd/host/binding_store.h"
 #include "migd/host/iommu_group.h"
 #include "migd/host/modules.h"
+#include "migd/host/names.h"
 #include "migd/host/sysfs.h"
 
 namespace migd::host {
-
-// PCI ids as a class names them.
-struct PciIds {
-  uint16_t vendor = 0;
-  uint16_t device = 0;
-  std::optional<uint16_t> subsystem_vendor;  // both or neither
-  std::optional<uint16_t> subsystem_device;
-};
-
-// "VVVV:DDDD" or "VVVV:DDDD:SVVV:SDDD" (4 hex digits each, either case);
-// kInvalidArgument naming the text otherwise.
-absl::StatusOr<PciIds> ParsePciIds(absl::string_view text);
-
-// "1ac3:0101", "1ac3:0101:1ac3:0080" (lowercase).
-std::string FormatPciIds(const PciIds& ids);
 
 struct DeviceClass {
   std::string pci_ids;      // either this

@@ -21,6 +21,16 @@ bool AllHex(absl::string_view s) {
   return !s.empty();
 }
 
+// Exactly 4 hex digits, either case.
+bool ParseHex16(absl::string_view text, uint16_t* out) {
+  uint32_t v = 0;
+  if (text.size() != 4 || !AllHex(text) || !absl::SimpleHexAtoi(text, &v)) {
+    return false;
+  }
+  *out = static_cast<uint16_t>(v);
+  return true;
+}
+
 // MODULE_NAME_LEN is 64 - sizeof(unsigned long), one byte of it the NUL.
 constexpr size_t kMaxModuleName = 55;
 constexpr size_t kMaxDeviceName = 128;
@@ -96,6 +106,39 @@ absl::StatusOr<std::string> CanonicalModuleName(absl::string_view text) {
     return absl::InvalidArgumentError(
         absl::StrCat("module name \"", absl::CHexEscape(text),
                      "\" is not [A-Za-z0-9_-]{1,55}"));
+  }
+  return out;
+}
+
+absl::StatusOr<PciIds> ParsePciIds(absl::string_view text) {
+  std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  PciIds ids;
+  uint16_t sv = 0, sd = 0;
+  const bool ok = (parts.size() == 2 || parts.size() == 4) &&
+                  ParseHex16(parts[0], &ids.vendor) &&
+                  ParseHex16(parts[1], &ids.device) &&
+                  (parts.size() == 2 ||
+                   (ParseHex16(parts[2], &sv) && ParseHex16(parts[3], &sd)));
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pci_ids \"", absl::CHexEscape(text),
+        "\" is not VVVV:DDDD or VVVV:DDDD:SVVV:SDDD (4 hex digits each)"));
+  }
+  if (parts.size() == 4) {
+    ids.subsystem_vendor = sv;
+    ids.subsystem_device = sd;
+  }
+  return ids;
+}
+
+std::string FormatPciIds(const PciIds& ids) {
+  const auto hex = [](uint16_t v) {
+    return absl::StrCat(absl::Hex(v, absl::kZeroPad4));
+  };
+  std::string out = absl::StrCat(hex(ids.vendor), ":", hex(ids.device));
+  if (ids.subsystem_vendor.has_value()) {
+    absl::StrAppend(&out, ":", hex(*ids.subsystem_vendor), ":",
+                    hex(*ids.subsystem_device));
   }
   return out;
 }

@@ -2,15 +2,18 @@
 //
 // Checks every name host code puts into a sysfs path or writes to a sysfs
 // attribute: PCI addresses, platform device names, mdev UUIDs and kernel
-// module names. A name is checked before it becomes part of a path, so
-// nothing a caller passes can walk out of the directory it is meant for
+// module names; and the PCI ids a device class names. A name is checked before
+// it becomes part of a path, so nothing a caller passes can walk out of the
+// directory it is meant for
 // ("..", "/", a newline that would end a sysfs value early).
 // The device config (migd/device/vfio_spec.h) checks PCI addresses and VF
-// tokens with these too.
+// tokens with these too, the libvirt hook its classes' ids.
 
 #ifndef MIGD_HOST_NAMES_H_
 #define MIGD_HOST_NAMES_H_
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -39,6 +42,21 @@ absl::Status ValidateDeviceName(absl::string_view name);
 // made '_' ("vfio-pci" -> "vfio_pci"), as modprobe, modules.alias and
 // /sys/module spell it. kInvalidArgument otherwise.
 absl::StatusOr<std::string> CanonicalModuleName(absl::string_view text);
+
+// PCI ids as a device class names them.
+struct PciIds {
+  uint16_t vendor = 0;
+  uint16_t device = 0;
+  std::optional<uint16_t> subsystem_vendor;  // both or neither
+  std::optional<uint16_t> subsystem_device;
+};
+
+// "VVVV:DDDD" or "VVVV:DDDD:SVVV:SDDD" (4 hex digits each, either case);
+// kInvalidArgument naming the text otherwise.
+absl::StatusOr<PciIds> ParsePciIds(absl::string_view text);
+
+// "1ac3:0101", "1ac3:0101:1ac3:0080" (lowercase).
+std::string FormatPciIds(const PciIds& ids);
 
 }  // namespace migd::host
 

@@ -70,5 +70,31 @@ TEST(CanonicalModuleName, TurnsDashesIntoUnderscoresAsModprobeDoes) {
   EXPECT_FALSE(CanonicalModuleName(std::string(56, 'a')).ok());
 }
 
+TEST(ParsePciIds, TakesVendorDeviceAndOptionallySubsystemIds) {
+  absl::StatusOr<PciIds> two = ParsePciIds("1AC3:0101");
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->vendor, 0x1ac3);
+  EXPECT_EQ(two->device, 0x0101);
+  EXPECT_FALSE(two->subsystem_vendor.has_value());
+  EXPECT_EQ(FormatPciIds(*two), "1ac3:0101");
+  absl::StatusOr<PciIds> four = ParsePciIds("1ac3:0101:1ac3:0080");
+  ASSERT_TRUE(four.ok()) << four.status();
+  EXPECT_EQ(four->subsystem_vendor, 0x1ac3);
+  EXPECT_EQ(four->subsystem_device, 0x0080);
+  EXPECT_EQ(FormatPciIds(*four), "1ac3:0101:1ac3:0080");
+}
+
+TEST(ParsePciIds, RefusesAnythingElseNamingIt) {
+  for (const char* bad :
+       {"", "1ac3", "1ac3:101", "1ac3:0101:1ac3", "1ac3:01x1", "+ac3:0101",
+        "1ac3:0101:1ac3:0080:0", "1ac3:0101\n"}) {
+    absl::StatusOr<PciIds> ids = ParsePciIds(bad);
+    ASSERT_FALSE(ids.ok()) << bad;
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(ids.status().message(), "pci_ids \""))
+        << ids.status();
+  }
+}
+
 }  // namespace
 }  // namespace migd::host

@@ -1,6 +1,5 @@
 #include "migd/libvirt/hook.h"
 
-#include <algorithm>
 #include <map>
 #include <set>
 #include <utility>
@@ -17,14 +16,6 @@
 
 namespace migd::libvirt {
 namespace {
-
-bool AllHex(absl::string_view s, size_t n) {
-  if (s.size() != n) return false;
-  for (char c : s) {
-    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
-  }
-  return true;
-}
 
 // A module name as modprobe spells it (migd/host/names.h).
 bool ModuleName(absl::string_view s) {
@@ -181,16 +172,12 @@ HookResult Release(const HookCall& call, Agent& agent,
 absl::Status ParseDeviceClass(absl::string_view text, DeviceRequest* request) {
   absl::string_view rest = text;
   if (absl::ConsumePrefix(&rest, "pci:")) {
-    std::vector<absl::string_view> ids = absl::StrSplit(rest, ':');
-    const bool ok =
-        (ids.size() == 2 || ids.size() == 4) &&
-        std::all_of(ids.begin(), ids.end(),
-                    [](absl::string_view i) { return AllHex(i, 4); });
-    if (!ok) {
+    absl::StatusOr<host::PciIds> ids = host::ParsePciIds(rest);
+    if (!ids.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "class '", text, "': want pci:VVVV:DDDD or pci:VVVV:DDDD:SVVV:SDDD"));
     }
-    request->pci_ids = absl::AsciiStrToLower(rest);
+    request->pci_ids = host::FormatPciIds(*ids);
     return absl::OkStatus();
   }
   if (absl::ConsumePrefix(&rest, "mdev:")) {

@@ -15,6 +15,7 @@
 #include "migd/base/reason.h"
 #include "migd/dirty/tracker.h"
 #include "migd/host/allocator.h"
+#include "migd/host/names.h"
 #include "migd/migration/destination_job.h"
 #include "migd/migration/source_job.h"
 #include "migd/security/identity.h"
