@@ -13,12 +13,9 @@
 // The Prometheus server is Debian's (tools/test fetches it: see
 // tools/lib/deps.sh); its path comes from $MIGD_PROMETHEUS, else PATH.
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,12 +50,17 @@
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
+#include "migd/metrics/http_test_util.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 
 extern char** environ;
 
 namespace migd::e2e {
 namespace {
+
+using metrics::testing::FreePort;
+using metrics::testing::HttpGet;
+using metrics::testing::HttpResponse;
 
 constexpr absl::Duration kRpcTimeout = absl::Seconds(60);
 
@@ -90,52 +92,6 @@ std::string PrometheusBinary() {
     if (access(candidate, X_OK) == 0) return candidate;
   }
   return "";
-}
-
-// A port nothing listens on right now (bound and released).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// GET http://127.0.0.1:<port><target> (HTTP/1.0): status code and body;
-// code 0 when the connection failed.
-struct HttpResponse {
-  int code = 0;
-  std::string body;
-};
-HttpResponse HttpGet(int port, const std::string& target) {
-  HttpResponse r;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string raw;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request =
-        absl::StrCat("GET ", target, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if (write(fd, request.data(), request.size()) ==
-        static_cast<ssize_t>(request.size())) {
-      char buf[8192];
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof(buf))) > 0) raw.append(buf, n);
-    }
-  }
-  close(fd);
-  absl::string_view v = raw;
-  if (!absl::ConsumePrefix(&v, "HTTP/1.")) return r;
-  if (v.size() < 5 || !absl::SimpleAtoi(v.substr(2, 3), &r.code)) return r;
-  const size_t body = raw.find("\r\n\r\n");
-  if (body != std::string::npos) r.body = raw.substr(body + 4);
-  return r;
 }
 
 std::string UrlEncode(absl::string_view s) {

@@ -1,10 +1,5 @@
 #include "migd/metrics/server.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <memory>
 #include <string>
 
@@ -12,35 +7,15 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "migd/metrics/device_states.h"
+#include "migd/metrics/http_test_util.h"
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
 
 namespace migd::metrics {
 namespace {
 
-// GET http://127.0.0.1:<port><path>: the whole response, or "" when the
-// connection failed.
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request =
-        absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if (write(fd, request.data(), request.size()) ==
-        static_cast<ssize_t>(request.size())) {
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, n);
-    }
-  }
-  close(fd);
-  return response;
-}
+using testing::HttpGet;
+using testing::HttpResponse;
 
 TEST(MetricsServer, ServesEveryCollectableAtSlashMetrics) {
   auto registry = std::make_shared<prometheus::Registry>();
@@ -60,8 +35,9 @@ TEST(MetricsServer, ServesEveryCollectableAtSlashMetrics) {
   auto server = MetricsServer::Start("127.0.0.1:0", {registry, devices});
   ASSERT_TRUE(server.ok()) << server.status();
   ASSERT_GT((*server)->port(), 0);
-  const std::string body = HttpGet((*server)->port(), "/metrics");
-  EXPECT_TRUE(absl::StartsWith(body, "HTTP/1.1 200")) << body;
+  const HttpResponse scrape = HttpGet((*server)->port(), "/metrics");
+  EXPECT_EQ(scrape.code, 200) << scrape.body;
+  const std::string& body = scrape.body;
   EXPECT_TRUE(absl::StrContains(body, "migd_test_total{role=\"source\"} 3"))
       << body;
   EXPECT_TRUE(absl::StrContains(body, "migd_devices{state=\"running\"} 2"))
