@@ -116,8 +116,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
   options.service.compatibility = agent->compatibility_.get();
   // PrepareIncoming by class: the configured devices' ids and host
   // addresses, and the host allocator for a PCI class none of them
-  // satisfies (HostService, created below; without a state directory it
-  // refuses).
+  // satisfies or an mdev type (HostService, created below; without a state
+  // directory it refuses).
   for (const plugins::DeviceFacts& f : options.device_facts) {
     MigrationServiceOptions::HostFacts h;
     if (!f.pci_address.empty()) {
@@ -131,31 +131,32 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
     options.service.host_facts[f.name] = h;
   }
   Agent* self = agent.get();
-  options.service.allocate_pci =
-      [self](const std::string& job, const std::string& key,
-             const std::string& pci_ids) -> absl::StatusOr<std::string> {
+  options.service.allocate = [self](const std::string& job,
+                                    const std::string& key,
+                                    const v1::DeviceClass& device_class)
+      -> absl::StatusOr<v1::AllocatedDevice> {
     v1::AllocateDevicesRequest req;
     req.set_owner(job);
     v1::DeviceRequest* d = req.add_devices();
     d->set_key(key);
-    d->mutable_device_class()->set_pci_ids(pci_ids);
+    *d->mutable_device_class() = device_class;
     absl::StatusOr<v1::AllocateDevicesResponse> r =
         self->host_service_->Allocate(req);
     if (!r.ok()) return r.status();
-    return r->devices(0).address();
+    return r->devices(0);
   };
   options.service.release_allocations =
       [self](const std::string& job) -> absl::Status {
     return self->host_service_->Release(job).status();
   };
   VfTokens* const vf_tokens = options.vf_tokens;
-  options.service.open_pci = [vf_tokens](const std::string& name,
-                                         const std::string& bdf)
+  options.service.open_vfio = [vf_tokens](const std::string& name,
+                                          const std::string& source)
       -> absl::StatusOr<std::unique_ptr<device::Device>> {
-    // As the config line "vfio NAME bdf=ADDR" is opened.
+    // As the config line "vfio NAME bdf=ADDR" (or "mdev=UUID") is opened.
     VfioBackend backend;
     absl::StatusOr<std::unique_ptr<DeviceSpec>> spec =
-        backend.Parse(absl::StrCat("vfio ", name, " bdf=", bdf));
+        backend.Parse(absl::StrCat("vfio ", name, " ", source));
     if (!spec.ok()) return spec.status();
     BuildOptions build;
     if (vf_tokens != nullptr) {

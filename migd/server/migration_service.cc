@@ -227,14 +227,32 @@ absl::Status MigrationServiceImpl::PickByClass(
     if (p.source_device().empty()) {
       return InvalidRequest(absl::StrCat(what, ": source_device is empty"));
     }
-    if (!c.mdev_type().empty() || !c.mdev_parent().empty()) {
+    const bool mdev = !c.mdev_type().empty();
+    if (!mdev && !c.mdev_parent().empty()) {
       return InvalidRequest(
-          absl::StrCat(what,
-                       ": an mdev class is for HostService.AllocateDevices; "
-                       "PrepareIncoming picks by pci_ids or agent_kind"));
+          absl::StrCat(what, ": mdev_parent is for an mdev_type class"));
     }
-    if (c.pci_ids().empty() && c.agent_kind().empty()) {
-      return InvalidRequest(absl::StrCat(what, ": name pci_ids or agent_kind"));
+    if (mdev && !c.pci_ids().empty()) {
+      return InvalidRequest(
+          absl::StrCat(what, ": name pci_ids or mdev_type, not both"));
+    }
+    if (mdev && !c.agent_kind().empty() && c.agent_kind() != "vfio") {
+      return InvalidRequest(absl::StrCat(
+          what, ": an mdev instance is a vfio device, not ", c.agent_kind()));
+    }
+    if (c.pci_ids().empty() && c.agent_kind().empty() && !mdev) {
+      return InvalidRequest(
+          absl::StrCat(what, ": name pci_ids, mdev_type or agent_kind"));
+    }
+    if (mdev) {
+      // Always a new instance: the configured devices' mdev types are not
+      // known here, and an instance of the job's own is removed with it.
+      if (absl::Status s = AllocateForPair(job, what, "", n++, p, added);
+          !s.ok()) {
+        return s;
+      }
+      taken.insert(p.destination_device());
+      continue;
     }
     std::optional<host::PciIds> ids;
     if (!c.pci_ids().empty()) {
@@ -282,35 +300,17 @@ absl::Status MigrationServiceImpl::PickByClass(
     // (b) a PCI device of the class the host allocator picks.
     if (ids.has_value() &&
         (c.agent_kind().empty() || c.agent_kind() == "vfio") &&
-        options_.allocate_pci && options_.open_pci) {
+        options_.allocate && options_.open_vfio) {
       const std::string why =
           held.empty()
               ? std::string("none of this agent's devices matches")
               : absl::StrCat("this agent's matching devices are all held (",
                              absl::StrJoin(held, ", "), ")");
-      absl::StatusOr<std::string> address = options_.allocate_pci(
-          job, p.source_device(), host::FormatPciIds(*ids));
-      if (!address.ok()) {
-        return base::Annotate(
-            address.status(),
-            absl::StrCat(what, ": ", why, "; allocating one failed:"));
+      if (absl::Status s = AllocateForPair(job, what, why, n++, p, added);
+          !s.ok()) {
+        return s;
       }
-      const std::string name = absl::StrCat("alloc-", job, "-", n++);
-      (*added)[name] = *address;
-      absl::StatusOr<std::unique_ptr<device::Device>> opened =
-          options_.open_pci(name, *address);
-      if (!opened.ok()) {
-        return base::Annotate(opened.status(),
-                              absl::StrCat(what, ": allocated ", *address,
-                                           ", but opening it failed:"));
-      }
-      if (absl::Status s = devices_->Add(*std::move(opened)); !s.ok()) {
-        return base::Annotate(s, absl::StrCat(what, ":"));
-      }
-      base::LogInfo("job ", job, ": ", what, ": allocated ", *address,
-                    " as device ", name, " (", why, ")");
-      p.set_destination_device(name);
-      taken.insert(name);
+      taken.insert(p.destination_device());
       continue;
     }
     if (held.empty()) {
@@ -324,6 +324,59 @@ absl::Status MigrationServiceImpl::PickByClass(
                      " candidate", held.size() == 1 ? "" : "s", ", all held (",
                      absl::StrJoin(held, ", "), ")"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status MigrationServiceImpl::AllocateForPair(
+    const std::string& job, const std::string& what, const std::string& why,
+    int n, v1::DevicePair& pair, std::map<std::string, std::string>* added) {
+  const v1::DeviceClass& c = pair.destination_class();
+  const bool mdev = !c.mdev_type().empty();
+  if (!options_.allocate || !options_.open_vfio) {
+    return base::Error(absl::StatusCode::kFailedPrecondition,
+                       v1::ERROR_REASON_HOST_PRECONDITION,
+                       absl::StrCat(what,
+                                    ": this agent allocates no devices (it "
+                                    "serves no HostService allocator)"));
+  }
+  v1::DeviceClass wanted;
+  if (mdev) {
+    wanted.set_mdev_type(c.mdev_type());
+    wanted.set_mdev_parent(c.mdev_parent());
+  } else {
+    wanted.set_pci_ids(c.pci_ids());
+  }
+  absl::StatusOr<v1::AllocatedDevice> a =
+      options_.allocate(job, pair.source_device(), wanted);
+  if (!a.ok()) {
+    return base::Annotate(
+        a.status(),
+        absl::StrCat(what, ": ", why.empty() ? "" : absl::StrCat(why, "; "),
+                     mdev ? "creating an instance" : "allocating one",
+                     " failed"));
+  }
+  // The host address: a PCI address, or the new instance's UUID.
+  const std::string address = mdev ? a->mdev_uuid() : a->address();
+  const std::string name = absl::StrCat("alloc-", job, "-", n);
+  // From here on the prepare's failure (or the job's end) releases it.
+  (*added)[name] = address;
+  const std::string made =
+      mdev ? absl::StrCat("created mdev ", address, " of type ", a->mdev_type(),
+                          " on ", a->mdev_parent())
+           : absl::StrCat("allocated ", address);
+  absl::StatusOr<std::unique_ptr<device::Device>> opened =
+      options_.open_vfio(name, absl::StrCat(mdev ? "mdev=" : "bdf=", address));
+  if (!opened.ok()) {
+    return base::Annotate(
+        opened.status(),
+        absl::StrCat(what, ": ", made, ", but opening it failed"));
+  }
+  if (absl::Status s = devices_->Add(*std::move(opened)); !s.ok()) {
+    return base::Annotate(s, what);
+  }
+  base::LogInfo("job ", job, ": ", what, ": ", made, " as device ", name,
+                why.empty() ? "" : absl::StrCat(" (", why, ")"));
+  pair.set_destination_device(name);
   return absl::OkStatus();
 }
 

@@ -66,18 +66,22 @@ struct MigrationServiceOptions {
   };
   std::map<std::string, HostFacts> host_facts;
   // A PrepareIncoming by PCI class that none of the configured devices
-  // satisfies allocates one (HostService's allocator, owner = the job id,
-  // key = the source device) and opens it as a "vfio NAME bdf=ADDR" line
-  // would. Null: no allocation.
-  std::function<absl::StatusOr<std::string>(const std::string& job,
-                                            const std::string& key,
-                                            const std::string& pci_ids)>
-      allocate_pci;
+  // satisfies, or by an mdev type, allocates a device (HostService's
+  // allocator, owner = the job id, key = the source device): a PCI device
+  // of the ids, bound to its VFIO driver, or a new mdev instance of the
+  // type. Returns what AllocateDevices answers for that one request. Null:
+  // no allocation.
+  std::function<absl::StatusOr<v1::AllocatedDevice>(
+      const std::string& job, const std::string& key,
+      const v1::DeviceClass& device_class)>
+      allocate;
   // Releases everything job `job` was allocated.
   std::function<absl::Status(const std::string& job)> release_allocations;
+  // Opens an allocated device as the config line "vfio NAME SOURCE" would:
+  // SOURCE is "bdf=0000:5e:01.3" or "mdev=<uuid>".
   std::function<absl::StatusOr<std::unique_ptr<device::Device>>(
-      const std::string& name, const std::string& bdf)>
-      open_pci;
+      const std::string& name, const std::string& source)>
+      open_vfio;
 };
 
 class MigrationServiceImpl final : public v1::MigrationService::Service {
@@ -129,11 +133,22 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
   // picked (and, for an allocated device, opened and added to the
   // registry, its name appended to `added`), in `pairs`' destination_device.
   // The caller holds the job id reserved and pick_mu_.
-  // `added`: the allocated devices' names -> their PCI addresses.
+  // `added`: the allocated devices' names -> their host addresses (a PCI
+  // address, an mdev UUID).
   absl::Status PickByClass(
       const std::string& job,
       google::protobuf::RepeatedPtrField<v1::DevicePair>* pairs,
       std::map<std::string, std::string>* added)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(pick_mu_);
+  // Allocates a device of `pair`'s destination_class (a PCI class or an
+  // mdev type) for `job`, opens it as device "alloc-<job>-<n>", adds it to
+  // the registry and to `added` (from the allocation on, so that a failure
+  // releases it) and names it in `pair`. `what` names the pair in errors,
+  // `why` says why a configured device would not do ("" for none).
+  absl::Status AllocateForPair(const std::string& job, const std::string& what,
+                               const std::string& why, int n,
+                               v1::DevicePair& pair,
+                               std::map<std::string, std::string>* added)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(pick_mu_);
   // Sets each pair's host_address from options_.host_facts (and `extra`).
   void FillHostAddresses(

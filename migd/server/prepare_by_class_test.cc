@@ -2,13 +2,14 @@
 //
 // PrepareIncoming naming a destination_class, in process over gRPC: picking
 // one of the agent's configured devices by kind, and (b) allocating a PCI
-// device through a real HostServiceImpl on a fake sysfs tree
-// (migd/host/fake_kernel.h). The open of the allocated VFIO device is the
-// one step a fake tree cannot answer: open_pci here hands back an emulated
-// device of that name (what it stands in for, a real open, is the VM
-// tier's). Checked: the pick and its name in the Migration record,
-// host_address, the bind, and that the device is closed, removed and
-// released when the job ends or the prepare fails.
+// device, or creating an mdev instance, through a real HostServiceImpl on a
+// fake sysfs tree (migd/host/fake_kernel.h). The open of the allocated VFIO
+// device is the one step a fake tree cannot answer: open_vfio here hands
+// back an emulated device of that name (what it stands in for, a real open,
+// is the VM tier's). Checked: the pick and its name in the Migration record,
+// host_address, the bind or the new instance, and that the device is
+// closed, removed and released (the instance removed) when the job ends or
+// the prepare fails.
 
 #include <stdlib.h>
 
@@ -19,6 +20,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -26,6 +28,8 @@
 #include "migd/host/allocation_store.h"
 #include "migd/host/binding_store.h"
 #include "migd/host/fake_kernel.h"
+#include "migd/host/mdev.h"
+#include "migd/host/names.h"
 #include "migd/migration/device_registry.h"
 #include "migd/migration/job_table.h"
 #include "migd/server/host_service.h"
@@ -40,6 +44,7 @@ using host::testing::FakeKernel;
 using host::testing::FakePciDevice;
 
 constexpr char kVf[] = "0000:5e:01.1";  // 15b3:101e on mlx5_core, group 11
+constexpr char kMdevParent[] = "/sys/devices/virtual/mbochs/mbochs";
 
 std::unique_ptr<device::Device> Emulated(const std::string& name) {
   device::EmulatedDeviceConfig c;
@@ -63,6 +68,9 @@ class PrepareByClassTest : public ::testing::Test {
     vf.group = 11;
     vf.driver = "mlx5_core";
     kernel_.AddPciDevice(vf);
+    kernel_.AddMdevParent(kMdevParent, "mbochs",
+                          {{"mbochs-medium", "medium", 1, "vfio-pci"},
+                           {"mbochs-small", "small", 2, "vfio-pci"}});
 
     const char* base = getenv("TEST_TMPDIR");
     dir_ = absl::StrCat(base != nullptr ? base : "/tmp", "/byclassXXXXXX");
@@ -84,24 +92,25 @@ class PrepareByClassTest : public ::testing::Test {
     ASSERT_TRUE(registry_.Add(Emulated("dst1")).ok());
 
     MigrationServiceOptions o;
-    o.allocate_pci =
-        [this](const std::string& job, const std::string& key,
-               const std::string& ids) -> absl::StatusOr<std::string> {
+    o.allocate =
+        [this](
+            const std::string& job, const std::string& key,
+            const v1::DeviceClass& c) -> absl::StatusOr<v1::AllocatedDevice> {
       v1::AllocateDevicesRequest req;
       req.set_owner(job);
       v1::DeviceRequest* d = req.add_devices();
       d->set_key(key);
-      d->mutable_device_class()->set_pci_ids(ids);
+      *d->mutable_device_class() = c;
       absl::StatusOr<v1::AllocateDevicesResponse> r = host_->Allocate(req);
       if (!r.ok()) return r.status();
-      return r->devices(0).address();
+      return r->devices(0);
     };
     o.release_allocations = [this](const std::string& job) {
       return host_->Release(job).status();
     };
-    o.open_pci = [this](const std::string& name, const std::string& bdf)
+    o.open_vfio = [this](const std::string& name, const std::string& source)
         -> absl::StatusOr<std::unique_ptr<device::Device>> {
-      opened_.push_back(bdf);
+      opened_.push_back(source);
       if (!open_error_.ok()) return open_error_;
       return Emulated(name);
     };
@@ -164,6 +173,19 @@ class PrepareByClassTest : public ::testing::Test {
     return true;
   }
 
+  // The mdev instances on the parent, as "uuid type".
+  std::vector<std::string> Instances() {
+    std::vector<std::string> out;
+    absl::StatusOr<std::vector<host::MdevInstance>> made =
+        host::ListMdevInstances(kernel_.sysfs(), "mbochs");
+    EXPECT_TRUE(made.ok()) << made.status();
+    if (!made.ok()) return out;
+    for (const host::MdevInstance& m : *made) {
+      out.push_back(absl::StrCat(m.uuid, " ", m.type));
+    }
+    return out;
+  }
+
   std::string DriverOf(const std::string& bdf) {
     absl::StatusOr<std::string> d =
         kernel_.sysfs().LinkName("/sys/bus/pci/devices/" + bdf + "/driver");
@@ -194,6 +216,13 @@ v1::DeviceClass Kind(const std::string& kind) {
 v1::DeviceClass Ids(const std::string& ids) {
   v1::DeviceClass c;
   c.set_pci_ids(ids);
+  return c;
+}
+
+v1::DeviceClass Mdev(const std::string& type, const std::string& parent = "") {
+  v1::DeviceClass c;
+  c.set_mdev_type(type);
+  c.set_mdev_parent(parent);
   return c;
 }
 
@@ -234,7 +263,7 @@ TEST_F(PrepareByClassTest, APciClassNoConfiguredDeviceHasIsAllocated) {
   const v1::DeviceProgress& d = r.response.migration().devices(0);
   EXPECT_EQ(d.device(), "alloc-j1-0");
   EXPECT_EQ(d.host_address(), kVf);
-  EXPECT_EQ(opened_, std::vector<std::string>{kVf});
+  EXPECT_EQ(opened_, std::vector<std::string>{absl::StrCat("bdf=", kVf)});
   EXPECT_EQ(DriverOf(kVf), "vfio-pci");
   EXPECT_EQ(registry_.Owner("alloc-j1-0"), "j1");
   ASSERT_EQ(allocations_->List("j1").size(), 1u);
@@ -274,6 +303,116 @@ TEST_F(PrepareByClassTest, NothingToAllocateIsBusyNamingTheHolders) {
   EXPECT_TRUE(absl::StrContains(r.status.error_message(),
                                 "0000:5e:01.1 by j1 (key src0)"))
       << r.status.error_message();
+}
+
+TEST_F(PrepareByClassTest, AnMdevTypeIsANewInstanceOpenedAsTheJobsDevice) {
+  Result r = Prepare("j1", Mdev("mbochs-small"));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  const v1::DeviceProgress& d = r.response.migration().devices(0);
+  EXPECT_EQ(d.device(), "alloc-j1-0");
+  const std::string uuid = d.host_address();
+  ASSERT_TRUE(host::NormalizeUuid(uuid).ok()) << uuid;
+  EXPECT_EQ(opened_, std::vector<std::string>{"mdev=" + uuid});
+  EXPECT_EQ(Instances(), std::vector<std::string>{uuid + " mbochs-small"});
+  EXPECT_EQ(registry_.Owner("alloc-j1-0"), "j1");
+  ASSERT_EQ(allocations_->List("j1").size(), 1u);
+  EXPECT_EQ(allocations_->List("j1")[0].key, "src0");
+  EXPECT_EQ(allocations_->List("j1")[0].mdev_uuid, uuid);
+
+  // Cancelled before any device loaded the VM's state: the device is
+  // closed and removed, the instance removed, the allocation released.
+  Cancel("j1");
+  ASSERT_TRUE(WaitGone("alloc-j1-0"));
+  EXPECT_TRUE(Instances().empty());
+  EXPECT_TRUE(allocations_->List().empty());
+}
+
+TEST_F(PrepareByClassTest, ANamedParentGetsTheInstance) {
+  Result r = Prepare("j1", Mdev("mbochs-medium", "mbochs"));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(Instances(), std::vector<std::string>{
+                             r.response.migration().devices(0).host_address() +
+                             " mbochs-medium"});
+}
+
+TEST_F(PrepareByClassTest, AFailedOpenRemovesTheMdevInstance) {
+  open_error_ = absl::NotFoundError("no /dev/vfio/12");
+  Result r = Prepare("j1", Mdev("mbochs-small"));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(), "created mdev "))
+      << r.status.error_message();
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(),
+                                "of type mbochs-small on mbochs, but opening "
+                                "it failed"))
+      << r.status.error_message();
+  ASSERT_EQ(opened_.size(), 1u);
+  EXPECT_EQ(registry_.Find("alloc-j1-0"), nullptr);
+  EXPECT_TRUE(Instances().empty());
+  EXPECT_TRUE(allocations_->List().empty());
+  // It was there: created, then removed.
+  bool created = false, removed = false;
+  for (const std::string& w : kernel_.writes()) {
+    created |= absl::StrContains(w, "mbochs-small/create := ");
+    removed |= absl::StrContains(w, "/remove := 1");
+  }
+  EXPECT_TRUE(created && removed) << absl::StrJoin(kernel_.writes(), "\n");
+  // Nothing stays taken: the job id is free again.
+  open_error_ = absl::OkStatus();
+  EXPECT_TRUE(Prepare("j1", Mdev("mbochs-small")).status.ok());
+}
+
+TEST_F(PrepareByClassTest, AnUnknownMdevTypeIsNotFoundAndCreatesNothing) {
+  Result r = Prepare("j1", Mdev("mbochs-huge"));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(r.reason, "ERROR_REASON_DEVICE_NOT_FOUND");
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(),
+                                "no mdev parent on this host offers type "
+                                "mbochs-huge"))
+      << r.status.error_message();
+  r = Prepare("j1", Mdev("mbochs-huge", "mbochs"));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(),
+                                "offers no type mbochs-huge (it offers "
+                                "mbochs-medium, mbochs-small)"))
+      << r.status.error_message();
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_TRUE(opened_.empty());
+  EXPECT_TRUE(allocations_->List().empty());
+  EXPECT_EQ(registry_.Find("alloc-j1-0"), nullptr);
+}
+
+TEST_F(PrepareByClassTest, NoInstanceLeftIsBusyNamingTheHolderCreatingNothing) {
+  ASSERT_TRUE(Prepare("j1", Mdev("mbochs-medium")).status.ok());
+  const std::vector<std::string> before = Instances();
+  kernel_.ClearWrites();
+  Result r = Prepare("j2", Mdev("mbochs-medium"));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(r.reason, "ERROR_REASON_DEVICE_BUSY");
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(),
+                                "no instance of mdev type mbochs-medium is "
+                                "available"))
+      << r.status.error_message();
+  EXPECT_TRUE(absl::StrContains(r.status.error_message(), "by j1 (key src0)"))
+      << r.status.error_message();
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_EQ(Instances(), before);
+  EXPECT_TRUE(allocations_->List("j2").empty());
+  EXPECT_EQ(registry_.Find("alloc-j2-0"), nullptr);
+}
+
+TEST_F(PrepareByClassTest, AnMdevClassWithAnotherClassOrKindIsInvalid) {
+  v1::DeviceClass both = Mdev("mbochs-small");
+  both.set_pci_ids("15b3:101e");
+  v1::DeviceClass emulated = Mdev("mbochs-small");
+  emulated.set_agent_kind("emulated");
+  v1::DeviceClass parent_only = Mdev("", "mbochs");
+  for (const v1::DeviceClass& c : {both, emulated, parent_only}) {
+    Result r = Prepare("j1", c);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << c.ShortDebugString() << ": " << r.status.error_message();
+  }
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_TRUE(allocations_->List().empty());
 }
 
 }  // namespace
