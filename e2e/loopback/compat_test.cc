@@ -222,7 +222,7 @@ TEST_F(CompatTest,
   ASSERT_TRUE(source_->stub().ListPlugins(&context, request, &r).ok());
   ASSERT_EQ(r.plugins_size(), 1) << r.DebugString();
   EXPECT_EQ(r.plugins(0).name(), "emulated");
-  EXPECT_EQ(r.plugins(0).abi_version(), 1u);
+  EXPECT_EQ(r.plugins(0).abi_version(), 2u);  // built against this header
   ASSERT_EQ(r.plugins(0).devices_size(), 2);
   EXPECT_EQ(r.plugins(0).devices(0), "src0");
   ASSERT_EQ(r.failures_size(), 1) << r.DebugString();

@@ -379,7 +379,8 @@ absl::StatusOr<Allocation> Allocator::AllocatePci(const std::string& owner,
       }
       absl::StatusOr<std::string> modalias = sysfs_.Read(dir + "/modalias");
       absl::StatusOr<VfioModuleChoice> choice =
-          modalias.ok() ? ChooseVfioPciModule(bdf, *modalias, **aliases)
+          modalias.ok() ? ChooseVfioPciModuleFor(bdf, *modalias, **aliases,
+                                                 options_.module_preference)
                         : absl::StatusOr<VfioModuleChoice>(modalias.status());
       if (!choice.ok()) {
         take(absl::StrCat("without a driver choice (",

@@ -50,6 +50,7 @@
 #include "migd/host/binder.h"
 #include "migd/host/binding_store.h"
 #include "migd/host/iommu_group.h"
+#include "migd/host/modalias.h"
 #include "migd/host/modules.h"
 #include "migd/host/names.h"
 #include "migd/host/sysfs.h"
@@ -138,6 +139,9 @@ struct AllocatorOptions {
   const BindingStore* bindings = nullptr;
   // The kernel whose modules.alias decides the driver ("" the running one).
   std::string kernel_release;
+  // A vendor plugin's preferred driver for a device, for a request that
+  // names none (modalias.h). Null: none.
+  ModulePreferenceFn module_preference;
 };
 
 class Allocator {

@@ -120,8 +120,8 @@ absl::StatusOr<std::vector<VfioPciAlias>> LoadVfioPciAliases(
 
 absl::StatusOr<VfioModuleChoice> ChooseVfioPciModule(
     absl::string_view device, absl::string_view modalias,
-    const std::vector<VfioPciAlias>& aliases,
-    absl::string_view explicit_module) {
+    const std::vector<VfioPciAlias>& aliases, absl::string_view explicit_module,
+    const std::optional<ModulePreference>& preference) {
   if (!explicit_module.empty()) {
     absl::StatusOr<std::string> module = CanonicalModuleName(explicit_module);
     if (!module.ok()) {
@@ -131,6 +131,24 @@ absl::StatusOr<VfioModuleChoice> ChooseVfioPciModule(
     }
     return VfioModuleChoice{*module,
                             absl::StrCat("chosen explicitly: ", *module)};
+  }
+  if (preference.has_value()) {
+    // Checked as a driver the operator names is: a variant driver must
+    // know the device.
+    absl::StatusOr<std::string> module =
+        CanonicalModuleName(preference->module);
+    absl::StatusOr<std::string> fits =
+        module.ok() ? CheckModuleFits(device, modalias, aliases, *module)
+                    : absl::StatusOr<std::string>(module.status());
+    if (!fits.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device ", device, ": ", preference->source, " prefers driver \"",
+          absl::CHexEscape(preference->module), "\", which cannot be taken: ",
+          fits.status().message(), "; choose the driver explicitly"));
+    }
+    return VfioModuleChoice{
+        *module,
+        absl::StrCat("preferred by ", preference->source, ": ", *fits)};
   }
   absl::string_view rest = modalias;
   if (!absl::ConsumePrefix(&rest, "pci:")) {
@@ -174,6 +192,23 @@ absl::StatusOr<VfioModuleChoice> ChooseVfioPciModule(
   return VfioModuleChoice{
       *module, absl::StrCat("alias ", best->pattern, " of ", best->module,
                             " matches (", Plural(n, "wildcard"), ")")};
+}
+
+absl::StatusOr<VfioModuleChoice> ChooseVfioPciModuleFor(
+    const std::string& bdf, absl::string_view modalias,
+    const std::vector<VfioPciAlias>& aliases,
+    const ModulePreferenceFn& prefer) {
+  std::optional<ModulePreference> preference;
+  if (prefer) {
+    absl::StatusOr<std::optional<ModulePreference>> p = prefer(bdf);
+    if (!p.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device ", bdf, ": its driver preference cannot be told: ",
+          p.status().message(), "; choose the driver explicitly"));
+    }
+    preference = *std::move(p);
+  }
+  return ChooseVfioPciModule(bdf, modalias, aliases, "", preference);
 }
 
 absl::StatusOr<std::string> CheckModuleFits(

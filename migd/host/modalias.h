@@ -15,6 +15,10 @@
 // fnmatch(3). The most specific match wins, the one with the fewest '*'
 // (libvirt 10.0's rule; Debian 12's libvirt 9.0 cannot choose).
 //
+// A vendor plugin may prefer a module for a device (the plugin ABI's
+// preferred_driver); the order is: the operator's explicit choice, the
+// plugin's preference, the most specific alias, vfio_pci.
+//
 // The result is a module name (underscores, as modules.alias, modprobe and
 // /sys/module spell it), not a driver name: the name a driver registers
 // under /sys/bus/pci/drivers/ is the driver's own choice ("vfio-pci" for
@@ -24,6 +28,8 @@
 #ifndef MIGD_HOST_MODALIAS_H_
 #define MIGD_HOST_MODALIAS_H_
 
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,25 +66,52 @@ struct VfioModuleChoice {
   std::string module;  // canonical: "acme_vfio_pci", "vfio_pci"
   // "alias vfio_pci:v00001AC3d00000101sv*sd*bc*sc*i* of acme_vfio_pci
   // matches (5 wildcards)", "no vfio_pci alias matches: vfio-pci",
-  // "chosen explicitly: acme_vfio_pci".
+  // "chosen explicitly: acme_vfio_pci", "preferred by plugin acme: alias
+  // vfio_pci:v00001AC3d00000101sv*sd*bc*sc*i* of acme_vfio_pci matches".
   std::string reason;
 };
+
+// A module someone other than the operator prefers for a device.
+struct ModulePreference {
+  std::string module;  // as given: a module or driver name
+  std::string source;  // who prefers it, for the reason: "plugin acme"
+};
+
+// The preference for the PCI device `bdf`, if any: what a vendor plugin
+// says (the server wires it to the plugin that claims the device). An
+// error when it cannot be told (the plugin failed, two plugins claim the
+// device alike).
+using ModulePreferenceFn =
+    std::function<absl::StatusOr<std::optional<ModulePreference>>(
+        const std::string& bdf)>;
 
 // Chooses the module for `device` (its name, for messages) whose sysfs
 // modalias is `modalias`:
 //   - `explicit_module` when not empty (a module or driver name; '-' becomes
-//     '_'): an operator's choice overrides the aliases;
+//     '_'): an operator's choice overrides everything else;
+//   - else `preference`'s module, when given, checked as CheckModuleFits
+//     checks a named driver;
 //   - else the module of the matching alias with the fewest '*'; one module
 //     matching through several aliases is one candidate;
 //   - else "vfio_pci".
 // kInvalidArgument when `modalias` is not a "pci:" modalias or
 // `explicit_module` is not a module name; kFailedPrecondition naming both
 // modules, their patterns and the device when two different modules match
-// with the same fewest wildcards (choose one explicitly).
+// with the same fewest wildcards (choose one explicitly), and naming the
+// preference's source when its module is no module name or does not fit
+// the device (no choice rather than another driver than the one wanted).
 absl::StatusOr<VfioModuleChoice> ChooseVfioPciModule(
     absl::string_view device, absl::string_view modalias,
     const std::vector<VfioPciAlias>& aliases,
-    absl::string_view explicit_module = "");
+    absl::string_view explicit_module = "",
+    const std::optional<ModulePreference>& preference = std::nullopt);
+
+// ChooseVfioPciModule for PCI device `bdf` without an explicit module,
+// with the preference `prefer` gives for it (none when `prefer` is null).
+// `prefer`'s error is kFailedPrecondition naming the device.
+absl::StatusOr<VfioModuleChoice> ChooseVfioPciModuleFor(
+    const std::string& bdf, absl::string_view modalias,
+    const std::vector<VfioPciAlias>& aliases, const ModulePreferenceFn& prefer);
 
 // Whether `module` (a module or driver name; '-' becomes '_') may drive the
 // device `device` (its name, for messages) whose sysfs modalias is

@@ -139,6 +139,73 @@ TEST(ChooseVfioPciModule, AnExplicitChoiceOverrides) {
       absl::StatusCode::kInvalidArgument);
 }
 
+TEST(ChooseVfioPciModule,
+     APreferenceWinsOverTheAliasesNotOverAnExplicitChoice) {
+  const ModulePreference plain{"vfio-pci", "plugin p"};
+  absl::StatusOr<VfioModuleChoice> c =
+      ChooseVfioPciModule("d", kMlx5Vf, Aliases(), "", plain);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "vfio_pci");
+  EXPECT_EQ(c->reason,
+            "preferred by plugin p: alias vfio_pci:v*d*sv*sd*bc*sc*i* of "
+            "vfio_pci matches");
+  c = ChooseVfioPciModule("d", kMlx5Vf, Aliases(), "mlx5_vfio_pci", plain);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "mlx5_vfio_pci");
+  EXPECT_EQ(c->reason, "chosen explicitly: mlx5_vfio_pci");
+  // A module without vfio_pci aliases is taken on the plugin's word, as an
+  // operator's is.
+  c = ChooseVfioPciModule("d", kMlx5Vf, Aliases(), "",
+                          ModulePreference{"pci_stub", "plugin p"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "pci_stub");
+}
+
+TEST(ChooseVfioPciModule, APreferenceThatDoesNotFitIsNoChoice) {
+  for (const char* module : {"hisi_acc_vfio_pci", "../evil"}) {
+    absl::StatusOr<VfioModuleChoice> c =
+        ChooseVfioPciModule("0000:5e:00.1", kMlx5Vf, Aliases(), "",
+                            ModulePreference{module, "plugin p"});
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition)
+        << module;
+    EXPECT_TRUE(absl::StrContains(c.status().message(),
+                                  "device 0000:5e:00.1: plugin p prefers"))
+        << c.status();
+    EXPECT_TRUE(
+        absl::StrContains(c.status().message(), "choose the driver explicitly"))
+        << c.status();
+  }
+}
+
+TEST(ChooseVfioPciModuleFor, AsksForThePreferenceOfTheDevice) {
+  std::vector<std::string> asked;
+  const ModulePreferenceFn prefer = [&](const std::string& bdf)
+      -> absl::StatusOr<std::optional<ModulePreference>> {
+    asked.push_back(bdf);
+    if (bdf == "0000:5e:00.2") return std::nullopt;
+    if (bdf == "0000:5e:00.3") return absl::InternalError("plugin p failed");
+    return ModulePreference{"vfio_pci", "plugin p"};
+  };
+  absl::StatusOr<VfioModuleChoice> c =
+      ChooseVfioPciModuleFor("0000:5e:00.1", kMlx5Vf, Aliases(), prefer);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "vfio_pci");
+  // No preference: the aliases decide.
+  c = ChooseVfioPciModuleFor("0000:5e:00.2", kMlx5Vf, Aliases(), prefer);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "mlx5_vfio_pci");
+  c = ChooseVfioPciModuleFor("0000:5e:00.2", kMlx5Vf, Aliases(), nullptr);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->module, "mlx5_vfio_pci");
+  // A preference that cannot be told is no choice.
+  c = ChooseVfioPciModuleFor("0000:5e:00.3", kMlx5Vf, Aliases(), prefer);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(c.status().message(), "plugin p failed"))
+      << c.status();
+  EXPECT_EQ(asked, (std::vector<std::string>{"0000:5e:00.1", "0000:5e:00.2",
+                                             "0000:5e:00.3"}));
+}
+
 TEST(ChooseVfioPciModule, RefusesAModaliasOfAnotherBus) {
   absl::StatusOr<VfioModuleChoice> c =
       ChooseVfioPciModule("d", "of:NethernetT(null)", Aliases());

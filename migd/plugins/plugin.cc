@@ -249,6 +249,17 @@ absl::Status Plugin::PrepareHost(const DeviceFacts& device) const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> Plugin::PreferredDriver(
+    const DeviceFacts& device) const {
+  if (!Has(&migd_plugin::preferred_driver)) return "";
+  migd_device_info info = ToC(device);
+  TextBuffer module(128), error;
+  const int rc =
+      table_->preferred_driver(context_, &info, module.text(), error.text());
+  if (rc != 0) return Failed("choosing a driver", device, rc, error.str());
+  return module.str();
+}
+
 std::string Plugin::ExplainErrno(const DeviceFacts& device,
                                  const std::string& operation, int err) const {
   if (!Has(&migd_plugin::explain_errno)) return "";

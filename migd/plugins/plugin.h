@@ -105,6 +105,11 @@ class Plugin {
   absl::StatusOr<Verdict> Check(const DeviceFacts& device,
                                 const std::string& descriptor) const;
   absl::Status PrepareHost(const DeviceFacts& device) const;
+  // The VFIO driver module the plugin wants `device` bound to (ABI 2's
+  // preferred_driver, unchecked: the host's driver choice checks it); ""
+  // when it has no preference or no such function. An error naming the
+  // plugin and the device when the function fails.
+  absl::StatusOr<std::string> PreferredDriver(const DeviceFacts& device) const;
   // Empty when the plugin has nothing to add.
   std::string ExplainErrno(const DeviceFacts& device,
                            const std::string& operation, int err) const;

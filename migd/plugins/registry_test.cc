@@ -9,9 +9,11 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
+#include "migd/plugin.h"
 
 namespace migd::plugins {
 namespace {
@@ -74,6 +76,7 @@ TEST(Registry, APluginBuiltAgainstAnOlderHeaderLoads) {
             absl::StatusCode::kUnimplemented);
   EXPECT_TRUE(p->PrepareHost(Emulated("emu0", "")).ok());
   EXPECT_EQ(p->ExplainErrno(Emulated("emu0", ""), "read", 5), "");
+  EXPECT_EQ(p->PreferredDriver(Emulated("emu0", "")).value_or("?"), "");
 }
 
 TEST(Registry, APluginForANewerAbiIsRefusedNamingBothVersions) {
@@ -81,7 +84,10 @@ TEST(Registry, APluginForANewerAbiIsRefusedNamingBothVersions) {
   absl::Status s = r.Load(PathOf("newer"));
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "ABI version 99")) << s;
-  EXPECT_TRUE(absl::StrContains(s.message(), "this agent's version 1")) << s;
+  EXPECT_TRUE(absl::StrContains(
+      s.message(),
+      absl::StrCat("this agent's version ", MIGD_PLUGIN_ABI_VERSION)))
+      << s;
   EXPECT_TRUE(absl::StrContains(s.message(), PathOf("newer"))) << s;
   EXPECT_EQ(r.Find("newer"), nullptr);
 }
@@ -136,6 +142,47 @@ TEST(Registry, NobodyClaimsADeviceNoPluginWants) {
   auto claimant = r.ClaimantOf(vfio);
   ASSERT_TRUE(claimant.ok()) << claimant.status();
   EXPECT_EQ(*claimant, nullptr);
+}
+
+DeviceFacts Pci(uint16_t vendor, uint16_t device) {
+  DeviceFacts d;
+  d.name = "0000:5e:00.1";
+  d.backend = "vfio";
+  d.pci_address = "0000:5e:00.1";
+  d.vendor_id = vendor;
+  d.device_id = device;
+  return d;
+}
+
+// ABI 2's preferred_driver: the module the claiming plugin wants a device
+// on, "" for none, an error naming plugin and device when it fails.
+TEST(Registry, AClaimingPluginMayPreferADriverModule) {
+  Registry r;
+  ASSERT_TRUE(r.Load(PathOf("preferring")).ok());
+  auto claimant = r.ClaimantOf(Pci(0x1ac3, 0x0101));
+  ASSERT_TRUE(claimant.ok()) << claimant.status();
+  ASSERT_NE(*claimant, nullptr);
+  absl::StatusOr<std::string> module =
+      (*claimant)->PreferredDriver(Pci(0x1ac3, 0x0101));
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_EQ(*module, "acme_vfio_pci");
+  EXPECT_EQ((*claimant)->PreferredDriver(Pci(0x1af4, 0x1041)).value_or("?"),
+            "");
+  absl::StatusOr<std::string> failed =
+      (*claimant)->PreferredDriver(Pci(0x1ac3, 0xdead));
+  EXPECT_FALSE(failed.ok());
+  EXPECT_TRUE(absl::StrContains(failed.status().message(), "preferring"))
+      << failed.status();
+  EXPECT_TRUE(absl::StrContains(failed.status().message(), "cannot tell"))
+      << failed.status();
+}
+
+TEST(Registry, APluginWithoutPreferredDriverPrefersNothing) {
+  Registry r;
+  ASSERT_TRUE(r.Load(PathOf("current")).ok());
+  EXPECT_EQ(
+      r.Find("current")->PreferredDriver(Pci(0x1ac3, 0x0101)).value_or("?"),
+      "");
 }
 
 TEST(Registry, TheSameNameTwiceIsRefusedNamingTheFirstFile) {

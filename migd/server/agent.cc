@@ -18,6 +18,7 @@
 #include "migd/metrics/job_metrics.h"
 #include "migd/migration/in_doubt.h"
 #include "migd/security/tls_files.h"
+#include "migd/server/driver_preference.h"
 #include "migd/server/vfio_backend.h"
 #include "migd/transfer/threaded_calls.h"
 
@@ -197,6 +198,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
         }
       }
     }
+    // The driver choice takes the claiming plugin's preference.
+    host_options.module_preference =
+        PluginDriverPreference(&agent->compatibility_->registry(),
+                               options.sysfs_root, host_options.device_names);
     agent->host_service_ =
         std::make_unique<HostServiceImpl>(std::move(host_options));
   }

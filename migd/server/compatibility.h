@@ -45,6 +45,9 @@ class Compatibility {
   // ListPlugins.
   v1::ListPluginsResponse List() const;
 
+  // The loaded plugins (for the host's driver choice, driver_preference.h).
+  const plugins::Registry& registry() const { return *registry_; }
+
   // Source: the compat descriptor of each device in `names`, in order. The
   // first error (a plugin conflict, a plugin's describe failing) names the
   // device.

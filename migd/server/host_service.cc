@@ -265,6 +265,7 @@ HostServiceImpl::HostServiceImpl(HostServiceOptions options)
     };
     a.bindings = options_.bindings;
     a.kernel_release = options_.kernel_release;
+    a.module_preference = options_.module_preference;
     allocator_ = std::make_unique<host::Allocator>(
         host::Sysfs(options_.sysfs_root), *options_.usage, *actions_,
         *options_.allocations, std::move(a));
@@ -372,7 +373,8 @@ v1::HostDevice HostServiceImpl::Describe(const host::Sysfs& sysfs,
     absl::StatusOr<std::vector<host::VfioPciAlias>> aliases =
         host::LoadVfioPciAliases(sysfs.root(), options_.kernel_release);
     absl::StatusOr<host::VfioModuleChoice> choice =
-        aliases.ok() ? host::ChooseVfioPciModule(bdf, *modalias, *aliases)
+        aliases.ok() ? host::ChooseVfioPciModuleFor(bdf, *modalias, *aliases,
+                                                    options_.module_preference)
                      : absl::StatusOr<host::VfioModuleChoice>(aliases.status());
     if (choice.ok()) {
       out.set_chosen_module(choice->module);
@@ -581,7 +583,8 @@ absl::StatusOr<v1::HostDevice> HostServiceImpl::DoBind(
         sysfs.Read(PciDir(bdf) + "/modalias");
     if (!modalias.ok()) return HostError(modalias.status(), counter.writes());
     absl::StatusOr<host::VfioModuleChoice> choice =
-        host::ChooseVfioPciModule(bdf, *modalias, *aliases);
+        host::ChooseVfioPciModuleFor(bdf, *modalias, *aliases,
+                                     options_.module_preference);
     if (!choice.ok()) {
       return HostPrecondition(
           absl::StatusCode::kFailedPrecondition,

@@ -51,6 +51,7 @@
 #include "migd/host/binder.h"
 #include "migd/host/binding_store.h"
 #include "migd/host/iommu_group.h"
+#include "migd/host/modalias.h"
 #include "migd/host/modules.h"
 #include "migd/host/sysfs.h"
 #include "migd/migration/device_registry.h"
@@ -83,6 +84,10 @@ struct HostServiceOptions {
   // The kernel whose modules.alias decides the driver choice ("": the
   // running one's, uname -r).
   std::string kernel_release;
+  // What a vendor plugin prefers for a device, when the driver is migd's
+  // choice (host::ChooseVfioPciModule's order: a named driver, then this,
+  // then modules.alias). Null: no plugin preferences.
+  host::ModulePreferenceFn module_preference;
   // The VF tokens this agent owns (not owned; null without a state
   // directory: then SetVfToken is refused). An unbind of a PF whose token it
   // owns closes the PF and forgets the token first.

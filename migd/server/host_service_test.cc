@@ -14,7 +14,9 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -164,6 +166,12 @@ class HostServiceTest : public ::testing::Test {
     o.devices = &registry_;
     o.device_names = {{kClaimed, "vf0"}};
     o.kernel_release = "test";
+    o.module_preference = [this](const std::string& bdf)
+        -> absl::StatusOr<std::optional<host::ModulePreference>> {
+      auto it = preferences_.find(bdf);
+      if (it == preferences_.end()) return std::nullopt;
+      return it->second;
+    };
     vf_tokens_ = std::make_unique<VfTokens>(
         state_dir_,
         device::VfioPaths{kernel_.root() + "/sys", kernel_.root() + "/dev"});
@@ -269,6 +277,9 @@ class HostServiceTest : public ::testing::Test {
   std::unique_ptr<host::BindingStore> store_;
   std::unique_ptr<host::AllocationStore> allocations_;
   std::unique_ptr<VfTokens> vf_tokens_;
+  // What "the plugins" prefer, by device (none for the others).
+  std::map<std::string, absl::StatusOr<std::optional<host::ModulePreference>>>
+      preferences_;
   std::unique_ptr<HostServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::HostService::Stub> stub_;
@@ -908,6 +919,57 @@ TEST_F(HostServiceTest, WithoutABindingStoreBindIsRefused) {
   EXPECT_EQ(service.Allocations("").devices_size(), 0);
   EXPECT_TRUE(kernel_.writes().empty());
   Start();  // for TearDown
+}
+
+// A vendor plugin's preferred driver (here stood in for by the fixture's
+// module_preference; driver_preference_test has the real plugin): it wins
+// over modules.alias, a named driver wins over it, and it says so.
+TEST_F(HostServiceTest, APluginsPreferenceWinsOverTheAliasesNotANamedDriver) {
+  preferences_[kVf] = host::ModulePreference{"vfio_pci", "plugin acme"};
+  Result<v1::HostDevice> r = Get(kVf);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.chosen_module(), "vfio_pci");
+  EXPECT_EQ(r.response.chosen_driver(), "vfio-pci");
+  EXPECT_EQ(r.response.choice_reason(),
+            "preferred by plugin acme: alias vfio_pci:v*d*sv*sd*bc*sc*i* of "
+            "vfio_pci matches");
+  r = Bind(kVf);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.driver(), "vfio-pci");
+  ASSERT_TRUE(Unbind(kVf).status.ok());
+  r = Bind(kVf, "mlx5_vfio_pci");
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.driver(), "mlx5_vfio_pci");
+}
+
+TEST_F(HostServiceTest, APreferenceThatCannotBeToldOrDoesNotFitIsNoChoice) {
+  preferences_[kVf] = absl::InternalError(
+      "plugin acme: choosing a driver for device 0000:03:00.1 failed: no "
+      "firmware answer");
+  Result<v1::HostDevice> r = Get(kVf);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.chosen_module(), "");
+  EXPECT_TRUE(absl::StrContains(r.response.choice_error(), "no firmware"))
+      << r.response.choice_error();
+  ExpectRefused(Bind(kVf), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_HOST_PRECONDITION",
+                {kVf, "no firmware answer", "nothing was changed"});
+  preferences_[kVf] = host::ModulePreference{"virtio_vfio_pci", "plugin acme"};
+  ExpectRefused(Bind(kVf), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_HOST_PRECONDITION",
+                {"plugin acme prefers driver \"virtio_vfio_pci\"",
+                 "choose the driver explicitly"});
+  EXPECT_TRUE(kernel_.writes().empty());
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kVf).has_value());
+}
+
+TEST_F(HostServiceTest, AnAllocationTakesThePluginsPreference) {
+  preferences_[kVf] = host::ModulePreference{"vfio_pci", "plugin acme"};
+  auto r = Allocate("dom-1", {{"a", PciClass("15b3:101e")}});
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.devices(0).address(), kVf);
+  EXPECT_EQ(r.response.devices(0).driver(), "vfio-pci");
+  EXPECT_EQ(DriverOf(kVf), "vfio-pci");
 }
 
 }  // namespace

@@ -6,6 +6,10 @@
  *   TEST_NO_ENTRY    exports no entry point
  *   TEST_SCORE       what claim answers for a device whose backend is
  *                    "emulated" (0 for any other)
+ *   TEST_PREFER      the driver module preferred_driver (ABI 2) names for
+ *                    a PCI device of vendor 0x1ac3, which it also claims;
+ *                    for device 0xdead it fails. The other variants have
+ *                    no preferred_driver.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -23,8 +27,28 @@
 
 static int test_claim(void *context, const struct migd_device_info *device) {
   (void)context;
+#ifdef TEST_PREFER
+  if (device->vendor_id == 0x1ac3) return TEST_SCORE;
+#endif
   return strcmp(device->backend, "emulated") == 0 ? TEST_SCORE : 0;
 }
+
+#ifdef TEST_PREFER
+static int test_preferred_driver(void *context,
+                                 const struct migd_device_info *device,
+                                 struct migd_text module,
+                                 struct migd_text error) {
+  (void)context;
+  if (device->vendor_id != 0x1ac3) return 0;
+  if (device->device_id == 0xdead) {
+    snprintf(error.data, error.capacity, "device %s: cannot tell",
+             device->name);
+    return -EIO;
+  }
+  snprintf(module.data, module.capacity, "%s", TEST_PREFER);
+  return 0;
+}
+#endif
 
 #ifndef TEST_OLD_TABLE
 static int test_describe(void *context, const struct migd_device_info *device,
@@ -88,6 +112,9 @@ __attribute__((unused)) static const struct migd_plugin kTable = {
     .claim = test_claim,
     .describe = test_describe,
     .check = test_check,
+#ifdef TEST_PREFER
+    .preferred_driver = test_preferred_driver,
+#endif
 };
 #endif
 

@@ -46,8 +46,10 @@ extern "C" {
 #endif
 
 /* The version of this header. Bumped when the table grows (a compatible
- * change: older plugins still load) and for any incompatible change. */
-#define MIGD_PLUGIN_ABI_VERSION 1
+ * change: older plugins still load) and for any incompatible change.
+ *   1: the table up to explain_errno.
+ *   2: preferred_driver. */
+#define MIGD_PLUGIN_ABI_VERSION 2
 
 /* The entry point's symbol name. */
 #define MIGD_PLUGIN_ENTRY_SYMBOL "migd_plugin_entry"
@@ -206,6 +208,20 @@ struct migd_plugin {
   int (*explain_errno)(void *context, const struct migd_device_info *device,
                        const char *operation, int err,
                        struct migd_text explanation);
+
+  /* ABI 2. The VFIO driver module the plugin wants `device` (a PCI device
+   * not yet on a VFIO driver, as a rule) bound to so that it migrates,
+   * written to `module` as modprobe and modules.alias spell it
+   * ("acme_vfio_pci"); left empty: no preference. Asked of the plugin that
+   * claims the device whenever the agent chooses a driver for it (migctl
+   * host status, a bind or an allocation that names no driver). A driver
+   * the operator names wins over it; it wins over the modules.alias rule;
+   * and it must fit the device as a named driver must (one of the module's
+   * vfio_pci aliases matches the device, or the module has none), else the
+   * agent makes no choice and says why. Absent (NULL, or beyond
+   * struct_size): no preference. */
+  int (*preferred_driver)(void *context, const struct migd_device_info *device,
+                          struct migd_text module, struct migd_text error);
 };
 
 /* The one symbol a plugin exports. */
