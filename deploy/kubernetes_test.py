@@ -172,8 +172,9 @@ class DaemonSetTest(unittest.TestCase):
         f = dict(self.effective_flags())
         ports = {p["name"]: p["containerPort"]
                  for p in self.container["ports"]}
-        self.assertEqual(ports, {"grpc": 7070, "metrics": 9464})
+        self.assertEqual(ports, {"grpc": 7070, "data": 7071, "metrics": 9464})
         self.assertEqual(port_of(f["listen"]), ports["grpc"])
+        self.assertEqual(port_of(f["data_listen"]), ports["data"])
         self.assertEqual(port_of(f["metrics_listen"]), ports["metrics"])
         host = f["metrics_listen"].rsplit(":", 1)[0]
         try:

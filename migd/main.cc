@@ -111,8 +111,13 @@ ABSL_FLAG(std::string, transfer_memory_cap, "64MiB",
           "Memory a job may hold for device state in flight: the source's "
           "chunk buffers and the destination's reorder buffer each");
 ABSL_FLAG(uint32_t, max_data_streams, 64,
-          "Data streams (TransferData calls) served at once, each on a "
-          "thread of its own; more are refused with RESOURCE_EXHAUSTED");
+          "Data streams (data channel connections) served at once, each on "
+          "a thread of its own; more are refused (RESOURCE_EXHAUSTED)");
+ABSL_FLAG(std::string, data_listen, "",
+          "Address of the data channel, which carries device state between "
+          "agents (host:port; TLS as --tls_*). Empty: the host of --listen "
+          "and a port the kernel picks; sources learn it in the session "
+          "handshake");
 ABSL_FLAG(std::string, test_fault, "",
           "Fault injection for tests: corrupt_chunk:N flips a payload byte "
           "of the Nth chunk after its CRC32C was computed; drop_stream:N "
@@ -305,6 +310,7 @@ int main(int argc, char** argv) {
   }
   options.service.transfer_memory_cap = *cap;
   options.max_data_streams = absl::GetFlag(FLAGS_max_data_streams);
+  options.data_listen = absl::GetFlag(FLAGS_data_listen);
   if (options.max_data_streams < 1) {
     return Fail(
         absl::InvalidArgumentError("--max_data_streams must be at least 1"));

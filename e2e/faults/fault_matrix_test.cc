@@ -38,8 +38,12 @@
 // Agents run with --phase_timeout_seconds=3 and --transfer_token_ttl=3s, so
 // that a cut outlives a phase and an unused token expires within the test.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -340,6 +344,7 @@ class FaultMatrixTest : public AgentTest {
   void TearDown() override {
     AgentTest::TearDown();
     proxy_.reset();
+    data_proxy_.reset();
     topology_.reset();
     std::cerr << "case took "
               << absl::FormatDuration(absl::Trunc(absl::Now() - started_,
@@ -610,9 +615,47 @@ class FaultMatrixTest : public AgentTest {
                   << row.Markdown();
   }
 
+  // StartPair, with the source's way to the destination through the test's
+  // proxies: proxy_ for the control calls, data_proxy_ for the data channel.
+  // The destination's data channel listens on the port data_proxy_ has (in
+  // the destination's own network namespace, where nothing else listens), so
+  // that the port it names in the session handshake leads to the proxy.
+  void StartPairViaProxy(const std::vector<EmuSpec>& devices) {
+    absl::StatusOr<int> port = FreePortOn(Topology::kTestOnSourceLink);
+    ASSERT_TRUE(port.ok()) << port.status();
+    ASSERT_NO_FATAL_FAILURE(
+        StartPair(devices, {}, "",
+                  {absl::StrCat("--data_listen=", Topology::kDestinationControl,
+                                ":", *port)}));
+    ASSERT_OK_AND_ASSIGN(data_proxy_,
+                         TcpProxy::Start(Topology::kTestOnSourceLink,
+                                         Topology::kDestinationControl, *port,
+                                         /*listen_port=*/*port));
+    ASSERT_OK_AND_ASSIGN(proxy_,
+                         TcpProxy::Start(Topology::kTestOnSourceLink,
+                                         Topology::kDestinationControl,
+                                         std::stoi(Port(*destination_))));
+  }
+
+  // A port nothing listens on at `host` now (IPv4).
+  static absl::StatusOr<int> FreePortOn(const std::string& host) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return absl::InternalError("socket");
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+    socklen_t len = sizeof(a);
+    int rc = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    if (rc == 0) rc = getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    close(fd);
+    if (rc != 0) return absl::InternalError(absl::StrCat("bind ", host));
+    return ntohs(a.sin_port);
+  }
+
   absl::Time started_;
   std::unique_ptr<Topology> topology_;
   std::unique_ptr<TcpProxy> proxy_;
+  std::unique_ptr<TcpProxy> data_proxy_;
   AgentOptions source_options_;
   AgentOptions destination_options_;
   std::vector<std::string> names_;
@@ -767,12 +810,17 @@ TEST_F(FaultMatrixTest, NetworkCutInPreCopy) {
 // A cut once the source queued all its pre-copy data: its buffers hold the
 // whole state (kQueuedState) and the slow link still carries it, so the
 // source waits for the destination's acknowledgements and sends nothing.
-// Only the keepalive pings on its connections find the partition; the wait
-// for the acknowledgements would end it 60 s later.
+// Only the keepalive on its connections finds the partition; the wait for
+// the acknowledgements would end it 60 s later. Two data streams: each has a
+// sender thread, so the job's thread queues the state in its buffers and
+// goes on to wait (with one stream it writes each chunk itself, and the
+// socket's buffer, not the job's, holds what is queued).
 TEST_F(FaultMatrixTest, NetworkCutInPreCopyAllQueued) {
   ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kQueuedState, 1)));
   ASSERT_TRUE(topology_->Shape(kSlowRate).ok());
-  ASSERT_NO_FATAL_FAILURE(Migrate());
+  ASSERT_NO_FATAL_FAILURE(Migrate([](v1::StartMigrationRequest& request) {
+    request.mutable_policy()->set_streams(2);
+  }));
   // The first pass queued every device's initial data and its
   // INITIAL_DATA_END marker.
   absl::StatusOr<Migration> queued = WaitForPhase(
@@ -859,11 +907,9 @@ TEST_F(FaultMatrixTest, LossInPreCopy) {
 
 // The transfer through the test's proxy, 100 ms each way.
 TEST_F(FaultMatrixTest, DelayInPreCopy) {
-  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kSmallState, 1)));
-  ASSERT_OK_AND_ASSIGN(proxy_, TcpProxy::Start(Topology::kTestOnSourceLink,
-                                               Topology::kDestinationControl,
-                                               std::stoi(Port(*destination_))));
+  ASSERT_NO_FATAL_FAILURE(StartPairViaProxy(Emus(2, kSmallState, 1)));
   proxy_->SetDelay(absl::Milliseconds(100), absl::Milliseconds(100));
+  data_proxy_->SetDelay(absl::Milliseconds(100), absl::Milliseconds(100));
   ASSERT_NO_FATAL_FAILURE(Migrate(
       {}, absl::StrCat(Topology::kTestOnSourceLink, ":", proxy_->port())));
   Finish("pre-copy", "100 ms delay");
@@ -885,11 +931,9 @@ TEST_F(FaultMatrixTest, LossInStopCopy) {
 }
 
 TEST_F(FaultMatrixTest, DelayInStopCopy) {
-  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kSmallState, 1)));
-  ASSERT_OK_AND_ASSIGN(proxy_, TcpProxy::Start(Topology::kTestOnSourceLink,
-                                               Topology::kDestinationControl,
-                                               std::stoi(Port(*destination_))));
+  ASSERT_NO_FATAL_FAILURE(StartPairViaProxy(Emus(2, kSmallState, 1)));
   proxy_->SetDelay(absl::Milliseconds(100), absl::Milliseconds(100));
+  data_proxy_->SetDelay(absl::Milliseconds(100), absl::Milliseconds(100));
   ASSERT_NO_FATAL_FAILURE(
       Migrate(NoPrecopy,
               absl::StrCat(Topology::kTestOnSourceLink, ":", proxy_->port())));
@@ -905,11 +949,7 @@ TEST_F(FaultMatrixTest, DelayInStopCopy) {
 class AfterCommitTest : public FaultMatrixTest {
  protected:
   void MigrateUntilTheDestinationRuns() {
-    ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kSmallState, 1)));
-    ASSERT_OK_AND_ASSIGN(proxy_,
-                         TcpProxy::Start(Topology::kTestOnSourceLink,
-                                         Topology::kDestinationControl,
-                                         std::stoi(Port(*destination_))));
+    ASSERT_NO_FATAL_FAILURE(StartPairViaProxy(Emus(2, kSmallState, 1)));
     ASSERT_NO_FATAL_FAILURE(Migrate(
         {}, absl::StrCat(Topology::kTestOnSourceLink, ":", proxy_->port())));
     // From the accepted session on (a delay during the handshakes would
@@ -949,6 +989,7 @@ TEST_F(AfterCommitTest, DISABLED_DestinationKilledAfterCommit) {
 TEST_F(AfterCommitTest, NetworkCutAfterCommit) {
   ASSERT_NO_FATAL_FAILURE(MigrateUntilTheDestinationRuns());
   proxy_->Cut();
+  data_proxy_->Cut();
   absl::StatusOr<Migration> m = WaitForPhase(
       source_->stub(), job_,
       [](const Migration& m) {
@@ -958,6 +999,7 @@ TEST_F(AfterCommitTest, NetworkCutAfterCommit) {
   ASSERT_TRUE(m.ok()) << m.status();
   std::cerr << "source during the cut: " << PhaseText(m->phase()) << "\n";
   proxy_->Heal();
+  data_proxy_->Heal();
   Finish("after commit", "network cut");
 }
 

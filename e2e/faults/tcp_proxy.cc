@@ -6,8 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <deque>
 
@@ -59,15 +59,14 @@ struct TcpProxy::Connection {
 
 absl::StatusOr<std::unique_ptr<TcpProxy>> TcpProxy::Start(
     const std::string& listen_host, const std::string& target_host,
-    int target_port) {
+    int target_port, int listen_port) {
   std::unique_ptr<TcpProxy> proxy(new TcpProxy());
   proxy->target_host_ = target_host;
   proxy->target_port_ = target_port;
-  if (absl::StatusOr<sockaddr_in> t = Ipv4(target_host, target_port);
-      !t.ok()) {
+  if (absl::StatusOr<sockaddr_in> t = Ipv4(target_host, target_port); !t.ok()) {
     return t.status();
   }
-  absl::StatusOr<sockaddr_in> addr = Ipv4(listen_host, 0);
+  absl::StatusOr<sockaddr_in> addr = Ipv4(listen_host, listen_port);
   if (!addr.ok()) return addr.status();
   proxy->listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (proxy->listen_fd_ < 0) {
@@ -78,8 +77,8 @@ absl::StatusOr<std::unique_ptr<TcpProxy>> TcpProxy::Start(
   if (bind(proxy->listen_fd_, reinterpret_cast<const sockaddr*>(&*addr),
            sizeof(*addr)) != 0 ||
       listen(proxy->listen_fd_, 64) != 0) {
-    return absl::InternalError(absl::StrCat("proxy: listen on ", listen_host,
-                                            ": ", strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("proxy: listen on ", listen_host, ": ", strerror(errno)));
   }
   sockaddr_in bound{};
   socklen_t len = sizeof(bound);
@@ -184,8 +183,8 @@ void TcpProxy::Pump(Pipe* pipe) {
         +[](Pipe* p) { return p->queued < kMaxQueued; }, pipe));
     const absl::Duration delay =
         pipe->to_target ? delay_to_target_ : delay_from_target_;
-    pipe->queue.push_back({absl::Now() + delay,
-                           buffer.substr(0, static_cast<size_t>(n))});
+    pipe->queue.push_back(
+        {absl::Now() + delay, buffer.substr(0, static_cast<size_t>(n))});
     pipe->queued += static_cast<size_t>(n);
     changed_.SignalAll();
   }

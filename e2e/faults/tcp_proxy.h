@@ -27,11 +27,11 @@ namespace migd::e2e {
 
 class TcpProxy {
  public:
-  // Listens on listen_host, a port the kernel picks; forwards to
-  // target_host:target_port (IPv4 addresses).
+  // Listens on listen_host, on `listen_port` (0: a port the kernel picks);
+  // forwards to target_host:target_port (IPv4 addresses).
   static absl::StatusOr<std::unique_ptr<TcpProxy>> Start(
       const std::string& listen_host, const std::string& target_host,
-      int target_port);
+      int target_port, int listen_port = 0);
   // Closes every connection and joins the threads.
   ~TcpProxy();
 

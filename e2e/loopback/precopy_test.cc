@@ -14,6 +14,7 @@
 // them asserts a speed.
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -46,7 +47,10 @@
 #include "migd/security/authorizer.h"
 #include "migd/security/credentials.h"
 #include "migd/security/testing/test_pki.h"
+#include "migd/security/tls_context.h"
 #include "migd/security/tls_files.h"
+#include "migd/transfer/data_frame.h"
+#include "migd/transfer/data_listener.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
 #include "proto/migd/v1/transfer.grpc.pb.h"
 
@@ -508,12 +512,31 @@ class NeverAckingDestination final : public v1::TransferService::Service {
           stream) override {
     return Serve(stream);
   }
-  grpc::Status TransferData(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>*
-          stream) override {
-    return Serve(stream);
+  // A data stream on the data channel: accept it, then take every frame.
+  void ServeData(transfer::DataConnection& conn) {
+    v1::SessionHeader header;
+    if (!transfer::ReadMessage(conn, &header).ok()) return;
+    {
+      absl::MutexLock lock(&mu_);
+      ++seen_.data_streams;
+    }
+    v1::TransferResponse accepted;
+    accepted.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_2);
+    if (!transfer::WriteMessage(conn, accepted).ok()) return;
+    std::string payload;
+    for (;;) {
+      transfer::FrameBytes bytes;
+      if (!conn.ReadFull(bytes.data(), bytes.size()).ok()) return;
+      absl::StatusOr<transfer::Frame> frame = transfer::DecodeFrame(bytes);
+      if (!frame.ok() || frame->kind != transfer::FrameKind::kChunk) return;
+      payload.resize(frame->length);
+      if (!conn.ReadFull(payload.data(), payload.size()).ok()) return;
+      absl::MutexLock lock(&mu_);
+      seen_.chunk_bytes += frame->length;
+    }
   }
+
+  void set_data_port(uint16_t port) { data_port_ = port; }
 
   Seen seen() const {
     absl::MutexLock lock(&mu_);
@@ -547,7 +570,8 @@ class NeverAckingDestination final : public v1::TransferService::Service {
       }
     }
     v1::TransferResponse accepted;
-    accepted.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_1);
+    accepted.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_2);
+    accepted.mutable_accepted()->set_data_port(data_port_.load());
     stream->Write(accepted);
     while (stream->Read(&request)) {
       absl::MutexLock lock(&mu_);
@@ -568,6 +592,7 @@ class NeverAckingDestination final : public v1::TransferService::Service {
 
   mutable absl::Mutex mu_;
   Seen seen_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint16_t> data_port_{0};
 };
 
 TEST_F(PrecopyTest, DestinationThatNeverAcksFailsTheJobAtTheAckTimeout) {
@@ -600,6 +625,18 @@ TEST_F(PrecopyTest, DestinationThatNeverAcksFailsTheJobAtTheAckTimeout) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ASSERT_NE(server, nullptr);
   ASSERT_GT(port, 0);
+  transfer::DataListenerOptions data;
+  data.address = "127.0.0.1:0";
+  data.tls = [fake_files] {
+    return security::NewTlsContext(fake_files, security::TlsSide::kServer);
+  };
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<transfer::DataListener> listener,
+      transfer::DataListener::Start(
+          data, [&fake](transfer::DataConnection& conn, const absl::Status&) {
+            fake.ServeData(conn);
+          }));
+  fake.set_data_port(listener->port());
   struct ShutDown {
     grpc::Server* server;
     ~ShutDown() {

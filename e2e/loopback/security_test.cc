@@ -540,7 +540,7 @@ TEST_F(SecurityTest, OperatorMayNotCallTheTransferServiceEvenWithTheToken) {
   v1::SessionHeader* header = request.mutable_header();
   header->set_job_id(job);
   header->set_transfer_token(token);
-  header->set_protocol_version(v1::PROTOCOL_VERSION_1);
+  header->set_protocol_version(v1::PROTOCOL_VERSION_2);
   header->set_stream_index(0);
   header->set_num_streams(1);
   v1::DeviceDescriptor* d = header->add_devices();

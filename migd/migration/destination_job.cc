@@ -273,11 +273,12 @@ absl::Status DestinationJob::CheckToken(const v1::SessionHeader& header,
                      absl::FormatTime(absl::RFC3339_sec, token_expires_,
                                       absl::UTCTimeZone())));
   }
-  if (header.protocol_version() != v1::PROTOCOL_VERSION_1) {
+  if (header.protocol_version() != v1::PROTOCOL_VERSION_2) {
     return base::Error(
         absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_PROTOCOL_ERROR,
         absl::StrCat("transfer protocol version ", header.protocol_version(),
-                     " is not supported (this agent speaks 1)"));
+                     " is not supported (this agent speaks 2, whose data "
+                     "streams travel on the data channel)"));
   }
   return absl::OkStatus();
 }

@@ -115,6 +115,9 @@ class DestinationJob {
                           const std::string& peer_identity,
                           StreamCanceller cancel_stream);
 
+  // The payload bytes the reorder buffer holds at most.
+  uint64_t reorder_cap_bytes() const { return reorder_cap_bytes_; }
+
   // A chunk that passed its stream's checks: held until it is next in its
   // device's order (waiting while the reorder buffer is full), then written
   // to the device with whatever it unblocked.

@@ -86,7 +86,7 @@ v1::SessionHeader ControlHeader(const std::string& job_id,
   v1::SessionHeader h;
   h.set_job_id(job_id);
   h.set_transfer_token(token);
-  h.set_protocol_version(v1::PROTOCOL_VERSION_1);
+  h.set_protocol_version(v1::PROTOCOL_VERSION_2);
   h.set_stream_index(0);
   h.set_num_streams(data_streams);
   v1::DeviceDescriptor* d = h.add_devices();

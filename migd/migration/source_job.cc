@@ -152,7 +152,7 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   v1::SessionHeader header;
   header.set_job_id(j.id());
   header.set_transfer_token(sj->options_.token);
-  header.set_protocol_version(v1::PROTOCOL_VERSION_1);
+  header.set_protocol_version(v1::PROTOCOL_VERSION_2);
   header.set_stream_index(0);
   header.set_num_streams(sj->options_.streams);
   v1::Migration record = j.Snapshot();
@@ -229,24 +229,56 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   // The identity the handshake verified: the one the request named, or the
   // one the destination's certificate carries for its host name.
   j.SetPeerIdentity(sj->client_->peer_identity());
+  // The data streams: connections of the destination's data channel, on
+  // the host this agent reached it at, from the same identity.
+  const uint32_t data_port = sj->client_->data_port();
+  if (data_port == 0 || data_port > 65535) {
+    sj->CancelSession();
+    return base::Error(absl::StatusCode::kFailedPrecondition,
+                       v1::ERROR_REASON_PROTOCOL_ERROR,
+                       "the destination offered no data channel port");
+  }
+  auto open_data = sj->options_.open_data;
+  if (!open_data) {
+    std::string host;
+    uint16_t ignored = 0;
+    if (absl::Status s =
+            transfer::SplitHostPort(sj->options_.destination, &host, &ignored);
+        !s.ok()) {
+      sj->CancelSession();
+      return s;
+    }
+    open_data = [host, timeout = sj->options_.handshake_timeout,
+                 dead = sj->options_.phase_timeout](
+                    uint16_t port, const std::string& identity) {
+      return transfer::DataConnection::Dial(host, port, nullptr, identity,
+                                            timeout, dead);
+    };
+  }
   for (uint32_t k = 1; k <= sj->options_.streams; ++k) {
     v1::SessionHeader data_header;
     data_header.set_job_id(j.id());
     data_header.set_transfer_token(sj->options_.token);
-    data_header.set_protocol_version(v1::PROTOCOL_VERSION_1);
+    data_header.set_protocol_version(v1::PROTOCOL_VERSION_2);
     data_header.set_stream_index(k);
     data_header.set_num_streams(sj->options_.streams);
-    // A channel each: every data stream gets a connection of its own.
-    absl::StatusOr<std::unique_ptr<transfer::TransferClient>> data =
-        transfer::TransferClient::Open(sj->options_.dial(), data_header,
-                                       sj->options_.handshake_timeout);
-    if (!data.ok()) {
+    data_header.set_max_chunk_bytes(sj->options_.chunk_bytes);
+    absl::StatusOr<std::unique_ptr<transfer::DataConnection>> conn = open_data(
+        static_cast<uint16_t>(data_port), sj->client_->peer_identity());
+    // One stream runs inline on the job's thread; several get a sender
+    // thread each, so that their writes go out at once.
+    absl::StatusOr<std::unique_ptr<transfer::StreamSender>> sender =
+        conn.ok()
+            ? transfer::StreamSender::Open(
+                  *std::move(conn), data_header, sj->options_.handshake_timeout,
+                  /*threaded=*/sj->options_.streams > 1)
+            : conn.status();
+    if (!sender.ok()) {
       sj->CancelSession();
-      return base::Annotate(data.status(),
+      return base::Annotate(sender.status(),
                             absl::StrCat("opening data stream ", k));
     }
-    sj->senders_.push_back(
-        std::make_unique<transfer::StreamSender>(*std::move(data)));
+    sj->senders_.push_back(*std::move(sender));
   }
   sj->job_->SetCanceller([raw] { raw->Interrupt(); });
   sj->thread_ = std::thread([raw] {
@@ -401,10 +433,13 @@ void SourceJob::StopResolving() {
 }
 
 absl::Status SourceJob::Cause(const absl::Status& error) const {
-  if (base::ReasonOf(error) == v1::ERROR_REASON_CANCELLED &&
+  const v1::ErrorReason reason = base::ReasonOf(error);
+  if ((reason == v1::ERROR_REASON_CANCELLED ||
+       reason == v1::ERROR_REASON_PEER_UNAVAILABLE) &&
       !job_->cancel_requested()) {
     // A destination that gives up says why on the control stream before it
-    // cancels the session (a data stream may report the cancel first).
+    // ends the session: a data stream it shut down may report that first,
+    // as a cancel or as a connection it closed.
     if (absl::Status said = client_->DestinationAbort(kAbortGrace);
         !said.ok()) {
       return said;
@@ -450,8 +485,12 @@ absl::Status SourceJob::SendMarker(v1::PhaseMarker::Kind kind, uint32_t device,
   m->set_kind(kind);
   m->set_device(device);
   m->set_total_bytes(total_bytes);
-  m->set_sequence(sequence_++);
-  return Send(req);
+  m->set_sequence(sequence_);
+  absl::Status s = Send(req);
+  // A marker a cancel kept from going out takes no number: the ABORT that
+  // follows must be the next one the destination sees.
+  if (s.ok()) ++sequence_;
+  return s;
 }
 
 absl::Status SourceJob::Transfer() {
@@ -863,7 +902,6 @@ absl::Status SourceJob::CloseDataStreams() {
 
 uint64_t SourceJob::payload_copies() const {
   uint64_t n = client_->copies().copies();
-  for (const auto& sender : senders_) n += sender->client().copies().copies();
   return n;
 }
 

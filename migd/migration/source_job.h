@@ -58,10 +58,17 @@ struct SourceJobOptions {
   // (a secret: never logged).
   std::string destination;
   std::string token;
-  // Opens a new connection to the destination (the control stream and each
-  // data stream get one), with the agent's credentials, checking that the
-  // destination is who the request says (see security::Credentials::Dial).
+  // Opens the control stream's connection to the destination, with the
+  // agent's credentials, checking that the destination is who the request
+  // says (see security::Credentials::Dial).
   std::function<std::shared_ptr<grpc::Channel>()> dial;
+  // Opens a data channel connection to `port` (SessionAccepted.data_port) on
+  // the destination's host, checking that it answers as `identity` (the
+  // control stream's verified peer; "" without TLS). Null: plaintext to the
+  // host of `destination`.
+  std::function<absl::StatusOr<std::unique_ptr<transfer::DataConnection>>(
+      uint16_t port, const std::string& identity)>
+      open_data;
   // Opens a connection for GetOutcome, the question a job whose completion
   // did not arrive asks the destination (security::ChannelUse::kControl);
   // `dial` when null.

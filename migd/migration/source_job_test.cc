@@ -31,6 +31,9 @@
 #include "migd/device/vfio_errors.h"
 #include "migd/migration/device_steps.h"
 #include "migd/migration/job.h"
+#include "migd/transfer/data_frame.h"
+#include "migd/transfer/data_listener.h"
+#include "migd/transfer/data_receiver.h"
 #include "proto/migd/v1/transfer.grpc.pb.h"
 
 namespace migd::migration {
@@ -140,30 +143,32 @@ class FakeDestination final : public v1::TransferService::Service {
     return grpc::Status(grpc::StatusCode::CANCELLED, "source went away");
   }
 
-  grpc::Status TransferData(
-      grpc::ServerContext*,
-      grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>*
-          stream) override {
-    if (grpc::Status s = Accept(stream); !s.ok()) return s;
-    v1::TransferRequest req;
-    while (stream->Read(&req)) {
-      if (!req.has_chunk()) continue;
-      // One data stream: chunks arrive in stream order.
-      absl::MutexLock l(&mu_);
-      const std::string& data = req.chunk().data();
-      if (load_ == nullptr || req.chunk().offset() != loaded_) {
-        return grpc::Status(grpc::StatusCode::INTERNAL, "chunk out of order");
-      }
-      iovec v = {const_cast<char*>(data.data()), data.size()};
-      if (absl::Status s = load_->WriteAll(absl::MakeConstSpan(&v, 1));
-          !s.ok()) {
-        return grpc::Status(grpc::StatusCode::INTERNAL,
-                            std::string(s.message()));
-      }
-      loaded_ += data.size();
-    }
-    return grpc::Status::OK;
+  // A data stream, on the data channel: the header, then the chunks (one
+  // stream: in stream order) into the load session, then the verdict.
+  void ServeData(transfer::DataConnection& conn) {
+    v1::SessionHeader header;
+    if (!transfer::ReadMessage(conn, &header).ok()) return;
+    v1::TransferResponse accepted;
+    accepted.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_2);
+    if (!transfer::WriteMessage(conn, accepted).ok()) return;
+    transfer::ReceiveOptions options;
+    options.max_chunk_bytes = header.max_chunk_bytes();
+    absl::Status s = transfer::ReceiveDataStream(
+        conn, options, [this](transfer::DecodedRequest chunk) {
+          absl::MutexLock l(&mu_);
+          if (load_ == nullptr || chunk.header().offset != loaded_) {
+            return absl::InternalError("chunk out of order");
+          }
+          if (absl::Status s = load_->WriteAll(chunk.payload()); !s.ok()) {
+            return s;
+          }
+          loaded_ += chunk.payload_size();
+          return absl::OkStatus();
+        });
+    (void)transfer::WriteMessage(conn, transfer::StatusMessage(s));
   }
+
+  void set_data_port(uint16_t port) { data_port_ = port; }
 
   std::vector<v1::PhaseMarker> markers() const {
     absl::MutexLock l(&mu_);
@@ -178,15 +183,15 @@ class FakeDestination final : public v1::TransferService::Service {
   }
 
  private:
-  static grpc::Status Accept(
-      grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>*
-          stream) {
+  grpc::Status Accept(grpc::ServerReaderWriter<v1::TransferResponse,
+                                               v1::TransferRequest>* stream) {
     v1::TransferRequest req;
     if (!stream->Read(&req) || !req.has_header()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no header");
     }
     v1::TransferResponse resp;
-    resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_1);
+    resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_2);
+    resp.mutable_accepted()->set_data_port(data_port_.load());
     stream->Write(resp);
     return grpc::Status::OK;
   }
@@ -199,6 +204,7 @@ class FakeDestination final : public v1::TransferService::Service {
   std::unique_ptr<device::DataStream> load_ ABSL_GUARDED_BY(mu_);
   uint64_t loaded_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::PhaseMarker> markers_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint16_t> data_port_{0};
 };
 
 // What a FaultyDevice does differently from the device it wraps.
@@ -313,11 +319,23 @@ class SourceJobTest : public ::testing::Test {
     grpc::ServerBuilder builder;
     builder.RegisterService(destination_.get());
     server_ = builder.BuildAndStart();
+    transfer::DataListenerOptions data;
+    data.address = "127.0.0.1:0";
+    FakeDestination* fake = destination_.get();
+    auto listener = transfer::DataListener::Start(
+        data, [fake](transfer::DataConnection& conn, const absl::Status&) {
+          fake->ServeData(conn);
+        });
+    EXPECT_TRUE(listener.ok()) << listener.status();
+    if (!listener.ok()) return nullptr;
+    data_listener_ = *std::move(listener);
+    destination_->set_data_port(data_listener_->port());
     job_ = std::make_shared<Job>(
         "job-1", v1::ROLE_SOURCE, "fake-destination",
         std::vector<DevicePair>{{source->name(), dst_->name()}}, observers_);
     SourceJobOptions options;
-    options.destination = "in-process";
+    // The control stream is in-process; the data channel is on loopback.
+    options.destination = "127.0.0.1:1";
     options.token = "token";
     grpc::Server* server = server_.get();
     options.dial = [server] {
@@ -369,6 +387,7 @@ class SourceJobTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    data_listener_.reset();
     if (server_ != nullptr) server_->Shutdown(absl::ToChronoTime(absl::Now()));
   }
 
@@ -376,6 +395,7 @@ class SourceJobTest : public ::testing::Test {
   JobObservers observers_;  // the job's, from Start on
   std::unique_ptr<FakeDestination> destination_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<transfer::DataListener> data_listener_;
   std::shared_ptr<Job> job_;
   std::atomic<int> released_{0};
 };

@@ -32,8 +32,10 @@ constexpr absl::string_view kReadMethods[] = {
 constexpr absl::string_view kWriteMethods[] = {
     "PrepareIncoming", "StartMigration", "CancelMigration", "ResolveMigration",
     "CheckMigration"};
-constexpr absl::string_view kTransferMethods[] = {
-    "Transfer", "TransferData", "GetOutcome", "CheckCompatibility"};
+// The data streams are not calls: they travel on the data channel, where
+// the stream's identity must be the one the job's token is bound to.
+constexpr absl::string_view kTransferMethods[] = {"Transfer", "GetOutcome",
+                                                  "CheckCompatibility"};
 constexpr absl::string_view kHealthMethods[] = {"Check", "Watch"};
 // The host: reading is for operators and observers; changing a driver, a VF
 // count or an mdev, and allocating or releasing devices, is the operator's

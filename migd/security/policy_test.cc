@@ -109,7 +109,6 @@ TEST(RolesAllowedFor, OnlyTheOperatorMayResolveAJobInDoubt) {
 
 TEST(RolesAllowedFor, TransferServiceIsForAgentsOnly) {
   EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/Transfer"), kAgent);
-  EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/TransferData"), kAgent);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/GetOutcome"), kAgent);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/CheckCompatibility"),
             kAgent);
@@ -180,6 +179,8 @@ TEST(RolesAllowedFor, UnknownServiceOrMethodIsRefusedToEveryone) {
             0u);
   EXPECT_EQ(RolesAllowedFor(""), 0u);
   EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/"), 0u);
+  // Protocol 1's data stream method: the data channel carries them now.
+  EXPECT_EQ(RolesAllowedFor("/migd.v1.TransferService/TransferData"), 0u);
   EXPECT_EQ(RolesAllowedFor("/grpc.health.v1.Health/"), 0u);
 }
 

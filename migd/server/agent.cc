@@ -17,10 +17,11 @@
 #include "migd/metrics/device_states.h"
 #include "migd/metrics/job_metrics.h"
 #include "migd/migration/in_doubt.h"
+#include "migd/security/tls_context.h"
 #include "migd/security/tls_files.h"
 #include "migd/server/driver_preference.h"
 #include "migd/server/vfio_backend.h"
-#include "migd/transfer/threaded_calls.h"
+#include "migd/transfer/data_listener.h"
 
 namespace migd::server {
 
@@ -221,23 +222,42 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
   // the keepalive pings of a source waiting on this agent (a long load, say)
   // without ending its connection for too many pings.
   security::ApplyBulkServerArguments(builder);
-  TransferServiceImpl* transfer = agent->transfer_service_.get();
-  agent->data_calls_ = std::make_unique<transfer::ThreadedCalls>(
-      builder.AddCompletionQueue(),
-      [transfer](transfer::ServerStream* stream,
-                 grpc::ServerCompletionQueue* queue,
-                 void* tag) { transfer->RequestData(stream, queue, tag); },
-      [transfer](transfer::ServerStream& stream) {
-        transfer->ServeData(stream);
-      },
-      options.max_data_streams);
+  // The data channel listens on the same host as the server, on its own
+  // port (data_listen's, or one the kernel picks), before the server
+  // answers a session that names it.
+  {
+    transfer::DataListenerOptions data;
+    data.address =
+        options.data_listen.empty()
+            ? absl::StrCat(options.listen.substr(0, options.listen.rfind(':')),
+                           ":0")
+            : options.data_listen;
+    if (!insecure) {
+      const security::TlsFiles files = options.credentials->files();
+      data.tls = [files] {
+        return security::NewTlsContext(files, security::TlsSide::kServer);
+      };
+    }
+    data.handshake_timeout = options.transfer_idle_timeout;
+    data.dead_peer_timeout = options.transfer_idle_timeout;
+    data.max_connections = options.max_data_streams;
+    TransferServiceImpl* transfer = agent->transfer_service_.get();
+    absl::StatusOr<std::unique_ptr<transfer::DataListener>> listener =
+        transfer::DataListener::Start(
+            std::move(data), [transfer](transfer::DataConnection& conn,
+                                        const absl::Status& admission) {
+              transfer->ServeDataConnection(conn, admission);
+            });
+    if (!listener.ok()) return listener.status();
+    agent->data_listener_ = *std::move(listener);
+    transfer->set_data_port(agent->data_listener_->port());
+  }
   agent->server_ = builder.BuildAndStart();
   if (agent->server_ == nullptr || agent->port_ == 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen,
                      " (address in use or not local?)"));
   }
-  agent->data_calls_->Start();
   if (agent->metrics_registry_ != nullptr) {
     migration::DeviceRegistry* registry = agent->devices_.get();
     auto device_states = std::make_shared<metrics::DeviceStates>([registry] {
@@ -355,8 +375,8 @@ void Agent::Shutdown() {
   // Every job ended: what remains are watchers and idle connections, which
   // gRPC would otherwise wait for until the deadline.
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
-  // The server cancelled the data streams still open; their threads end.
-  if (data_calls_ != nullptr) data_calls_->Shutdown();
+  // Shuts the data connections still open down; their threads end.
+  data_listener_.reset();
   jobs_.reset();  // joins source jobs after their rollback
   metrics_server_.reset();
   base::LogInfo("shut down");

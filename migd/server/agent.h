@@ -36,7 +36,7 @@
 #include "migd/server/migration_service.h"
 #include "migd/server/transfer_service.h"
 #include "migd/server/vf_tokens.h"
-#include "migd/transfer/threaded_calls.h"
+#include "migd/transfer/data_listener.h"
 #include "prometheus/registry.h"
 
 namespace migd::server {
@@ -57,10 +57,14 @@ struct AgentOptions {
   std::string state_dir;
   journal::JournalOptions journal;
   absl::Duration transfer_idle_timeout = absl::Seconds(60);
-  // Data streams (TransferData calls) served at once, each on a thread of
-  // its own; one more is refused with RESOURCE_EXHAUSTED. The default covers
-  // four jobs at the most streams a job may use (transfer::kMaxStreams).
+  // Data streams (data channel connections) served at once, each on a
+  // thread of its own; one more is closed unserved. The default covers four
+  // jobs at the most streams a job may use (transfer::kMaxStreams).
   size_t max_data_streams = 64;
+  // Where the data channel listens ("host:port"); empty: the host of
+  // `listen` and a port the kernel picks. Sources learn the port in
+  // SessionAccepted and dial the host they reached this agent at.
+  std::string data_listen;
   // Fault injection for tests (see TransferFaults).
   TransferFaults transfer_faults;
   // Where vendor plugins are loaded from (every *.so; a missing directory
@@ -119,8 +123,8 @@ class Agent {
   std::unique_ptr<host::BindingStore> host_bindings_;
   std::unique_ptr<host::AllocationStore> host_allocations_;
   std::unique_ptr<HostServiceImpl> host_service_;
-  // The data streams' calls (async API, a thread each).
-  std::unique_ptr<transfer::ThreadedCalls> data_calls_;
+  // The data channel (a thread per connection).
+  std::unique_ptr<transfer::DataListener> data_listener_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<metrics::MetricsServer> metrics_server_;
   int port_ = 0;

@@ -19,7 +19,9 @@
 #include "migd/migration/destination_job.h"
 #include "migd/migration/source_job.h"
 #include "migd/security/identity.h"
+#include "migd/security/tls_context.h"
 #include "migd/server/validate.h"
+#include "migd/transfer/data_connection.h"
 #include "migd/transfer/framing.h"
 #include "migd/transfer/grpc_status.h"
 
@@ -597,6 +599,38 @@ grpc::Status MigrationServiceImpl::StartMigration(
     return credentials->Dial(address, identity, security::ChannelUse::kBulk,
                              keepalive);
   };
+  // The data streams: the destination's data channel, with the same files
+  // (read again for each job, so a rotated certificate is used) and the
+  // identity its control stream verified.
+  {
+    std::string host;
+    uint16_t port = 0;
+    if (absl::Status s =
+            transfer::SplitHostPort(request->destination(), &host, &port);
+        !s.ok()) {
+      return ToGrpcStatus(
+          InvalidRequest(absl::StrCat("destination: ", s.message())), context);
+    }
+    // A destination that stops answering fails the stream as the control
+    // stream's keepalive would fail it: unacknowledged data older than the
+    // keepalive's timeout ends the connection (PEER_UNAVAILABLE) before the
+    // phase timeout does.
+    opts.open_data = [credentials = options_.credentials, host,
+                      timeout = opts.handshake_timeout,
+                      dead = TransferKeepalive(opts.phase_timeout).timeout](
+                         uint16_t data_port, const std::string& identity)
+        -> absl::StatusOr<std::unique_ptr<transfer::DataConnection>> {
+      security::SslCtxPtr ctx;
+      if (!credentials->insecure()) {
+        absl::StatusOr<security::SslCtxPtr> made = security::NewTlsContext(
+            credentials->files(), security::TlsSide::kClient);
+        if (!made.ok()) return made.status();
+        ctx = *std::move(made);
+      }
+      return transfer::DataConnection::Dial(host, data_port, ctx.get(),
+                                            identity, timeout, dead);
+    };
+  }
   migration::ConvergencePolicy& conv = opts.convergence;
   for (auto [has, value, name, out] :
        {std::tuple{policy.has_downtime_limit(), &policy.downtime_limit(),

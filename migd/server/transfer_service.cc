@@ -11,7 +11,6 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/impl/rpc_service_method.h"
 #include "grpcpp/support/method_handler.h"
-#include "migd/base/bounded_queue.h"
 #include "migd/base/log.h"
 #include "migd/base/reason.h"
 #include "migd/base/thread_name.h"
@@ -19,18 +18,16 @@
 #include "migd/migration/commit.h"
 #include "migd/security/identity.h"
 #include "migd/transfer/chunk_codec.h"
+#include "migd/transfer/data_frame.h"
+#include "migd/transfer/data_receiver.h"
 #include "migd/transfer/framing.h"
 #include "migd/transfer/grpc_status.h"
-#include "migd/transfer/threaded_calls.h"
 
 namespace migd::server {
 
 using transfer::ToGrpcStatus;
 
 namespace {
-// Chunks checked and waiting for the loader, per data stream.
-constexpr size_t kLoadQueueDepth = 2;
-
 constexpr char kGetOutcomeMethod[] = "/migd.v1.TransferService/GetOutcome";
 constexpr char kCheckCompatibilityMethod[] =
     "/migd.v1.TransferService/CheckCompatibility";
@@ -64,12 +61,7 @@ TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
              grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>*
                  stream) { return service->Transfer(context, stream); },
           this)));
-  // Data streams: an async method (no handler), served by ThreadedCalls.
-  AddMethod(new grpc::internal::RpcServiceMethod(
-      transfer::kTransferDataMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
-      nullptr));
-  MarkMethodRaw(kDataMethodIndex);
-  // The outcome question, a plain unary call (index 2).
+  // The outcome question, a plain unary call.
   AddMethod(new grpc::internal::RpcServiceMethod(
       kGetOutcomeMethod, grpc::internal::RpcMethod::NORMAL_RPC,
       new grpc::internal::RpcMethodHandler<
@@ -81,7 +73,7 @@ TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
             return service->GetOutcome(context, request, response);
           },
           this)));
-  // The destination's half of a dry run (index 3).
+  // The destination's half of a dry run.
   AddMethod(new grpc::internal::RpcServiceMethod(
       kCheckCompatibilityMethod, grpc::internal::RpcMethod::NORMAL_RPC,
       new grpc::internal::RpcMethodHandler<
@@ -186,15 +178,8 @@ void TransferServiceImpl::FaultPoint(bool resumed, uint64_t job_number) {
   _exit(75);
 }
 
-void TransferServiceImpl::RequestData(transfer::ServerStream* stream,
-                                      grpc::ServerCompletionQueue* queue,
-                                      void* tag) {
-  RequestAsyncBidiStreaming(kDataMethodIndex, stream->context(), stream->raw(),
-                            stream->queue(), queue, tag);
-}
-
 absl::StatusOr<std::shared_ptr<migration::DestinationJob>>
-TransferServiceImpl::FindSession(const grpc::ByteBuffer& first, bool data,
+TransferServiceImpl::FindSession(const grpc::ByteBuffer& first,
                                  v1::SessionHeader* header) {
   transfer::CopyCounter copies;
   absl::StatusOr<transfer::DecodedRequest> decoded =
@@ -207,12 +192,11 @@ TransferServiceImpl::FindSession(const grpc::ByteBuffer& first, bool data,
                        "the first message of a stream must be its header");
   }
   *header = req.header();
-  if (data != (header->stream_index() > 0)) {
+  if (header->stream_index() > 0) {
     return base::Error(
         absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_PROTOCOL_ERROR,
-        data ? "TransferData carries data streams (stream_index 1 and up)"
-             : "data streams (stream_index 1 and up) attach through "
-               "TransferData, not Transfer");
+        "data streams (stream_index 1 and up) attach on the data channel "
+        "(SessionAccepted.data_port), not on Transfer");
   }
   const std::string& job_id = header->job_id();
   std::shared_ptr<migration::DestinationJob> job =
@@ -257,7 +241,7 @@ grpc::Status TransferServiceImpl::Transfer(
   }
   v1::SessionHeader header;
   absl::StatusOr<std::shared_ptr<migration::DestinationJob>> found =
-      FindSession(raw, /*data=*/false, &header);
+      FindSession(raw, &header);
   if (!found.ok()) {
     base::LogWarning("refused a session from ", context->peer(), ": ",
                      base::StatusText(found.status()));
@@ -282,12 +266,13 @@ grpc::Status TransferServiceImpl::Transfer(
     return stream->Write(response);
   };
   // Ends the session from another thread (the job's canceller, the idle
-  // watchdog): tells the source `why` unless an operator cancelled (the
-  // source then reads CANCELLED, which is the truth), then cancels the call,
-  // which wakes this thread's Read. Once cancelled, the status this handler
-  // returns never reaches the source: the SessionAborted is what it reads.
+  // watchdog): tells the source `why` (an operator's cancel included: the
+  // source may see the data channel close first, and must not take that for
+  // a lost peer), then cancels the call, which wakes this thread's Read.
+  // Once cancelled, the status this handler returns never reaches the
+  // source: the SessionAborted is what it reads.
   auto end_session = [&](const absl::Status& why) {
-    if (base::ReasonOf(why) != v1::ERROR_REASON_CANCELLED) {
+    {
       // A write to a dead connection blocks, and so does waiting for this
       // thread's to end: the cancel ends both, so that an abort, which runs
       // with the job's locks held, never hangs.
@@ -349,7 +334,8 @@ grpc::Status TransferServiceImpl::Transfer(
   };
 
   v1::TransferResponse resp;
-  resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_1);
+  resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_2);
+  resp.mutable_accepted()->set_data_port(data_port_.load());
   if (!write(resp)) {
     return fail(base::Error(absl::StatusCode::kUnavailable,
                             v1::ERROR_REASON_PEER_UNAVAILABLE,
@@ -416,156 +402,112 @@ grpc::Status TransferServiceImpl::Transfer(
   return grpc::Status::OK;
 }
 
-void TransferServiceImpl::ServeData(transfer::ServerStream& stream) {
-  // A thread of its own per call (ThreadedCalls): it reads and checks the
-  // chunks; "dst-load" below writes them to the device.
-  base::NameThisThread("dst-data");
-  grpc::ServerContext* context = stream.context();
-  grpc::ByteBuffer raw;
-  bool timed_out = false;
-  if (!stream.Read(&raw, absl::Now() + idle_timeout_, &timed_out)) {
-    if (timed_out) {
-      const std::string why = absl::StrCat("no session header within ",
-                                           absl::FormatDuration(idle_timeout_));
-      base::LogWarning("dropped a data stream from ", context->peer(), ": ",
-                       why);
-      stream.Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, why));
-    } else {
-      stream.Finish(grpc::Status(grpc::StatusCode::CANCELLED,
-                                 "data stream closed before its header"));
-    }
-    return;
-  }
+void TransferServiceImpl::ServeDataConnection(transfer::DataConnection& conn,
+                                              const absl::Status& admission) {
   v1::SessionHeader header;
-  absl::StatusOr<std::shared_ptr<migration::DestinationJob>> job =
-      FindSession(raw, /*data=*/true, &header);
-  if (!job.ok()) {
-    base::LogWarning("refused a data stream from ", context->peer(), ": ",
-                     base::StatusText(job.status()));
-    stream.Finish(ToGrpcStatus(job.status(), context));
+  absl::Status read;
+  bool late = false;
+  {
+    // A peer that connects and says nothing would hold this thread.
+    base::Watchdog due(idle_timeout_, [&] {
+      late = true;
+      conn.Shutdown();
+    });
+    read = transfer::ReadMessage(conn, &header);
+  }
+  if (late || !read.ok()) {
+    // A header read just as the watchdog fired is of no use: the
+    // connection is shut down.
+    base::LogWarning("dropped a data connection from ", conn.peer(), ": ",
+                     late ? absl::StrCat("no session header within ",
+                                         absl::FormatDuration(idle_timeout_))
+                          : base::StatusText(read));
     return;
   }
-  stream.Finish(DataStream(stream, job->get(), header));
-}
-
-grpc::Status TransferServiceImpl::DataStream(transfer::ServerStream& stream,
-                                             migration::DestinationJob* job,
-                                             const v1::SessionHeader& header) {
-  grpc::ServerContext* context = stream.context();
-  const uint32_t index = header.stream_index();
-  // Cancelled without a word: the control stream tells the source why, and
-  // a failing data stream answers with its own cause.
-  if (absl::Status s = job->AttachData(
-          header, PeerIdentityOf(*context),
-          [context](const absl::Status&) { context->TryCancel(); });
-      !s.ok()) {
-    base::LogWarning("job ", header.job_id(), ": refused data stream ", index,
-                     ": ", base::StatusText(s));
-    return ToGrpcStatus(s, context);
+  auto refuse = [&](const absl::Status& s) {
+    base::LogWarning("job ", header.job_id(), ": refused data stream ",
+                     header.stream_index(), " from ", conn.peer(), ": ",
+                     base::StatusText(s));
+    v1::TransferResponse answer;
+    *answer.mutable_aborted() = transfer::StatusMessage(s);
+    (void)transfer::WriteMessage(conn, answer);
+  };
+  if (!admission.ok()) {
+    refuse(admission);
+    return;
   }
-  // The canceller handed to AttachData points into this call.
+  if (header.stream_index() == 0) {
+    refuse(base::Error(absl::StatusCode::kInvalidArgument,
+                       v1::ERROR_REASON_PROTOCOL_ERROR,
+                       "the data channel carries data streams (stream_index "
+                       "1 and up); the control stream is the Transfer call"));
+    return;
+  }
+  if (header.max_chunk_bytes() < transfer::kMinChunkBytes ||
+      header.max_chunk_bytes() > transfer::kMaxChunkBytes) {
+    refuse(base::Error(
+        absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_PROTOCOL_ERROR,
+        absl::StrCat("max_chunk_bytes ", header.max_chunk_bytes(),
+                     " is outside ", transfer::kMinChunkBytes, "..",
+                     transfer::kMaxChunkBytes)));
+    return;
+  }
+  std::shared_ptr<migration::DestinationJob> job =
+      jobs_->FindDestination(header.job_id());
+  if (job == nullptr) {
+    refuse(base::Error(absl::StatusCode::kFailedPrecondition,
+                       v1::ERROR_REASON_NOT_PREPARED,
+                       absl::StrCat("no incoming job ", header.job_id(),
+                                    " is prepared on this agent")));
+    return;
+  }
+  const uint32_t index = header.stream_index();
+  // A cancel or a failure elsewhere in the session shuts this connection
+  // down, which ends the blocked read below; the control stream tells the
+  // source why.
+  if (absl::Status s =
+          job->AttachData(header, conn.peer_identity(),
+                          [&conn](const absl::Status&) { conn.Shutdown(); });
+      !s.ok()) {
+    refuse(s);
+    return;
+  }
+  // The canceller handed to AttachData points at this connection.
   struct Gone {
     migration::DestinationJob* job;
     uint32_t index;
     ~Gone() { job->StreamGone(index); }
-  } gone{job, index};
-  auto fail = [&](absl::Status s) {
+  } gone{job.get(), index};
+  v1::TransferResponse resp;
+  resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_2);
+  absl::Status s = transfer::WriteMessage(conn, resp);
+  if (s.ok()) {
+    transfer::ReceiveOptions options;
+    options.num_devices = job->job()->num_devices();
+    options.max_chunk_bytes = header.max_chunk_bytes();
+    // One stream arrives in order: each chunk is written before the next
+    // is read. Several may run ahead of each other, up to the reorder
+    // buffer's cap.
+    options.max_buffers =
+        header.num_streams() <= 1
+            ? 2
+            : job->reorder_cap_bytes() / header.max_chunk_bytes() + 2;
+    migration::DestinationJob* raw = job.get();
+    s = transfer::ReceiveDataStream(conn, options,
+                                    [raw](transfer::DecodedRequest chunk) {
+                                      return raw->OnChunk(std::move(chunk));
+                                    });
+  }
+  if (!s.ok()) {
     s = base::Annotate(s, absl::StrCat("data stream ", index));
     job->Abort(s, /*from_stream=*/index);
-    return ToGrpcStatus(s, context);
-  };
-  v1::TransferResponse resp;
-  resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_1);
-  if (!stream.Write(resp)) {
-    return fail(base::Error(absl::StatusCode::kUnavailable,
-                            v1::ERROR_REASON_PEER_UNAVAILABLE,
-                            "source went away during the handshake"));
-  }
-  transfer::CopyCounter copies;
-  transfer::StreamChecker checker(job->job()->num_devices());
-
-  // This thread reads and checks; a loader thread hands the chunks to the job
-  // (the device writes), so that receiving a chunk overlaps loading the one
-  // before. A queued chunk holds its gRPC buffers: the depth bounds that
-  // memory.
-  base::BoundedQueue<transfer::DecodedRequest> loads(kLoadQueueDepth);
-  absl::Status load_error;  // the loader's; read after it is joined
-  std::thread loader([&] {
-    base::NameThisThread("dst-load");
-    while (std::optional<transfer::DecodedRequest> chunk = loads.Pop()) {
-      if (absl::Status s = job->OnChunk(*std::move(chunk)); !s.ok()) {
-        load_error = s;
-        loads.Cancel();
-        // The job ends with this cause (a no-op when this stream's reader
-        // failed first) and cancels the other streams. This one stays open:
-        // the source, seeing the session fail, closes it to ask for its
-        // verdict, and the handler answers with `load_error`. Cancelling
-        // this call here would turn that answer into CANCELLED.
-        job->Abort(base::Annotate(s, absl::StrCat("data stream ", index)),
-                   /*from_stream=*/index);
-        return;
-      }
-    }
-  });
-  // On every return: after a failure the job is aborted first (fail), which
-  // wakes a loader waiting for room in the reorder buffer.
-  struct JoinLoader {
-    base::BoundedQueue<transfer::DecodedRequest>* loads;
-    std::thread* loader;
-    ~JoinLoader() {
-      loads->Cancel();
-      if (loader->joinable()) loader->join();
-    }
-  } join_loader{&loads, &loader};
-
-  grpc::ByteBuffer raw;
-  bool ended = false;  // STREAM_END arrived
-  while (stream.Read(&raw)) {
-    absl::StatusOr<transfer::DecodedRequest> decoded =
-        transfer::DecodeRequest(raw, &copies);
-    raw.Clear();
-    if (!decoded.ok()) return fail(decoded.status());
-    if (ended) {
-      return fail(base::Error(absl::StatusCode::kInvalidArgument,
-                              v1::ERROR_REASON_PROTOCOL_ERROR,
-                              "a message after STREAM_END"));
-    }
-    if (!decoded->is_chunk()) {
-      const v1::TransferRequest& req = decoded->message();
-      absl::Status s =
-          req.has_marker()
-              ? checker.CheckStreamEnd(req.marker())
-              : base::Error(absl::StatusCode::kInvalidArgument,
-                            v1::ERROR_REASON_PROTOCOL_ERROR,
-                            "a data stream carries only chunks and its "
-                            "STREAM_END");
-      if (!s.ok()) return fail(s);
-      ended = true;
-      continue;
-    }
-    if (absl::Status s =
-            checker.CheckChunk(decoded->header(), decoded->payload_size(),
-                               decoded->PayloadCrc32c());
-        !s.ok()) {
-      return fail(s);
-    }
-    if (!loads.Push(*std::move(decoded))) break;  // the loader failed
-  }
-  loads.Close();
-  loader.join();
-  if (!load_error.ok()) return fail(load_error);
-  job->job()->AddPayloadCopies(copies.copies());
-  if (!ended) {
-    // With the async API a read that fails does not say whether the source
-    // closed the stream or the call broke: only its end marker tells.
-    return fail(base::Error(
-        absl::StatusCode::kUnavailable, v1::ERROR_REASON_PEER_UNAVAILABLE,
-        absl::StrCat("ended after ", checker.next_sequence(),
-                     " chunks without its STREAM_END (dropped, or the source "
-                     "gave up)")));
+    // Best effort: the source may be gone, and the control stream says it
+    // too.
+    (void)transfer::WriteMessage(conn, transfer::StatusMessage(s));
+    return;
   }
   job->DataStreamEnded(index);
-  return grpc::Status::OK;
+  (void)transfer::WriteMessage(conn, transfer::StatusMessage(absl::OkStatus()));
 }
 
 }  // namespace migd::server

@@ -9,13 +9,13 @@
 // the control stream (TransferResponse.aborted) before it cancels the call,
 // whose status would otherwise reach the source as a bare CANCELLED.
 //
-// Both methods are served raw: requests arrive as gRPC's own buffers and a
-// chunk's payload is written to the device from them without being gathered
-// or parsed into a message (chunk_codec.h). Responses are ordinary messages.
-// The control stream (Transfer) has a sync handler; the data streams
-// (TransferData), which carry the bulk, are served on the async API with a
-// thread per call (threaded_calls.h), which costs no thread switch per
-// message.
+// The control stream (Transfer) is a gRPC call with a sync handler, served
+// raw (requests arrive as gRPC's own buffers, chunk_codec.h). The data
+// streams, which carry the bulk, are not gRPC: each is a connection of the
+// data channel (transfer/data_listener.h), whose thread this service lends
+// the job (ServeDataConnection): it finds the session, attaches the stream
+// and runs transfer/data_receiver.h's receive path to the end. The port of
+// that channel goes to the source in SessionAccepted.
 
 #ifndef MIGD_SERVER_TRANSFER_SERVICE_H_
 #define MIGD_SERVER_TRANSFER_SERVICE_H_
@@ -27,14 +27,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "grpcpp/completion_queue.h"
 #include "grpcpp/impl/service_type.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/sync_stream.h"
 #include "migd/migration/job_table.h"
 #include "migd/server/compatibility.h"
-#include "migd/transfer/threaded_calls.h"
+#include "migd/transfer/data_connection.h"
 #include "proto/migd/v1/transfer.pb.h"
 
 namespace migd::server {
@@ -81,25 +80,22 @@ class TransferServiceImpl final : public grpc::Service {
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream);
 
-  // The data streams (TransferData) are served on the async API by a
-  // transfer::ThreadedCalls: RequestData asks for the next call, ServeData
-  // runs one on its thread.
-  void RequestData(transfer::ServerStream* stream,
-                   grpc::ServerCompletionQueue* queue, void* tag);
-  void ServeData(transfer::ServerStream& stream);
+  // One data channel connection, on its own thread: its header (within
+  // the idle timeout), the job it names, then every chunk to STREAM_END and
+  // the verdict. A refused header is answered with why and closed; so is
+  // every header when `admission` is not OK (the listener's limit).
+  void ServeDataConnection(transfer::DataConnection& conn,
+                           const absl::Status& admission);
+
+  // The data channel's port, which SessionAccepted tells each source. Set
+  // once the listener is up, before the server starts.
+  void set_data_port(uint16_t port) { data_port_ = port; }
 
  private:
-  static constexpr int kDataMethodIndex = 1;
-
-  // The job a stream's first message (its header) names; `header` gets the
-  // header. `data`: the stream came in on TransferData.
+  // The job a control stream's first message (its header) names; `header`
+  // gets the header.
   absl::StatusOr<std::shared_ptr<migration::DestinationJob>> FindSession(
-      const grpc::ByteBuffer& first, bool data, v1::SessionHeader* header);
-
-  // A data stream of an attached session: chunks, then STREAM_END.
-  grpc::Status DataStream(transfer::ServerStream& stream,
-                          migration::DestinationJob* job,
-                          const v1::SessionHeader& header);
+      const grpc::ByteBuffer& first, v1::SessionHeader* header);
 
   // Counts incoming jobs that received COMMIT; _exit()s as faults_ says.
   void FaultPoint(bool resumed, uint64_t job_number);
@@ -109,6 +105,7 @@ class TransferServiceImpl final : public grpc::Service {
   const TransferFaults faults_;
   const Compatibility* const compatibility_;
   std::atomic<uint64_t> commits_{0};
+  std::atomic<uint16_t> data_port_{0};
 };
 
 }  // namespace migd::server

@@ -301,4 +301,16 @@ absl::StatusOr<DecodedRequest> DecodeRequest(const grpc::ByteBuffer& buffer,
   return out;
 }
 
+DecodedRequest ReceivedChunk(const ChunkHeader& header, PooledBuffer payload) {
+  DecodedRequest out;
+  out.is_chunk_ = true;
+  out.zero_copy_ = true;
+  out.header_ = header;
+  out.payload_size_ = payload.size();
+  grpc::Slice slice = std::move(payload).ToSlice();
+  out.payload_.push_back({const_cast<uint8_t*>(slice.begin()), slice.size()});
+  out.slices_.push_back(std::move(slice));
+  return out;
+}
+
 }  // namespace migd::transfer

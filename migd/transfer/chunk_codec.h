@@ -44,8 +44,9 @@
 namespace migd::transfer {
 
 // Full names of the TransferService methods, which both sides register by
-// hand to carry raw ByteBuffers: the control stream (Transfer) and the data
-// streams (TransferData).
+// hand to carry raw ByteBuffers: the control stream (Transfer), and
+// protocol 1's data streams (TransferData), which only the benchmark's gRPC
+// ceiling serves now.
 inline constexpr char kTransferMethod[] = "/migd.v1.TransferService/Transfer";
 inline constexpr char kTransferDataMethod[] =
     "/migd.v1.TransferService/TransferData";
@@ -144,6 +145,8 @@ class DecodedRequest {
  private:
   friend absl::StatusOr<DecodedRequest> DecodeRequest(
       const grpc::ByteBuffer& buffer, CopyCounter* copies);
+  friend DecodedRequest ReceivedChunk(const ChunkHeader& header,
+                                      PooledBuffer payload);
 
   bool is_chunk_ = false;
   bool zero_copy_ = false;
@@ -163,6 +166,11 @@ class DecodedRequest {
 // when the bytes are not a TransferRequest.
 absl::StatusOr<DecodedRequest> DecodeRequest(const grpc::ByteBuffer& buffer,
                                              CopyCounter* copies);
+
+// A chunk received on the data channel: `header` and the filled part of
+// `payload` (not empty), the buffer it was read into. No copy: the buffer
+// goes back to its pool when the chunk is destroyed.
+DecodedRequest ReceivedChunk(const ChunkHeader& header, PooledBuffer payload);
 
 }  // namespace migd::transfer
 

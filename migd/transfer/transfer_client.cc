@@ -35,6 +35,7 @@ absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
   bool ok = client->stream_->Write(EncodeRequest(req, &client->copies_)) &&
             client->stream_->Read(&resp);
   if (ok && resp.has_accepted()) {
+    client->data_port_ = resp.accepted().data_port();
     TransferClient* raw = client.get();
     client->reader_ = std::thread([raw] {
       base::NameThisThread("src-answers");
@@ -149,6 +150,11 @@ absl::Status TransferClient::FinishWithError(absl::string_view what) {
 }
 
 absl::Status TransferClient::AbortedCause(const v1::SessionAborted& aborted) {
+  if (base::ReasonFromName(aborted.reason()) == v1::ERROR_REASON_CANCELLED) {
+    // CancelMigration on the destination.
+    return base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
+                       "the destination cancelled the session");
+  }
   absl::StatusCode code = static_cast<absl::StatusCode>(aborted.code());
   if (aborted.code() <= 0 ||
       aborted.code() > static_cast<int>(absl::StatusCode::kUnauthenticated)) {

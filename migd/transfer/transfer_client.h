@@ -48,7 +48,9 @@ class TransferClient {
   // nothing is prepared, ...) or UNAVAILABLE / DEADLINE_EXCEEDED when the
   // destination cannot be reached.
   // A header with stream_index 0 opens the control stream (Transfer), any
-  // other a data stream (TransferData).
+  // other a data stream as a TransferData call: protocol 1's way, which
+  // agents no longer serve (their data streams are data channel
+  // connections); the benchmark's gRPC ceiling measures it.
   // `on_ack` runs on the reader thread for each SwitchoverAck.
   static absl::StatusOr<std::unique_ptr<TransferClient>> Open(
       std::shared_ptr<grpc::Channel> channel, const v1::SessionHeader& header,
@@ -65,6 +67,10 @@ class TransferClient {
   // Sends a chunk whose payload is the filled part of `payload`, without
   // copying it.
   absl::Status SendChunk(const ChunkHeader& header, PooledBuffer payload);
+
+  // The data channel port the destination named in SessionAccepted (0:
+  // none).
+  uint32_t data_port() const { return data_port_; }
 
   // The destination's certificate identity, as the handshake verified it
   // ("" without TLS).
@@ -136,6 +142,7 @@ class TransferClient {
       stream_;
   CopyCounter copies_;
   bool finished_ = false;
+  uint32_t data_port_ = 0;
   std::function<void(uint32_t)> on_ack_;
   std::thread reader_;
   mutable absl::Mutex mu_;

@@ -40,7 +40,7 @@ class CancellingDestination final : public v1::TransferService::Service {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no header");
     }
     v1::TransferResponse response;
-    response.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_1);
+    response.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_2);
     if (!stream->Write(response)) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "source went away");
     }
@@ -78,7 +78,7 @@ class TransferClientTest : public ::testing::Test {
     v1::SessionHeader header;
     header.set_job_id("job-1");
     header.set_transfer_token("token");
-    header.set_protocol_version(v1::PROTOCOL_VERSION_1);
+    header.set_protocol_version(v1::PROTOCOL_VERSION_2);
     header.set_stream_index(0);
     header.set_num_streams(1);
     absl::StatusOr<std::unique_ptr<TransferClient>> client =

@@ -1,0 +1,313 @@
+// The data channel end to end in one process, over real sockets on
+// 127.0.0.1: a DataListener serving ReceiveDataStream, and StreamSenders
+// (inline and threaded) writing to it, in plaintext and with mutual TLS from
+// certificates minted by tools/pki. What a stream must do when things go
+// wrong: a corrupted chunk, a connection dropped midway, a peer with another
+// identity, and a destination that stops reading (the sender stalls, and
+// the buffers it holds stay within its pool).
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "migd/base/crc32c.h"
+#include "migd/base/reason.h"
+#include "migd/security/testing/test_pki.h"
+#include "migd/security/tls_context.h"
+#include "migd/transfer/buffer_pool.h"
+#include "migd/transfer/data_connection.h"
+#include "migd/transfer/data_frame.h"
+#include "migd/transfer/data_listener.h"
+#include "migd/transfer/data_receiver.h"
+#include "migd/transfer/stream_sender.h"
+
+namespace migd::transfer {
+namespace {
+
+using security::testing::TestPki;
+
+constexpr absl::Duration kTimeout = absl::Seconds(20);
+constexpr size_t kChunk = 64 << 10;
+
+std::string Reason(const absl::Status& s) {
+  return v1::ErrorReason_Name(base::ReasonOf(s));
+}
+
+// What the destination side saw of one stream.
+struct Received {
+  absl::Mutex mu;
+  std::string bytes ABSL_GUARDED_BY(mu);
+  absl::Status status ABSL_GUARDED_BY(mu);
+  std::string peer_identity ABSL_GUARDED_BY(mu);
+  bool done ABSL_GUARDED_BY(mu) = false;
+};
+
+class DataChannelTest : public ::testing::TestWithParam<bool> {
+ protected:
+  bool tls() const { return GetParam(); }
+
+  void SetUp() override {
+    if (tls()) {
+      absl::StatusOr<TestPki> pki = TestPki::Create();
+      ASSERT_TRUE(pki.ok()) << pki.status();
+      pki_ = std::make_unique<TestPki>(*std::move(pki));
+    }
+  }
+
+  // Starts a listener whose streams go through ReceiveDataStream into
+  // `received_`, `on_chunk` deciding about each chunk first (OK: taken).
+  void Listen(
+      std::function<absl::Status(const DecodedRequest&)> on_chunk = nullptr,
+      size_t max_buffers = 4) {
+    DataListenerOptions options;
+    options.address = "127.0.0.1:0";
+    options.handshake_timeout = kTimeout;
+    if (tls()) {
+      security::TlsFiles files = pki_->FilesFor("agent-b");
+      options.tls = [files] {
+        return security::NewTlsContext(files, security::TlsSide::kServer);
+      };
+    }
+    absl::StatusOr<std::unique_ptr<DataListener>> l = DataListener::Start(
+        options, [this, on_chunk, max_buffers](DataConnection& conn,
+                                               const absl::Status&) {
+          {
+            absl::MutexLock lock(&received_.mu);
+            received_.peer_identity = conn.peer_identity();
+          }
+          ReceiveOptions r;
+          r.max_chunk_bytes = kChunk;
+          r.max_buffers = max_buffers;
+          absl::Status s = ReceiveDataStream(
+              conn, r, [this, &on_chunk](DecodedRequest chunk) {
+                if (on_chunk) {
+                  if (absl::Status s = on_chunk(chunk); !s.ok()) return s;
+                }
+                std::string data(chunk.payload_size(), '\0');
+                chunk.CopyPayloadTo(
+                    absl::MakeSpan(reinterpret_cast<uint8_t*>(data.data()),
+                                   data.size()),
+                    nullptr);
+                absl::MutexLock lock(&received_.mu);
+                received_.bytes += data;
+                return absl::OkStatus();
+              });
+          (void)WriteMessage(conn, StatusMessage(s));
+          absl::MutexLock lock(&received_.mu);
+          received_.status = s;
+          received_.done = true;
+        });
+    ASSERT_TRUE(l.ok()) << l.status();
+    listener_ = *std::move(l);
+  }
+
+  // A connection to the listener as `name` (TLS), expecting agent-b.
+  absl::StatusOr<std::unique_ptr<DataConnection>> Dial(
+      const std::string& name = "agent-a",
+      const std::string& expect = TestPki::AgentIdentity("agent-b")) {
+    security::SslCtxPtr ctx;
+    if (tls()) {
+      absl::StatusOr<security::SslCtxPtr> made = security::NewTlsContext(
+          pki_->FilesFor(name), security::TlsSide::kClient);
+      if (!made.ok()) return made.status();
+      ctx = *std::move(made);
+    }
+    return DataConnection::Dial("127.0.0.1", listener_->port(), ctx.get(),
+                                tls() ? expect : "", kTimeout, kTimeout);
+  }
+
+  // The destination's status once its stream ended.
+  absl::Status AwaitReceived() {
+    absl::MutexLock lock(&received_.mu);
+    received_.mu.AwaitWithTimeout(absl::Condition(&received_.done), kTimeout);
+    return received_.done ? received_.status
+                          : absl::DeadlineExceededError("stream still open");
+  }
+
+  // A chunk of `size` bytes of `fill` at `offset`, sealed.
+  static std::pair<ChunkHeader, PooledBuffer> Chunk(BufferPool& pool,
+                                                    uint64_t offset,
+                                                    size_t size, char fill) {
+    absl::StatusOr<PooledBuffer> b = pool.Acquire();
+    EXPECT_TRUE(b.ok()) << b.status();
+    memset(b->data(), fill, size);
+    b->set_size(size);
+    return {SealChunkHeader(0, 0, offset, b->contents()), *std::move(b)};
+  }
+
+  std::unique_ptr<TestPki> pki_;
+  Received received_;
+  std::unique_ptr<DataListener> listener_;
+};
+
+TEST_P(DataChannelTest, ChunksArriveWholeInlineAndThreaded) {
+  for (bool threaded : {false, true}) {
+    SCOPED_TRACE(threaded ? "threaded" : "inline");
+    {
+      absl::MutexLock lock(&received_.mu);
+      received_.bytes.clear();
+      received_.done = false;
+    }
+    ASSERT_NO_FATAL_FAILURE(Listen());
+    absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
+    ASSERT_TRUE(conn.ok()) << conn.status();
+    if (tls()) EXPECT_EQ((*conn)->cipher(), "TLS_AES_128_GCM_SHA256");
+    StreamSender sender(*std::move(conn), threaded);
+    absl::StatusOr<std::unique_ptr<BufferPool>> pool =
+        BufferPool::Create(kChunk, 4);
+    ASSERT_TRUE(pool.ok());
+    std::string expected;
+    for (int i = 0; i < 20; ++i) {
+      auto [header, buffer] = Chunk(**pool, i * kChunk, kChunk, 'a' + i);
+      expected += std::string(kChunk, 'a' + i);
+      ASSERT_TRUE(sender.Enqueue(header, std::move(buffer)).ok());
+    }
+    absl::Status closed = sender.Close();
+    EXPECT_TRUE(closed.ok()) << closed;
+    EXPECT_TRUE(AwaitReceived().ok());
+    absl::MutexLock lock(&received_.mu);
+    EXPECT_TRUE(received_.bytes == expected) << "payload differs";
+    if (tls()) {
+      EXPECT_EQ(received_.peer_identity, TestPki::AgentIdentity("agent-a"));
+    }
+    listener_.reset();
+  }
+}
+
+TEST_P(DataChannelTest, ACorruptedChunkFailsTheStreamOnBothEnds) {
+  ASSERT_NO_FATAL_FAILURE(Listen());
+  absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  StreamSender sender(*std::move(conn), /*threaded=*/false);
+  auto pool = BufferPool::Create(kChunk, 4);
+  ASSERT_TRUE(pool.ok());
+  auto [good, b1] = Chunk(**pool, 0, kChunk, 'x');
+  ASSERT_TRUE(sender.Enqueue(good, std::move(b1)).ok());
+  auto [bad, b2] = Chunk(**pool, kChunk, kChunk, 'y');
+  b2.data()[100] ^= 0x5a;  // after the CRC was computed: "in flight"
+  ASSERT_TRUE(sender.Enqueue(bad, std::move(b2)).ok());
+  absl::Status closed = sender.Close();
+  EXPECT_EQ(Reason(closed), "ERROR_REASON_STREAM_CORRUPTED") << closed;
+  absl::Status received = AwaitReceived();
+  EXPECT_EQ(Reason(received), "ERROR_REASON_STREAM_CORRUPTED") << received;
+  EXPECT_TRUE(absl::StrContains(received.message(), "CRC")) << received;
+  absl::MutexLock lock(&received_.mu);
+  EXPECT_EQ(received_.bytes.size(), kChunk) << "only the good chunk is taken";
+}
+
+TEST_P(DataChannelTest, AConnectionDroppedMidwayIsADropNotAnEnd) {
+  ASSERT_NO_FATAL_FAILURE(Listen());
+  absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  StreamSender sender(*std::move(conn), /*threaded=*/true);
+  auto pool = BufferPool::Create(kChunk, 4);
+  ASSERT_TRUE(pool.ok());
+  auto [h, b] = Chunk(**pool, 0, kChunk, 'x');
+  ASSERT_TRUE(sender.Enqueue(h, std::move(b)).ok());
+  // Wait until the chunk arrived, then drop the connection.
+  for (absl::Time end = absl::Now() + kTimeout; absl::Now() < end;) {
+    absl::MutexLock lock(&received_.mu);
+    if (received_.bytes.size() == kChunk) break;
+    received_.mu.Unlock();
+    absl::SleepFor(absl::Milliseconds(5));
+    received_.mu.Lock();
+  }
+  sender.Cancel();
+  absl::Status received = AwaitReceived();
+  EXPECT_EQ(Reason(received), "ERROR_REASON_PEER_UNAVAILABLE") << received;
+  EXPECT_TRUE(absl::StrContains(received.message(), "without its STREAM_END"))
+      << received;
+}
+
+TEST_P(DataChannelTest, ASlowDestinationStallsTheSenderWithinItsPool) {
+  absl::Notification release;
+  std::atomic<int> taken{0};
+  ASSERT_NO_FATAL_FAILURE(Listen([&](const DecodedRequest&) {
+    // The destination takes one chunk, then stops reading until released.
+    if (taken.fetch_add(1) == 1) release.WaitForNotification();
+    return absl::OkStatus();
+  }));
+  absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  StreamSender sender(*std::move(conn), /*threaded=*/true);
+  constexpr size_t kBuffers = 4;
+  auto pool = BufferPool::Create(kChunk, kBuffers);
+  ASSERT_TRUE(pool.ok());
+  // The producer reads "the device" as fast as buffers come back: far more
+  // than the socket buffers hold.
+  constexpr int kChunks = 400;  // 25 MiB
+  std::atomic<int> produced{0};
+  std::thread producer([&] {
+    for (int i = 0; i < kChunks; ++i) {
+      auto [h, b] = Chunk(**pool, uint64_t{i} * kChunk, kChunk, 'a' + i % 26);
+      if (!sender.Enqueue(h, std::move(b)).ok()) return;
+      ++produced;
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(500));
+  // Stalled: it produced no more than the pool, the sockets' buffers and
+  // the chunks taken allow, and it holds at most its pool.
+  const int stalled_at = produced.load();
+  EXPECT_LT(stalled_at, kChunks);
+  EXPECT_LE((*pool)->peak_in_use(), kBuffers);
+  EXPECT_GT((*pool)->waits(), 0u) << "the producer never waited for a buffer";
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(produced.load(), stalled_at) << "still producing while stalled";
+  release.Notify();
+  producer.join();
+  EXPECT_EQ(produced.load(), kChunks);
+  absl::Status closed = sender.Close();
+  EXPECT_TRUE(closed.ok()) << closed;
+  EXPECT_TRUE(AwaitReceived().ok());
+  absl::MutexLock lock(&received_.mu);
+  EXPECT_EQ(received_.bytes.size(), kChunks * kChunk);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, DataChannelTest, ::testing::Bool(),
+                         [](const auto& info) {
+                           return info.param ? "Tls" : "Plain";
+                         });
+
+// Identities: TLS only.
+class DataChannelTlsTest : public DataChannelTest {};
+
+TEST_P(DataChannelTlsTest, AServerWithAnotherIdentityIsRefusedByTheSource) {
+  ASSERT_NO_FATAL_FAILURE(Listen());
+  absl::StatusOr<std::unique_ptr<DataConnection>> conn =
+      Dial("agent-a", TestPki::AgentIdentity("agent-c"));
+  ASSERT_FALSE(conn.ok());
+  EXPECT_EQ(conn.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(absl::StrContains(conn.status().message(), "agent-b"))
+      << conn.status();
+  EXPECT_TRUE(absl::StrContains(conn.status().message(), "agent-c"))
+      << conn.status();
+}
+
+TEST_P(DataChannelTlsTest, AClientFromAnotherCaFailsTheHandshake) {
+  ASSERT_NO_FATAL_FAILURE(Listen());
+  absl::StatusOr<TestPki> other = TestPki::Create("other-pki");
+  ASSERT_TRUE(other.ok()) << other.status();
+  absl::StatusOr<security::SslCtxPtr> ctx = security::NewTlsContext(
+      other->FilesFor("agent-a"), security::TlsSide::kClient);
+  ASSERT_TRUE(ctx.ok());
+  absl::StatusOr<std::unique_ptr<DataConnection>> conn = DataConnection::Dial(
+      "127.0.0.1", listener_->port(), ctx->get(), "", kTimeout, kTimeout);
+  // The client does not trust the server's CA either: refused at once.
+  ASSERT_FALSE(conn.ok());
+  EXPECT_TRUE(absl::StrContains(conn.status().message(), "TLS handshake"))
+      << conn.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(Tls, DataChannelTlsTest, ::testing::Values(true),
+                         [](const auto&) { return "Tls"; });
+
+}  // namespace
+}  // namespace migd::transfer
