@@ -10,10 +10,13 @@ each agent thread during the migration (to find the busiest one: a thread
 near 100% of the transfer time is the pipeline's bottleneck; all well below
 it with the agents using the whole machine means the job is short of cores),
 checks that the destination holds the source's state, stops the agents, and
-then measures the raw loopback TCP ceiling (tcp_ceiling) and the loopback
-gRPC ceiling (grpc_ceiling: gRPC alone, with migd's transport settings), each
-moving the same number of bytes over as many connections as the job used
-streams. It prints a table of medians.
+then runs three ceilings, each over as many connections as the job used
+streams: the raw loopback TCP ceiling (tcp_ceiling) and the loopback gRPC
+ceiling (grpc_ceiling: gRPC alone, with migd's transport settings), each
+moving the same number of bytes, and the device pipe (device_pipe: the
+simplest program that moves the same emulated device's state between two
+processes, over plain sockets or TLS 1.3 with OpenSSL, and checks the
+destination's digest). It prints a table of medians.
 
 Each configuration runs on every transport of --transport, interleaved (for
 each repetition: plaintext, then mutual TLS), so both see the same machine:
@@ -21,8 +24,9 @@ plain runs the agents with --insecure and migctl with --insecure; mtls runs
 them with certificates from a development PKI minted once per run with
 tools/pki (source agent-a, destination agent-b, migctl the operator), which
 puts TLS on the control calls and on every data stream. The TCP ceiling stays
-plaintext on both (what the machine moves); the gRPC ceiling uses the row's
-transport (grpc_ceiling --tls_dir for mtls).
+plaintext on both (what the machine moves); the gRPC ceiling and the device
+pipe use the row's transport (--tls_dir for mtls; the pipe's cipher suite is
+--pipe-ciphersuites).
 
 Normally run through e2e/bench/run.sh, which builds optimized binaries.
 Python 3 standard library only.
@@ -376,6 +380,7 @@ def run_migration(args, size, streams, rep, workdir, transport):
     if transport == "mtls":
         prepare_tls = [f"--source_identity={SOURCE_ID}"]
         migrate_tls = [f"--destination_identity={DESTINATION_ID}"]
+    src_digest = None
     try:
         src.wait_serving()
         dst.wait_serving()
@@ -414,6 +419,7 @@ def run_migration(args, size, streams, rep, workdir, transport):
             if not verified:
                 raise RuntimeError(f"job {job}: destination digest {b} != "
                                    f"source digest {a}")
+            src_digest = a
     except Exception:
         for a in (src, dst):
             log(f"---- {a.name} log ----\n{a.tail()}")
@@ -476,6 +482,9 @@ def run_migration(args, size, streams, rep, workdir, transport):
         "src_downtime_breakdown": breakdown,
         "dst_downtime_s": seconds(d.get("downtime")),
         "verified": verified,
+        # The source agent's emu0 digest (None with --no-verify): the device
+        # pipe's source device must have the same.
+        "src_digest": src_digest,
         "steal": dsteal / dall if dall else 0.0,
         "other_cpu": max(0.0, (dproc - agents_ticks) / dall) if dall else 0.0,
         # Share of the CPUs they may use (all, or --cpus) the two agents
@@ -496,16 +505,41 @@ def run_migration(args, size, streams, rep, workdir, transport):
     }
 
 
+def run_tool(cmd, cpus):
+    """Runs a ceiling tool (pinned to `cpus`); its JSON result."""
+    r = subprocess.run(pinned(cmd, cpus), capture_output=True, text=True,
+                       timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"{os.path.basename(cmd[0])} failed: "
+                           f"{r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
 def run_ceiling(binary, nbytes, connections, cpus=None, extra=()):
     """tcp_ceiling or grpc_ceiling (same flags, same JSON) for one run;
     `extra` are the tool's own flags (grpc_ceiling's --tls_dir)."""
-    r = subprocess.run(pinned([binary, f"--bytes={nbytes}",
-                               f"--connections={connections}", *extra], cpus),
-                       capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError(f"{os.path.basename(binary)} failed: "
-                           f"{r.stderr.strip()}")
-    return json.loads(r.stdout)
+    return run_tool([binary, f"--bytes={nbytes}",
+                     f"--connections={connections}", *extra], cpus)
+
+
+def run_pipe(args, size, connections, transport):
+    """device_pipe for one run: the agents' devices (emu0 with seed 1, dst0
+    with seed 2, `size` bytes of state) over `connections` connections,
+    plaintext or, for mtls, TLS 1.3 with the run's PKI and
+    --pipe-ciphersuites. The tool fails unless the destination's digest is
+    the source's."""
+    tls = []
+    if transport == "mtls":
+        tls = [f"--tls_dir={args.pki_dir}",
+               f"--tls_ciphersuites={args.pipe_ciphersuites}"]
+    p = run_tool([args.device_pipe, f"--state_size={size}",
+                  f"--connections={connections}", "--seed_src=1",
+                  "--seed_dst=2", *tls], args.cpus)
+    if not p.get("digest_ok"):
+        raise RuntimeError(f"device_pipe: destination digest "
+                           f"{p.get('dst_digest')} != source digest "
+                           f"{p.get('src_digest')}")
+    return p
 
 
 # ---------------------------------------------------------------- report
@@ -539,7 +573,7 @@ def row_key(r):
     return r["state_bytes"], r["streams"], TRANSPORTS.index(r["transport"])
 
 
-def summarize(runs, ceilings, grpc_ceilings):
+def summarize(runs, ceilings, grpc_ceilings, pipes):
     """Rows of medians, one per (size, streams, transport)."""
     rows = []
     keys = sorted({row_key(r) for r in runs})
@@ -547,6 +581,7 @@ def summarize(runs, ceilings, grpc_ceilings):
         rs = [r for r in runs if row_key(r) == key]
         cs = [c for c in ceilings if row_key(c) == key]
         gs = [g for g in grpc_ceilings if row_key(g) == key]
+        ps = [p for p in pipes if row_key(p) == key]
         m = {k: median([r[k] for r in rs]) for k in (
             "gbps", "src_cpu_s_per_gib", "dst_cpu_s_per_gib", "src_peak_rss",
             "dst_peak_rss", "src_rss_excl_state", "dst_rss_excl_state",
@@ -556,9 +591,19 @@ def summarize(runs, ceilings, grpc_ceilings):
         paired = median([r["gbps"] / c["gbps"] for r, c in zip(rs, cs)
                          if c["gbps"]])
         grpc = median([g["gbps"] for g in gs])
+        pipe = median([p["gbps"] for p in ps])
         rows.append({
             "state_bytes": key[0], "streams": key[1],
             "transport": TRANSPORTS[key[2]], "n": len(rs), **m,
+            "pipe_gbps": pipe,
+            "pipe_ratio": m["gbps"] / pipe if pipe else None,
+            "pipe_paired_ratio": median(
+                [r["gbps"] / p["gbps"] for r, p in zip(rs, ps)
+                 if p["gbps"]]),
+            "pipe_tx_cpu_s_per_gib": median(
+                [p["sender"]["cpu_s_per_gib"] for p in ps]),
+            "pipe_rx_cpu_s_per_gib": median(
+                [p["receiver"]["cpu_s_per_gib"] for p in ps]),
             "ceiling_gbps": ceiling,
             "ratio": m["gbps"] / ceiling if ceiling else None,
             "paired_ratio": paired,
@@ -584,9 +629,10 @@ def summarize(runs, ceilings, grpc_ceilings):
 
 
 def print_table(rows, out=sys.stdout):
-    head = ["state", "streams", "transport", "n", "GB/s", "TCP GB/s", "ratio",
-            "gRPC GB/s", "ratio to gRPC",
-            "CPU s/GiB src", "dst", "TCP tx", "rx", "agents CPU",
+    head = ["state", "streams", "transport", "n", "GB/s", "pipe GB/s",
+            "ratio to pipe", "TCP GB/s", "ratio", "gRPC GB/s",
+            "ratio to gRPC", "CPU s/GiB src", "dst", "pipe tx", "rx",
+            "TCP tx", "rx", "agents CPU",
             "CPU wait/run", "busiest thread src", "dst",
             "peak RSS MiB src", "dst", "excl. state src", "dst",
             "downtime ms", "overhead ms", "load ms", "steal",
@@ -596,11 +642,14 @@ def print_table(rows, out=sys.stdout):
         table.append([
             human_size(r["state_bytes"]), str(r["streams"]), r["transport"],
             str(r["n"]),
-            fmt(r["gbps"], ".2f"), fmt(r["ceiling_gbps"], ".2f"),
+            fmt(r["gbps"], ".2f"), fmt(r["pipe_gbps"], ".2f"),
+            fmt(r["pipe_ratio"], ".2f"), fmt(r["ceiling_gbps"], ".2f"),
             fmt(r["ratio"], ".2f"),
             fmt(r["grpc_gbps"], ".2f"), fmt(r["grpc_ratio"], ".2f"),
             fmt(r["src_cpu_s_per_gib"], ".2f"),
             fmt(r["dst_cpu_s_per_gib"], ".2f"),
+            fmt(r["pipe_tx_cpu_s_per_gib"], ".2f"),
+            fmt(r["pipe_rx_cpu_s_per_gib"], ".2f"),
             fmt(r["ceiling_tx_cpu_s_per_gib"], ".2f"),
             fmt(r["ceiling_rx_cpu_s_per_gib"], ".2f"),
             fmt(r["agents_cpu"], ".0%"),
@@ -632,11 +681,13 @@ def print_markdown(table, out):
 
 
 def print_transport_comparison(rows, out=sys.stdout):
-    """mtls next to plain for each (size, streams) that ran on both: migd's
-    and the gRPC ceiling's GB/s and their ratio (mtls / plain), and the
-    agents' CPU seconds per GiB. False when no configuration ran on both."""
+    """mtls next to plain for each (size, streams) that ran on both: migd's,
+    the device pipe's and the gRPC ceiling's GB/s and their ratio (mtls /
+    plain), and the agents' CPU seconds per GiB. False when no configuration
+    ran on both."""
     by = {(r["state_bytes"], r["streams"], r["transport"]): r for r in rows}
     head = ["state", "streams", "GB/s plain", "mtls", "mtls/plain",
+            "pipe GB/s plain", "mtls", "mtls/plain",
             "gRPC GB/s plain", "mtls", "mtls/plain",
             "CPU s/GiB src plain", "mtls", "dst plain", "mtls"]
     table = [head]
@@ -656,6 +707,8 @@ def print_transport_comparison(rows, out=sys.stdout):
             human_size(size), str(streams),
             fmt(plain["gbps"], ".2f"), fmt(tls["gbps"], ".2f"),
             fmt(ratio("gbps"), ".2f"),
+            fmt(plain["pipe_gbps"], ".2f"), fmt(tls["pipe_gbps"], ".2f"),
+            fmt(ratio("pipe_gbps"), ".2f"),
             fmt(plain["grpc_gbps"], ".2f"), fmt(tls["grpc_gbps"], ".2f"),
             fmt(ratio("grpc_gbps"), ".2f"),
             fmt(plain["src_cpu_s_per_gib"], ".2f"),
@@ -669,10 +722,32 @@ def print_transport_comparison(rows, out=sys.stdout):
     return True
 
 
+def pipe_tls_summary(pipes):
+    """What the device pipe's TLS runs negotiated: the cipher suites, and for
+    each direction of each side whether it had kernel TLS (asked for, not
+    required) in all, some or none of the runs. None without TLS runs."""
+    tls = [p for p in pipes if p.get("tls")]
+    if not tls:
+        return None
+    ciphers = ", ".join(sorted({p["cipher"] for p in tls}))
+
+    def share(key):
+        n = sum(1 for p in tls if p["ktls"][key])
+        if n in (0, len(tls)):
+            return "yes" if n else "no"
+        return f"{n}/{len(tls)}"
+
+    return (f"device pipe over TLS 1.3: {ciphers}; kernel TLS (asked for): "
+            f"source send {share('src_send')}, recv {share('src_recv')}; "
+            f"destination send {share('dst_send')}, recv "
+            f"{share('dst_recv')}")
+
+
 def run_one(args, size, n, rep, reps, transport, workroot):
     """One migration over `transport`, then the TCP ceiling (plaintext) and
-    the gRPC ceiling (the same transport) with its bytes and connections;
-    returns the three results."""
+    the gRPC ceiling (the same transport) with its bytes and connections, and
+    the device pipe (the same transport) with its devices and connections;
+    returns the four results."""
     log(f"bench: {human_size(size)}, {n} stream(s), {transport}, "
         f"run {rep + 1}/{reps}")
     workdir = os.path.join(workroot, f"{size}-{n}-{rep}-{transport}")
@@ -683,10 +758,22 @@ def run_one(args, size, n, rep, reps, transport, workroot):
     tls = [f"--tls_dir={args.pki_dir}"] if transport == "mtls" else []
     g = run_ceiling(args.grpc_ceiling, r["bytes"], n, args.cpus, tls)
     g.update(state_bytes=size, streams=n, rep=rep, transport=transport)
-    log(f"  migd {r['gbps']:.2f} GB/s, TCP {c['gbps']:.2f} GB/s, gRPC "
-        f"{g['gbps']:.2f} GB/s, downtime {r['downtime_s'] * 1e3:.1f} ms, "
-        f"steal {r['steal']:.0%}, other CPU {r['other_cpu']:.0%}")
-    return r, c, g
+    p = run_pipe(args, size, n, transport)
+    p.update(state_bytes=size, streams=n, rep=rep, transport=transport)
+    # The pipe's devices are the agents' only if its copy of the agent's seed
+    # rule still holds: its source device must have the source agent's state.
+    if r["src_digest"] and p["src_digest"] != r["src_digest"]:
+        raise RuntimeError(f"device_pipe's emu0 has digest {p['src_digest']}, "
+                           f"the source agent's {r['src_digest']}: the pipe "
+                           f"no longer makes the agent's device")
+    if p["bytes"] != r["bytes"]:
+        log(f"bench: the device pipe moved {p['bytes']} stream bytes, migd "
+            f"{r['bytes']}")
+    log(f"  migd {r['gbps']:.2f} GB/s, pipe {p['gbps']:.2f} GB/s, TCP "
+        f"{c['gbps']:.2f} GB/s, gRPC {g['gbps']:.2f} GB/s, downtime "
+        f"{r['downtime_s'] * 1e3:.1f} ms, steal {r['steal']:.0%}, other CPU "
+        f"{r['other_cpu']:.0%}")
+    return r, c, g, p
 
 
 # ---------------------------------------------------------------- main
@@ -697,6 +784,7 @@ def main():
     p.add_argument("--migctl", required=True)
     p.add_argument("--tcp-ceiling", required=True)
     p.add_argument("--grpc-ceiling", required=True)
+    p.add_argument("--device-pipe", required=True)
     p.add_argument("--sizes", default=None,
                    help=f"state sizes (default {DEFAULT_SIZES}; --quick: "
                         f"{QUICK_SIZES})")
@@ -705,6 +793,9 @@ def main():
     p.add_argument("--transport", default=",".join(TRANSPORTS),
                    help="plain (--insecure), mtls (mutual TLS) or both, run "
                         "interleaved (default plain,mtls)")
+    p.add_argument("--pipe-ciphersuites", default="TLS_AES_128_GCM_SHA256",
+                   help="TLS 1.3 cipher suites of the device pipe on mtls "
+                        "(OpenSSL's list; default TLS_AES_128_GCM_SHA256)")
     p.add_argument("--pki", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
         "pki"), help="tools/pki, which mints the certificates for mtls "
@@ -751,7 +842,8 @@ def main():
         if t.returncode != 0:
             raise SystemExit(f"bench: --cpus={args.cpus}: "
                              f"{t.stderr.strip()}")
-    tools = [args.migd, args.migctl, args.tcp_ceiling, args.grpc_ceiling]
+    tools = [args.migd, args.migctl, args.tcp_ceiling, args.grpc_ceiling,
+             args.device_pipe]
     if "mtls" in transports:
         tools.append(args.pki)
     for b in tools:
@@ -762,7 +854,7 @@ def main():
             raise SystemExit(f"bench: bad stream count {n}")
         streams_args(args, n)  # fails now, not after the first sizes ran
 
-    runs, ceilings, grpc_ceilings, skipped = [], [], [], []
+    runs, ceilings, grpc_ceilings, pipes, skipped = [], [], [], [], []
     json_out = open(args.json_out, "a") if args.json_out else None
     workroot = tempfile.mkdtemp(prefix="migd-bench.")
     args.pki_dir = None
@@ -786,20 +878,24 @@ def main():
             for n in streams:
                 for rep in range(reps):
                     for transport in transports:
-                        r, c, g = run_one(args, size, n, rep, reps, transport,
-                                          workroot)
+                        r, c, g, pp = run_one(args, size, n, rep, reps,
+                                              transport, workroot)
                         runs.append(r)
                         ceilings.append(c)
                         grpc_ceilings.append(g)
+                        pipes.append(pp)
                         if json_out:
                             ratio = (r["gbps"] / c["gbps"] if c["gbps"]
                                      else None)
                             grpc_ratio = (r["gbps"] / g["gbps"] if g["gbps"]
                                           else None)
+                            pipe_ratio = (r["gbps"] / pp["gbps"]
+                                          if pp["gbps"] else None)
                             json_out.write(json.dumps(
                                 {"run": r, "transport": transport, "tcp": c,
                                  "ratio": ratio, "grpc": g,
-                                 "grpc_ratio": grpc_ratio}) + "\n")
+                                 "grpc_ratio": grpc_ratio, "pipe": pp,
+                                 "pipe_ratio": pipe_ratio}) + "\n")
                             json_out.flush()
     finally:
         shutil.rmtree(workroot, ignore_errors=True)
@@ -814,14 +910,18 @@ def main():
           f"CPU: worst run (other CPU = share of the machine used by other "
           f"processes during the migration); transport: plain = --insecure, "
           f"mtls = mutual TLS on the control calls and the data streams (the "
-          f"gRPC ceiling likewise; the TCP ceiling is plaintext on both)")
-    rows = summarize(runs, ceilings, grpc_ceilings)
+          f"device pipe and the gRPC ceiling likewise; the TCP ceiling is "
+          f"plaintext on both)")
+    rows = summarize(runs, ceilings, grpc_ceilings, pipes)
     print_table(rows)
     print()
     print("mutual TLS against plaintext (medians; mtls/plain: throughput "
           "ratio):")
     if not print_transport_comparison(rows):
         print("(needs --transport=plain,mtls)")
+    tls_note = pipe_tls_summary(pipes)
+    if tls_note:
+        print(tls_note)
     for msg in skipped:
         print(f"skipped: {msg}")
 

@@ -13,32 +13,8 @@
 namespace migd::bench {
 namespace {
 
-// Set once by ParseOptions, before any thread exists.
+// Set once by ParseOptions or NameTool, before any thread exists.
 const char* tool_name = "ceiling";
-
-// "4GiB", "64MiB", "1MiB", "512KiB", "4G", "1000" (bytes).
-bool ParseSize(const std::string& text, uint64_t* out) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (errno != 0 || end == text.c_str()) return false;
-  const std::string unit(end);
-  uint64_t mult = 1;
-  if (unit.empty() || unit == "B") {
-    mult = 1;
-  } else if (unit == "K" || unit == "KiB") {
-    mult = uint64_t{1} << 10;
-  } else if (unit == "M" || unit == "MiB") {
-    mult = uint64_t{1} << 20;
-  } else if (unit == "G" || unit == "GiB") {
-    mult = uint64_t{1} << 30;
-  } else {
-    return false;
-  }
-  if (v > UINT64_MAX / mult) return false;
-  *out = v * mult;
-  return true;
-}
 
 // The inverse of ParseSize in the largest unit that divides `n`: "64MiB",
 // "16777200".
@@ -77,24 +53,35 @@ Cpu AwaitReceiver(const Receiver& receiver) {
   return used;
 }
 
-void PrintResult(const Tool& tool, const Options& o, double wall_s,
-                 const Cpu& sender, const Cpu& receiver) {
-  const double gib = static_cast<double>(o.bytes) / (1u << 30);
-  std::printf(
-      "{\"bytes\":%llu,\"connections\":%d,\"%s\":%zu,\"wall_s\":%.6f,"
-      "\"gbps\":%.4f,"
-      "\"sender\":{\"user_s\":%.4f,\"sys_s\":%.4f,\"cpu_s_per_gib\":%.4f},"
-      "\"receiver\":{\"user_s\":%.4f,\"sys_s\":%.4f,\"cpu_s_per_gib\":%.4f}}\n",
-      static_cast<unsigned long long>(o.bytes), o.connections, tool.write_flag,
-      o.write_bytes, wall_s, o.bytes / wall_s / 1e9, sender.user, sender.sys,
-      (sender.user + sender.sys) / gib, receiver.user, receiver.sys,
-      (receiver.user + receiver.sys) / gib);
-}
-
 }  // namespace
 
+void NameTool(const Tool& tool) { tool_name = tool.name; }
+
+bool ParseSize(const std::string& text, uint64_t* out) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (errno != 0 || end == text.c_str()) return false;
+  const std::string unit(end);
+  uint64_t mult = 1;
+  if (unit.empty() || unit == "B") {
+    mult = 1;
+  } else if (unit == "K" || unit == "KiB") {
+    mult = uint64_t{1} << 10;
+  } else if (unit == "M" || unit == "MiB") {
+    mult = uint64_t{1} << 20;
+  } else if (unit == "G" || unit == "GiB") {
+    mult = uint64_t{1} << 30;
+  } else {
+    return false;
+  }
+  if (v > UINT64_MAX / mult) return false;
+  *out = v * mult;
+  return true;
+}
+
 Options ParseOptions(const Tool& tool, int argc, char** argv) {
-  tool_name = tool.name;
+  NameTool(tool);
   const std::string write_key = std::string("--") + tool.write_flag;
   const std::string text_key =
       tool.text_flag == nullptr ? "" : std::string("--") + tool.text_flag;
@@ -210,15 +197,35 @@ void ReportCpu(int report_fd, const Cpu& used) {
   }
 }
 
-void MeasureSend(const Tool& tool, const Options& o, const Receiver& receiver,
-                 const std::function<void()>& send) {
+Measurement Measure(const Receiver& receiver,
+                    const std::function<void()>& send) {
   const Cpu c0 = CpuNow();
   const double t0 = Now();
   send();
   const double t1 = Now();
   const Cpu c1 = CpuNow();
-  const Cpu rx = AwaitReceiver(receiver);
-  PrintResult(tool, o, t1 - t0, c1 - c0, rx);
+  return {t1 - t0, c1 - c0, AwaitReceiver(receiver)};
+}
+
+void PrintResult(const Tool& tool, const Options& o, const Measurement& m,
+                 const std::string& extra_json) {
+  const double gib = static_cast<double>(o.bytes) / (1u << 30);
+  std::printf(
+      "{\"bytes\":%llu,\"connections\":%d,\"%s\":%zu,\"wall_s\":%.6f,"
+      "\"gbps\":%.4f,"
+      "\"sender\":{\"user_s\":%.4f,\"sys_s\":%.4f,\"cpu_s_per_gib\":%.4f},"
+      "\"receiver\":{\"user_s\":%.4f,\"sys_s\":%.4f,\"cpu_s_per_gib\":%.4f}"
+      "%s}\n",
+      static_cast<unsigned long long>(o.bytes), o.connections, tool.write_flag,
+      o.write_bytes, m.wall_s, o.bytes / m.wall_s / 1e9, m.sender.user,
+      m.sender.sys, (m.sender.user + m.sender.sys) / gib, m.receiver.user,
+      m.receiver.sys, (m.receiver.user + m.receiver.sys) / gib,
+      extra_json.c_str());
+}
+
+void MeasureSend(const Tool& tool, const Options& o, const Receiver& receiver,
+                 const std::function<void()>& send) {
+  PrintResult(tool, o, Measure(receiver, send));
 }
 
 }  // namespace migd::bench

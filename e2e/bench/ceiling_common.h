@@ -5,6 +5,8 @@
 // receiver that reports its CPU time over a pipe, and the same JSON result.
 // bench.py runs both tools with the same flags and reads both results the same
 // way, so these must not drift apart; only the transport in between differs.
+// device_pipe shares all but the command line (it moves a device's state, so
+// it takes a state size instead of --bytes) and adds fields to the result.
 //
 // A failure here ends the process (Die) rather than returning, except in
 // WriteAll, whose callers know what was being written: the tools are one-shot
@@ -52,8 +54,16 @@ struct Options {
 // Die, so call it first in main.
 Options ParseOptions(const Tool& tool, int argc, char** argv);
 
+// Names the tool for Die as ParseOptions does, for a tool that parses its
+// own command line (device_pipe). Call it first in main.
+void NameTool(const Tool& tool);
+
+// "4GiB", "64MiB", "512KiB", "4G", "1000" (bytes) -> *out; false if `text` is
+// none of these or overflows.
+bool ParseSize(const std::string& text, uint64_t* out);
+
 // Prints "<tool>: <what>" to stderr and exits with status 2. The tool is the
-// one given to ParseOptions ("ceiling" before that).
+// one given to ParseOptions or NameTool ("ceiling" before that).
 [[noreturn]] void Die(const std::string& what);
 
 // Die(what + ": " + strerror(errno)).
@@ -96,15 +106,31 @@ Receiver ForkReceiver(const std::function<int(int report_fd)>& receive);
 // `report_fd`. Dies if that fails.
 void ReportCpu(int report_fd, const Cpu& used);
 
-// In the sender: runs `send` (the transfer: tcp_ceiling connects inside it,
-// grpc_ceiling's channels are connected before) on the clock and under the
-// CPU meter, then reads the receiver's CPU report,
-// reaps the receiver, and prints the result as one line of JSON:
+// What Measure measured.
+struct Measurement {
+  double wall_s = 0;
+  Cpu sender;    // the sending process, over `send`
+  Cpu receiver;  // what the receiver reported
+};
+
+// In the sender: runs `send` on the clock and under the CPU meter, then reads
+// the receiver's CPU report and reaps the receiver. Dies unless the receiver
+// exited with 0 after reporting.
+Measurement Measure(const Receiver& receiver,
+                    const std::function<void()>& send);
+
+// Prints the result as one line of JSON:
 //   {"bytes":N,"connections":C,"<write_flag>":K,"wall_s":S,"gbps":G,
 //    "sender":{"user_s":U,"sys_s":Y,"cpu_s_per_gib":X},
-//    "receiver":{"user_s":U,"sys_s":Y,"cpu_s_per_gib":X}}
-// gbps is 1e9 bytes of payload per second. Dies, printing nothing, unless the
-// receiver exited with 0 after reporting.
+//    "receiver":{"user_s":U,"sys_s":Y,"cpu_s_per_gib":X}<extra_json>}
+// gbps is 1e9 bytes of payload (o.bytes) per second. `extra_json` is empty or
+// more members, each with a leading comma (",\"digest_ok\":true").
+void PrintResult(const Tool& tool, const Options& o, const Measurement& m,
+                 const std::string& extra_json = "");
+
+// Measure, then PrintResult: `send` is the transfer (tcp_ceiling connects
+// inside it, grpc_ceiling's channels are connected before). Dies, printing
+// nothing, unless the receiver exited with 0 after reporting.
 void MeasureSend(const Tool& tool, const Options& o, const Receiver& receiver,
                  const std::function<void()>& send);
 

@@ -6,8 +6,9 @@
 // A sender process moves --bytes over 127.0.0.1 to a receiver process on
 // --connections gRPC channels (each its own connection, MakeTransferChannel as
 // migd builds it), one bidi-streaming call per channel, one thread per call on
-// each side, the bytes split evenly. Like migd's data streams, the method is
-// registered raw, served on the async API with a thread per call
+// each side, the bytes split evenly. As migd served its data streams before
+// they moved to the data channel, the method is registered raw, served on
+// the async API with a thread per call
 // (transfer::ThreadedCalls), and each message is a grpc::ByteBuffer: a 16-byte
 // header slice plus a --message_bytes (1 MiB) slice of one page-aligned buffer,
 // lent to gRPC without a copy. The receiver reads each message and drops it,
@@ -66,7 +67,9 @@ namespace {
 // Served under the name of migd's data streams: with --tls_dir the agent's
 // policy lets an agent's certificate (role agent) call it, as it lets a
 // source agent call the destination's.
-constexpr char kMethod[] = "/migd.v1.TransferService/TransferData";
+// The control stream's name, which the agents' policy lets an agent call:
+// the per-call check is part of what gRPC costs here.
+constexpr char kMethod[] = "/migd.v1.TransferService/Transfer";
 constexpr size_t kHeaderBytes = 16;  // stands in for a chunk's header
 constexpr size_t kPageBytes = 4096;
 
@@ -133,10 +136,10 @@ bool ReadCount(const grpc::ByteBuffer& message, uint64_t* n) {
   return true;
 }
 
-// The receiving end: a raw bidi-streaming method served as migd serves
-// TransferService/TransferData (async API, a thread per call with its own
-// completion queue: transfer::ThreadedCalls), that counts what arrives and
-// drops it.
+// The receiving end: a raw bidi-streaming method served as migd served its
+// data streams before they moved to the data channel (async API, a thread
+// per call with its own completion queue: transfer::ThreadedCalls), that
+// counts what arrives and drops it.
 class Sink final : public grpc::Service {
  public:
   explicit Sink(int calls) : calls_left_(calls) {
