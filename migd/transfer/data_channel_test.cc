@@ -306,6 +306,36 @@ TEST_P(DataChannelTlsTest, AClientFromAnotherCaFailsTheHandshake) {
       << conn.status();
 }
 
+// A peer that connects and never says a word of TLS holds a thread in the
+// handshake until its timeout; stopping the listener must not wait for that
+// (an agent's shutdown would hang for the whole idle timeout).
+TEST_P(DataChannelTlsTest, StoppingTheListenerEndsAHandshakeThatHangs) {
+  DataListenerOptions options;
+  options.address = "127.0.0.1:0";
+  options.handshake_timeout = absl::Seconds(120);
+  security::TlsFiles files = pki_->FilesFor("agent-b");
+  options.tls = [files] {
+    return security::NewTlsContext(files, security::TlsSide::kServer);
+  };
+  std::atomic<int> served{0};
+  absl::StatusOr<std::unique_ptr<DataListener>> l = DataListener::Start(
+      options, [&served](DataConnection&, const absl::Status&) { ++served; });
+  ASSERT_TRUE(l.ok()) << l.status();
+  // A plain TCP connection that sends nothing.
+  absl::StatusOr<std::unique_ptr<DataConnection>> silent = DataConnection::Dial(
+      "127.0.0.1", (*l)->port(), nullptr, "", kTimeout, kTimeout);
+  ASSERT_TRUE(silent.ok()) << silent.status();
+  absl::SleepFor(absl::Milliseconds(200));  // let its thread start the wait
+  const absl::Time start = absl::Now();
+  l->reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(60))
+      << "the listener waited for the handshake's timeout";
+  EXPECT_EQ(served.load(), 0);
+  // The listener closed it: the silent peer reads the end.
+  char c;
+  EXPECT_FALSE((*silent)->ReadFull(&c, 1).ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(Tls, DataChannelTlsTest, ::testing::Values(true),
                          [](const auto&) { return "Tls"; });
 

@@ -213,9 +213,8 @@ absl::StatusOr<std::unique_ptr<DataConnection>> DataConnection::Dial(
       absl::StrCat("data channel ", where, ": cannot connect: ", last_error));
 }
 
-absl::StatusOr<std::unique_ptr<DataConnection>> DataConnection::Accept(
-    int fd, SSL_CTX* tls, absl::Duration timeout,
-    absl::Duration dead_peer_timeout) {
+absl::StatusOr<std::unique_ptr<DataConnection>> DataConnection::Adopt(
+    int fd, SSL_CTX* tls, absl::Duration dead_peer_timeout) {
   TuneDataSocket(fd, dead_peer_timeout);
   SSL* ssl = nullptr;
   if (tls != nullptr) {
@@ -229,12 +228,12 @@ absl::StatusOr<std::unique_ptr<DataConnection>> DataConnection::Accept(
   }
   std::unique_ptr<DataConnection> conn(new DataConnection(fd, ssl));
   conn->peer_ = AddressOf(fd);
-  if (ssl != nullptr) {
-    if (absl::Status s = conn->Handshake(/*server=*/true, timeout); !s.ok()) {
-      return s;
-    }
-  }
   return conn;
+}
+
+absl::Status DataConnection::ServerHandshake(absl::Duration timeout) {
+  if (ssl_ == nullptr) return absl::OkStatus();
+  return Handshake(/*server=*/true, timeout);
 }
 
 absl::Status DataConnection::Handshake(bool server, absl::Duration timeout) {
@@ -251,6 +250,10 @@ absl::Status DataConnection::Handshake(bool server, absl::Duration timeout) {
     rc = server ? SSL_accept(ssl_) : SSL_connect(ssl_);
   }
   if (rc != 1) {
+    if (shut_down_.load() && !timed_out) {
+      return absl::CancelledError(
+          absl::StrCat("data channel ", peer_, ": shut down"));
+    }
     if (timed_out) {
       return base::Error(
           absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_TIMEOUT,

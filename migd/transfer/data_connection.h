@@ -43,11 +43,16 @@ class DataConnection {
       const std::string& expected_identity, absl::Duration timeout,
       absl::Duration dead_peer_timeout);
 
-  // Takes an accepted socket and, when `tls` is not null, runs the TLS
-  // handshake as the server within `timeout`. The fd is closed on failure.
-  static absl::StatusOr<std::unique_ptr<DataConnection>> Accept(
-      int fd, SSL_CTX* tls, absl::Duration timeout,
-      absl::Duration dead_peer_timeout);
+  // Takes an accepted socket (closed with the connection, or at once on
+  // failure), TLS with `tls` when it is not null. The server's handshake is
+  // ServerHandshake(), so that a Shutdown() can end it too.
+  static absl::StatusOr<std::unique_ptr<DataConnection>> Adopt(
+      int fd, SSL_CTX* tls, absl::Duration dead_peer_timeout);
+
+  // The TLS handshake as the server, within `timeout` (nothing without TLS).
+  // kUnauthenticated when it fails (no certificate, another CA, ...),
+  // kDeadlineExceeded when it takes too long, kCancelled after Shutdown().
+  absl::Status ServerHandshake(absl::Duration timeout);
 
   ~DataConnection();
   DataConnection(const DataConnection&) = delete;

@@ -147,27 +147,25 @@ void DataListener::Serve(Served* served, int fd) {
   absl::StatusOr<std::unique_ptr<DataConnection>> conn;
   if (options_.tls) {
     absl::StatusOr<security::SslCtxPtr> made = options_.tls();
-    if (made.ok())
+    if (made.ok()) {
       ctx = *std::move(made);
-    else
+    } else {
       conn = made.status();
+      close(fd);
+    }
   }
   if (!options_.tls || ctx != nullptr) {
-    conn = DataConnection::Accept(fd, ctx.get(), options_.handshake_timeout,
-                                  options_.dead_peer_timeout);
-  } else {
-    close(fd);
+    conn = DataConnection::Adopt(fd, ctx.get(), options_.dead_peer_timeout);
   }
-  if (!conn.ok()) {
-    base::LogWarning("data channel: dropped a connection: ",
-                     base::StatusText(conn.status()));
-  } else {
-    bool run = false;
-    absl::Status admission;
-    {
-      absl::MutexLock lock(&mu_);
-      run = !stopping_;
-      if (run) served->conn = conn->get();
+  absl::Status admission;
+  if (conn.ok()) {
+    // Known before the handshake, so that the destructor's shutdown ends a
+    // handshake that hangs too.
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      conn = absl::CancelledError("the data channel is stopping");
+    } else {
+      served->conn = conn->get();
       if (admitted_ < options_.max_connections) {
         ++admitted_;
         served->admitted = true;
@@ -179,13 +177,26 @@ void DataListener::Serve(Served* served, int fd) {
                          " data streams, its limit (--max_data_streams)"));
       }
     }
-    if (run) handler_(**conn, admission);
-    absl::MutexLock lock(&mu_);
-    served->conn = nullptr;
-    if (served->admitted) --admitted_;
   }
-  conn = absl::CancelledError("");  // closes it before the thread is reaped
+  if (conn.ok()) {
+    if (absl::Status s = (*conn)->ServerHandshake(options_.handshake_timeout);
+        !s.ok()) {
+      base::LogWarning("data channel: dropped a connection: ",
+                       base::StatusText(s));
+    } else {
+      handler_(**conn, admission);
+    }
+  } else if (conn.status().code() != absl::StatusCode::kCancelled) {
+    base::LogWarning("data channel: dropped a connection: ",
+                     base::StatusText(conn.status()));
+  }
   absl::MutexLock lock(&mu_);
+  served->conn = nullptr;
+  if (served->admitted) --admitted_;
+  served->admitted = false;
+  // Closed before the thread is reaped (the lock orders it with the
+  // destructor's shutdown of served->conn, which is null now).
+  conn = absl::CancelledError("");
   served->done = true;
 }
 
