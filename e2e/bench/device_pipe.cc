@@ -14,11 +14,14 @@
 // SSL_write). The receiver (destination) process creates the destination
 // agent's dst0, moves it to RESUMING before the clock starts (as bench.py
 // prepares the destination before it migrates), receives each chunk into a
-// 1 MiB buffer and writes it into the device's stream in stream order. At the
-// end it moves the device RESUMING -> STOP, where the emulated device
-// validates the stream (its END record: the content's CRC32C and size), and
-// answers every connection with the device's StateDigest; the sender checks
-// it against its own device's digest.
+// 1 MiB buffer and writes it into the device's stream in stream order. Once
+// every byte is in the device it answers each connection with one byte: the
+// sender's clock stops there, as migd's transfer time ends at COMMIT (the
+// destination then holds the whole stream). Then, off the clock, it moves the
+// device RESUMING -> STOP, where the emulated device validates the stream
+// (its END record: the content's CRC32C and size), and answers every
+// connection with the device's StateDigest; the sender checks it against its
+// own device's digest.
 //
 // Sockets: blocking, TCP_NODELAY on both ends (as gRPC and migd's data
 // connections), nothing else tuned.
@@ -27,8 +30,8 @@
 // length (u32), host byte order (both ends are this host). A chunk of length
 // 0 ends a connection (its offset: the stream's length). That is all the
 // framing there is: no checksums (the device checks its stream), no sequence
-// numbers (the offset orders the chunks), no acknowledgements but the final
-// answer.
+// numbers (the offset orders the chunks), no acknowledgements but the two
+// final answers.
 //
 // Connections (--connections=N): one thread per connection on each side. The
 // device's stream is one serial byte stream, so on the source a thread takes
@@ -472,11 +475,10 @@ Answer ReadAnswer(Conn& c, int i) {
 
 // One thread per connection: chunks out until the stream's end, then the
 // receiver's answer.
-void Send(std::vector<Conn>& conns, ChunkSource& chunks,
-          std::vector<Answer>& answers) {
+void Send(std::vector<Conn>& conns, ChunkSource& chunks) {
   std::vector<std::thread> threads;
   for (int i = 0; i < static_cast<int>(conns.size()); ++i) {
-    threads.emplace_back([&conns, &chunks, &answers, i] {
+    threads.emplace_back([&conns, &chunks, i] {
       // Header and chunk in one buffer, so each chunk is one write.
       std::vector<uint8_t> buf(kHeaderBytes + kChunkBytes);
       const std::string what = Where("sender", i) + ": sending a chunk";
@@ -486,7 +488,12 @@ void Send(std::vector<Conn>& conns, ChunkSource& chunks,
         SendOrDie(conns[i], buf.data(), kHeaderBytes + c.length, what);
         if (c.length == 0) break;
       }
-      answers[i] = ReadAnswer(conns[i], i);
+      // The clock stops when the destination holds every byte (its one-byte
+      // word), as migd's transfer time ends at COMMIT: the device's check
+      // and the digests come after, off the clock.
+      char written = 0;
+      RecvOrDie(conns[i], &written, 1, Where("sender", i) + ": waiting");
+      if (written != 'W') Die(Where("sender", i) + ": a strange answer");
     });
   }
   for (auto& t : threads) t.join();
@@ -630,13 +637,18 @@ int Receive(const PipeOptions& p, const base::UniqueFd& listen_fd,
     }
   }
 
+  for (int i = 0; i < p.connections; ++i) {
+    SendOrDie(conns[i], "W", 1, Where("receiver", i) + ": answering");
+  }
   // RESUMING -> STOP: the emulated device checks the stream's END record (the
-  // CRC32C it kept while loading, the size) and swaps in what it loaded.
+  // CRC32C it kept while loading, the size) and swaps in what it loaded. Its
+  // CPU counts, as the agent's does; the digest, a check of this tool's, not.
   if (absl::StatusOr<std::unique_ptr<device::DataStream>> s =
           dst->SetState(vfio::MigState::kStop);
       !s.ok()) {
     Die("receiver: " + std::string(s.status().message()));
   }
+  const Cpu c1 = CpuNow();
   absl::StatusOr<std::string> digest = dst->StateDigest();
   if (!digest.ok()) Die("receiver: " + std::string(digest.status().message()));
   for (int i = 0; i < p.connections; ++i) {
@@ -648,7 +660,6 @@ int Receive(const PipeOptions& p, const base::UniqueFd& listen_fd,
     SendOrDie(conns[i], framed.data(), framed.size(),
               Where("receiver", i) + ": answering");
   }
-  const Cpu c1 = CpuNow();
   ReportCpu(report_fd, c1 - c0);
   return 0;
 }
@@ -743,7 +754,10 @@ int Main(int argc, char** argv) {
   ChunkSource chunks(**stream);
   std::vector<Answer> answers(p.connections);
   const Measurement m =
-      Measure(receiver, [&] { Send(conns, chunks, answers); });
+      Measure(receiver, [&] { Send(conns, chunks); });
+  for (int i = 0; i < p.connections; ++i) {
+    answers[i] = ReadAnswer(conns[i], i);
+  }
 
   absl::StatusOr<std::string> src_digest = src->StateDigest();
   if (!src_digest.ok()) {
