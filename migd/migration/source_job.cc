@@ -205,14 +205,22 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
         sj->devices_, sj->options_.dirty_page_size, sj->options_.dirty_ranges);
   }
 
-  size_t buffers = std::max<uint64_t>(
-      4, sj->options_.buffer_cap_bytes / sj->options_.chunk_bytes);
+  // One stream sends on the job's thread: a chunk's buffer is back before
+  // the next read, so the job uses one buffer at a time, whatever the cap (a
+  // second covers the hand-back). Several streams queue chunks for their
+  // senders, up to the memory cap.
+  const size_t buffers =
+      sj->options_.streams == 1
+          ? 2
+          : std::max<uint64_t>(
+                4, sj->options_.buffer_cap_bytes / sj->options_.chunk_bytes);
   absl::StatusOr<std::unique_ptr<transfer::BufferPool>> pool =
       transfer::BufferPool::Create(sj->options_.chunk_bytes, buffers);
   if (!pool.ok()) return pool.status();
   sj->pool_ = *std::move(pool);
-  // Map the buffers the state needs now, while the VM runs, rather than in
-  // the first reads of stop-copy, where mmap and page faults are downtime.
+  // Map the buffers the state needs now (at most the pool's), while the VM
+  // runs, rather than in the first reads of stop-copy, where mmap and page
+  // faults are downtime.
   sj->pool_->Reserve(static_cast<size_t>(
       state_bytes / sj->options_.chunk_bytes + sj->devices_.size() + 1));
 

@@ -76,9 +76,10 @@ struct SourceJobOptions {
   // How often and how long that question is asked (its `dial` is ignored).
   InDoubtOptions outcome;
   uint32_t chunk_bytes = 1 << 20;
-  // Memory for chunks in flight (read from devices, not yet sent by gRPC):
-  // reading waits when it is all in use, so agent memory stays bounded
-  // whatever the state size.
+  // Memory for chunks in flight (read from devices, not yet taken by the
+  // kernel) when there are several streams: reading waits when it is all in
+  // use, so agent memory stays bounded whatever the state size. One stream
+  // uses one buffer at a time (it sends on the job's thread).
   uint64_t buffer_cap_bytes = uint64_t{64} << 20;
   // Data streams, each its own connection (1..16).
   uint32_t streams = 1;

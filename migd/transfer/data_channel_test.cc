@@ -247,7 +247,8 @@ TEST_P(DataChannelTest, ASlowDestinationStallsTheSenderWithinItsPool) {
   std::atomic<int> produced{0};
   std::thread producer([&] {
     for (int i = 0; i < kChunks; ++i) {
-      auto [h, b] = Chunk(**pool, uint64_t{i} * kChunk, kChunk, 'a' + i % 26);
+      auto [h, b] = Chunk(**pool, static_cast<uint64_t>(i) * kChunk, kChunk,
+                          'a' + i % 26);
       if (!sender.Enqueue(h, std::move(b)).ok()) return;
       ++produced;
     }

@@ -56,11 +56,7 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Open(
 
 StreamSender::StreamSender(std::unique_ptr<DataConnection> conn, bool threaded)
     : conn_(std::move(conn)), threaded_(threaded) {
-  if (!threaded_) {
-    absl::MutexLock lock(&mu_);
-    done_ = false;
-    return;
-  }
+  if (!threaded_) return;  // Enqueue sends on the caller's thread
   thread_ = std::thread([this] {
     base::NameThisThread("src-send");
     Loop();
