@@ -17,6 +17,10 @@ absl::Status ReceiveDataStream(
   absl::StatusOr<std::unique_ptr<BufferPool>> pool = BufferPool::Create(
       options.max_chunk_bytes, std::max<size_t>(2, options.max_buffers));
   if (!pool.ok()) return pool.status();
+  // Mapped and faulted in now, while the devices may still run: a buffer
+  // first touched by a stop-copy chunk costs its page faults in the
+  // downtime. One stream uses two at a time; more are mapped when needed.
+  (*pool)->Reserve(2);
   StreamChecker checker(options.num_devices);
   for (;;) {
     FrameBytes bytes;
