@@ -28,13 +28,23 @@ plaintext on both (what the machine moves); the gRPC ceiling and the device
 pipe use the row's transport (--tls_dir for mtls; the pipe's cipher suite is
 --pipe-ciphersuites).
 
+With --evacuate=JOBS it measures a host evacuation instead (no ceilings):
+one pair of agents with (JOBS + 1) x --devices-per-job emulated devices
+each, one job alone (the 1-job figure), then JOBS jobs prepared and started
+at once (a migctl migrate process each); it reports the aggregate rate
+against the 1-job figure, each job's rate (the spread shows starvation),
+that every job succeeded with the destination's digests checked, and the
+agents' CPU and peak RSS with the devices' own memory taken out.
+
 Normally run through e2e/bench/run.sh, which builds optimized binaries.
 Python 3 standard library only.
 """
 
 import argparse
+import datetime
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -56,6 +66,7 @@ SOURCE_CERT, DESTINATION_CERT, MIGCTL_CERT = "agent-a", "agent-b", "operator"
 SOURCE_ID = f"{TRUST_DOMAIN}/agent/{SOURCE_CERT}"
 DESTINATION_ID = f"{TRUST_DOMAIN}/agent/{DESTINATION_CERT}"
 QUICK_SIZES = "64MiB"
+EVACUATE_SIZES = "64MiB"
 # The emulated device holds its state in memory: the source agent holds one
 # copy, the destination two while it loads (its own content and the staging
 # buffer it loads into). A run needs about 3 x state size, plus this margin for
@@ -332,8 +343,9 @@ class Agent:
             return "(no log)"
 
 
-def migctl(args, transport, agent, *cmd, timeout=600):
-    """Runs migctl against `agent`, as the operator with mtls; its JSON."""
+def migctl_command(args, transport, agent, *cmd):
+    """(argv, environment) of migctl against `agent`, as the operator with
+    mtls, printing JSON."""
     if transport == "mtls":
         pem, key, ca = tls_files(args.pki_dir, MIGCTL_CERT)
         tls = [f"--tls_cert={pem}", f"--tls_key={key}", f"--tls_ca={ca}"]
@@ -344,6 +356,12 @@ def migctl(args, transport, agent, *cmd, timeout=600):
     # of the caller's.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIGCTL_")}
     env["MIGCTL_CONFIG"] = os.devnull
+    return full, env
+
+
+def migctl(args, transport, agent, *cmd, timeout=600):
+    """Runs migctl against `agent`, as the operator with mtls; its JSON."""
+    full, env = migctl_command(args, transport, agent, *cmd)
     r = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
                        env=env)
     if r.returncode != 0:
@@ -358,16 +376,23 @@ def digests(args, transport, agent):
             for d in out.get("devices", [])}
 
 
+def agent_env(args):
+    """The agents' environment: ours, with --agent-env on top."""
+    env = dict(os.environ)
+    for kv in args.agent_env:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    return env
+
+
 # ---------------------------------------------------------------- one run
 def run_migration(args, size, streams, rep, workdir, transport):
     """One migration of `size` bytes of state over `transport` (plain or
     mtls); returns its measurements."""
     job = f"bench-{size}-{streams}-{rep}-{transport}"
     migd_extra, migctl_extra = streams_args(args, streams)
-    env = dict(os.environ)
-    for kv in args.agent_env:
-        k, _, v = kv.partition("=")
-        env[k] = v
+    migd_extra = migd_extra + args.migd_arg
+    env = agent_env(args)
     pki = args.pki_dir if transport == "mtls" else None
     src = Agent("source", args.migd, workdir, "emu0", size, 1, migd_extra, env,
                 args.cpus, agent_transport_args(pki, SOURCE_CERT))
@@ -776,6 +801,405 @@ def run_one(args, size, n, rep, reps, transport, workroot):
     return r, c, g, p
 
 
+# ---------------------------------------------------------------- host evacuation
+def parse_timestamp(text):
+    """proto3 JSON Timestamp ("2024-12-05T02:52:00.123456789Z", always UTC)
+    -> seconds since the epoch; absent -> None."""
+    if not text:
+        return None
+    text = str(text)
+    if not text.endswith("Z"):
+        raise ValueError(f"timestamp {text!r} is not in UTC")
+    base, _, frac = text[:-1].partition(".")
+    t = datetime.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    return t + (float("0." + frac) if frac else 0.0)
+
+
+def evac_job_figures(job, s, d):
+    """One job's figures from its source (`s`) and destination (`d`) status
+    JSON ({} when the agent did not know the job)."""
+    bytes_done = int(s.get("bytes_done", 0) or 0)
+    transfer_s = max(seconds(s.get("transfer_time")),
+                     seconds(d.get("transfer_time")))
+    # The source creates the job when StartMigration arrives; the job ends
+    # on each side when it finished (the later of the two).
+    start = parse_timestamp(s.get("created"))
+    ends = [t for t in (parse_timestamp(s.get("finished")),
+                        parse_timestamp(d.get("finished"))) if t is not None]
+    end = max(ends) if ends else None
+    failure = s.get("failure") or d.get("failure") or {}
+    return {
+        "job": job, "phase": s.get("phase", "UNKNOWN"),
+        "dst_phase": d.get("phase", "UNKNOWN"),
+        "failure": failure.get("message", "") if failure else "",
+        "bytes": bytes_done, "transfer_s": transfer_s,
+        "gbps": bytes_done / transfer_s / 1e9 if transfer_s > 0 else None,
+        "start": start, "end": end,
+        "span_s": end - start if start is not None and end is not None
+        else None,
+        "downtime_s": seconds(s.get("downtime")),
+        "verified": None,
+    }
+
+
+def run_evacuation(args, size, streams, rep, workdir, transport):
+    """One host evacuation over `transport`: a pair of agents with (jobs + 1)
+    x devices-per-job devices each; one job alone (the 1-job figure), then
+    `args.evacuate` jobs prepared and started at once. Returns its
+    measurements."""
+    jobs, per = args.evacuate, args.devices_per_job
+    ndev = (jobs + 1) * per  # the first `per` for the 1-job run
+    tag = f"evac-{size}-{streams}-{rep}-{transport}"
+    migd_extra, migctl_extra = streams_args(args, streams)
+    env = agent_env(args)
+    pki = args.pki_dir if transport == "mtls" else None
+    # The destination serves every job's data streams at once: each is a
+    # connection (and a thread) of its data channel, which refuses more than
+    # --max_data_streams (default 64). Before --migd-arg, which can override.
+    dst_extra = [f"--max_data_streams={max(64, jobs * streams)}"]
+    src = Agent("source", args.migd, workdir,
+                ",".join(f"emu{i}" for i in range(ndev)), size, 1,
+                migd_extra + args.migd_arg, env, args.cpus,
+                agent_transport_args(pki, SOURCE_CERT))
+    dst = Agent("destination", args.migd, workdir,
+                ",".join(f"dst{i}" for i in range(ndev)), size, 2,
+                migd_extra + dst_extra + args.migd_arg, env, args.cpus,
+                agent_transport_args(pki, DESTINATION_CERT))
+    prepare_tls, migrate_tls = [], []
+    if transport == "mtls":
+        prepare_tls = [f"--source_identity={SOURCE_ID}"]
+        migrate_tls = [f"--destination_identity={DESTINATION_ID}"]
+
+    def devices(k):
+        # Job k's devices: k = 0 is the 1-job run, 1..jobs the batch.
+        return range(k * per, (k + 1) * per)
+
+    def pairs(k):
+        return ",".join(f"emu{i}:dst{i}" for i in devices(k))
+
+    def prepare(job, k):
+        return json.loads(migctl(args, transport, dst.address, "prepare",
+                                 f"--job={job}", f"--devices={pairs(k)}",
+                                 f"--source={src.address}",
+                                 *prepare_tls))["transfer_token"]
+
+    def migrate_cmd(job, k, token):
+        return ("migrate", f"--job={job}", f"--devices={pairs(k)}",
+                f"--destination={dst.address}", f"--token={token}",
+                *migrate_tls, *migctl_extra)
+
+    def status(job):
+        out = []
+        for a in (src, dst):
+            try:
+                out.append(json.loads(migctl(args, transport, a.address,
+                                             "status", job)))
+            except RuntimeError as e:
+                log(f"bench: {a.name}: {e}")
+                out.append({})
+        return out
+
+    agents = (src, dst)
+    timeout = 600 + (jobs + 1) * per * size // (10 * MIB)
+    try:
+        src.wait_serving()
+        dst.wait_serving()
+        # One job alone, on the same agents: the 1-job figure.
+        base_name = f"{tag}-1job"
+        token = prepare(base_name, 0)
+        cpu0 = {a.name: cpu_seconds(a.pid) for a in agents}
+        migctl(args, transport, src.address,
+               *migrate_cmd(base_name, 0, token), timeout=timeout)
+        cpu1 = {a.name: cpu_seconds(a.pid) for a in agents}
+        base = evac_job_figures(base_name, *status(base_name))
+        if base["phase"] != "PHASE_SUCCEEDED":
+            raise RuntimeError(f"job {base_name} ended {base['phase']}: "
+                               f"{base['failure']}")
+        base["src_cpu_s"] = cpu1["source"] - cpu0["source"]
+        base["dst_cpu_s"] = cpu1["destination"] - cpu0["destination"]
+
+        # The evacuation: every job prepared first (the destination's
+        # RESUMING setup stays out of the figures, as in a single run), then
+        # all started at once, a migctl each (migctl migrate follows its job
+        # to the end; nothing starts a job without following it).
+        names = [f"{tag}-{k:02d}" for k in range(1, jobs + 1)]
+        tokens = [prepare(name, k) for k, name in enumerate(names, 1)]
+        rss_prepared = {a.name: status_kib(a.pid, "VmRSS") * 1024
+                        for a in agents}
+        host0 = host_ticks()
+        cpu0 = {a.name: cpu_seconds(a.pid) for a in agents}
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # Every agent thread's CPU time, less often than in a single run:
+        # the agents have a few threads per job.
+        sampler = ThreadSampler({a.name: a.pid for a in agents}, interval=0.1)
+        sampler.start()
+        t0 = time.monotonic()
+        procs = []
+        for k, (name, token) in enumerate(zip(names, tokens), 1):
+            argv, menv = migctl_command(args, transport, src.address,
+                                        *migrate_cmd(name, k, token))
+            out = open(os.path.join(workdir, f"{name}.migctl"), "w")
+            procs.append((name, out, subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=menv)))
+        deadline = t0 + timeout
+        rcs = {}
+        for name, out, proc in procs:
+            try:
+                rcs[name] = proc.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log(f"bench: migctl migrate --job={name} still runs after "
+                    f"{timeout} s; killing it")
+                proc.kill()
+                proc.wait()
+                rcs[name] = None
+            out.close()
+        wall = time.monotonic() - t0
+        sampler.stop()
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu1 = {a.name: cpu_seconds(a.pid) for a in agents}
+        host1 = host_ticks()
+        hwm = {a.name: status_kib(a.pid, "VmHWM") * 1024 for a in agents}
+        batch = [evac_job_figures(name, *status(name)) for name in names]
+        for j in batch:
+            j["migctl_rc"] = rcs[j["job"]]
+            if j["phase"] != "PHASE_SUCCEEDED" or rcs[j["job"]] != 0:
+                with open(os.path.join(workdir, f"{j['job']}.migctl")) as f:
+                    tail = "".join(f.readlines()[-3:]).strip()
+                log(f"bench: job {j['job']} ended {j['phase']} (migctl exit "
+                    f"{rcs[j['job']]}): {j['failure'] or tail}")
+        if not args.no_verify:
+            a = digests(args, transport, src.address)
+            b = digests(args, transport, dst.address)
+            for k, j in enumerate([base, *batch]):
+                j["verified"] = all(
+                    a.get(f"emu{i}") and a.get(f"emu{i}") == b.get(f"dst{i}")
+                    for i in devices(k))
+            if not base["verified"]:
+                raise RuntimeError(f"job {base_name}: the destination's "
+                                   f"digests differ from the source's")
+    except Exception:
+        for a in agents:
+            log(f"---- {a.name} log ----\n{a.tail()}")
+        raise
+    finally:
+        src.stop()
+        dst.stop()
+
+    ok = [j for j in batch
+          if j["phase"] == "PHASE_SUCCEEDED" and j["migctl_rc"] == 0]
+    total = sum(j["bytes"] for j in ok)
+    starts = [j["start"] for j in ok if j["start"] is not None]
+    ends = [j["end"] for j in ok if j["end"] is not None]
+    # The batch's window: the first job's start to the last job's end, on
+    # the jobs' own clocks; the wall clock around the migctl processes when
+    # the status has no timestamps.
+    if starts and ends and len(starts) == len(ok) and len(ends) == len(ok):
+        window, window_from = max(ends) - min(starts), "jobs"
+    else:
+        window, window_from = wall, "wall"
+    aggregate = total / window / 1e9 if total and window > 0 else None
+    rates = [j["gbps"] for j in ok if j["gbps"]]
+    gib = total / GIB if total else None
+    dproc, dirq, dsteal, dall = (b - a for a, b in zip(host0, host1))
+    agents_ticks = sum(cpu1[a.name] - cpu0[a.name] for a in agents) * CLK_TCK
+    migctl_s = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    run_s, wait_s = sampler.run_and_wait()
+
+    def by_name(label):
+        # [name, threads, CPU seconds] per thread name, busiest first.
+        names = {}
+        for name, cpu in sampler.threads(label):
+            n, total = names.get(name, (0, 0.0))
+            names[name] = (n + 1, total + cpu)
+        return sorted(([k, n, c] for k, (n, c) in names.items()),
+                      key=lambda t: -t[2])
+    state = ndev * size
+    return {
+        "mode": "evacuation", "job": tag, "state_bytes": size,
+        "devices_per_job": per, "jobs": jobs, "streams": streams, "rep": rep,
+        "transport": transport,
+        "one_job": base, "one_job_gbps": base["gbps"],
+        # The 1-job run over its own start..end span (what the batch's
+        # aggregate measures), next to its transfer time (what GB/s is).
+        "one_job_span_gbps": (base["bytes"] / base["span_s"] / 1e9
+                              if base["span_s"] else None),
+        "bytes": total, "window_s": window, "window_from": window_from,
+        "wall_s": wall, "aggregate_gbps": aggregate,
+        "wall_gbps": total / wall / 1e9 if total and wall > 0 else None,
+        "ratio": (aggregate / base["gbps"]
+                  if aggregate and base["gbps"] else None),
+        # How long it took until every job had started (their migctl
+        # processes start one after the other).
+        "start_spread_s": max(starts) - min(starts) if starts else None,
+        "job_gbps_min": min(rates) if rates else None,
+        "job_gbps_median": median(rates),
+        "job_gbps_max": max(rates) if rates else None,
+        "job_gbps_max_over_min": (max(rates) / min(rates)
+                                  if rates and min(rates) > 0 else None),
+        # The slowest job against an equal share of the aggregate: above 1,
+        # even the slowest moved faster than a 1/JOBS share of the whole
+        # batch's rate, so a wide max/min comes from how the jobs overlapped
+        # (the first and the last ran among fewer others), not from one
+        # being starved.
+        "job_min_over_fair": (min(rates) * jobs / aggregate
+                              if rates and aggregate else None),
+        "job_span_s_min": min((j["span_s"] for j in ok
+                               if j["span_s"] is not None), default=None),
+        "job_span_s_max": max((j["span_s"] for j in ok
+                               if j["span_s"] is not None), default=None),
+        "succeeded": len(ok),
+        "verified": (None if args.no_verify
+                     else sum(1 for j in batch if j["verified"])),
+        "src_cpu_s": cpu1["source"] - cpu0["source"],
+        "dst_cpu_s": cpu1["destination"] - cpu0["destination"],
+        "src_cpu_s_per_gib": ((cpu1["source"] - cpu0["source"]) / gib
+                              if gib else None),
+        "dst_cpu_s_per_gib": ((cpu1["destination"] - cpu0["destination"])
+                              / gib if gib else None),
+        "migctl_cpu_s": migctl_s,
+        "src_peak_rss": hwm["source"], "dst_peak_rss": hwm["destination"],
+        # Every device's own memory out (the 1-job run's too): its state on
+        # the source, state + load buffer on the destination (the emulated
+        # device keeps the previous content as the next load's buffer).
+        "state_bytes_total": state,
+        "src_rss_excl_state": hwm["source"] - state,
+        "dst_rss_excl_state": hwm["destination"] - 2 * state,
+        "src_rss_prepared": rss_prepared["source"],
+        "dst_rss_prepared": rss_prepared["destination"],
+        "steal": dsteal / dall if dall else 0.0,
+        # Other processes than the agents and the migctl processes.
+        "other_cpu": (max(0.0, (dproc - agents_ticks - migctl_s * CLK_TCK)
+                          / dall) if dall else 0.0),
+        "irq_cpu_s": dirq / CLK_TCK,
+        # As in a single run (schedstat), over the batch.
+        "agents_run_s": run_s, "agents_wait_s": wait_s,
+        "cpu_wait_per_run": wait_s / run_s if run_s > 0 else None,
+        "src_threads": by_name("source"), "dst_threads": by_name("destination"),
+        "batch": batch,
+    }
+
+
+def run_evacuation_one(args, size, n, rep, reps, transport, workroot):
+    log(f"bench: evacuation, {args.evacuate} jobs x {args.devices_per_job} "
+        f"devices x {human_size(size)}, {n} stream(s), {transport}, run "
+        f"{rep + 1}/{reps}")
+    workdir = os.path.join(workroot, f"evac-{size}-{n}-{rep}-{transport}")
+    os.makedirs(workdir)
+    r = run_evacuation(args, size, n, rep, workdir, transport)
+    log(f"  1 job {fmt(r['one_job_gbps'], '.2f')} GB/s, {r['jobs']} jobs "
+        f"{fmt(r['aggregate_gbps'], '.2f')} GB/s (ratio "
+        f"{fmt(r['ratio'], '.2f')}), per job {fmt(r['job_gbps_min'], '.3f')}"
+        f"..{fmt(r['job_gbps_max'], '.3f')} GB/s, succeeded "
+        f"{r['succeeded']}/{r['jobs']}, RSS excl. state src "
+        f"{r['src_rss_excl_state'] / MIB:.0f} MiB, dst "
+        f"{r['dst_rss_excl_state'] / MIB:.0f} MiB, other CPU "
+        f"{r['other_cpu']:.0%}")
+    for side in ("src", "dst"):
+        busiest = ", ".join(f"{name} x{n} {cpu:.2f} s"
+                            for name, n, cpu in r[f"{side}_threads"][:4])
+        log(f"  {side} threads: {busiest}")
+    return r
+
+
+def print_evacuation_table(runs, out=sys.stdout):
+    """A row per run, then a row of medians, for each (size, streams,
+    transport)."""
+    head = ["state", "devices/job", "jobs", "streams", "transport", "run",
+            "1-job GB/s", "aggregate GB/s", "ratio", "job GB/s min",
+            "median", "max", "max/min", "min/fair", "starts within ms",
+            "succeeded",
+            "verified", "CPU s/GiB src", "dst", "peak RSS MiB src", "dst",
+            "excl. state src", "dst", "other CPU"]
+    table = [head]
+    figures = ("one_job_gbps", "aggregate_gbps", "ratio", "job_gbps_min",
+               "job_gbps_median", "job_gbps_max", "job_gbps_max_over_min",
+               "job_min_over_fair", "start_spread_s", "src_cpu_s_per_gib", "dst_cpu_s_per_gib",
+               "src_peak_rss", "dst_peak_rss", "src_rss_excl_state",
+               "dst_rss_excl_state")
+
+    def count(v, jobs):
+        return "-" if v is None else f"{v}/{jobs}"
+
+    def row(r, label, succeeded, verified, other):
+        return [human_size(r["state_bytes"]), str(r["devices_per_job"]),
+                str(r["jobs"]), str(r["streams"]), r["transport"], label,
+                fmt(r["one_job_gbps"], ".2f"), fmt(r["aggregate_gbps"], ".2f"),
+                fmt(r["ratio"], ".2f"), fmt(r["job_gbps_min"], ".3f"),
+                fmt(r["job_gbps_median"], ".3f"),
+                fmt(r["job_gbps_max"], ".3f"),
+                fmt(r["job_gbps_max_over_min"], ".2f"),
+                fmt(r["job_min_over_fair"], ".2f"),
+                fmt(r["start_spread_s"], ".0f", 1e3),
+                count(succeeded, r["jobs"]), count(verified, r["jobs"]),
+                fmt(r["src_cpu_s_per_gib"], ".2f"),
+                fmt(r["dst_cpu_s_per_gib"], ".2f"),
+                fmt(r["src_peak_rss"], ".0f", 1 / MIB),
+                fmt(r["dst_peak_rss"], ".0f", 1 / MIB),
+                fmt(r["src_rss_excl_state"], ".0f", 1 / MIB),
+                fmt(r["dst_rss_excl_state"], ".0f", 1 / MIB),
+                fmt(other, ".0%")]
+
+    def key(r):
+        return (r["state_bytes"], r["devices_per_job"], r["jobs"],
+                r["streams"], TRANSPORTS.index(r["transport"]))
+
+    for k in sorted({key(r) for r in runs}):
+        rs = sorted((r for r in runs if key(r) == k), key=lambda r: r["rep"])
+        for r in rs:
+            table.append(row(r, str(r["rep"] + 1), r["succeeded"],
+                             r["verified"], r["other_cpu"]))
+        m = dict(rs[0])
+        m.update({f: median([r[f] for r in rs]) for f in figures})
+        verified = [r["verified"] for r in rs]
+        table.append(row(
+            m, "median", min(r["succeeded"] for r in rs),
+            None if None in verified else min(verified),
+            max(r["other_cpu"] for r in rs)))
+    print_markdown(table, out)
+
+
+def evacuation_main(args, sizes, streams, transports, reps, cpus_used,
+                    json_out, workroot):
+    """--evacuate: runs every (size, streams, rep, transport), prints the
+    table; False when nothing ran."""
+    runs, skipped = [], []
+    ndev = (args.evacuate + 1) * args.devices_per_job
+    for size in sizes:
+        need = 3 * ndev * size + MEMORY_MARGIN
+        if need > mem_available():
+            msg = (f"{human_size(size)}: {ndev} devices per agent need about "
+                   f"{need / GIB:.1f} GiB, {mem_available() / GIB:.1f} GiB "
+                   f"available; skipped")
+            log("bench: " + msg)
+            skipped.append(msg)
+            continue
+        for n in streams:
+            for rep in range(reps):
+                for transport in transports:
+                    r = run_evacuation_one(args, size, n, rep, reps,
+                                           transport, workroot)
+                    runs.append(r)
+                    if json_out:
+                        json_out.write(json.dumps(
+                            {"evacuation": r, "transport": transport}) + "\n")
+                        json_out.flush()
+    if not runs:
+        return False
+    where = f" (--cpus={args.cpus})" if args.cpus else ""
+    print(f"migd host evacuation: {cpus_used} CPUs{where}; {args.evacuate} "
+          f"jobs of {args.devices_per_job} devices between one pair of "
+          f"agents, after one job alone on the same agents; GB/s = 1e9 B/s "
+          f"of device state; aggregate = all jobs' bytes / first job's "
+          f"start to last job's end; ratio = aggregate / 1-job; job GB/s = "
+          f"each job's bytes / its transfer time; median row: medians "
+          f"(succeeded, verified: worst run; other CPU: worst run)")
+    print_evacuation_table(runs)
+    for msg in skipped:
+        print(f"skipped: {msg}")
+    return True
+
+
 # ---------------------------------------------------------------- main
 def main():
     p = argparse.ArgumentParser(description=__doc__,
@@ -787,9 +1211,20 @@ def main():
     p.add_argument("--device-pipe", required=True)
     p.add_argument("--sizes", default=None,
                    help=f"state sizes (default {DEFAULT_SIZES}; --quick: "
-                        f"{QUICK_SIZES})")
-    p.add_argument("--streams", default="1,2",
-                   help="stream counts, e.g. 1,4 (see --migctl-streams-arg)")
+                        f"{QUICK_SIZES}; --evacuate: {EVACUATE_SIZES}, "
+                        f"per device)")
+    p.add_argument("--evacuate", type=int, metavar="JOBS",
+                   help="host evacuation instead: JOBS concurrent jobs "
+                        "between one pair of agents, after one job alone on "
+                        "the same agents (no ceilings)")
+    p.add_argument("--devices-per-job", type=int, default=2,
+                   help="--evacuate: devices of each job (default 2)")
+    p.add_argument("--migd-arg", action="append", default=[],
+                   help="extra flag for both agents (experiments only, e.g. "
+                        "--transfer_memory_cap=16MiB)")
+    p.add_argument("--streams", default=None,
+                   help="stream counts, e.g. 1,4 (see --migctl-streams-arg; "
+                        "default 1,2; --evacuate: 1, per job)")
     p.add_argument("--transport", default=",".join(TRANSPORTS),
                    help="plain (--insecure), mtls (mutual TLS) or both, run "
                         "interleaved (default plain,mtls)")
@@ -822,10 +1257,15 @@ def main():
                    help="skip the state digest comparison after each run")
     args = p.parse_args()
 
-    sizes = [parse_size(s) for s in
-             (args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
-             .split(",")]
-    streams = [int(s) for s in args.streams.split(",")]
+    if args.evacuate is not None and (args.evacuate < 1
+                                      or args.devices_per_job < 1):
+        raise SystemExit("bench: --evacuate and --devices-per-job need at "
+                         "least 1")
+    default_sizes = (EVACUATE_SIZES if args.evacuate
+                     else QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    sizes = [parse_size(s) for s in (args.sizes or default_sizes).split(",")]
+    streams = [int(s) for s in
+               (args.streams or ("1" if args.evacuate else "1,2")).split(",")]
     transports = args.transport.split(",")
     for t in transports:
         if t not in TRANSPORTS:
@@ -867,6 +1307,11 @@ def main():
             if r.returncode != 0:
                 raise SystemExit(f"bench: {args.pki} {args.pki_dir} failed: "
                                  f"{r.stderr.strip()}")
+        if args.evacuate:
+            if not evacuation_main(args, sizes, streams, transports, reps,
+                                   cpus_used, json_out, workroot):
+                raise SystemExit("bench: nothing ran")
+            return
         for size in sizes:
             need = 3 * size + MEMORY_MARGIN
             if need > mem_available():

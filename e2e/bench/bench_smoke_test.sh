@@ -6,7 +6,9 @@
 # readings (named migd threads among them), the agents' CPU wait, over mutual
 # TLS only the identity each side saw at the other end, and the device pipe's
 # result: the destination's digest checked, the same source state as the
-# agent's, TLS 1.3 with the default cipher suite over mutual TLS only.
+# agent's, TLS 1.3 with the default cipher suite over mutual TLS only. Then a
+# tiny host evacuation (4 jobs of 2 x 1 MiB, plaintext): its median row, every
+# job succeeded with the destination's digests checked.
 #   bench_smoke_test.sh MIGD MIGCTL TCP_CEILING GRPC_CEILING DEVICE_PIPE \
 #     BENCH_PY PKI
 set -euo pipefail
@@ -104,5 +106,50 @@ for line in lines:
     if not line["pipe_ratio"] or line["pipe_ratio"] <= 0:
         sys.exit(f"bench_smoke_test: {where}: pipe_ratio "
                  f"{line['pipe_ratio']}")
+PY
+
+# Host evacuation: one job alone, then 4 at once, between one pair of agents.
+evac_json="$(dirname "$json")/evac.jsonl"
+rm -f "$evac_json"
+evac="$(python3 "$6" --migd="$1" --migctl="$2" --tcp-ceiling="$3" \
+  --grpc-ceiling="$4" --device-pipe="$5" --pki="$7" --evacuate=4 \
+  --sizes=1MiB --reps=1 --transport=plain --json-out="$evac_json")"
+echo "$evac"
+row="$(grep -E '^\| +1 MiB \| +2 \| +4 \| +1 \| +plain \| +median \|' \
+  <<<"$evac")" || {
+  echo "bench_smoke_test: no median row for the evacuation" >&2
+  exit 1
+}
+# Columns: state, devices/job, jobs, streams, transport, run, 1-job GB/s,
+# aggregate GB/s, ..., succeeded (16th), verified (17th).
+agg="$(awk -F'|' '{gsub(/ /, "", $9); print $9}' <<<"$row")"
+succeeded="$(awk -F'|' '{gsub(/ /, "", $17); print $17}' <<<"$row")"
+verified="$(awk -F'|' '{gsub(/ /, "", $18); print $18}' <<<"$row")"
+if [[ "$succeeded" != 4/4 || "$verified" != 4/4 ]]; then
+  echo "bench_smoke_test: evacuation: succeeded $succeeded, verified $verified" >&2
+  exit 1
+fi
+if ! python3 -c "import sys; sys.exit(0 if float('$agg') > 0 else 1)"; then
+  echo "bench_smoke_test: evacuation: aggregate $agg GB/s" >&2
+  exit 1
+fi
+python3 - "$evac_json" <<'PY'
+import json, sys
+lines = [json.loads(line) for line in open(sys.argv[1])]
+if len(lines) != 1:
+    sys.exit(f"bench_smoke_test: want 1 evacuation in the JSON, got {len(lines)}")
+r = lines[0]["evacuation"]
+jobs = [r["one_job"], *r["batch"]]
+if len(r["batch"]) != 4 or len({j["job"] for j in jobs}) != 5:
+    sys.exit(f"bench_smoke_test: evacuation jobs {[j['job'] for j in jobs]}")
+for j in jobs:
+    if (j["phase"], j["dst_phase"]) != ("PHASE_SUCCEEDED",) * 2 or \
+            not j["verified"] or j["bytes"] < 2 << 20 or not j["gbps"]:
+        sys.exit(f"bench_smoke_test: evacuation job {j}")
+if r["window_from"] != "jobs" or not r["aggregate_gbps"] or \
+        not r["job_gbps_max_over_min"]:
+    sys.exit(f"bench_smoke_test: evacuation window from {r['window_from']}, "
+             f"aggregate {r['aggregate_gbps']}, max/min "
+             f"{r['job_gbps_max_over_min']}")
 PY
 echo "bench_smoke_test: OK"
