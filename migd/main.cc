@@ -109,7 +109,8 @@ ABSL_FLAG(int64_t, phase_timeout_seconds, 60,
           "Default time a migration phase may go without progress");
 ABSL_FLAG(std::string, transfer_memory_cap, "64MiB",
           "Memory a job may hold for device state in flight: the source's "
-          "chunk buffers and the destination's reorder buffer each");
+          "chunk buffers when the job has several data streams (one stream "
+          "uses two chunks' worth) and the destination's reorder buffer");
 ABSL_FLAG(uint32_t, max_data_streams, 64,
           "Data streams (data channel connections) served at once, each on "
           "a thread of its own; more are refused (RESOURCE_EXHAUSTED)");
