@@ -180,20 +180,11 @@ absl::StatusOr<std::unique_ptr<DataConnection>> DataConnection::Dial(
       continue;
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    TuneDataSocket(fd, dead_peer_timeout);
-    SSL* ssl = nullptr;
-    if (tls != nullptr) {
-      ssl = SSL_new(tls);
-      if (ssl == nullptr || SSL_set_fd(ssl, fd) != 1) {
-        if (ssl != nullptr) SSL_free(ssl);
-        close(fd);
-        return absl::InternalError(
-            absl::StrCat("data channel: ", security::TakeOpenSslErrors()));
-      }
-    }
-    std::unique_ptr<DataConnection> conn(new DataConnection(fd, ssl));
-    conn->peer_ = where;
-    if (ssl != nullptr) {
+    absl::StatusOr<std::unique_ptr<DataConnection>> made =
+        Wrap(fd, tls, dead_peer_timeout, where);
+    if (!made.ok()) return made.status();
+    std::unique_ptr<DataConnection> conn = *std::move(made);
+    if (conn->ssl_ != nullptr) {
       absl::Status s =
           conn->Handshake(/*server=*/false, deadline - absl::Now());
       if (!s.ok()) return s;
@@ -215,6 +206,11 @@ absl::StatusOr<std::unique_ptr<DataConnection>> DataConnection::Dial(
 
 absl::StatusOr<std::unique_ptr<DataConnection>> DataConnection::Adopt(
     int fd, SSL_CTX* tls, absl::Duration dead_peer_timeout) {
+  return Wrap(fd, tls, dead_peer_timeout, AddressOf(fd));
+}
+
+absl::StatusOr<std::unique_ptr<DataConnection>> DataConnection::Wrap(
+    int fd, SSL_CTX* tls, absl::Duration dead_peer_timeout, std::string peer) {
   TuneDataSocket(fd, dead_peer_timeout);
   SSL* ssl = nullptr;
   if (tls != nullptr) {
@@ -227,7 +223,7 @@ absl::StatusOr<std::unique_ptr<DataConnection>> DataConnection::Adopt(
     }
   }
   std::unique_ptr<DataConnection> conn(new DataConnection(fd, ssl));
-  conn->peer_ = AddressOf(fd);
+  conn->peer_ = std::move(peer);
   return conn;
 }
 

@@ -84,6 +84,10 @@ class DataConnection {
 
  private:
   DataConnection(int fd, SSL* ssl) : fd_(fd), ssl_(ssl) {}
+  // A connection on a connected `fd` (closed on failure), TLS over it when
+  // `tls` is not null, its peer named `peer` in messages.
+  static absl::StatusOr<std::unique_ptr<DataConnection>> Wrap(
+      int fd, SSL_CTX* tls, absl::Duration dead_peer_timeout, std::string peer);
   absl::Status Handshake(bool server, absl::Duration timeout);
   // The status for a failed read or write, from errno or the SSL error.
   absl::Status IoError(const char* what, int ssl_result);
