@@ -454,8 +454,12 @@ absl::Status SourceJob::Cause(const absl::Status& error) const {
     }
     // The destination cancels every stream when one fails; the failing data
     // stream carries the real cause.
+    // One bound for all of them: a destination that is gone answers on
+    // none, and a job of 16 streams must not wait 16 times.
+    const absl::Time deadline = absl::Now() + absl::Seconds(2);
     for (const auto& sender : senders_) {
-      absl::Status s = sender->Outcome(absl::Seconds(2));
+      absl::Status s = sender->Outcome(
+          std::max(absl::ZeroDuration(), deadline - absl::Now()));
       v1::ErrorReason r = base::ReasonOf(s);
       if (!s.ok() && r != v1::ERROR_REASON_CANCELLED &&
           r != v1::ERROR_REASON_PEER_UNAVAILABLE) {
