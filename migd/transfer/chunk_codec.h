@@ -43,13 +43,9 @@
 
 namespace migd::transfer {
 
-// Full names of the TransferService methods, which both sides register by
-// hand to carry raw ByteBuffers: the control stream (Transfer), and
-// protocol 1's data streams (TransferData), which only the benchmark's gRPC
-// ceiling serves now.
+// Full name of the control stream's method, which both sides register by
+// hand to carry raw ByteBuffers.
 inline constexpr char kTransferMethod[] = "/migd.v1.TransferService/Transfer";
-inline constexpr char kTransferDataMethod[] =
-    "/migd.v1.TransferService/TransferData";
 
 // Counts user-space copies of chunk payload bytes. Thread-safe.
 class CopyCounter {

@@ -19,8 +19,8 @@ absl::StatusOr<std::unique_ptr<TransferClient>> TransferClient::Open(
   std::unique_ptr<TransferClient> client(new TransferClient());
   client->channel_ = std::move(channel);
   client->method_ = std::make_unique<grpc::internal::RpcMethod>(
-      header.stream_index() == 0 ? kTransferMethod : kTransferDataMethod,
-      grpc::internal::RpcMethod::BIDI_STREAMING, client->channel_);
+      kTransferMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
+      client->channel_);
   client->on_ack_ = std::move(on_ack);
   base::Watchdog handshake_watch(handshake_timeout,
                                  [&] { client->context_.TryCancel(); });
@@ -184,11 +184,6 @@ absl::Status TransferClient::Send(const v1::TransferRequest& request) {
   return Write(EncodeRequest(request, &copies_));
 }
 
-absl::Status TransferClient::SendChunk(const ChunkHeader& header,
-                                       PooledBuffer payload) {
-  return Write(EncodeChunk(header, std::move(payload)));
-}
-
 absl::Status TransferClient::AwaitAcks(const std::vector<uint32_t>& devices,
                                        absl::Duration timeout) {
   auto all_acked = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -241,16 +236,6 @@ absl::StatusOr<v1::Completion> TransferClient::Finish() {
 absl::Time TransferClient::completion_received() const {
   absl::MutexLock lock(&mu_);
   return completion_received_;
-}
-
-absl::Status TransferClient::FinishData() {
-  if (finished_) return base::Annotate(final_status_, "destination");
-  if (!stream_->WritesDone()) return FinishWithError("closing a data stream");
-  JoinReader();
-  finished_ = true;
-  grpc::Status s = stream_->Finish();
-  final_status_ = FromGrpcStatus(s, context_);
-  return base::Annotate(final_status_, "destination");
 }
 
 void TransferClient::Cancel() {

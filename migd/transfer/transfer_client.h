@@ -1,18 +1,18 @@
 // migd/transfer/transfer_client.h
 //
-// The source side of one transfer session: opens the TransferService stream to
-// the destination agent, presents the session header and waits for the
-// destination to accept it, then carries chunks and markers, and finally waits
-// for the destination's completion. While the source sends, a reader thread
+// The source side of one transfer session's control stream: opens the
+// TransferService stream to the destination agent, presents the session
+// header and waits for the destination to accept it (SessionAccepted names
+// the data channel's port), then carries markers, and finally waits for the
+// destination's completion. The data streams are data channel connections
+// (stream_sender.h). While the source sends, a reader thread
 // takes the destination's answers (switchover acknowledgements, completion).
 // Any failure carries the destination's own status and reason when it gave one:
 // the status the call ended with, or, when the destination ended the session
 // by cancelling it, the cause it sent just before (TransferResponse.aborted).
 //
-// Chunks go out without being copied: the stream carries raw ByteBuffers, a
-// chunk is its encoded header followed by the pooled buffer the device's data
-// was read into (chunk_codec.h), and the buffer returns to its pool when gRPC
-// has sent it. The bytes on the wire are the same TransferRequest messages.
+// The stream carries raw ByteBuffers (chunk_codec.h), the same
+// TransferRequest messages on the wire.
 
 #ifndef MIGD_TRANSFER_TRANSFER_CLIENT_H_
 #define MIGD_TRANSFER_TRANSFER_CLIENT_H_
@@ -34,7 +34,6 @@
 #include "grpcpp/impl/rpc_method.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/sync_stream.h"
-#include "migd/transfer/buffer_pool.h"
 #include "migd/transfer/chunk_codec.h"
 #include "proto/migd/v1/transfer.grpc.pb.h"
 
@@ -47,10 +46,7 @@ class TransferClient {
   // status (PERMISSION_DENIED for a bad token, FAILED_PRECONDITION when
   // nothing is prepared, ...) or UNAVAILABLE / DEADLINE_EXCEEDED when the
   // destination cannot be reached.
-  // A header with stream_index 0 opens the control stream (Transfer), any
-  // other a data stream as a TransferData call: protocol 1's way, which
-  // agents no longer serve (their data streams are data channel
-  // connections); the benchmark's gRPC ceiling measures it.
+  // `header` is the control stream's (stream_index 0).
   // `on_ack` runs on the reader thread for each SwitchoverAck.
   static absl::StatusOr<std::unique_ptr<TransferClient>> Open(
       std::shared_ptr<grpc::Channel> channel, const v1::SessionHeader& header,
@@ -59,14 +55,9 @@ class TransferClient {
 
   ~TransferClient();
 
-  // Sends one message (a header or marker; chunks go through SendChunk). On
-  // failure returns why the stream ended (the destination's status when it
-  // ended the call).
+  // Sends one message (a marker). On failure returns why the stream ended
+  // (the destination's status when it ended the call).
   absl::Status Send(const v1::TransferRequest& request);
-
-  // Sends a chunk whose payload is the filled part of `payload`, without
-  // copying it.
-  absl::Status SendChunk(const ChunkHeader& header, PooledBuffer payload);
 
   // The data channel port the destination named in SessionAccepted (0:
   // none).
@@ -96,10 +87,6 @@ class TransferClient {
   // destination runs), as opposed to when Finish() returned after the
   // call's close. InfinitePast() before it arrived.
   absl::Time completion_received() const;
-
-  // Data streams: ends the sending side and waits for the destination to
-  // close the stream; its status.
-  absl::Status FinishData();
 
   // Aborts the session from any thread; blocked calls return promptly with
   // an error. Safe to call more than once.
