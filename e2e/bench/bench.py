@@ -598,6 +598,25 @@ def row_key(r):
     return r["state_bytes"], r["streams"], TRANSPORTS.index(r["transport"])
 
 
+def against_ceiling(name, ratio_key, paired_key, m, rs, cs):
+    """A ceiling's columns for one row: its median GB/s (`<name>_gbps`),
+    migd's median over it (`ratio_key`), the median of each run's own ratio
+    (`paired_key`), and its sender's and receiver's CPU s/GiB
+    (`<name>_tx_cpu_s_per_gib`, `<name>_rx_cpu_s_per_gib`). `cs` are the ceiling's
+    runs paired with migd's `rs`; `m` holds migd's medians."""
+    gbps = median([c["gbps"] for c in cs])
+    return {
+        f"{name}_gbps": gbps,
+        ratio_key: m["gbps"] / gbps if gbps else None,
+        paired_key: median([r["gbps"] / c["gbps"]
+                            for r, c in zip(rs, cs) if c["gbps"]]),
+        f"{name}_tx_cpu_s_per_gib": median(
+            [c["sender"]["cpu_s_per_gib"] for c in cs]),
+        f"{name}_rx_cpu_s_per_gib": median(
+            [c["receiver"]["cpu_s_per_gib"] for c in cs]),
+    }
+
+
 def summarize(runs, ceilings, grpc_ceilings, pipes):
     """Rows of medians, one per (size, streams, transport)."""
     rows = []
@@ -612,39 +631,14 @@ def summarize(runs, ceilings, grpc_ceilings, pipes):
             "dst_peak_rss", "src_rss_excl_state", "dst_rss_excl_state",
             "downtime_s", "downtime_overhead_s", "load_s", "steal",
             "agents_cpu", "cpu_wait_per_run")}
-        ceiling = median([c["gbps"] for c in cs])
-        paired = median([r["gbps"] / c["gbps"] for r, c in zip(rs, cs)
-                         if c["gbps"]])
-        grpc = median([g["gbps"] for g in gs])
-        pipe = median([p["gbps"] for p in ps])
         rows.append({
             "state_bytes": key[0], "streams": key[1],
             "transport": TRANSPORTS[key[2]], "n": len(rs), **m,
-            "pipe_gbps": pipe,
-            "pipe_ratio": m["gbps"] / pipe if pipe else None,
-            "pipe_paired_ratio": median(
-                [r["gbps"] / p["gbps"] for r, p in zip(rs, ps)
-                 if p["gbps"]]),
-            "pipe_tx_cpu_s_per_gib": median(
-                [p["sender"]["cpu_s_per_gib"] for p in ps]),
-            "pipe_rx_cpu_s_per_gib": median(
-                [p["receiver"]["cpu_s_per_gib"] for p in ps]),
-            "ceiling_gbps": ceiling,
-            "ratio": m["gbps"] / ceiling if ceiling else None,
-            "paired_ratio": paired,
-            "ceiling_tx_cpu_s_per_gib": median(
-                [c["sender"]["cpu_s_per_gib"] for c in cs]),
-            "ceiling_rx_cpu_s_per_gib": median(
-                [c["receiver"]["cpu_s_per_gib"] for c in cs]),
-            "grpc_gbps": grpc,
-            "grpc_ratio": m["gbps"] / grpc if grpc else None,
-            "grpc_paired_ratio": median(
-                [r["gbps"] / g["gbps"] for r, g in zip(rs, gs)
-                 if g["gbps"]]),
-            "grpc_tx_cpu_s_per_gib": median(
-                [g["sender"]["cpu_s_per_gib"] for g in gs]),
-            "grpc_rx_cpu_s_per_gib": median(
-                [g["receiver"]["cpu_s_per_gib"] for g in gs]),
+            **against_ceiling("pipe", "pipe_ratio", "pipe_paired_ratio", m,
+                              rs, ps),
+            **against_ceiling("ceiling", "ratio", "paired_ratio", m, rs, cs),
+            **against_ceiling("grpc", "grpc_ratio", "grpc_paired_ratio", m,
+                              rs, gs),
             "src_busiest": busiest_summary(rs, "src"),
             "dst_busiest": busiest_summary(rs, "dst"),
             "max_steal": max(r["steal"] for r in rs),
