@@ -51,7 +51,10 @@ const std::vector<CommandSpec>& Commands() {
        "prepare this (destination) agent for job J and print the transfer\n"
        "      token, bound to the source agent's identity: --source_identity,\n"
        "      or learned by asking --source_agent (or --source when it names\n"
-       "      a config agent); the token's expiry goes to stderr"},
+       "      a config agent); the token's expiry goes to stderr. DST may be\n"
+       "      a class (pci:VVVV:DDDD[:SVVV:SDDD], mdev:TYPE[@PARENT],\n"
+       "      kind:KIND): the agent picks, binds or creates a device of it,\n"
+       "      named on stderr"},
       {"migrate",
        {"job", "devices", "destination"},
        {"destination_identity", "token", "downtime_limit", "bandwidth",
@@ -69,7 +72,8 @@ const std::vector<CommandSpec>& Commands() {
        "      the token is bound to this agent's identity and the source\n"
        "      to the destination's (learned from their certificates, or\n"
        "      --destination_identity); --dirty_ranges has the devices' DMA\n"
-       "      writes tracked (dirty-pages)"},
+       "      writes tracked (dirty-pages). Without --token, DST may be a\n"
+       "      class, as for prepare: the job uses the device picked"},
       {"check",
        {"devices", "destination"},
        {"destination_identity"},
@@ -603,6 +607,49 @@ bool IsPciAddress(absl::string_view s) {
          short_form(s.substr(5));
 }
 
+bool IsDeviceClassArg(absl::string_view text) {
+  return absl::StartsWith(text, "pci:") || absl::StartsWith(text, "mdev:") ||
+         absl::StartsWith(text, "kind:");
+}
+
+absl::StatusOr<DeviceClassArg> ParseDeviceClassArg(absl::string_view text,
+                                                   bool allow_kind) {
+  const std::string classes =
+      allow_kind ? "pci:VVVV:DDDD[:SVVV:SDDD], mdev:TYPE[@PARENT] or kind:KIND"
+                 : "pci:VVVV:DDDD[:SVVV:SDDD], mdev:TYPE or mdev:TYPE@PARENT";
+  DeviceClassArg c;
+  absl::string_view rest = text;
+  if (absl::ConsumePrefix(&rest, "pci:")) {
+    if (rest.empty()) {
+      return absl::InvalidArgumentError("the PCI ids after pci: are empty");
+    }
+    c.pci_ids = std::string(rest);
+    return c;
+  }
+  if (absl::ConsumePrefix(&rest, "mdev:")) {
+    const size_t at = rest.find('@');
+    c.mdev_type = std::string(rest.substr(0, at));
+    if (at != absl::string_view::npos) {
+      c.mdev_parent = std::string(rest.substr(at + 1));
+      if (c.mdev_parent.empty()) {
+        return absl::InvalidArgumentError("the PARENT after @ is empty");
+      }
+    }
+    if (c.mdev_type.empty()) {
+      return absl::InvalidArgumentError("the mdev TYPE is empty");
+    }
+    return c;
+  }
+  if (allow_kind && absl::ConsumePrefix(&rest, "kind:")) {
+    if (rest.empty()) {
+      return absl::InvalidArgumentError("the KIND after kind: is empty");
+    }
+    c.agent_kind = std::string(rest);
+    return c;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("CLASS must be ", classes));
+}
+
 absl::StatusOr<std::vector<DevicePairArg>> ParseDevicePairs(
     absl::string_view text) {
   if (text.empty()) {
@@ -610,27 +657,35 @@ absl::StatusOr<std::vector<DevicePairArg>> ParseDevicePairs(
   }
   std::vector<DevicePairArg> pairs;
   std::set<std::string> sources, destinations;
+  auto name_ok = [](absl::string_view s) {
+    return IsPlainName(s) || IsPciAddress(s);
+  };
   for (absl::string_view item : absl::StrSplit(text, ',')) {
     if (item.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--devices: empty element in '", text, "'"));
     }
     std::vector<DevicePairArg> candidates;
+    std::vector<absl::string_view> classes;  // the DST of each class split
     for (size_t p = item.find(':'); p != absl::string_view::npos;
          p = item.find(':', p + 1)) {
       absl::string_view src = item.substr(0, p);
       absl::string_view dst = item.substr(p + 1);
-      auto ok = [](absl::string_view s) {
-        return IsPlainName(s) || IsPciAddress(s);
-      };
-      if (ok(src) && ok(dst)) {
-        candidates.push_back({std::string(src), std::string(dst)});
+      if (!name_ok(src)) continue;
+      if (IsDeviceClassArg(dst)) {
+        candidates.push_back({std::string(src), "", {}});
+        classes.push_back(dst);
+      } else if (name_ok(dst)) {
+        candidates.push_back({std::string(src), std::string(dst), {}});
+        classes.push_back({});
       }
     }
     if (candidates.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--devices: '", item, "' is not SRC:DST (source device:destination ",
-          "device)"));
+          "--devices: '", item,
+          "' is not SRC:DST (source device:destination device, or "
+          "SRC:CLASS with CLASS pci:VVVV:DDDD, mdev:TYPE[@PARENT] or "
+          "kind:KIND)"));
     }
     if (candidates.size() > 1) {
       return absl::InvalidArgumentError(
@@ -638,11 +693,22 @@ absl::StatusOr<std::vector<DevicePairArg>> ParseDevicePairs(
                        "' can be split into SRC:DST more than one way"));
     }
     DevicePairArg& pair = candidates.front();
+    if (!classes.front().empty()) {
+      absl::StatusOr<DeviceClassArg> c =
+          ParseDeviceClassArg(classes.front(), /*allow_kind=*/true);
+      if (!c.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--devices: '", classes.front(), "': ", c.status().message()));
+      }
+      pair.destination_class = *std::move(c);
+    }
     if (!sources.insert(pair.source).second) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--devices: source device '", pair.source, "' listed twice"));
     }
-    if (!destinations.insert(pair.destination).second) {
+    // Several devices may come from one class; a named one only once.
+    if (!pair.destination.empty() &&
+        !destinations.insert(pair.destination).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("--devices: destination device '", pair.destination,
                        "' listed twice"));
@@ -662,31 +728,14 @@ absl::StatusOr<AllocateArg> ParseAllocateArg(absl::string_view text) {
   }
   AllocateArg a;
   a.key = std::string(text.substr(0, eq));
-  absl::string_view cls = text.substr(eq + 1);
-  if (absl::ConsumePrefix(&cls, "pci:") && !cls.empty()) {
-    a.pci_ids = std::string(cls);
-    return a;
+  absl::StatusOr<DeviceClassArg> c =
+      ParseDeviceClassArg(text.substr(eq + 1), /*allow_kind=*/false);
+  if (!c.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "': ", c.status().message()));
   }
-  if (absl::ConsumePrefix(&cls, "mdev:") && !cls.empty()) {
-    const size_t at = cls.find('@');
-    a.mdev_type = std::string(cls.substr(0, at));
-    if (at != absl::string_view::npos) {
-      a.mdev_parent = std::string(cls.substr(at + 1));
-      if (a.mdev_parent.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("'", text, "': the PARENT after @ is empty"));
-      }
-    }
-    if (a.mdev_type.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", text, "': the mdev TYPE is empty"));
-    }
-    return a;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("'", text,
-                   "': CLASS must be pci:VVVV:DDDD[:SVVV:SDDD], mdev:TYPE or "
-                   "mdev:TYPE@PARENT"));
+  a.device_class = *std::move(c);
+  return a;
 }
 
 absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
@@ -951,6 +1000,25 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
     auto pairs = ParseDevicePairs(devices_text);
     if (!pairs.ok()) return UsageError(cmd, pairs.status().message());
     o.devices = *std::move(pairs);
+    // The destination agent picks a device of a class when it prepares the
+    // job: a check changes nothing there, and a given token means the job
+    // was prepared already, with its devices named.
+    for (const DevicePairArg& p : o.devices) {
+      if (p.destination_class.empty()) continue;
+      if (cmd == "check") {
+        return UsageError(
+            cmd, absl::StrCat("--devices: '", p.source,
+                              "': check needs the destination device by "
+                              "name, not a class"));
+      }
+      if (seen_flags.count("token")) {
+        return UsageError(
+            cmd, absl::StrCat("--devices: '", p.source,
+                              "': a destination class is picked by the "
+                              "prepare that migrate makes without --token; "
+                              "with --token name the prepared devices"));
+      }
+    }
   }
   if (seen_flags.count("dirty_page_size") &&
       !seen_flags.count("dirty_ranges")) {

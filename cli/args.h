@@ -27,28 +27,51 @@ inline constexpr absl::Duration kDefaultTimeout = absl::Seconds(30);
 
 enum class OutputFormat { kText, kJson };
 
-struct DevicePairArg {
-  std::string source;
-  std::string destination;
-
-  bool operator==(const DevicePairArg& o) const {
-    return source == o.source && destination == o.destination;
-  }
-};
-
-// One KEY=CLASS of `host allocate`: CLASS is pci:IDS, mdev:TYPE or
-// mdev:TYPE@PARENT.
-struct AllocateArg {
-  std::string key;
+// A class of device, for the agent to pick one of (migd.v1.DeviceClass):
+// "pci:VVVV:DDDD[:SVVV:SDDD]", "mdev:TYPE[@PARENT]", or, where a prepare
+// may name one of the agent's configured devices by kind, "kind:KIND".
+struct DeviceClassArg {
   std::string pci_ids;
   std::string mdev_type;
   std::string mdev_parent;
+  std::string agent_kind;
+
+  bool empty() const {
+    return pci_ids.empty() && mdev_type.empty() && agent_kind.empty();
+  }
+  bool operator==(const DeviceClassArg&) const = default;
+};
+
+// Whether `text` is spelled as a class: it starts with "pci:", "mdev:" or
+// "kind:".
+bool IsDeviceClassArg(absl::string_view text);
+
+// Parses a class; "kind:" only when `allow_kind`. kInvalidArgument saying
+// what is wrong (without quoting `text`: the caller says where it was). The
+// ids and names themselves the agent checks.
+absl::StatusOr<DeviceClassArg> ParseDeviceClassArg(absl::string_view text,
+                                                   bool allow_kind);
+
+struct DevicePairArg {
+  std::string source;
+  // The destination device's name, or (a prepare only) the class the
+  // destination agent picks one of; exactly one is set.
+  std::string destination;
+  DeviceClassArg destination_class;
+
+  bool operator==(const DevicePairArg&) const = default;
+};
+
+// One KEY=CLASS of `host allocate` (CLASS: pci: or mdev:).
+struct AllocateArg {
+  std::string key;
+  DeviceClassArg device_class;
 
   bool operator==(const AllocateArg&) const = default;
 };
 
 // "KEY=pci:15b3:101e", "KEY=mdev:mbochs-small@mbochs"; kInvalidArgument
-// saying what is wrong. The ids and names themselves the agent checks.
+// saying what is wrong.
 absl::StatusOr<AllocateArg> ParseAllocateArg(absl::string_view text);
 
 // migrate's migration policy flags. Unset values leave the agent's default
@@ -165,9 +188,13 @@ absl::StatusOr<Options> ParseArgs(const std::vector<std::string>& args,
 
 // Parses "SRC:DST[,SRC:DST...]". A name may itself be a PCI address
 // ("0000:3b:00.1" or "3b:00.1"): the pair is split at the one colon that
-// leaves a plain name or a PCI address on each side. kInvalidArgument for an
-// empty list or element, an element that is not a pair, an ambiguous split,
-// or a device named twice on the same side.
+// leaves a plain name or a PCI address on each side. DST may instead be a
+// class ("edu0:pci:1234:11e8", "vm-gpu:mdev:mbochs-small@mbochs",
+// "src0:kind:emulated"): the destination agent picks the device when the
+// job is prepared; several pairs may name the same class. kInvalidArgument
+// for an empty list or element, an element that is not a pair, an
+// ambiguous split, a malformed class, or a device named twice on the same
+// side.
 absl::StatusOr<std::vector<DevicePairArg>> ParseDevicePairs(
     absl::string_view text);
 

@@ -460,12 +460,14 @@ TEST(ParseArgs, ReportsTheCommandForItsUsageLine) {
 TEST(ParseArgs, MalformedDevicesNameTheBadElement) {
   EXPECT_EQ(ErrorOf({"prepare", "--job=j", "--devices=emu0"}),
             "prepare: --devices: 'emu0' is not SRC:DST (source "
-            "device:destination device)");
+            "device:destination device, or SRC:CLASS with CLASS "
+            "pci:VVVV:DDDD, mdev:TYPE[@PARENT] or kind:KIND)");
   EXPECT_EQ(ErrorOf({"prepare", "--job=j", "--devices=a:b,,c:d"}),
             "prepare: --devices: empty element in 'a:b,,c:d'");
   EXPECT_EQ(ErrorOf({"prepare", "--job=j", "--devices=a:"}),
             "prepare: --devices: 'a:' is not SRC:DST (source "
-            "device:destination device)");
+            "device:destination device, or SRC:CLASS with CLASS "
+            "pci:VVVV:DDDD, mdev:TYPE[@PARENT] or kind:KIND)");
 }
 
 TEST(ParseArgs, JobArgumentCommands) {
@@ -658,6 +660,61 @@ TEST(ParseDevicePairs, RejectsEmptyAndUnsplittable) {
   EXPECT_FALSE(ParseDevicePairs("").ok());
   EXPECT_FALSE(ParseDevicePairs("a:b:c").ok());
   EXPECT_FALSE(ParseDevicePairs(":b").ok());
+}
+
+TEST(ParseDevicePairs, DestinationClasses) {
+  auto pairs = ParseDevicePairs(
+      "edu0:pci:1234:11e8,0000:3b:00.1:pci:15b3:101e:15b3:0042,"
+      "gpu:mdev:mbochs-small@mbochs,emu0:kind:emulated,emu1:kind:emulated");
+  ASSERT_TRUE(pairs.ok()) << pairs.status();
+  ASSERT_EQ(pairs->size(), 5u);
+  EXPECT_EQ((*pairs)[0],
+            (DevicePairArg{"edu0", "", {"1234:11e8", "", "", ""}}));
+  EXPECT_EQ(
+      (*pairs)[1],
+      (DevicePairArg{"0000:3b:00.1", "", {"15b3:101e:15b3:0042", "", "", ""}}));
+  EXPECT_EQ((*pairs)[2],
+            (DevicePairArg{"gpu", "", {"", "mbochs-small", "mbochs", ""}}));
+  // Two devices of one class is no duplicate.
+  EXPECT_EQ((*pairs)[3], (DevicePairArg{"emu0", "", {"", "", "", "emulated"}}));
+  EXPECT_EQ((*pairs)[4], (DevicePairArg{"emu1", "", {"", "", "", "emulated"}}));
+}
+
+TEST(ParseDevicePairs, RejectsMalformedClasses) {
+  EXPECT_EQ(ParseDevicePairs("edu0:pci:").status().message(),
+            "--devices: 'pci:': the PCI ids after pci: are empty");
+  EXPECT_EQ(ParseDevicePairs("gpu:mdev:@mbochs").status().message(),
+            "--devices: 'mdev:@mbochs': the mdev TYPE is empty");
+  EXPECT_EQ(ParseDevicePairs("gpu:mdev:t@").status().message(),
+            "--devices: 'mdev:t@': the PARENT after @ is empty");
+  EXPECT_EQ(ParseDevicePairs("emu0:kind:").status().message(),
+            "--devices: 'kind:': the KIND after kind: is empty");
+  EXPECT_EQ(ParseDevicePairs("a:b,a:pci:1234:11e8").status().message(),
+            "--devices: source device 'a' listed twice");
+}
+
+TEST(ParseArgs, DestinationClassOnlyWhereAPrepareIsMade) {
+  auto o = ParseArgs({"migrate", "--job=j", "--devices=edu0:pci:1234:11e8",
+                      "--destination=d:1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->devices[0].destination_class.pci_ids, "1234:11e8");
+  o = ParseArgs({"prepare", "--job=j", "--devices=e:mdev:t",
+                 "--source_identity=spiffe://x/a"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->devices[0].destination_class.mdev_type, "t");
+  EXPECT_EQ(ParseArgs({"migrate", "--job=j", "--devices=edu0:pci:1234:11e8",
+                       "--destination=d:1", "--token=t"})
+                .status()
+                .message(),
+            "migrate: --devices: 'edu0': a destination class is picked by the "
+            "prepare that migrate makes without --token; with --token name "
+            "the prepared devices");
+  EXPECT_EQ(
+      ParseArgs({"check", "--devices=edu0:kind:vfio", "--destination=d:1"})
+          .status()
+          .message(),
+      "check: --devices: 'edu0': check needs the destination device by "
+      "name, not a class");
 }
 
 TEST(IsPciAddress, FullAndShortForms) {

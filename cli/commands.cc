@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -209,13 +210,41 @@ int LearnIdentity(const Options& o, const Env& env, Agent& agent,
   return kExitOk;
 }
 
+void SetClass(const DeviceClassArg& c, migd::v1::DeviceClass* out) {
+  out->set_pci_ids(c.pci_ids);
+  out->set_mdev_type(c.mdev_type);
+  out->set_mdev_parent(c.mdev_parent);
+  out->set_agent_kind(c.agent_kind);
+}
+
 void AddPairs(const std::vector<DevicePairArg>& pairs,
               google::protobuf::RepeatedPtrField<migd::v1::DevicePair>* out) {
   for (const auto& p : pairs) {
     migd::v1::DevicePair* d = out->Add();
     d->set_source_device(p.source);
-    d->set_destination_device(p.destination);
+    if (p.destination_class.empty()) {
+      d->set_destination_device(p.destination);
+    } else {
+      SetClass(p.destination_class, d->mutable_destination_class());
+    }
   }
+}
+
+// What a prepare by class picked: "src0 -> alloc-j-0 (0000:00:05.0)", one
+// per pair, comma-separated; only the pairs that named a class.
+std::string PickedDevices(const std::vector<DevicePairArg>& pairs,
+                          const migd::v1::Migration& prepared) {
+  std::vector<std::string> picked;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    if (pairs[i].destination_class.empty()) continue;
+    if (i >= static_cast<size_t>(prepared.devices_size())) break;
+    const migd::v1::DeviceProgress& d = prepared.devices(i);
+    picked.push_back(absl::StrCat(
+        pairs[i].source, " -> ", d.device(),
+        d.host_address().empty() ? ""
+                                 : absl::StrCat(" (", d.host_address(), ")")));
+  }
+  return absl::StrJoin(picked, ", ");
 }
 
 void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
@@ -332,6 +361,12 @@ int Prepare(const Options& o, const Env& env, Connector& c) {
     *env.out << ToJson(resp, /*compact=*/false) << "\n";
   } else {
     *env.out << resp.transfer_token() << "\n";
+    if (std::string picked = PickedDevices(o.devices, resp.migration());
+        !picked.empty()) {
+      // The names StartMigration (migrate --token) must give.
+      *env.err << "migctl: prepare: job " << o.job
+               << ": the destination picked " << picked << "\n";
+    }
     if (resp.has_token_expires()) {
       absl::Time expires = ToAbslTime(resp.token_expires());
       *env.err << "migctl: prepare: the token of job " << o.job
@@ -426,6 +461,10 @@ int Migrate(const Options& o, const Env& env, Connector& c) {
 
   std::string token = o.token;
   bool prepared_here = false;
+  // The pairs as StartMigration names them; a class becomes the device the
+  // destination picked for it.
+  std::vector<DevicePairArg> devices = o.devices;
+  std::string picked;
   // The identity the source must find in the destination's certificate:
   // the one named (flag or config), else the one the destination proves.
   std::string destination_identity;
@@ -456,11 +495,26 @@ int Migrate(const Options& o, const Env& env, Connector& c) {
     }
     token = resp.transfer_token();
     prepared_here = true;
+    picked = PickedDevices(o.devices, resp.migration());
+    // The source names the destination's devices: the ones it picked.
+    for (size_t i = 0; i < devices.size(); ++i) {
+      if (devices[i].destination_class.empty()) continue;
+      if (i >= static_cast<size_t>(resp.migration().devices_size())) {
+        return SetupError(
+            env, absl::InternalError(absl::StrCat(
+                     "PrepareIncoming on ", dst_name, " answered ",
+                     resp.migration().devices_size(), " device(s) for ",
+                     devices.size(), " pair(s)")));
+      }
+      devices[i].destination = resp.migration().devices(i).device();
+      devices[i].destination_class = {};
+    }
     if (!dst->endpoint.insecure && destination_identity.empty()) {
       destination_identity = ServerIdentity(ctx);
     }
     if (!Json(o)) {
       *env.out << "Prepared job " << o.job << " on destination " << dst_name
+               << (picked.empty() ? "" : absl::StrCat(": picked ", picked))
                << "\n";
     }
   } else if (!dst->endpoint.insecure && destination_identity.empty()) {
@@ -475,7 +529,7 @@ int Migrate(const Options& o, const Env& env, Connector& c) {
   SetDeadline(&ctx, o.timeout);
   migd::v1::StartMigrationRequest req;
   req.set_job_id(o.job);
-  AddPairs(o.devices, req.mutable_devices());
+  AddPairs(devices, req.mutable_devices());
   req.set_destination(dst->endpoint.address);
   req.set_destination_identity(destination_identity);
   req.set_transfer_token(token);
@@ -881,10 +935,8 @@ int HostAllocate(const Options& o, const Env& env, Connector& c) {
   for (const AllocateArg& a : o.allocate) {
     migd::v1::DeviceRequest* d = req.add_devices();
     d->set_key(a.key);
-    d->mutable_device_class()->set_pci_ids(a.pci_ids);
-    d->mutable_device_class()->set_mdev_type(a.mdev_type);
-    d->mutable_device_class()->set_mdev_parent(a.mdev_parent);
-    if (!a.pci_ids.empty()) d->set_driver(o.driver);
+    SetClass(a.device_class, d->mutable_device_class());
+    if (!a.device_class.pci_ids.empty()) d->set_driver(o.driver);
   }
   return HostCall<migd::v1::AllocateDevicesRequest,
                   migd::v1::AllocateDevicesResponse>(

@@ -236,6 +236,42 @@ TEST_F(CommandsTest, MigratePreparesTheDestinationThenStartsAndWatches) {
   EXPECT_EQ(Errors(), "");
 }
 
+TEST_F(CommandsTest, MigrateByClassStartsWithTheDevicesTheDestinationPicked) {
+  src_.events = {Event(migd::v1::PHASE_SUCCEEDED, 100)};
+  EXPECT_EQ(
+      Run({"migrate", "--job=j1", "--devices=emu0:dst0,edu0:pci:1234:11e8",
+           "--destination=dst:1"}),
+      kExitOk)
+      << Errors();
+  ASSERT_EQ(dst_.prepares.size(), 1u);
+  ASSERT_EQ(dst_.prepares[0].devices_size(), 2);
+  EXPECT_EQ(dst_.prepares[0].devices(0).destination_device(), "dst0");
+  EXPECT_FALSE(dst_.prepares[0].devices(0).has_destination_class());
+  EXPECT_EQ(dst_.prepares[0].devices(1).destination_device(), "");
+  EXPECT_EQ(dst_.prepares[0].devices(1).destination_class().pci_ids(),
+            "1234:11e8");
+  ASSERT_EQ(src_.starts.size(), 1u);
+  ASSERT_EQ(src_.starts[0].devices_size(), 2);
+  EXPECT_EQ(src_.starts[0].devices(0).destination_device(), "dst0");
+  EXPECT_EQ(src_.starts[0].devices(1).source_device(), "edu0");
+  EXPECT_EQ(src_.starts[0].devices(1).destination_device(), "picked-1");
+  EXPECT_FALSE(src_.starts[0].devices(1).has_destination_class());
+  EXPECT_THAT(out_.str(),
+              HasSubstr("Prepared job j1 on destination dst:1: picked edu0 -> "
+                        "picked-1 (0000:00:01.0)\n"));
+}
+
+TEST_F(CommandsTest, PrepareByClassNamesThePickedDevicesOnStderr) {
+  EXPECT_EQ(Main({"--agent=dst:1", "prepare", "--job=j1",
+                  "--devices=gpu:mdev:mbochs-small", "--source=src-host"},
+                 env_),
+            kExitOk)
+      << Errors();
+  EXPECT_EQ(out_.str(), "tok-j1\n");
+  EXPECT_THAT(Errors(), HasSubstr("migctl: prepare: job j1: the destination "
+                                  "picked gpu -> picked-0 (0000:00:00.0)\n"));
+}
+
 TEST_F(CommandsTest, MigrateSendsThePolicyFlags) {
   src_.events = {Event(migd::v1::PHASE_SUCCEEDED, 100)};
   EXPECT_EQ(Run({"migrate", "--job=j1", "--devices=emu0:dst0",

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cli/commands.h"
 #include "grpcpp/grpcpp.h"
@@ -83,6 +84,19 @@ class FakeAgent final : public migd::v1::MigrationService::Service {
     }
     resp->mutable_migration()->set_job_id(req->job_id());
     resp->mutable_migration()->set_phase(migd::v1::PHASE_PREPARED);
+    // A pair by class gets "picked-<i>" at 0000:00:0<i>.0, as an agent
+    // names what it picked.
+    for (int i = 0; i < req->devices_size(); ++i) {
+      const migd::v1::DevicePair& p = req->devices(i);
+      migd::v1::DeviceProgress* d = resp->mutable_migration()->add_devices();
+      d->set_peer_device(p.source_device());
+      if (p.has_destination_class()) {
+        d->set_device(absl::StrCat("picked-", i));
+        d->set_host_address(absl::StrCat("0000:00:0", i, ".0"));
+      } else {
+        d->set_device(p.destination_device());
+      }
+    }
     return grpc::Status::OK;
   }
 
