@@ -5,7 +5,7 @@
  *   edu_uapi_check [--precopy=yes|no] [--dma-report=yes|no]
  *                  GROUP0 BDF0 GROUP1 BDF1
  *   edu_uapi_check prepare GROUP BDF FILE
- *   edu_uapi_check verify GROUP BDF FILE [NAME]
+ *   edu_uapi_check verify GROUP BDF FILE [NAME [migrated]]
  *   edu_uapi_check state GROUP BDF
  *
  * The first form checks the driver: --precopy says whether the kernel has
@@ -22,7 +22,8 @@
  * the state across the reset that opening and closing do. verify names its
  * checks NAME_registers, NAME_memory and NAME_device_works (NAME defaults to
  * "agents", the check after a migration; any other NAME checks a device
- * against what prepare set on it, e.g. the source after a failed migration).
+ * against what prepare set on it, e.g. the source after a failed migration,
+ * unless "migrated" follows it: then it is another migration's destination).
  *
  * state opens the device and prints its migration state as a GET of
  * MIG_DEVICE_STATE reads it, one word ("RUNNING", "RESUMING", ...), and
@@ -1303,9 +1304,9 @@ static int prepare(struct edu *d, const char *path)
  * `prefix` is "agents", else the device prepare was run on. Checks are named
  * <prefix>_registers, <prefix>_memory and <prefix>_device_works.
  */
-static int verify(struct edu *d, const char *path, const char *prefix)
+static int verify(struct edu *d, const char *path, const char *prefix,
+		  bool migrated)
 {
-	bool migrated = !strcmp(prefix, "agents");
 	const char *ref = migrated ? "the source's" : "what agents_prepare set";
 	const char *when = migrated ? "after the migration" : "on a fresh open";
 	char n_regs[64], n_mem[64], n_works[64], n_verify[64];
@@ -1397,7 +1398,7 @@ int main(int argc, char **argv)
 	double t0 = now_s();
 
 	if ((argc == 5 && !strcmp(argv[1], "prepare")) ||
-	    ((argc == 5 || argc == 6) && !strcmp(argv[1], "verify"))) {
+	    ((argc >= 5 && argc <= 7) && !strcmp(argv[1], "verify"))) {
 		int rc;
 
 		if (setup_container() || open_edu(&d0, argv[2], argv[3]) || setup_ram() ||
@@ -1405,7 +1406,10 @@ int main(int argc, char **argv)
 			return 1;
 		rc = !strcmp(argv[1], "prepare")
 			     ? prepare(&d0, argv[4])
-			     : verify(&d0, argv[4], argc == 6 ? argv[5] : "agents");
+			     : verify(&d0, argv[4], argc >= 6 ? argv[5] : "agents",
+				      argc == 5 ||
+					      (argc == 7 &&
+					       !strcmp(argv[6], "migrated")));
 		return rc;
 	}
 	if (argc == 4 && !strcmp(argv[1], "state"))
@@ -1427,7 +1431,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s [--precopy=yes|no] [--dma-report=yes|no] "
 			"GROUP0 BDF0 GROUP1 BDF1\n"
 			"       %s prepare GROUP BDF FILE\n"
-			"       %s verify GROUP BDF FILE [NAME]\n"
+			"       %s verify GROUP BDF FILE [NAME [migrated]]\n"
 			"       %s state GROUP BDF\n", argv[0], argv[0], argv[0], argv[0]);
 		return 2;
 	}

@@ -3,7 +3,9 @@
 #
 # When the agents are enabled, first runs the host phase (host_test.sh): a
 # migd agent's HostService, through `migctl host`, binds edu #0 to
-# edu_vfio_pci (loading it) and back, gives QEMU's NVMe PF VFs and binds one
+# edu_vfio_pci (loading it) and back, migrates edu #0 into edu #1 picked,
+# bound and later released by a second agent (PrepareIncoming by class),
+# gives QEMU's NVMe PF VFs and binds one
 # to vfio-pci, and creates mdev instances of mbochs. It runs before anything
 # here loads edu_vfio_pci or binds an edu device, so that the agent's
 # modprobe loads the module and the edu devices are on no driver, as QEMU
@@ -72,7 +74,7 @@ EDU1=$2
 if [ "$AGENTS" = on ]; then
   if [ -f /opt/host_test.sh ]; then
     say "== host (uptime $(cut -d' ' -f1 /proc/uptime))"
-    /bin/sh /opt/host_test.sh "$EDU0"
+    /bin/sh /opt/host_test.sh "$EDU0" "$EDU1"
     say "== host done (uptime $(cut -d' ' -f1 /proc/uptime))"
   else
     say "SKIP host: /opt/host_test.sh is not in the initramfs (vm_test.sh --host-script)"

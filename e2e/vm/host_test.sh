@@ -2,7 +2,7 @@
 # Runs inside the QEMU guest (busybox sh), from guest_test.sh, before anything
 # loads edu_vfio_pci or binds an edu device:
 #
-#   host_test.sh EDU0
+#   host_test.sh EDU0 EDU1
 #
 # migd's host integration (docs/host.md) on a real kernel: one agent, over
 # mutual TLS (agent-a's certificate, its own --state_dir, no plugins, no
@@ -16,6 +16,17 @@
 #     in <state_dir>/host-bindings; the agent restarted (SIGTERM, started
 #     again on that state dir), `host unbind` returns edu #0 to no driver
 #     with driver_override (null), the record gone;
+#   - a migration between a device migd bound and one it allocated: `host
+#     bind` edu #0 (edu_vfio_pci again), edu_uapi_check gives it its state,
+#     the host agent restarted serving it ("vfio edu0 bdf=EDU0"); a second
+#     agent (agent-b, no devices) is the destination; `migctl migrate
+#     --devices=edu0:pci:1234:11e8` has it pick edu #1 (on no driver), bind
+#     it to edu_vfio_pci by its alias (host-allocations records it for job
+#     vm-h), open it and name it; the job succeeds; with that agent stopped,
+#     edu_uapi_check verifies edu #1 holds edu #0's state and works; the
+#     agent restarted keeps the allocation and `host release vm-h` returns
+#     edu #1 to no driver; the host agent restarted without edu0 unbinds
+#     edu #0: both back on no driver, as QEMU left them;
 #   - QEMU's NVMe controller (the PF, on Debian's nvme): `host status` shows
 #     its 2 SR-IOV VFs; `host vfs PF 2` creates them (virtfn0/1), each in its
 #     own IOMMU group; `host status VF` chooses vfio_pci (only vfio_pci's
@@ -66,7 +77,7 @@
 # "Prevent non-vfio VF driver from probing the VF device"), and migd has no
 # call for it.
 #
-# Leaves the host as it found it: edu #0 on no driver with no
+# Leaves the host as it found it: edu #0 and edu #1 on no driver with no
 # driver_override, the PF with 0 VFs, no mdev instance; edu_vfio_pci,
 # vfio_pci, nvme and mbochs stay loaded (edu_vfio_pci with /etc/modprobe.d's
 # mem_kib, for guest_test.sh).
@@ -76,6 +87,7 @@
 # Prints PASS/FAIL/SKIP lines like guest_test.sh.
 
 EDU=$1
+EDU1=$2
 T=/tmp/host
 BIN=/opt
 TLS=/etc/migd/tls
@@ -313,6 +325,146 @@ edu_phase() {
   fi
 }
 edu_phase
+
+# ---- a migration between a device migd bound and one it allocated ----
+
+# Source: edu #0, bound by `host bind` (the agent's choice: edu_vfio_pci),
+# then served from a config line by the host agent, restarted with it.
+# Destination: a second agent (agent-b, its own state dir, no devices) that
+# migctl migrate prepares by class, pci:1234:11e8: it picks edu #1 (on no
+# driver), binds it to the variant driver its alias names, opens it and
+# names it. After the migration edu #1 holds edu #0's state
+# (edu_uapi_check verify, once the destination agent has closed it), the
+# allocation survives the destination agent's restart, `host release`
+# returns edu #1 to no driver, and edu #0 unbinds once no agent serves it.
+DST_PID=""
+DST=""
+DSTATE=$T/dst-state
+
+host_migrate_phase() {
+  G1E=$(group_of "$EDU1")
+  check=host_migrate_bind
+  if [ "$(where "$EDU")" != "(none) (null)" ] || [ "$(where "$EDU1")" != "(none) (null)" ]; then
+    fail "$check: edu #0 is on $(where "$EDU") and edu #1 on $(where "$EDU1"), want both on no driver"
+    return
+  fi
+  mc bind_src host bind "$EDU"
+  if [ $RC != 0 ] || [ "$(where "$EDU")" != "edu_vfio_pci edu_vfio_pci" ]; then
+    fail "$check: migctl host bind $EDU exited $RC; sysfs says $(where "$EDU")"
+    show bind_src
+    return
+  fi
+  # Deterministic internal memory while the agents run (the driver's
+  # churn off; put back after the phase: guest_test.sh's pre-copy checks
+  # need it), and the state edu_uapi_check verifies on the destination.
+  CHURN_MS=$(cat /sys/module/edu_vfio_pci/parameters/churn_ms)
+  echo 0 >/sys/module/edu_vfio_pci/parameters/churn_ms
+  if ! "$BIN/edu_uapi_check" prepare "$GE" "$EDU" "$T/expect" >"$T/prepare.out" 2>&1; then
+    fail "$check: edu_uapi_check could not give edu #0 its state:"
+    indent <"$T/prepare.out"
+    return
+  fi
+  printf 'vfio edu0 bdf=%s\n' "$EDU" >"$T/source.conf"
+  stop "$AGENT_PID"
+  AGENT_PID=""
+  echo "==== restarted on $STATE serving edu0" >>"$T/host.log"
+  if ! launch host agent-a --state_dir="$STATE" --devices_config="$T/source.conf"; then
+    fail "$check: the host agent with \"vfio edu0 bdf=$EDU\" did not serve (exit $EXIT):"
+    tail -n 20 "$T/host.log" | indent
+    return
+  fi
+  AGENT_PID=$PID
+  AGENT=$ADDR
+  SERVING_EDU=yes
+  if ! launch dst agent-b --state_dir="$DSTATE"; then
+    fail "$check: the destination agent did not serve (exit $EXIT):"
+    tail -n 20 "$T/dst.log" | indent
+    return
+  fi
+  DST_PID=$PID
+  DST=$ADDR
+  pass "$check: migctl host bind $EDU: \"$(head -n 1 "$T/bind_src.out")\"; edu_uapi_check gave it its state; the host agent serves it from \"vfio edu0 bdf=$EDU\"; a destination agent (agent-b, state dir $DSTATE) serves no device, edu #1 ($EDU1) on no driver"
+
+  check=host_migrate_by_class
+  "$BIN/migctl" --agent="$AGENT" migrate --job=vm-h --devices=edu0:pci:1234:11e8 \
+    --destination="$DST" >"$T/migrate.out" 2>&1
+  rc=$?
+  picked=$(sed -n 's/^Prepared job vm-h on destination [^ ]*: picked //p' "$T/migrate.out")
+  alloc=$(grep "^pci owner=vm-h " "$DSTATE/host-allocations" 2>/dev/null)
+  if [ $rc != 0 ]; then
+    fail "$check: migctl migrate --devices=edu0:pci:1234:11e8 exited $rc:"
+    indent <"$T/migrate.out"
+    tail -n 15 "$T/dst.log" | indent
+    return
+  elif [ "$picked" != "edu0 -> alloc-vm-h-0 ($EDU1)" ]; then
+    fail "$check: migctl migrate says it picked '$picked', want edu0 -> alloc-vm-h-0 ($EDU1)"
+    indent <"$T/migrate.out"
+    return
+  elif [ "$(where "$EDU1")" != "edu_vfio_pci edu_vfio_pci" ]; then
+    fail "$check: the job succeeded but sysfs says edu #1 is on $(where "$EDU1"), want edu_vfio_pci with driver_override edu_vfio_pci"
+    return
+  elif [ "$alloc" != "pci owner=vm-h key=edu0 address=$EDU1 driver=edu_vfio_pci bound=yes" ]; then
+    fail "$check: the destination's host-allocations has '$alloc' for job vm-h"
+    indent <"$DSTATE/host-allocations"
+    return
+  fi
+  pass "$check: migctl migrate --job=vm-h --devices=edu0:pci:1234:11e8: \"Prepared job vm-h ...: picked $picked\", job vm-h SUCCEEDED ($(grep -o 'transferred .*' "$T/migrate.out" | head -n 1)); the destination agent bound edu #1 to edu_vfio_pci (sysfs: driver and driver_override), host-allocations: \"$alloc\"; logged: \"$(grep -o 'job vm-h: .*allocated [^ ]*' "$T/dst.log" | head -n 1)\""
+
+  # The destination agent closes edu #1 when it stops (the allocation is
+  # kept); edu_uapi_check then opens it and checks what the job loaded.
+  stop "$DST_PID"
+  DST_PID=""
+  "$BIN/edu_uapi_check" verify "$G1E" "$EDU1" "$T/expect" host_migrate migrated
+
+  check=host_migrate_release
+  echo "==== restarted on $DSTATE" >>"$T/dst.log"
+  if ! launch dst agent-b --state_dir="$DSTATE"; then
+    fail "$check: the destination agent did not serve again (exit $EXIT):"
+    tail -n 20 "$T/dst.log" | indent
+    return
+  fi
+  DST_PID=$PID
+  DST=$ADDR
+  AGENT_SAVED=$AGENT
+  AGENT=$DST
+  mc release host release vm-h
+  AGENT=$AGENT_SAVED
+  if [ $RC != 0 ] || [ "$(where "$EDU1")" != "(none) (null)" ] ||
+    grep -q "owner=vm-h " "$DSTATE/host-allocations" 2>/dev/null; then
+    fail "$check: migctl host release vm-h exited $RC; edu #1 is on $(where "$EDU1"); host-allocations: $(grep "owner=vm-h " "$DSTATE/host-allocations" 2>/dev/null)"
+    show release
+  else
+    pass "$check: the destination agent restarted on $DSTATE kept job vm-h's allocation; migctl host release vm-h: \"$(said release)\"; sysfs: edu #1 on no driver, driver_override (null); host-allocations holds nothing of vm-h"
+  fi
+  stop "$DST_PID"
+  DST_PID=""
+
+  check=host_migrate_unbind
+  stop "$AGENT_PID"
+  AGENT_PID=""
+  echo "==== restarted on $STATE without devices" >>"$T/host.log"
+  start_host_agent || return
+  SERVING_EDU=no
+  mc unbind_src host unbind "$EDU"
+  if [ $RC != 0 ] || [ "$(where "$EDU")" != "(none) (null)" ] || [ -n "$(record_of "$EDU")" ]; then
+    fail "$check: migctl host unbind $EDU exited $RC; sysfs says $(where "$EDU"); record: $(record_of "$EDU")"
+    show unbind_src
+  else
+    pass "$check: the host agent restarted without edu0; migctl host unbind $EDU: \"$(head -n 1 "$T/unbind_src.out")\"; sysfs: edu #0 and edu #1 both back on no driver with driver_override (null), as QEMU left them"
+  fi
+}
+SERVING_EDU=no
+CHURN_MS=""
+if [ -n "$AGENT_PID" ]; then
+  host_migrate_phase
+  stop "$DST_PID"
+  [ -z "$CHURN_MS" ] || echo "$CHURN_MS" >/sys/module/edu_vfio_pci/parameters/churn_ms
+  # The phases below need the host agent without devices.
+  if [ -z "$AGENT_PID" ] || [ "$SERVING_EDU" = yes ]; then
+    stop "$AGENT_PID"
+    start_host_agent || exit 0
+  fi
+fi
 
 # ---- QEMU's NVMe: SR-IOV, a VF on vfio-pci ----
 
