@@ -1,7 +1,9 @@
 #include "migd/journal/recovery.h"
 
+#include <map>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -112,7 +114,8 @@ bool ResumeDestination(Job& job, v1::Phase phase,
 
 absl::StatusOr<RecoveryReport> Recover(
     Journal& journal, migration::DeviceRegistry& devices,
-    migration::JobTable& jobs, const migration::JobObservers& observers) {
+    migration::JobTable& jobs, const migration::JobObservers& observers,
+    const std::map<std::string, std::string>& unavailable) {
   absl::StatusOr<std::vector<v1::Migration>> records = journal.LoadAll();
   if (!records.ok()) return records.status();
   RecoveryReport report;
@@ -138,9 +141,20 @@ absl::StatusOr<RecoveryReport> Recover(
     const std::string found = absl::StrCat(
         "the agent restarted with this job in ", migration::PhaseName(phase),
         record.committed() ? ", committed (COMMIT may have gone out)" : "");
-    if (!missing.empty()) {
+    std::vector<std::string> unconfigured;
+    for (const std::string& name : missing) {
+      auto it = unavailable.find(name);
+      if (it == unavailable.end()) {
+        unconfigured.push_back(name);
+        continue;
+      }
+      job->AddNotice(absl::StrCat("recovery: device ", name,
+                                  " is not on this agent (", it->second,
+                                  "); left alone"));
+    }
+    if (!unconfigured.empty()) {
       job->AddNotice(absl::StrCat(
-          "recovery: device(s) ", absl::StrJoin(missing, ", "),
+          "recovery: device(s) ", absl::StrJoin(unconfigured, ", "),
           " are not configured on this agent any more; left alone"));
     }
     std::string outcome;

@@ -42,12 +42,19 @@
 //
 // Every recovered job gets a notice saying what was found and done, and the
 // outcome is journaled. A device the job names that this agent no longer
-// has is left alone, and the notice says so.
+// has is left alone, and the notice says so (and why, when the caller
+// knows: an allocated device the agent could not open again, say).
+//
+// The devices a job was allocated (a PrepareIncoming by class) are not in
+// the agent's configuration: the agent opens them again before recovery,
+// and settles their allocations after it (server/allocation_recovery.h).
 
 #ifndef MIGD_JOURNAL_RECOVERY_H_
 #define MIGD_JOURNAL_RECOVERY_H_
 
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -66,11 +73,13 @@ struct RecoveryReport {
 
 // Reads every job from `journal`, recovers the unfinished ones on `devices`
 // (claiming the devices of the jobs left IN_DOUBT), and adds them all to
-// `jobs`, followed by `observers` from now on. Fails (the agent must not
-// serve) when the journal cannot be read.
+// `jobs`, followed by `observers` from now on. `unavailable`: why a device
+// a job names is missing from `devices`, by device name, for the job's
+// notice. Fails (the agent must not serve) when the journal cannot be read.
 absl::StatusOr<RecoveryReport> Recover(
     Journal& journal, migration::DeviceRegistry& devices,
-    migration::JobTable& jobs, const migration::JobObservers& observers);
+    migration::JobTable& jobs, const migration::JobObservers& observers,
+    const std::map<std::string, std::string>& unavailable = {});
 
 }  // namespace migd::journal
 

@@ -213,5 +213,21 @@ TEST_F(RecoveryTest, AMissingDeviceIsLeftAloneAndNamed) {
   EXPECT_TRUE(HasNotice(m, "gone0")) << m.ShortDebugString();
 }
 
+// The caller may know why a device is missing (an allocated device it could
+// not open again): the notice says that rather than "not configured".
+TEST_F(RecoveryTest, AMissingDeviceTheCallerExplainsIsNamedWithTheReason) {
+  Journal("j", v1::ROLE_DESTINATION, v1::PHASE_PREPARED, "alloc-j-0");
+  auto report = Recover(*journal_, registry_, jobs_, {},
+                        {{"alloc-j-0", "it could not be opened again"}});
+  ASSERT_TRUE(report.ok()) << report.status();
+  v1::Migration m = (*jobs_.Find("j"))->Snapshot();
+  EXPECT_EQ(m.phase(), v1::PHASE_FAILED);
+  EXPECT_TRUE(HasNotice(m,
+                        "device alloc-j-0 is not on this agent (it could not "
+                        "be opened again); left alone"))
+      << m.ShortDebugString();
+  EXPECT_FALSE(HasNotice(m, "not configured")) << m.ShortDebugString();
+}
+
 }  // namespace
 }  // namespace migd::journal

@@ -1,6 +1,10 @@
 #include "migd/server/agent.h"
 
+#include <map>
+#include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -19,6 +23,7 @@
 #include "migd/migration/in_doubt.h"
 #include "migd/security/tls_context.h"
 #include "migd/security/tls_files.h"
+#include "migd/server/allocation_recovery.h"
 #include "migd/server/driver_preference.h"
 #include "migd/server/vfio_backend.h"
 #include "migd/transfer/data_listener.h"
@@ -50,6 +55,28 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
         options.service.observers.begin(),
         std::make_shared<metrics::JobMetrics>(*agent->metrics_registry_));
   }
+  // Opens an allocated device: for a PrepareIncoming by class, and at start
+  // again for the jobs a previous run left unfinished (below).
+  VfTokens* const vf_tokens = options.vf_tokens;
+  options.service.open_vfio = [vf_tokens](const std::string& name,
+                                          const std::string& source)
+      -> absl::StatusOr<std::unique_ptr<device::Device>> {
+    // As the config line "vfio NAME bdf=ADDR" (or "mdev=UUID") is opened.
+    VfioBackend backend;
+    absl::StatusOr<std::unique_ptr<DeviceSpec>> spec =
+        backend.Parse(absl::StrCat("vfio ", name, " ", source));
+    if (!spec.ok()) return spec.status();
+    BuildOptions build;
+    if (vf_tokens != nullptr) {
+      build.vf_token_for = [vf_tokens](const std::string& pf) {
+        return vf_tokens->TokenFor(pf);
+      };
+    }
+    return backend.NewOpener(build)->Open(**spec);
+  };
+  // The devices jobs were allocated (PrepareIncoming by class), as recovery
+  // needs them opened and as their allocations are settled after it.
+  std::optional<AllocationRecovery> allocated;
   if (!options.state_dir.empty()) {
     // Before serving: the jobs a previous run left unfinished hold devices
     // that must be put back first.
@@ -59,13 +86,6 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
     agent->journal_ = *std::move(opened);
     options.service.observers.push_back(
         std::make_shared<journal::JournalObserver>(agent->journal_.get()));
-    absl::StatusOr<journal::RecoveryReport> report =
-        journal::Recover(*agent->journal_, *agent->devices_, *agent->jobs_,
-                         options.service.observers);
-    if (!report.ok()) return report.status();
-    base::LogInfo("journal ", agent->journal_->path(), ": ", report->restored,
-                  " job(s), ", report->recovered, " recovered at start, ",
-                  report->in_doubt, " in doubt");
     // What migd bound, so that it can return devices to their drivers; a
     // file that does not read back stops the agent, naming its line.
     absl::StatusOr<std::unique_ptr<host::BindingStore>> bindings =
@@ -82,9 +102,32 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
         host::AllocationStore::Open(options.state_dir);
     if (!allocations.ok()) return allocations.status();
     agent->host_allocations_ = *std::move(allocations);
-    if (size_t n = agent->host_allocations_->List().size(); n > 0) {
+    std::map<std::string, std::string> unavailable;
+    if (std::vector<host::Allocation> held = agent->host_allocations_->List();
+        !held.empty()) {
       base::LogInfo("host allocations ", agent->host_allocations_->path(), ": ",
-                    n, " device(s) allocated");
+                    held.size(), " device(s) allocated");
+      // A job's allocated device is not in the configuration: opened again
+      // as at run time, so that recovery examines it like any device.
+      absl::StatusOr<std::vector<v1::Migration>> records =
+          agent->journal_->LoadAll();
+      if (!records.ok()) return records.status();
+      allocated.emplace(*records, held);
+      unavailable =
+          allocated->Reopen(options.service.open_vfio, *agent->devices_);
+    }
+    absl::StatusOr<journal::RecoveryReport> report =
+        journal::Recover(*agent->journal_, *agent->devices_, *agent->jobs_,
+                         options.service.observers, unavailable);
+    if (!report.ok()) return report.status();
+    base::LogInfo("journal ", agent->journal_->path(), ": ", report->restored,
+                  " job(s), ", report->recovered, " recovered at start, ",
+                  report->in_doubt, " in doubt");
+    // Before anything else sees them: the allocated devices of jobs that
+    // hold nothing of the VM's any more are closed (released below, once
+    // HostService is up).
+    if (allocated.has_value()) {
+      allocated->Decide(*agent->jobs_, *agent->devices_);
     }
   }
   // Plugins: one that does not load is logged and skipped; the agent serves
@@ -151,23 +194,6 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
       [self](const std::string& job) -> absl::Status {
     return self->host_service_->Release(job).status();
   };
-  VfTokens* const vf_tokens = options.vf_tokens;
-  options.service.open_vfio = [vf_tokens](const std::string& name,
-                                          const std::string& source)
-      -> absl::StatusOr<std::unique_ptr<device::Device>> {
-    // As the config line "vfio NAME bdf=ADDR" (or "mdev=UUID") is opened.
-    VfioBackend backend;
-    absl::StatusOr<std::unique_ptr<DeviceSpec>> spec =
-        backend.Parse(absl::StrCat("vfio ", name, " ", source));
-    if (!spec.ok()) return spec.status();
-    BuildOptions build;
-    if (vf_tokens != nullptr) {
-      build.vf_token_for = [vf_tokens](const std::string& pf) {
-        return vf_tokens->TokenFor(pf);
-      };
-    }
-    return backend.NewOpener(build)->Open(**spec);
-  };
   agent->migration_service_ = std::make_unique<MigrationServiceImpl>(
       agent->devices_.get(), agent->jobs_.get(), options.service);
   agent->transfer_service_ = std::make_unique<TransferServiceImpl>(
@@ -205,6 +231,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
                                options.sysfs_root, host_options.device_names);
     agent->host_service_ =
         std::make_unique<HostServiceImpl>(std::move(host_options));
+  }
+  // The allocations Decide chose to give back, released as the jobs' ends
+  // would have released them, before anyone is served.
+  if (allocated.has_value()) {
+    allocated->Release(options.service.release_allocations);
   }
 
   grpc::EnableDefaultHealthCheckService(true);
