@@ -137,11 +137,14 @@ bool RollBack(const Sysfs& sysfs, const Device& d, const Binding& from,
 }
 
 // Moves the device from `from` (where it is) to `to` in the forward order
-// (driver_override, unbind, probe, verify, `after`), rolling back to `from`
-// on any failure. `what` names the move in errors ("bind to vfio-pci").
+// (driver_override, unbind, `before_probe`, probe, verify, `after`), rolling
+// back to `from` on any failure. `what` names the move in errors ("bind to
+// vfio-pci"). `before_probe` runs only when there is a probe (`to` names a
+// driver).
 absl::Status Move(const Sysfs& sysfs, const Device& d, const Binding& from,
                   const Binding& to, absl::string_view what,
-                  const std::function<absl::Status()>& after = nullptr) {
+                  const std::function<absl::Status()>& after = nullptr,
+                  const std::function<absl::Status()>& before_probe = nullptr) {
   const auto fail = [&](const absl::Status& s) {
     std::string account;
     const bool back = RollBack(sysfs, d, from, &account);
@@ -161,6 +164,11 @@ absl::Status Move(const Sysfs& sysfs, const Device& d, const Binding& from,
     if (!s.ok()) return fail(s);
   }
   if (to.driver.has_value()) {
+    if (before_probe) {
+      if (absl::Status s = before_probe(); !s.ok()) {
+        return fail(Prefixed("before the probe: ", s));
+      }
+    }
     absl::Status s = Probed(sysfs, d);
     if (!s.ok()) return fail(s);
   }
@@ -207,8 +215,12 @@ absl::string_view BusName(Bus bus) {
   return bus == Bus::kPci ? "pci" : "platform";
 }
 
-Binder::Binder(Sysfs sysfs, ModuleLoader& modules, GroupUsage& usage)
-    : sysfs_(std::move(sysfs)), modules_(modules), usage_(usage) {}
+Binder::Binder(Sysfs sysfs, ModuleLoader& modules, GroupUsage& usage,
+               PrepareHostFn prepare_host)
+    : sysfs_(std::move(sysfs)),
+      modules_(modules),
+      usage_(usage),
+      prepare_host_(std::move(prepare_host)) {}
 
 absl::StatusOr<Binding> Binder::Current(Bus bus,
                                         absl::string_view device) const {
@@ -271,9 +283,14 @@ absl::StatusOr<BindRecord> Binder::Bind(Bus bus, absl::string_view device,
   }
   const Binding to{*driver, *driver};
   const int g = *group;
-  if (absl::Status s =
-          Move(sysfs_, *d, *from, to, absl::StrCat("bind to ", *driver),
-               [&] { return CheckGroupViable(sysfs_, g); });
+  // Step 3 (binder.h): between the unbind and the probe.
+  std::function<absl::Status()> prepare;
+  if (prepare_host_) {
+    prepare = [&] { return prepare_host_(bus, d->name); };
+  }
+  if (absl::Status s = Move(
+          sysfs_, *d, *from, to, absl::StrCat("bind to ", *driver),
+          [&] { return CheckGroupViable(sysfs_, g); }, prepare);
       !s.ok()) {
     return s;
   }

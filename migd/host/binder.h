@@ -6,9 +6,15 @@
 //
 //   1. driver_override := the VFIO driver (only that driver may now bind);
 //   2. <dev>/driver/unbind := <device>, when it is on a driver;
-//   3. /sys/bus/<bus>/drivers_probe := <device> (the kernel probes it
+//   3. the host is prepared for the device (PrepareHostFn, when the binder
+//      has one): the device is on no driver now, and its VFIO driver has
+//      not probed it yet, which is when a vendor's host setting must be
+//      made (a devlink port function capability of a VF, say, which its
+//      vendor documents as set while the VF is on no driver, and which the
+//      variant driver reads as it probes);
+//   4. /sys/bus/<bus>/drivers_probe := <device> (the kernel probes it
 //      synchronously: when the write returns, the probe is over);
-//   4. verify <dev>/driver names the VFIO driver, and that the IOMMU group
+//   5. verify <dev>/driver names the VFIO driver, and that the IOMMU group
 //      is still viable.
 //
 // Before step 1 nothing is written: the device must exist, must not be in
@@ -27,7 +33,9 @@
 //
 // A module Bind loaded stays loaded when a later step fails: unloading it
 // could take other devices with it, and a VFIO variant driver binds nothing
-// by itself (its ID table is override-only).
+// by itself (its ID table is override-only). What step 3 did to the host
+// stays too when a later step fails: there is no inverse to call (a
+// plugin's prepare_host has none).
 //
 // PCI devices are named by address ("0000:03:00.1"); platform devices by
 // their sysfs name ("fff51000.ethernet"), with the same steps on
@@ -38,6 +46,7 @@
 #ifndef MIGD_HOST_BINDER_H_
 #define MIGD_HOST_BINDER_H_
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -71,10 +80,23 @@ struct BindRecord {
   bool changed = false;  // false: it was on `driver` already; nothing done
 };
 
+// Prepares the host for `device` on `bus` (normalized, as BindRecord names
+// it) at step 3 of a bind that moves it to a VFIO driver: after it has left
+// its driver, before that driver probes it. Not called when the device is
+// on that driver already, nor by Unbind or UnbindToNoDriver. OK when there
+// is nothing to prepare; an error fails the bind, which is rolled back
+// (the error's code is the bind's, so kInternal would read as a failed
+// rollback: return another). The server wires it to the vendor plugin
+// that claims the device (its prepare_host); migd/host knows no plugin.
+using PrepareHostFn =
+    std::function<absl::Status(Bus bus, const std::string& device)>;
+
 class Binder {
  public:
   // `modules` and `usage` are not owned and must outlive the binder.
-  Binder(Sysfs sysfs, ModuleLoader& modules, GroupUsage& usage);
+  // `prepare_host` may be null: nothing to prepare.
+  Binder(Sysfs sysfs, ModuleLoader& modules, GroupUsage& usage,
+         PrepareHostFn prepare_host = nullptr);
 
   // Binds `device` on `bus` to the driver `module` registers (module names
   // as in modules.h; "vfio-pci" and "vfio_pci" are the same module), as
@@ -85,7 +107,8 @@ class Binder {
   //   kFailedPrecondition: in use, no IOMMU group, group not viable,
   //     or the module registers no driver on the bus; nothing written;
   //   the failing step's code (rolled back) or kInternal (rollback failed)
-  //     from step 1 on.
+  //     from step 1 on, PrepareHostFn's error included ("before the probe:
+  //     <its message>").
   absl::StatusOr<BindRecord> Bind(Bus bus, absl::string_view device,
                                   absl::string_view module);
 
@@ -110,6 +133,7 @@ class Binder {
   Sysfs sysfs_;
   ModuleLoader& modules_;
   GroupUsage& usage_;
+  PrepareHostFn prepare_host_;
 };
 
 }  // namespace migd::host

@@ -257,6 +257,98 @@ TEST_F(BinderTest, ADeviceAlreadyOnTheDriverIsLeftAlone) {
   EXPECT_TRUE(kernel_.writes().empty());
 }
 
+// What a PrepareHostFn saw when the binder called it.
+struct PrepareCall {
+  Bus bus;
+  std::string device;
+  Writes writes_before;  // the kernel's writes until then
+  Binding binding;       // where the device was
+};
+
+TEST_F(BinderTest, ThePrepareHookRunsBetweenTheUnbindAndTheProbe) {
+  std::vector<PrepareCall> calls;
+  Binder binder(kernel_.sysfs(), kernel_, usage_,
+                [&](Bus bus, const std::string& device) {
+                  calls.push_back({bus, device, kernel_.writes(), At(device)});
+                  return absl::OkStatus();
+                });
+  absl::StatusOr<BindRecord> r = binder.Bind(Bus::kPci, kVf, "mlx5_vfio_pci");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].bus, Bus::kPci);
+  EXPECT_EQ(calls[0].device, kVf);
+  EXPECT_EQ(calls[0].writes_before,
+            (Writes{OverrideTo("mlx5_vfio_pci"), Unbind()}));
+  // Off its original driver, and only the VFIO driver may take it.
+  EXPECT_EQ(calls[0].binding, (Binding{std::nullopt, "mlx5_vfio_pci"}));
+  EXPECT_EQ(kernel_.writes(),
+            (Writes{OverrideTo("mlx5_vfio_pci"), Unbind(), Probe()}));
+  EXPECT_EQ(At(), (Binding{"mlx5_vfio_pci", "mlx5_vfio_pci"}));
+  // Returning the device is no bind to a VFIO driver.
+  ASSERT_TRUE(binder.Unbind(*r).ok());
+  EXPECT_EQ(calls.size(), 1u);
+}
+
+TEST_F(BinderTest, ThePrepareHookRunsBeforeTheProbeOfADeviceOnNoDriver) {
+  AddPci("0000:04:00.0", 0x15b3, 0x101e, 13, std::nullopt);
+  std::vector<PrepareCall> calls;
+  Binder binder(kernel_.sysfs(), kernel_, usage_,
+                [&](Bus bus, const std::string& device) {
+                  calls.push_back({bus, device, kernel_.writes(), At(device)});
+                  return absl::OkStatus();
+                });
+  ASSERT_TRUE(binder.Bind(Bus::kPci, "0000:04:00.0", "vfio-pci").ok());
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].writes_before,
+            Writes{"/sys/bus/pci/devices/0000:04:00.0/driver_override := "
+                   "vfio-pci"});
+  EXPECT_EQ(kernel_.writes().back(),
+            "/sys/bus/pci/drivers_probe := 0000:04:00.0");
+}
+
+TEST_F(BinderTest, AFailingPrepareHookRollsBackToTheOriginalDriver) {
+  const auto before = kernel_.Snapshot();
+  Binder binder(
+      kernel_.sysfs(), kernel_, usage_, [](Bus, const std::string& device) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("plugin acme: preparing the host for device ", device,
+                         " failed: no devlink port for VF 1"));
+      });
+  absl::StatusOr<BindRecord> r = binder.Bind(Bus::kPci, kVf, "vfio-pci");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  for (const char* word :
+       {"pci device 0000:03:00.1: bind to vfio-pci failed: before the probe: "
+        "plugin acme: preparing the host for device 0000:03:00.1 failed: no "
+        "devlink port for VF 1; rolled back",
+        "driver_override restored to (null)", "re-probed",
+        "the device is on mlx5_core with driver_override (null)"}) {
+    EXPECT_TRUE(absl::StrContains(r.status().message(), word))
+        << word << ": " << r.status();
+  }
+  // Never probed for vfio-pci: the rollback restores the override and
+  // re-probes for mlx5_core.
+  EXPECT_EQ(kernel_.writes(), (Writes{OverrideTo("vfio-pci"), Unbind(),
+                                      OverrideTo("\\n"), Probe()}));
+  EXPECT_EQ(kernel_.Snapshot(), before);
+  EXPECT_EQ(At(), (Binding{"mlx5_core", std::nullopt}));
+}
+
+TEST_F(BinderTest, ThePrepareHookIsNotCalledForADeviceOnTheDriverAlready) {
+  AddPci("0000:05:00.0", 0x15b3, 0x101e, 14, "vfio-pci");
+  int calls = 0;
+  Binder binder(kernel_.sysfs(), kernel_, usage_, [&](Bus, const std::string&) {
+    ++calls;
+    return absl::OkStatus();
+  });
+  absl::StatusOr<BindRecord> r =
+      binder.Bind(Bus::kPci, "0000:05:00.0", "vfio_pci");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->changed);
+  EXPECT_EQ(calls, 0);
+  EXPECT_TRUE(kernel_.writes().empty());
+}
+
 TEST_F(BinderTest, AMalformedAddressIsRefused) {
   for (const char* bad : {"0000:03:00", "../../../etc", "0000:03:00.1/..",
                           "0000:03:00.1\n", ""}) {

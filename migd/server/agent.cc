@@ -229,6 +229,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
     host_options.module_preference =
         PluginDriverPreference(&agent->compatibility_->registry(),
                                options.sysfs_root, host_options.device_names);
+    // A bind to a VFIO driver has that plugin prepare the host before the
+    // probe (a devlink attribute the variant driver reads as it probes).
+    host_options.prepare_host =
+        PluginPrepareHost(&agent->compatibility_->registry(),
+                          options.sysfs_root, host_options.device_names);
     agent->host_service_ =
         std::make_unique<HostServiceImpl>(std::move(host_options));
   }

@@ -1,12 +1,14 @@
 // migd/server/driver_preference.h
 //
-// A vendor plugin's say in which VFIO driver a PCI device gets: the host's
-// driver choice (migd/host/modalias.h) asks through host::ModulePreferenceFn,
-// and this answers from the plugins. The plugin asked is the one that
-// claims the device (plugins::Registry::ClaimantOf), told what sysfs says
-// of the device now (as a configured vfio device's facts are read), and
-// what it names is its preferred_driver (ABI 2). Apart from HostService so
-// that migd/host knows no plugin.
+// A vendor plugin's say in how a host PCI device is bound to a VFIO driver:
+// which driver (the host's driver choice, migd/host/modalias.h, asks
+// through host::ModulePreferenceFn), and what the host needs before that
+// driver probes the device (host::Binder calls host::PrepareHostFn between
+// the unbind and the probe). Both answer from the plugin that claims the
+// device (plugins::Registry::ClaimantOf), told what sysfs says of the
+// device at the time of asking (as a configured vfio device's facts are
+// read): its preferred_driver (ABI 2), its prepare_host. Apart from
+// HostService so that migd/host knows no plugin.
 
 #ifndef MIGD_SERVER_DRIVER_PREFERENCE_H_
 #define MIGD_SERVER_DRIVER_PREFERENCE_H_
@@ -14,6 +16,7 @@
 #include <map>
 #include <string>
 
+#include "migd/host/binder.h"
 #include "migd/host/modalias.h"
 #include "migd/plugins/registry.h"
 
@@ -27,6 +30,19 @@ namespace migd::server {
 // error when two plugins claim it alike or the claimant's preferred_driver
 // fails.
 host::ModulePreferenceFn PluginDriverPreference(
+    const plugins::Registry* registry, std::string sysfs_root,
+    std::map<std::string, std::string> device_names = {});
+
+// Calls the prepare_host of the plugin in `registry` (not owned; must
+// outlive the result) that claims the PCI device a bind is moving to a VFIO
+// driver, told of the device as PluginDriverPreference tells it (at that
+// point it is on no driver). Logs which plugin it asked. OK without asking
+// when no plugin claims the device, and for a device on another bus than
+// PCI (plugins are told of PCI devices only). Errors, which fail the bind:
+// kFailedPrecondition naming the plugin, the device and the plugin's text
+// when its prepare_host fails, or naming both plugins when two claim the
+// device alike.
+host::PrepareHostFn PluginPrepareHost(
     const plugins::Registry* registry, std::string sysfs_root,
     std::map<std::string, std::string> device_names = {});
 

@@ -562,7 +562,8 @@ absl::StatusOr<v1::HostDevice> HostServiceImpl::DoBind(
     return e.status();
   }
   if (absl::Status s = RefuseClaimed(bdf, what); !s.ok()) return s;
-  host::Binder binder(sysfs, *options_.modules, *options_.usage);
+  host::Binder binder(sysfs, *options_.modules, *options_.usage,
+                      options_.prepare_host);
   absl::StatusOr<host::Binding> current = binder.Current(Bus::kPci, bdf);
   if (!current.ok()) return HostError(current.status(), counter.writes());
 

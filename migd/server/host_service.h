@@ -13,9 +13,11 @@
 // chosen; its module is loaded, which moves no device); then the record
 // (the driver, the original driver and driver_override) is stored, then the
 // binder moves the device, rolling back on failure, and the record is
-// removed again when the bind failed. host/binding_store.h says what a crash
-// at each step leaves. An unbind moves the device back first and removes the
-// record after.
+// removed again when the bind failed. Between the binder's unbind and its
+// probe the claiming vendor plugin prepares the host for the device
+// (HostServiceOptions::prepare_host); its failure fails the bind like any
+// other step. host/binding_store.h says what a crash at each step leaves.
+// An unbind moves the device back first and removes the record after.
 //
 // Host changes are serialized per device (and an SR-IOV change with the
 // PF's VFs, an mdev creation per parent): two binds of one device never
@@ -88,6 +90,11 @@ struct HostServiceOptions {
   // choice (host::ChooseVfioPciModule's order: a named driver, then this,
   // then modules.alias). Null: no plugin preferences.
   host::ModulePreferenceFn module_preference;
+  // Prepares the host for a PCI device that a bind or an allocation moves
+  // to a VFIO driver, after it has left its driver and before that driver
+  // probes it (host::PrepareHostFn; the agent wires the claiming plugin's
+  // prepare_host). Null: nothing to prepare.
+  host::PrepareHostFn prepare_host;
   // The VF tokens this agent owns (not owned; null without a state
   // directory: then SetVfToken is refused). An unbind of a PF whose token it
   // owns closes the PF and forgets the token first.

@@ -24,6 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "migd/device/emulated_device.h"
@@ -172,6 +173,14 @@ class HostServiceTest : public ::testing::Test {
       if (it == preferences_.end()) return std::nullopt;
       return it->second;
     };
+    o.prepare_host = [this](host::Bus bus,
+                            const std::string& bdf) -> absl::Status {
+      absl::MutexLock lock(&prepared_mu_);
+      EXPECT_EQ(bus, host::Bus::kPci);
+      prepared_.push_back({bdf, kernel_.writes()});
+      auto it = prepare_errors_.find(bdf);
+      return it == prepare_errors_.end() ? absl::OkStatus() : it->second;
+    };
     vf_tokens_ = std::make_unique<VfTokens>(
         state_dir_,
         device::VfioPaths{kernel_.root() + "/sys", kernel_.root() + "/dev"});
@@ -280,6 +289,15 @@ class HostServiceTest : public ::testing::Test {
   // What "the plugins" prefer, by device (none for the others).
   std::map<std::string, absl::StatusOr<std::optional<host::ModulePreference>>>
       preferences_;
+  // Each call of the service's prepare_host: the device, and the kernel's
+  // writes until then; and what it answers, by device (OK for the others).
+  struct Prepared {
+    std::string bdf;
+    Writes writes_before;
+  };
+  absl::Mutex prepared_mu_;
+  std::vector<Prepared> prepared_ ABSL_GUARDED_BY(prepared_mu_);
+  std::map<std::string, absl::Status> prepare_errors_;
   std::unique_ptr<HostServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::HostService::Stub> stub_;
@@ -970,6 +988,68 @@ TEST_F(HostServiceTest, AnAllocationTakesThePluginsPreference) {
   EXPECT_EQ(r.response.devices(0).address(), kVf);
   EXPECT_EQ(r.response.devices(0).driver(), "vfio-pci");
   EXPECT_EQ(DriverOf(kVf), "vfio-pci");
+}
+
+// The claiming plugin's prepare_host (here stood in for by the fixture's
+// prepare_host; driver_preference_test has the real plugin): a bind asks it
+// once, after the unbind and before the probe, and only when the device
+// moves.
+TEST_F(HostServiceTest, ABindPreparesTheHostBetweenTheUnbindAndTheProbe) {
+  Result<v1::HostDevice> r = Bind(kVf);
+  ASSERT_TRUE(r.status.ok()) << Describe(r);
+  EXPECT_EQ(r.response.driver(), "mlx5_vfio_pci");
+  const std::string dir = absl::StrCat("/sys/bus/pci/devices/", kVf);
+  {
+    absl::MutexLock lock(&prepared_mu_);
+    ASSERT_EQ(prepared_.size(), 1u);
+    EXPECT_EQ(prepared_[0].bdf, kVf);
+    EXPECT_EQ(prepared_[0].writes_before,
+              (Writes{absl::StrCat(dir, "/driver_override := mlx5_vfio_pci"),
+                      absl::StrCat(dir, "/driver/unbind := ", kVf)}));
+  }
+  EXPECT_EQ(kernel_.writes().back(),
+            absl::StrCat("/sys/bus/pci/drivers_probe := ", kVf));
+  ASSERT_TRUE(Bind(kVf).status.ok());  // nothing to do
+  ASSERT_TRUE(Unbind(kVf).status.ok());
+  absl::MutexLock lock(&prepared_mu_);
+  EXPECT_EQ(prepared_.size(), 1u);
+}
+
+TEST_F(HostServiceTest, AFailedPrepareFailsTheBindRolledBackAndForgotten) {
+  prepare_errors_[kVf] = absl::FailedPreconditionError(
+      "plugin acme: preparing the host for device 0000:03:00.1 failed: no "
+      "devlink port for VF 1");
+  const auto before = kernel_.Snapshot();
+  ExpectRefused(Bind(kVf, "vfio-pci"), grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_ERROR",
+                {"bind to vfio-pci failed: before the probe: plugin acme", kVf,
+                 "no devlink port for VF 1", "rolled back",
+                 "the device is on mlx5_core with driver_override (null)"});
+  EXPECT_EQ(kernel_.Snapshot(), before);
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kVf).has_value());
+  Stop();
+  Start();
+  EXPECT_FALSE(store_->Find(host::Bus::kPci, kVf).has_value());
+}
+
+TEST_F(HostServiceTest, AnAllocationPreparesTheHostAndFailsWithIt) {
+  prepare_errors_[kVf] = absl::FailedPreconditionError(
+      "plugin acme: preparing the host for device 0000:03:00.1 failed: no "
+      "devlink port for VF 1");
+  ExpectRefused(Allocate("dom-1", {{"a", PciClass("15b3:101e")}}),
+                grpc::StatusCode::FAILED_PRECONDITION,
+                "ERROR_REASON_DEVICE_ERROR",
+                {kVf, "plugin acme", "no devlink port for VF 1"});
+  EXPECT_EQ(DriverOf(kVf), "mlx5_core");
+  EXPECT_EQ(Allocations().response.devices_size(), 0);
+  EXPECT_TRUE(store_->List().empty());
+
+  prepare_errors_.clear();
+  ASSERT_TRUE(Allocate("dom-1", {{"a", PciClass("15b3:101e")}}).status.ok());
+  EXPECT_EQ(DriverOf(kVf), "mlx5_vfio_pci");
+  absl::MutexLock lock(&prepared_mu_);
+  ASSERT_EQ(prepared_.size(), 2u);
+  EXPECT_EQ(prepared_[1].bdf, kVf);
 }
 
 }  // namespace
