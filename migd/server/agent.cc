@@ -231,6 +231,12 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(
                                options.sysfs_root, host_options.device_names);
     // A bind to a VFIO driver has that plugin prepare the host before the
     // probe (a devlink attribute the variant driver reads as it probes).
+    // A release first closes what the agent holds open of the owner's
+    // devices: a job's allocated device that loaded the VM's state.
+    migration::DeviceRegistry* const registry = agent->devices_.get();
+    host_options.before_release = [registry](const std::string& owner) {
+      return CloseAllocatedDevices(*registry, owner);
+    };
     host_options.prepare_host =
         PluginPrepareHost(&agent->compatibility_->registry(),
                           options.sysfs_root, host_options.device_names);

@@ -1219,6 +1219,18 @@ absl::StatusOr<v1::ReleaseDevicesResponse> HostServiceImpl::Release(
     }
     return out;  // nothing can have been allocated
   }
+  if (options_.before_release) {
+    if (absl::Status s = host::ValidateAllocationName("owner", owner);
+        !s.ok()) {
+      return base::InvalidRequest(s.message());
+    }
+    if (absl::Status s = options_.before_release(owner); !s.ok()) {
+      return base::Annotate(
+          s, absl::StrCat("release for ", owner,
+                          ": nothing released, closing the devices the "
+                          "agent holds open failed"));
+    }
+  }
   absl::StatusOr<std::vector<host::Allocation>> released =
       allocator_->Release(owner);
   if (!released.ok()) return AllocationError(released.status());

@@ -39,6 +39,7 @@
 #ifndef MIGD_SERVER_HOST_SERVICE_H_
 #define MIGD_SERVER_HOST_SERVICE_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -95,6 +96,12 @@ struct HostServiceOptions {
   // probes it (host::PrepareHostFn; the agent wires the claiming plugin's
   // prepare_host). Null: nothing to prepare.
   host::PrepareHostFn prepare_host;
+  // Called by ReleaseDevices(owner) before anything is released: closes
+  // what the agent itself holds open of the owner's devices (a job's
+  // allocated device that loaded the VM's state stays open until then; a
+  // device held open cannot be unbound). An error refuses the release,
+  // nothing released. Null: nothing to close.
+  std::function<absl::Status(const std::string& owner)> before_release;
   // The VF tokens this agent owns (not owned; null without a state
   // directory: then SetVfToken is refused). An unbind of a PF whose token it
   // owns closes the PF and forgets the token first.

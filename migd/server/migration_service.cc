@@ -7,8 +7,10 @@
 #include <tuple>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 #include "migd/base/log.h"
@@ -152,6 +154,42 @@ MigrationServiceOptions WithCredentials(MigrationServiceOptions options) {
 }
 
 }  // namespace
+
+std::string AllocatedDeviceName(absl::string_view job, int n) {
+  return absl::StrCat("alloc-", job, "-", n);
+}
+
+absl::Status CloseAllocatedDevices(migration::DeviceRegistry& devices,
+                                   absl::string_view job) {
+  // "alloc-<job>-<digits>": a job id has no digits-only tail after a '-'
+  // of its own that could make one job's name another's (job "a" owns
+  // "alloc-a-1", job "a-1" owns "alloc-a-1-0").
+  const std::string prefix = absl::StrCat("alloc-", job, "-");
+  std::vector<std::string> names;
+  for (const std::string& name : devices.Names()) {
+    absl::string_view rest = name;
+    if (!absl::ConsumePrefix(&rest, prefix) || rest.empty() ||
+        !std::all_of(rest.begin(), rest.end(), absl::ascii_isdigit)) {
+      continue;
+    }
+    if (std::string holder = devices.Owner(name); !holder.empty()) {
+      return base::Error(
+          absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_DEVICE_BUSY,
+          absl::StrCat("device ", name, " is held by job ", holder,
+                       ": it ends first (or is cancelled)"));
+    }
+    names.push_back(name);
+  }
+  for (const std::string& name : names) {
+    if (absl::Status s = devices.Remove(name);
+        !s.ok() && !absl::IsNotFound(s)) {
+      return s;
+    }
+    base::LogInfo("job ", job, ": closed its allocated device ", name,
+                  " for the release");
+  }
+  return absl::OkStatus();
+}
 
 MigrationServiceImpl::MigrationServiceImpl(migration::DeviceRegistry* devices,
                                            migration::JobTable* jobs,
@@ -359,7 +397,7 @@ absl::Status MigrationServiceImpl::AllocateForPair(
   }
   // The host address: a PCI address, or the new instance's UUID.
   const std::string address = mdev ? a->mdev_uuid() : a->address();
-  const std::string name = absl::StrCat("alloc-", job, "-", n);
+  const std::string name = AllocatedDeviceName(job, n);
   // From here on the prepare's failure (or the job's end) releases it.
   (*added)[name] = address;
   const std::string made =

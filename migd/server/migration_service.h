@@ -18,6 +18,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "migd/device/device.h"
@@ -83,6 +84,20 @@ struct MigrationServiceOptions {
       const std::string& name, const std::string& source)>
       open_vfio;
 };
+
+// The name PrepareIncoming gives the `n`-th device it allocates for `job`
+// (DevicePair.destination_class): "alloc-<job>-<n>". Recovery opens a dead
+// job's devices again under the names its record gives.
+std::string AllocatedDeviceName(absl::string_view job, int n);
+
+// Closes and removes from `devices` every device named for `job` by
+// AllocatedDeviceName. A device that loaded the VM's state stays open after
+// its job (it holds the VM, or its only copy) until its owner releases it:
+// HostService.ReleaseDevices calls this first, since a device the agent
+// holds open cannot be unbound. kFailedPrecondition (DEVICE_BUSY) naming
+// the job when a job holds one of them; then none is removed.
+absl::Status CloseAllocatedDevices(migration::DeviceRegistry& devices,
+                                   absl::string_view job);
 
 class MigrationServiceImpl final : public v1::MigrationService::Service {
  public:

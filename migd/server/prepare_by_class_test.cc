@@ -86,6 +86,10 @@ class PrepareByClassTest : public ::testing::Test {
     h.allocations = allocations_.get();
     h.devices = &registry_;
     h.kernel_release = "test";
+    // As the agent wires it.
+    h.before_release = [this](const std::string& owner) {
+      return CloseAllocatedDevices(registry_, owner);
+    };
     host_ = std::make_unique<HostServiceImpl>(std::move(h));
 
     ASSERT_TRUE(registry_.Add(Emulated("dst0")).ok());
@@ -276,6 +280,42 @@ TEST_F(PrepareByClassTest, APciClassNoConfiguredDeviceHasIsAllocated) {
   EXPECT_TRUE(allocations_->List().empty());
   EXPECT_EQ(DriverOf(kVf), "mlx5_core");
   EXPECT_TRUE(bindings_->List().empty());
+}
+
+// A device that loaded the VM's state stays open after its job, until the
+// owner releases it: the release closes it first (the agent's own open
+// would keep a real kernel from unbinding it), and refuses while a job
+// holds it.
+TEST_F(PrepareByClassTest, AReleaseClosesTheAllocatedDeviceTheAgentHoldsOpen) {
+  Result r = Prepare("j1", Ids("15b3:101e"));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  absl::StatusOr<v1::ReleaseDevicesResponse> busy = host_->Release("j1");
+  EXPECT_EQ(busy.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(busy.status().message(),
+                                "device alloc-j1-0 is held by job j1"))
+      << busy.status();
+  EXPECT_NE(registry_.Find("alloc-j1-0"), nullptr);
+  EXPECT_EQ(allocations_->List("j1").size(), 1u);
+  EXPECT_EQ(DriverOf(kVf), "vfio-pci");
+
+  // A job's kept device: allocated to "j2-7", open and registered as the
+  // job's end leaves one that loaded the VM's state; "alloc-j2-7" (job j2's
+  // device 7, were there a job j2) is not j2-7's.
+  v1::AllocateDevicesRequest req;
+  req.set_owner("j2-7");
+  v1::DeviceRequest* d = req.add_devices();
+  d->set_key("src0");
+  d->mutable_device_class()->set_mdev_type("mbochs-small");
+  absl::StatusOr<v1::AllocateDevicesResponse> a = host_->Allocate(req);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(registry_.Add(Emulated(AllocatedDeviceName("j2-7", 0))).ok());
+  ASSERT_TRUE(registry_.Add(Emulated("alloc-j2-7")).ok());
+  absl::StatusOr<v1::ReleaseDevicesResponse> released = host_->Release("j2-7");
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->released_size(), 1);
+  EXPECT_EQ(registry_.Find("alloc-j2-7-0"), nullptr);
+  EXPECT_NE(registry_.Find("alloc-j2-7"), nullptr);
+  EXPECT_TRUE(allocations_->List("j2-7").empty());
 }
 
 TEST_F(PrepareByClassTest, AFailedOpenReleasesTheAllocation) {
