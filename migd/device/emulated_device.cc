@@ -1013,6 +1013,20 @@ absl::StatusOr<size_t> EmulatedDevice::Core::Write(
   if (absl::Status st = CheckSessionLocked(id, /*save=*/false); !st.ok()) {
     return st;
   }
+  if (config_.load_rate > 0 && !data.empty()) {
+    // A slow load (the load_rate knob). The wait releases the device, so
+    // its other calls go on, and ends early when the session does: a reset
+    // must not wait for a load it abandons.
+    auto ended = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return shut_down_ || session_id_ != id;
+    };
+    mu_.AwaitWithTimeout(
+        absl::Condition(&ended),
+        absl::Seconds(static_cast<double>(data.size()) / config_.load_rate));
+    if (absl::Status st = CheckSessionLocked(id, /*save=*/false); !st.ok()) {
+      return st;
+    }
+  }
   if (load_->error.ok()) ParseLocked(data);
   if (!load_->error.ok()) {
     return WithPrefix(load_->error, absl::StrCat(who_, "load failed: "));

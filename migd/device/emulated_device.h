@@ -126,6 +126,15 @@ struct EmulatedDeviceConfig {
   // the device can take with `flags` (as fail_arc), with a duration in
   // (0, kMaxSlowArc].
   std::optional<SlowArc> slow_arc;
+  // Bytes per second the device loads at; 0: as fast as it can. Every write
+  // to a load session (RESUMING) waits data.size() / load_rate before the
+  // device takes the bytes, the way a driver that applies state as it
+  // arrives keeps its writer waiting: the agent on the destination holds the
+  // chunk meanwhile and reads nothing more from that stream, so the source
+  // can be done sending long before the destination has loaded. The device
+  // is not busy while a write waits (its other calls go on), and the end of
+  // the load session (a reset, an arc) ends the wait at once.
+  uint64_t load_rate = 0;
 
   // Workload (see the file comment), for pre-copy convergence and the
   // dirty-page service.

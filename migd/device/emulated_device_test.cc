@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -607,6 +608,56 @@ TEST(EmulatedDeviceFaults, SlowArcMustBeTakenAndLastABoundedTime) {
             absl::StatusCode::kInvalidArgument);
   c.slow_arc->duration = absl::Seconds(2);
   EXPECT_TRUE(ValidateEmulatedDeviceConfig(c).ok());
+}
+
+// A device that loads at 256 KiB/s takes 64 KiB in a quarter second, and
+// still loads exactly what it was given; the device answers other calls
+// meanwhile, and a reset ends a write that waits.
+TEST(EmulatedDeviceFaults, LoadRateSlowsEachWriteToItsShare) {
+  const uint64_t size = 60 * 1024;  // a stream of a little over 60 KiB
+  auto src = MakeDevice("src", size, 1);
+  EmulatedDeviceConfig c;
+  c.name = "dst";
+  c.state_size = size;
+  c.seed = 2;
+  c.load_rate = 256 * 1024;
+  auto dst = MakeDevice(c);
+  const std::vector<uint8_t> bytes = SaveStopCopy(*src);
+  absl::StatusOr<std::unique_ptr<DataStream>> load =
+      dst->SetState(MigState::kResuming);
+  ASSERT_TRUE(load.ok()) << load.status();
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<size_t> w = (*load)->Write(bytes);
+  const absl::Duration took = absl::Now() - t0;
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(*w, bytes.size());
+  EXPECT_GE(took, absl::Milliseconds(225)) << "not slowed to the rate";
+  EXPECT_LT(took, absl::Seconds(5));
+  ASSERT_TRUE(dst->SetState(MigState::kStop).ok());
+  EXPECT_EQ(DigestOf(*dst), DigestOf(*src));
+}
+
+TEST(EmulatedDeviceFaults, AResetEndsAWriteThatWaitsForTheLoadRate) {
+  EmulatedDeviceConfig c;
+  c.name = "dst";
+  c.state_size = 4096;
+  c.load_rate = 1024;  // a 64 KiB write would wait a minute
+  auto dst = MakeDevice(c);
+  absl::StatusOr<std::unique_ptr<DataStream>> load =
+      dst->SetState(MigState::kResuming);
+  ASSERT_TRUE(load.ok()) << load.status();
+  const std::vector<uint8_t> bytes(64 * 1024, 0);
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<size_t> w;
+  std::thread writer([&] { w = (*load)->Write(bytes); });
+  absl::SleepFor(absl::Milliseconds(100));
+  // The device answers while the write waits.
+  EXPECT_EQ(StateOf(*dst), MigState::kResuming);
+  ASSERT_TRUE(dst->Reset().ok());
+  writer.join();
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(30));
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kFailedPrecondition)
+      << w.status();
 }
 
 TEST(EmulatedDeviceFaults, CorruptStreamAtFlipsExactlyThatByte) {

@@ -240,6 +240,17 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
       absl::StatusOr<uint64_t> v = ParseSize(size);
       if (v.ok()) config.dirty_rate = *v;
       status = v.status();
+    } else if (key == "load_rate") {
+      absl::string_view size = value;
+      absl::ConsumeSuffix(&size, "/s");
+      absl::StatusOr<uint64_t> v = ParseSize(size);
+      if (v.ok() && *v == 0) {
+        v = absl::InvalidArgumentError(
+            "want a rate above 0 (omit the key for a device that loads as "
+            "fast as it can)");
+      }
+      if (v.ok()) config.load_rate = *v;
+      status = v.status();
     } else if (key == "dma_rate") {
       uint64_t v = 0;
       if (ParseDecimal(value, &v)) {
@@ -266,8 +277,8 @@ absl::StatusOr<EmulatedDeviceConfig> ParseEmulatedDeviceLine(
       return BadToken(
           token,
           "unknown key (want size, seed, format, flags, fail_arc, "
-          "slow_arc, corrupt_stream_at, fail_read, dirty_rate, dma_rate, "
-          "dma_write_log, dma_logging)");
+          "slow_arc, corrupt_stream_at, fail_read, dirty_rate, load_rate, "
+          "dma_rate, dma_write_log, dma_logging)");
     }
     if (!status.ok()) return BadToken(token, status.message());
   }

@@ -9,15 +9,15 @@
 //                 [fail_arc=STOP>STOP_COPY] [slow_arc=RESUMING>STOP@2s]
 //                 [corrupt_stream_at=N]
 //                 [fail_read=ENODEV@N]
-//                 [dirty_rate=8MiB] [dma_rate=N] [dma_write_log=/path/file]
-//                 [dma_logging=on|off]
+//                 [dirty_rate=8MiB] [load_rate=1MiB] [dma_rate=N]
+//                 [dma_write_log=/path/file] [dma_logging=on|off]
 //
 // Omitted keys keep EmulatedDeviceConfig's defaults. Errors name the token.
-// dirty_rate is bytes per second, written as ParseSize accepts (an optional
-// "/s" may follow: dirty_rate=8MiB/s); dma_rate is DMA writes (pages) per
-// second, plain decimal; dma_write_log is a path (no spaces); dma_logging is
-// on (the default) or off (case-insensitive). See EmulatedDeviceConfig for
-// what they do.
+// dirty_rate and load_rate are bytes per second, written as ParseSize
+// accepts (an optional "/s" may follow: dirty_rate=8MiB/s), load_rate above
+// 0; dma_rate is DMA writes (pages) per second, plain decimal;
+// dma_write_log is a path (no spaces); dma_logging is on (the default) or
+// off (case-insensitive). See EmulatedDeviceConfig for what they do.
 
 #ifndef MIGD_DEVICE_EMULATED_SPEC_H_
 #define MIGD_DEVICE_EMULATED_SPEC_H_

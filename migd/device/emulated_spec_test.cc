@@ -97,6 +97,20 @@ TEST(ParseEmulatedDeviceLine, DirtyRateIsASizePerSecond) {
   EXPECT_EQ(ParseEmulatedDeviceLine("emulated e dirty_rate=0")->dirty_rate, 0u);
 }
 
+TEST(ParseEmulatedDeviceLine, LoadRateIsAPositiveSizePerSecond) {
+  EXPECT_EQ(ParseEmulatedDeviceLine("emulated e")->load_rate, 0u);
+  EXPECT_EQ(ParseEmulatedDeviceLine("emulated e load_rate=256K")->load_rate,
+            256u * 1024);
+  EXPECT_EQ(ParseEmulatedDeviceLine("emulated e load_rate=1MiB/s")->load_rate,
+            uint64_t{1} << 20);
+  absl::StatusOr<EmulatedDeviceConfig> zero =
+      ParseEmulatedDeviceLine("emulated e load_rate=0");
+  EXPECT_EQ(zero.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(zero.status().message()),
+              HasSubstr("\"load_rate=0\""));
+  EXPECT_FALSE(ParseEmulatedDeviceLine("emulated e load_rate=fast").ok());
+}
+
 TEST(ParseEmulatedDeviceLine, FormatIsThePositiveStateFormat) {
   EXPECT_EQ(ParseEmulatedDeviceLine("emulated e")->state_format, 1u);
   EXPECT_EQ(ParseEmulatedDeviceLine("emulated e format=3")->state_format, 3u);
