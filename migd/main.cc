@@ -108,9 +108,10 @@ ABSL_FLAG(std::string, devices_config, "",
 ABSL_FLAG(int64_t, phase_timeout_seconds, 60,
           "Default time a migration phase may go without progress");
 ABSL_FLAG(std::string, transfer_memory_cap, "64MiB",
-          "Memory a job may hold for device state in flight: the source's "
-          "chunk buffers when the job has several data streams (one stream "
-          "uses two chunks' worth) and the destination's reorder buffer");
+          "Memory a destination job may hold for device state in flight: "
+          "two chunks per data stream, so a session whose streams and chunk "
+          "size could hold more is refused (a source job holds two chunks "
+          "whatever its streams)");
 ABSL_FLAG(uint32_t, max_data_streams, 64,
           "Data streams (data channel connections) served at once, each on "
           "a thread of its own; more are refused (RESOURCE_EXHAUSTED)");

@@ -97,18 +97,22 @@ constexpr absl::Duration kInDoubtGrace = absl::Seconds(8);
 constexpr int kPhaseTimeoutSeconds = 3;
 
 // Slow transfers, so that a phase lasts long enough to be hit: S -> D at
-// 2 MB/s, two devices of 16 MiB, and the source's chunk buffers at the
-// smallest cap (16 MiB). The source queues a device's state into its buffers
-// as fast as they drain, then HTTP/2's 8 MiB window and the kernel's socket
-// buffers hold a few MiB more: about 21 MiB may be on the way at once, so it
-// takes the source ~5 s to get the rest out of its devices.
+// 2 MB/s, two devices of 16 MiB (~17 s of transfer). The source writes each
+// chunk to its socket as it reads it (it holds two chunk buffers), so what
+// is on the way at once is what the kernel's socket buffers and the
+// shaper's queue hold: the source is busy sending for nearly all of that
+// time.
 constexpr char kSlowRate[] = "16mbit";
 constexpr char kSlowState[] = "16MiB";
 constexpr char kSmallState[] = "256KiB";
-// Two devices of this fit whole in the source's buffers (16 MiB), and take
-// ~4 s at kSlowRate: the source has queued everything long before it
-// arrives.
-constexpr char kQueuedState[] = "4MiB";
+// Two devices of this take ~4 s at kSlowRate.
+constexpr char kFourSecondState[] = "4MiB";
+// NetworkCutInPreCopyAllSent: two devices of this, each one chunk of
+// initial data (under the 1 MiB default chunk), and a destination whose
+// devices load at kSlowWrites, so that each chunk takes ~1 s to load: the
+// source has sent everything long before the first acknowledgement comes.
+constexpr char kAllSentState[] = "256KiB";
+constexpr char kSlowWrites[] = "load_rate=256KiB";
 // How soon the source must notice a cut while it waits for the destination
 // and sends nothing: a few phase timeouts, not the 60 s its wait for the
 // switchover acknowledgement would last.
@@ -117,8 +121,8 @@ constexpr absl::Duration kNoticeCutWithin =
 // ShortNetworkCutInPreCopy: how long the blip lasts, and its devices' state:
 // two of these take ~1 s at kSlowRate. The destination waits for a device's
 // data behind its INITIAL_DATA_END marker (which overtakes the data) for at
-// most the phase timeout, blip included: with kQueuedState that wait alone
-// fails the job.
+// most the phase timeout, blip included: with kFourSecondState that wait
+// alone fails the job.
 constexpr absl::Duration kBlip = absl::Seconds(1);
 constexpr char kBlipState[] = "1MiB";
 // DestinationJournalFullAtResuming: the destination journal's first failing
@@ -362,7 +366,7 @@ class FaultMatrixTest : public AgentTest {
     o.listen_host = "0.0.0.0";
     o.connect_host = control_host;
     o.args = {absl::StrCat("--phase_timeout_seconds=", kPhaseTimeoutSeconds),
-              "--transfer_token_ttl=3s", "--transfer_memory_cap=16MiB"};
+              "--transfer_token_ttl=3s"};
     o.args.insert(o.args.end(), extra.begin(), extra.end());
     return o;
   }
@@ -807,47 +811,92 @@ TEST_F(FaultMatrixTest, NetworkCutInPreCopy) {
   Finish("pre-copy", "network cut");
 }
 
-// A cut once the source queued all its pre-copy data: its buffers hold the
-// whole state (kQueuedState) and the slow link still carries it, so the
-// source waits for the destination's acknowledgements and sends nothing.
-// Only the keepalive on its connections finds the partition; the wait for
-// the acknowledgements would end it 60 s later. Two data streams: each has a
-// sender thread, so the job's thread queues the state in its buffers and
-// goes on to wait (with one stream it writes each chunk itself, and the
-// socket's buffer, not the job's, holds what is queued).
-TEST_F(FaultMatrixTest, NetworkCutInPreCopyAllQueued) {
-  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kQueuedState, 1)));
-  ASSERT_TRUE(topology_->Shape(kSlowRate).ok());
+// A cut once the source has sent all its pre-copy data and waits for the
+// destination's acknowledgements, sending nothing. The destination's devices
+// load slowly (kSlowWrites): each data stream's thread there reads its chunk
+// whole and holds it while the device takes it, so the state leaves the
+// source at once and the acknowledgements come only a second or two later;
+// the cut comes in between. Only the liveness of the source's connections
+// (the control stream's keepalive, the data connections' keepalive and
+// TCP_USER_TIMEOUT) can find the partition; the wait for the
+// acknowledgements would end the job 60 s later. Two data streams: each
+// device's one chunk then travels on a stream of its own, and has a thread
+// on the destination that reads it whole, so nothing waits in the sockets'
+// buffers, whatever their size (with one stream the second chunk would wait
+// there behind the first one's slow load, and the source's write might block
+// on it: that is the `pre-copy / network cut` row).
+TEST_F(FaultMatrixTest, NetworkCutInPreCopyAllSent) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kAllSentState, 1), {},
+                                    /*destination_knobs=*/kSlowWrites));
   ASSERT_NO_FATAL_FAILURE(Migrate([](v1::StartMigrationRequest& request) {
     request.mutable_policy()->set_streams(2);
   }));
-  // The first pass queued every device's initial data and its
-  // INITIAL_DATA_END marker.
-  absl::StatusOr<Migration> queued = WaitForPhase(
+  // The first pass sent every device's initial data and its
+  // INITIAL_DATA_END marker: the source waits for the acknowledgements.
+  absl::StatusOr<Migration> sent = WaitForPhase(
       source_->stub(), job_,
       [](const Migration& m) {
         return m.phase() == v1::PHASE_PRE_COPY && m.precopy().iteration() >= 1;
       },
       absl::Now() + kSettleTimeout);
-  ASSERT_TRUE(queued.ok()) << queued.status();
-  for (const v1::DeviceProgress& d : queued->devices()) {
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  for (const v1::DeviceProgress& d : sent->devices()) {
     ASSERT_FALSE(d.initial_data_acked())
-        << d.device() << " was acknowledged before the cut: the link is "
-        << "too fast for this case";
+        << d.device() << " was acknowledged before the cut: the destination "
+        << "loads too fast for this case";
   }
   ASSERT_TRUE(topology_->Partition().ok());
   const absl::Time cut = absl::Now();
+  // What the destination had loaded when the link went: not all of it.
+  ASSERT_OK_AND_ASSIGN(Migration at_cut,
+                       GetMigration(destination_->stub(), job_));
   absl::StatusOr<Migration> ended =
       WaitForEnd(source_->stub(), job_, cut + kNoticeCutWithin);
   ASSERT_TRUE(ended.ok()) << "the source did not notice the cut within "
                           << kNoticeCutWithin << ": " << ended.status();
-  std::cerr << "the source's job ended "
+  std::cerr << "when the link was cut the source had sent "
+            << sent->bytes_done() << " bytes and the destination loaded "
+            << at_cut.bytes_done() << "; the source's job ended "
+            << absl::FormatDuration(
+                   absl::Trunc(absl::Now() - cut, absl::Milliseconds(100)))
+            << " after the cut: " << ended->failure().message() << "\n";
+  ASSERT_NO_FATAL_FAILURE(Settle(destination_));
+  std::cerr << "the destination's job had ended "
             << absl::FormatDuration(
                    absl::Trunc(absl::Now() - cut, absl::Milliseconds(100)))
             << " after the cut\n";
-  ASSERT_NO_FATAL_FAILURE(Settle(destination_));
   ASSERT_TRUE(topology_->Heal().ok());
-  Finish("pre-copy, all queued", "network cut");
+  Finish("pre-copy, all sent", "network cut");
+}
+
+// Not a row: the `pre-copy, all sent` case without its cut is a job that
+// succeeds, the destination's slow load included, so the cut is what ends
+// that row's job.
+TEST_F(FaultMatrixTest, TheAllSentCaseSucceedsWithoutTheCut) {
+  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kAllSentState, 1), {},
+                                    /*destination_knobs=*/kSlowWrites));
+  ASSERT_NO_FATAL_FAILURE(Migrate([](v1::StartMigrationRequest& request) {
+    request.mutable_policy()->set_streams(2);
+  }));
+  absl::StatusOr<Migration> sent = WaitForPhase(
+      source_->stub(), job_,
+      [](const Migration& m) {
+        return m.phase() == v1::PHASE_PRE_COPY && m.precopy().iteration() >= 1;
+      },
+      absl::Now() + kSettleTimeout);
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  for (const v1::DeviceProgress& d : sent->devices()) {
+    EXPECT_FALSE(d.initial_data_acked()) << d.device();
+  }
+  for (AgentProcess* agent : {source_, destination_}) {
+    absl::StatusOr<Migration> end =
+        WaitForEnd(agent->stub(), job_, absl::Now() + kSettleTimeout);
+    ASSERT_TRUE(end.ok()) << agent->name() << ": " << end.status();
+    EXPECT_EQ(PhaseText(end->phase()), "SUCCEEDED")
+        << agent->name() << ": " << end->failure().message();
+  }
+  ASSERT_OK_AND_ASSIGN(DeviceMapT d, DeviceMap(destination_->stub()));
+  EXPECT_EQ(DigestsOf(d, names_), vm_);
 }
 
 TEST_F(FaultMatrixTest, NetworkCutInStopCopy) {
@@ -1074,7 +1123,7 @@ TEST_F(FaultMatrixTest, DestinationJournalFullAtResuming) {
 // slow link makes pre-copy last ~4 s after the failure.
 TEST_F(FaultMatrixTest, DestinationJournalFullInPreCopy) {
   ASSERT_NO_FATAL_FAILURE(
-      StartPair(Emus(2, kQueuedState, 1), {}, "",
+      StartPair(Emus(2, kFourSecondState, 1), {}, "",
                 {absl::StrCat("--test_fault=journal_fail_after:",
                               kJournalFailInPreCopy)}));
   ASSERT_TRUE(topology_->Shape(kSlowRate).ok());
@@ -1184,7 +1233,7 @@ TEST(FaultMatrixDoc, ListsExactlyTheCasesThisTestRuns) {
       "resuming / kill -9 destination",
       "connecting / network cut",
       "pre-copy / network cut",
-      "pre-copy, all queued / network cut",
+      "pre-copy, all sent / network cut",
       "stop-copy / network cut",
       "after commit / network cut",
       "pre-copy / 1 s cut",

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -17,7 +18,6 @@
 namespace migd::migration {
 namespace {
 
-using transfer::kMaxChunkBytes;
 using transfer::kMaxStreams;
 using vfio::MigState;
 
@@ -50,14 +50,14 @@ bool TokensEqual(const std::string& a, const std::string& b) {
 DestinationJob::DestinationJob(std::shared_ptr<Job> job,
                                std::vector<device::Device*> devices,
                                std::function<void()> on_done,
-                               uint64_t reorder_cap_bytes,
+                               uint64_t memory_cap_bytes,
                                absl::Duration wait_timeout,
                                std::string source_identity)
     : job_(std::move(job)),
       devices_(std::move(devices)),
       on_done_(std::move(on_done)),
       source_identity_(std::move(source_identity)),
-      reorder_cap_bytes_(reorder_cap_bytes),
+      memory_cap_bytes_(memory_cap_bytes),
       wait_timeout_(wait_timeout) {
   absl::MutexLock lock(&mu_);
   loaded_.assign(devices_.size(), false);
@@ -67,11 +67,11 @@ DestinationJob::~DestinationJob() { token_timer_.reset(); }
 
 absl::StatusOr<std::shared_ptr<DestinationJob>> DestinationJob::Prepare(
     std::shared_ptr<Job> job, std::vector<device::Device*> devices,
-    std::function<void()> on_done, uint64_t reorder_cap_bytes,
+    std::function<void()> on_done, uint64_t memory_cap_bytes,
     absl::Duration wait_timeout, std::string source_identity,
     absl::Duration token_ttl) {
   std::shared_ptr<DestinationJob> dj(new DestinationJob(
-      std::move(job), std::move(devices), std::move(on_done), reorder_cap_bytes,
+      std::move(job), std::move(devices), std::move(on_done), memory_cap_bytes,
       wait_timeout, std::move(source_identity)));
   absl::StatusOr<std::string> token = NewToken();
   if (!token.ok()) return token.status();
@@ -150,7 +150,7 @@ void DestinationJob::ExpireToken() {
   base::LogWarning("job ", job_->id(), ": ", why.message());
   job_->SetPhase(v1::PHASE_ROLLING_BACK,
                  absl::StrCat("resetting devices: ", why.message()));
-  ReleaseDevicesLocked();
+  ReleaseDevicesLocked(why);
   EndLocked(why);
 }
 
@@ -179,6 +179,22 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
         absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_PROTOCOL_ERROR,
         absl::StrCat("session of ", header.num_streams(), " data streams; 1..",
                      kMaxStreams, " are supported"));
+  }
+  // Each stream holds up to two chunks here (transfer_service.cc's
+  // ReceiveOptions::max_buffers): refused before anything is held.
+  if (const uint64_t most =
+          uint64_t{2} * header.num_streams() * header.max_chunk_bytes();
+      most > memory_cap_bytes_) {
+    return base::Error(
+        absl::StatusCode::kResourceExhausted, v1::ERROR_REASON_INCOMPATIBLE,
+        absl::StrCat("session of ", header.num_streams(),
+                     " data streams of chunks up to ", header.max_chunk_bytes(),
+                     " bytes could hold ", most,
+                     " bytes of state here (two chunks a stream), above this "
+                     "agent's --transfer_memory_cap of ",
+                     memory_cap_bytes_,
+                     " bytes: use fewer streams or smaller "
+                     "chunks"));
   }
   v1::Migration record = job_->Snapshot();
   if (header.devices_size() != record.devices_size()) {
@@ -219,14 +235,6 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
       return s;
     }
   }
-  transfer::ReorderBufferOptions ro;
-  ro.num_devices = devices_.size();
-  ro.cap_bytes = reorder_cap_bytes_;
-  ro.max_chunk_bytes = kMaxChunkBytes;
-  absl::StatusOr<std::unique_ptr<transfer::ReorderBuffer>> reorder =
-      transfer::ReorderBuffer::Create(ro);
-  if (!reorder.ok()) return reorder.status();
-  reorder_ = *std::move(reorder);
   stage_ = Stage::kAttached;
   checker_ = std::make_unique<transfer::StreamChecker>(devices_.size());
   num_streams_ = header.num_streams();
@@ -234,6 +242,7 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
   {
     absl::MutexLock w(&write_mu_);
     written_.assign(devices_.size(), 0);
+    end_.assign(devices_.size(), std::nullopt);
     data_streams_expected_ = num_streams_;
   }
   AddCanceller(0, std::move(cancel_session));
@@ -340,68 +349,80 @@ absl::Status DestinationJob::OnChunk(transfer::DecodedRequest chunk) {
       return absl::FailedPreconditionError("job is not attached");
     }
   }
-  uint32_t device = chunk.header().device;
-  // Waits while the buffer is full: this stream stops reading, and gRPC flow
-  // control stalls its sender.
-  if (absl::Status s =
-          reorder_->Insert(std::move(chunk), absl::Now() + wait_timeout_);
-      !s.ok()) {
-    return s;
+  const uint32_t device = chunk.header().device;
+  const uint64_t offset = chunk.header().offset;
+  const uint64_t size = chunk.payload_size();
+  if (device >= devices_.size() || size == 0) {
+    // The stream's checker and receiver refuse these first.
+    return base::Error(absl::StatusCode::kInvalidArgument,
+                       v1::ERROR_REASON_PROTOCOL_ERROR,
+                       absl::StrCat("chunk of ", size, " bytes for device ",
+                                    device, " of ", devices_.size()));
   }
-  return Drain(device);
-}
-
-absl::Status DestinationJob::Drain(uint32_t device) {
-  {
-    // One stream writes at a time. A stream that finds another writing
-    // leaves its chunk to that one and goes back to reading its socket,
-    // rather than waiting for the lock while its sender stalls.
-    absl::MutexLock d(&drain_mu_);
-    if (draining_) {
-      redrain_ = true;
-      return absl::OkStatus();
-    }
-    draining_ = true;
+  // The chunk is held until it is in the device (or refused).
+  const uint64_t held = held_bytes_.fetch_add(size) + size;
+  for (uint64_t peak = peak_held_bytes_.load();
+       held > peak && !peak_held_bytes_.compare_exchange_weak(peak, held);) {
   }
-  for (;;) {
-    absl::Status s = WriteInOrder(device);
-    absl::MutexLock d(&drain_mu_);
-    // A chunk that came while we wrote may be next in order (of any device):
-    // nobody else will write it.
-    if (s.ok() && redrain_) {
-      redrain_ = false;
-      device = kAnyDevice;
-      continue;
-    }
-    draining_ = false;
-    redrain_ = false;
-    return s;
-  }
-}
-
-absl::Status DestinationJob::WriteInOrder(uint32_t device) {
-  if (device == kAnyDevice) {
-    for (uint32_t d = 0; d < devices_.size(); ++d) {
-      if (absl::Status s = WriteInOrder(d); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  }
+  absl::Cleanup release = [this, size] { held_bytes_.fetch_sub(size); };
   absl::MutexLock w(&write_mu_);
-  if (aborted_) return absl::CancelledError("job aborted");
-  while (std::optional<transfer::DecodedRequest> next =
-             reorder_->TryPop(device)) {
-    if (!first_chunk_.has_value()) first_chunk_ = absl::Now();
-    if (absl::Status s = streams_[device]->WriteAll(next->payload()); !s.ok()) {
-      return base::WithReason(
-          base::Annotate(s, absl::StrCat("loading state at offset ",
-                                         next->header().offset)),
-          v1::ERROR_REASON_STATE_REJECTED);
+  if (!aborted_ && written_[device] < offset) {
+    // Not its turn: other streams carry the bytes before it. This thread
+    // writes it itself once they are in, rather than leave it for the
+    // thread that writes its predecessor (which would find it cold in the
+    // cache), and reads nothing more meanwhile: this stream's window fills
+    // and stalls the source, so the job holds one chunk per stream at most.
+    auto turn = [this, device, offset,
+                 size]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+      return aborted_ || written_[device] >= offset ||
+             (end_[device].has_value() && offset + size > *end_[device]);
+    };
+    if (!write_mu_.AwaitWithTimeout(absl::Condition(&turn), wait_timeout_)) {
+      return base::Error(
+          absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_TIMEOUT,
+          absl::StrCat("device ", devices_[device]->name(), ": the chunk at ",
+                       offset, " waited ", absl::FormatDuration(wait_timeout_),
+                       " for the bytes before it; the device holds ",
+                       written_[device], " bytes"));
     }
-    written_[device] += next->payload_size();
-    if (on_activity_) on_activity_();
-    job_->AddDeviceBytes(device, next->payload_size(), stop_copy_started_);
   }
+  if (aborted_) return AbortedLocked();
+  if (end_[device].has_value() && offset + size > *end_[device]) {
+    return base::Error(
+        absl::StatusCode::kDataLoss, v1::ERROR_REASON_STREAM_CORRUPTED,
+        absl::StrCat("device ", devices_[device]->name(), ": the chunk at ",
+                     offset, " (", size, " bytes) runs past the end of its ",
+                     *end_[device], "-byte stream"));
+  }
+  if (written_[device] != offset) {
+    return base::Error(
+        absl::StatusCode::kDataLoss, v1::ERROR_REASON_STREAM_CORRUPTED,
+        absl::StrCat("device ", devices_[device]->name(), ": the chunk at ",
+                     offset, " (", size, " bytes) overlaps the ",
+                     written_[device], " bytes already written"));
+  }
+  if (device >= streams_.size() || streams_[device] == nullptr) {
+    // Complete took the load sessions once every device ended: a chunk now
+    // is one too many (the end checks above refuse it first).
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", devices_[device]->name(),
+                     ": a chunk after its load session ended"));
+  }
+  if (!first_chunk_.has_value()) first_chunk_ = absl::Now();
+  if (absl::Status s = streams_[device]->WriteAll(chunk.payload()); !s.ok()) {
+    return base::WithReason(
+        base::Annotate(s, absl::StrCat("loading state at offset ", offset)),
+        v1::ERROR_REASON_STATE_REJECTED);
+  }
+  written_[device] += size;
+  if (on_activity_) on_activity_();
+  job_->AddDeviceBytes(device, size, stop_copy_started_);
   return absl::OkStatus();
+}
+
+absl::Status DestinationJob::AbortedLocked() const {
+  if (abort_cause_.ok()) return absl::CancelledError("the job was aborted");
+  return base::Annotate(abort_cause_, "the job was aborted");
 }
 
 void DestinationJob::DataStreamEnded(uint32_t index) {
@@ -480,10 +501,18 @@ absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
       return absl::OkStatus();
     }
     case v1::PhaseMarker::DEVICE_END: {
-      if (absl::Status s =
-              reorder_->EndDevice(marker.device(), marker.total_bytes());
-          !s.ok()) {
-        return s;
+      {
+        // A chunk waiting for its turn past this end wakes and fails.
+        absl::MutexLock w(&write_mu_);
+        const uint32_t d = marker.device();
+        if (written_[d] > marker.total_bytes()) {
+          return base::Error(
+              absl::StatusCode::kDataLoss, v1::ERROR_REASON_STREAM_CORRUPTED,
+              absl::StrCat("device ", devices_[d]->name(), ": the source sent ",
+                           marker.total_bytes(), " bytes, ", written_[d],
+                           " arrived"));
+        }
+        end_[d] = marker.total_bytes();
       }
       return WaitWritten(marker.device(), marker.total_bytes(),
                          /*exact=*/true);
@@ -569,14 +598,12 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
   return c;
 }
 
-void DestinationJob::ReleaseDevicesLocked() {
-  if (reorder_ != nullptr) {
-    // Wakes data streams waiting for room, before taking the write lock
-    // they may need to make room.
-    reorder_->Cancel(absl::CancelledError("job aborted"));
-  }
+void DestinationJob::ReleaseDevicesLocked(const absl::Status& why) {
+  // Waits for a write under way; wakes the data streams waiting for their
+  // turn, which end with `why`.
   absl::MutexLock w(&write_mu_);
   aborted_ = true;
+  abort_cause_ = why;
   streams_.clear();
   for (size_t i = 0; i < devices_.size(); ++i) {
     // A load takes effect at RESUMING -> STOP (after COMMIT): a device that
@@ -623,8 +650,7 @@ absl::Status DestinationJob::Resolve(v1::Resolution resolution,
 }
 
 void DestinationJob::EndLocked(const absl::Status& cause) {
-  if (reorder_ != nullptr)
-    job_->SetReorderPeakBytes(reorder_->peak_held_bytes());
+  job_->SetReorderPeakBytes(peak_held_bytes_.load());
   job_->SetCanceller(nullptr);
   {
     absl::MutexLock c(&cancel_mu_);
@@ -667,7 +693,7 @@ void DestinationJob::AbortLocked(const absl::Status& cause, int from_stream) {
                                 "state stays stopped): "
                               : "resetting devices: ",
                    why.message()));
-  ReleaseDevicesLocked();
+  ReleaseDevicesLocked(why);
   EndLocked(why);
 }
 

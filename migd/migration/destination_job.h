@@ -7,14 +7,16 @@
 // bound to the source agent's identity and good until it expires (a prepared
 // job whose token expires unused ends with TIMEOUT and resets its devices).
 // The source's transfer session then attaches with that token: one control
-// stream, then its data streams. Chunks from the data streams pass their
-// stream's integrity checks, are put back in each device's offset order by a
-// bounded reorder buffer (a stream running ahead waits for a slow one instead
-// of growing memory), and go into the devices' load sessions straight from
-// the received buffers. Markers on the control stream wait for the bytes they
-// account for. On COMMIT every device goes RESUMING -> STOP (where the device
-// validates what it loaded), then RUNNING_P2P on all devices (a barrier),
-// then RUNNING.
+// stream, then its data streams. Each data stream's thread checks its chunks
+// (its stream's integrity) and writes each one into its device's load
+// session itself, straight from the buffer it was received into, once every
+// byte before it is in: a chunk that comes before its turn waits for the
+// streams that carry the bytes before it, and its stream reads nothing more
+// meanwhile (TCP's window then stalls the source), so the job holds at most
+// one chunk per stream. Markers on the control stream wait for the bytes
+// they account for. On COMMIT every device goes RESUMING -> STOP (where the
+// device validates what it loaded), then RUNNING_P2P on all devices (a
+// barrier), then RUNNING.
 //
 // Any failure, cancel, or loss of the source before completion resets every
 // device (aborting RESUMING needs VFIO_DEVICE_RESET) and releases it. The
@@ -46,7 +48,6 @@
 #include "migd/migration/job.h"
 #include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/framing.h"
-#include "migd/transfer/reorder_buffer.h"
 #include "proto/migd/v1/transfer.pb.h"
 
 namespace migd::migration {
@@ -60,14 +61,19 @@ class DestinationJob {
   // devices that already moved are reset and nothing stays claimed (the
   // caller releases the claim through `on_done`, which also runs when the
   // job ends).
-  // `reorder_cap_bytes` bounds the payload held out of order; `wait_timeout`
-  // how long a marker waits for the bytes it accounts for. The token is
-  // bound to `source_identity` (the identity a session must come from; ""
-  // only without TLS) and expires after `token_ttl`.
+  // `memory_cap_bytes` is the memory the agent allows a job for device
+  // state in flight (--transfer_memory_cap): each data stream holds at most
+  // two chunks here (the one being read and the one waiting for its turn to
+  // be written, see OnChunk), and a session whose streams and chunk size
+  // could hold more is refused at Attach. `wait_timeout`
+  // is how long a marker waits for the bytes it accounts for, and a chunk
+  // for its turn. The token is bound to `source_identity` (the identity a
+  // session must come from; "" only without TLS) and expires after
+  // `token_ttl`.
   static absl::StatusOr<std::shared_ptr<DestinationJob>> Prepare(
       std::shared_ptr<Job> job, std::vector<device::Device*> devices,
       std::function<void()> on_done,
-      uint64_t reorder_cap_bytes = uint64_t{64} << 20,
+      uint64_t memory_cap_bytes = uint64_t{64} << 20,
       absl::Duration wait_timeout = absl::Seconds(60),
       std::string source_identity = "",
       absl::Duration token_ttl = absl::InfiniteDuration());
@@ -115,12 +121,25 @@ class DestinationJob {
                           const std::string& peer_identity,
                           StreamCanceller cancel_stream);
 
-  // The payload bytes the reorder buffer holds at most.
-  uint64_t reorder_cap_bytes() const { return reorder_cap_bytes_; }
+  // The cap Prepare was given (see there).
+  uint64_t memory_cap_bytes() const { return memory_cap_bytes_; }
 
-  // A chunk that passed its stream's checks: held until it is next in its
-  // device's order (waiting while the reorder buffer is full), then written
-  // to the device with whatever it unblocked.
+  // Payload the data streams hold now: received, not yet in its device
+  // (waiting for its turn, or being written). Its peak is the job's
+  // reorder peak.
+  uint64_t held_bytes() const { return held_bytes_.load(); }
+
+  // A chunk that passed its stream's checks, on that stream's thread: waits
+  // until every byte of its device before it is in the device (other
+  // streams' threads write those), then writes it. Each stream carries its
+  // chunks in the order the source read them, so the next bytes a device
+  // needs are always the first unwritten chunk of some stream, whose thread
+  // waits for no other chunk: no wait is circular. The wait ends with the job:
+  // an abort (a stream or the control stream that failed, a cancel) wakes
+  // it with the abort's cause; and it lasts at most `wait_timeout`
+  // (kDeadlineExceeded, TIMEOUT). kDataLoss (STREAM_CORRUPTED) for a chunk
+  // that overlaps bytes already written or runs past its device's end
+  // (DEVICE_END); the device's error (STATE_REJECTED) when the write fails.
   absl::Status OnChunk(transfer::DecodedRequest chunk);
 
   // Data stream `index` ended cleanly (the source half-closed it).
@@ -187,10 +206,12 @@ class DestinationJob {
 
  private:
   DestinationJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
-                 std::function<void()> on_done, uint64_t reorder_cap_bytes,
+                 std::function<void()> on_done, uint64_t memory_cap_bytes,
                  absl::Duration wait_timeout, std::string source_identity);
-  // Resets the devices that did not load, stands down those that did.
-  void ReleaseDevicesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Resets the devices that did not load, stands down those that did, and
+  // wakes every data stream waiting for its turn with `why`.
+  void ReleaseDevicesLocked(const absl::Status& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Device `index` failed to resume (`error`) once others may run: the job
   // goes IN_DOUBT, devices as they are. Returns `error`.
   absl::Status ResumeFailedLocked(size_t index, const absl::Status& error)
@@ -210,12 +231,8 @@ class DestinationJob {
   void AddCanceller(uint32_t stream, StreamCanceller cancel);
   // Cancels every stream of the session but `except`, telling each `why`.
   void CancelStreams(int except, const absl::Status& why);
-  // Writes every chunk of `device` that is next in order, or has the stream
-  // already writing do it.
-  absl::Status Drain(uint32_t device);
-  static constexpr uint32_t kAnyDevice = ~uint32_t{0};
-  // Drain's writing part, for one device or every one (kAnyDevice).
-  absl::Status WriteInOrder(uint32_t device);
+  // Why a data stream's wait or write ended because the job aborted.
+  absl::Status AbortedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Waits until `device` holds at least `total` bytes (exactly `total` when
   // `exact`: its end); kDataLoss when every data stream ended short of it.
   absl::Status WaitWritten(uint32_t device, uint64_t total, bool exact);
@@ -230,11 +247,8 @@ class DestinationJob {
   absl::Time token_expires_ = absl::InfiniteFuture();
   // Fires ExpireToken; after Attach it finds nothing to do.
   std::unique_ptr<base::Watchdog> token_timer_;
-  const uint64_t reorder_cap_bytes_;
+  const uint64_t memory_cap_bytes_;
   const absl::Duration wait_timeout_;
-
-  // Set at Attach, then constant: the data streams never outlive the job.
-  std::unique_ptr<transfer::ReorderBuffer> reorder_;
 
   mutable absl::Mutex mu_;
   Stage stage_ ABSL_GUARDED_BY(mu_) = Stage::kWaiting;
@@ -256,21 +270,25 @@ class DestinationJob {
   // Set when a failed resume left the job IN_DOUBT (Complete).
   std::shared_ptr<InDoubt> in_doubt_ ABSL_GUARDED_BY(mu_);
 
-  // Which stream writes: set while one is in Drain, and whether chunks
-  // came meanwhile. Taken before write_mu_, never while waiting.
-  absl::Mutex drain_mu_;
-  bool draining_ ABSL_GUARDED_BY(drain_mu_) = false;
-  bool redrain_ ABSL_GUARDED_BY(drain_mu_) = false;
-
   // Device writes, taken after mu_ when both are held. The load sessions are
   // written by the data streams under write_mu_ and replaced only with both
-  // locks held.
+  // locks held. A data stream's thread waits for its chunk's turn on it
+  // (Await releases it meanwhile); every change of written_, end_ or
+  // aborted_ is made under it, which wakes the waiters whose turn came.
   mutable absl::Mutex write_mu_;
   std::vector<std::unique_ptr<device::DataStream>> streams_;
   std::vector<uint64_t> written_ ABSL_GUARDED_BY(write_mu_);
+  // Each device's stream length, once its DEVICE_END came.
+  std::vector<std::optional<uint64_t>> end_ ABSL_GUARDED_BY(write_mu_);
   uint32_t data_streams_ended_ ABSL_GUARDED_BY(write_mu_) = 0;
   uint32_t data_streams_expected_ ABSL_GUARDED_BY(write_mu_) = 0;
   bool aborted_ ABSL_GUARDED_BY(write_mu_) = false;
+  absl::Status abort_cause_ ABSL_GUARDED_BY(write_mu_);
+  // held_bytes() and the most at once. Atomic: a chunk counts from the
+  // moment it arrives, before its thread can take write_mu_, which a write
+  // in progress holds.
+  std::atomic<uint64_t> held_bytes_{0};
+  std::atomic<uint64_t> peak_held_bytes_{0};
   std::function<void()> on_activity_ ABSL_GUARDED_BY(write_mu_);
   bool stop_copy_started_ ABSL_GUARDED_BY(write_mu_) = false;
   // First chunk to COMMIT: the transfer time the job reports.

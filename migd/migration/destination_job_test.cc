@@ -110,6 +110,17 @@ void AttachSession(DestinationJob& dj, const std::string& job_id,
   }
 }
 
+// Waits until `dj` holds `bytes` of payload not yet in its device (chunks
+// other threads handed it); false after 20 s.
+bool WaitUntilHeld(const DestinationJob& dj, uint64_t bytes) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (dj.held_bytes() != bytes) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
 class DestinationJobTest : public testing::Test {
  protected:
   void SetUp() override {
@@ -143,13 +154,19 @@ TEST_F(DestinationJobTest, InitialDataEndAcksWhenLaterDataAlreadyArrived) {
 }
 
 // Chunks that arrive out of order are written in order, and the loaded state
-// is exactly the source's.
+// is exactly the source's: the early one waits for its turn.
 TEST_F(DestinationJobTest, OutOfOrderChunksLoadTheSourceState) {
   std::string stream = SaveStream(source_.get());
   const uint64_t half = stream.size() / 2;
-  ASSERT_TRUE(dj_->OnChunk(Chunk(stream, half, stream.size() - half, 0)).ok());
+  absl::Status early;
+  std::thread waiter([&] {
+    early = dj_->OnChunk(Chunk(stream, half, stream.size() - half, 0));
+  });
+  ASSERT_TRUE(WaitUntilHeld(*dj_, stream.size() - half));
   EXPECT_EQ(job_->Snapshot().devices(0).bytes_done(), 0u);  // held back
   ASSERT_TRUE(dj_->OnChunk(Chunk(stream, 0, half, 1)).ok());
+  waiter.join();
+  ASSERT_TRUE(early.ok()) << early;
   EXPECT_EQ(job_->Snapshot().devices(0).bytes_done(), stream.size());
   ASSERT_TRUE(dj_->OnMarker(Marker(v1::PhaseMarker::STOP_COPY, 0, 0)).ok());
   ASSERT_TRUE(
@@ -159,6 +176,108 @@ TEST_F(DestinationJobTest, OutOfOrderChunksLoadTheSourceState) {
   auto completion = dj_->Complete();
   ASSERT_TRUE(completion.ok()) << completion.status();
   EXPECT_EQ(*destination_->StateDigest(), *source_->StateDigest());
+  // Both chunks were held at once.
+  EXPECT_EQ(job_->Snapshot().reorder_peak_bytes(), stream.size());
+}
+
+// A chunk waiting for its turn while a stream fails ends at once, with the
+// failure's cause: it does not wait for bytes that will never come.
+TEST_F(DestinationJobTest, AWaitingChunkEndsWithTheCauseOfAFailedStream) {
+  std::string stream = SaveStream(source_.get());
+  absl::Status waited;
+  std::thread waiter(
+      [&] { waited = dj_->OnChunk(Chunk(stream, 1000, 1000, 0)); });
+  ASSERT_TRUE(WaitUntilHeld(*dj_, 1000));
+  dj_->Abort(base::Error(absl::StatusCode::kDataLoss,
+                         v1::ERROR_REASON_STREAM_CORRUPTED,
+                         "data stream 2: chunk 0 fails its CRC32C"),
+             /*from_stream=*/2);
+  waiter.join();
+  EXPECT_EQ(waited.code(), absl::StatusCode::kDataLoss) << waited;
+  EXPECT_EQ(base::ReasonOf(waited), v1::ERROR_REASON_STREAM_CORRUPTED);
+  EXPECT_TRUE(absl::StrContains(waited.message(), "CRC32C")) << waited;
+  EXPECT_EQ(dj_->held_bytes(), 0u);
+}
+
+// Bytes that overlap what a device already holds are a broken stream, found
+// as soon as the chunk's turn comes (or is past).
+TEST_F(DestinationJobTest, AChunkOverlappingWrittenBytesIsDataLoss) {
+  std::string stream = SaveStream(source_.get());
+  absl::Status waited;
+  std::thread waiter(
+      [&] { waited = dj_->OnChunk(Chunk(stream, 1500, 500, 0)); });
+  ASSERT_TRUE(WaitUntilHeld(*dj_, 500));
+  ASSERT_TRUE(dj_->OnChunk(Chunk(stream, 0, 2000, 0)).ok());
+  waiter.join();
+  EXPECT_EQ(waited.code(), absl::StatusCode::kDataLoss) << waited;
+  EXPECT_EQ(base::ReasonOf(waited), v1::ERROR_REASON_STREAM_CORRUPTED);
+  absl::Status repeat = dj_->OnChunk(Chunk(stream, 0, 1000, 1));
+  EXPECT_EQ(repeat.code(), absl::StatusCode::kDataLoss) << repeat;
+  EXPECT_TRUE(absl::StrContains(repeat.message(), "overlaps")) << repeat;
+}
+
+// A chunk past its device's end (DEVICE_END) is refused, and one waiting
+// for bytes past the end stops waiting when the end comes.
+TEST_F(DestinationJobTest, AChunkPastItsDevicesEndIsDataLoss) {
+  std::string stream = SaveStream(source_.get());
+  absl::Status waited;
+  std::thread waiter(
+      [&] { waited = dj_->OnChunk(Chunk(stream, 2000, 100, 0)); });
+  ASSERT_TRUE(WaitUntilHeld(*dj_, 100));
+  ASSERT_TRUE(dj_->OnChunk(Chunk(stream, 0, 1000, 0)).ok());
+  ASSERT_TRUE(dj_->OnMarker(Marker(v1::PhaseMarker::DEVICE_END, 0, 1000)).ok());
+  waiter.join();
+  EXPECT_EQ(waited.code(), absl::StatusCode::kDataLoss) << waited;
+  EXPECT_TRUE(absl::StrContains(waited.message(), "runs past")) << waited;
+  absl::Status after = dj_->OnChunk(Chunk(stream, 1000, 10, 1));
+  EXPECT_EQ(after.code(), absl::StatusCode::kDataLoss) << after;
+}
+
+// A chunk whose predecessor never comes waits no longer than the job's wait
+// timeout.
+TEST(DestinationJobStreams, AChunkWaitsForItsTurnAtMostTheWaitTimeout) {
+  auto source = Device("src0", 1);
+  auto destination = Device("dst0", 2);
+  auto job = std::make_shared<Job>("j3", v1::ROLE_DESTINATION, "source",
+                                   std::vector<DevicePair>{{"dst0", "src0"}});
+  auto dj =
+      DestinationJob::Prepare(job, {destination.get()}, nullptr,
+                              uint64_t{16} << 20, absl::Milliseconds(200));
+  ASSERT_TRUE(dj.ok()) << dj.status();
+  ASSERT_NO_FATAL_FAILURE(AttachSession(**dj, "j3", 2));
+  std::string stream = SaveStream(source.get());
+  const absl::Time t0 = absl::Now();
+  absl::Status s = (*dj)->OnChunk(Chunk(stream, 1000, 1000, 0));
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(200));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_EQ(base::ReasonOf(s), v1::ERROR_REASON_TIMEOUT) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "device dst0")) << s;
+  EXPECT_EQ((*dj)->held_bytes(), 0u);
+}
+
+// Each data stream may hold two chunks here: a session that could hold more
+// than the job's memory cap is refused at its header, nothing held; one
+// within it is accepted.
+TEST(DestinationJobStreams, ASessionThatCouldHoldMoreThanTheCapIsRefused) {
+  auto destination = Device("dst0", 2);
+  auto job = std::make_shared<Job>("j4", v1::ROLE_DESTINATION, "source",
+                                   std::vector<DevicePair>{{"dst0", "src0"}});
+  auto dj = DestinationJob::Prepare(job, {destination.get()}, nullptr,
+                                    uint64_t{16} << 20, absl::Seconds(5));
+  ASSERT_TRUE(dj.ok()) << dj.status();
+  v1::SessionHeader h = ControlHeader("j4", (*dj)->token(), 2);
+  h.set_max_chunk_bytes(8 << 20);
+  absl::Status s = (*dj)->Attach(h, "", IgnoreCancel);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_EQ(base::ReasonOf(s), v1::ERROR_REASON_INCOMPATIBLE) << s;
+  EXPECT_TRUE(absl::StrContains(
+      s.message(),
+      "session of 2 data streams of chunks up to 8388608 bytes could hold "
+      "33554432 bytes of state here (two chunks a stream), above this "
+      "agent's --transfer_memory_cap of 16777216 bytes"))
+      << s;
+  h.set_num_streams(1);
+  EXPECT_TRUE((*dj)->Attach(h, "", IgnoreCancel).ok());
 }
 
 // A device whose data streams all ended short of its DEVICE_END total lost
@@ -174,12 +293,18 @@ TEST_F(DestinationJobTest,
 }
 
 // A device whose load stream's first write waits for `gate`: a write that
-// takes long, as a large one into a real device does.
+// takes long, as a large one into a real device does. It records which
+// thread made each write.
 class GatedDevice : public device::Device {
  public:
   GatedDevice(device::Device* inner, absl::Notification* entered,
               absl::Notification* gate)
       : inner_(inner), entered_(entered), gate_(gate) {}
+
+  std::vector<std::thread::id> writers() const {
+    absl::MutexLock l(&mu_);
+    return writers_;
+  }
 
   const std::string& name() const override { return inner_->name(); }
   std::string kind() const override { return inner_->kind(); }
@@ -193,8 +318,7 @@ class GatedDevice : public device::Device {
       vfio::MigState target) override {
     auto s = inner_->SetState(target);
     if (!s.ok() || *s == nullptr) return s;
-    return std::unique_ptr<device::DataStream>(
-        new Stream(*std::move(s), entered_, gate_));
+    return std::unique_ptr<device::DataStream>(new Stream(*std::move(s), this));
   }
   absl::StatusOr<uint64_t> GetStopCopySize() override {
     return inner_->GetStopCopySize();
@@ -217,16 +341,19 @@ class GatedDevice : public device::Device {
  private:
   class Stream : public device::DataStream {
    public:
-    Stream(std::unique_ptr<device::DataStream> inner,
-           absl::Notification* entered, absl::Notification* gate)
-        : inner_(std::move(inner)), entered_(entered), gate_(gate) {}
+    Stream(std::unique_ptr<device::DataStream> inner, GatedDevice* device)
+        : inner_(std::move(inner)), device_(device) {}
     absl::StatusOr<device::ReadResult> Read(absl::Span<uint8_t> buf) override {
       return inner_->Read(buf);
     }
     absl::StatusOr<size_t> Write(absl::Span<const uint8_t> data) override {
-      if (!entered_->HasBeenNotified()) {
-        entered_->Notify();
-        gate_->WaitForNotification();
+      {
+        absl::MutexLock l(&device_->mu_);
+        device_->writers_.push_back(std::this_thread::get_id());
+      }
+      if (!device_->entered_->HasBeenNotified()) {
+        device_->entered_->Notify();
+        device_->gate_->WaitForNotification();
       }
       return inner_->Write(data);
     }
@@ -236,19 +363,21 @@ class GatedDevice : public device::Device {
 
    private:
     std::unique_ptr<device::DataStream> inner_;
-    absl::Notification* entered_;
-    absl::Notification* gate_;
+    GatedDevice* device_;
   };
 
   device::Device* inner_;
   absl::Notification* entered_;
   absl::Notification* gate_;
+  mutable absl::Mutex mu_;
+  std::vector<std::thread::id> writers_ ABSL_GUARDED_BY(mu_);
 };
 
 // While one data stream writes into the device, another stream's chunk that
-// is next in order is left to the writer: that stream goes back to reading
-// instead of waiting, and the writer still loads everything in order.
-TEST(DestinationJobStreams, AStreamDoesNotWaitWhileAnotherWrites) {
+// comes next waits for that write and then is written by its own stream's
+// thread, while it is still warm in that thread's cache, not left for the
+// writer to pick up later; the device still loads everything in order.
+TEST(DestinationJobStreams, AStreamWritesItsOwnChunkOnceItsTurnComes) {
   auto source = Device("src0", 1);
   auto inner = Device("dst0", 2);
   absl::Notification entered, gate;
@@ -263,26 +392,35 @@ TEST(DestinationJobStreams, AStreamDoesNotWaitWhileAnotherWrites) {
   std::string stream = SaveStream(source.get());
   const uint64_t half = stream.size() / 2;
   absl::Status first;
-  std::thread writer(
-      [&] { first = (*dj)->OnChunk(Chunk(stream, 0, half, 0)); });
+  std::thread::id first_thread, second_thread;
+  std::thread writer([&] {
+    first_thread = std::this_thread::get_id();
+    first = (*dj)->OnChunk(Chunk(stream, 0, half, 0));
+  });
   entered.WaitForNotification();  // the writer is inside the device write
 
   absl::Notification second_returned;
   absl::Status second;
   std::thread other([&] {
+    second_thread = std::this_thread::get_id();
     second = (*dj)->OnChunk(Chunk(stream, half, stream.size() - half, 0));
     second_returned.Notify();
   });
-  // It returns while the write of the first chunk is still held.
-  EXPECT_TRUE(
-      second_returned.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  // It waits for its turn, holding its chunk, while the first write lasts.
+  EXPECT_TRUE(WaitUntilHeld(**dj, stream.size()));
+  EXPECT_FALSE(second_returned.HasBeenNotified());
   gate.Notify();
   writer.join();
   other.join();
   ASSERT_TRUE(first.ok()) << first;
   ASSERT_TRUE(second.ok()) << second;
-  // The writer wrote the second chunk too.
   EXPECT_EQ(job->Snapshot().devices(0).bytes_done(), stream.size());
+  // Each chunk was written by the thread that received it.
+  const std::vector<std::thread::id> writers = destination.writers();
+  ASSERT_EQ(writers.size(), 2u);
+  EXPECT_EQ(writers[0], first_thread);
+  EXPECT_EQ(writers[1], second_thread)
+      << "the second chunk was written by another thread than its own";
   ASSERT_TRUE((*dj)->OnMarker(Marker(v1::PhaseMarker::STOP_COPY, 0, 0)).ok());
   ASSERT_TRUE(
       (*dj)

@@ -205,17 +205,13 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
         sj->devices_, sj->options_.dirty_page_size, sj->options_.dirty_ranges);
   }
 
-  // One stream sends on the job's thread: a chunk's buffer is back before
-  // the next read, so the job uses one buffer at a time, whatever the cap (a
-  // second covers the hand-back). Several streams queue chunks for their
-  // senders, up to the memory cap.
-  const size_t buffers =
-      sj->options_.streams == 1
-          ? 2
-          : std::max<uint64_t>(
-                4, sj->options_.buffer_cap_bytes / sj->options_.chunk_bytes);
+  // Every stream sends on the job's thread: a chunk's buffer is back before
+  // the next read, so the job uses one buffer at a time, whatever its
+  // streams (a second covers the hand-back). Anything more would only be
+  // memory the job never fills.
+  constexpr size_t kBuffers = 2;
   absl::StatusOr<std::unique_ptr<transfer::BufferPool>> pool =
-      transfer::BufferPool::Create(sj->options_.chunk_bytes, buffers);
+      transfer::BufferPool::Create(sj->options_.chunk_bytes, kBuffers);
   if (!pool.ok()) return pool.status();
   sj->pool_ = *std::move(pool);
   // Map the buffers the state needs now (at most the pool's), while the VM
@@ -273,14 +269,10 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     data_header.set_max_chunk_bytes(sj->options_.chunk_bytes);
     absl::StatusOr<std::unique_ptr<transfer::DataConnection>> conn = open_data(
         static_cast<uint16_t>(data_port), sj->client_->peer_identity());
-    // One stream runs inline on the job's thread; several get a sender
-    // thread each, so that their writes go out at once.
     absl::StatusOr<std::unique_ptr<transfer::StreamSender>> sender =
-        conn.ok()
-            ? transfer::StreamSender::Open(
-                  *std::move(conn), data_header, sj->options_.handshake_timeout,
-                  /*threaded=*/sj->options_.streams > 1)
-            : conn.status();
+        conn.ok() ? transfer::StreamSender::Open(*std::move(conn), data_header,
+                                                 sj->options_.handshake_timeout)
+                  : conn.status();
     if (!sender.ok()) {
       sj->CancelSession();
       return base::Annotate(sender.status(),
@@ -543,8 +535,9 @@ absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
                                       uint64_t* sent, uint64_t budget) {
   device::DataStream* stream = streams_[index].get();
   for (uint64_t here = 0; here < budget;) {
-    // Waits while every buffer is in flight: backpressure from gRPC's send
-    // window all the way to the device reads.
+    // The previous chunk's buffer came back when its write returned, so
+    // this does not wait; it fails once the job is cancelled (Interrupt
+    // cancels the pool).
     absl::StatusOr<transfer::PooledBuffer> buffer = pool_->Acquire();
     if (!buffer.ok()) return buffer.status();
     absl::StatusOr<device::ReadResult> read =
@@ -594,10 +587,12 @@ absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
     if (job_->cancel_requested()) {
       return absl::CancelledError("cancel requested");
     }
-    // Round robin: chunks of one device spread over every data stream.
+    // Round robin: chunks of one device spread over every data stream. The
+    // write happens here, on the job's thread; it blocks while that
+    // stream's window is full (a slow destination stalls the reads).
     transfer::StreamSender* sender =
         senders_[next_sender_++ % senders_.size()].get();
-    if (absl::Status s = sender->Enqueue(header, *std::move(buffer)); !s.ok()) {
+    if (absl::Status s = sender->Send(header, *std::move(buffer)); !s.ok()) {
       return s;
     }
     offsets_[index] += n;

@@ -76,11 +76,6 @@ struct SourceJobOptions {
   // How often and how long that question is asked (its `dial` is ignored).
   InDoubtOptions outcome;
   uint32_t chunk_bytes = 1 << 20;
-  // Memory for chunks in flight (read from devices, not yet taken by the
-  // kernel) when there are several streams: reading waits when it is all in
-  // use, so agent memory stays bounded whatever the state size. One stream
-  // uses one buffer at a time (it sends on the job's thread).
-  uint64_t buffer_cap_bytes = uint64_t{64} << 20;
   // Data streams, each its own connection (1..16).
   uint32_t streams = 1;
   // A phase making no progress for this long fails the job.
@@ -159,12 +154,14 @@ class SourceJob {
   absl::Status SendMarker(v1::PhaseMarker::Kind kind, uint32_t device,
                           uint64_t total_bytes);
   absl::Status Send(v1::TransferRequest& request);
-  // Aborts every stream and wakes a read waiting for a buffer.
+  // Aborts every stream (a write blocked on one returns) and cancels the
+  // buffer pool.
   void CancelSession();
   // What a cancel request does: wakes the job thread's waits, leaving the
   // session open for the ABORT marker.
   void Interrupt();
-  // Sends what the data streams hold and closes them.
+  // Ends every data stream (STREAM_END) and waits for the destination's
+  // verdict on each.
   absl::Status CloseDataStreams();
   // Why the job stopped: a cancel or timeout wins over the error it caused;
   // a session the destination cancelled (not asked to by an operator) ends

@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -19,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -52,6 +55,18 @@ enum class AtCommit {
   kRunThenDrop,   // load and run the device, then drop the call unanswered
   kDropUnloaded,  // drop the call unanswered, the device never loaded
 };
+
+// The names of this process's threads (/proc/self/task/*/comm).
+std::vector<std::string> ThreadNames() {
+  std::vector<std::string> names;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.push_back(name);
+  }
+  return names;
+}
 
 // The destination side of one session, loading device 0 into `device`.
 class FakeDestination final : public v1::TransferService::Service {
@@ -108,7 +123,13 @@ class FakeDestination final : public v1::TransferService::Service {
       }
       v1::TransferResponse resp;
       switch (m.kind()) {
-        case v1::PhaseMarker::INITIAL_DATA_END:
+        case v1::PhaseMarker::INITIAL_DATA_END: {
+          // The source sent every chunk of the initial data and waits for
+          // this answer: its threads are all there.
+          std::vector<std::string> names = ThreadNames();
+          absl::MutexLock l(&mu_);
+          threads_at_initial_end_ = std::move(names);
+        }
           resp.mutable_switchover_ack()->set_device(m.device());
           stream->Write(resp);
           break;
@@ -135,28 +156,41 @@ class FakeDestination final : public v1::TransferService::Service {
           return grpc::Status::OK;
         }
         case v1::PhaseMarker::ABORT:
+          EndSession();
           return grpc::Status(grpc::StatusCode::ABORTED, m.message());
         default:
           break;
       }
     }
+    EndSession();
     return grpc::Status(grpc::StatusCode::CANCELLED, "source went away");
   }
 
-  // A data stream, on the data channel: the header, then the chunks (one
-  // stream: in stream order) into the load session, then the verdict.
+  // A data stream, on the data channel: the header, then the chunks into
+  // the load session in stream order (a chunk waits for the ones before it,
+  // which other streams carry), then the verdict.
   void ServeData(transfer::DataConnection& conn) {
     v1::SessionHeader header;
     if (!transfer::ReadMessage(conn, &header).ok()) return;
     v1::TransferResponse accepted;
     accepted.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_2);
     if (!transfer::WriteMessage(conn, accepted).ok()) return;
+    {
+      absl::MutexLock l(&mu_);
+      ++data_streams_;
+    }
     transfer::ReceiveOptions options;
     options.max_chunk_bytes = header.max_chunk_bytes();
     absl::Status s = transfer::ReceiveDataStream(
         conn, options, [this](transfer::DecodedRequest chunk) {
           absl::MutexLock l(&mu_);
-          if (load_ == nullptr || chunk.header().offset != loaded_) {
+          const uint64_t offset = chunk.header().offset;
+          auto turn = [this, offset]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return ended_ || load_ == nullptr || loaded_ >= offset;
+          };
+          mu_.AwaitWithTimeout(absl::Condition(&turn), kJobDeadline);
+          if (ended_) return absl::CancelledError("session ended");
+          if (load_ == nullptr || offset != loaded_) {
             return absl::InternalError("chunk out of order");
           }
           if (absl::Status s = load_->WriteAll(chunk.payload()); !s.ok()) {
@@ -175,6 +209,17 @@ class FakeDestination final : public v1::TransferService::Service {
     return markers_;
   }
 
+  // The names of this process's threads when the first INITIAL_DATA_END
+  // came (the source's among them), and how many data streams came.
+  std::vector<std::string> threads_at_initial_end() const {
+    absl::MutexLock l(&mu_);
+    return threads_at_initial_end_;
+  }
+  int data_streams() const {
+    absl::MutexLock l(&mu_);
+    return data_streams_;
+  }
+
   bool Saw(v1::PhaseMarker::Kind kind) const {
     for (const v1::PhaseMarker& m : markers()) {
       if (m.kind() == kind) return true;
@@ -183,6 +228,12 @@ class FakeDestination final : public v1::TransferService::Service {
   }
 
  private:
+  // The session ended without COMMIT: chunks waiting for their turn give up.
+  void EndSession() {
+    absl::MutexLock l(&mu_);
+    ended_ = true;
+  }
+
   grpc::Status Accept(grpc::ServerReaderWriter<v1::TransferResponse,
                                                v1::TransferRequest>* stream) {
     v1::TransferRequest req;
@@ -204,6 +255,9 @@ class FakeDestination final : public v1::TransferService::Service {
   std::unique_ptr<device::DataStream> load_ ABSL_GUARDED_BY(mu_);
   uint64_t loaded_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::PhaseMarker> markers_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> threads_at_initial_end_ ABSL_GUARDED_BY(mu_);
+  int data_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint16_t> data_port_{0};
 };
 
@@ -342,6 +396,8 @@ class SourceJobTest : public ::testing::Test {
       return server->InProcessChannel(grpc::ChannelArguments());
     };
     options.chunk_bytes = kChunkBytes;
+    options.streams = streams_;
+    options.drop_stream_after = drop_stream_after_;
     options.phase_timeout = absl::Seconds(20);
     options.convergence.max_iterations = 1000;
     // Long enough for any pass, short enough that a job stuck waiting for
@@ -398,6 +454,9 @@ class SourceJobTest : public ::testing::Test {
   std::unique_ptr<transfer::DataListener> data_listener_;
   std::shared_ptr<Job> job_;
   std::atomic<int> released_{0};
+  // The job's data streams, and the fault that drops the last one.
+  uint32_t streams_ = 1;
+  std::optional<uint64_t> drop_stream_after_;
 };
 
 // Every state the record says device `name` passed through, in order.
@@ -783,6 +842,58 @@ TEST_F(SourceJobTest, ABusyArcIsADeviceErrorNotAnUnavailablePeer) {
   EXPECT_TRUE(absl::StrContains(m.failure().message(), "RUNNING -> PRE_COPY"))
       << m.failure().message();
 }
+
+// Jobs of several data streams.
+class SourceJobStreamsTest : public SourceJobTest,
+                             public ::testing::WithParamInterface<uint32_t> {
+ protected:
+  void SetUp() override { streams_ = GetParam(); }
+};
+
+// The job's own thread writes every data stream, round robin: a job of
+// several streams starts no sender thread per stream ("src-send"), and the
+// state arrives whole over all of them.
+TEST_P(SourceJobStreamsTest, SendsEveryStreamOnTheJobThread) {
+  auto src = Emulated("emu0", 1);
+  const v1::Migration m = Migrate(src.get());
+  ASSERT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << m.failure().message();
+  EXPECT_EQ(dst_->StateDigest().value(), src->StateDigest().value());
+  EXPECT_EQ(destination_->data_streams(), static_cast<int>(GetParam()));
+  const std::vector<std::string> threads =
+      destination_->threads_at_initial_end();
+  ASSERT_FALSE(threads.empty()) << "no INITIAL_DATA_END came";
+  // A thread starts with its creator's name, so src-job may count twice.
+  EXPECT_GE(std::count(threads.begin(), threads.end(), "src-job"), 1)
+      << absl::StrJoin(threads, ", ");
+  EXPECT_EQ(std::count(threads.begin(), threads.end(), "src-send"), 0)
+      << absl::StrJoin(threads, ", ");
+}
+
+// One of the streams fails midway (its connection shut down, as a network
+// failure would): the job's next write to it fails the job, which tells the
+// destination why, and the device runs again with its state.
+TEST_P(SourceJobStreamsTest, AStreamThatFailsFailsTheJobAndTheDeviceRuns) {
+  auto src = Emulated("emu0", 1);
+  const std::string before = src->StateDigest().value();
+  drop_stream_after_ = 5;
+  const v1::Migration m = Migrate(src.get());
+  // The fault shuts the connection down here, which reads as CANCELLED
+  // (data_connection.h), where a real failure reads PEER_UNAVAILABLE: the
+  // phase says which, this test that the job ended without its state.
+  EXPECT_NE(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED));
+  EXPECT_TRUE(absl::StrContains(m.failure().message(), "data channel"))
+      << m.failure().message();
+  EXPECT_TRUE(destination_->Saw(v1::PhaseMarker::ABORT));
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(src->StateDigest().value(), before);
+  EXPECT_EQ(released_.load(), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Streams, SourceJobStreamsTest,
+                         ::testing::Values(2u, 4u), [](const auto& info) {
+                           return absl::StrCat(info.param, "Streams");
+                         });
 
 TEST(DeviceError, AttachesDeviceErrorWhateverTheCode) {
   for (absl::StatusCode code :

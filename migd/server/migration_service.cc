@@ -603,7 +603,6 @@ grpc::Status MigrationServiceImpl::StartMigration(
   opts.outcome = options_.outcome;
   opts.corrupt_chunk_sequence = options_.corrupt_chunk_sequence;
   opts.drop_stream_after = options_.drop_stream_after;
-  opts.buffer_cap_bytes = options_.transfer_memory_cap;
   opts.streams =
       request->policy().streams() == 0 ? 1 : request->policy().streams();
   if (opts.streams > transfer::kMaxStreams) {

@@ -39,7 +39,9 @@ struct MigrationServiceOptions {
   // Fault injection for tests (see SourceJobOptions).
   std::optional<uint64_t> corrupt_chunk_sequence;
   std::optional<uint64_t> drop_stream_after;
-  // Source chunk buffers and destination reorder buffer, per job.
+  // Device state a destination job may hold in flight (DestinationJob's
+  // memory_cap_bytes: two chunks a data stream). A source job holds two
+  // chunks whatever its streams.
   uint64_t transfer_memory_cap = uint64_t{64} << 20;
   // How this agent dials destinations (and whether identities exist at all:
   // with insecure credentials none can be named or checked). Insecure when

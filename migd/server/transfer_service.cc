@@ -485,13 +485,11 @@ void TransferServiceImpl::ServeDataConnection(transfer::DataConnection& conn,
     transfer::ReceiveOptions options;
     options.num_devices = job->job()->num_devices();
     options.max_chunk_bytes = header.max_chunk_bytes();
-    // One stream arrives in order: each chunk is written before the next
-    // is read. Several may run ahead of each other, up to the reorder
-    // buffer's cap.
-    options.max_buffers =
-        header.num_streams() <= 1
-            ? 2
-            : job->reorder_cap_bytes() / header.max_chunk_bytes() + 2;
+    // Each chunk is in the device (or refused) before the stream reads the
+    // next one: a chunk whose turn has not come waits on this thread
+    // (DestinationJob::OnChunk). Two buffers, as the job's memory cap
+    // counts them (DestinationJob::Attach).
+    options.max_buffers = 2;
     migration::DestinationJob* raw = job.get();
     s = transfer::ReceiveDataStream(conn, options,
                                     [raw](transfer::DecodedRequest chunk) {

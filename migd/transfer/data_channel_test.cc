@@ -1,12 +1,15 @@
 // The data channel end to end in one process, over real sockets on
 // 127.0.0.1: a DataListener serving ReceiveDataStream, and StreamSenders
-// (inline and threaded) writing to it, in plaintext and with mutual TLS from
-// certificates minted by tools/pki. What a stream must do when things go
-// wrong: a corrupted chunk, a connection dropped midway, a peer with another
-// identity, and a destination that stops reading (the sender stalls, and
-// the buffers it holds stay within its pool).
+// writing to it from the test's thread, one stream or several in turn as a
+// source job does, in plaintext and with mutual TLS from certificates minted
+// by tools/pki. What a stream must do when things go wrong: a corrupted
+// chunk, a connection dropped midway, a peer with another identity, and a
+// destination that stops reading one of several streams (the sending thread
+// stalls in that stream's write, and the buffers it holds stay within its
+// pool).
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -49,6 +52,19 @@ struct Received {
   std::string peer_identity ABSL_GUARDED_BY(mu);
   bool done ABSL_GUARDED_BY(mu) = false;
 };
+
+// What the destination side saw of several streams: each chunk's payload by
+// its offset, and each stream's status once it ended.
+struct ReceivedStreams {
+  absl::Mutex mu;
+  std::map<uint64_t, std::string> chunks ABSL_GUARDED_BY(mu);
+  std::vector<absl::Status> ended ABSL_GUARDED_BY(mu);
+};
+
+// The fill byte of the chunk at `offset` in the tests of several streams.
+char FillAt(uint64_t offset) {
+  return static_cast<char>('a' + offset / kChunk % 26);
+}
 
 class DataChannelTest : public ::testing::TestWithParam<bool> {
  protected:
@@ -109,6 +125,85 @@ class DataChannelTest : public ::testing::TestWithParam<bool> {
     listener_ = *std::move(l);
   }
 
+  // Starts a listener whose every stream goes through ReceiveDataStream into
+  // `streams_`, `on_chunk` deciding about each chunk first (OK: taken); it
+  // may block, which stops that stream's reading.
+  void ListenStreams(
+      std::function<absl::Status(const DecodedRequest&)> on_chunk = nullptr) {
+    DataListenerOptions options;
+    options.address = "127.0.0.1:0";
+    options.handshake_timeout = kTimeout;
+    if (tls()) {
+      security::TlsFiles files = pki_->FilesFor("agent-b");
+      options.tls = [files] {
+        return security::NewTlsContext(files, security::TlsSide::kServer);
+      };
+    }
+    absl::StatusOr<std::unique_ptr<DataListener>> l = DataListener::Start(
+        options, [this, on_chunk](DataConnection& conn, const absl::Status&) {
+          ReceiveOptions r;
+          r.max_chunk_bytes = kChunk;
+          absl::Status s = ReceiveDataStream(
+              conn, r, [this, &on_chunk](DecodedRequest chunk) {
+                if (on_chunk) {
+                  if (absl::Status s = on_chunk(chunk); !s.ok()) return s;
+                }
+                std::string data(chunk.payload_size(), '\0');
+                chunk.CopyPayloadTo(
+                    absl::MakeSpan(reinterpret_cast<uint8_t*>(data.data()),
+                                   data.size()),
+                    nullptr);
+                absl::MutexLock lock(&streams_.mu);
+                streams_.chunks[chunk.header().offset] = std::move(data);
+                return absl::OkStatus();
+              });
+          (void)WriteMessage(conn, StatusMessage(s));
+          absl::MutexLock lock(&streams_.mu);
+          streams_.ended.push_back(s);
+        });
+    ASSERT_TRUE(l.ok()) << l.status();
+    listener_ = *std::move(l);
+  }
+
+  // `n` senders, each on a connection of its own to the listener.
+  std::vector<std::unique_ptr<StreamSender>> DialStreams(int n) {
+    std::vector<std::unique_ptr<StreamSender>> senders;
+    for (int k = 0; k < n; ++k) {
+      absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
+      EXPECT_TRUE(conn.ok()) << conn.status();
+      if (!conn.ok()) break;
+      senders.push_back(std::make_unique<StreamSender>(*std::move(conn)));
+    }
+    return senders;
+  }
+
+  // The statuses of the first `n` streams to end, in the order they ended.
+  std::vector<absl::Status> AwaitStreamsEnded(size_t n) {
+    absl::MutexLock lock(&streams_.mu);
+    auto ended = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_.mu) {
+      return streams_.ended.size() >= n;
+    };
+    streams_.mu.AwaitWithTimeout(absl::Condition(&ended), kTimeout);
+    return streams_.ended;
+  }
+
+  // Expects exactly `n` chunks of kChunk bytes, at offsets 0, kChunk, ...,
+  // each filled with FillAt(its offset).
+  void ExpectChunks(int n) {
+    absl::MutexLock lock(&streams_.mu);
+    EXPECT_EQ(streams_.chunks.size(), static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      const uint64_t offset = static_cast<uint64_t>(i) * kChunk;
+      auto it = streams_.chunks.find(offset);
+      if (it == streams_.chunks.end()) {
+        ADD_FAILURE() << "chunk at " << offset << " never arrived";
+        continue;
+      }
+      EXPECT_TRUE(it->second == std::string(kChunk, FillAt(offset)))
+          << "chunk at " << offset << " differs";
+    }
+  }
+
   // A connection to the listener as `name` (TLS), expecting agent-b.
   absl::StatusOr<std::unique_ptr<DataConnection>> Dial(
       const std::string& name = "agent-a",
@@ -145,40 +240,34 @@ class DataChannelTest : public ::testing::TestWithParam<bool> {
 
   std::unique_ptr<TestPki> pki_;
   Received received_;
+  ReceivedStreams streams_;
   std::unique_ptr<DataListener> listener_;
 };
 
-TEST_P(DataChannelTest, ChunksArriveWholeInlineAndThreaded) {
-  for (bool threaded : {false, true}) {
-    SCOPED_TRACE(threaded ? "threaded" : "inline");
-    {
-      absl::MutexLock lock(&received_.mu);
-      received_.bytes.clear();
-      received_.done = false;
-    }
-    ASSERT_NO_FATAL_FAILURE(Listen());
-    absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
-    ASSERT_TRUE(conn.ok()) << conn.status();
-    if (tls()) EXPECT_EQ((*conn)->cipher(), "TLS_AES_128_GCM_SHA256");
-    StreamSender sender(*std::move(conn), threaded);
-    absl::StatusOr<std::unique_ptr<BufferPool>> pool =
-        BufferPool::Create(kChunk, 4);
-    ASSERT_TRUE(pool.ok());
-    std::string expected;
-    for (int i = 0; i < 20; ++i) {
-      auto [header, buffer] = Chunk(**pool, i * kChunk, kChunk, 'a' + i);
-      expected += std::string(kChunk, 'a' + i);
-      ASSERT_TRUE(sender.Enqueue(header, std::move(buffer)).ok());
-    }
-    absl::Status closed = sender.Close();
-    EXPECT_TRUE(closed.ok()) << closed;
-    EXPECT_TRUE(AwaitReceived().ok());
-    absl::MutexLock lock(&received_.mu);
-    EXPECT_TRUE(received_.bytes == expected) << "payload differs";
-    if (tls()) {
-      EXPECT_EQ(received_.peer_identity, TestPki::AgentIdentity("agent-a"));
-    }
-    listener_.reset();
+TEST_P(DataChannelTest, ChunksArriveWhole) {
+  ASSERT_NO_FATAL_FAILURE(Listen());
+  absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  if (tls()) {
+    EXPECT_EQ((*conn)->cipher(), "TLS_AES_128_GCM_SHA256");
+  }
+  StreamSender sender(*std::move(conn));
+  absl::StatusOr<std::unique_ptr<BufferPool>> pool =
+      BufferPool::Create(kChunk, 2);
+  ASSERT_TRUE(pool.ok());
+  std::string expected;
+  for (int i = 0; i < 20; ++i) {
+    auto [header, buffer] = Chunk(**pool, i * kChunk, kChunk, 'a' + i);
+    expected += std::string(kChunk, 'a' + i);
+    ASSERT_TRUE(sender.Send(header, std::move(buffer)).ok());
+  }
+  absl::Status closed = sender.Close();
+  EXPECT_TRUE(closed.ok()) << closed;
+  EXPECT_TRUE(AwaitReceived().ok());
+  absl::MutexLock lock(&received_.mu);
+  EXPECT_TRUE(received_.bytes == expected) << "payload differs";
+  if (tls()) {
+    EXPECT_EQ(received_.peer_identity, TestPki::AgentIdentity("agent-a"));
   }
 }
 
@@ -186,14 +275,14 @@ TEST_P(DataChannelTest, ACorruptedChunkFailsTheStreamOnBothEnds) {
   ASSERT_NO_FATAL_FAILURE(Listen());
   absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
   ASSERT_TRUE(conn.ok()) << conn.status();
-  StreamSender sender(*std::move(conn), /*threaded=*/false);
+  StreamSender sender(*std::move(conn));
   auto pool = BufferPool::Create(kChunk, 4);
   ASSERT_TRUE(pool.ok());
   auto [good, b1] = Chunk(**pool, 0, kChunk, 'x');
-  ASSERT_TRUE(sender.Enqueue(good, std::move(b1)).ok());
+  ASSERT_TRUE(sender.Send(good, std::move(b1)).ok());
   auto [bad, b2] = Chunk(**pool, kChunk, kChunk, 'y');
   b2.data()[100] ^= 0x5a;  // after the CRC was computed: "in flight"
-  ASSERT_TRUE(sender.Enqueue(bad, std::move(b2)).ok());
+  ASSERT_TRUE(sender.Send(bad, std::move(b2)).ok());
   absl::Status closed = sender.Close();
   EXPECT_EQ(Reason(closed), "ERROR_REASON_STREAM_CORRUPTED") << closed;
   absl::Status received = AwaitReceived();
@@ -207,11 +296,11 @@ TEST_P(DataChannelTest, AConnectionDroppedMidwayIsADropNotAnEnd) {
   ASSERT_NO_FATAL_FAILURE(Listen());
   absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
   ASSERT_TRUE(conn.ok()) << conn.status();
-  StreamSender sender(*std::move(conn), /*threaded=*/true);
+  StreamSender sender(*std::move(conn));
   auto pool = BufferPool::Create(kChunk, 4);
   ASSERT_TRUE(pool.ok());
   auto [h, b] = Chunk(**pool, 0, kChunk, 'x');
-  ASSERT_TRUE(sender.Enqueue(h, std::move(b)).ok());
+  ASSERT_TRUE(sender.Send(h, std::move(b)).ok());
   // Wait until the chunk arrived, then drop the connection.
   for (absl::Time end = absl::Now() + kTimeout; absl::Now() < end;) {
     absl::MutexLock lock(&received_.mu);
@@ -227,49 +316,88 @@ TEST_P(DataChannelTest, AConnectionDroppedMidwayIsADropNotAnEnd) {
       << received;
 }
 
-TEST_P(DataChannelTest, ASlowDestinationStallsTheSenderWithinItsPool) {
+// A source job's way with several streams: one thread hands the chunks to
+// its streams in turn and writes each itself. Every chunk arrives whole, and
+// each stream's end counts what it carried.
+TEST_P(DataChannelTest, OneThreadSendsSeveralStreamsInTurn) {
+  ASSERT_NO_FATAL_FAILURE(ListenStreams());
+  constexpr int kStreams = 4;
+  constexpr int kChunks = 40;
+  std::vector<std::unique_ptr<StreamSender>> senders = DialStreams(kStreams);
+  ASSERT_EQ(senders.size(), static_cast<size_t>(kStreams));
+  // Two buffers, as a source job has: each is back once its write returned.
+  absl::StatusOr<std::unique_ptr<BufferPool>> pool =
+      BufferPool::Create(kChunk, 2);
+  ASSERT_TRUE(pool.ok());
+  for (int i = 0; i < kChunks; ++i) {
+    const uint64_t offset = static_cast<uint64_t>(i) * kChunk;
+    auto [header, buffer] = Chunk(**pool, offset, kChunk, FillAt(offset));
+    absl::Status sent = senders[i % kStreams]->Send(header, std::move(buffer));
+    ASSERT_TRUE(sent.ok()) << "chunk " << i << ": " << sent;
+  }
+  for (const auto& sender : senders) {
+    absl::Status closed = sender->Close();
+    EXPECT_TRUE(closed.ok()) << closed;
+  }
+  std::vector<absl::Status> ended = AwaitStreamsEnded(kStreams);
+  ASSERT_EQ(ended.size(), static_cast<size_t>(kStreams));
+  for (const absl::Status& s : ended) EXPECT_TRUE(s.ok()) << s;
+  ExpectChunks(kChunks);
+  EXPECT_EQ((*pool)->peak_in_use(), 1u) << "a chunk outlived its write";
+}
+
+// A destination that stops reading one of several streams stalls the one
+// thread that sends them all, in that stream's write (TCP's window): it reads
+// nothing more meanwhile and holds no more than its pool. Once the stream is
+// read again, every chunk arrives.
+TEST_P(DataChannelTest, ASlowStreamStallsTheSendingThreadWithinItsPool) {
   absl::Notification release;
-  std::atomic<int> taken{0};
-  ASSERT_NO_FATAL_FAILURE(Listen([&](const DecodedRequest&) {
-    // The destination takes one chunk, then stops reading until released.
-    if (taken.fetch_add(1) == 1) release.WaitForNotification();
+  ASSERT_NO_FATAL_FAILURE(ListenStreams([&](const DecodedRequest& chunk) {
+    // The stream that carries chunk 1 takes it, then stops reading.
+    if (chunk.header().offset == kChunk) release.WaitForNotification();
     return absl::OkStatus();
   }));
-  absl::StatusOr<std::unique_ptr<DataConnection>> conn = Dial();
-  ASSERT_TRUE(conn.ok()) << conn.status();
-  StreamSender sender(*std::move(conn), /*threaded=*/true);
-  constexpr size_t kBuffers = 4;
+  constexpr int kStreams = 4;
+  std::vector<std::unique_ptr<StreamSender>> senders = DialStreams(kStreams);
+  if (senders.size() != static_cast<size_t>(kStreams)) {
+    release.Notify();
+    FAIL() << "could not open " << kStreams << " streams";
+  }
+  constexpr size_t kBuffers = 2;
   auto pool = BufferPool::Create(kChunk, kBuffers);
   ASSERT_TRUE(pool.ok());
-  // The producer reads "the device" as fast as buffers come back: far more
-  // than the socket buffers hold.
-  constexpr int kChunks = 400;  // 25 MiB
+  // The producer reads "the device" and sends, round robin, as a source job
+  // does: far more than the slow stream's socket buffers hold (a quarter of
+  // 64 MiB).
+  constexpr int kChunks = 1024;
   std::atomic<int> produced{0};
   std::thread producer([&] {
     for (int i = 0; i < kChunks; ++i) {
-      auto [h, b] = Chunk(**pool, static_cast<uint64_t>(i) * kChunk, kChunk,
-                          'a' + i % 26);
-      if (!sender.Enqueue(h, std::move(b)).ok()) return;
+      const uint64_t offset = static_cast<uint64_t>(i) * kChunk;
+      auto [h, b] = Chunk(**pool, offset, kChunk, FillAt(offset));
+      if (!senders[i % kStreams]->Send(h, std::move(b)).ok()) return;
       ++produced;
     }
   });
   absl::SleepFor(absl::Milliseconds(500));
-  // Stalled: it produced no more than the pool, the sockets' buffers and
-  // the chunks taken allow, and it holds at most its pool.
   const int stalled_at = produced.load();
-  EXPECT_LT(stalled_at, kChunks);
-  EXPECT_LE((*pool)->peak_in_use(), kBuffers);
-  EXPECT_GT((*pool)->waits(), 0u) << "the producer never waited for a buffer";
   absl::SleepFor(absl::Milliseconds(200));
-  EXPECT_EQ(produced.load(), stalled_at) << "still producing while stalled";
+  const int later = produced.load();
   release.Notify();
   producer.join();
+  EXPECT_LT(stalled_at, kChunks) << "the slow stream never stalled the sender";
+  EXPECT_EQ(later, stalled_at) << "still producing while stalled";
+  EXPECT_LE((*pool)->peak_in_use(), kBuffers);
   EXPECT_EQ(produced.load(), kChunks);
-  absl::Status closed = sender.Close();
-  EXPECT_TRUE(closed.ok()) << closed;
-  EXPECT_TRUE(AwaitReceived().ok());
-  absl::MutexLock lock(&received_.mu);
-  EXPECT_EQ(received_.bytes.size(), kChunks * kChunk);
+  for (const auto& sender : senders) {
+    absl::Status closed = sender->Close();
+    EXPECT_TRUE(closed.ok()) << closed;
+  }
+  std::vector<absl::Status> ended = AwaitStreamsEnded(kStreams);
+  ASSERT_EQ(ended.size(), static_cast<size_t>(kStreams));
+  for (const absl::Status& s : ended) EXPECT_TRUE(s.ok()) << s;
+  ExpectChunks(kChunks);
+  listener_.reset();  // its handler uses `release`
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, DataChannelTest, ::testing::Bool(),

@@ -53,8 +53,9 @@ absl::Status ReceiveDataStream(
                        " bytes (1 to ", options.max_chunk_bytes,
                        ", the stream's max_chunk_bytes)"));
     }
-    // Waits while every buffer is held by the reorder buffer: this stream
-    // ran ahead of another, which must fill the gap first.
+    // Waits only while the handler keeps every buffer of the pool: a
+    // DestinationJob writes each chunk before on_chunk returns, so the
+    // buffer is back by now.
     absl::StatusOr<PooledBuffer> buffer = (*pool)->Acquire();
     if (!buffer.ok()) return buffer.status();
     if (absl::Status s = conn.ReadFull(buffer->data(), frame->length);

@@ -4,10 +4,11 @@
 // the connection's own thread: read a frame header, read its payload into a
 // pooled buffer (the one copy the kernel makes, or TLS decrypts into), check
 // it (sequence, device, size, CRC32C), and hand it to the job, which writes
-// it to the device when it is next in that device's order, or holds it in
-// the bounded reorder buffer until it is. Nothing crosses to another thread
-// on the way, and nothing is read ahead: a job that stops taking chunks
-// stops this thread reading, and TCP's window then stops the source.
+// it to the device on this thread once it is next in that device's order
+// (waiting for the streams that carry the bytes before it). Nothing crosses
+// to another thread on the way, and nothing is read ahead: a job that stops
+// taking chunks stops this thread reading, and TCP's window then stops the
+// source.
 
 #ifndef MIGD_TRANSFER_DATA_RECEIVER_H_
 #define MIGD_TRANSFER_DATA_RECEIVER_H_
@@ -25,8 +26,9 @@ struct ReceiveOptions {
   uint32_t num_devices = 1;
   // Largest payload a chunk may have (the stream's header says it).
   uint32_t max_chunk_bytes = 1 << 20;
-  // Receive buffers this stream may hold at once: one being read, the rest
-  // held by the job's reorder buffer.
+  // Receive buffers this stream may hold at once: the one being read, and
+  // any chunks `on_chunk` keeps after it returns (a job that writes each
+  // chunk before it returns keeps none).
   size_t max_buffers = 4;
 };
 

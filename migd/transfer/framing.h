@@ -6,7 +6,7 @@
 // payload, and the control stream's markers come in a sensible order. Loss,
 // duplication and corruption within a stream are detected here, before a
 // byte reaches a device. Offsets across streams (a device's chunks may travel
-// on several) are the reorder buffer's business.
+// on several) are the destination job's business (DestinationJob::OnChunk).
 
 #ifndef MIGD_TRANSFER_FRAMING_H_
 #define MIGD_TRANSFER_FRAMING_H_

@@ -2,7 +2,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "migd/base/reason.h"
-#include "migd/base/thread_name.h"
 #include "migd/base/watchdog.h"
 #include "migd/transfer/data_frame.h"
 
@@ -10,7 +9,7 @@ namespace migd::transfer {
 
 absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Open(
     std::unique_ptr<DataConnection> conn, const v1::SessionHeader& header,
-    absl::Duration timeout, bool threaded) {
+    absl::Duration timeout) {
   bool expired = false;
   absl::Status s;
   v1::TransferResponse answer;
@@ -51,31 +50,20 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Open(
                        "the destination answered a data stream's header with "
                        "something other than SessionAccepted");
   }
-  return std::make_unique<StreamSender>(std::move(conn), threaded);
+  return std::make_unique<StreamSender>(std::move(conn));
 }
 
-StreamSender::StreamSender(std::unique_ptr<DataConnection> conn, bool threaded)
-    : conn_(std::move(conn)), threaded_(threaded) {
-  if (!threaded_) return;  // Enqueue sends on the caller's thread
-  thread_ = std::thread([this] {
-    base::NameThisThread("src-send");
-    Loop();
-  });
-}
+StreamSender::StreamSender(std::unique_ptr<DataConnection> conn)
+    : conn_(std::move(conn)) {}
 
-StreamSender::~StreamSender() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (!done_) {
-      closing_ = true;
-      queue_.clear();
-    }
+StreamSender::~StreamSender() { conn_->Shutdown(); }
+
+absl::Status StreamSender::Send(ChunkHeader header, PooledBuffer payload) {
+  if (!error_.ok()) return error_;
+  if (finished_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data stream to ", conn_->peer(), " is closed: no more chunks"));
   }
-  conn_->Shutdown();
-  if (thread_.joinable()) thread_.join();
-}
-
-absl::Status StreamSender::Write(ChunkHeader header, PooledBuffer payload) {
   header.sequence = sequence_++;
   bytes_ += payload.size();
   const FrameBytes frame =
@@ -84,67 +72,22 @@ absl::Status StreamSender::Write(ChunkHeader header, PooledBuffer payload) {
       {const_cast<uint8_t*>(frame.data()), frame.size()},
       {payload.data(), payload.size()},
   };
-  return conn_->WriteAll(parts);
-  // `payload` goes back to its pool here: the kernel (or TLS) has its bytes.
-}
-
-absl::Status StreamSender::Enqueue(ChunkHeader header, PooledBuffer payload) {
-  absl::MutexLock lock(&mu_);
-  if (!error_.ok()) return error_;
-  if (closing_) return absl::FailedPreconditionError("stream is closing");
-  if (!threaded_) {
-    // The caller's thread sends; the lock only orders it with Outcome and
-    // Close, which come from the same thread or after a Cancel.
-    absl::Status s = Write(header, std::move(payload));
-    if (!s.ok()) error_ = s;
-    return s;
-  }
-  queue_.emplace_back(header, std::move(payload));
-  return absl::OkStatus();
-}
-
-void StreamSender::Loop() {
-  for (;;) {
-    std::pair<ChunkHeader, PooledBuffer> next;
-    {
-      absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || closing_;
-      };
-      mu_.Await(absl::Condition(&ready));
-      if (queue_.empty()) break;  // closing, and everything was sent
-      next = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    absl::Status s = Write(next.first, std::move(next.second));
-    if (!s.ok()) {
-      absl::MutexLock lock(&mu_);
-      error_ = s;
-      queue_.clear();  // their buffers go back to the pool
-      break;
-    }
-  }
-  absl::MutexLock lock(&mu_);
-  done_ = true;
+  error_ = conn_->WriteAll(parts);
+  // `payload` goes back to its pool as this returns: the kernel (or TLS)
+  // has its bytes, so the job's next read may reuse the buffer.
+  return error_;
 }
 
 absl::Status StreamSender::Close() {
-  {
-    absl::MutexLock lock(&mu_);
-    closing_ = true;
-    if (threaded_) {
-      auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_; };
-      mu_.Await(absl::Condition(&done));
-    }
-    done_ = true;
-    if (!error_.ok()) return error_;
-  }
+  finished_ = true;
+  if (!error_.ok()) return error_;
   // Every chunk is written: the counts are final. Without this frame the
   // destination takes the stream's end for a drop.
   const FrameBytes end = EncodeStreamEndFrame(sequence_, bytes_);
   const iovec part = {const_cast<uint8_t*>(end.data()), end.size()};
   if (absl::Status s = conn_->WriteAll(absl::MakeConstSpan(&part, 1));
       !s.ok()) {
+    error_ = s;
     return s;
   }
   // No bound here: the job's watchdog shuts a silent stream down.
@@ -179,19 +122,9 @@ absl::Status StreamSender::ReadVerdict(absl::Duration timeout) {
 }
 
 absl::Status StreamSender::Outcome(absl::Duration timeout) {
-  {
-    absl::MutexLock lock(&mu_);
-    closing_ = true;
-    queue_.clear();
-    if (threaded_) {
-      auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_; };
-      if (!mu_.AwaitWithTimeout(absl::Condition(&done), timeout)) {
-        return absl::OkStatus();  // still blocked sending: no verdict
-      }
-    }
-    done_ = true;
-    if (!error_.ok()) return error_;
-  }
+  // The caller's thread is the one that sends, so no write is under way.
+  finished_ = true;
+  if (!error_.ok()) return error_;
   return ReadVerdict(timeout);
 }
 

@@ -4,31 +4,33 @@
 // connection (data_connection.h) that carries chunks as frames
 // (data_frame.h), then STREAM_END, and reads the destination's verdict.
 //
-// Two ways to run, set at construction:
-//  - inline: Enqueue writes the chunk on the caller's thread. A job of one
-//    stream runs this way: the job's thread reads the device, seals the chunk
-//    and sends it, with no thread hand-off per chunk (a cross-core wake-up
-//    each, which on a small machine costs more than it overlaps).
-//  - threaded: a thread of its own takes queued chunks and writes them, so
-//    that with several streams the writes go out on several connections at
-//    once while the job's thread reads the devices. The queue needs no bound
-//    of its own: every queued chunk holds a buffer of the job's pool, so the
-//    pool's size bounds it, and a stalled stream stalls the reads.
-// Either way a destination that reads slowly blocks the write (TCP's window),
-// which holds the buffer, which stalls the device reads: memory stays
-// bounded by the pool.
+// It has no thread of its own: Send writes the chunk on the caller's thread
+// and returns once the kernel (or TLS) has its bytes. A job's thread reads
+// a device, seals the chunk and sends it itself, whatever its number of
+// streams, handing chunks to its streams in turn (round robin), so a chunk
+// crosses no thread on the source. A sender thread per stream would let
+// several writes go out at once, but costs a cross-core wake-up per chunk
+// and a wait for a CPU; on a small machine that cost more than it overlapped
+// (e2e/bench/README.md), and the kernel sends what a write left in the
+// socket's buffer while the job's thread reads the next chunk anyway.
+//
+// A destination that reads slowly blocks the write (TCP's window), which
+// holds the job's thread and the buffer, which stalls the device reads:
+// memory stays bounded by the job's pool. A destination that stops answering
+// fails the write (the connection's TCP_USER_TIMEOUT) rather than block it
+// for good.
+//
+// Thread-compatible: Send, Close and Outcome come from one thread (the
+// job's); Cancel may come from any thread.
 
 #ifndef MIGD_TRANSFER_STREAM_SENDER_H_
 #define MIGD_TRANSFER_STREAM_SENDER_H_
 
 #include <cstdint>
-#include <deque>
 #include <memory>
-#include <thread>
-#include <utility>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "migd/transfer/buffer_pool.h"
 #include "migd/transfer/chunk_codec.h"
@@ -45,27 +47,29 @@ class StreamSender {
   // kDeadlineExceeded (TIMEOUT) when it does not answer.
   static absl::StatusOr<std::unique_ptr<StreamSender>> Open(
       std::unique_ptr<DataConnection> conn, const v1::SessionHeader& header,
-      absl::Duration timeout, bool threaded);
+      absl::Duration timeout);
 
   // `conn` has been accepted for the session (its header answered).
-  StreamSender(std::unique_ptr<DataConnection> conn, bool threaded);
+  explicit StreamSender(std::unique_ptr<DataConnection> conn);
 
-  // Shuts the connection down if it is still open and joins the thread.
+  // Shuts the connection down.
   ~StreamSender();
 
   StreamSender(const StreamSender&) = delete;
   StreamSender& operator=(const StreamSender&) = delete;
 
-  // Sends (inline) or queues (threaded) a chunk; the stream numbers it
-  // (header.sequence). Returns the stream's error once it failed.
-  absl::Status Enqueue(ChunkHeader header, PooledBuffer payload);
+  // Writes a chunk, blocking while the destination's window is full; the
+  // stream numbers it (header.sequence). `payload` goes back to its pool
+  // before this returns. Returns the stream's error once it failed
+  // (kCancelled after Cancel), kFailedPrecondition after Close or Outcome.
+  absl::Status Send(ChunkHeader header, PooledBuffer payload);
 
-  // Sends what is queued and the stream's STREAM_END, then waits for the
-  // destination's verdict on the stream: OK once every chunk passed its
-  // checks there.
+  // Sends the stream's STREAM_END, then waits for the destination's verdict
+  // on the stream: OK once every chunk passed its checks there. The job's
+  // watchdog bounds the wait (it cancels a stream that goes silent).
   absl::Status Close();
 
-  // Aborts the stream from any thread.
+  // Aborts the stream from any thread: a blocked Send or Close returns.
   void Cancel();
 
   // After a failure elsewhere in the session: stops sending and returns why
@@ -78,23 +82,17 @@ class StreamSender {
   const DataConnection& connection() const { return *conn_; }
 
  private:
-  void Loop();
-  absl::Status Write(ChunkHeader header, PooledBuffer payload);
   // The destination's verdict message, waiting at most `timeout`.
   absl::Status ReadVerdict(absl::Duration timeout);
 
   const std::unique_ptr<DataConnection> conn_;
-  const bool threaded_;
-  absl::Mutex mu_;
-  std::deque<std::pair<ChunkHeader, PooledBuffer>> queue_ ABSL_GUARDED_BY(mu_);
-  bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
-  // Written by the one thread that sends (the sender thread, or inline the
-  // caller's), then read by Close after it is done.
+  // The first failure of a write: every later call returns it.
+  absl::Status error_;
+  // Close or Outcome came: nothing more may be sent.
+  bool finished_ = false;
+  // Chunks and payload bytes written: STREAM_END's counts.
   uint64_t sequence_ = 0;
   uint64_t bytes_ = 0;
-  std::thread thread_;
 };
 
 }  // namespace migd::transfer
