@@ -190,7 +190,7 @@ class ThreadSampler:
     costs about 1 ms of CPU for 30 threads, so the interval is a trade
     between that loss and the sampler's own share of the machine. Thread
     names are what the agent set (migd names its own threads: src-job,
-    src-send, dst-data, dst-load, ...).
+    dst-data, data-accept, ...).
     """
 
     def __init__(self, pids, interval=0.05):

@@ -53,7 +53,8 @@ constexpr int kDevicesPerJob = 2;
 constexpr int kDevices = kJobs * kDevicesPerJob;
 constexpr uint64_t kStateBytes = 8 * kMiB;  // per device
 // The smallest cap an agent takes (two of the largest chunks): each job's
-// source buffers and destination reorder buffer hold at most this much.
+// source buffers, and its destination's (two chunks a data stream), hold at
+// most this much.
 constexpr uint64_t kCapBytes = 16 * kMiB;
 // Beyond the device state and every job's cap: the process, gRPC and TLS
 // (64 connections a side), malloc's slack. A healthy run uses a fraction.

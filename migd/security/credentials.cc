@@ -56,8 +56,9 @@ void ApplyBulkServerArguments(grpc::ServerBuilder& builder) {
   builder.SetMaxReceiveMessageSize(kMaxTransferMessageBytes);
   builder.SetMaxSendMessageSize(kMaxTransferMessageBytes);
   builder.AddChannelArgument("grpc.http2.lookahead_bytes", 8 << 20);
-  // A fixed window bounds what gRPC buffers per stream while the
-  // destination's reorder buffer makes a stream wait (see Dial).
+  // A fixed window bounds what gRPC buffers per stream (a transfer's
+  // control stream; device state moves on the data channel) while the
+  // other side makes it wait (see Dial).
   builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
   // A source pings the connection of a job it waits on (Dial's keepalive)
   // as often as every kMinKeepaliveInterval while this side sends it
