@@ -490,6 +490,27 @@ class FaultMatrixTest : public AgentTest {
     ASSERT_TRUE(r.status.ok()) << "StartMigration: " << DescribeCall(r);
   }
 
+  // The `pre-copy, all sent` case up to its cut: two kAllSentState devices
+  // on two data streams into a destination that loads at kSlowWrites, until
+  // the source's first pass sent every device's initial data and its
+  // INITIAL_DATA_END marker (it then waits for the acknowledgements). That
+  // snapshot of the source's job goes to `*sent`.
+  void StartAllSent(absl::StatusOr<Migration>* sent) {
+    ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kAllSentState, 1), {},
+                                      /*destination_knobs=*/kSlowWrites));
+    ASSERT_NO_FATAL_FAILURE(Migrate([](v1::StartMigrationRequest& request) {
+      request.mutable_policy()->set_streams(2);
+    }));
+    *sent = WaitForPhase(
+        source_->stub(), job_,
+        [](const Migration& m) {
+          return m.phase() == v1::PHASE_PRE_COPY &&
+                 m.precopy().iteration() >= 1;
+        },
+        absl::Now() + kSettleTimeout);
+    ASSERT_TRUE(sent->ok()) << sent->status();
+  }
+
   // Waits until `agent`'s journal holds the job in one of `phases`.
   // Waits until `agent`'s log contains `text`.
   void WaitLogged(AgentProcess* agent, const std::string& text) {
@@ -826,20 +847,8 @@ TEST_F(FaultMatrixTest, NetworkCutInPreCopy) {
 // there behind the first one's slow load, and the source's write might block
 // on it: that is the `pre-copy / network cut` row).
 TEST_F(FaultMatrixTest, NetworkCutInPreCopyAllSent) {
-  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kAllSentState, 1), {},
-                                    /*destination_knobs=*/kSlowWrites));
-  ASSERT_NO_FATAL_FAILURE(Migrate([](v1::StartMigrationRequest& request) {
-    request.mutable_policy()->set_streams(2);
-  }));
-  // The first pass sent every device's initial data and its
-  // INITIAL_DATA_END marker: the source waits for the acknowledgements.
-  absl::StatusOr<Migration> sent = WaitForPhase(
-      source_->stub(), job_,
-      [](const Migration& m) {
-        return m.phase() == v1::PHASE_PRE_COPY && m.precopy().iteration() >= 1;
-      },
-      absl::Now() + kSettleTimeout);
-  ASSERT_TRUE(sent.ok()) << sent.status();
+  absl::StatusOr<Migration> sent;
+  ASSERT_NO_FATAL_FAILURE(StartAllSent(&sent));
   for (const v1::DeviceProgress& d : sent->devices()) {
     ASSERT_FALSE(d.initial_data_acked())
         << d.device() << " was acknowledged before the cut: the destination "
@@ -873,18 +882,8 @@ TEST_F(FaultMatrixTest, NetworkCutInPreCopyAllSent) {
 // succeeds, the destination's slow load included, so the cut is what ends
 // that row's job.
 TEST_F(FaultMatrixTest, TheAllSentCaseSucceedsWithoutTheCut) {
-  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, kAllSentState, 1), {},
-                                    /*destination_knobs=*/kSlowWrites));
-  ASSERT_NO_FATAL_FAILURE(Migrate([](v1::StartMigrationRequest& request) {
-    request.mutable_policy()->set_streams(2);
-  }));
-  absl::StatusOr<Migration> sent = WaitForPhase(
-      source_->stub(), job_,
-      [](const Migration& m) {
-        return m.phase() == v1::PHASE_PRE_COPY && m.precopy().iteration() >= 1;
-      },
-      absl::Now() + kSettleTimeout);
-  ASSERT_TRUE(sent.ok()) << sent.status();
+  absl::StatusOr<Migration> sent;
+  ASSERT_NO_FATAL_FAILURE(StartAllSent(&sent));
   for (const v1::DeviceProgress& d : sent->devices()) {
     EXPECT_FALSE(d.initial_data_acked()) << d.device();
   }

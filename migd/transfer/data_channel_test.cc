@@ -66,6 +66,15 @@ char FillAt(uint64_t offset) {
   return static_cast<char>('a' + offset / kChunk % 26);
 }
 
+// A chunk's payload, copied out.
+std::string PayloadOf(const DecodedRequest& chunk) {
+  std::string data(chunk.payload_size(), '\0');
+  chunk.CopyPayloadTo(
+      absl::MakeSpan(reinterpret_cast<uint8_t*>(data.data()), data.size()),
+      nullptr);
+  return data;
+}
+
 class DataChannelTest : public ::testing::TestWithParam<bool> {
  protected:
   bool tls() const { return GetParam(); }
@@ -78,11 +87,9 @@ class DataChannelTest : public ::testing::TestWithParam<bool> {
     }
   }
 
-  // Starts a listener whose streams go through ReceiveDataStream into
-  // `received_`, `on_chunk` deciding about each chunk first (OK: taken).
-  void Listen(
-      std::function<absl::Status(const DecodedRequest&)> on_chunk = nullptr,
-      size_t max_buffers = 4) {
+  // Loopback, the test's handshake timeout, and agent-b's certificate under
+  // TLS.
+  DataListenerOptions ListenerOptions() const {
     DataListenerOptions options;
     options.address = "127.0.0.1:0";
     options.handshake_timeout = kTimeout;
@@ -92,6 +99,15 @@ class DataChannelTest : public ::testing::TestWithParam<bool> {
         return security::NewTlsContext(files, security::TlsSide::kServer);
       };
     }
+    return options;
+  }
+
+  // Starts a listener whose streams go through ReceiveDataStream into
+  // `received_`, `on_chunk` deciding about each chunk first (OK: taken).
+  void Listen(
+      std::function<absl::Status(const DecodedRequest&)> on_chunk = nullptr,
+      size_t max_buffers = 4) {
+    DataListenerOptions options = ListenerOptions();
     absl::StatusOr<std::unique_ptr<DataListener>> l = DataListener::Start(
         options, [this, on_chunk, max_buffers](DataConnection& conn,
                                                const absl::Status&) {
@@ -107,11 +123,7 @@ class DataChannelTest : public ::testing::TestWithParam<bool> {
                 if (on_chunk) {
                   if (absl::Status s = on_chunk(chunk); !s.ok()) return s;
                 }
-                std::string data(chunk.payload_size(), '\0');
-                chunk.CopyPayloadTo(
-                    absl::MakeSpan(reinterpret_cast<uint8_t*>(data.data()),
-                                   data.size()),
-                    nullptr);
+                std::string data = PayloadOf(chunk);
                 absl::MutexLock lock(&received_.mu);
                 received_.bytes += data;
                 return absl::OkStatus();
@@ -130,15 +142,7 @@ class DataChannelTest : public ::testing::TestWithParam<bool> {
   // may block, which stops that stream's reading.
   void ListenStreams(
       std::function<absl::Status(const DecodedRequest&)> on_chunk = nullptr) {
-    DataListenerOptions options;
-    options.address = "127.0.0.1:0";
-    options.handshake_timeout = kTimeout;
-    if (tls()) {
-      security::TlsFiles files = pki_->FilesFor("agent-b");
-      options.tls = [files] {
-        return security::NewTlsContext(files, security::TlsSide::kServer);
-      };
-    }
+    DataListenerOptions options = ListenerOptions();
     absl::StatusOr<std::unique_ptr<DataListener>> l = DataListener::Start(
         options, [this, on_chunk](DataConnection& conn, const absl::Status&) {
           ReceiveOptions r;
@@ -148,11 +152,7 @@ class DataChannelTest : public ::testing::TestWithParam<bool> {
                 if (on_chunk) {
                   if (absl::Status s = on_chunk(chunk); !s.ok()) return s;
                 }
-                std::string data(chunk.payload_size(), '\0');
-                chunk.CopyPayloadTo(
-                    absl::MakeSpan(reinterpret_cast<uint8_t*>(data.data()),
-                                   data.size()),
-                    nullptr);
+                std::string data = PayloadOf(chunk);
                 absl::MutexLock lock(&streams_.mu);
                 streams_.chunks[chunk.header().offset] = std::move(data);
                 return absl::OkStatus();
@@ -439,13 +439,8 @@ TEST_P(DataChannelTlsTest, AClientFromAnotherCaFailsTheHandshake) {
 // handshake until its timeout; stopping the listener must not wait for that
 // (an agent's shutdown would hang for the whole idle timeout).
 TEST_P(DataChannelTlsTest, StoppingTheListenerEndsAHandshakeThatHangs) {
-  DataListenerOptions options;
-  options.address = "127.0.0.1:0";
+  DataListenerOptions options = ListenerOptions();
   options.handshake_timeout = absl::Seconds(120);
-  security::TlsFiles files = pki_->FilesFor("agent-b");
-  options.tls = [files] {
-    return security::NewTlsContext(files, security::TlsSide::kServer);
-  };
   std::atomic<int> served{0};
   absl::StatusOr<std::unique_ptr<DataListener>> l = DataListener::Start(
       options, [&served](DataConnection&, const absl::Status&) { ++served; });
