@@ -6,6 +6,19 @@
 #include "migd/transfer/data_frame.h"
 
 namespace migd::transfer {
+namespace {
+
+// A read of the destination's answer that failed: kOutOfRange (the
+// connection closed) is the peer gone, "closed <when>"; anything else as is.
+absl::Status AnswerReadFailed(const DataConnection& conn, const absl::Status& s,
+                              absl::string_view when) {
+  if (s.code() != absl::StatusCode::kOutOfRange) return s;
+  return base::Error(
+      absl::StatusCode::kUnavailable, v1::ERROR_REASON_PEER_UNAVAILABLE,
+      absl::StrCat("data channel ", conn.peer(), ": closed ", when));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Open(
     std::unique_ptr<DataConnection> conn, const v1::SessionHeader& header,
@@ -30,15 +43,7 @@ absl::StatusOr<std::unique_ptr<StreamSender>> StreamSender::Open(
                                     "stream within ",
                                     absl::FormatDuration(timeout)));
   }
-  if (!s.ok()) {
-    if (s.code() == absl::StatusCode::kOutOfRange) {
-      return base::Error(absl::StatusCode::kUnavailable,
-                         v1::ERROR_REASON_PEER_UNAVAILABLE,
-                         absl::StrCat("data channel ", conn->peer(),
-                                      ": closed before it answered"));
-    }
-    return s;
-  }
+  if (!s.ok()) return AnswerReadFailed(*conn, s, "before it answered");
   if (answer.has_aborted()) {
     absl::Status refused = StatusFromMessage(answer.aborted());
     if (refused.ok()) refused = absl::UnknownError("refused without a cause");
@@ -109,15 +114,7 @@ absl::Status StreamSender::ReadVerdict(absl::Duration timeout) {
   absl::Status s = ReadMessage(*conn_, &verdict);
   watch.reset();
   if (expired) return absl::OkStatus();  // no word: nothing of its own
-  if (!s.ok()) {
-    if (s.code() == absl::StatusCode::kOutOfRange) {
-      return base::Error(absl::StatusCode::kUnavailable,
-                         v1::ERROR_REASON_PEER_UNAVAILABLE,
-                         absl::StrCat("data channel ", conn_->peer(),
-                                      ": closed without a verdict"));
-    }
-    return s;
-  }
+  if (!s.ok()) return AnswerReadFailed(*conn_, s, "without a verdict");
   return StatusFromMessage(verdict);
 }
 
