@@ -141,6 +141,19 @@ def mem_available():
     return 0
 
 
+def memory_fits(need, what, skipped):
+    """Whether `need` bytes are available; if not, logs and records (in
+    `skipped`) "<what> about N GiB, M GiB available; skipped"."""
+    available = mem_available()
+    if need <= available:
+        return True
+    msg = (f"{what} about {need / GIB:.1f} GiB, "
+           f"{available / GIB:.1f} GiB available; skipped")
+    log("bench: " + msg)
+    skipped.append(msg)
+    return False
+
+
 def host_ticks():
     """(process, irq, steal, all) CPU ticks of the machine, from /proc/stat.
 
@@ -1160,13 +1173,9 @@ def evacuation_main(args, sizes, streams, transports, reps, cpus_used,
     runs, skipped = [], []
     ndev = (args.evacuate + 1) * args.devices_per_job
     for size in sizes:
-        need = 3 * ndev * size + MEMORY_MARGIN
-        if need > mem_available():
-            msg = (f"{human_size(size)}: {ndev} devices per agent need about "
-                   f"{need / GIB:.1f} GiB, {mem_available() / GIB:.1f} GiB "
-                   f"available; skipped")
-            log("bench: " + msg)
-            skipped.append(msg)
+        if not memory_fits(3 * ndev * size + MEMORY_MARGIN,
+                           f"{human_size(size)}: {ndev} devices per agent "
+                           f"need", skipped):
             continue
         for n in streams:
             for rep in range(reps):
@@ -1307,12 +1316,8 @@ def main():
                 raise SystemExit("bench: nothing ran")
             return
         for size in sizes:
-            need = 3 * size + MEMORY_MARGIN
-            if need > mem_available():
-                msg = (f"{human_size(size)}: needs about {need / GIB:.1f} GiB, "
-                       f"{mem_available() / GIB:.1f} GiB available; skipped")
-                log("bench: " + msg)
-                skipped.append(msg)
+            if not memory_fits(3 * size + MEMORY_MARGIN,
+                               f"{human_size(size)}: needs", skipped):
                 continue
             for n in streams:
                 for rep in range(reps):
