@@ -496,16 +496,13 @@ int Migrate(const Options& o, const Env& env, Connector& c) {
     token = resp.transfer_token();
     prepared_here = true;
     picked = PickedDevices(o.devices, resp.migration());
-    // The source names the destination's devices: the ones it picked.
-    for (size_t i = 0; i < devices.size(); ++i) {
+    // The source names the destination's devices: the ones it picked (a
+    // pair the answer does not cover keeps its class, which the source
+    // refuses, and the prepared job is cancelled below).
+    for (size_t i = 0; i < devices.size() &&
+                       i < static_cast<size_t>(resp.migration().devices_size());
+         ++i) {
       if (devices[i].destination_class.empty()) continue;
-      if (i >= static_cast<size_t>(resp.migration().devices_size())) {
-        return SetupError(
-            env, absl::InternalError(absl::StrCat(
-                     "PrepareIncoming on ", dst_name, " answered ",
-                     resp.migration().devices_size(), " device(s) for ",
-                     devices.size(), " pair(s)")));
-      }
       devices[i].destination = resp.migration().devices(i).device();
       devices[i].destination_class = {};
     }
