@@ -205,13 +205,12 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
         sj->devices_, sj->options_.dirty_page_size, sj->options_.dirty_ranges);
   }
 
-  // Every stream sends on the job's thread: a chunk's buffer is back before
-  // the next read, so the job uses one buffer at a time, whatever its
-  // streams (a second covers the hand-back). Anything more would only be
-  // memory the job never fills.
-  constexpr size_t kBuffers = 2;
+  // A stream's thread (the job's, with one stream) holds one buffer at a
+  // time: its chunk's buffer is back before its next read. One more covers
+  // the hand-back. Anything more would only be memory the job never fills.
+  const size_t buffers = sj->options_.streams + 1;
   absl::StatusOr<std::unique_ptr<transfer::BufferPool>> pool =
-      transfer::BufferPool::Create(sj->options_.chunk_bytes, kBuffers);
+      transfer::BufferPool::Create(sj->options_.chunk_bytes, buffers);
   if (!pool.ok()) return pool.status();
   sj->pool_ = *std::move(pool);
   // Map the buffers the state needs now (at most the pool's), while the VM
@@ -279,6 +278,9 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
                             absl::StrCat("opening data stream ", k));
     }
     sj->senders_.push_back(*std::move(sender));
+  }
+  if (sj->senders_.size() > 1) {
+    sj->crew_ = std::make_unique<base::Crew>(sj->senders_.size(), "src-stream");
   }
   sj->job_->SetCanceller([raw] { raw->Interrupt(); });
   sj->thread_ = std::thread([raw] {
@@ -359,6 +361,7 @@ void SourceJob::Run() {
   // gRPC still holds go when it drops them), so that an agent holds buffers
   // for the jobs that run, not for every job it ever ran.
   pool_.reset();
+  crew_.reset();
   if (in_doubt) {
     AwaitOutcome(s, doubt);
     return;
@@ -533,75 +536,116 @@ absl::Span<uint8_t> SourceJob::ReadSpan(absl::Span<uint8_t> buffer,
 
 absl::Status SourceJob::SendAvailable(size_t index, bool stop_copy,
                                       uint64_t* sent, uint64_t budget) {
+  Pass pass;
+  pass.index = index;
+  pass.stop_copy = stop_copy;
+  pass.budget = budget;
+  if (crew_ == nullptr) {
+    Pump(pass, 0);
+  } else {
+    crew_->Run([this, &pass](size_t k) { Pump(pass, k); });
+  }
+  absl::MutexLock lock(&pass.mu);
+  *sent += pass.sent;
+  return pass.error;
+}
+
+void SourceJob::Pump(Pass& pass, size_t k) {
+  const size_t index = pass.index;
+  const bool stop_copy = pass.stop_copy;
   device::DataStream* stream = streams_[index].get();
-  for (uint64_t here = 0; here < budget;) {
-    // The previous chunk's buffer came back when its write returned, so
-    // this does not wait; it fails once the job is cancelled (Interrupt
-    // cancels the pool).
+  transfer::StreamSender* sender = senders_[k].get();
+  for (;;) {
+    // Each of the pass's threads holds one buffer at a time (its chunk's,
+    // back when the write returned), so this does not wait; it fails once
+    // the job is cancelled (Interrupt cancels the pool).
     absl::StatusOr<transfer::PooledBuffer> buffer = pool_->Acquire();
-    if (!buffer.ok()) return buffer.status();
-    absl::StatusOr<device::ReadResult> read =
-        stream->Read(ReadSpan(buffer->writable(), stop_copy));
-    if (!read.ok()) {
-      // A fault, whatever its code (ENODEV, EBUSY, EIO): it fails the job,
-      // in pre-copy too.
-      return DeviceError(base::Annotate(
-          read.status(),
-          absl::StrCat("reading state at offset ", offsets_[index])));
+    if (!buffer.ok()) return pass.Fail(buffer.status());
+    uint64_t offset = 0;
+    size_t n = 0;
+    bool corrupt = false;
+    {
+      // The device's stream is one serial byte stream: the read under the
+      // pass's lock pairs the chunk with its offset. The destination writes
+      // a device's chunks in offset order whatever stream brings them.
+      absl::MutexLock lock(&pass.mu);
+      if (pass.done) return;
+      if (pass.here >= pass.budget) {
+        pass.done = true;
+        return;
+      }
+      absl::StatusOr<device::ReadResult> read =
+          stream->Read(ReadSpan(buffer->writable(), stop_copy));
+      if (!read.ok()) {
+        // A fault, whatever its code (ENODEV, EBUSY, EIO): it fails the
+        // job, in pre-copy too.
+        return pass.FailLocked(DeviceError(base::Annotate(
+            read.status(),
+            absl::StrCat("reading state at offset ", offsets_[index]))));
+      }
+      switch (read->kind) {
+        case device::ReadResult::Kind::kData:
+          break;
+        case device::ReadResult::Kind::kNoDataNow:
+          // ENOMSG: the temporary end of pre-copy data ends this pass. In
+          // STOP_COPY the stream ends only at EOF: a driver that says "no
+          // data now" there would leave the stream unfinished.
+          if (!stop_copy) {
+            pass.done = true;
+            return;
+          }
+          return pass.FailLocked(DeviceError(absl::InternalError(absl::StrCat(
+              "device ", devices_[index]->name(), ": reading state at offset ",
+              offsets_[index],
+              ": temporary end of data (ENOMSG) in STOP_COPY, where only EOF "
+              "ends the stream"))));
+        case device::ReadResult::Kind::kEndOfStream:
+          // In STOP_COPY the end of the stream; in PRE_COPY some drivers
+          // return 0 at the temporary end, and more data comes later.
+          pass.done = true;
+          return;
+      }
+      n = read->bytes;
+      if (n == 0) {  // an empty span: never here
+        pass.done = true;
+        return;
+      }
+      offset = offsets_[index];
+      offsets_[index] += n;
+      pass.here += n;
+      corrupt = options_.corrupt_chunk_sequence == chunks_;
+      if (corrupt) {
+        base::LogWarning("job ", job_->id(), ": test fault: corrupted chunk ",
+                         chunks_);
+      }
+      if (options_.drop_stream_after == chunks_) {
+        base::LogWarning("job ", job_->id(),
+                         ": test fault: dropping data stream ",
+                         senders_.size());
+        senders_.back()->Cancel();
+      }
+      ++chunks_;
+      if (!first_send_.has_value()) first_send_ = absl::Now();
     }
-    switch (read->kind) {
-      case device::ReadResult::Kind::kData:
-        break;
-      case device::ReadResult::Kind::kNoDataNow:
-        // ENOMSG: the temporary end of pre-copy data ends this pass. In
-        // STOP_COPY the stream ends only at EOF: a driver that says "no data
-        // now" there would leave the stream unfinished.
-        if (!stop_copy) return absl::OkStatus();
-        return DeviceError(absl::InternalError(absl::StrCat(
-            "device ", devices_[index]->name(), ": reading state at offset ",
-            offsets_[index],
-            ": temporary end of data (ENOMSG) in STOP_COPY, where only EOF "
-            "ends the stream")));
-      case device::ReadResult::Kind::kEndOfStream:
-        // In STOP_COPY the end of the stream; in PRE_COPY some drivers
-        // return 0 at the temporary end, and more data comes later.
-        return absl::OkStatus();
-    }
-    const size_t n = read->bytes;
-    if (n == 0) return absl::OkStatus();  // an empty span: never here
     buffer->set_size(n);
-    transfer::ChunkHeader header = transfer::SealChunkHeader(
-        index, 0, offsets_[index], buffer->contents());
-    if (options_.corrupt_chunk_sequence == chunks_) {
-      buffer->data()[n / 2] ^= 0x5a;
-      base::LogWarning("job ", job_->id(), ": test fault: corrupted chunk ",
-                       chunks_);
-    }
-    if (options_.drop_stream_after == chunks_) {
-      base::LogWarning("job ", job_->id(),
-                       ": test fault: dropping data stream ", senders_.size());
-      senders_.back()->Cancel();
-    }
-    ++chunks_;
-    if (!first_send_.has_value()) first_send_ = absl::Now();
+    const transfer::ChunkHeader header =
+        transfer::SealChunkHeader(index, 0, offset, buffer->contents());
+    if (corrupt) buffer->data()[n / 2] ^= 0x5a;
     if (job_->cancel_requested()) {
-      return absl::CancelledError("cancel requested");
+      return pass.Fail(absl::CancelledError("cancel requested"));
     }
-    // Round robin: chunks of one device spread over every data stream. The
-    // write happens here, on the job's thread; it blocks while that
-    // stream's window is full (a slow destination stalls the reads).
-    transfer::StreamSender* sender =
-        senders_[next_sender_++ % senders_.size()].get();
+    // The write blocks while this stream's window is full: a slow
+    // destination stalls this thread, and so the device reads.
     if (absl::Status s = sender->Send(header, *std::move(buffer)); !s.ok()) {
-      return s;
+      return pass.Fail(s);
     }
-    offsets_[index] += n;
-    *sent += n;
-    here += n;
+    {
+      absl::MutexLock lock(&pass.mu);
+      pass.sent += n;
+    }
     job_->AddDeviceBytes(index, n, stop_copy);
     watch_->Kick();
   }
-  return absl::OkStatus();
 }
 
 absl::Status SourceJob::AckTimeout(

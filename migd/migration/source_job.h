@@ -37,9 +37,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "grpcpp/channel.h"
+#include "migd/base/crew.h"
 #include "migd/base/watchdog.h"
 #include "migd/device/device.h"
 #include "migd/dirty/tracker.h"
@@ -140,12 +142,40 @@ class SourceJob {
   absl::Status Transfer();
   absl::Status Precopy();
   absl::Status Switchover();
+  // One pass over a device's data stream, shared by the threads that send
+  // it (one per data stream).
+  struct Pass {
+    size_t index = 0;  // the device
+    bool stop_copy = false;
+    uint64_t budget = ~uint64_t{0};
+    absl::Mutex mu;
+    uint64_t here ABSL_GUARDED_BY(mu) = 0;  // bytes read
+    uint64_t sent ABSL_GUARDED_BY(mu) = 0;  // bytes written to a stream
+    // The pass is over (the stream's end, the budget, or a failure): no
+    // thread reads more.
+    bool done ABSL_GUARDED_BY(mu) = false;
+    absl::Status error ABSL_GUARDED_BY(mu);  // the first failure
+
+    void Fail(absl::Status s) ABSL_LOCKS_EXCLUDED(mu) {
+      absl::MutexLock lock(&mu);
+      FailLocked(std::move(s));
+    }
+    void FailLocked(absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      if (error.ok()) error = std::move(s);
+      done = true;
+    }
+  };
+
   // Sends what `stream` has now: to the temporary end in pre-copy (at most
   // about `budget` bytes, so a device dirtying faster than the link cannot
   // keep one pass going forever), to EOF in stop-copy. Adds the bytes sent to
-  // *sent.
+  // *sent. With several data streams, each stream's thread reads its next
+  // chunk from the device, seals and sends it (Pump), and this returns once
+  // all of them are done; with one, the job's thread does.
   absl::Status SendAvailable(size_t index, bool stop_copy, uint64_t* sent,
                              uint64_t budget = ~uint64_t{0});
+  // Data stream k's part of `pass`: chunks until the pass is done.
+  void Pump(Pass& pass, size_t k);
   // The part of a pool buffer the next read fills: the whole buffer, but
   // a ramp of smaller ones for the first chunks after the devices stop.
   absl::Span<uint8_t> ReadSpan(absl::Span<uint8_t> buffer, bool stop_copy);
@@ -193,7 +223,10 @@ class SourceJob {
   // the data streams (chunks).
   std::unique_ptr<transfer::TransferClient> client_;
   std::vector<std::unique_ptr<transfer::StreamSender>> senders_;
-  size_t next_sender_ = 0;
+  // A thread per data stream when there are several ("src-stream"); none
+  // with one.
+  std::unique_ptr<base::Crew> crew_;
+  // Written under the device pass's lock (Pass::mu).
   uint64_t chunks_ = 0;
   uint64_t stop_copy_chunks_ = 0;  // chunks read since the devices stopped
   std::unique_ptr<dirty::Tracker> tracker_;

@@ -5,23 +5,22 @@
 // (data_frame.h), then STREAM_END, and reads the destination's verdict.
 //
 // It has no thread of its own: Send writes the chunk on the caller's thread
-// and returns once the kernel (or TLS) has its bytes. A job's thread reads
-// a device, seals the chunk and sends it itself, whatever its number of
-// streams, handing chunks to its streams in turn (round robin), so a chunk
-// crosses no thread on the source. A sender thread per stream would let
-// several writes go out at once, but costs a cross-core wake-up per chunk
-// and a wait for a CPU; on a small machine that cost more than it overlapped
-// (e2e/bench/README.md), and the kernel sends what a write left in the
-// socket's buffer while the job's thread reads the next chunk anyway.
+// and returns once the kernel (or TLS) has its bytes. The thread that sends
+// a stream's chunks reads each from the device and seals it itself (the
+// job's thread with one stream, a thread per stream with several), so a
+// chunk crosses no thread on the source: a thread that only sent, fed by
+// another that read, would cost a cross-core wake-up per chunk and a wait
+// for a CPU, which on a small machine cost more than it overlapped
+// (e2e/bench/README.md).
 //
 // A destination that reads slowly blocks the write (TCP's window), which
-// holds the job's thread and the buffer, which stalls the device reads:
+// holds the sending thread and its buffer, which stalls the device reads:
 // memory stays bounded by the job's pool. A destination that stops answering
 // fails the write (the connection's TCP_USER_TIMEOUT) rather than block it
 // for good.
 //
-// Thread-compatible: Send, Close and Outcome come from one thread (the
-// job's); Cancel may come from any thread.
+// Thread-compatible: Send, Close and Outcome come from one thread at a time
+// (the stream's, then the job's); Cancel may come from any thread.
 
 #ifndef MIGD_TRANSFER_STREAM_SENDER_H_
 #define MIGD_TRANSFER_STREAM_SENDER_H_
