@@ -387,6 +387,10 @@ bool IsTerminal(v1::Phase phase) {
 struct Journal::Connection {
   Fd lock;  // Declared first: released after the database is closed.
   DbPtr db;
+  // Record's statement, compiled once (by its first call) and kept reset,
+  // its parameters cleared, between calls: compiling it is as much work as
+  // running it, and a job's write-ahead records are in its downtime.
+  StmtPtr upsert;  // Declared after db: finalized before it closes.
 };
 
 Journal::Journal(std::string path, JournalOptions options,
@@ -496,9 +500,12 @@ ON CONFLICT (job_id) DO UPDATE SET
         records_, ")"));
   }
   sqlite3* db = connection_->db.get();
-  absl::StatusOr<StmtPtr> stmt = Prepare(path_, db, kUpsert, what);
-  if (!stmt.ok()) return stmt.status();
-  sqlite3_stmt* s = stmt->get();
+  if (connection_->upsert == nullptr) {
+    absl::StatusOr<StmtPtr> stmt = Prepare(path_, db, kUpsert, what);
+    if (!stmt.ok()) return stmt.status();
+    connection_->upsert = *std::move(stmt);
+  }
+  sqlite3_stmt* s = connection_->upsert.get();
   auto index = [s](const char* name) {
     return sqlite3_bind_parameter_index(s, name);
   };
@@ -518,7 +525,11 @@ ON CONFLICT (job_id) DO UPDATE SET
                       SQLITE_STATIC);
   // One statement: its own transaction, committed (and, with
   // synchronous=FULL, synced) when it returns SQLITE_DONE.
-  return StepToDone(path_, db, s, what);
+  absl::Status done = StepToDone(path_, db, s, what);
+  // Ready for the next call, and holding no pointer into `bytes`.
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return done;
 }
 
 absl::StatusOr<std::vector<v1::Migration>> Journal::LoadAll() {
