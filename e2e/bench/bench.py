@@ -31,10 +31,12 @@ pipe use the row's transport (--tls_dir for mtls; the pipe's cipher suite is
 With --evacuate=JOBS it measures a host evacuation instead (no ceilings):
 one pair of agents with (JOBS + 1) x --devices-per-job emulated devices
 each, one job alone (the 1-job figure), then JOBS jobs prepared and started
-at once (a migctl migrate process each); it reports the aggregate rate
-against the 1-job figure, each job's rate (the spread shows starvation),
-that every job succeeded with the destination's digests checked, and the
-agents' CPU and peak RSS with the devices' own memory taken out.
+at once (by --evacuate-driver: one process running every job's migctl
+migrate on a thread of its own, all released together); it reports the
+aggregate rate against the 1-job figure, each job's rate (the spread shows
+starvation), that every job succeeded with the destination's digests
+checked, and the agents' CPU and peak RSS with the devices' own memory taken
+out.
 
 Normally run through e2e/bench/run.sh, which builds optimized binaries.
 Python 3 standard library only.
@@ -850,6 +852,37 @@ def evac_job_figures(job, s, d):
     }
 
 
+def run_driver(driver, jobs_file, env, timeout):
+    """Runs the evacuation driver (e2e/bench/evacuate) on `jobs_file` with
+    `env`: every job's migctl command line at once, in one process. Returns
+    its result per job, in the file's order ({"line", "exit_status",
+    "seconds", "stdout", "stderr"}); None when it still ran after `timeout`
+    seconds (it is killed). Raises when the driver itself failed."""
+    with open(jobs_file) as f:
+        want = [n for n, line in enumerate(f, 1) if line.strip()]
+    try:
+        r = subprocess.run([driver, f"--jobs={jobs_file}"],
+                           capture_output=True, text=True, errors="replace",
+                           env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"bench: {driver} still ran after {timeout} s; killed it")
+        return None
+    if r.returncode != 0:
+        raise RuntimeError(f"{driver} --jobs={jobs_file} exited "
+                           f"{r.returncode}: {r.stderr.strip()}")
+    # Its own stderr is gRPC's logging, if any: the jobs' is in the lines.
+    for line in r.stderr.strip().splitlines()[-5:]:
+        log(f"bench: evacuate: {line}")
+    # "\n" only: a job's text may hold other line breaks, which the driver
+    # leaves as they are (JSON escapes only control characters).
+    results = [json.loads(line) for line in r.stdout.split("\n") if line]
+    if [d["line"] for d in results] != want:
+        raise RuntimeError(f"{driver} answered for lines "
+                           f"{[d['line'] for d in results]} of {jobs_file}, "
+                           f"want {want}")
+    return results
+
+
 def run_evacuation(args, size, streams, rep, workdir, transport):
     """One host evacuation over `transport`: a pair of agents with (jobs + 1)
     x devices-per-job devices each; one job alone (the 1-job figure), then
@@ -928,10 +961,23 @@ def run_evacuation(args, size, streams, rep, workdir, transport):
 
         # The evacuation: every job prepared first (the destination's
         # RESUMING setup stays out of the figures, as in a single run), then
-        # all started at once, a migctl each (migctl migrate follows its job
-        # to the end; nothing starts a job without following it).
+        # all started at once by the driver, as a control plane would: one
+        # process, a thread per job running its `migctl migrate` command
+        # line (which follows its job to the end; nothing starts a job
+        # without following it), all released together. A migctl process
+        # per job would spread the starts over a second or more on CPUs the
+        # first jobs already use.
         names = [f"{tag}-{k:02d}" for k in range(1, jobs + 1)]
         tokens = [prepare(name, k) for k, name in enumerate(names, 1)]
+        jobs_file = os.path.join(workdir, "jobs.tsv")
+        with open(jobs_file, "w") as f:
+            for k, (name, token) in enumerate(zip(names, tokens), 1):
+                argv, menv = migctl_command(args, transport, src.address,
+                                            *migrate_cmd(name, k, token))
+                if any("\t" in a or "\n" in a for a in argv):
+                    raise RuntimeError(f"job {name}: a migctl argument has "
+                                       f"a tab or a newline: {argv}")
+                f.write("\t".join(argv[1:]) + "\n")
         rss_prepared = {a.name: status_kib(a.pid, "VmRSS") * 1024
                         for a in agents}
         host0 = host_ticks()
@@ -942,31 +988,19 @@ def run_evacuation(args, size, streams, rep, workdir, transport):
         sampler = ThreadSampler({a.name: a.pid for a in agents}, interval=0.1)
         sampler.start()
         t0 = time.monotonic()
-        procs = []
-        for k, (name, token) in enumerate(zip(names, tokens), 1):
-            argv, menv = migctl_command(args, transport, src.address,
-                                        *migrate_cmd(name, k, token))
-            out = open(os.path.join(workdir, f"{name}.migctl"), "w")
-            procs.append((name, out, subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=menv)))
-        deadline = t0 + timeout
-        rcs = {}
-        for name, out, proc in procs:
-            try:
-                rcs[name] = proc.wait(max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"bench: migctl migrate --job={name} still runs after "
-                    f"{timeout} s; killing it")
-                proc.kill()
-                proc.wait()
-                rcs[name] = None
-            out.close()
+        driven = run_driver(args.evacuate_driver, jobs_file, menv, timeout)
         wall = time.monotonic() - t0
         sampler.stop()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu1 = {a.name: cpu_seconds(a.pid) for a in agents}
         host1 = host_ticks()
         hwm = {a.name: status_kib(a.pid, "VmHWM") * 1024 for a in agents}
+        rcs = {}
+        for name, d in zip(names, driven or [None] * jobs):
+            with open(os.path.join(workdir, f"{name}.migctl"), "w") as f:
+                if d:
+                    f.write(d["stdout"] + d["stderr"])
+            rcs[name] = d["exit_status"] if d else None
         batch = [evac_job_figures(name, *status(name)) for name in names]
         for j in batch:
             j["migctl_rc"] = rcs[j["job"]]
@@ -999,8 +1033,8 @@ def run_evacuation(args, size, streams, rep, workdir, transport):
     starts = [j["start"] for j in ok if j["start"] is not None]
     ends = [j["end"] for j in ok if j["end"] is not None]
     # The batch's window: the first job's start to the last job's end, on
-    # the jobs' own clocks; the wall clock around the migctl processes when
-    # the status has no timestamps.
+    # the jobs' own clocks; the wall clock around the driver when the status
+    # has no timestamps.
     if starts and ends and len(starts) == len(ok) and len(ends) == len(ok):
         window, window_from = max(ends) - min(starts), "jobs"
     else:
@@ -1036,8 +1070,9 @@ def run_evacuation(args, size, streams, rep, workdir, transport):
         "wall_gbps": total / wall / 1e9 if total and wall > 0 else None,
         "ratio": (aggregate / base["gbps"]
                   if aggregate and base["gbps"] else None),
-        # How long it took until every job had started (their migctl
-        # processes start one after the other).
+        # How long it took until every job had started: the driver releases
+        # them together, so this is how long their StartMigration calls took
+        # to reach the source.
         "start_spread_s": max(starts) - min(starts) if starts else None,
         "job_gbps_min": min(rates) if rates else None,
         "job_gbps_median": median(rates),
@@ -1075,7 +1110,7 @@ def run_evacuation(args, size, streams, rep, workdir, transport):
         "src_rss_prepared": rss_prepared["source"],
         "dst_rss_prepared": rss_prepared["destination"],
         "steal": dsteal / dall if dall else 0.0,
-        # Other processes than the agents and the migctl processes.
+        # Other processes than the agents and the driver.
         "other_cpu": (max(0.0, (dproc - agents_ticks - migctl_s * CLK_TCK)
                           / dall) if dall else 0.0),
         "irq_cpu_s": dirq / CLK_TCK,
@@ -1212,6 +1247,9 @@ def main():
     p.add_argument("--tcp-ceiling", required=True)
     p.add_argument("--grpc-ceiling", required=True)
     p.add_argument("--device-pipe", required=True)
+    p.add_argument("--evacuate-driver",
+                   help="e2e/bench/evacuate, which starts the --evacuate "
+                        "jobs from one process (required with --evacuate)")
     p.add_argument("--sizes", default=None,
                    help=f"state sizes (default {DEFAULT_SIZES}; --quick: "
                         f"{QUICK_SIZES}; --evacuate: {EVACUATE_SIZES}, "
@@ -1264,6 +1302,9 @@ def main():
                                       or args.devices_per_job < 1):
         raise SystemExit("bench: --evacuate and --devices-per-job need at "
                          "least 1")
+    if args.evacuate and not args.evacuate_driver:
+        raise SystemExit("bench: --evacuate needs --evacuate-driver "
+                         "(e2e/bench/evacuate; run.sh passes it)")
     default_sizes = (EVACUATE_SIZES if args.evacuate
                      else QUICK_SIZES if args.quick else DEFAULT_SIZES)
     sizes = [parse_size(s) for s in (args.sizes or default_sizes).split(",")]
@@ -1287,6 +1328,8 @@ def main():
                              f"{t.stderr.strip()}")
     tools = [args.migd, args.migctl, args.tcp_ceiling, args.grpc_ceiling,
              args.device_pipe]
+    if args.evacuate:
+        tools.append(args.evacuate_driver)
     if "mtls" in transports:
         tools.append(args.pki)
     for b in tools:

@@ -7,13 +7,13 @@
 # TLS only the identity each side saw at the other end, and the device pipe's
 # result: the destination's digest checked, the same source state as the
 # agent's, TLS 1.3 with the default cipher suite over mutual TLS only. Then a
-# tiny host evacuation (4 jobs of 2 x 1 MiB, plaintext): its median row, every
-# job succeeded with the destination's digests checked.
+# tiny host evacuation (4 jobs of 2 x 1 MiB, plaintext, started by EVACUATE):
+# its median row, every job succeeded with the destination's digests checked.
 #   bench_smoke_test.sh MIGD MIGCTL TCP_CEILING GRPC_CEILING DEVICE_PIPE \
-#     BENCH_PY PKI
+#     BENCH_PY PKI EVACUATE
 set -euo pipefail
-if (($# != 7)); then
-  echo "usage: $0 MIGD MIGCTL TCP_CEILING GRPC_CEILING DEVICE_PIPE BENCH_PY PKI" >&2
+if (($# != 8)); then
+  echo "usage: $0 MIGD MIGCTL TCP_CEILING GRPC_CEILING DEVICE_PIPE BENCH_PY PKI EVACUATE" >&2
   exit 2
 fi
 json="${TEST_TMPDIR:-$(mktemp -d)}/runs.jsonl"
@@ -113,7 +113,8 @@ evac_json="$(dirname "$json")/evac.jsonl"
 rm -f "$evac_json"
 evac="$(python3 "$6" --migd="$1" --migctl="$2" --tcp-ceiling="$3" \
   --grpc-ceiling="$4" --device-pipe="$5" --pki="$7" --evacuate=4 \
-  --sizes=1MiB --reps=1 --transport=plain --json-out="$evac_json")"
+  --evacuate-driver="$8" --sizes=1MiB --reps=1 --transport=plain \
+  --json-out="$evac_json")"
 echo "$evac"
 row="$(grep -E '^\| +1 MiB \| +2 \| +4 \| +1 \| +plain \| +median \|' \
   <<<"$evac")" || {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The transfer benchmark in one command: builds migd, migctl, tcp_ceiling,
-# grpc_ceiling and device_pipe optimized (bazel build -c opt), copies them
-# aside (a rebuild during the run cannot swap them), and runs bench.py with
+# grpc_ceiling, device_pipe and evacuate optimized (bazel build -c opt), copies
+# them aside (a rebuild during the run cannot swap them), and runs bench.py with
 # them. Arguments go to bench.py:
 #
 #   e2e/bench/run.sh --quick                  # smoke run: 64 MiB, once
@@ -20,15 +20,16 @@ if ! command -v python3 >/dev/null 2>&1; then
 fi
 
 targets=(//migd:migd //cli:migctl //e2e/bench:tcp_ceiling
-  //e2e/bench:grpc_ceiling //e2e/bench:device_pipe)
+  //e2e/bench:grpc_ceiling //e2e/bench:device_pipe //e2e/bench:evacuate)
 bazel build -c opt "${targets[@]}"
 bin="$(bazel info -c opt bazel-bin 2>/dev/null)"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/migd-bench-bin.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 cp "$bin/migd/migd" "$bin/cli/migctl" "$bin/e2e/bench/tcp_ceiling" \
-  "$bin/e2e/bench/grpc_ceiling" "$bin/e2e/bench/device_pipe" "$tmp/"
+  "$bin/e2e/bench/grpc_ceiling" "$bin/e2e/bench/device_pipe" \
+  "$bin/e2e/bench/evacuate" "$tmp/"
 
 python3 e2e/bench/bench.py --migd="$tmp/migd" --migctl="$tmp/migctl" \
   --tcp-ceiling="$tmp/tcp_ceiling" --grpc-ceiling="$tmp/grpc_ceiling" \
-  --device-pipe="$tmp/device_pipe" "$@"
+  --device-pipe="$tmp/device_pipe" --evacuate-driver="$tmp/evacuate" "$@"
