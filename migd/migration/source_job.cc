@@ -65,6 +65,36 @@ class Meter {
   absl::Duration time_;
 };
 
+// Records where a job's downtime went: in all (`downtime`, of which the
+// stop-copy transfer took `transfer`) and per device (its own stop-copy
+// transfer, `stop_copy_time`, then its load and resume as the destination's
+// `completion` timed them).
+void RecordDowntimeBreakdown(Job& job, absl::Duration downtime,
+                             absl::Duration transfer,
+                             const std::vector<absl::Duration>& stop_copy_time,
+                             const v1::Completion& completion) {
+  v1::DowntimeBreakdown total;
+  *total.mutable_total() = ToProto(downtime);
+  *total.mutable_stop_copy_transfer() = ToProto(transfer);
+  *total.mutable_load() = TimeUtil::NanosecondsToDuration(completion.load_ns());
+  *total.mutable_resume() =
+      TimeUtil::NanosecondsToDuration(completion.resume_ns());
+  std::vector<v1::DowntimeBreakdown> per_device(stop_copy_time.size());
+  for (size_t i = 0; i < stop_copy_time.size(); ++i) {
+    *per_device[i].mutable_stop_copy_transfer() = ToProto(stop_copy_time[i]);
+  }
+  for (const v1::DeviceTiming& t : completion.devices()) {
+    if (t.device() >= per_device.size()) continue;
+    v1::DowntimeBreakdown& b = per_device[t.device()];
+    *b.mutable_load() = TimeUtil::NanosecondsToDuration(t.load_ns());
+    *b.mutable_resume() = TimeUtil::NanosecondsToDuration(t.resume_ns());
+    *b.mutable_total() =
+        ToProto(stop_copy_time[t.device()] + absl::Nanoseconds(t.load_ns()) +
+                absl::Nanoseconds(t.resume_ns()));
+  }
+  job.SetDowntimeBreakdown(total, per_device);
+}
+
 // Records a job's decision to commit (Job::Commit) on a thread of its own,
 // so that the durable write overlaps the stop-copy transfer rather than sit
 // between its last byte and COMMIT, in the downtime. The thread starts
@@ -898,30 +928,10 @@ absl::Status SourceJob::Switchover() {
   const absl::Time done = std::min(client_->completion_received(), absl::Now());
   transfer_end = std::min(transfer_end, done);
   job_->SetTransferTime(transfer_end - first_send_.value_or(transfer_end));
-  absl::Duration downtime = done - downtime_start;
-  job_->SetDowntime(downtime);
-
-  v1::DowntimeBreakdown total;
-  *total.mutable_total() = ToProto(downtime);
-  *total.mutable_stop_copy_transfer() = ToProto(transfer_end - downtime_start);
-  *total.mutable_load() =
-      TimeUtil::NanosecondsToDuration(completion->load_ns());
-  *total.mutable_resume() =
-      TimeUtil::NanosecondsToDuration(completion->resume_ns());
-  std::vector<v1::DowntimeBreakdown> per_device(devices_.size());
-  for (size_t i = 0; i < devices_.size(); ++i) {
-    *per_device[i].mutable_stop_copy_transfer() = ToProto(stop_copy_time_[i]);
-  }
-  for (const v1::DeviceTiming& t : completion->devices()) {
-    if (t.device() >= per_device.size()) continue;
-    v1::DowntimeBreakdown& b = per_device[t.device()];
-    *b.mutable_load() = TimeUtil::NanosecondsToDuration(t.load_ns());
-    *b.mutable_resume() = TimeUtil::NanosecondsToDuration(t.resume_ns());
-    *b.mutable_total() =
-        ToProto(stop_copy_time_[t.device()] + absl::Nanoseconds(t.load_ns()) +
-                absl::Nanoseconds(t.resume_ns()));
-  }
-  job_->SetDowntimeBreakdown(total, per_device);
+  job_->SetDowntime(done - downtime_start);
+  RecordDowntimeBreakdown(*job_, done - downtime_start,
+                          transfer_end - downtime_start, stop_copy_time_,
+                          *completion);
   return absl::OkStatus();
 }
 
