@@ -1,6 +1,7 @@
 #include "cli/commands.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -1057,6 +1058,25 @@ int RunCommand(const Options& o, const Env& env) {
   *env.err << "migctl: unknown command '" << o.command << "'\n"
            << UsageLine("") << "\n";
   return kExitUsage;
+}
+
+Env ProcessEnv(std::ostream* out, std::ostream* err) {
+  Env env;
+  env.out = out;
+  env.err = err;
+  env.dial = [](const security::Credentials& credentials,
+                const std::string& address,
+                const std::string& expected_identity)
+      -> std::shared_ptr<grpc::ChannelInterface> {
+    return credentials.Dial(address, expected_identity,
+                            security::ChannelUse::kControl);
+  };
+  env.getenv = [](const std::string& name) -> std::optional<std::string> {
+    const char* value = std::getenv(name.c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+  return env;
 }
 
 int Main(const std::vector<std::string>& args, const Env& env) {

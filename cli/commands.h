@@ -56,6 +56,12 @@ struct Env {
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
+// The Env of a program of its own, printing to `out` and `err`: channels
+// dialed with the credentials for control calls (ChannelUse::kControl) and
+// the process's environment variables. Not a terminal: a caller whose `out`
+// is one sets out_is_terminal and terminal_width.
+Env ProcessEnv(std::ostream* out, std::ostream* err);
+
 // Runs a whole command line (the arguments after the program name): parses it,
 // prints help or a usage error, or runs the command. Returns the exit status.
 int Main(const std::vector<std::string>& args, const Env& env);

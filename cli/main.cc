@@ -7,14 +7,11 @@
 
 #include <cstdlib>
 #include <iostream>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "cli/commands.h"
-#include "grpcpp/grpcpp.h"
-#include "migd/security/credentials.h"
 
 namespace {
 
@@ -36,23 +33,9 @@ int TerminalWidth() {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  migd::cli::Env env;
-  env.out = &std::cout;
-  env.err = &std::cerr;
+  migd::cli::Env env = migd::cli::ProcessEnv(&std::cout, &std::cerr);
   env.out_is_terminal = isatty(STDOUT_FILENO) == 1;
   // One column spare: writing the last column makes some terminals wrap.
   env.terminal_width = TerminalWidth() - 1;
-  env.dial = [](const migd::security::Credentials& credentials,
-                const std::string& address,
-                const std::string& expected_identity)
-      -> std::shared_ptr<grpc::ChannelInterface> {
-    return credentials.Dial(address, expected_identity,
-                            migd::security::ChannelUse::kControl);
-  };
-  env.getenv = [](const std::string& name) -> std::optional<std::string> {
-    const char* value = std::getenv(name.c_str());
-    if (value == nullptr) return std::nullopt;
-    return std::string(value);
-  };
   return migd::cli::Main(args, env);
 }

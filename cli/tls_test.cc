@@ -115,20 +115,13 @@ class TlsTest : public ::testing::Test {
     ASSERT_NE(src_, nullptr);
     ASSERT_NE(dst_, nullptr);
     UseCertificate("operator");
-    env_.out = &out_;
-    env_.err = &err_;
+    env_ = ProcessEnv(&out_, &err_);
+    // The test's own variables, not the process's.
     env_.getenv =
         [this](const std::string& name) -> std::optional<std::string> {
       auto it = vars_.find(name);
       if (it == vars_.end()) return std::nullopt;
       return it->second;
-    };
-    env_.dial = [](const security::Credentials& credentials,
-                   const std::string& address,
-                   const std::string& expected_identity)
-        -> std::shared_ptr<grpc::ChannelInterface> {
-      return credentials.Dial(address, expected_identity,
-                              security::ChannelUse::kControl);
     };
   }
 

@@ -27,7 +27,6 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -48,8 +47,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "cli/commands.h"
-#include "grpcpp/grpcpp.h"
-#include "migd/security/credentials.h"
 
 namespace migd::bench {
 namespace {
@@ -130,28 +127,6 @@ std::string JsonString(absl::string_view text) {
   return out;
 }
 
-// An Env as migctl's main makes it, printing into `out` and `err`: never a
-// terminal, so no progress bar is redrawn into them.
-cli::Env MakeEnv(std::ostringstream* out, std::ostringstream* err) {
-  cli::Env env;
-  env.out = out;
-  env.err = err;
-  env.out_is_terminal = false;
-  env.dial = [](const security::Credentials& credentials,
-                const std::string& address,
-                const std::string& expected_identity)
-      -> std::shared_ptr<grpc::ChannelInterface> {
-    return credentials.Dial(address, expected_identity,
-                            security::ChannelUse::kControl);
-  };
-  env.getenv = [](const std::string& name) -> std::optional<std::string> {
-    const char* value = std::getenv(name.c_str());
-    if (value == nullptr) return std::nullopt;
-    return std::string(value);
-  };
-  return env;
-}
-
 // Runs every job's command line on a thread of its own, all released at
 // once when every thread exists; returns their results in the jobs' order.
 std::vector<JobResult> RunTogether(const std::vector<Job>& jobs) {
@@ -168,7 +143,7 @@ std::vector<JobResult> RunTogether(const std::vector<Job>& jobs) {
   for (size_t i = 0; i < jobs.size(); ++i) {
     threads.emplace_back([&, i] {
       std::ostringstream out, err;
-      const cli::Env env = MakeEnv(&out, &err);
+      const cli::Env env = cli::ProcessEnv(&out, &err);
       {
         absl::MutexLock lock(&mu);
         ++waiting;
