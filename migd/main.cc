@@ -115,6 +115,10 @@ ABSL_FLAG(std::string, transfer_memory_cap, "64MiB",
 ABSL_FLAG(uint32_t, max_data_streams, 64,
           "Data streams (data channel connections) served at once, each on "
           "a thread of its own; more are refused (RESOURCE_EXHAUSTED)");
+ABSL_FLAG(uint32_t, max_concurrent_migrations, 2,
+          "Source migrations that move device state at once; the others "
+          "wait in line (PHASE_CONNECTING, Migration.queue) and start in "
+          "the order they were asked for, as slots come free. 0: no limit");
 ABSL_FLAG(std::string, data_listen, "",
           "Address of the data channel, which carries device state between "
           "agents (host:port; TLS as --tls_*). Empty: the host of --listen "
@@ -312,6 +316,8 @@ int main(int argc, char** argv) {
   }
   options.service.transfer_memory_cap = *cap;
   options.max_data_streams = absl::GetFlag(FLAGS_max_data_streams);
+  options.service.max_concurrent_migrations =
+      absl::GetFlag(FLAGS_max_concurrent_migrations);
   options.data_listen = absl::GetFlag(FLAGS_data_listen);
   if (options.max_data_streams < 1) {
     return Fail(

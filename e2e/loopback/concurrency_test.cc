@@ -1,7 +1,8 @@
 // e2e/loopback/concurrency_test.cc
 //
 // Loopback tier under load: one pair of real migd agents (mutual TLS) runs
-// 32 migrations at once, two emulated devices each, while four of them meet
+// 32 migrations at once (no limit on the source), two emulated devices
+// each, while four of them meet
 // a fault: a source device whose save stream is corrupt (the destination
 // rejects it at RESUMING -> STOP), a destination device whose RESUMING ->
 // STOP arc fails, a source device that goes away mid-read (ENODEV), and a
@@ -291,8 +292,10 @@ class ConcurrencyTest : public AgentTest {};
 // ---- The test --------------------------------------------------------------
 
 TEST_F(ConcurrencyTest, ThirtyTwoJobsEndAsTheirFaultsSayAndMemoryStaysBounded) {
+  // Every job at once: no line on the source.
   const std::vector<std::string> memory_flags = {
-      absl::StrCat("--transfer_memory_cap=", kCapBytes)};
+      absl::StrCat("--transfer_memory_cap=", kCapBytes),
+      "--max_concurrent_migrations=0"};
   source_ = StartAgent("source", memory_flags, SourceConfig());
   ASSERT_NE(source_, nullptr);
   destination_ = StartAgent("destination", memory_flags, DestinationConfig());
@@ -594,6 +597,143 @@ TEST_F(ConcurrencyTest, ThirtyTwoJobsEndAsTheirFaultsSayAndMemoryStaysBounded) {
   EXPECT_LT(source_memory.current, source_state + kIdleBound)
       << "source RSS after the jobs " << MiB(source_memory.current)
       << " MiB: finished jobs still hold buffers";
+}
+
+// The first and the last device state change the source recorded for a
+// job: its devices leave RUNNING once it has its slot, and reach STOP before
+// it gives the slot back.
+std::pair<absl::Time, absl::Time> DeviceSpan(const Migration& m) {
+  absl::Time first = absl::InfiniteFuture(), last = absl::InfinitePast();
+  for (const v1::StateChange& c : m.state_changes()) {
+    first = std::min(first, FromProto(c.time()));
+    last = std::max(last, FromProto(c.time()));
+  }
+  return {first, last};
+}
+
+// A source agent moves at most --max_concurrent_migrations jobs at once.
+// Jobs started beyond that are answered at once, CONNECTING and waiting in
+// line (Migration.queue); they start in the order they were asked for as
+// slots come free, and each then succeeds as it would alone.
+TEST_F(ConcurrencyTest, JobsBeyondTheLimitWaitTheirTurnInOrder) {
+  constexpr int kLimit = 2;
+  const std::vector<int> jobs = {0, 1, 3, 4, 5, 6, 7, 8};  // none faulted
+  source_ = StartAgent("source",
+                       {absl::StrCat("--max_concurrent_migrations=", kLimit)},
+                       SourceConfig());
+  ASSERT_NE(source_, nullptr);
+  destination_ = StartAgent("destination", {}, DestinationConfig());
+  ASSERT_NE(destination_, nullptr);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+
+  std::vector<v1::StartMigrationRequest> requests;
+  for (int j : jobs) {
+    v1::PrepareIncomingRequest prepare;
+    prepare.set_job_id(JobId(j));
+    FillPairs(DevicesOf(j), prepare.mutable_devices());
+    prepare.set_source("concurrency-test");
+    prepare.set_source_identity(source_->identity());
+    v1::PrepareIncomingResponse prepared;
+    CallResult r = CallPrepareIncoming(destination_->stub(), prepare, &prepared,
+                                       kRpcTimeout);
+    ASSERT_TRUE(r.status.ok())
+        << "PrepareIncoming " << JobId(j) << ": " << DescribeCall(r);
+    v1::StartMigrationRequest& request = requests.emplace_back();
+    request.set_job_id(JobId(j));
+    FillPairs(DevicesOf(j), request.mutable_devices());
+    request.set_destination(destination_->address());
+    request.set_destination_identity(destination_->identity());
+    request.set_transfer_token(prepared.transfer_token());
+  }
+  // One after the other, so that the order they were asked for is known;
+  // a job beyond the limit is answered without waiting for its turn.
+  const absl::Time t0 = absl::Now();
+  const absl::Time deadline = t0 + kAllJobsTimeout;
+  std::vector<Migration> answers(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    CallResult r = CallStartMigration(source_->stub(), requests[i], &answers[i],
+                                      kRpcTimeout);
+    ASSERT_TRUE(r.status.ok())
+        << "StartMigration " << JobId(jobs[i]) << ": " << DescribeCall(r);
+  }
+  const absl::Duration starting = absl::Now() - t0;
+
+  std::vector<Migration> ends(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    ASSERT_OK_AND_ASSIGN(ends[i],
+                         WaitForEnd(source_->stub(), JobId(jobs[i]), deadline));
+    ASSERT_OK_AND_ASSIGN(Migration d, WaitForEnd(destination_->stub(),
+                                                 JobId(jobs[i]), deadline));
+    SCOPED_TRACE(JobId(jobs[i]));
+    EXPECT_EQ(PhaseName(ends[i].phase()), PhaseName(v1::PHASE_SUCCEEDED))
+        << ends[i].failure().ShortDebugString();
+    EXPECT_EQ(PhaseName(d.phase()), PhaseName(v1::PHASE_SUCCEEDED))
+        << d.failure().ShortDebugString();
+  }
+
+  // Who waited, and in which order the jobs got their slots.
+  std::vector<size_t> waited;  // by the order they were asked for
+  absl::Duration longest_wait;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    SCOPED_TRACE(JobId(jobs[i]));
+    if (answers[i].queue().waiting()) {
+      EXPECT_EQ(PhaseName(answers[i].phase()), PhaseName(v1::PHASE_CONNECTING));
+      waited.push_back(i);
+      EXPECT_FALSE(ends[i].queue().waiting());
+      const absl::Duration w =
+          absl::Seconds(ends[i].queue().waited().seconds()) +
+          absl::Nanoseconds(ends[i].queue().waited().nanos());
+      EXPECT_GT(w, absl::ZeroDuration());
+      longest_wait = std::max(longest_wait, w);
+    } else {
+      EXPECT_FALSE(ends[i].has_queue()) << ends[i].queue().ShortDebugString();
+    }
+  }
+  // Without a line, none would have waited: the test shows nothing then.
+  ASSERT_GE(waited.size(), 1u)
+      << "every job found a free slot; the jobs ended too fast to line up";
+  for (size_t k = 1; k < waited.size(); ++k) {
+    EXPECT_LT(DeviceSpan(ends[waited[k - 1]]).first,
+              DeviceSpan(ends[waited[k]]).first)
+        << JobId(jobs[waited[k]]) << " started before "
+        << JobId(jobs[waited[k - 1]]) << ", which was asked for first";
+  }
+  // Never more than kLimit jobs with their devices out of RUNNING at once.
+  std::vector<std::pair<absl::Time, int>> edges;
+  for (const Migration& end : ends) {
+    auto [first, last] = DeviceSpan(end);
+    edges.emplace_back(first, +1);
+    edges.emplace_back(last, -1);
+  }
+  std::sort(edges.begin(), edges.end(), [](const auto& a, const auto& b) {
+    // An end and a start at the same instant: the end first.
+    return a.first != b.first ? a.first < b.first : a.second < b.second;
+  });
+  int at_once = 0, most_at_once = 0;
+  for (const auto& [when, step] : edges) {
+    at_once += step;
+    most_at_once = std::max(most_at_once, at_once);
+  }
+  EXPECT_LE(most_at_once, kLimit);
+
+  // The migrated devices: stopped on the source, running with its state on
+  // the destination, held by no job.
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  for (int j : jobs) {
+    for (const std::string& name : DevicesOf(j)) {
+      const std::string& digest = source_before[name].state_digest();
+      ExpectDevice("source", source_after, name, v1::DEVICE_STATE_STOP, digest);
+      ExpectDevice("destination", destination_after, name,
+                   v1::DEVICE_STATE_RUNNING, digest);
+    }
+  }
+  std::cout << absl::StrFormat(
+      "concurrency: %d jobs, at most %d at once: %d waited in line (the "
+      "longest %s), at most %d moved at once; all started within %s\n",
+      jobs.size(), kLimit, waited.size(), absl::FormatDuration(longest_wait),
+      most_at_once, absl::FormatDuration(starting));
 }
 
 }  // namespace

@@ -256,6 +256,27 @@ void Job::SetCommitted() {
   Changed("COMMIT");
 }
 
+void Job::SetWaiting(size_t ahead, absl::Duration waited) {
+  absl::MutexLock lock(&mu_);
+  v1::TransferQueue* q = record_.mutable_queue();
+  q->set_waiting(true);
+  q->set_ahead(static_cast<uint32_t>(ahead));
+  *q->mutable_waited() = ToProto(waited);
+  Changed(ahead == 0 ? std::string("waiting for a transfer slot: next in line")
+                     : absl::StrCat("waiting for a transfer slot: ", ahead,
+                                    " job(s) ahead"));
+}
+
+void Job::SetWaited(absl::Duration waited) {
+  absl::MutexLock lock(&mu_);
+  v1::TransferQueue* q = record_.mutable_queue();
+  q->set_waiting(false);
+  q->set_ahead(0);
+  *q->mutable_waited() = ToProto(waited);
+  Changed(absl::StrCat("waited ", absl::FormatDuration(waited),
+                       " for a transfer slot"));
+}
+
 void Job::SetPeerIdentity(const std::string& identity) {
   absl::MutexLock lock(&mu_);
   record_.set_peer_identity(identity);

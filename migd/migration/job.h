@@ -88,6 +88,12 @@ class Job {
   void SetPrecopy(const v1::PrecopyProgress& precopy);
   // Something a person should know that is not a failure.
   void AddNotice(const std::string& notice);
+  // Source: the job waits for a transfer slot with `ahead` jobs ahead of
+  // it, since `waited` ago (Migration.queue).
+  void SetWaiting(size_t ahead, absl::Duration waited);
+  // Source: the wait is over (a slot, or the job left the line) after
+  // `waited`.
+  void SetWaited(absl::Duration waited);
   // The other agent's certificate identity (empty with --insecure).
   void SetPeerIdentity(const std::string& identity);
   // What the record says about the job's doubt (Migration.in_doubt): why,

@@ -176,20 +176,50 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   std::unique_ptr<SourceJob> sj(
       new SourceJob(std::move(job), std::move(devices), std::move(options),
                     std::move(on_done)));
-  Job& j = *sj->job_;
-  j.SetPhase(v1::PHASE_CONNECTING, "");
+  sj->job_->SetPhase(v1::PHASE_CONNECTING, "");
+  if (absl::Status s = sj->Check(); !s.ok()) return s;
+  SourceJob* raw = sj.get();
+  std::optional<TransferGate::Slot> slot;
+  if (sj->options_.gate == nullptr || (slot = sj->options_.gate->TryTake())) {
+    if (slot.has_value()) sj->slot_ = *std::move(slot);
+    if (absl::Status s = sj->Connect(); !s.ok()) return s;
+    sj->job_->SetCanceller([raw] { raw->Interrupt(); });
+    sj->thread_ = std::thread([raw] {
+      base::NameThisThread("src-job");
+      raw->Run();
+    });
+    return sj;
+  }
+  // Every slot is taken: the job waits its turn on its own thread, and
+  // StartMigration returns now. What the session's opening finds then ends
+  // the job, as a failure of its own.
+  sj->turn_ = sj->options_.gate->Join();
+  sj->job_->SetWaiting(sj->turn_->ahead(), absl::ZeroDuration());
+  sj->job_->SetCanceller([raw] {
+    raw->turn_->Leave(
+        base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
+                    "cancelled by request while waiting for a transfer slot"));
+  });
+  sj->thread_ = std::thread([raw] {
+    base::NameThisThread("src-job");
+    raw->RunInLine();
+  });
+  return sj;
+}
 
-  v1::SessionHeader header;
+absl::Status SourceJob::Check() {
+  Job& j = *job_;
+  v1::SessionHeader& header = header_;  // what Connect sends
   header.set_job_id(j.id());
-  header.set_transfer_token(sj->options_.token);
+  header.set_transfer_token(options_.token);
   header.set_protocol_version(v1::PROTOCOL_VERSION_2);
   header.set_stream_index(0);
-  header.set_num_streams(sj->options_.streams);
+  header.set_num_streams(options_.streams);
   v1::Migration record = j.Snapshot();
   std::vector<std::string> without_p2p;
-  uint64_t state_bytes = 0;  // what the devices report before they start
-  for (size_t i = 0; i < sj->devices_.size(); ++i) {
-    device::Device* d = sj->devices_[i];
+  state_bytes_ = 0;
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    device::Device* d = devices_[i];
     absl::StatusOr<vfio::MigFlags> flags = d->GetFlags();
     if (!flags.ok()) return flags.status();
     // Only RUNNING is migrated; STOP (idle) and the left-overs are refused,
@@ -198,8 +228,8 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
         SettleFoundState(&j, i, d, DeviceRole::kSource);
     if (!state.ok()) return state.status();
     if ((*flags & vfio::kMigP2P) == 0) without_p2p.push_back(d->name());
-    sj->precopy_[i] = (*flags & vfio::kMigPreCopy) != 0 &&
-                      !sj->options_.convergence.disable_precopy;
+    precopy_[i] = (*flags & vfio::kMigPreCopy) != 0 &&
+                  !options_.convergence.disable_precopy;
     absl::StatusOr<uint64_t> size = d->GetStopCopySize();
     v1::DeviceDescriptor* desc = header.add_devices();
     desc->set_index(i);
@@ -208,119 +238,163 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
     desc->set_kind(d->kind());
     desc->set_migration_flags(*flags);
     desc->set_state_size_bytes(size.ok() ? *size : 0);
-    if (i < sj->options_.compat.size()) {
-      *desc->mutable_compat() = sj->options_.compat[i];
+    if (i < options_.compat.size()) {
+      *desc->mutable_compat() = options_.compat[i];
     }
-    if (size.ok()) state_bytes += *size;
+    if (size.ok()) state_bytes_ += *size;
     if (size.ok()) j.SetDeviceTotal(i, *size);
   }
   // QEMU's rule: with several devices, one without P2P could be stopped
   // while a peer still DMAs into it.
-  if (sj->devices_.size() > 1 && !without_p2p.empty() &&
-      !sj->options_.convergence.allow_mixed_p2p) {
+  if (devices_.size() > 1 && !without_p2p.empty() &&
+      !options_.convergence.allow_mixed_p2p) {
     return base::Error(
         absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_INCOMPATIBLE,
         absl::StrCat("device ", without_p2p.front(),
-                     " does not support P2P, which a job of ",
-                     sj->devices_.size(),
+                     " does not support P2P, which a job of ", devices_.size(),
                      " devices needs (policy.allow_mixed_p2p overrides)"));
   }
-  if (!sj->options_.dirty_ranges.empty()) {
-    if (absl::Status s = dirty::ValidateTracking(sj->options_.dirty_page_size,
-                                                 sj->options_.dirty_ranges);
-        !s.ok()) {
-      return s;
-    }
-    sj->tracker_ = std::make_unique<dirty::Tracker>(
-        sj->devices_, sj->options_.dirty_page_size, sj->options_.dirty_ranges);
+  if (!options_.dirty_ranges.empty()) {
+    return dirty::ValidateTracking(options_.dirty_page_size,
+                                   options_.dirty_ranges);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SourceJob::Connect() {
+  Job& j = *job_;
+  if (!options_.dirty_ranges.empty()) {
+    tracker_ = std::make_unique<dirty::Tracker>(
+        devices_, options_.dirty_page_size, options_.dirty_ranges);
   }
 
   // A stream's thread (the job's, with one stream) holds one buffer at a
   // time: its chunk's buffer is back before its next read. One more covers
   // the hand-back. Anything more would only be memory the job never fills.
-  const size_t buffers = sj->options_.streams + 1;
+  const size_t buffers = options_.streams + 1;
   absl::StatusOr<std::unique_ptr<transfer::BufferPool>> pool =
-      transfer::BufferPool::Create(sj->options_.chunk_bytes, buffers);
+      transfer::BufferPool::Create(options_.chunk_bytes, buffers);
   if (!pool.ok()) return pool.status();
-  sj->pool_ = *std::move(pool);
+  pool_ = *std::move(pool);
   // Map the buffers the state needs now (at most the pool's), while the VM
   // runs, rather than in the first reads of stop-copy, where mmap and page
   // faults are downtime.
-  sj->pool_->Reserve(static_cast<size_t>(
-      state_bytes / sj->options_.chunk_bytes + sj->devices_.size() + 1));
+  pool_->Reserve(static_cast<size_t>(state_bytes_ / options_.chunk_bytes +
+                                     devices_.size() + 1));
 
-  SourceJob* raw = sj.get();
+  SourceJob* raw = this;
   absl::StatusOr<std::unique_ptr<transfer::TransferClient>> client =
-      transfer::TransferClient::Open(sj->options_.dial(), header,
-                                     sj->options_.handshake_timeout,
+      transfer::TransferClient::Open(options_.dial(), header_,
+                                     options_.handshake_timeout,
                                      [raw](uint32_t device) {
                                        if (device < raw->devices_.size())
                                          raw->job_->SetDeviceAcked(device);
                                      });
   if (!client.ok()) return client.status();
-  sj->client_ = *std::move(client);
+  client_ = *std::move(client);
   // The identity the handshake verified: the one the request named, or the
   // one the destination's certificate carries for its host name.
-  j.SetPeerIdentity(sj->client_->peer_identity());
+  j.SetPeerIdentity(client_->peer_identity());
   // The data streams: connections of the destination's data channel, on
   // the host this agent reached it at, from the same identity.
-  const uint32_t data_port = sj->client_->data_port();
+  const uint32_t data_port = client_->data_port();
   if (data_port == 0 || data_port > 65535) {
-    sj->CancelSession();
+    CancelSession();
     return base::Error(absl::StatusCode::kFailedPrecondition,
                        v1::ERROR_REASON_PROTOCOL_ERROR,
                        "the destination offered no data channel port");
   }
-  auto open_data = sj->options_.open_data;
+  auto open_data = options_.open_data;
   if (!open_data) {
     std::string host;
     uint16_t ignored = 0;
     if (absl::Status s =
-            transfer::SplitHostPort(sj->options_.destination, &host, &ignored);
+            transfer::SplitHostPort(options_.destination, &host, &ignored);
         !s.ok()) {
-      sj->CancelSession();
+      CancelSession();
       return s;
     }
-    open_data = [host, timeout = sj->options_.handshake_timeout,
-                 dead = sj->options_.phase_timeout](
-                    uint16_t port, const std::string& identity) {
+    open_data = [host, timeout = options_.handshake_timeout,
+                 dead = options_.phase_timeout](uint16_t port,
+                                                const std::string& identity) {
       return transfer::DataConnection::Dial(host, port, nullptr, identity,
                                             timeout, dead);
     };
   }
-  for (uint32_t k = 1; k <= sj->options_.streams; ++k) {
+  for (uint32_t k = 1; k <= options_.streams; ++k) {
     v1::SessionHeader data_header;
     data_header.set_job_id(j.id());
-    data_header.set_transfer_token(sj->options_.token);
+    data_header.set_transfer_token(options_.token);
     data_header.set_protocol_version(v1::PROTOCOL_VERSION_2);
     data_header.set_stream_index(k);
-    data_header.set_num_streams(sj->options_.streams);
-    data_header.set_max_chunk_bytes(sj->options_.chunk_bytes);
-    absl::StatusOr<std::unique_ptr<transfer::DataConnection>> conn = open_data(
-        static_cast<uint16_t>(data_port), sj->client_->peer_identity());
+    data_header.set_num_streams(options_.streams);
+    data_header.set_max_chunk_bytes(options_.chunk_bytes);
+    absl::StatusOr<std::unique_ptr<transfer::DataConnection>> conn =
+        open_data(static_cast<uint16_t>(data_port), client_->peer_identity());
     absl::StatusOr<std::unique_ptr<transfer::StreamSender>> sender =
         conn.ok() ? transfer::StreamSender::Open(*std::move(conn), data_header,
-                                                 sj->options_.handshake_timeout)
+                                                 options_.handshake_timeout)
                   : conn.status();
     if (!sender.ok()) {
-      sj->CancelSession();
+      CancelSession();
       return base::Annotate(sender.status(),
                             absl::StrCat("opening data stream ", k));
     }
-    sj->senders_.push_back(*std::move(sender));
+    senders_.push_back(*std::move(sender));
   }
-  if (sj->senders_.size() > 1) {
-    sj->crew_ = std::make_unique<base::Crew>(sj->senders_.size(), "src-stream");
+  if (senders_.size() > 1) {
+    crew_ = std::make_unique<base::Crew>(senders_.size(), "src-stream");
   }
-  sj->job_->SetCanceller([raw] { raw->Interrupt(); });
-  sj->thread_ = std::thread([raw] {
-    base::NameThisThread("src-job");
-    raw->Run();
-  });
-  return sj;
+  return absl::OkStatus();
+}
+
+void SourceJob::RunInLine() {
+  const absl::Time since = absl::Now();
+  absl::StatusOr<TransferGate::Slot> slot = turn_->Wait(
+      [&](size_t ahead) { job_->SetWaiting(ahead, absl::Now() - since); });
+  const absl::Duration waited = absl::Now() - since;
+  job_->SetWaited(waited);
+  absl::Status s = slot.status();
+  if (s.ok()) {
+    slot_ = *std::move(slot);
+    base::LogInfo("job ", job_->id(), ": waited ", absl::FormatDuration(waited),
+                  " for a transfer slot");
+    s = Connect();
+    // The token may have expired meanwhile (--transfer_token_ttl on the
+    // destination): the wait is part of the story.
+    if (!s.ok()) {
+      s = base::Annotate(
+          s, absl::StrCat("after waiting ", absl::FormatDuration(waited),
+                          " for a transfer slot"));
+    }
+  }
+  if (!s.ok()) {
+    // Nothing changed on either side: the devices never left RUNNING, and
+    // the destination's prepared job ends when its token expires.
+    job_->SetCanceller(nullptr);
+    slot_.Reset();
+    tracker_.reset();
+    pool_.reset();
+    base::LogWarning("job ", job_->id(),
+                     ": not started: ", base::StatusText(s));
+    if (on_done_) on_done_();
+    job_->Finish(s);
+    return;
+  }
+  // A cancel that came during the wait's last moments or the session's
+  // opening takes effect now (SetCanceller runs it).
+  job_->SetCanceller([this] { Interrupt(); });
+  Run();
 }
 
 SourceJob::~SourceJob() {
+  // A job still in line (its cancel did not come) leaves it.
+  if (turn_ != nullptr) {
+    turn_->Leave(base::Error(absl::StatusCode::kCancelled,
+                             v1::ERROR_REASON_CANCELLED,
+                             "the agent stopped the job while it waited for "
+                             "a transfer slot"));
+  }
   StopResolving();
   if (thread_.joinable()) thread_.join();
 }
@@ -392,6 +466,8 @@ void SourceJob::Run() {
   // for the jobs that run, not for every job it ever ran.
   pool_.reset();
   crew_.reset();
+  // The next job in line may start.
+  slot_.Reset();
   if (in_doubt) {
     AwaitOutcome(s, doubt);
     return;

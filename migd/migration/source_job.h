@@ -48,6 +48,7 @@
 #include "migd/migration/in_doubt.h"
 #include "migd/migration/job.h"
 #include "migd/migration/policy.h"
+#include "migd/migration/transfer_gate.h"
 #include "migd/transfer/buffer_pool.h"
 #include "migd/transfer/stream_sender.h"
 #include "migd/transfer/transfer_client.h"
@@ -94,6 +95,10 @@ struct SourceJobOptions {
   // sent in the session header for the destination's check; by device
   // index, empty entries (or none) for devices no plugin speaks for.
   std::vector<v1::CompatDescriptor> compat;
+  // The agent's transfer slots (transfer_gate.h): the job takes one before
+  // it opens its session and gives it back once its data path is over.
+  // Null: no limit.
+  TransferGate* gate = nullptr;
   // Fault injection for tests: flip a payload byte of the chunk with this
   // sequence number after its CRC32C was computed.
   std::optional<uint64_t> corrupt_chunk_sequence;
@@ -105,9 +110,17 @@ struct SourceJobOptions {
 class SourceJob {
  public:
   // Checks that the devices can be migrated together (RUNNING, STOP_COPY;
-  // P2P on all of several devices unless the policy allows a mix), opens the
-  // transfer session and has the destination accept it, then starts the job
-  // on its own thread. On error nothing was changed on either side.
+  // P2P on all of several devices unless the policy allows a mix). With a
+  // transfer slot free, opens the transfer session, has the destination
+  // accept it, and starts the job on its own thread. On error nothing was
+  // changed on either side.
+  //
+  // With every slot taken, the job waits in line on its own thread, in
+  // PHASE_CONNECTING (Job::SetWaiting), and this returns at once. Once the
+  // job has its slot it opens the session; what it finds then (the
+  // destination unreachable, a token expired during the wait) ends the job,
+  // FAILED, with nothing changed on either side. A cancel while it waits
+  // ends it CANCELLED.
   // `on_done` runs on the job's thread after the devices reached their final
   // state and before the job is marked terminal (to release them).
   static absl::StatusOr<std::unique_ptr<SourceJob>> Start(
@@ -138,6 +151,12 @@ class SourceJob {
   SourceJob(std::shared_ptr<Job> job, std::vector<device::Device*> devices,
             SourceJobOptions options, std::function<void()> on_done);
 
+  // Start's parts: the checks on this side, then the session (the tracker,
+  // the buffers, the control stream, the data streams).
+  absl::Status Check();
+  absl::Status Connect();
+  // A job that waits for a transfer slot: waits, connects, then Run.
+  void RunInLine();
   void Run();
   absl::Status Transfer();
   absl::Status Precopy();
@@ -218,6 +237,13 @@ class SourceJob {
   std::vector<device::Device*> devices_;
   SourceJobOptions options_;
   std::function<void()> on_done_;
+  // The session's header, made by Check for Connect, and the state the
+  // devices reported then.
+  v1::SessionHeader header_;
+  uint64_t state_bytes_ = 0;
+  // The place in line, while waiting; the slot, while transferring.
+  std::unique_ptr<TransferGate::Turn> turn_;
+  TransferGate::Slot slot_;
   std::unique_ptr<transfer::BufferPool> pool_;
   // The control stream (header, markers, acknowledgements, completion) and
   // the data streams (chunks).

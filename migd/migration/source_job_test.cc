@@ -34,6 +34,7 @@
 #include "migd/device/vfio_errors.h"
 #include "migd/migration/device_steps.h"
 #include "migd/migration/job.h"
+#include "migd/migration/transfer_gate.h"
 #include "migd/transfer/data_frame.h"
 #include "migd/transfer/data_listener.h"
 #include "migd/transfer/data_receiver.h"
@@ -98,6 +99,16 @@ class FakeDestination final : public v1::TransferService::Service {
     return grpc::Status::OK;
   }
 
+  // Sessions from now on are refused with `message` (PERMISSION_DENIED).
+  void Refuse(const std::string& message) {
+    absl::MutexLock l(&mu_);
+    refusal_ = message;
+  }
+  int sessions() const {
+    absl::MutexLock l(&mu_);
+    return sessions_;
+  }
+
   grpc::Status Transfer(
       grpc::ServerContext*,
       grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>*
@@ -105,6 +116,10 @@ class FakeDestination final : public v1::TransferService::Service {
     {
       // Before accepting: the data streams attach once this one is accepted.
       absl::MutexLock l(&mu_);
+      ++sessions_;
+      if (!refusal_.empty()) {
+        return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, refusal_);
+      }
       auto load = device_->SetState(MigState::kResuming);
       if (!load.ok()) {
         return grpc::Status(grpc::StatusCode::INTERNAL,
@@ -252,6 +267,8 @@ class FakeDestination final : public v1::TransferService::Service {
   mutable absl::Mutex mu_;
   v1::Outcome outcome_ ABSL_GUARDED_BY(mu_) = v1::OUTCOME_UNKNOWN;
   int outcome_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int sessions_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string refusal_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<device::DataStream> load_ ABSL_GUARDED_BY(mu_);
   uint64_t loaded_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::PhaseMarker> markers_ ABSL_GUARDED_BY(mu_);
@@ -398,6 +415,7 @@ class SourceJobTest : public ::testing::Test {
     options.chunk_bytes = kChunkBytes;
     options.streams = streams_;
     options.drop_stream_after = drop_stream_after_;
+    options.gate = gate_;
     options.phase_timeout = absl::Seconds(20);
     options.convergence.max_iterations = 1000;
     // Long enough for any pass, short enough that a job stuck waiting for
@@ -457,6 +475,7 @@ class SourceJobTest : public ::testing::Test {
   // The job's data streams, and the fault that drops the last one.
   uint32_t streams_ = 1;
   std::optional<uint64_t> drop_stream_after_;
+  TransferGate* gate_ = nullptr;  // none: no limit
 };
 
 // Every state the record says device `name` passed through, in order.
@@ -841,6 +860,122 @@ TEST_F(SourceJobTest, ABusyArcIsADeviceErrorNotAnUnavailablePeer) {
       << m.failure().message();
   EXPECT_TRUE(absl::StrContains(m.failure().message(), "RUNNING -> PRE_COPY"))
       << m.failure().message();
+}
+
+// Every transfer slot is taken: the job waits in line, CONNECTING, without
+// opening its session or touching its device; it starts when a slot comes
+// back, and gives that slot back when it ends.
+TEST_F(SourceJobTest, WaitsInLineForATransferSlotThenStarts) {
+  TransferGate gate(1);
+  gate_ = &gate;
+  std::optional<TransferGate::Slot> other = gate.TryTake();
+  ASSERT_TRUE(other.has_value());
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get());
+  ASSERT_NE(sj, nullptr);
+  v1::Migration m = job_->Snapshot();
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_CONNECTING));
+  EXPECT_TRUE(m.queue().waiting());
+  EXPECT_EQ(m.queue().ahead(), 0u);
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(destination_->sessions(), 0);
+  EXPECT_EQ(v1::Phase_Name(job_->phase()),
+            v1::Phase_Name(v1::PHASE_CONNECTING));
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(gate.waiting(), 1u);
+
+  other->Reset();
+  m = AwaitEnd(std::move(sj));
+  ASSERT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED))
+      << m.failure().message();
+  EXPECT_EQ(dst_->StateDigest().value(), src->StateDigest().value());
+  EXPECT_FALSE(m.queue().waiting());
+  EXPECT_GE(m.queue().waited().seconds() * 1000 +
+                m.queue().waited().nanos() / 1000000,
+            100);
+  EXPECT_EQ(destination_->sessions(), 1);
+  EXPECT_EQ(gate.held(), 0u);
+  EXPECT_EQ(gate.waiting(), 0u);
+}
+
+// A slot free at once: the session opens before Start returns, and the
+// record shows no wait.
+TEST_F(SourceJobTest, AFreeSlotStartsTheJobAtOnce) {
+  TransferGate gate(1);
+  gate_ = &gate;
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get());
+  ASSERT_NE(sj, nullptr);
+  EXPECT_EQ(destination_->sessions(), 1);
+  const v1::Migration m = AwaitEnd(std::move(sj));
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED));
+  EXPECT_FALSE(m.has_queue());
+  EXPECT_EQ(gate.held(), 0u);
+}
+
+TEST_F(SourceJobTest, ACancelWhileWaitingEndsTheJobWithItsDeviceRunning) {
+  TransferGate gate(1);
+  gate_ = &gate;
+  std::optional<TransferGate::Slot> other = gate.TryTake();
+  auto src = Emulated("emu0", 1);
+  const std::string before = src->StateDigest().value();
+  std::unique_ptr<SourceJob> sj = Start(src.get());
+  ASSERT_NE(sj, nullptr);
+  job_->RequestCancel();
+  const v1::Migration m = AwaitEnd(std::move(sj));
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_CANCELLED));
+  EXPECT_TRUE(
+      absl::StrContains(m.failure().message(), "waiting for a transfer slot"))
+      << m.failure().message();
+  EXPECT_FALSE(m.queue().waiting());
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(src->StateDigest().value(), before);
+  EXPECT_EQ(released_.load(), 1);
+  EXPECT_EQ(destination_->sessions(), 0);
+  EXPECT_EQ(gate.waiting(), 0u);
+  EXPECT_EQ(gate.held(), 1u);  // the other job's
+}
+
+// The session's opening fails once the job has its slot (here the
+// destination refuses it, as it refuses a token that expired meanwhile):
+// the job fails with the destination's word and the wait it came after,
+// its device untouched, and the slot goes back.
+TEST_F(SourceJobTest, ASessionRefusedAfterTheWaitFailsTheJobAndSaysSo) {
+  TransferGate gate(1);
+  gate_ = &gate;
+  std::optional<TransferGate::Slot> other = gate.TryTake();
+  auto src = Emulated("emu0", 1);
+  const std::string before = src->StateDigest().value();
+  std::unique_ptr<SourceJob> sj = Start(src.get());
+  ASSERT_NE(sj, nullptr);
+  destination_->Refuse("transfer token expired");
+  other->Reset();
+  const v1::Migration m = AwaitEnd(std::move(sj));
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_TRUE(absl::StrContains(m.failure().message(), "token expired"))
+      << m.failure().message();
+  EXPECT_TRUE(absl::StrContains(m.failure().message(), "for a transfer slot"))
+      << m.failure().message();
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(src->StateDigest().value(), before);
+  EXPECT_EQ(released_.load(), 1);
+  EXPECT_EQ(gate.held(), 0u);
+}
+
+// The agent drops a job still in line (no cancel came): it leaves the line
+// and ends, its device untouched.
+TEST_F(SourceJobTest, AJobDroppedWhileWaitingLeavesTheLine) {
+  TransferGate gate(1);
+  gate_ = &gate;
+  std::optional<TransferGate::Slot> other = gate.TryTake();
+  auto src = Emulated("emu0", 1);
+  std::unique_ptr<SourceJob> sj = Start(src.get());
+  ASSERT_NE(sj, nullptr);
+  sj.reset();  // joins the job's thread
+  EXPECT_EQ(v1::Phase_Name(job_->phase()), v1::Phase_Name(v1::PHASE_CANCELLED));
+  EXPECT_EQ(src->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(gate.waiting(), 0u);
+  EXPECT_EQ(released_.load(), 1);
 }
 
 // Jobs of several data streams.

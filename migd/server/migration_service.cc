@@ -196,7 +196,8 @@ MigrationServiceImpl::MigrationServiceImpl(migration::DeviceRegistry* devices,
                                            MigrationServiceOptions options)
     : devices_(devices),
       jobs_(jobs),
-      options_(WithCredentials(std::move(options))) {}
+      options_(WithCredentials(std::move(options))),
+      gate_(options_.max_concurrent_migrations) {}
 
 absl::StatusOr<std::vector<device::Device*>>
 MigrationServiceImpl::ReserveAndClaim(
@@ -603,6 +604,7 @@ grpc::Status MigrationServiceImpl::StartMigration(
   opts.outcome = options_.outcome;
   opts.corrupt_chunk_sequence = options_.corrupt_chunk_sequence;
   opts.drop_stream_after = options_.drop_stream_after;
+  opts.gate = &gate_;
   opts.streams =
       request->policy().streams() == 0 ? 1 : request->policy().streams();
   if (opts.streams > transfer::kMaxStreams) {
@@ -738,8 +740,15 @@ grpc::Status MigrationServiceImpl::StartMigration(
   }
   jobs_->AddSource(*std::move(started));
   *response = job->Snapshot();
-  base::LogInfo("job ", id, ": migrating ", pairs->size(), " device(s) to ",
-                request->destination());
+  if (response->queue().waiting()) {
+    base::LogInfo("job ", id, ": waiting for a transfer slot (",
+                  response->queue().ahead(),
+                  " ahead, --max_concurrent_migrations=",
+                  options_.max_concurrent_migrations, ")");
+  } else {
+    base::LogInfo("job ", id, ": migrating ", pairs->size(), " device(s) to ",
+                  request->destination());
+  }
   return grpc::Status::OK;
 }
 

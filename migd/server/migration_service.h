@@ -26,6 +26,7 @@
 #include "migd/migration/in_doubt.h"
 #include "migd/migration/job_observer.h"
 #include "migd/migration/job_table.h"
+#include "migd/migration/transfer_gate.h"
 #include "migd/security/credentials.h"
 #include "migd/server/compatibility.h"
 #include "proto/migd/v1/migration.grpc.pb.h"
@@ -49,6 +50,9 @@ struct MigrationServiceOptions {
   std::shared_ptr<security::Credentials> credentials;
   // How long a prepared job's transfer token is accepted.
   absl::Duration token_ttl = absl::Minutes(10);
+  // Source jobs that move state at once (transfer_gate.h); the others wait
+  // in line, in the order they started. 0: no limit.
+  uint32_t max_concurrent_migrations = 2;
   // Follow every job this service creates (the journal).
   migration::JobObservers observers;
   // How a source job whose completion did not arrive asks the destination
@@ -182,6 +186,7 @@ class MigrationServiceImpl final : public v1::MigrationService::Service {
   migration::DeviceRegistry* const devices_;
   migration::JobTable* const jobs_;
   const MigrationServiceOptions options_;
+  migration::TransferGate gate_;
   // Serializes picking devices by class, so that two PrepareIncomings do
   // not pick the same free device.
   absl::Mutex pick_mu_;
