@@ -287,6 +287,19 @@ std::string NoticesString(const migd::v1::Migration& m) {
   return absl::StrJoin(m.notices(), "\n");
 }
 
+// A source job's wait for a transfer slot: "waiting for a transfer slot, 2
+// jobs ahead (1.2s so far)", "waited 3.4s for a transfer slot".
+std::string QueueString(const migd::v1::TransferQueue& q) {
+  const std::string waited = HumanDuration(ToAbslDuration(q.waited()));
+  if (!q.waiting())
+    return absl::StrCat("waited ", waited, " for a transfer slot");
+  return absl::StrCat("waiting for a transfer slot, ",
+                      q.ahead() == 0
+                          ? std::string("next in line")
+                          : Plural(q.ahead(), "job", "jobs") + " ahead",
+                      " (", waited, " so far)");
+}
+
 // For a job IN_DOUBT: why, how the outcome is sought, and what a person can
 // do about it, as labelled rows; once it ended, how it was settled.
 void InDoubtRows(const migd::v1::Migration& m,
@@ -423,6 +436,7 @@ std::string FormatMigrationDetails(const migd::v1::Migration& m) {
   if (!m.peer_identity().empty())
     rows.push_back({"peer id", m.peer_identity()});
   InDoubtRows(m, &rows);
+  if (m.has_queue()) rows.push_back({"queue", QueueString(m.queue())});
   rows.push_back({"progress", ProgressString(m.bytes_done(), m.bytes_total())});
   if (m.has_created())
     rows.push_back({"created", FormatTimestamp(m.created())});

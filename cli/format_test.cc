@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -398,6 +399,36 @@ TEST(FormatMigrationDetails, ShowsPreCopyDowntimeNoticesAndDeviceSplits) {
       "3.0 MiB stop-copy, acked  downtime stop-copy 6.0ms, load 14ms\n"
       "  emu1 -> dst1  STOP  50.0 MiB / 50.0 MiB (100%)  47.0 MiB pre-copy, "
       "3.0 MiB stop-copy, acked  downtime stop-copy 6.0ms, load 14ms\n");
+}
+
+TEST(FormatMigrationDetails, ASourceInLineSaysHowManyAreAheadAndForHowLong) {
+  migd::v1::Migration m;
+  m.set_job_id("j8");
+  m.set_role(migd::v1::ROLE_SOURCE);
+  m.set_phase(migd::v1::PHASE_CONNECTING);
+  m.mutable_queue()->set_waiting(true);
+  m.mutable_queue()->set_ahead(2);
+  m.mutable_queue()->mutable_waited()->set_seconds(3);
+  std::string text = FormatMigrationDetails(m);
+  EXPECT_TRUE(absl::StrContains(
+      text,
+      "queue     waiting for a transfer slot, 2 jobs ahead (3.00s so far)\n"))
+      << text;
+  m.mutable_queue()->set_ahead(0);
+  text = FormatMigrationDetails(m);
+  EXPECT_TRUE(absl::StrContains(
+      text,
+      "queue     waiting for a transfer slot, next in line (3.00s so far)\n"))
+      << text;
+  m.mutable_queue()->set_waiting(false);
+  m.mutable_queue()->mutable_waited()->set_seconds(5);
+  text = FormatMigrationDetails(m);
+  EXPECT_TRUE(
+      absl::StrContains(text, "queue     waited 5.00s for a transfer slot\n"))
+      << text;
+  m.clear_queue();
+  text = FormatMigrationDetails(m);
+  EXPECT_FALSE(absl::StrContains(text, "queue")) << text;
 }
 
 TEST(FormatMigrationDetails, ASourceInDoubtSaysWhyWhatItAskedAndWhatToDo) {
