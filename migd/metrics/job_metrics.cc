@@ -54,6 +54,12 @@ prometheus::Histogram::BucketBoundaries ThroughputBuckets() {
           1.5e9, 2e9, 3e9, 5e9,   1e10, 2e10};
 }
 
+// A wait for a transfer slot: none to an hour (a line of jobs that take
+// minutes each).
+prometheus::Histogram::BucketBoundaries WaitBuckets() {
+  return {0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600};
+}
+
 // The phases a job is first seen in when it starts in this process; a job
 // first seen in another phase was read back from the journal.
 bool IsFirstPhase(v1::Phase phase) {
@@ -129,6 +135,18 @@ JobMetrics::JobMetrics(prometheus::Registry& registry,
                             "summed over the jobs in pre-copy")
                       .Register(registry)
                       .Add({})),
+      waiting_(prometheus::BuildGauge()
+                   .Name("migd_migrations_waiting")
+                   .Help("Source jobs waiting for a transfer slot "
+                         "(--max_concurrent_migrations)")
+                   .Register(registry)
+                   .Add({})),
+      wait_(prometheus::BuildHistogram()
+                .Name("migd_migration_wait_seconds")
+                .Help("How long each source job that waited for a transfer "
+                      "slot waited, until it got one or left the line")
+                .Register(registry)
+                .Add({}, WaitBuckets())),
       notices_(prometheus::BuildCounter()
                    .Name("migd_job_notices_total")
                    .Help("Notices on jobs, by kind: recovery (what the agent "
@@ -163,6 +181,7 @@ void JobMetrics::AfterChange(const v1::Migration& record, uint64_t revision,
   }
   CountBytes(record, job);
   CountNotices(record, job);
+  FollowQueue(record, job);
   if (record.phase() != job.phase) EnterPhase(record, job);
   const double rate = record.phase() == v1::PHASE_PRE_COPY
                           ? record.precopy().dirty_rate_bytes_per_second()
@@ -207,6 +226,20 @@ void JobMetrics::CountNotices(const v1::Migration& record, Tracked& job) {
         .Increment();
   }
   job.notices = std::max(job.notices, record.notices_size());
+}
+
+void JobMetrics::FollowQueue(const v1::Migration& record, Tracked& job) {
+  // A job that ends while waiting leaves the line as it ends.
+  const bool waiting =
+      record.queue().waiting() && !migration::IsTerminal(record.phase());
+  if (waiting == job.waiting) return;
+  if (waiting) {
+    waiting_.Increment();
+  } else {
+    waiting_.Decrement();
+    wait_.Observe(Seconds(record.queue().waited()));
+  }
+  job.waiting = waiting;
 }
 
 void JobMetrics::EnterPhase(const v1::Migration& record, Tracked& job) {

@@ -21,6 +21,10 @@
 //   migd_precopy_iterations{role}                per ended job with pre-copy
 //   migd_transfer_throughput_bytes_per_second{role}  per succeeded job
 //   migd_dirty_rate_bytes_per_second             sum over jobs in pre-copy
+//   migd_migrations_waiting                      source jobs waiting for a
+//       transfer slot (--max_concurrent_migrations)
+//   migd_migration_wait_seconds                  per source job that waited,
+//       how long, once it got its slot or left the line
 //   migd_job_notices_total{role,kind}            notices a person should
 //       know of, by kind ("recovery" for what recovery did after a restart,
 //       "other")
@@ -81,11 +85,13 @@ class JobMetrics final : public migration::JobObserver {
     uint64_t stopcopy_bytes = 0;
     double dirty_rate = 0;
     int notices = 0;
+    bool waiting = false;  // for a transfer slot
     absl::Time stop_copy_began = absl::InfinitePast();
   };
 
   void CountBytes(const v1::Migration& record, Tracked& job);
   void CountNotices(const v1::Migration& record, Tracked& job);
+  void FollowQueue(const v1::Migration& record, Tracked& job);
   void EnterPhase(const v1::Migration& record, Tracked& job);
   void End(const v1::Migration& record, const Tracked& job);
   prometheus::Gauge& InFlight(v1::Role role, v1::Phase phase);
@@ -101,6 +107,8 @@ class JobMetrics final : public migration::JobObserver {
   prometheus::Family<prometheus::Histogram>& iterations_;
   prometheus::Family<prometheus::Histogram>& throughput_;
   prometheus::Gauge& dirty_rate_;
+  prometheus::Gauge& waiting_;
+  prometheus::Histogram& wait_;
   prometheus::Family<prometheus::Counter>& notices_;
 
   // How many ended jobs' ids are remembered, so that a change a record

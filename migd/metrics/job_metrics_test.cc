@@ -200,6 +200,35 @@ TEST_F(JobMetricsTest, InDoubtIsInFlightUntilSettled) {
   EXPECT_EQ(Value("migd_switchover_seconds_count{role=\"source\"}"), -1);
 }
 
+TEST_F(JobMetricsTest, AJobInLineIsWaitingUntilItHasItsSlotOrEnds) {
+  v1::Migration a = Record("j8", v1::ROLE_SOURCE, v1::PHASE_CONNECTING);
+  a.mutable_queue()->set_waiting(true);
+  a.mutable_queue()->set_ahead(1);
+  Change(a);
+  v1::Migration b = Record("j9", v1::ROLE_SOURCE, v1::PHASE_CONNECTING);
+  b.mutable_queue()->set_waiting(true);
+  b.mutable_queue()->set_ahead(2);
+  Change(b);
+  EXPECT_EQ(Value("migd_migrations_waiting"), 2);
+  b.mutable_queue()->set_ahead(1);  // one ahead of it got its slot
+  Change(b);
+  EXPECT_EQ(Value("migd_migrations_waiting"), 2);
+  EXPECT_EQ(Value("migd_migration_wait_seconds_count"), 0);
+
+  // j8 gets its slot after 3 s; j9 is cancelled in line after 12 s.
+  a.mutable_queue()->set_waiting(false);
+  a.mutable_queue()->mutable_waited()->set_seconds(3);
+  Change(a);
+  EXPECT_EQ(Value("migd_migrations_waiting"), 1);
+  b.set_phase(v1::PHASE_CANCELLED);
+  b.mutable_queue()->mutable_waited()->set_seconds(12);
+  Change(b);
+  EXPECT_EQ(Value("migd_migrations_waiting"), 0);
+  EXPECT_EQ(Value("migd_migration_wait_seconds_count"), 2);
+  EXPECT_EQ(Value("migd_migration_wait_seconds_sum"), 15);
+  EXPECT_EQ(Value("migd_migration_wait_seconds_bucket{le=\"5\"}"), 1);
+}
+
 TEST_F(JobMetricsTest, ChangesAfterTheEndDoNotCountTheJobAgain) {
   v1::Migration m = Record("j7", v1::ROLE_DESTINATION, v1::PHASE_PREPARED);
   Change(m);
