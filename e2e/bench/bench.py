@@ -848,6 +848,8 @@ def evac_job_figures(job, s, d):
         "span_s": end - start if start is not None and end is not None
         else None,
         "downtime_s": seconds(s.get("downtime")),
+        # How long it waited in line for a transfer slot (0: not at all).
+        "wait_s": seconds((s.get("queue") or {}).get("waited")),
         "verified": None,
     }
 
@@ -1090,6 +1092,8 @@ def run_evacuation(args, size, streams, rep, workdir, transport):
                                if j["span_s"] is not None), default=None),
         "job_span_s_max": max((j["span_s"] for j in ok
                                if j["span_s"] is not None), default=None),
+        "jobs_waited": sum(1 for j in ok if j["wait_s"] > 0),
+        "job_wait_s_max": max((j["wait_s"] for j in ok), default=None),
         "succeeded": len(ok),
         "verified": (None if args.no_verify
                      else sum(1 for j in batch if j["verified"])),
