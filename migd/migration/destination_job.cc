@@ -159,10 +159,17 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
                                     StreamCanceller cancel_session) {
   absl::MutexLock lock(&mu_);
   if (stage_ != Stage::kWaiting) {
+    // A job that ended says why (its token expired, it was cancelled), so
+    // that a source that comes late learns what to do.
+    const v1::Migration record = job_->Snapshot();
+    const std::string why =
+        record.failure().message().empty()
+            ? std::string()
+            : absl::StrCat(": ", record.failure().message());
     return base::Error(
         absl::StatusCode::kFailedPrecondition, v1::ERROR_REASON_NOT_PREPARED,
-        absl::StrCat("job ", job_->id(), " is ", PhaseName(job_->phase()),
-                     ", not waiting for a source (a token is good for one "
+        absl::StrCat("job ", job_->id(), " is ", PhaseName(record.phase()), why,
+                     "; not waiting for a source (a token is good for one "
                      "session)"));
   }
   if (absl::Status s = CheckToken(header, peer_identity, true); !s.ok()) {

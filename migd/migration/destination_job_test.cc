@@ -605,9 +605,13 @@ TEST_F(DestinationJobTokenTest, AnUnusedTokenExpiresAndTheJobResetsItsDevices) {
   EXPECT_EQ(record.phase(), v1::PHASE_FAILED);
   EXPECT_EQ(record.failure().reason(), v1::ERROR_REASON_TIMEOUT);
   EXPECT_EQ(destination_->GetState().value(), vfio::MigState::kRunning);
+  // A source that comes late (one that waited in line for a transfer slot)
+  // learns why the job is gone.
   absl::Status s =
       dj_->Attach(ControlHeader("j1", dj_->token(), 1), kSource, IgnoreCancel);
-  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "transfer token expired at")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "prepare the job again")) << s;
 }
 
 TEST_F(DestinationJobTokenTest, TheExpiryIsReported) {
