@@ -736,5 +736,105 @@ TEST_F(ConcurrencyTest, JobsBeyondTheLimitWaitTheirTurnInOrder) {
       most_at_once, absl::FormatDuration(starting));
 }
 
+// A job that waits in line past its transfer token's life: the destination's
+// prepared job ends when the token expires (its devices reset), so when the
+// waiting job's turn comes the session is refused, and the job fails naming
+// the wait, its devices running on the source with their own state.
+TEST_F(ConcurrencyTest, AJobWhoseTokenExpiresInLineFailsWhenItsTurnComes) {
+  source_ =
+      StartAgent("source", {"--max_concurrent_migrations=1"}, SourceConfig());
+  ASSERT_NE(source_, nullptr);
+  destination_ = StartAgent("destination", {"--transfer_token_ttl=2s"},
+                            DestinationConfig());
+  ASSERT_NE(destination_, nullptr);
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_before, DeviceMap(source_->stub()));
+  constexpr int kBlocker = 2;  // pre-copy devices with a workload
+  constexpr int kWaiter = 0;
+  ASSERT_EQ(FaultOf(kBlocker), Fault::kCancelled);
+  const absl::Time deadline = absl::Now() + kAllJobsTimeout;
+
+  auto request_for = [&](int j) -> absl::StatusOr<v1::StartMigrationRequest> {
+    v1::PrepareIncomingRequest prepare;
+    prepare.set_job_id(JobId(j));
+    FillPairs(DevicesOf(j), prepare.mutable_devices());
+    prepare.set_source("concurrency-test");
+    prepare.set_source_identity(source_->identity());
+    v1::PrepareIncomingResponse prepared;
+    CallResult r = CallPrepareIncoming(destination_->stub(), prepare, &prepared,
+                                       kRpcTimeout);
+    if (!r.status.ok()) return absl::InternalError(DescribeCall(r));
+    v1::StartMigrationRequest request;
+    request.set_job_id(JobId(j));
+    FillPairs(DevicesOf(j), request.mutable_devices());
+    request.set_destination(destination_->address());
+    request.set_destination_identity(destination_->identity());
+    request.set_transfer_token(prepared.transfer_token());
+    return request;
+  };
+  ASSERT_OK_AND_ASSIGN(v1::StartMigrationRequest blocker,
+                       request_for(kBlocker));
+  ASSERT_OK_AND_ASSIGN(v1::StartMigrationRequest waiter, request_for(kWaiter));
+  // The blocker never converges, so it holds the only slot until cancelled.
+  v1::MigrationPolicy* policy = blocker.mutable_policy();
+  policy->set_bandwidth_bytes_per_second(1024);
+  SetDuration(absl::Milliseconds(10), policy->mutable_downtime_limit());
+  policy->set_max_iterations(1000000);
+  SetDuration(absl::Seconds(300), policy->mutable_max_precopy_time());
+  policy->set_on_no_convergence(v1::MigrationPolicy::ON_NO_CONVERGENCE_FAIL);
+
+  Migration answer;
+  CallResult r =
+      CallStartMigration(source_->stub(), blocker, &answer, kRpcTimeout);
+  ASSERT_TRUE(r.status.ok()) << DescribeCall(r);
+  ASSERT_FALSE(answer.queue().waiting());
+  r = CallStartMigration(source_->stub(), waiter, &answer, kRpcTimeout);
+  ASSERT_TRUE(r.status.ok()) << DescribeCall(r);
+  EXPECT_TRUE(answer.queue().waiting()) << answer.ShortDebugString();
+  EXPECT_EQ(answer.queue().ahead(), 0u);
+
+  // The waiter's prepared job ends on the destination when its token
+  // expires; then the blocker goes.
+  ASSERT_OK_AND_ASSIGN(Migration expired, WaitForEnd(destination_->stub(),
+                                                     JobId(kWaiter), deadline));
+  EXPECT_NE(PhaseName(expired.phase()), PhaseName(v1::PHASE_SUCCEEDED));
+  {
+    ASSERT_OK_AND_ASSIGN(Migration still,
+                         GetMigration(source_->stub(), JobId(kWaiter)));
+    EXPECT_TRUE(still.queue().waiting()) << still.ShortDebugString();
+  }
+  v1::CancelMigrationRequest cancel;
+  cancel.set_job_id(JobId(kBlocker));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  Migration cancelled;
+  ASSERT_TRUE(
+      source_->stub().CancelMigration(&context, cancel, &cancelled).ok());
+
+  ASSERT_OK_AND_ASSIGN(Migration end,
+                       WaitForEnd(source_->stub(), JobId(kWaiter), deadline));
+  EXPECT_EQ(PhaseName(end.phase()), PhaseName(v1::PHASE_FAILED))
+      << end.ShortDebugString();
+  EXPECT_TRUE(absl::StrContains(end.failure().message(), "for a transfer slot"))
+      << end.failure().message();
+  EXPECT_TRUE(absl::StrContains(end.failure().message(), "expired"))
+      << end.failure().message();
+  EXPECT_FALSE(end.queue().waiting());
+  ASSERT_OK_AND_ASSIGN(Migration blocker_end,
+                       WaitForEnd(source_->stub(), JobId(kBlocker), deadline));
+  EXPECT_EQ(PhaseName(blocker_end.phase()), PhaseName(v1::PHASE_CANCELLED));
+
+  ASSERT_OK_AND_ASSIGN(DeviceMapT source_after, DeviceMap(source_->stub()));
+  ASSERT_OK_AND_ASSIGN(DeviceMapT destination_after,
+                       DeviceMap(destination_->stub()));
+  for (const std::string& name : DevicesOf(kWaiter)) {
+    ExpectDevice("source", source_after, name, v1::DEVICE_STATE_RUNNING,
+                 source_before[name].state_digest());
+    ExpectDevice("destination", destination_after, name,
+                 v1::DEVICE_STATE_RUNNING);
+  }
+  std::cout << "concurrency: a job whose token expired in line: "
+            << end.failure().message() << "\n";
+}
+
 }  // namespace
 }  // namespace migd::e2e
