@@ -287,7 +287,42 @@ void ExpectDevice(absl::string_view agent, const DeviceMapT& devices,
   }
 }
 
-class ConcurrencyTest : public AgentTest {};
+// Never converges (1 KiB/s assumed, a 10 ms downtime limit) and hits no cap
+// before a test's deadline; a workload keeps each pass busy.
+void NeverConverge(v1::MigrationPolicy* policy) {
+  policy->set_bandwidth_bytes_per_second(1024);
+  SetDuration(absl::Milliseconds(10), policy->mutable_downtime_limit());
+  policy->set_max_iterations(1000000);
+  SetDuration(absl::Seconds(300), policy->mutable_max_precopy_time());
+  policy->set_on_no_convergence(v1::MigrationPolicy::ON_NO_CONVERGENCE_FAIL);
+}
+
+class ConcurrencyTest : public AgentTest {
+ protected:
+  // Prepares job `j` (DevicesOf(j) on both sides) on the destination and
+  // returns the request that starts it on the source.
+  absl::StatusOr<v1::StartMigrationRequest> Prepare(int j) {
+    v1::PrepareIncomingRequest prepare;
+    prepare.set_job_id(JobId(j));
+    FillPairs(DevicesOf(j), prepare.mutable_devices());
+    prepare.set_source("concurrency-test");
+    prepare.set_source_identity(source_->identity());
+    v1::PrepareIncomingResponse prepared;
+    CallResult r = CallPrepareIncoming(destination_->stub(), prepare, &prepared,
+                                       kRpcTimeout);
+    if (!r.status.ok()) {
+      return absl::InternalError(
+          absl::StrCat("PrepareIncoming ", JobId(j), ": ", DescribeCall(r)));
+    }
+    v1::StartMigrationRequest request;
+    request.set_job_id(JobId(j));
+    FillPairs(DevicesOf(j), request.mutable_devices());
+    request.set_destination(destination_->address());
+    request.set_destination_identity(destination_->identity());
+    request.set_transfer_token(prepared.transfer_token());
+    return request;
+  }
+};
 
 // ---- The test --------------------------------------------------------------
 
@@ -319,36 +354,10 @@ TEST_F(ConcurrencyTest, ThirtyTwoJobsEndAsTheirFaultsSayAndMemoryStaysBounded) {
   // from a thread of its own.
   std::vector<v1::StartMigrationRequest> requests(kJobs);
   for (int j = 0; j < kJobs; ++j) {
-    const std::vector<std::string> names = DevicesOf(j);
-    v1::PrepareIncomingRequest prepare;
-    prepare.set_job_id(JobId(j));
-    FillPairs(names, prepare.mutable_devices());
-    prepare.set_source("concurrency-test");
-    prepare.set_source_identity(source_->identity());
-    v1::PrepareIncomingResponse prepared;
-    CallResult r = CallPrepareIncoming(destination_->stub(), prepare, &prepared,
-                                       kRpcTimeout);
-    ASSERT_TRUE(r.status.ok())
-        << "PrepareIncoming " << JobId(j) << ": " << DescribeCall(r);
-
-    v1::StartMigrationRequest& request = requests[j];
-    request.set_job_id(JobId(j));
-    FillPairs(names, request.mutable_devices());
-    request.set_destination(destination_->address());
-    request.set_destination_identity(destination_->identity());
-    request.set_transfer_token(prepared.transfer_token());
-    v1::MigrationPolicy* policy = request.mutable_policy();
+    ASSERT_OK_AND_ASSIGN(requests[j], Prepare(j));
+    v1::MigrationPolicy* policy = requests[j].mutable_policy();
     policy->mutable_phase_timeout()->set_seconds(60);
-    if (FaultOf(j) == Fault::kCancelled) {
-      // Never converges (1 KiB/s assumed, a 10 ms downtime limit) and hits
-      // no cap before the test's deadline; the workload keeps each pass busy.
-      policy->set_bandwidth_bytes_per_second(1024);
-      SetDuration(absl::Milliseconds(10), policy->mutable_downtime_limit());
-      policy->set_max_iterations(1000000);
-      SetDuration(absl::Seconds(300), policy->mutable_max_precopy_time());
-      policy->set_on_no_convergence(
-          v1::MigrationPolicy::ON_NO_CONVERGENCE_FAIL);
-    }
+    if (FaultOf(j) == Fault::kCancelled) NeverConverge(policy);
   }
 
   std::vector<CallResult> started(kJobs);
@@ -628,22 +637,7 @@ TEST_F(ConcurrencyTest, JobsBeyondTheLimitWaitTheirTurnInOrder) {
 
   std::vector<v1::StartMigrationRequest> requests;
   for (int j : jobs) {
-    v1::PrepareIncomingRequest prepare;
-    prepare.set_job_id(JobId(j));
-    FillPairs(DevicesOf(j), prepare.mutable_devices());
-    prepare.set_source("concurrency-test");
-    prepare.set_source_identity(source_->identity());
-    v1::PrepareIncomingResponse prepared;
-    CallResult r = CallPrepareIncoming(destination_->stub(), prepare, &prepared,
-                                       kRpcTimeout);
-    ASSERT_TRUE(r.status.ok())
-        << "PrepareIncoming " << JobId(j) << ": " << DescribeCall(r);
-    v1::StartMigrationRequest& request = requests.emplace_back();
-    request.set_job_id(JobId(j));
-    FillPairs(DevicesOf(j), request.mutable_devices());
-    request.set_destination(destination_->address());
-    request.set_destination_identity(destination_->identity());
-    request.set_transfer_token(prepared.transfer_token());
+    ASSERT_OK_AND_ASSIGN(requests.emplace_back(), Prepare(j));
   }
   // One after the other, so that the order they were asked for is known;
   // a job beyond the limit is answered without waiting for its turn.
@@ -753,34 +747,10 @@ TEST_F(ConcurrencyTest, AJobWhoseTokenExpiresInLineFailsWhenItsTurnComes) {
   ASSERT_EQ(FaultOf(kBlocker), Fault::kCancelled);
   const absl::Time deadline = absl::Now() + kAllJobsTimeout;
 
-  auto request_for = [&](int j) -> absl::StatusOr<v1::StartMigrationRequest> {
-    v1::PrepareIncomingRequest prepare;
-    prepare.set_job_id(JobId(j));
-    FillPairs(DevicesOf(j), prepare.mutable_devices());
-    prepare.set_source("concurrency-test");
-    prepare.set_source_identity(source_->identity());
-    v1::PrepareIncomingResponse prepared;
-    CallResult r = CallPrepareIncoming(destination_->stub(), prepare, &prepared,
-                                       kRpcTimeout);
-    if (!r.status.ok()) return absl::InternalError(DescribeCall(r));
-    v1::StartMigrationRequest request;
-    request.set_job_id(JobId(j));
-    FillPairs(DevicesOf(j), request.mutable_devices());
-    request.set_destination(destination_->address());
-    request.set_destination_identity(destination_->identity());
-    request.set_transfer_token(prepared.transfer_token());
-    return request;
-  };
-  ASSERT_OK_AND_ASSIGN(v1::StartMigrationRequest blocker,
-                       request_for(kBlocker));
-  ASSERT_OK_AND_ASSIGN(v1::StartMigrationRequest waiter, request_for(kWaiter));
+  ASSERT_OK_AND_ASSIGN(v1::StartMigrationRequest blocker, Prepare(kBlocker));
+  ASSERT_OK_AND_ASSIGN(v1::StartMigrationRequest waiter, Prepare(kWaiter));
   // The blocker never converges, so it holds the only slot until cancelled.
-  v1::MigrationPolicy* policy = blocker.mutable_policy();
-  policy->set_bandwidth_bytes_per_second(1024);
-  SetDuration(absl::Milliseconds(10), policy->mutable_downtime_limit());
-  policy->set_max_iterations(1000000);
-  SetDuration(absl::Seconds(300), policy->mutable_max_precopy_time());
-  policy->set_on_no_convergence(v1::MigrationPolicy::ON_NO_CONVERGENCE_FAIL);
+  NeverConverge(blocker.mutable_policy());
 
   Migration answer;
   CallResult r =
