@@ -862,14 +862,24 @@ TEST_F(SourceJobTest, ABusyArcIsADeviceErrorNotAnUnavailablePeer) {
       << m.failure().message();
 }
 
+// An agent with one transfer slot, which another job holds (other_): a job
+// started now waits in line.
+class SourceJobInLineTest : public SourceJobTest {
+ protected:
+  void SetUp() override {
+    gate_ = &line_;
+    other_ = line_.TryTake();
+    ASSERT_TRUE(other_.has_value());
+  }
+
+  TransferGate line_{1};
+  std::optional<TransferGate::Slot> other_;
+};
+
 // Every transfer slot is taken: the job waits in line, CONNECTING, without
 // opening its session or touching its device; it starts when a slot comes
 // back, and gives that slot back when it ends.
-TEST_F(SourceJobTest, WaitsInLineForATransferSlotThenStarts) {
-  TransferGate gate(1);
-  gate_ = &gate;
-  std::optional<TransferGate::Slot> other = gate.TryTake();
-  ASSERT_TRUE(other.has_value());
+TEST_F(SourceJobInLineTest, WaitsInLineForATransferSlotThenStarts) {
   auto src = Emulated("emu0", 1);
   std::unique_ptr<SourceJob> sj = Start(src.get());
   ASSERT_NE(sj, nullptr);
@@ -882,9 +892,9 @@ TEST_F(SourceJobTest, WaitsInLineForATransferSlotThenStarts) {
   EXPECT_EQ(v1::Phase_Name(job_->phase()),
             v1::Phase_Name(v1::PHASE_CONNECTING));
   EXPECT_EQ(src->GetState().value(), MigState::kRunning);
-  EXPECT_EQ(gate.waiting(), 1u);
+  EXPECT_EQ(line_.waiting(), 1u);
 
-  other->Reset();
+  other_->Reset();
   m = AwaitEnd(std::move(sj));
   ASSERT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED))
       << m.failure().message();
@@ -894,15 +904,14 @@ TEST_F(SourceJobTest, WaitsInLineForATransferSlotThenStarts) {
                 m.queue().waited().nanos() / 1000000,
             100);
   EXPECT_EQ(destination_->sessions(), 1);
-  EXPECT_EQ(gate.held(), 0u);
-  EXPECT_EQ(gate.waiting(), 0u);
+  EXPECT_EQ(line_.held(), 0u);
+  EXPECT_EQ(line_.waiting(), 0u);
 }
 
 // A slot free at once: the session opens before Start returns, and the
 // record shows no wait.
-TEST_F(SourceJobTest, AFreeSlotStartsTheJobAtOnce) {
-  TransferGate gate(1);
-  gate_ = &gate;
+TEST_F(SourceJobInLineTest, AFreeSlotStartsTheJobAtOnce) {
+  other_->Reset();  // the other job ended
   auto src = Emulated("emu0", 1);
   std::unique_ptr<SourceJob> sj = Start(src.get());
   ASSERT_NE(sj, nullptr);
@@ -910,13 +919,10 @@ TEST_F(SourceJobTest, AFreeSlotStartsTheJobAtOnce) {
   const v1::Migration m = AwaitEnd(std::move(sj));
   EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_SUCCEEDED));
   EXPECT_FALSE(m.has_queue());
-  EXPECT_EQ(gate.held(), 0u);
+  EXPECT_EQ(line_.held(), 0u);
 }
 
-TEST_F(SourceJobTest, ACancelWhileWaitingEndsTheJobWithItsDeviceRunning) {
-  TransferGate gate(1);
-  gate_ = &gate;
-  std::optional<TransferGate::Slot> other = gate.TryTake();
+TEST_F(SourceJobInLineTest, ACancelWhileWaitingEndsTheJobWithItsDeviceRunning) {
   auto src = Emulated("emu0", 1);
   const std::string before = src->StateDigest().value();
   std::unique_ptr<SourceJob> sj = Start(src.get());
@@ -932,24 +938,21 @@ TEST_F(SourceJobTest, ACancelWhileWaitingEndsTheJobWithItsDeviceRunning) {
   EXPECT_EQ(src->StateDigest().value(), before);
   EXPECT_EQ(released_.load(), 1);
   EXPECT_EQ(destination_->sessions(), 0);
-  EXPECT_EQ(gate.waiting(), 0u);
-  EXPECT_EQ(gate.held(), 1u);  // the other job's
+  EXPECT_EQ(line_.waiting(), 0u);
+  EXPECT_EQ(line_.held(), 1u);  // the other job's
 }
 
 // The session's opening fails once the job has its slot (here the
 // destination refuses it, as it refuses a token that expired meanwhile):
 // the job fails with the destination's word and the wait it came after,
 // its device untouched, and the slot goes back.
-TEST_F(SourceJobTest, ASessionRefusedAfterTheWaitFailsTheJobAndSaysSo) {
-  TransferGate gate(1);
-  gate_ = &gate;
-  std::optional<TransferGate::Slot> other = gate.TryTake();
+TEST_F(SourceJobInLineTest, ASessionRefusedAfterTheWaitFailsTheJobAndSaysSo) {
   auto src = Emulated("emu0", 1);
   const std::string before = src->StateDigest().value();
   std::unique_ptr<SourceJob> sj = Start(src.get());
   ASSERT_NE(sj, nullptr);
   destination_->Refuse("transfer token expired");
-  other->Reset();
+  other_->Reset();
   const v1::Migration m = AwaitEnd(std::move(sj));
   EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_FAILED));
   EXPECT_TRUE(absl::StrContains(m.failure().message(), "token expired"))
@@ -959,22 +962,19 @@ TEST_F(SourceJobTest, ASessionRefusedAfterTheWaitFailsTheJobAndSaysSo) {
   EXPECT_EQ(src->GetState().value(), MigState::kRunning);
   EXPECT_EQ(src->StateDigest().value(), before);
   EXPECT_EQ(released_.load(), 1);
-  EXPECT_EQ(gate.held(), 0u);
+  EXPECT_EQ(line_.held(), 0u);
 }
 
 // The agent drops a job still in line (no cancel came): it leaves the line
 // and ends, its device untouched.
-TEST_F(SourceJobTest, AJobDroppedWhileWaitingLeavesTheLine) {
-  TransferGate gate(1);
-  gate_ = &gate;
-  std::optional<TransferGate::Slot> other = gate.TryTake();
+TEST_F(SourceJobInLineTest, AJobDroppedWhileWaitingLeavesTheLine) {
   auto src = Emulated("emu0", 1);
   std::unique_ptr<SourceJob> sj = Start(src.get());
   ASSERT_NE(sj, nullptr);
   sj.reset();  // joins the job's thread
   EXPECT_EQ(v1::Phase_Name(job_->phase()), v1::Phase_Name(v1::PHASE_CANCELLED));
   EXPECT_EQ(src->GetState().value(), MigState::kRunning);
-  EXPECT_EQ(gate.waiting(), 0u);
+  EXPECT_EQ(line_.waiting(), 0u);
   EXPECT_EQ(released_.load(), 1);
 }
 
