@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "migd/base/log.h"
 
 namespace migd::journal {
 namespace {
@@ -216,6 +217,34 @@ absl::Status SyncDir(const std::string& dir) {
   if (!fd.valid() || fsync(fd.get()) != 0) {
     return absl::InternalError(
         absl::StrCat("cannot sync state dir ", dir, ": ", Errno(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// Extends the file at `path` with zeros to `bytes` (nothing when it is that
+// long already) and syncs it.
+absl::Status ZeroFillTo(const std::string& path, off_t bytes) {
+  Fd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+  struct stat st;
+  if (!fd.valid() || fstat(fd.get(), &st) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot open ", path, ": ", Errno(errno)));
+  }
+  if (st.st_size >= bytes) return absl::OkStatus();
+  static constexpr size_t kBlock = 1 << 20;
+  const std::string zeros(kBlock, '\0');
+  for (off_t at = st.st_size; at < bytes;) {
+    const size_t n = static_cast<size_t>(std::min<off_t>(bytes - at, kBlock));
+    const ssize_t written = pwrite(fd.get(), zeros.data(), n, at);
+    if (written <= 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot write ", path, ": ", Errno(errno)));
+    }
+    at += written;
+  }
+  if (fdatasync(fd.get()) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot sync ", path, ": ", Errno(errno)));
   }
   return absl::OkStatus();
 }
@@ -458,6 +487,13 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
   }
   // The journal file and its -wal exist now; make their names durable too.
   if (absl::Status synced = SyncDir(state_dir); !synced.ok()) return synced;
+  // The write-ahead log's blocks, written once now (journal.h). Without them
+  // the journal works, each sync slower: a warning, not a failure.
+  if (absl::Status s = ZeroFillTo(path + "-wal", kWalReserveBytes); !s.ok()) {
+    base::LogWarning("journal ", path,
+                     ": cannot reserve the write-ahead log's space (",
+                     s.message(), "); each record's sync will cost more");
+  }
   return journal;
 }
 

@@ -158,6 +158,58 @@ TEST(Journal, RecordsSurviveReopen) {
       << (*jobs)[1].DebugString();
 }
 
+off_t FileSize(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 ? st.st_size : -1;
+}
+
+// The log's space is there before the first record, so that a record's sync
+// writes over blocks the file has (journal.h: kWalReserveBytes).
+TEST(Journal, ReservesTheWriteAheadLogsSpace) {
+  const std::string dir = TestDir();
+  std::unique_ptr<Journal> journal = OpenOrDie(dir);
+  ASSERT_NE(journal, nullptr);
+  const std::string wal = JournalPath(dir) + "-wal";
+  EXPECT_GE(FileSize(wal), Journal::kWalReserveBytes);
+  // Records go into that space: the log does not grow for them.
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(journal
+                    ->Record(Job(absl::StrCat("job-", i), v1::PHASE_STOP_COPY,
+                                 absl::Minutes(1)))
+                    .ok());
+  }
+  EXPECT_EQ(FileSize(wal), Journal::kWalReserveBytes);
+}
+
+// An agent that died (no checkpoint, no close) leaves its records in a log
+// followed by the zeros Open wrote: the next Open reads the records and
+// stops at the zeros.
+TEST(Journal, RecordsInAReservedLogSurviveACrash) {
+  const std::string dir = TestDir();
+  const std::string copy = dir + "-after-crash";
+  const v1::Migration running =
+      Job("running", v1::PHASE_STOP_COPY, absl::Minutes(1));
+  {
+    std::unique_ptr<Journal> journal = OpenOrDie(dir);
+    ASSERT_NE(journal, nullptr);
+    ASSERT_TRUE(journal->Record(running).ok());
+    // The files as a crash at this point leaves them (the journal is still
+    // open: nothing was checkpointed into the main file).
+    ASSERT_EQ(mkdir(copy.c_str(), 0700), 0);
+    const std::string wal = ReadFile(JournalPath(dir) + "-wal");
+    ASSERT_GE(static_cast<int64_t>(wal.size()), Journal::kWalReserveBytes);
+    WriteFile(JournalPath(copy), ReadFile(JournalPath(dir)));
+    WriteFile(JournalPath(copy) + "-wal", wal);
+  }
+  std::unique_ptr<Journal> journal = OpenOrDie(copy);
+  ASSERT_NE(journal, nullptr);
+  absl::StatusOr<std::vector<v1::Migration>> jobs = journal->LoadAll();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_TRUE(MessageDifferencer::Equals((*jobs)[0], running))
+      << (*jobs)[0].DebugString();
+}
+
 TEST(Journal, RecordReplacesTheJobsEarlierRecord) {
   const std::string dir = TestDir();
   v1::Migration job = Job("job", v1::PHASE_CONNECTING, absl::Minutes(1));
