@@ -141,6 +141,9 @@ std::string RenderPlainLine(const migd::v1::Migration& m, double rate,
 std::vector<int> ProgressPrinter::Key(const migd::v1::Migration& m) const {
   std::vector<int> key = {m.phase()};
   for (const auto& d : m.devices()) key.push_back(d.state());
+  // A move in the line for a transfer slot, and its end.
+  if (m.queue().waiting()) key.push_back(static_cast<int>(m.queue().ahead()));
+  key.push_back(m.queue().waiting() ? 1 : 0);
   // A new pre-copy iteration, or convergence, is a step a person follows.
   if (ShowsPrecopy(m)) {
     key.push_back(static_cast<int>(m.precopy().iteration()));

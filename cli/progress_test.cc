@@ -247,6 +247,30 @@ TEST(ProgressPrinter, PlainPrintsDeviceStateChanges) {
             "[0s] STOP_COPY 0 B: device emu0 STOP_COPY\n");
 }
 
+TEST(ProgressPrinter, PlainPrintsEachMoveInTheLineForATransferSlot) {
+  std::ostringstream out;
+  ProgressPrinter printer(ProgressPrinter::Mode::kPlain, &out, 80, kT0);
+  auto t = [](int ms) { return kT0 + absl::Milliseconds(ms); };
+  migd::v1::Migration m = Job(migd::v1::PHASE_CONNECTING, 0, 100);
+  m.mutable_queue()->set_waiting(true);
+  m.mutable_queue()->set_ahead(1);
+  printer.OnEvent(Event(m, "waiting for a transfer slot: 1 job(s) ahead"),
+                  t(0));
+  printer.OnEvent(Event(m, "progress"), t(100));  // same: quiet
+  m.mutable_queue()->set_ahead(0);
+  printer.OnEvent(Event(m, "waiting for a transfer slot: next in line"),
+                  t(200));
+  m.mutable_queue()->set_waiting(false);
+  printer.OnEvent(Event(m, "waited 300ms for a transfer slot"), t(300));
+  EXPECT_EQ(out.str(),
+            "[0s] CONNECTING 0/100 B 0%: waiting for a transfer slot: 1 "
+            "job(s) ahead\n"
+            "[200ms] CONNECTING 0/100 B 0% 0 B/s: waiting for a transfer slot: "
+            "next in line\n"
+            "[300ms] CONNECTING 0/100 B 0% 0 B/s: waited 300ms for a transfer "
+            "slot\n");
+}
+
 TEST(ProgressPrinter, PlainPrintsEachPreCopyIteration) {
   std::ostringstream out;
   ProgressPrinter printer(ProgressPrinter::Mode::kPlain, &out, 80, kT0);
