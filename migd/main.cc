@@ -162,6 +162,163 @@ absl::Status WritePortFile(const std::string& path, int port) {
   return absl::OkStatus();
 }
 
+// The devices the flags name: --emulated_devices, then --devices_config's
+// lines (each line's first word chooses its backend, the kind the backend is
+// registered under).
+absl::StatusOr<std::vector<std::unique_ptr<migd::server::DeviceSpec>>>
+DeviceSpecsFromFlags(const migd::server::DeviceBackends& backends) {
+  std::vector<std::unique_ptr<migd::server::DeviceSpec>> specs;
+  if (!absl::GetFlag(FLAGS_emulated_devices).empty()) {
+    auto size =
+        migd::device::ParseSize(absl::GetFlag(FLAGS_emulated_state_size));
+    if (!size.ok()) {
+      return migd::base::Annotate(size.status(), "--emulated_state_size");
+    }
+    auto list = migd::server::EmulatedFromList(
+        absl::GetFlag(FLAGS_emulated_devices), *size,
+        absl::GetFlag(FLAGS_emulated_seed));
+    if (!list.ok()) return list.status();
+    specs = *std::move(list);
+  }
+  if (std::string path = absl::GetFlag(FLAGS_devices_config); !path.empty()) {
+    std::ifstream f(path);
+    if (!f) {
+      return absl::NotFoundError(
+          absl::StrCat("cannot read --devices_config ", path));
+    }
+    std::stringstream text;
+    text << f.rdbuf();
+    auto more = migd::server::ParseDevicesConfig(text.str(), backends);
+    if (!more.ok()) return migd::base::Annotate(more.status(), path);
+    for (auto& spec : *more) specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+// --test_fault, for the tests' fault injection.
+absl::Status TestFaultFromFlag(migd::server::AgentOptions* options) {
+  std::string fault = absl::GetFlag(FLAGS_test_fault);
+  if (fault.empty()) return absl::OkStatus();
+  uint64_t n = 0;
+  size_t colon = fault.find(':');
+  std::string kind = fault.substr(0, colon);
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(fault.substr(colon + 1), &n) ||
+      (kind != "corrupt_chunk" && kind != "drop_stream" &&
+       kind != "journal_max_pages" && kind != "journal_fail_after" &&
+       kind != "exit_on_commit" && kind != "exit_after_resume") ||
+      ((kind == "journal_max_pages" || kind == "journal_fail_after") &&
+       (n == 0 || n > uint64_t{std::numeric_limits<int64_t>::max()})) ||
+      ((kind == "exit_on_commit" || kind == "exit_after_resume") && n == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--test_fault \"", fault,
+        "\": expected corrupt_chunk:N, drop_stream:N, "
+        "journal_max_pages:N, journal_fail_after:N, exit_on_commit:N or "
+        "exit_after_resume:N "
+        "(N > 0)"));
+  }
+  if (kind == "journal_max_pages") {
+    options->journal.max_page_count = static_cast<int64_t>(n);
+  } else if (kind == "journal_fail_after") {
+    options->journal.fail_after_records = static_cast<int64_t>(n);
+  } else if (kind == "exit_on_commit") {
+    options->transfer_faults.exit_on_commit = n;
+  } else if (kind == "exit_after_resume") {
+    options->transfer_faults.exit_after_resume = n;
+  } else {
+    (kind == "corrupt_chunk" ? options->service.corrupt_chunk_sequence
+                             : options->service.drop_stream_after) = n;
+  }
+  return absl::OkStatus();
+}
+
+// Everything else the flags say of the agent: its addresses, credentials,
+// journal, limits and test faults. Errors name the flag.
+absl::Status OptionsFromFlags(migd::server::AgentOptions* options) {
+  options->plugin_dir = absl::GetFlag(FLAGS_plugin_dir);
+  options->listen = absl::GetFlag(FLAGS_listen);
+  options->metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!options->metrics_listen.empty()) {
+    if (absl::Status s = migd::metrics::ValidateMetricsListen(
+            options->metrics_listen, absl::GetFlag(FLAGS_metrics_allow_remote));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::GetFlag(FLAGS_insecure)) {
+    options->credentials = migd::security::Credentials::Insecure();
+  } else {
+    auto credentials = migd::security::Credentials::Tls(
+        {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+         absl::GetFlag(FLAGS_tls_ca)},
+        absl::Seconds(absl::GetFlag(FLAGS_tls_reload_seconds)));
+    if (!credentials.ok()) {
+      return migd::base::Annotate(
+          credentials.status(),
+          "TLS (pass --insecure to run without it, on a trusted network "
+          "only)");
+    }
+    options->credentials = *std::move(credentials);
+    auto authorizer = migd::security::Authorizer::Load(
+        absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_policy));
+    if (!authorizer.ok()) return authorizer.status();
+    options->authorizer = *std::move(authorizer);
+  }
+  options->sysfs_root = absl::GetFlag(FLAGS_sysfs_root);
+  options->state_dir = absl::GetFlag(FLAGS_state_dir);
+  if (options->state_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--state_dir is empty: the agent keeps its job journal there");
+  }
+  if (absl::GetFlag(FLAGS_journal_max_finished_jobs) < 0) {
+    return absl::InvalidArgumentError(
+        "--journal_max_finished_jobs must not be negative");
+  }
+  options->journal.max_finished_jobs =
+      static_cast<size_t>(absl::GetFlag(FLAGS_journal_max_finished_jobs));
+  {
+    std::string text = absl::GetFlag(FLAGS_journal_max_finished_age);
+    if (!absl::ParseDuration(text, &options->journal.max_finished_age) ||
+        options->journal.max_finished_age <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--journal_max_finished_age \"", text,
+                       "\" is not a positive duration (e.g. 168h)"));
+    }
+  }
+  {
+    absl::Duration ttl;
+    std::string text = absl::GetFlag(FLAGS_transfer_token_ttl);
+    if (!absl::ParseDuration(text, &ttl) || ttl <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--transfer_token_ttl \"", text,
+                       "\" is not a positive duration (e.g. 10m, 90s)"));
+    }
+    options->service.token_ttl = ttl;
+  }
+  options->service.default_phase_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_phase_timeout_seconds));
+  options->transfer_idle_timeout = options->service.default_phase_timeout;
+  auto cap = migd::device::ParseSize(absl::GetFlag(FLAGS_transfer_memory_cap));
+  if (!cap.ok()) {
+    return migd::base::Annotate(cap.status(), "--transfer_memory_cap");
+  }
+  if (*cap < 2 * uint64_t{migd::transfer::kMaxChunkBytes}) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--transfer_memory_cap ", *cap, " is below ",
+                     2 * uint64_t{migd::transfer::kMaxChunkBytes},
+                     " (two of the largest chunks must fit)"));
+  }
+  options->service.transfer_memory_cap = *cap;
+  options->max_data_streams = absl::GetFlag(FLAGS_max_data_streams);
+  options->service.max_concurrent_migrations =
+      absl::GetFlag(FLAGS_max_concurrent_migrations);
+  options->data_listen = absl::GetFlag(FLAGS_data_listen);
+  if (options->max_data_streams < 1) {
+    return absl::InvalidArgumentError("--max_data_streams must be at least 1");
+  }
+  return TestFaultFromFlag(options);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -194,33 +351,10 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
-  // Each device's config line chooses its backend by its first word, the
-  // kind the backend is registered under.
   auto backends = migd::server::BuiltinDeviceBackends();
   if (!backends.ok()) return Fail(backends.status());
-  std::vector<std::unique_ptr<migd::server::DeviceSpec>> specs;
-  if (!absl::GetFlag(FLAGS_emulated_devices).empty()) {
-    auto size =
-        migd::device::ParseSize(absl::GetFlag(FLAGS_emulated_state_size));
-    if (!size.ok())
-      return Fail(migd::base::Annotate(size.status(), "--emulated_state_size"));
-    auto list = migd::server::EmulatedFromList(
-        absl::GetFlag(FLAGS_emulated_devices), *size,
-        absl::GetFlag(FLAGS_emulated_seed));
-    if (!list.ok()) return Fail(list.status());
-    specs = *std::move(list);
-  }
-  if (std::string path = absl::GetFlag(FLAGS_devices_config); !path.empty()) {
-    std::ifstream f(path);
-    if (!f)
-      return Fail(absl::NotFoundError(
-          absl::StrCat("cannot read --devices_config ", path)));
-    std::stringstream text;
-    text << f.rdbuf();
-    auto more = migd::server::ParseDevicesConfig(text.str(), *backends);
-    if (!more.ok()) return Fail(migd::base::Annotate(more.status(), path));
-    for (auto& spec : *more) specs.push_back(std::move(spec));
-  }
+  auto specs = DeviceSpecsFromFlags(*backends);
+  if (!specs.ok()) return Fail(specs.status());
   // The VF tokens this agent owns: set again on their PFs before the VFs
   // open (a VF line without vf_token= presents its PF's stored token).
   std::unique_ptr<migd::server::VfTokens> vf_tokens;
@@ -235,131 +369,18 @@ int main(int argc, char** argv) {
       return tokens->TokenFor(pf);
     };
   }
-  auto devices = migd::server::BuildDevices(specs, *backends, build);
+  auto devices = migd::server::BuildDevices(*specs, *backends, build);
   if (!devices.ok()) return Fail(devices.status());
 
   migd::server::AgentOptions options;
-  options.plugin_dir = absl::GetFlag(FLAGS_plugin_dir);
-  options.device_facts = migd::server::FactsOf(specs, **devices);
-  options.listen = absl::GetFlag(FLAGS_listen);
-  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
-  if (!options.metrics_listen.empty()) {
-    if (absl::Status s = migd::metrics::ValidateMetricsListen(
-            options.metrics_listen, absl::GetFlag(FLAGS_metrics_allow_remote));
-        !s.ok()) {
-      return Fail(s);
-    }
-  }
-  if (absl::GetFlag(FLAGS_insecure)) {
-    options.credentials = migd::security::Credentials::Insecure();
-  } else {
-    auto credentials = migd::security::Credentials::Tls(
-        {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
-         absl::GetFlag(FLAGS_tls_ca)},
-        absl::Seconds(absl::GetFlag(FLAGS_tls_reload_seconds)));
-    if (!credentials.ok()) {
-      return Fail(migd::base::Annotate(
-          credentials.status(),
-          "TLS (pass --insecure to run without it, on a trusted network "
-          "only)"));
-    }
-    options.credentials = *std::move(credentials);
-    auto authorizer = migd::security::Authorizer::Load(
-        absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_policy));
-    if (!authorizer.ok()) return Fail(authorizer.status());
-    options.authorizer = *std::move(authorizer);
-  }
-  options.sysfs_root = absl::GetFlag(FLAGS_sysfs_root);
-  options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.device_facts = migd::server::FactsOf(*specs, **devices);
   options.vf_tokens = vf_tokens.get();
-  if (options.state_dir.empty()) {
-    return Fail(absl::InvalidArgumentError(
-        "--state_dir is empty: the agent keeps its job journal there"));
-  }
-  if (absl::GetFlag(FLAGS_journal_max_finished_jobs) < 0) {
-    return Fail(absl::InvalidArgumentError(
-        "--journal_max_finished_jobs must not be negative"));
-  }
-  options.journal.max_finished_jobs =
-      static_cast<size_t>(absl::GetFlag(FLAGS_journal_max_finished_jobs));
-  {
-    std::string text = absl::GetFlag(FLAGS_journal_max_finished_age);
-    if (!absl::ParseDuration(text, &options.journal.max_finished_age) ||
-        options.journal.max_finished_age <= absl::ZeroDuration()) {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--journal_max_finished_age \"", text,
-                       "\" is not a positive duration (e.g. 168h)")));
-    }
-  }
-  {
-    absl::Duration ttl;
-    std::string text = absl::GetFlag(FLAGS_transfer_token_ttl);
-    if (!absl::ParseDuration(text, &ttl) || ttl <= absl::ZeroDuration()) {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--transfer_token_ttl \"", text,
-                       "\" is not a positive duration (e.g. 10m, 90s)")));
-    }
-    options.service.token_ttl = ttl;
-  }
-  options.service.default_phase_timeout =
-      absl::Seconds(absl::GetFlag(FLAGS_phase_timeout_seconds));
-  options.transfer_idle_timeout = options.service.default_phase_timeout;
-  auto cap = migd::device::ParseSize(absl::GetFlag(FLAGS_transfer_memory_cap));
-  if (!cap.ok()) {
-    return Fail(migd::base::Annotate(cap.status(), "--transfer_memory_cap"));
-  }
-  if (*cap < 2 * uint64_t{migd::transfer::kMaxChunkBytes}) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--transfer_memory_cap ", *cap, " is below ",
-                     2 * uint64_t{migd::transfer::kMaxChunkBytes},
-                     " (two of the largest chunks must fit)")));
-  }
-  options.service.transfer_memory_cap = *cap;
-  options.max_data_streams = absl::GetFlag(FLAGS_max_data_streams);
-  options.service.max_concurrent_migrations =
-      absl::GetFlag(FLAGS_max_concurrent_migrations);
-  options.data_listen = absl::GetFlag(FLAGS_data_listen);
-  if (options.max_data_streams < 1) {
-    return Fail(
-        absl::InvalidArgumentError("--max_data_streams must be at least 1"));
-  }
-  if (std::string fault = absl::GetFlag(FLAGS_test_fault); !fault.empty()) {
-    uint64_t n = 0;
-    size_t colon = fault.find(':');
-    std::string kind = fault.substr(0, colon);
-    if (colon == std::string::npos ||
-        !absl::SimpleAtoi(fault.substr(colon + 1), &n) ||
-        (kind != "corrupt_chunk" && kind != "drop_stream" &&
-         kind != "journal_max_pages" && kind != "journal_fail_after" &&
-         kind != "exit_on_commit" && kind != "exit_after_resume") ||
-        ((kind == "journal_max_pages" || kind == "journal_fail_after") &&
-         (n == 0 || n > uint64_t{std::numeric_limits<int64_t>::max()})) ||
-        ((kind == "exit_on_commit" || kind == "exit_after_resume") && n == 0)) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "--test_fault \"", fault,
-          "\": expected corrupt_chunk:N, drop_stream:N, "
-          "journal_max_pages:N, journal_fail_after:N, exit_on_commit:N or "
-          "exit_after_resume:N "
-          "(N > 0)")));
-    }
-    if (kind == "journal_max_pages") {
-      options.journal.max_page_count = static_cast<int64_t>(n);
-    } else if (kind == "journal_fail_after") {
-      options.journal.fail_after_records = static_cast<int64_t>(n);
-    } else if (kind == "exit_on_commit") {
-      options.transfer_faults.exit_on_commit = n;
-    } else if (kind == "exit_after_resume") {
-      options.transfer_faults.exit_after_resume = n;
-    } else {
-      (kind == "corrupt_chunk" ? options.service.corrupt_chunk_sequence
-                               : options.service.drop_stream_after) = n;
-    }
-  }
+  if (absl::Status s = OptionsFromFlags(&options); !s.ok()) return Fail(s);
 
   auto agent = migd::server::Agent::Start(options, *std::move(devices));
   if (!agent.ok()) return Fail(agent.status());
   migd::base::LogInfo("agent ", absl::GetFlag(FLAGS_name), " serving on port ",
-                      (*agent)->port(), " with ", specs.size(), " device(s)");
+                      (*agent)->port(), " with ", specs->size(), " device(s)");
   if (std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
     if (absl::Status s = WritePortFile(path, (*agent)->port()); !s.ok()) {
       return Fail(s);
