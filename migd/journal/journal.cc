@@ -497,7 +497,7 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
   return journal;
 }
 
-absl::Status Journal::Record(const v1::Migration& record) {
+absl::Status Journal::Record(const v1::Migration& record, Sync sync) {
   if (record.job_id().empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("journal ", path_, ": a record needs a job id"));
@@ -559,13 +559,51 @@ ON CONFLICT (job_id) DO UPDATE SET
   }
   sqlite3_bind_blob64(s, index(":record"), bytes.data(), bytes.size(),
                       SQLITE_STATIC);
+  // With synchronous=NORMAL a WAL commit writes its frames and does not
+  // sync them; the connection's setting is FULL again right after.
+  if (sync == Sync::kLater) {
+    if (absl::Status n = Exec(path_, db, "PRAGMA synchronous = NORMAL",
+                              "set synchronous=NORMAL");
+        !n.ok()) {
+      sqlite3_clear_bindings(s);
+      return n;
+    }
+  }
   // One statement: its own transaction, committed (and, with
   // synchronous=FULL, synced) when it returns SQLITE_DONE.
   absl::Status done = StepToDone(path_, db, s, what);
   // Ready for the next call, and holding no pointer into `bytes`.
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
+  if (sync == Sync::kLater) {
+    absl::Status full =
+        Exec(path_, db, "PRAGMA synchronous = FULL", "set synchronous=FULL");
+    if (done.ok()) done = full;
+  }
+  // A synced commit syncs the whole log, the frames before it included.
+  if (done.ok()) unsynced_ = sync == Sync::kLater;
   return done;
+}
+
+absl::Status Journal::SyncNow() {
+  absl::MutexLock lock(&mu_);
+  if (!unsynced_) return absl::OkStatus();
+  sqlite3* db = connection_->db.get();
+  // A checkpoint syncs the log before it copies the log's pages into the
+  // main file (and syncs that): what the log held is durable once it
+  // returns, whether or not it could copy every page.
+  if (absl::Status s = Exec(path_, db, "PRAGMA wal_checkpoint(PASSIVE)",
+                            "checkpoint (sync the log)");
+      !s.ok()) {
+    return s;
+  }
+  unsynced_ = false;
+  return absl::OkStatus();
+}
+
+bool Journal::unsynced() const {
+  absl::MutexLock lock(&mu_);
+  return unsynced_;
 }
 
 absl::StatusOr<std::vector<v1::Migration>> Journal::LoadAll() {

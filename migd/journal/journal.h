@@ -109,14 +109,33 @@ class Journal {
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
 
+  // How far a record is durable when Record returns OK.
+  enum class Sync {
+    // Synced to the disk: it survives the agent's crash and a power loss.
+    kNow,
+    // Written to the file (the kernel holds it): it survives the agent's
+    // crash at once, and a power loss once SyncNow (or a later kNow record)
+    // returned. The sync is the slow part of a record, so this is for a
+    // write whose sync may follow, off the path the caller is timing.
+    kLater,
+  };
+
   // Stores `record` as the job's record (by job_id), replacing any earlier
-  // one, in one transaction, durable when it returns OK. created_time is
+  // one, in one transaction, durable as `sync` says when it returns OK.
+  // created_time is
   // record.created (or the time of the job's first Record when unset);
   // a job in a terminal phase gets a finished time (record.finished, else
   // the time it was first recorded terminal). kInvalidArgument for an empty
   // job_id; kResourceExhausted when the disk (or max_page_count) is full;
   // other errors as SQLite reported them; each names the file.
-  absl::Status Record(const v1::Migration& record);
+  absl::Status Record(const v1::Migration& record, Sync sync = Sync::kNow);
+
+  // Syncs what Sync::kLater records left unsynced (a checkpoint, which
+  // syncs SQLite's log first). OK at once when nothing waits for a sync.
+  absl::Status SyncNow();
+
+  // Whether a Sync::kLater record waits for its sync.
+  bool unsynced() const;
 
   // Every recorded job, newest first (by created time, then by order of first
   // Record). kDataLoss naming the job for a record that does not parse, and
@@ -140,8 +159,9 @@ class Journal {
 
   const std::string path_;
   const JournalOptions options_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::unique_ptr<Connection> connection_ ABSL_GUARDED_BY(mu_);
+  bool unsynced_ ABSL_GUARDED_BY(mu_) = false;
   int64_t records_ ABSL_GUARDED_BY(mu_) = 0;  // Record calls so far
 };
 

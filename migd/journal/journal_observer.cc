@@ -139,17 +139,28 @@ void JournalObserver::AfterChange(const v1::Migration& record,
     }
     seen_.erase(it);  // nothing changes after the end
   }
-  // The end is written at once: a restart must not recover a finished job.
+  // The end is written at once (a restart must not recover a finished job)
+  // and synced by the writer a little later: the destination's end is in
+  // the downtime, before its completion goes out, and an agent that
+  // crashes keeps what it wrote (journal_observer.h).
   absl::MutexLock write(&write_mu_);
   {
     absl::MutexLock lock(&queue_mu_);
     queued_.erase(record.job_id());
   }
-  if (absl::Status s = journal_->Record(record); !s.ok()) {
-    LogFailure(record, message, s);
-  }
+  absl::Status s = journal_->Record(record, Journal::Sync::kLater);
+  if (!s.ok()) LogFailure(record, message, s);
   absl::MutexLock lock(&queue_mu_);
   stored_.erase(record.job_id());
+  if (!s.ok()) return;
+  const absl::Time due = absl::Now() + downtime_hold_;
+  sync_due_ = sync_pending_ ? std::min(sync_due_, due) : due;
+  sync_pending_ = true;
+  // A writer that wakes by then anyway is not woken now: the wake-up would
+  // cost this thread, before the completion goes out.
+  if (writer_wakes_ == absl::InfinitePast() || sync_due_ < writer_wakes_) {
+    ++changes_;
+  }
 }
 
 JournalObserver::Queue::iterator JournalObserver::DueLocked(absl::Time now,
@@ -161,14 +172,27 @@ JournalObserver::Queue::iterator JournalObserver::DueLocked(absl::Time now,
   return queued_.end();
 }
 
+bool JournalObserver::SyncDueLocked(absl::Time now, absl::Time* next) {
+  if (!sync_pending_) return false;
+  if (stopping_ || flushing_ > 0 || sync_due_ <= now) return true;
+  *next = std::min(*next, sync_due_);
+  return false;
+}
+
 void JournalObserver::WriterLoop() {
   for (;;) {
+    bool sync = false;
     {
       absl::MutexLock lock(&queue_mu_);
       for (;;) {
-        if (stopping_ && queued_.empty()) return;
+        if (stopping_ && queued_.empty() && !sync_pending_) return;
         absl::Time next = absl::InfiniteFuture();
-        if (DueLocked(absl::Now(), &next) != queued_.end()) break;
+        const absl::Time now = absl::Now();
+        if (DueLocked(now, &next) != queued_.end()) break;
+        if (SyncDueLocked(now, &next)) {
+          sync = true;
+          break;
+        }
         const uint64_t changes = changes_;
         auto changed = [this, changes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(
                            queue_mu_) { return changes_ != changes; };
@@ -180,6 +204,19 @@ void JournalObserver::WriterLoop() {
     // write_mu_ first (the order BeforeAct takes them in); the queue may
     // have changed meanwhile.
     absl::MutexLock write(&write_mu_);
+    if (sync) {
+      {
+        absl::MutexLock lock(&queue_mu_);
+        sync_pending_ = false;
+        ++writing_;
+      }
+      if (absl::Status s = journal_->SyncNow(); !s.ok()) {
+        base::LogError("journal: cannot sync the jobs' ends: ", s.ToString());
+      }
+      absl::MutexLock lock(&queue_mu_);
+      --writing_;
+      continue;
+    }
     v1::Migration record;
     uint64_t revision = 0;
     {
@@ -209,7 +246,7 @@ void JournalObserver::Flush() {
   ++flushing_;
   ++changes_;
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-    return queued_.empty() && writing_ == 0;
+    return queued_.empty() && !sync_pending_ && writing_ == 0;
   };
   queue_mu_.Await(absl::Condition(&idle));
   --flushing_;

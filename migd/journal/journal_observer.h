@@ -7,7 +7,9 @@
 //   - every write-ahead point (BeforeAct) is recorded, durably, before the
 //     runner acts, and its failure stops the runner (the job fails with
 //     ERROR_REASON_JOURNAL before anything moves);
-//   - the end of a job is recorded durably as it happens;
+//   - the end of a job is written as it happens, durable at once against
+//     the agent's crash, and synced by the writer thread within
+//     `downtime_hold` (below), against a power loss;
 //   - other phase changes, device state changes, notices and the peer's
 //     identity are recorded by a writer thread of the observer's own, latest
 //     record per job, so that no fsync sits inside a change on the downtime
@@ -30,6 +32,18 @@
 // the writer's fsync of it: one fsync in the downtime instead of two or
 // three. What such a phase has not written by then (a slow load) is written
 // as usual.
+//
+// Why a job's end is not synced as it is written: the destination's end is
+// written after its devices run and before its completion goes out, so its
+// sync was the second one in the downtime. What the order protects is the
+// destination's answer after a crash: a destination that ran the devices
+// and crashed before the completion left answers RUNNING_HERE once
+// restarted, from its end record. The agent's crash keeps what it wrote
+// (the kernel holds it). A power loss in the millisecond before the sync
+// loses the end: the destination then finds RESUMING on record and its
+// devices, powered off, no longer holding the state, so recovery holds the
+// job IN_DOUBT, as for any job whose devices may have run: slower to
+// settle, never wrong.
 
 #ifndef MIGD_JOURNAL_JOURNAL_OBSERVER_H_
 #define MIGD_JOURNAL_JOURNAL_OBSERVER_H_
@@ -64,8 +78,8 @@ class JournalObserver final : public migration::JobObserver {
   void AfterChange(const v1::Migration& record, uint64_t revision,
                    absl::string_view message) override;
 
-  // Waits until every queued record is written, held ones included (tests,
-  // shutdown).
+  // Waits until every queued record is written, held ones included, and
+  // the ends written are synced (tests, shutdown).
   void Flush();
 
  private:
@@ -93,6 +107,10 @@ class JournalObserver final : public migration::JobObserver {
   // held one is due.
   Queue::iterator DueLocked(absl::Time now, absl::Time* next)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  // Whether the ends written are due for their sync (always while flushing
+  // or stopping); when not, *next lowered to when they are.
+  bool SyncDueLocked(absl::Time now, absl::Time* next)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   void WriterLoop();
   // Records `record` and, when it is stored, notes `revision` as the job's
   // newest stored one.
@@ -117,6 +135,9 @@ class JournalObserver final : public migration::JobObserver {
   // When the writer wakes anyway, while it waits (InfinitePast otherwise:
   // a writer that is not waiting looks at the queue again when it is done).
   absl::Time writer_wakes_ ABSL_GUARDED_BY(queue_mu_) = absl::InfinitePast();
+  // Ends written and not synced yet, and when the writer syncs them.
+  bool sync_pending_ ABSL_GUARDED_BY(queue_mu_) = false;
+  absl::Time sync_due_ ABSL_GUARDED_BY(queue_mu_);
   int writing_ ABSL_GUARDED_BY(queue_mu_) = 0;
   int flushing_ ABSL_GUARDED_BY(queue_mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;

@@ -274,6 +274,56 @@ TEST(JournalObserver, TheDestinationsResumeWaitsForTheJobsEnd) {
   EXPECT_EQ(stored.state_changes_size(), 2);
 }
 
+// A job's end is written before Finish returns and synced by the writer
+// afterwards (here: by the Flush, the hold being an hour), not on the
+// thread that ends the job, whose completion waits for it.
+TEST(JournalObserver, AJobsEndIsWrittenAtOnceAndSyncedAfter) {
+  std::unique_ptr<Journal> journal = OpenJournal(TestDir("end_synced_after"));
+  ASSERT_NE(journal, nullptr);
+  auto observer =
+      std::make_shared<JournalObserver>(journal.get(), absl::Hours(1));
+  migration::Job job("j1", v1::ROLE_DESTINATION, "src:1", {{"dst0", "emu0"}},
+                     {observer});
+  ASSERT_TRUE(job.EnterPhase(v1::PHASE_PREPARED, "devices to RESUMING").ok());
+  ASSERT_TRUE(job.EnterPhase(v1::PHASE_RESUMING, "the devices resume").ok());
+  EXPECT_FALSE(journal->unsynced());  // a write-ahead point is synced
+  job.Finish(absl::OkStatus());
+  EXPECT_EQ(v1::Phase_Name(Stored(*journal, "j1").phase()),
+            v1::Phase_Name(v1::PHASE_SUCCEEDED));
+  EXPECT_TRUE(journal->unsynced()) << "the end was synced as it was written";
+  observer->Flush();
+  EXPECT_FALSE(journal->unsynced()) << "the writer did not sync the end";
+}
+
+// Without a Flush the writer syncs the end once its hold is over, and an
+// observer that stops syncs what is left.
+TEST(JournalObserver, TheWriterSyncsAJobsEndAfterItsHold) {
+  std::unique_ptr<Journal> journal = OpenJournal(TestDir("end_hold_over"));
+  ASSERT_NE(journal, nullptr);
+  auto observer =
+      std::make_shared<JournalObserver>(journal.get(), absl::Milliseconds(10));
+  migration::Job job("j1", v1::ROLE_SOURCE, "dst:1", {{"emu0", "dst0"}},
+                     {observer});
+  ASSERT_TRUE(job.BeforeAct("the devices leave RUNNING").ok());
+  job.Finish(absl::OkStatus());
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (journal->unsynced()) {
+    ASSERT_LT(absl::Now(), deadline) << "the end was never synced";
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+
+  {
+    auto stopping =
+        std::make_shared<JournalObserver>(journal.get(), absl::Hours(1));
+    migration::Job j2("j2", v1::ROLE_SOURCE, "dst:1", {{"emu1", "dst1"}},
+                      {stopping});
+    ASSERT_TRUE(j2.BeforeAct("the devices leave RUNNING").ok());
+    j2.Finish(absl::OkStatus());
+    EXPECT_TRUE(journal->unsynced());
+  }  // the job and the observer go
+  EXPECT_FALSE(journal->unsynced()) << "the stopping writer left it unsynced";
+}
+
 // A held record is written once its hold is over (a slow load), and at once
 // by a Flush; records of other phases are not held.
 TEST(JournalObserver, AHeldRecordIsWrittenAfterItsHold) {

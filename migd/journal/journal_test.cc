@@ -210,6 +210,41 @@ TEST(Journal, RecordsInAReservedLogSurviveACrash) {
       << (*jobs)[0].DebugString();
 }
 
+// A record written to be synced later reads back at once; SyncNow, or a
+// record synced now, leaves nothing unsynced.
+TEST(Journal, ARecordSyncedLaterReadsBackAndWaitsForItsSync) {
+  const std::string dir = TestDir();
+  std::unique_ptr<Journal> journal = OpenOrDie(dir);
+  ASSERT_NE(journal, nullptr);
+  EXPECT_FALSE(journal->unsynced());
+  const v1::Migration ended =
+      Job("ended", v1::PHASE_SUCCEEDED, absl::Minutes(1), absl::Seconds(1));
+  ASSERT_TRUE(journal->Record(ended, Journal::Sync::kLater).ok());
+  EXPECT_TRUE(journal->unsynced());
+  absl::StatusOr<std::vector<v1::Migration>> jobs = journal->LoadAll();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_TRUE(MessageDifferencer::Equals((*jobs)[0], ended));
+  ASSERT_TRUE(journal->SyncNow().ok());
+  EXPECT_FALSE(journal->unsynced());
+  ASSERT_TRUE(journal->SyncNow().ok());  // nothing to sync: OK
+
+  ASSERT_TRUE(journal
+                  ->Record(Job("a", v1::PHASE_FAILED, absl::Minutes(1)),
+                           Journal::Sync::kLater)
+                  .ok());
+  ASSERT_TRUE(
+      journal->Record(Job("b", v1::PHASE_STOP_COPY, absl::Minutes(1))).ok());
+  EXPECT_FALSE(journal->unsynced());
+  // Reopened: every record is there.
+  journal.reset();
+  journal = OpenOrDie(dir);
+  ASSERT_NE(journal, nullptr);
+  jobs = journal->LoadAll();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  EXPECT_EQ(jobs->size(), 3u);
+}
+
 TEST(Journal, RecordReplacesTheJobsEarlierRecord) {
   const std::string dir = TestDir();
   v1::Migration job = Job("job", v1::PHASE_CONNECTING, absl::Minutes(1));
