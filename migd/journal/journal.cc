@@ -589,12 +589,21 @@ absl::Status Journal::SyncNow() {
   absl::MutexLock lock(&mu_);
   if (!unsynced_) return absl::OkStatus();
   sqlite3* db = connection_->db.get();
-  // A checkpoint syncs the log before it copies the log's pages into the
-  // main file (and syncs that): what the log held is durable once it
-  // returns, whether or not it could copy every page.
-  if (absl::Status s = Exec(path_, db, "PRAGMA wal_checkpoint(PASSIVE)",
-                            "checkpoint (sync the log)");
-      !s.ok()) {
+  // The log's file, synced through SQLite's own file layer: one sync, as a
+  // synchronous=FULL commit would have made.
+  sqlite3_file* log = nullptr;
+  const int rc =
+      sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &log);
+  if (rc == SQLITE_OK && log != nullptr && log->pMethods != nullptr) {
+    if (const int sync = log->pMethods->xSync(log, SQLITE_SYNC_NORMAL);
+        sync != SQLITE_OK) {
+      return SqliteError(path_, nullptr, sync, "sync the log");
+    }
+  } else if (absl::Status s = Exec(path_, db, "PRAGMA wal_checkpoint(PASSIVE)",
+                                   "checkpoint (sync the log)");
+             !s.ok()) {
+    // No log file at hand: a checkpoint syncs the log before it copies its
+    // pages into the main file.
     return s;
   }
   unsynced_ = false;

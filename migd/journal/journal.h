@@ -130,8 +130,8 @@ class Journal {
   // other errors as SQLite reported them; each names the file.
   absl::Status Record(const v1::Migration& record, Sync sync = Sync::kNow);
 
-  // Syncs what Sync::kLater records left unsynced (a checkpoint, which
-  // syncs SQLite's log first). OK at once when nothing waits for a sync.
+  // Syncs what Sync::kLater records left unsynced (the log's file, one
+  // sync). OK at once when nothing waits for a sync.
   absl::Status SyncNow();
 
   // Whether a Sync::kLater record waits for its sync.
