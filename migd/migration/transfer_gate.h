@@ -99,7 +99,7 @@ class TransferGate {
   // Joins the end of the line.
   std::unique_ptr<Turn> Join();
 
-  // Turns waiting in line, and slots held (for metrics and status).
+  // Turns waiting in line, and slots held, now.
   size_t waiting() const;
   size_t held() const;
 
