@@ -771,9 +771,7 @@ absl::Status SourceJob::AckTimeout(
           absl::FormatDuration(options_.convergence.switchover_ack_timeout)));
 }
 
-absl::Status SourceJob::Precopy() {
-  const ConvergencePolicy& policy = options_.convergence;
-  job_->SetPhase(v1::PHASE_PRE_COPY, "");
+absl::StatusOr<std::vector<uint32_t>> SourceJob::EnterPrecopy() {
   std::vector<uint32_t> ack_devices;
   for (size_t i = 0; i < devices_.size(); ++i) {
     if (!precopy_[i]) continue;
@@ -788,6 +786,43 @@ absl::Status SourceJob::Precopy() {
     streams_[i] = *std::move(s);
     ack_devices.push_back(i);
   }
+  return ack_devices;
+}
+
+absl::StatusOr<uint64_t> SourceJob::UpdateTotals() {
+  uint64_t remaining = 0;
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    absl::StatusOr<uint64_t> left = devices_[i]->GetStopCopySize();
+    if (!left.ok()) return DeviceError(left.status());
+    remaining += *left;
+    // What this device will have moved in all, as far as we know now.
+    job_->SetDeviceTotal(i, offsets_[i] + *left);
+  }
+  return remaining;
+}
+
+void SourceJob::ReportPrecopy(const IterationStats& stats, bool converged,
+                              absl::Duration pass_time, uint64_t held_after) {
+  v1::PrecopyProgress progress;
+  progress.set_iteration(iteration_);
+  progress.set_remaining_bytes(stats.remaining_bytes);
+  const double secs = absl::ToDoubleSeconds(pass_time);
+  progress.set_dirty_rate_bytes_per_second(secs > 0 ? held_after / secs : 0);
+  progress.set_bandwidth_bytes_per_second(stats.bandwidth);
+  absl::Duration expected = ExpectedDowntime(stats);
+  if (expected != absl::InfiniteDuration()) {
+    *progress.mutable_expected_downtime() = ToProto(expected);
+  }
+  progress.set_converged(converged);
+  job_->SetPrecopy(progress);
+}
+
+absl::Status SourceJob::Precopy() {
+  const ConvergencePolicy& policy = options_.convergence;
+  job_->SetPhase(v1::PHASE_PRE_COPY, "");
+  absl::StatusOr<std::vector<uint32_t>> entered = EnterPrecopy();
+  if (!entered.ok()) return entered.status();
+  const std::vector<uint32_t>& ack_devices = *entered;
 
   absl::Time start = absl::Now();
   absl::Time acks_requested = start;
@@ -833,13 +868,9 @@ absl::Status SourceJob::Precopy() {
 
     IterationStats stats;
     stats.iteration = iteration_;
-    for (size_t i = 0; i < devices_.size(); ++i) {
-      absl::StatusOr<uint64_t> left = devices_[i]->GetStopCopySize();
-      if (!left.ok()) return DeviceError(left.status());
-      stats.remaining_bytes += *left;
-      // What this device will have moved in all, as far as we know now.
-      job_->SetDeviceTotal(i, offsets_[i] + *left);
-    }
+    absl::StatusOr<uint64_t> remaining = UpdateTotals();
+    if (!remaining.ok()) return remaining.status();
+    stats.remaining_bytes = *remaining;
     stats.bandwidth = policy.bandwidth_override > 0
                           ? static_cast<double>(policy.bandwidth_override)
                           : meter.rate();
@@ -860,18 +891,8 @@ absl::Status SourceJob::Precopy() {
 
     std::string why;
     Verdict verdict = Decide(policy, stats, &why);
-    v1::PrecopyProgress progress;
-    progress.set_iteration(iteration_);
-    progress.set_remaining_bytes(stats.remaining_bytes);
-    double secs = absl::ToDoubleSeconds(iter_time);
-    progress.set_dirty_rate_bytes_per_second(secs > 0 ? dirty_after / secs : 0);
-    progress.set_bandwidth_bytes_per_second(stats.bandwidth);
-    absl::Duration expected = ExpectedDowntime(stats);
-    if (expected != absl::InfiniteDuration()) {
-      *progress.mutable_expected_downtime() = ToProto(expected);
-    }
-    progress.set_converged(verdict == Verdict::kSwitchOver);
-    job_->SetPrecopy(progress);
+    ReportPrecopy(stats, verdict == Verdict::kSwitchOver, iter_time,
+                  dirty_after);
 
     switch (verdict) {
       case Verdict::kSwitchOver:

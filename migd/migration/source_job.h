@@ -160,6 +160,15 @@ class SourceJob {
   void Run();
   absl::Status Transfer();
   absl::Status Precopy();
+  // Precopy's steps: every pre-copy device to PRE_COPY, its data stream
+  // open (returns the devices whose INITIAL_DATA_END the destination
+  // acknowledges); each device's total as far as known after a pass (returns
+  // the bytes the devices still hold); the job's record of a pass
+  // (`held_after`: what the devices held once it ended).
+  absl::StatusOr<std::vector<uint32_t>> EnterPrecopy();
+  absl::StatusOr<uint64_t> UpdateTotals();
+  void ReportPrecopy(const IterationStats& stats, bool converged,
+                     absl::Duration pass_time, uint64_t held_after);
   absl::Status Switchover();
   // One pass over a device's data stream, shared by the threads that send
   // it (one per data stream).
