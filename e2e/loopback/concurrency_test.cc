@@ -687,14 +687,12 @@ TEST_F(ConcurrencyTest, JobsBeyondTheLimitWaitTheirTurnInOrder) {
   ASSERT_GE(waited.size(), 1u)
       << "every job found a free slot; the jobs ended too fast to line up";
   // The order the jobs got their slots in: each job's creation plus its
-  // wait (which starts a fraction of a millisecond after the creation, on
-  // the job's thread). Not the order their devices leave RUNNING: two jobs
-  // given slots a moment apart open their sessions side by side, and the
-  // second may be quicker.
+  // wait (which starts when the job joins the line, a fraction of a
+  // millisecond after its creation). Not the order their devices leave
+  // RUNNING: two jobs given slots a moment apart open their sessions side
+  // by side, and the second may be quicker.
   auto got_slot = [](const Migration& m) {
-    return FromProto(m.created()) +
-           absl::Seconds(m.queue().waited().seconds()) +
-           absl::Nanoseconds(m.queue().waited().nanos());
+    return FromProto(m.created()) + FromProtoDuration(m.queue().waited());
   };
   constexpr absl::Duration kSlack = absl::Milliseconds(5);
   for (size_t k = 1; k < waited.size(); ++k) {

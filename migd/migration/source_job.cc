@@ -194,6 +194,7 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   // StartMigration returns now. What the session's opening finds then ends
   // the job, as a failure of its own.
   sj->turn_ = sj->options_.gate->Join();
+  sj->joined_ = absl::Now();
   sj->job_->SetWaiting(sj->turn_->ahead(), absl::ZeroDuration());
   sj->job_->SetCanceller([raw] {
     raw->turn_->Leave(
@@ -349,10 +350,9 @@ absl::Status SourceJob::Connect() {
 }
 
 void SourceJob::RunInLine() {
-  const absl::Time since = absl::Now();
   absl::StatusOr<TransferGate::Slot> slot = turn_->Wait(
-      [&](size_t ahead) { job_->SetWaiting(ahead, absl::Now() - since); });
-  const absl::Duration waited = absl::Now() - since;
+      [&](size_t ahead) { job_->SetWaiting(ahead, absl::Now() - joined_); });
+  const absl::Duration waited = absl::Now() - joined_;
   job_->SetWaited(waited);
   absl::Status s = slot.status();
   if (s.ok()) {

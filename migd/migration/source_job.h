@@ -250,8 +250,10 @@ class SourceJob {
   // devices reported then.
   v1::SessionHeader header_;
   uint64_t state_bytes_ = 0;
-  // The place in line, while waiting; the slot, while transferring.
+  // The place in line, while waiting, and when the job took it (its wait
+  // counts from there); the slot, while transferring.
   std::unique_ptr<TransferGate::Turn> turn_;
+  absl::Time joined_;
   TransferGate::Slot slot_;
   std::unique_ptr<transfer::BufferPool> pool_;
   // The control stream (header, markers, acknowledgements, completion) and
