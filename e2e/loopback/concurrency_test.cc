@@ -674,9 +674,7 @@ TEST_F(ConcurrencyTest, JobsBeyondTheLimitWaitTheirTurnInOrder) {
       EXPECT_EQ(PhaseName(answers[i].phase()), PhaseName(v1::PHASE_CONNECTING));
       waited.push_back(i);
       EXPECT_FALSE(ends[i].queue().waiting());
-      const absl::Duration w =
-          absl::Seconds(ends[i].queue().waited().seconds()) +
-          absl::Nanoseconds(ends[i].queue().waited().nanos());
+      const absl::Duration w = FromProtoDuration(ends[i].queue().waited());
       EXPECT_GT(w, absl::ZeroDuration());
       longest_wait = std::max(longest_wait, w);
     } else {

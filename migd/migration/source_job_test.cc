@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "google/protobuf/util/time_util.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "migd/base/reason.h"
@@ -42,6 +43,8 @@
 
 namespace migd::migration {
 namespace {
+
+using ::google::protobuf::util::TimeUtil;
 
 using device::ReadResult;
 using vfio::MigState;
@@ -900,9 +903,7 @@ TEST_F(SourceJobInLineTest, WaitsInLineForATransferSlotThenStarts) {
       << m.failure().message();
   EXPECT_EQ(dst_->StateDigest().value(), src->StateDigest().value());
   EXPECT_FALSE(m.queue().waiting());
-  EXPECT_GE(m.queue().waited().seconds() * 1000 +
-                m.queue().waited().nanos() / 1000000,
-            100);
+  EXPECT_GE(TimeUtil::DurationToMilliseconds(m.queue().waited()), 100);
   EXPECT_EQ(destination_->sessions(), 1);
   EXPECT_EQ(line_.held(), 0u);
   EXPECT_EQ(line_.waiting(), 0u);
