@@ -420,6 +420,10 @@ struct Journal::Connection {
   // its parameters cleared, between calls: compiling it is as much work as
   // running it, and a job's write-ahead records are in its downtime.
   StmtPtr upsert;  // Declared after db: finalized before it closes.
+  // Record's switches to synchronous=NORMAL and back, for a Sync::kLater
+  // record (a job's end, in the destination's downtime), kept the same way.
+  StmtPtr sync_normal;
+  StmtPtr sync_full;
 };
 
 Journal::Journal(std::string path, JournalOptions options,
@@ -561,9 +565,20 @@ ON CONFLICT (job_id) DO UPDATE SET
                       SQLITE_STATIC);
   // With synchronous=NORMAL a WAL commit writes its frames and does not
   // sync them; the connection's setting is FULL again right after.
+  auto pragma = [&](StmtPtr& stmt, const char* sql, const char* what) {
+    if (stmt == nullptr) {
+      absl::StatusOr<StmtPtr> made = Prepare(path_, db, sql, what);
+      if (!made.ok()) return made.status();
+      stmt = *std::move(made);
+    }
+    absl::Status done = StepToDone(path_, db, stmt.get(), what);
+    sqlite3_reset(stmt.get());
+    return done;
+  };
   if (sync == Sync::kLater) {
-    if (absl::Status n = Exec(path_, db, "PRAGMA synchronous = NORMAL",
-                              "set synchronous=NORMAL");
+    if (absl::Status n =
+            pragma(connection_->sync_normal, "PRAGMA synchronous = NORMAL",
+                   "set synchronous=NORMAL");
         !n.ok()) {
       sqlite3_clear_bindings(s);
       return n;
@@ -577,7 +592,8 @@ ON CONFLICT (job_id) DO UPDATE SET
   sqlite3_clear_bindings(s);
   if (sync == Sync::kLater) {
     absl::Status full =
-        Exec(path_, db, "PRAGMA synchronous = FULL", "set synchronous=FULL");
+        pragma(connection_->sync_full, "PRAGMA synchronous = FULL",
+               "set synchronous=FULL");
     if (done.ok()) done = full;
   }
   // A synced commit syncs the whole log, the frames before it included.
