@@ -180,30 +180,28 @@ absl::StatusOr<std::unique_ptr<SourceJob>> SourceJob::Start(
   if (absl::Status s = sj->Check(); !s.ok()) return s;
   SourceJob* raw = sj.get();
   std::optional<TransferGate::Slot> slot;
-  if (sj->options_.gate == nullptr || (slot = sj->options_.gate->TryTake())) {
+  const bool now =
+      sj->options_.gate == nullptr || (slot = sj->options_.gate->TryTake());
+  if (now) {
     if (slot.has_value()) sj->slot_ = *std::move(slot);
     if (absl::Status s = sj->Connect(); !s.ok()) return s;
     sj->job_->SetCanceller([raw] { raw->Interrupt(); });
-    sj->thread_ = std::thread([raw] {
-      base::NameThisThread("src-job");
-      raw->Run();
+  } else {
+    // Every slot is taken: the job waits its turn on its own thread, and
+    // StartMigration returns now. What the session's opening finds then
+    // ends the job, as a failure of its own.
+    sj->turn_ = sj->options_.gate->Join();
+    sj->joined_ = absl::Now();
+    sj->job_->SetWaiting(sj->turn_->ahead(), absl::ZeroDuration());
+    sj->job_->SetCanceller([raw] {
+      raw->turn_->Leave(base::Error(
+          absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
+          "cancelled by request while waiting for a transfer slot"));
     });
-    return sj;
   }
-  // Every slot is taken: the job waits its turn on its own thread, and
-  // StartMigration returns now. What the session's opening finds then ends
-  // the job, as a failure of its own.
-  sj->turn_ = sj->options_.gate->Join();
-  sj->joined_ = absl::Now();
-  sj->job_->SetWaiting(sj->turn_->ahead(), absl::ZeroDuration());
-  sj->job_->SetCanceller([raw] {
-    raw->turn_->Leave(
-        base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
-                    "cancelled by request while waiting for a transfer slot"));
-  });
-  sj->thread_ = std::thread([raw] {
+  sj->thread_ = std::thread([raw, now] {
     base::NameThisThread("src-job");
-    raw->RunInLine();
+    now ? raw->Run() : raw->RunInLine();
   });
   return sj;
 }
