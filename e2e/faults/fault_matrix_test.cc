@@ -936,13 +936,17 @@ TEST_F(FaultMatrixTest, ShortNetworkCutInPreCopy) {
 // ----------------------------------------------------------
 
 // 30% of what the source sends is dropped, from the moment the session is
-// up. Loss both ways, or 3 s timeouts, end the job one run and not the next
+// up. Loss both ways, or short timeouts, end the job one run and not the next
 // (TCP's retransmission backoff stalls a stream for seconds; see
-// docs/reliability.md); this row asks whether the transfer survives loss,
-// with 20 s timeouts.
+// docs/reliability.md); these rows ask whether the transfer survives loss.
+// Their 60 s phase timeout gives the connections 30 s before unacknowledged
+// data ends them: 8 drops of one segment in a row (0.3^8) rather than the 6
+// that reach 20 s timeouts' 10 s.
+constexpr char kLossRowTimeout[] = "--phase_timeout_seconds=60";
+
 TEST_F(FaultMatrixTest, LossInPreCopy) {
   ASSERT_NO_FATAL_FAILURE(
-      StartPair(Emus(2, "512KiB", 1), {"--phase_timeout_seconds=20"}));
+      StartPair(Emus(2, "512KiB", 1), {kLossRowTimeout}));
   ASSERT_NO_FATAL_FAILURE(Migrate());
   ASSERT_TRUE(topology_->LossTowardsDestination(30).ok());
   ASSERT_NO_FATAL_FAILURE(Settle(source_));
@@ -967,7 +971,7 @@ TEST_F(FaultMatrixTest, DelayInPreCopy) {
 // source stopped its devices.
 TEST_F(FaultMatrixTest, LossInStopCopy) {
   ASSERT_NO_FATAL_FAILURE(
-      StartPair(Emus(2, "512KiB", 1), {"--phase_timeout_seconds=20"}));
+      StartPair(Emus(2, "512KiB", 1), {kLossRowTimeout}));
   ASSERT_NO_FATAL_FAILURE(Migrate(NoPrecopy));
   ASSERT_TRUE(topology_->LossTowardsDestination(30).ok());
   ASSERT_NO_FATAL_FAILURE(Settle(source_));
