@@ -355,12 +355,46 @@ CREATE TABLE jobs (
   created_us INTEGER NOT NULL,            -- Unix microseconds
   updated_us INTEGER NOT NULL,
   finished_us INTEGER,                    -- NULL unless terminal
-  record BLOB NOT NULL                    -- serialized migd.v1.Migration
+  record BLOB NOT NULL,                   -- serialized migd.v1.Migration
+  boot_id TEXT                            -- the host's boot it was recorded in
 );
 CREATE INDEX jobs_newest_first ON jobs (created_us DESC, seq DESC);
 CREATE INDEX jobs_finished ON jobs (terminal, finished_us);
 COMMIT;
 )sql";
+
+// This boot's id (a UUID the kernel makes at boot), or "" with a warning
+// when it cannot be read: every record then counts as from another boot,
+// which recovery takes the careful way.
+std::string ReadBootId() {
+  static constexpr char kPath[] = "/proc/sys/kernel/random/boot_id";
+  Fd fd(open(kPath, O_RDONLY | O_CLOEXEC));
+  char buf[64];
+  const ssize_t n = fd.valid() ? read(fd.get(), buf, sizeof(buf)) : -1;
+  if (n <= 0) {
+    base::LogWarning("journal: cannot read ", kPath, " (",
+                     n < 0 ? Errno(errno) : "empty",
+                     "): recovery will take every record as written before "
+                     "the host last started");
+    return "";
+  }
+  return std::string(absl::StripAsciiWhitespace(
+      absl::string_view(buf, static_cast<size_t>(n))));
+}
+
+// Adds the boot column to a journal made before it (the same schema
+// version: a migd that does not know the column leaves it alone, and its
+// rows keep NULL, which JournaledJob reads as "every record was synced").
+absl::Status AddBootColumn(const std::string& path, sqlite3* db) {
+  absl::StatusOr<std::optional<std::string>> has = QueryText(
+      path, db,
+      "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'boot_id'",
+      "read the jobs table's columns");
+  if (!has.ok()) return has.status();
+  if (has->value_or("0") != "0") return absl::OkStatus();
+  return Exec(path, db, "ALTER TABLE jobs ADD COLUMN boot_id TEXT",
+              "add the boot column");
+}
 
 // Checks the schema version, creating the schema in an empty database.
 absl::Status CheckOrCreateSchema(const std::string& path, sqlite3* db) {
@@ -403,7 +437,7 @@ absl::Status CheckOrCreateSchema(const std::string& path, sqlite3* db) {
         "): it was written by a newer migd; run that one, or move the file "
         "aside to start with an empty journal"));
   }
-  return absl::OkStatus();
+  return AddBootColumn(path, db);
 }
 
 }  // namespace
@@ -426,10 +460,11 @@ struct Journal::Connection {
   StmtPtr sync_full;
 };
 
-Journal::Journal(std::string path, JournalOptions options,
+Journal::Journal(std::string path, JournalOptions options, std::string boot_id,
                  std::unique_ptr<Connection> connection)
     : path_(std::move(path)),
-      options_(options),
+      options_(std::move(options)),
+      boot_id_(std::move(boot_id)),
       connection_(std::move(connection)) {}
 
 Journal::~Journal() = default;
@@ -484,8 +519,10 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
   }
   if (absl::Status s = CheckOrCreateSchema(path, db); !s.ok()) return s;
 
+  std::string boot_id =
+      options.boot_id.empty() ? ReadBootId() : options.boot_id;
   std::unique_ptr<Journal> journal(
-      new Journal(path, options, std::move(connection)));
+      new Journal(path, options, std::move(boot_id), std::move(connection)));
   if (absl::Status pruned = journal->Prune(absl::Now()); !pruned.ok()) {
     return pruned;
   }
@@ -514,9 +551,10 @@ absl::Status Journal::Record(const v1::Migration& record, Sync sync) {
   }
   static constexpr char kUpsert[] = R"sql(
 INSERT INTO jobs (job_id, role, phase, terminal, created_us, updated_us,
-                  finished_us, record)
+                  finished_us, record, boot_id)
 VALUES (:job_id, :role, :phase, :terminal, COALESCE(:created, :now), :now,
-        CASE WHEN :terminal THEN COALESCE(:finished, :now) END, :record)
+        CASE WHEN :terminal THEN COALESCE(:finished, :now) END, :record,
+        :boot_id)
 ON CONFLICT (job_id) DO UPDATE SET
   role = excluded.role,
   phase = excluded.phase,
@@ -525,7 +563,8 @@ ON CONFLICT (job_id) DO UPDATE SET
   updated_us = excluded.updated_us,
   finished_us = CASE WHEN excluded.terminal
                      THEN COALESCE(:finished, jobs.finished_us, :now) END,
-  record = excluded.record
+  record = excluded.record,
+  boot_id = excluded.boot_id
 )sql";
   const std::string what = absl::StrCat("record job ", record.job_id());
   const bool terminal = IsTerminal(record.phase());
@@ -563,6 +602,8 @@ ON CONFLICT (job_id) DO UPDATE SET
   }
   sqlite3_bind_blob64(s, index(":record"), bytes.data(), bytes.size(),
                       SQLITE_STATIC);
+  sqlite3_bind_text(s, index(":boot_id"), boot_id_.data(),
+                    static_cast<int>(boot_id_.size()), SQLITE_STATIC);
   // With synchronous=NORMAL a WAL commit writes its frames and does not
   // sync them; the connection's setting is FULL again right after.
   auto pragma = [&](StmtPtr& stmt, const char* sql, const char* what) {
@@ -631,15 +672,16 @@ bool Journal::unsynced() const {
   return unsynced_;
 }
 
-absl::StatusOr<std::vector<v1::Migration>> Journal::LoadAll() {
+absl::StatusOr<std::vector<JournaledJob>> Journal::LoadJobs() {
   absl::MutexLock lock(&mu_);
   sqlite3* db = connection_->db.get();
-  absl::StatusOr<StmtPtr> stmt = Prepare(
-      path_, db,
-      "SELECT job_id, record FROM jobs ORDER BY created_us DESC, seq DESC",
-      "load the jobs");
+  absl::StatusOr<StmtPtr> stmt =
+      Prepare(path_, db,
+              "SELECT job_id, record, boot_id FROM jobs "
+              "ORDER BY created_us DESC, seq DESC",
+              "load the jobs");
   if (!stmt.ok()) return stmt.status();
-  std::vector<v1::Migration> jobs;
+  std::vector<JournaledJob> jobs;
   int rc;
   while ((rc = sqlite3_step(stmt->get())) == SQLITE_ROW) {
     const unsigned char* id = sqlite3_column_text(stmt->get(), 0);
@@ -647,7 +689,15 @@ absl::StatusOr<std::vector<v1::Migration>> Journal::LoadAll() {
         id == nullptr ? "" : reinterpret_cast<const char*>(id);
     const void* blob = sqlite3_column_blob(stmt->get(), 1);
     const int size = sqlite3_column_bytes(stmt->get(), 1);
-    v1::Migration& job = jobs.emplace_back();
+    JournaledJob& journaled = jobs.emplace_back();
+    if (sqlite3_column_type(stmt->get(), 2) != SQLITE_NULL) {
+      const unsigned char* boot = sqlite3_column_text(stmt->get(), 2);
+      const absl::string_view stamped =
+          boot == nullptr ? "" : reinterpret_cast<const char*>(boot);
+      journaled.from_earlier_boot =
+          boot_id_.empty() || stamped.empty() || stamped != boot_id_;
+    }
+    v1::Migration& job = journaled.record;
     if (!job.ParseFromArray(blob, size)) {
       return CorruptError(path_, absl::StrCat("the record of job \"", job_id,
                                               "\" does not parse"));
@@ -660,6 +710,15 @@ absl::StatusOr<std::vector<v1::Migration>> Journal::LoadAll() {
   }
   if (rc != SQLITE_DONE) return SqliteError(path_, db, rc, "load the jobs");
   return jobs;
+}
+
+absl::StatusOr<std::vector<v1::Migration>> Journal::LoadAll() {
+  absl::StatusOr<std::vector<JournaledJob>> jobs = LoadJobs();
+  if (!jobs.ok()) return jobs.status();
+  std::vector<v1::Migration> records;
+  records.reserve(jobs->size());
+  for (JournaledJob& job : *jobs) records.push_back(std::move(job.record));
+  return records;
 }
 
 absl::Status Journal::Prune(absl::Time now) {

@@ -9,11 +9,12 @@
 //
 // Stored: one row per job id: role, phase, the serialized record, when it was
 // created, last recorded and finished (terminal phases: SUCCEEDED, FAILED,
-// CANCELLED). Finished jobs are pruned by count and age (JournalOptions);
-// unfinished ones never are.
+// CANCELLED), and the host's boot it was last recorded in. Finished jobs are
+// pruned by count and age (JournalOptions); unfinished ones never are.
 //
 // Durability: WAL mode with synchronous=FULL: when Record returns OK the
-// record is on disk and survives a crash or a power cut. When it fails (disk
+// record is on disk and survives a crash or a power cut (Sync::kLater, below,
+// leaves the sync to a later call). When it fails (disk
 // full, I/O error, read-only file) nothing of it was stored and the previous
 // record of the job stands; the caller must not act on the change.
 //
@@ -67,6 +68,22 @@ struct JournalOptions {
   // stored), while reads keep working: a disk that fills up at a chosen
   // point, where max_page_count fills it from the start. 0: no fault.
   int64_t fail_after_records = 0;
+  // The host's boot this agent runs in, stamped on every record (see
+  // JournaledJob). Empty: read from /proc/sys/kernel/random/boot_id. Tests
+  // set their own to stand for a host that started again.
+  std::string boot_id;
+};
+
+// A job as the journal holds it.
+struct JournaledJob {
+  v1::Migration record;
+  // Whether the host has started again since the record was written (its
+  // boot differs from this one's), so that what the agent wrote after it
+  // without a sync (Journal::Sync::kLater) may have been lost with the
+  // power. A crashed agent's writes are not lost: the kernel held them.
+  // False for a record of a migd that stamped none, which synced every
+  // record it acts on; true when either boot could not be read.
+  bool from_earlier_boot = false;
 };
 
 // True for PHASE_SUCCEEDED, PHASE_FAILED and PHASE_CANCELLED.
@@ -140,6 +157,8 @@ class Journal {
   // Every recorded job, newest first (by created time, then by order of first
   // Record). kDataLoss naming the job for a record that does not parse, and
   // for a file SQLite finds corrupt.
+  absl::StatusOr<std::vector<JournaledJob>> LoadJobs();
+  // The same, the records alone.
   absl::StatusOr<std::vector<v1::Migration>> LoadAll();
 
   // Deletes finished jobs beyond the options' limits, oldest finished first:
@@ -154,11 +173,13 @@ class Journal {
  private:
   struct Connection;  // The SQLite handle and the lock file, owned.
 
-  Journal(std::string path, JournalOptions options,
+  Journal(std::string path, JournalOptions options, std::string boot_id,
           std::unique_ptr<Connection> connection);
 
   const std::string path_;
   const JournalOptions options_;
+  // This boot's id, stamped on each record; empty when it cannot be read.
+  const std::string boot_id_;
   mutable absl::Mutex mu_;
   std::unique_ptr<Connection> connection_ ABSL_GUARDED_BY(mu_);
   bool unsynced_ ABSL_GUARDED_BY(mu_) = false;

@@ -287,6 +287,101 @@ TEST(Journal, LoadAllIsNewestFirstThenLastInserted) {
               ::testing::ElementsAre("new", "twin-b", "twin-a", "old"));
 }
 
+JournalOptions InBoot(const std::string& boot_id) {
+  JournalOptions options;
+  options.boot_id = boot_id;
+  return options;
+}
+
+// Recovery reads whether the host started again since a record was written
+// (what was written after it unsynced may be gone).
+TEST(Journal, ARecordKnowsWhetherTheHostStartedAgainSinceItWasWritten) {
+  const std::string dir = TestDir();
+  {
+    std::unique_ptr<Journal> journal = OpenOrDie(dir, InBoot("boot-a"));
+    ASSERT_NE(journal, nullptr);
+    ASSERT_TRUE(
+        journal->Record(Job("a", v1::PHASE_STOP_COPY, absl::Minutes(2))).ok());
+    ASSERT_TRUE(
+        journal->Record(Job("b", v1::PHASE_STOP_COPY, absl::Minutes(1))).ok());
+    absl::StatusOr<std::vector<JournaledJob>> jobs = journal->LoadJobs();
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    ASSERT_EQ(jobs->size(), 2u);
+    EXPECT_FALSE(jobs->at(0).from_earlier_boot);
+    EXPECT_FALSE(jobs->at(1).from_earlier_boot);
+  }
+  {
+    std::unique_ptr<Journal> journal = OpenOrDie(dir, InBoot("boot-a"));
+    ASSERT_NE(journal, nullptr);
+    absl::StatusOr<std::vector<JournaledJob>> jobs = journal->LoadJobs();
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    EXPECT_FALSE(jobs->at(0).from_earlier_boot) << "the same boot";
+  }
+  std::unique_ptr<Journal> journal = OpenOrDie(dir, InBoot("boot-b"));
+  ASSERT_NE(journal, nullptr);
+  ASSERT_TRUE(
+      journal->Record(Job("b", v1::PHASE_FAILED, absl::Minutes(1))).ok());
+  absl::StatusOr<std::vector<JournaledJob>> jobs = journal->LoadJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 2u);
+  EXPECT_EQ(jobs->at(0).record.job_id(), "b");
+  EXPECT_FALSE(jobs->at(0).from_earlier_boot) << "recorded again in boot-b";
+  EXPECT_EQ(jobs->at(1).record.job_id(), "a");
+  EXPECT_TRUE(jobs->at(1).from_earlier_boot) << "recorded in boot-a";
+}
+
+// Without a boot given, the kernel's boot id: the same for two opens.
+TEST(Journal, TheBootIsTheKernelsByDefault) {
+  const std::string dir = TestDir();
+  {
+    std::unique_ptr<Journal> journal = OpenOrDie(dir);
+    ASSERT_NE(journal, nullptr);
+    ASSERT_TRUE(
+        journal->Record(Job("a", v1::PHASE_STOP_COPY, absl::Minutes(1))).ok());
+  }
+  std::unique_ptr<Journal> journal = OpenOrDie(dir);
+  ASSERT_NE(journal, nullptr);
+  absl::StatusOr<std::vector<JournaledJob>> jobs = journal->LoadJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_FALSE(jobs->at(0).from_earlier_boot);
+  journal.reset();
+  journal = OpenOrDie(dir, InBoot("another-boot"));
+  ASSERT_NE(journal, nullptr);
+  jobs = journal->LoadJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  EXPECT_TRUE(jobs->at(0).from_earlier_boot);
+}
+
+// A journal made before records were stamped gets the column; its rows were
+// written by a migd that synced every record it acted on, so nothing after
+// them can have been lost.
+TEST(Journal, AJournalFromBeforeTheBootStampKeepsItsRecords) {
+  const std::string dir = TestDir();
+  {
+    std::unique_ptr<Journal> journal = OpenOrDie(dir, InBoot("boot-a"));
+    ASSERT_NE(journal, nullptr);
+    ASSERT_TRUE(
+        journal->Record(Job("old", v1::PHASE_STOP_COPY, absl::Minutes(2)))
+            .ok());
+  }
+  RunSql(JournalPath(dir), "ALTER TABLE jobs DROP COLUMN boot_id");
+  std::unique_ptr<Journal> journal = OpenOrDie(dir, InBoot("boot-b"));
+  ASSERT_NE(journal, nullptr);
+  ASSERT_TRUE(
+      journal->Record(Job("new", v1::PHASE_STOP_COPY, absl::Minutes(1))).ok());
+  journal.reset();
+  journal = OpenOrDie(dir, InBoot("boot-c"));
+  ASSERT_NE(journal, nullptr);
+  absl::StatusOr<std::vector<JournaledJob>> jobs = journal->LoadJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 2u);
+  EXPECT_EQ(jobs->at(0).record.job_id(), "new");
+  EXPECT_TRUE(jobs->at(0).from_earlier_boot);
+  EXPECT_EQ(jobs->at(1).record.job_id(), "old");
+  EXPECT_FALSE(jobs->at(1).from_earlier_boot);
+}
+
 TEST(Journal, RecordWithoutJobIdIsInvalid) {
   std::unique_ptr<Journal> journal = OpenOrDie(TestDir());
   ASSERT_NE(journal, nullptr);
