@@ -265,30 +265,31 @@ grpc::Status TransferServiceImpl::Transfer(
     absl::MutexLock lock(&write_mu);
     return stream->Write(response);
   };
+  // Tells the source why the session ends (SessionAborted), once: the
+  // source may see a data stream close first, and must not take that for a
+  // lost peer (an operator's cancel included).
+  auto tell_source = [&](const absl::Status& why) {
+    // A write to a dead connection blocks, and so does waiting for this
+    // thread's to end: the cancel ends both, so that an abort, which runs
+    // with the job's locks held, never hangs.
+    base::Watchdog bound(kAbortWriteTimeout,
+                         [context] { context->TryCancel(); });
+    absl::MutexLock lock(&write_mu);
+    if (abort_sent) return;
+    abort_sent = true;
+    v1::TransferResponse aborted;
+    aborted.mutable_aborted()->set_reason(
+        base::ReasonName(base::ReasonOf(why)));
+    aborted.mutable_aborted()->set_code(static_cast<int32_t>(why.code()));
+    aborted.mutable_aborted()->set_message(std::string(why.message()));
+    stream->Write(aborted);
+  };
   // Ends the session from another thread (the job's canceller, the idle
-  // watchdog): tells the source `why` (an operator's cancel included: the
-  // source may see the data channel close first, and must not take that for
-  // a lost peer), then cancels the call, which wakes this thread's Read.
-  // Once cancelled, the status this handler returns never reaches the
-  // source: the SessionAborted is what it reads.
+  // watchdog): tells the source `why`, then cancels the call, which wakes
+  // this thread's Read. Once cancelled, the status this handler returns
+  // never reaches the source: the SessionAborted is what it reads.
   auto end_session = [&](const absl::Status& why) {
-    {
-      // A write to a dead connection blocks, and so does waiting for this
-      // thread's to end: the cancel ends both, so that an abort, which runs
-      // with the job's locks held, never hangs.
-      base::Watchdog bound(kAbortWriteTimeout,
-                           [context] { context->TryCancel(); });
-      absl::MutexLock lock(&write_mu);
-      if (!abort_sent) {
-        abort_sent = true;
-        v1::TransferResponse aborted;
-        aborted.mutable_aborted()->set_reason(
-            base::ReasonName(base::ReasonOf(why)));
-        aborted.mutable_aborted()->set_code(static_cast<int32_t>(why.code()));
-        aborted.mutable_aborted()->set_message(std::string(why.message()));
-        stream->Write(aborted);
-      }
-    }
+    tell_source(why);
     context->TryCancel();
   };
   if (absl::Status s = job->Attach(
@@ -327,8 +328,12 @@ grpc::Status TransferServiceImpl::Transfer(
     migration::DestinationJob* job;
     ~Unhook() { job->SetActivityCallback(nullptr); }
   } unhook{job.get()};
+  // This thread's own failure (a marker refused, a write-ahead point that
+  // could not be written, a load rejected): said before the abort closes the
+  // data streams, which the source may see end first.
   auto fail = [&](absl::Status s) {
     if (idle) s = idle_timeout;  // what the watchdog told the source
+    tell_source(s);
     job->Abort(s, /*from_stream=*/0);
     return ToGrpcStatus(s, context);
   };
