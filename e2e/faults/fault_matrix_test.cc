@@ -127,7 +127,7 @@ constexpr absl::Duration kBlip = absl::Seconds(1);
 constexpr char kBlipState[] = "1MiB";
 // DestinationJournalFullAtResuming: the destination journal's first failing
 // record (Journal's fail_after_records), counted from its start.
-constexpr int kJournalFailAfter = 6;  // see that test
+constexpr int kJournalFailAfter = 7;  // see that test
 // DestinationJournalFullInPreCopy: the same, from the record of the source's
 // attach.
 constexpr int kJournalFailInPreCopy = 4;
@@ -776,8 +776,8 @@ TEST_F(FaultMatrixTest, DestinationKilledInPreCopy) {
   ASSERT_TRUE(topology_->Shape(kSlowRate).ok());
   ASSERT_NO_FATAL_FAILURE(Migrate());
   ASSERT_NO_FATAL_FAILURE(WaitJournaled(source_, {v1::PHASE_PRE_COPY}));
-  // The destination is in STOP_COPY from the moment the source attached.
-  ASSERT_NO_FATAL_FAILURE(WaitJournaled(destination_, {v1::PHASE_STOP_COPY}));
+  // The destination is in PRE_COPY from the moment the source attached.
+  ASSERT_NO_FATAL_FAILURE(WaitJournaled(destination_, {v1::PHASE_PRE_COPY}));
   destination_ =
       KillAndRestart(destination_, destination_options_, "destination");
   ASSERT_NE(destination_, nullptr);
@@ -945,8 +945,7 @@ TEST_F(FaultMatrixTest, ShortNetworkCutInPreCopy) {
 constexpr char kLossRowTimeout[] = "--phase_timeout_seconds=60";
 
 TEST_F(FaultMatrixTest, LossInPreCopy) {
-  ASSERT_NO_FATAL_FAILURE(
-      StartPair(Emus(2, "512KiB", 1), {kLossRowTimeout}));
+  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, "512KiB", 1), {kLossRowTimeout}));
   ASSERT_NO_FATAL_FAILURE(Migrate());
   ASSERT_TRUE(topology_->LossTowardsDestination(30).ok());
   ASSERT_NO_FATAL_FAILURE(Settle(source_));
@@ -970,8 +969,7 @@ TEST_F(FaultMatrixTest, DelayInPreCopy) {
 // The same faults with pre-copy disabled: the whole state moves after the
 // source stopped its devices.
 TEST_F(FaultMatrixTest, LossInStopCopy) {
-  ASSERT_NO_FATAL_FAILURE(
-      StartPair(Emus(2, "512KiB", 1), {kLossRowTimeout}));
+  ASSERT_NO_FATAL_FAILURE(StartPair(Emus(2, "512KiB", 1), {kLossRowTimeout}));
   ASSERT_NO_FATAL_FAILURE(Migrate(NoPrecopy));
   ASSERT_TRUE(topology_->LossTowardsDestination(30).ok());
   ASSERT_NO_FATAL_FAILURE(Settle(source_));
@@ -1107,10 +1105,13 @@ TEST_F(FaultMatrixTest, SourceKilledInLoading) {
 
 // The destination's journal fails from its kJournalFailAfter-th record on,
 // as on a full disk. Its records: 1-3 the prepare (PREPARED, then the
-// devices' arcs to RESUMING), 4 STOP_COPY (the source attached), 5 LOADING,
-// 6 the first device's STOP (written by the observer's writer: fails, logged),
-// 7 the RESUMING write-ahead point (fails: the devices must not resume). The
-// slow load (1 s a device) keeps 5 and 6 apart.
+// devices' arcs to RESUMING), 4 PRE_COPY (the source attached), 5 the
+// STOP_COPY write-ahead point (the source's marker), 6 LOADING, 7 the first
+// device's STOP (written by the observer's writer: fails, logged), 8 the
+// RESUMING write-ahead point (fails: the devices must not resume). The slow
+// load (1 s a device) keeps 6 and 7 apart. Should the STOP_COPY point find
+// PRE_COPY still queued, it stores itself in its place (4), and RESUMING is
+// the 7th: it fails all the same.
 TEST_F(FaultMatrixTest, DestinationJournalFullAtResuming) {
   ASSERT_NO_FATAL_FAILURE(StartPair(
       Emus(2, kSmallState, 1), {}, "slow_arc=RESUMING>STOP@1s",
@@ -1120,10 +1121,11 @@ TEST_F(FaultMatrixTest, DestinationJournalFullAtResuming) {
 }
 
 // The destination's journal fails from its kJournalFailInPreCopy-th record
-// on: the record of the source's attach (STOP_COPY), written as pre-copy
-// starts (records 1-3 are the prepare, see above). The destination journals
-// nothing else until COMMIT; its next write-ahead point is RESUMING. The
-// slow link makes pre-copy last ~4 s after the failure.
+// on: the record of the source's attach (PRE_COPY), written as pre-copy
+// starts (records 1-3 are the prepare, see above), which is only logged. Its
+// next write-ahead point is the source's STOP_COPY marker, which fails the
+// job before COMMIT. The slow link makes pre-copy last ~4 s after the
+// failure.
 TEST_F(FaultMatrixTest, DestinationJournalFullInPreCopy) {
   ASSERT_NO_FATAL_FAILURE(
       StartPair(Emus(2, kFourSecondState, 1), {}, "",
@@ -1141,7 +1143,7 @@ TEST_F(FaultMatrixTest, DestinationJournalFullInPreCopy) {
             << PhaseText(destination.phase()) << " with "
             << destination.bytes_done() << " of " << destination.bytes_total()
             << " bytes\n";
-  ASSERT_EQ(destination.phase(), v1::PHASE_STOP_COPY);
+  ASSERT_EQ(destination.phase(), v1::PHASE_PRE_COPY);
   ASSERT_LT(destination.bytes_done(), destination.bytes_total());
   ASSERT_OK_AND_ASSIGN(std::optional<v1::Phase> journaled,
                        JournaledPhase(destination_->state_dir(), job_));

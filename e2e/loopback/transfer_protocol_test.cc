@@ -382,7 +382,7 @@ class TransferProtocolTest : public AgentTest {
         SendFrame(*data_, transfer::EncodeStreamEndFrame(1, kMagic.size())));
     const absl::Status verdict = Verdict(*data_);
     EXPECT_TRUE(verdict.ok()) << verdict;
-    ExpectJob(v1::PHASE_STOP_COPY, kMagic.size());
+    ExpectJob(v1::PHASE_PRE_COPY, kMagic.size());
   }
 
   // A data connection made with `tls` (to the data channel's port; no
@@ -669,7 +669,7 @@ TEST_F(TransferProtocolTest, DataStreamFromAnotherIdentityIsRefused) {
   EXPECT_NE(after.code(), absl::StatusCode::kDeadlineExceeded) << after;
   conn.reset();
 
-  ExpectJob(v1::PHASE_STOP_COPY, 0);
+  ExpectJob(v1::PHASE_PRE_COPY, 0);
   ExpectDataStreamServed();
 }
 
@@ -724,7 +724,7 @@ TEST_F(TransferProtocolTest, DataHeaderOfAnotherProtocolVersionIsRefused) {
                 "transfer protocol version 1 is not supported");
   conn.reset();
 
-  ExpectJob(v1::PHASE_STOP_COPY, 0);
+  ExpectJob(v1::PHASE_PRE_COPY, 0);
   ExpectDataStreamServed();
 }
 

@@ -17,6 +17,13 @@ bool Held(v1::Phase phase) {
   return phase == v1::PHASE_LOADING || phase == v1::PHASE_RESUMING;
 }
 
+// The destination's RESUMING write-ahead point, which is written at once
+// and synced by the writer (journal_observer.h).
+bool SyncedByWriter(const v1::Migration& record) {
+  return record.role() == v1::ROLE_DESTINATION &&
+         record.phase() == v1::PHASE_RESUMING;
+}
+
 }  // namespace
 
 JournalObserver::JournalObserver(Journal* journal, absl::Duration downtime_hold)
@@ -61,14 +68,26 @@ void JournalObserver::LogFailure(const v1::Migration& record,
 }
 
 absl::Status JournalObserver::Store(const v1::Migration& record,
-                                    uint64_t revision) {
-  absl::Status s = journal_->Record(record);
+                                    uint64_t revision, Journal::Sync sync) {
+  absl::Status s = journal_->Record(record, sync);
   if (s.ok()) {
     absl::MutexLock lock(&queue_mu_);
     uint64_t& stored = stored_[record.job_id()];
     stored = std::max(stored, revision);
+    if (sync == Journal::Sync::kLater) SyncLaterLocked();
   }
   return s;
+}
+
+void JournalObserver::SyncLaterLocked() {
+  const absl::Time due = absl::Now() + downtime_hold_;
+  sync_due_ = sync_pending_ ? std::min(sync_due_, due) : due;
+  sync_pending_ = true;
+  // A writer that wakes by then anyway is not woken now: the wake-up would
+  // cost this thread, which is in the downtime.
+  if (writer_wakes_ == absl::InfinitePast() || sync_due_ < writer_wakes_) {
+    ++changes_;
+  }
 }
 
 absl::Status JournalObserver::BeforeAct(const v1::Migration& record,
@@ -99,7 +118,9 @@ absl::Status JournalObserver::BeforeAct(const v1::Migration& record,
       seen->second = Of(record, revision);
     }
   }
-  if (absl::Status s = Store(to_store == revision ? record : newer, to_store);
+  if (absl::Status s = Store(
+          to_store == revision ? record : newer, to_store,
+          SyncedByWriter(record) ? Journal::Sync::kLater : Journal::Sync::kNow);
       !s.ok()) {
     return base::Error(
         s.code(), v1::ERROR_REASON_JOURNAL,
@@ -152,15 +173,7 @@ void JournalObserver::AfterChange(const v1::Migration& record,
   if (!s.ok()) LogFailure(record, message, s);
   absl::MutexLock lock(&queue_mu_);
   stored_.erase(record.job_id());
-  if (!s.ok()) return;
-  const absl::Time due = absl::Now() + downtime_hold_;
-  sync_due_ = sync_pending_ ? std::min(sync_due_, due) : due;
-  sync_pending_ = true;
-  // A writer that wakes by then anyway is not woken now: the wake-up would
-  // cost this thread, before the completion goes out.
-  if (writer_wakes_ == absl::InfinitePast() || sync_due_ < writer_wakes_) {
-    ++changes_;
-  }
+  if (s.ok()) SyncLaterLocked();
 }
 
 JournalObserver::Queue::iterator JournalObserver::DueLocked(absl::Time now,
@@ -211,7 +224,8 @@ void JournalObserver::WriterLoop() {
         ++writing_;
       }
       if (absl::Status s = journal_->SyncNow(); !s.ok()) {
-        base::LogError("journal: cannot sync the jobs' ends: ", s.ToString());
+        base::LogError("journal: cannot sync the records written without it: ",
+                       s.ToString());
       }
       absl::MutexLock lock(&queue_mu_);
       --writing_;
@@ -233,7 +247,8 @@ void JournalObserver::WriterLoop() {
       }
       ++writing_;
     }
-    if (absl::Status s = Store(record, revision); !s.ok()) {
+    if (absl::Status s = Store(record, revision, Journal::Sync::kNow);
+        !s.ok()) {
       LogFailure(record, "phase change", s);
     }
     absl::MutexLock lock(&queue_mu_);

@@ -4,9 +4,12 @@
 // A job enters the journal at its first write-ahead point (before any of its
 // devices moves); until then nothing of it is recorded, so a request refused
 // before that leaves nothing for recovery to act on. From then on:
-//   - every write-ahead point (BeforeAct) is recorded, durably, before the
-//     runner acts, and its failure stops the runner (the job fails with
-//     ERROR_REASON_JOURNAL before anything moves);
+//   - every write-ahead point (BeforeAct) is recorded before the runner
+//     acts, and its failure stops the runner (the job fails with
+//     ERROR_REASON_JOURNAL before anything moves). It is durable when it
+//     returns, except the destination's RESUMING: written at once (durable
+//     against the agent's crash) and synced by the writer thread within
+//     `downtime_hold`, as a job's end is (below);
 //   - the end of a job is written as it happens, durable at once against
 //     the agent's crash, and synced by the writer thread within
 //     `downtime_hold` (below), against a power loss;
@@ -25,22 +28,33 @@
 // BeforeAct is logged (the change happened already).
 //
 // A destination's LOADING and RESUMING are short phases inside the downtime
-// that end in a durable write of their own (the RESUMING write-ahead point,
-// then the job's end). The writer holds a record of a job in those phases
-// back for `downtime_hold`, so that the write ending the phase finds it still
-// queued (and stores the newer record in its place) rather than waiting for
-// the writer's fsync of it: one fsync in the downtime instead of two or
-// three. What such a phase has not written by then (a slow load) is written
-// as usual.
+// that end in a write of their own (the RESUMING write-ahead point, then the
+// job's end). The writer holds a record of a job in those phases back for
+// `downtime_hold`, so that the write ending the phase finds it still queued
+// (and stores the newer record in its place) rather than waiting for the
+// writer's write and fsync of it. What such a phase has not written by then
+// (a slow load) is written as usual.
+//
+// Why the destination's RESUMING is not synced before its devices run: that
+// sync was the one left in the downtime (0.4-0.5 ms of a 1 ms overhead on
+// the disk measured). What the record protects is recovery's choice:
+//   - after the agent's crash, roll forward (the devices may run the VM),
+//     never reset them: the kernel kept the write, so recovery has it;
+//   - after a power loss, the devices hold nothing any more, but the VM may
+//     have run on them, so the source must not resume its own. The
+//     destination's STOP_COPY write-ahead point, synced as the source's
+//     stop-copy begins and so before COMMIT can come, tells recovery that
+//     the devices may have run; the journal's boot stamp tells it whether a
+//     power loss came between (recovery.h: such a job is held IN_DOUBT).
 //
 // Why a job's end is not synced as it is written: the destination's end is
 // written after its devices run and before its completion goes out, so its
-// sync was the second one in the downtime. What the order protects is the
+// sync was in the downtime too. What the order protects is the
 // destination's answer after a crash: a destination that ran the devices
 // and crashed before the completion left answers RUNNING_HERE once
 // restarted, from its end record. The agent's crash keeps what it wrote
-// (the kernel holds it). A power loss in the millisecond before the sync
-// loses the end: the destination then finds RESUMING on record and its
+// (the kernel holds it). A power loss in the `downtime_hold` before the
+// sync loses the end: the destination then finds RESUMING on record and its
 // devices, powered off, no longer holding the state, so recovery holds the
 // job IN_DOUBT, as for any job whose devices may have run: slower to
 // settle, never wrong.
@@ -113,9 +127,12 @@ class JournalObserver final : public migration::JobObserver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   void WriterLoop();
   // Records `record` and, when it is stored, notes `revision` as the job's
-  // newest stored one.
-  absl::Status Store(const v1::Migration& record, uint64_t revision)
+  // newest stored one (and, for Sync::kLater, that the writer syncs it).
+  absl::Status Store(const v1::Migration& record, uint64_t revision,
+                     Journal::Sync sync)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Has the writer sync what was written without it, within downtime_hold_.
+  void SyncLaterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   void LogFailure(const v1::Migration& record, absl::string_view why,
                   const absl::Status& s);
 

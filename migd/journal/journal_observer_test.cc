@@ -286,13 +286,40 @@ TEST(JournalObserver, AJobsEndIsWrittenAtOnceAndSyncedAfter) {
                      {observer});
   ASSERT_TRUE(job.EnterPhase(v1::PHASE_PREPARED, "devices to RESUMING").ok());
   ASSERT_TRUE(job.EnterPhase(v1::PHASE_RESUMING, "the devices resume").ok());
-  EXPECT_FALSE(journal->unsynced());  // a write-ahead point is synced
+  observer->Flush();  // RESUMING's own sync (the next test)
+  ASSERT_FALSE(journal->unsynced());
   job.Finish(absl::OkStatus());
   EXPECT_EQ(v1::Phase_Name(Stored(*journal, "j1").phase()),
             v1::Phase_Name(v1::PHASE_SUCCEEDED));
   EXPECT_TRUE(journal->unsynced()) << "the end was synced as it was written";
   observer->Flush();
   EXPECT_FALSE(journal->unsynced()) << "the writer did not sync the end";
+}
+
+// The destination's STOP_COPY write-ahead point is synced before it returns
+// (COMMIT may follow); its RESUMING point is written before it returns,
+// not synced, and the writer syncs it.
+TEST(JournalObserver, TheDestinationsResumingIsSyncedAfterItsStopCopyBefore) {
+  std::unique_ptr<Journal> journal = OpenJournal(TestDir("resuming_later"));
+  ASSERT_NE(journal, nullptr);
+  auto observer =
+      std::make_shared<JournalObserver>(journal.get(), absl::Hours(1));
+  migration::Job job("j1", v1::ROLE_DESTINATION, "src:1", {{"dst0", "emu0"}},
+                     {observer});
+  ASSERT_TRUE(job.EnterPhase(v1::PHASE_PREPARED, "devices to RESUMING").ok());
+  job.SetPhase(v1::PHASE_PRE_COPY, "source attached");
+  ASSERT_TRUE(job.EnterPhase(v1::PHASE_STOP_COPY, "COMMIT may follow").ok());
+  EXPECT_EQ(v1::Phase_Name(Stored(*journal, "j1").phase()),
+            v1::Phase_Name(v1::PHASE_STOP_COPY));
+  EXPECT_FALSE(journal->unsynced()) << "STOP_COPY was left for the writer";
+  job.SetPhase(v1::PHASE_LOADING, "");
+  ASSERT_TRUE(job.EnterPhase(v1::PHASE_RESUMING, "the devices resume").ok());
+  EXPECT_EQ(v1::Phase_Name(Stored(*journal, "j1").phase()),
+            v1::Phase_Name(v1::PHASE_RESUMING));
+  EXPECT_TRUE(journal->unsynced())
+      << "RESUMING was synced before the devices run";
+  observer->Flush();
+  EXPECT_FALSE(journal->unsynced()) << "the writer did not sync RESUMING";
 }
 
 // Without a Flush the writer syncs the end once its hold is over, and an
@@ -350,10 +377,10 @@ TEST(JournalObserver, OnlyTheDestinationsDowntimeIsHeld) {
   migration::Job job("j1", v1::ROLE_DESTINATION, "src:1", {{"dst0", "emu0"}},
                      {observer});
   ASSERT_TRUE(job.EnterPhase(v1::PHASE_PREPARED, "devices to RESUMING").ok());
-  job.SetPhase(v1::PHASE_STOP_COPY, "source attached");
+  job.SetPhase(v1::PHASE_PRE_COPY, "source attached");
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (Load(*journal).at(0).phase() != v1::PHASE_STOP_COPY) {
-    ASSERT_LT(absl::Now(), deadline) << "STOP_COPY held";
+  while (Load(*journal).at(0).phase() != v1::PHASE_PRE_COPY) {
+    ASSERT_LT(absl::Now(), deadline) << "PRE_COPY held";
     absl::SleepFor(absl::Milliseconds(1));
   }
   job.SetPhase(v1::PHASE_LOADING, "");

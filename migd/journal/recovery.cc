@@ -116,12 +116,12 @@ absl::StatusOr<RecoveryReport> Recover(
     Journal& journal, migration::DeviceRegistry& devices,
     migration::JobTable& jobs, const migration::JobObservers& observers,
     const std::map<std::string, std::string>& unavailable) {
-  absl::StatusOr<std::vector<v1::Migration>> records = journal.LoadAll();
-  if (!records.ok()) return records.status();
+  absl::StatusOr<std::vector<JournaledJob>> journaled = journal.LoadJobs();
+  if (!journaled.ok()) return journaled.status();
   RecoveryReport report;
   // Oldest first, so the table lists them newest first.
-  for (auto it = records->rbegin(); it != records->rend(); ++it) {
-    const v1::Migration& record = *it;
+  for (auto it = journaled->rbegin(); it != journaled->rend(); ++it) {
+    const v1::Migration& record = it->record;
     std::shared_ptr<Job> job = Job::Restore(record, observers);
     ++report.restored;
     const v1::Phase phase = record.phase();
@@ -140,7 +140,8 @@ absl::StatusOr<RecoveryReport> Recover(
     std::vector<device::Device*> devs = DevicesOf(*job, devices, &missing);
     const std::string found = absl::StrCat(
         "the agent restarted with this job in ", migration::PhaseName(phase),
-        record.committed() ? ", committed (COMMIT may have gone out)" : "");
+        record.committed() ? ", committed (COMMIT may have gone out)" : "",
+        it->from_earlier_boot ? ", recorded before the host last started" : "");
     std::vector<std::string> unconfigured;
     for (const std::string& name : missing) {
       auto it = unavailable.find(name);
@@ -169,6 +170,13 @@ absl::StatusOr<RecoveryReport> Recover(
       outcome =
           "the destination may run the devices: they stay as they are "
           "(never resumed here) until the outcome is known";
+    } else if (phase == v1::PHASE_STOP_COPY && it->from_earlier_boot) {
+      in_doubt = true;
+      outcome =
+          "COMMIT may have come, and the record of resuming the devices, "
+          "written before they run and synced just after, may have been lost "
+          "with the power: the VM may have run here. Devices left as they "
+          "are until an operator decides";
     } else if (phase == v1::PHASE_LOADING || phase == v1::PHASE_RESUMING) {
       if (ResumeDestination(*job, phase, devs)) {
         outcome = "every device had loaded its state and was resumed";

@@ -20,12 +20,15 @@
 //                                            | destination that never got
 //                                            | COMMIT answers NOT_RUN
 //   destination, before COMMIT (PREPARED,    | devices reset (a RESUMING
-//   STOP_COPY, ROLLING_BACK)                 | session is never sent through
-//                                            | an arc), but one in STOP is
+//   PRE_COPY, ROLLING_BACK; STOP_COPY        | session is never sent through
+//   recorded in this boot)                   | an arc), but one in STOP is
 //                                            | left there (it may have loaded
 //                                            | the VM's state: LOADING is
 //                                            | journaled without waiting);
 //                                            | FAILED AGENT_RESTARTED
+//   destination, STOP_COPY recorded before   | IN_DOUBT: devices left as they
+//   the host last started (COMMIT may have   | are (below)
+//   come)                                    |
 //   destination, after COMMIT (LOADING,      | every device found loaded
 //   RESUMING)                                | (STOP; in RESUMING also
 //                                            | RUNNING_P2P): resumed to
@@ -35,6 +38,17 @@
 //                                            | IN_DOUBT: devices left as
 //                                            | they are
 //   IN_DOUBT (from an earlier start)         | stays IN_DOUBT
+//
+// Why the boot matters for a destination in STOP_COPY: its STOP_COPY record
+// is synced before COMMIT can be taken, but its RESUMING record, written
+// before any device runs, is synced a few milliseconds after (the sync is
+// off the downtime, journal_observer.h). A crashed agent's writes survive
+// (the kernel holds them), so in the boot it was written in, STOP_COPY on
+// record means no device ran. A power loss may take the RESUMING record
+// with it: the devices, powered off, hold nothing now, but the VM may have
+// run on them before, and a source resuming its own would run it a second
+// time from an older state. Only a destination can be in that doubt, from
+// its source's STOP_COPY marker until its RESUMING record is synced.
 //
 // A job left IN_DOUBT is then taken up by the agent (migration/in_doubt.h):
 // a source asks its destination for the outcome until it answers, a

@@ -68,6 +68,16 @@ class RecoveryTest : public testing::Test {
     ASSERT_TRUE(journal_->Record(m).ok());
   }
 
+  // Opens the journal again as the agent of boot `boot_id` would.
+  void Reopen(const std::string& boot_id) {
+    journal_.reset();
+    JournalOptions options;
+    options.boot_id = boot_id;
+    auto j = Journal::Open(TestDir(), options);
+    ASSERT_TRUE(j.ok()) << j.status();
+    journal_ = *std::move(j);
+  }
+
   v1::Migration Recovered(const std::string& id) {
     auto report = Recover(*journal_, registry_, jobs_, {});
     EXPECT_TRUE(report.ok()) << report.status();
@@ -140,6 +150,50 @@ TEST_F(RecoveryTest, ADestinationBeforeCommitLeavesAStoppedDeviceStopped) {
   EXPECT_EQ(m.phase(), v1::PHASE_FAILED);
   EXPECT_TRUE(HasNotice(m, "found in STOP")) << m.ShortDebugString();
   EXPECT_EQ(registry_.Owner("dst0"), "");
+}
+
+// The destination's STOP_COPY is synced before COMMIT can come, its
+// RESUMING written before the devices run and synced after: a power loss
+// between them leaves STOP_COPY on record for devices that may have run
+// the VM. The devices, powered off, are found fresh (RUNNING).
+TEST_F(RecoveryTest, ADestinationInStopCopyFromBeforeTheHostStartedIsInDoubt) {
+  device::EmulatedDevice* d = AddDevice("dst0", MigState::kRunning);
+  ASSERT_NO_FATAL_FAILURE(Reopen("boot-a"));
+  Journal("j", v1::ROLE_DESTINATION, v1::PHASE_STOP_COPY, "dst0");
+  ASSERT_NO_FATAL_FAILURE(Reopen("boot-b"));
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_IN_DOUBT));
+  EXPECT_EQ(d->GetState().value(), MigState::kRunning);
+  EXPECT_TRUE(HasNotice(m, "before the host last started"))
+      << m.ShortDebugString();
+  EXPECT_TRUE(HasNotice(m, "the VM may have run here")) << m.ShortDebugString();
+  EXPECT_EQ(registry_.Owner("dst0"), "j");
+}
+
+// The same record in the boot it was written in: the agent crashed, the
+// kernel kept its writes, and no RESUMING among them means no device ran.
+TEST_F(RecoveryTest, ADestinationInStopCopyFromThisBootIsReset) {
+  device::EmulatedDevice* d = AddDevice("dst0", MigState::kResuming);
+  ASSERT_NO_FATAL_FAILURE(Reopen("boot-a"));
+  Journal("j", v1::ROLE_DESTINATION, v1::PHASE_STOP_COPY, "dst0");
+  ASSERT_NO_FATAL_FAILURE(Reopen("boot-a"));
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_EQ(d->GetState().value(), MigState::kRunning);
+  EXPECT_EQ(registry_.Owner("dst0"), "");
+}
+
+// Before the source's STOP_COPY marker no COMMIT can come, whatever the
+// boot: the devices are reset.
+TEST_F(RecoveryTest, ADestinationInPreCopyFromBeforeTheHostStartedIsReset) {
+  device::EmulatedDevice* d = AddDevice("dst0", MigState::kResuming);
+  ASSERT_NO_FATAL_FAILURE(Reopen("boot-a"));
+  Journal("j", v1::ROLE_DESTINATION, v1::PHASE_PRE_COPY, "dst0");
+  ASSERT_NO_FATAL_FAILURE(Reopen("boot-b"));
+  v1::Migration m = Recovered("j");
+  EXPECT_EQ(v1::Phase_Name(m.phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_EQ(m.failure().reason(), v1::ERROR_REASON_AGENT_RESTARTED);
+  EXPECT_EQ(d->GetState().value(), MigState::kRunning);
 }
 
 TEST_F(RecoveryTest, ADestinationWhoseDevicesLoadedResumesThem) {

@@ -261,7 +261,8 @@ absl::Status DestinationJob::Attach(const v1::SessionHeader& header,
         base::Error(absl::StatusCode::kCancelled, v1::ERROR_REASON_CANCELLED,
                     "cancelled by request"));
   });
-  job_->SetPhase(v1::PHASE_STOP_COPY, "source attached");
+  // The source's devices run until its STOP_COPY marker (OnMarker).
+  job_->SetPhase(v1::PHASE_PRE_COPY, "source attached");
   return absl::OkStatus();
 }
 
@@ -492,9 +493,20 @@ absl::Status DestinationJob::OnMarker(const v1::PhaseMarker& marker) {
           absl::StrCat("source aborted the migration: ", marker.message()));
     }
     case v1::PhaseMarker::STOP_COPY: {
-      absl::MutexLock w(&write_mu_);
-      stop_copy_started_ = true;
-      return absl::OkStatus();
+      {
+        absl::MutexLock w(&write_mu_);
+        stop_copy_started_ = true;
+      }
+      // Write-ahead: COMMIT may follow, and with it the devices may run
+      // here. The destination's RESUMING point is not synced before they do
+      // (journal_observer.h): this one, synced while the stop-copy state
+      // arrives, is what tells recovery after a power loss that they may
+      // have (recovery.h). Not under mu_, which every chunk takes: the data
+      // streams go on meanwhile. A failure here ends the job before COMMIT,
+      // so the source resumes its devices.
+      return job_->EnterPhase(
+          v1::PHASE_STOP_COPY,
+          "the source's devices stopped: COMMIT may follow");
     }
     case v1::PhaseMarker::INITIAL_DATA_END: {
       // Acknowledged by the session once this returns: the device must hold
@@ -565,7 +577,9 @@ absl::StatusOr<v1::Completion> DestinationJob::Complete() {
   // (resume the rest), never reset what may be the VM's running device.
   // Written after the loads, not during them: the job is RESUMING only once
   // every device validated its state, and the journal's LOADING record waits
-  // for this one (JournalObserver), so that it costs one fsync here.
+  // for this one (JournalObserver). Written, not synced, before the devices
+  // run: an agent's crash keeps it, and against a power loss the STOP_COPY
+  // point speaks (OnMarker).
   if (absl::Status s =
           job_->EnterPhase(v1::PHASE_RESUMING, "the devices resume");
       !s.ok()) {

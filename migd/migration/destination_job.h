@@ -14,9 +14,13 @@
 // streams that carry the bytes before it, and its stream reads nothing more
 // meanwhile (TCP's window then stalls the source), so the job holds at most
 // one chunk per stream. Markers on the control stream wait for the bytes
-// they account for. On COMMIT every device goes RESUMING -> STOP (where the
-// device validates what it loaded), then RUNNING_P2P on all devices (a
-// barrier), then RUNNING.
+// they account for. The job is PRE_COPY from the attach (the source's
+// devices still run) and STOP_COPY from the source's STOP_COPY marker: a
+// write-ahead point, durable before COMMIT can be taken, that tells recovery
+// after a power loss that the devices may have run (journal/recovery.h). On
+// COMMIT every device goes RESUMING -> STOP (where the device validates what
+// it loaded), the job RESUMING (written before any device runs), then
+// RUNNING_P2P on all devices (a barrier), then RUNNING.
 //
 // Any failure, cancel, or loss of the source before completion resets every
 // device (aborting RESUMING needs VFIO_DEVICE_RESET) and releases it. The

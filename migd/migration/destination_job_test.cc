@@ -936,6 +936,95 @@ void SendAllAndCommit(DestinationJob& dj, device::EmulatedDevice* source) {
   ASSERT_TRUE(dj.OnMarker(Marker(v1::PhaseMarker::COMMIT, 2, 0)).ok());
 }
 
+// Records the phases of the write-ahead points, in order.
+class RecordingObserver : public JobObserver {
+ public:
+  absl::Status BeforeAct(const v1::Migration& record, uint64_t,
+                         absl::string_view) override {
+    absl::MutexLock lock(&mu_);
+    phases_.push_back(v1::Phase_Name(record.phase()));
+    return absl::OkStatus();
+  }
+  void AfterChange(const v1::Migration& /*record*/, uint64_t /*revision*/,
+                   absl::string_view /*message*/) override {}
+  std::vector<std::string> phases() {
+    absl::MutexLock lock(&mu_);
+    return phases_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> phases_;
+};
+
+// The job is PRE_COPY while the source's devices run and STOP_COPY from the
+// source's STOP_COPY marker, a write-ahead point made before the marker is
+// taken (so before any COMMIT): recovery reads a power loss from it.
+TEST(DestinationJobWriteAhead, TheSourcesStopCopyIsRecordedBeforeCommit) {
+  auto source = Device("src0", 1);
+  auto destination = Device("dst0", 2);
+  auto recorder = std::make_shared<RecordingObserver>();
+  auto job = std::make_shared<Job>("j1", v1::ROLE_DESTINATION, "source",
+                                   std::vector<DevicePair>{{"dst0", "src0"}},
+                                   JobObservers{recorder});
+  auto dj = DestinationJob::Prepare(
+      job, {destination.get()}, [] {}, uint64_t{16} << 20, absl::Seconds(5),
+      kSource);
+  ASSERT_TRUE(dj.ok()) << dj.status();
+  ASSERT_NO_FATAL_FAILURE(AttachSession(**dj, "j1", 1, kSource));
+  EXPECT_EQ(v1::Phase_Name(job->phase()), v1::Phase_Name(v1::PHASE_PRE_COPY));
+  std::string stream = SaveStream(source.get());
+  ASSERT_TRUE((*dj)->OnChunk(Chunk(stream, 0, stream.size(), 0)).ok());
+  EXPECT_EQ(recorder->phases(), std::vector<std::string>{"PHASE_PREPARED"});
+  ASSERT_TRUE((*dj)->OnMarker(Marker(v1::PhaseMarker::STOP_COPY, 0, 0)).ok());
+  EXPECT_EQ(v1::Phase_Name(job->phase()), v1::Phase_Name(v1::PHASE_STOP_COPY));
+  EXPECT_EQ(recorder->phases(),
+            (std::vector<std::string>{"PHASE_PREPARED", "PHASE_STOP_COPY"}));
+  ASSERT_TRUE(
+      (*dj)
+          ->OnMarker(Marker(v1::PhaseMarker::DEVICE_END, 1, stream.size()))
+          .ok());
+  ASSERT_TRUE((*dj)->OnMarker(Marker(v1::PhaseMarker::COMMIT, 2, 0)).ok());
+  ASSERT_TRUE((*dj)->Complete().ok());
+  EXPECT_EQ(recorder->phases(),
+            (std::vector<std::string>{"PHASE_PREPARED", "PHASE_STOP_COPY",
+                                      "PHASE_RESUMING"}));
+  EXPECT_EQ(*destination->StateDigest(), *source->StateDigest());
+}
+
+// A journal that cannot record STOP_COPY fails the job before COMMIT: the
+// devices, which loaded nothing yet, are reset, and the source is told
+// NOT_RUN (it resumes its own).
+TEST(DestinationJobWriteAhead, AStopCopyThatCannotBeRecordedFailsBeforeCommit) {
+  auto source = Device("src0", 1);
+  auto destination = Device("dst0", 2);
+  const std::string own = *destination->StateDigest();
+  auto job = std::make_shared<Job>(
+      "j1", v1::ROLE_DESTINATION, "source",
+      std::vector<DevicePair>{{"dst0", "src0"}},
+      JobObservers{std::make_shared<FailingObserver>(v1::PHASE_STOP_COPY)});
+  int released = 0;
+  auto dj = DestinationJob::Prepare(
+      job, {destination.get()}, [&] { ++released; }, uint64_t{16} << 20,
+      absl::Seconds(5), kSource);
+  ASSERT_TRUE(dj.ok()) << dj.status();
+  ASSERT_NO_FATAL_FAILURE(AttachSession(**dj, "j1", 1, kSource));
+  std::string stream = SaveStream(source.get());
+  ASSERT_TRUE((*dj)->OnChunk(Chunk(stream, 0, stream.size(), 0)).ok());
+  absl::Status s = (*dj)->OnMarker(Marker(v1::PhaseMarker::STOP_COPY, 0, 0));
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.message(), "journal full")) << s;
+  (*dj)->Abort(s, 0);  // as the control stream does
+  EXPECT_EQ(v1::Phase_Name(job->phase()), v1::Phase_Name(v1::PHASE_FAILED));
+  EXPECT_EQ(vfio::MigStateName(destination->GetState().value()),
+            vfio::MigStateName(vfio::MigState::kRunning));
+  EXPECT_EQ(*destination->StateDigest(), own);
+  EXPECT_EQ(released, 1);
+  auto a = (*dj)->AnswerOutcome(kSource);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(OutcomeName(a->outcome()), "NOT_RUN");
+}
+
 // The RESUMING write-ahead point fails after the device loaded the VM's
 // state: the job fails and says NOT_RUN, so the source resumes its own. The
 // loaded device must not run too: it stays in STOP, never reset (a reset
