@@ -43,6 +43,37 @@ std::string PeerIdentityOf(const grpc::ServerContext& context) {
 }
 }  // namespace
 
+TransferServiceImpl::SessionWriter::SessionWriter(grpc::ServerContext* context,
+                                                  ControlStream* stream)
+    : context_(context), stream_(stream) {}
+
+bool TransferServiceImpl::SessionWriter::Write(
+    const v1::TransferResponse& response) {
+  absl::MutexLock lock(&mu_);
+  return stream_->Write(response);
+}
+
+void TransferServiceImpl::SessionWriter::TellSource(const absl::Status& why) {
+  // A write to a dead connection blocks, and so does waiting for the
+  // handler's to end: the cancel ends both, so that an abort, which runs
+  // with the job's locks held, never hangs.
+  grpc::ServerContext* context = context_;
+  base::Watchdog bound(kAbortWriteTimeout, [context] { context->TryCancel(); });
+  absl::MutexLock lock(&mu_);
+  if (abort_sent_) return;
+  abort_sent_ = true;
+  v1::TransferResponse aborted;
+  aborted.mutable_aborted()->set_reason(base::ReasonName(base::ReasonOf(why)));
+  aborted.mutable_aborted()->set_code(static_cast<int32_t>(why.code()));
+  aborted.mutable_aborted()->set_message(std::string(why.message()));
+  stream_->Write(aborted);
+}
+
+void TransferServiceImpl::SessionWriter::EndSession(const absl::Status& why) {
+  TellSource(why);
+  context_->TryCancel();
+}
+
 TransferServiceImpl::TransferServiceImpl(migration::JobTable* jobs,
                                          absl::Duration idle_timeout,
                                          TransferFaults faults,
@@ -211,10 +242,9 @@ TransferServiceImpl::FindSession(const grpc::ByteBuffer& first,
   return job;
 }
 
-grpc::Status TransferServiceImpl::Transfer(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream) {
-  grpc::ByteBuffer raw;
+grpc::Status TransferServiceImpl::ReadHeader(grpc::ServerContext* context,
+                                             ControlStream* stream,
+                                             grpc::ByteBuffer* raw) {
   bool read;
   std::atomic<bool> header_late{false};
   {
@@ -223,7 +253,7 @@ grpc::Status TransferServiceImpl::Transfer(
       header_late = true;
       context->TryCancel();
     });
-    read = stream->Read(&raw);
+    read = stream->Read(raw);
   }  // the watchdog cannot fire any more
   if (header_late) {
     // Even a header read just before the cancel is useless now: the call is
@@ -239,6 +269,15 @@ grpc::Status TransferServiceImpl::Transfer(
     return grpc::Status(grpc::StatusCode::CANCELLED,
                         "session closed before its header");
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status TransferServiceImpl::Transfer(grpc::ServerContext* context,
+                                           ControlStream* stream) {
+  grpc::ByteBuffer raw;
+  if (grpc::Status read = ReadHeader(context, stream, &raw); !read.ok()) {
+    return read;
+  }
   v1::SessionHeader header;
   absl::StatusOr<std::shared_ptr<migration::DestinationJob>> found =
       FindSession(raw, &header);
@@ -249,52 +288,13 @@ grpc::Status TransferServiceImpl::Transfer(
   }
   std::shared_ptr<migration::DestinationJob> job = *std::move(found);
   const std::string& job_id = header.job_id();
-  transfer::CopyCounter copies;
   // Who is calling: the Authorizer let only an agent identity through; the
   // job checks it is the one its token is bound to.
   const std::string identity = PeerIdentityOf(*context);
-  // COMMIT arrived: the job is the destination's to finish (Complete), and
-  // a silence from here on is no abort of it.
-  std::atomic<bool> committed{false};
-  // Writes on this stream come from this thread (the answers) and from the
-  // job's canceller or the idle watchdog (the abort), one at a time: a sync
-  // stream takes one writer at a time.
-  absl::Mutex write_mu;
-  bool abort_sent = false;  // under write_mu
-  auto write = [&](const v1::TransferResponse& response) {
-    absl::MutexLock lock(&write_mu);
-    return stream->Write(response);
-  };
-  // Tells the source why the session ends (SessionAborted), once: the
-  // source may see a data stream close first, and must not take that for a
-  // lost peer (an operator's cancel included).
-  auto tell_source = [&](const absl::Status& why) {
-    // A write to a dead connection blocks, and so does waiting for this
-    // thread's to end: the cancel ends both, so that an abort, which runs
-    // with the job's locks held, never hangs.
-    base::Watchdog bound(kAbortWriteTimeout,
-                         [context] { context->TryCancel(); });
-    absl::MutexLock lock(&write_mu);
-    if (abort_sent) return;
-    abort_sent = true;
-    v1::TransferResponse aborted;
-    aborted.mutable_aborted()->set_reason(
-        base::ReasonName(base::ReasonOf(why)));
-    aborted.mutable_aborted()->set_code(static_cast<int32_t>(why.code()));
-    aborted.mutable_aborted()->set_message(std::string(why.message()));
-    stream->Write(aborted);
-  };
-  // Ends the session from another thread (the job's canceller, the idle
-  // watchdog): tells the source `why`, then cancels the call, which wakes
-  // this thread's Read. Once cancelled, the status this handler returns
-  // never reaches the source: the SessionAborted is what it reads.
-  auto end_session = [&](const absl::Status& why) {
-    tell_source(why);
-    context->TryCancel();
-  };
+  SessionWriter writer(context, stream);
   if (absl::Status s = job->Attach(
           header, identity,
-          [&end_session](const absl::Status& why) { end_session(why); });
+          [&writer](const absl::Status& why) { writer.EndSession(why); });
       !s.ok()) {
     base::LogWarning("job ", job_id, ": refused a session from ",
                      context->peer(), ": ", base::StatusText(s));
@@ -307,11 +307,23 @@ grpc::Status TransferServiceImpl::Transfer(
     migration::DestinationJob* job;
     ~Gone() { job->StreamGone(0); }
   } gone{job.get()};
+  grpc::Status status = ServeAttached(context, stream, writer, *job);
+  if (status.ok()) {
+    base::LogInfo("job ", job_id, ": incoming migration complete");
+  }
+  return status;
+}
 
+grpc::Status TransferServiceImpl::ServeAttached(
+    grpc::ServerContext* context, ControlStream* stream, SessionWriter& writer,
+    migration::DestinationJob& job) {
   const absl::Status idle_timeout =
       base::Error(absl::StatusCode::kDeadlineExceeded, v1::ERROR_REASON_TIMEOUT,
                   absl::StrCat("source sent nothing for ",
                                absl::FormatDuration(idle_timeout_)));
+  // COMMIT arrived: the job is the destination's to finish (Complete), and
+  // a silence from here on is no abort of it.
+  std::atomic<bool> committed{false};
   std::atomic<bool> idle{false};
   base::Watchdog watch(idle_timeout_, [&] {
     idle = true;
@@ -319,33 +331,35 @@ grpc::Status TransferServiceImpl::Transfer(
       // Complete runs: the job is not aborted, only its answer is lost.
       context->TryCancel();
     } else {
-      end_session(idle_timeout);
+      writer.EndSession(idle_timeout);
     }
   });
   // Data arriving on the data streams keeps the session alive too.
-  job->SetActivityCallback([&watch] { watch.Kick(); });
+  job.SetActivityCallback([&watch] { watch.Kick(); });
   struct Unhook {
     migration::DestinationJob* job;
     ~Unhook() { job->SetActivityCallback(nullptr); }
-  } unhook{job.get()};
+  } unhook{&job};
   // This thread's own failure (a marker refused, a write-ahead point that
   // could not be written, a load rejected): said before the abort closes the
   // data streams, which the source may see end first.
   auto fail = [&](absl::Status s) {
     if (idle) s = idle_timeout;  // what the watchdog told the source
-    tell_source(s);
-    job->Abort(s, /*from_stream=*/0);
+    writer.TellSource(s);
+    job.Abort(s, /*from_stream=*/0);
     return ToGrpcStatus(s, context);
   };
 
   v1::TransferResponse resp;
   resp.mutable_accepted()->set_protocol_version(v1::PROTOCOL_VERSION_2);
   resp.mutable_accepted()->set_data_port(data_port_.load());
-  if (!write(resp)) {
+  if (!writer.Write(resp)) {
     return fail(base::Error(absl::StatusCode::kUnavailable,
                             v1::ERROR_REASON_PEER_UNAVAILABLE,
                             "source went away during the handshake"));
   }
+  transfer::CopyCounter copies;
+  grpc::ByteBuffer raw;
   while (!committed) {
     if (!stream->Read(&raw)) {
       return fail(base::Error(
@@ -355,56 +369,56 @@ grpc::Status TransferServiceImpl::Transfer(
               : "source ended the session before committing"));
     }
     watch.Kick();
-    absl::StatusOr<transfer::DecodedRequest> decoded =
-        transfer::DecodeRequest(raw, &copies);
-    raw.Clear();  // the decoded request holds what it needs
-    if (!decoded.ok()) return fail(decoded.status());
-    const v1::TransferRequest& req = decoded->message();
-    absl::Status s;
-    switch (decoded->is_chunk() ? v1::TransferRequest::kChunk
-                                : req.kind_case()) {
-      case v1::TransferRequest::kChunk:
-        s = base::Error(
-            absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_PROTOCOL_ERROR,
-            "chunks travel on data streams, not the control stream");
-        break;
-      case v1::TransferRequest::kMarker:
-        s = job->OnMarker(req.marker());
-        committed = s.ok() && req.marker().kind() == v1::PhaseMarker::COMMIT;
-        if (s.ok() &&
-            req.marker().kind() == v1::PhaseMarker::INITIAL_DATA_END) {
-          // The device holds every byte before the marker: acknowledge, so
-          // the source may switch over.
-          resp.Clear();
-          resp.mutable_switchover_ack()->set_device(req.marker().device());
-          if (!write(resp)) {
-            s = base::Error(absl::StatusCode::kUnavailable,
-                            v1::ERROR_REASON_PEER_UNAVAILABLE,
-                            "source went away before the acknowledgement");
-          }
-        }
-        break;
-      default:
-        s = base::Error(absl::StatusCode::kInvalidArgument,
-                        v1::ERROR_REASON_PROTOCOL_ERROR,
-                        "unexpected message in the middle of a session");
-    }
-    if (!s.ok()) return fail(s);
+    absl::StatusOr<bool> commit = TakeRequest(job, writer, raw, &copies);
+    raw.Clear();  // the decoded request held what it needed
+    if (!commit.ok()) return fail(commit.status());
+    committed = *commit;
   }
 
   const uint64_t job_number = ++commits_;
   FaultPoint(/*resumed=*/false, job_number);
-  absl::StatusOr<v1::Completion> completion = job->Complete();
+  absl::StatusOr<v1::Completion> completion = job.Complete();
   if (!completion.ok()) {
     return fail(completion.status());
   }
   FaultPoint(/*resumed=*/true, job_number);
-  job->job()->AddPayloadCopies(copies.copies());
+  job.job()->AddPayloadCopies(copies.copies());
   resp.Clear();
   *resp.mutable_completion() = *completion;
-  write(resp);
-  base::LogInfo("job ", job_id, ": incoming migration complete");
+  writer.Write(resp);
   return grpc::Status::OK;
+}
+
+absl::StatusOr<bool> TransferServiceImpl::TakeRequest(
+    migration::DestinationJob& job, SessionWriter& writer,
+    const grpc::ByteBuffer& raw, transfer::CopyCounter* copies) {
+  absl::StatusOr<transfer::DecodedRequest> decoded =
+      transfer::DecodeRequest(raw, copies);
+  if (!decoded.ok()) return decoded.status();
+  const v1::TransferRequest& req = decoded->message();
+  if (decoded->is_chunk()) {
+    return base::Error(absl::StatusCode::kInvalidArgument,
+                       v1::ERROR_REASON_PROTOCOL_ERROR,
+                       "chunks travel on data streams, not the control stream");
+  }
+  if (!req.has_marker()) {
+    return base::Error(absl::StatusCode::kInvalidArgument,
+                       v1::ERROR_REASON_PROTOCOL_ERROR,
+                       "unexpected message in the middle of a session");
+  }
+  if (absl::Status s = job.OnMarker(req.marker()); !s.ok()) return s;
+  if (req.marker().kind() == v1::PhaseMarker::INITIAL_DATA_END) {
+    // The device holds every byte before the marker: acknowledge, so the
+    // source may switch over.
+    v1::TransferResponse ack;
+    ack.mutable_switchover_ack()->set_device(req.marker().device());
+    if (!writer.Write(ack)) {
+      return base::Error(absl::StatusCode::kUnavailable,
+                         v1::ERROR_REASON_PEER_UNAVAILABLE,
+                         "source went away before the acknowledgement");
+    }
+  }
+  return req.marker().kind() == v1::PhaseMarker::COMMIT;
 }
 
 void TransferServiceImpl::ServeDataConnection(transfer::DataConnection& conn,

@@ -25,7 +25,9 @@
 #include <memory>
 #include <optional>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/impl/service_type.h"
 #include "grpcpp/server_context.h"
@@ -33,6 +35,7 @@
 #include "grpcpp/support/sync_stream.h"
 #include "migd/migration/job_table.h"
 #include "migd/server/compatibility.h"
+#include "migd/transfer/chunk_codec.h"
 #include "migd/transfer/data_connection.h"
 #include "proto/migd/v1/transfer.pb.h"
 
@@ -75,10 +78,12 @@ class TransferServiceImpl final : public grpc::Service {
                           const v1::GetOutcomeRequest* request,
                           v1::GetOutcomeResponse* response);
 
-  // The control stream (Transfer), on the sync API.
-  grpc::Status Transfer(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>* stream);
+  using ControlStream =
+      grpc::ServerReaderWriter<v1::TransferResponse, grpc::ByteBuffer>;
+
+  // The control stream (Transfer), on the sync API: the header, the attach,
+  // then markers until COMMIT, then the completion.
+  grpc::Status Transfer(grpc::ServerContext* context, ControlStream* stream);
 
   // One data channel connection, on its own thread: its header (within
   // the idle timeout), the job it names, then every chunk to STREAM_END and
@@ -92,6 +97,52 @@ class TransferServiceImpl final : public grpc::Service {
   void set_data_port(uint16_t port) { data_port_ = port; }
 
  private:
+  // The writes on a control stream: the handler's answers, and the word a
+  // session's end leaves the source (from the handler, the job's canceller
+  // or the idle watchdog), one at a time, since a sync stream takes one
+  // writer at a time.
+  class SessionWriter {
+   public:
+    SessionWriter(grpc::ServerContext* context, ControlStream* stream);
+    // False when the stream is broken.
+    bool Write(const v1::TransferResponse& response);
+    // Tells the source why the session ends (TransferResponse.aborted),
+    // once: the source may see a data stream close first, and must not take
+    // that for a lost peer (an operator's cancel included). Bounded: a
+    // write that cannot go out within a second cancels the call.
+    void TellSource(const absl::Status& why);
+    // Ends the session from another thread (the job's canceller, the idle
+    // watchdog): tells the source `why`, then cancels the call, which wakes
+    // the handler's Read. Once cancelled, the status the handler returns
+    // never reaches the source: the word told is what it reads.
+    void EndSession(const absl::Status& why);
+
+   private:
+    grpc::ServerContext* const context_;
+    ControlStream* const stream_;
+    absl::Mutex mu_;
+    bool abort_sent_ ABSL_GUARDED_BY(mu_) = false;
+  };
+
+  // The control stream's first message, within the idle timeout (CANCELLED
+  // otherwise, and for a stream closed before it).
+  grpc::Status ReadHeader(grpc::ServerContext* context, ControlStream* stream,
+                          grpc::ByteBuffer* raw);
+  // An attached session from the accept to the completion: markers until
+  // COMMIT, then the job's load and resume. A silence of the idle timeout
+  // (data arriving counts) ends it; so does any failure, which aborts the
+  // job and is told to the source first.
+  grpc::Status ServeAttached(grpc::ServerContext* context,
+                             ControlStream* stream, SessionWriter& writer,
+                             migration::DestinationJob& job);
+  // One message of the control stream after the header, for `job`: a
+  // marker (INITIAL_DATA_END is acknowledged once the job took it). True
+  // for COMMIT; an error (a chunk here, a message that is no marker, a
+  // marker the job refused) fails the session.
+  absl::StatusOr<bool> TakeRequest(migration::DestinationJob& job,
+                                   SessionWriter& writer,
+                                   const grpc::ByteBuffer& raw,
+                                   transfer::CopyCounter* copies);
   // The job a control stream's first message (its header) names; `header`
   // gets the header.
   absl::StatusOr<std::shared_ptr<migration::DestinationJob>> FindSession(
