@@ -922,39 +922,21 @@ absl::Status SourceJob::Precopy() {
   }
 }
 
-absl::Status SourceJob::Switchover() {
-  // Never stop a device before the destination loaded every device's initial
-  // data: that is what keeps the stop-copy (and the downtime) short.
+absl::Status SourceJob::AwaitInitialData() {
   std::vector<uint32_t> ack_devices;
   for (size_t i = 0; i < devices_.size(); ++i) {
     if (precopy_[i]) ack_devices.push_back(i);
   }
-  if (!ack_devices.empty()) {
-    if (absl::Status s = client_->AwaitAcks(
-            ack_devices, options_.convergence.switchover_ack_timeout);
-        !s.ok()) {
-      return base::ReasonOf(s) == v1::ERROR_REASON_ACK_TIMEOUT
-                 ? AckTimeout(ack_devices)
-                 : s;
-    }
+  if (ack_devices.empty()) return absl::OkStatus();
+  absl::Status s = client_->AwaitAcks(
+      ack_devices, options_.convergence.switchover_ack_timeout);
+  if (base::ReasonOf(s) == v1::ERROR_REASON_ACK_TIMEOUT) {
+    return AckTimeout(ack_devices);
   }
+  return s;
+}
 
-  bool all_p2p = true;
-  for (device::Device* d : devices_) {
-    absl::StatusOr<vfio::MigFlags> flags = d->GetFlags();
-    if (!flags.ok()) return DeviceError(flags.status());
-    if ((*flags & vfio::kMigP2P) == 0) all_p2p = false;
-  }
-
-  // Write-ahead, overlapped with the stop-copy transfer: once COMMIT may
-  // have gone out, the destination may run the devices, and neither this job
-  // nor a restarted agent resumes them here without the destination's word.
-  // The decision is recorded once the devices stopped, while the rest of the
-  // state goes out, and COMMIT waits for it. A job that fails before COMMIT
-  // went out takes it back before its devices resume (Run).
-  CommitRecorder decision(job_.get());
-  job_->SetPhase(v1::PHASE_STOP_COPY, "");
-  absl::Time downtime_start = absl::Now();
+absl::Status SourceJob::StopDevices(bool all_p2p) {
   if (all_p2p) {
     // Barrier: every device stops initiating P2P DMA before any one stops,
     // so no device DMAs into a peer that is already stopped.
@@ -977,11 +959,10 @@ absl::Status SourceJob::Switchover() {
                                       ": STOP_COPY opened no data stream"));
     }
   }
-  // The devices stopped: nothing is dirtied after this collection.
-  CollectDirty(/*final=*/true);
-  decision.Record();
-  watch_->Kick();
+  return absl::OkStatus();
+}
 
+absl::Status SourceJob::SendStopCopy() {
   if (absl::Status s = SendMarker(v1::PhaseMarker::STOP_COPY, 0, 0); !s.ok()) {
     return s;
   }
@@ -999,6 +980,35 @@ absl::Status SourceJob::Switchover() {
     stop_copy_time_[i] = absl::Now() - t0;
     job_->SetDeviceTotal(i, offsets_[i]);
   }
+  return absl::OkStatus();
+}
+
+absl::Status SourceJob::Switchover() {
+  // Never stop a device before the destination loaded every device's initial
+  // data: that is what keeps the stop-copy (and the downtime) short.
+  if (absl::Status s = AwaitInitialData(); !s.ok()) return s;
+  bool all_p2p = true;
+  for (device::Device* d : devices_) {
+    absl::StatusOr<vfio::MigFlags> flags = d->GetFlags();
+    if (!flags.ok()) return DeviceError(flags.status());
+    if ((*flags & vfio::kMigP2P) == 0) all_p2p = false;
+  }
+
+  // Write-ahead, overlapped with the stop-copy transfer: once COMMIT may
+  // have gone out, the destination may run the devices, and neither this job
+  // nor a restarted agent resumes them here without the destination's word.
+  // The decision is recorded once the devices stopped, while the rest of the
+  // state goes out, and COMMIT waits for it. A job that fails before COMMIT
+  // went out takes it back before its devices resume (Run).
+  CommitRecorder decision(job_.get());
+  job_->SetPhase(v1::PHASE_STOP_COPY, "");
+  absl::Time downtime_start = absl::Now();
+  if (absl::Status s = StopDevices(all_p2p); !s.ok()) return s;
+  // The devices stopped: nothing is dirtied after this collection.
+  CollectDirty(/*final=*/true);
+  decision.Record();
+  watch_->Kick();
+  if (absl::Status s = SendStopCopy(); !s.ok()) return s;
   // Every byte is on the wire before the destination is told to commit.
   if (absl::Status s = CloseDataStreams(); !s.ok()) return s;
   if (absl::Status s = decision.Wait(); !s.ok()) return s;

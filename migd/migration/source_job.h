@@ -170,6 +170,13 @@ class SourceJob {
   void ReportPrecopy(const IterationStats& stats, bool converged,
                      absl::Duration pass_time, uint64_t held_after);
   absl::Status Switchover();
+  // Switchover's steps: the destination's acknowledgement of every pre-copy
+  // device's initial data; every device to STOP_COPY (through the P2P
+  // barrier when `all_p2p`), its data stream open; the STOP_COPY marker,
+  // then each device's rest and its DEVICE_END.
+  absl::Status AwaitInitialData();
+  absl::Status StopDevices(bool all_p2p);
+  absl::Status SendStopCopy();
   // One pass over a device's data stream, shared by the threads that send
   // it (one per data stream).
   struct Pass {
