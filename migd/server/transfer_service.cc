@@ -63,9 +63,7 @@ void TransferServiceImpl::SessionWriter::TellSource(const absl::Status& why) {
   if (abort_sent_) return;
   abort_sent_ = true;
   v1::TransferResponse aborted;
-  aborted.mutable_aborted()->set_reason(base::ReasonName(base::ReasonOf(why)));
-  aborted.mutable_aborted()->set_code(static_cast<int32_t>(why.code()));
-  aborted.mutable_aborted()->set_message(std::string(why.message()));
+  *aborted.mutable_aborted() = transfer::StatusMessage(why);
   stream_->Write(aborted);
 }
 
