@@ -941,7 +941,7 @@ TEST_F(FaultMatrixTest, ShortNetworkCutInPreCopy) {
 // backs off its retransmissions (0.2, 0.6, 1.4, 3.0, 6.2, 12.6 s, ...), and
 // a segment dropped 6 times in a row outlasts the 10 s a connection with
 // unacknowledged data has under 20 s timeouts (docs/reliability.md). At 30%
-// that took one run in tens (0.3^6 for each drop after the first); at 10%,
+// that took one run in tens (0.3^5 for each drop after the first); at 10%,
 // 0.1^5.
 constexpr int kLossPercent = 10;
 // Each device's state: the loss goes in once StartMigration returned, and
